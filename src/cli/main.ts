@@ -1,0 +1,13 @@
+#!/usr/bin/env node
+/** `meterline`: one binary, one subcommand per role. Each command lives in its own module. */
+import { Command } from 'commander';
+import { registerEmulatorCommand } from './emulator-command.ts';
+
+const program = new Command()
+  .name('meterline')
+  .description('Usage metering pipeline for AWS Marketplace: Kafka → hourly windows in Redis → AWS Metering')
+  .showHelpAfterError();
+
+registerEmulatorCommand(program);
+
+await program.parseAsync(process.argv);

@@ -1,0 +1,166 @@
+/**
+ * Runtime configuration: environment variables, optionally layered over a file (METERLINE_CONFIG, JSON or
+ * YAML, with the same keys). The environment wins. Validated once at start-up; every violation is listed
+ * with its key.
+ */
+import { z } from 'zod';
+import { ConfigError } from '../errors.ts';
+import { DEFAULT_ACCEPTANCE_WINDOW_MS } from '../submit/aws-window.ts';
+import { type Customers, loadCustomers } from './customers.ts';
+import { parseDuration } from './duration.ts';
+import { readStructuredFile } from './load-file.ts';
+import { loadPlan, type Plan } from './plan.ts';
+
+const duration = (fallback: string) =>
+  z
+    .string()
+    .default(fallback)
+    .transform((text, ctx) => {
+      const ms = parseDuration(text);
+      if (ms === undefined) {
+        ctx.addIssue({ code: 'custom', message: `must be a duration like 30s, 5m or 2h (got "${text}")` });
+        return z.NEVER;
+      }
+      return ms;
+    });
+
+const int = (fallback: number, min: number, max: number) => z.coerce.number().int().min(min).max(max).default(fallback);
+
+const topic = (fallback: string) =>
+  z
+    .string()
+    .regex(/^[A-Za-z0-9._-]{1,249}$/, 'must be a valid Kafka topic name')
+    .default(fallback);
+
+/** Every key this process reads, with its default. README's configuration table mirrors this list. */
+export const EnvSchema = z.object({
+  KAFKA_BROKERS: z.string().min(1, 'required: comma-separated host:port list'),
+  KAFKA_CLIENT_ID: z.string().default('meterline'),
+  REDIS_URL: z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL'),
+  AWS_REGION: z.string().optional(),
+  AWS_ENDPOINT_URL_MARKETPLACE_METERING: z.url().optional(),
+  METERLINE_PLAN: z.string().min(1, 'required: path of the metering plan (JSON or YAML)'),
+  METERLINE_CUSTOMERS: z.string().optional(),
+  METERLINE_TOPIC_USAGE: topic('usage-events'),
+  METERLINE_TOPIC_SUBMISSIONS: topic('metering-submissions'),
+  METERLINE_TOPIC_FAILED: topic('metering-failed'),
+  METERLINE_TOPIC_PARTITIONS: int(6, 1, 1000),
+  METERLINE_REDIS_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'letters, digits and _ . : - only')
+    .default('meterline'),
+  METERLINE_PROCESSOR_GROUP: z.string().min(1).default('meterline-processor'),
+  METERLINE_WORKER_GROUP: z.string().min(1).default('meterline-worker'),
+  METERLINE_WINDOW_GRACE: duration('5m'),
+  METERLINE_COMMIT_INTERVAL: duration('5s'),
+  METERLINE_MAX_FUTURE_SKEW: duration('5m'),
+  METERLINE_SUBMIT_MARGIN: duration('1h'),
+  METERLINE_MAX_MESSAGE_BYTES: int(16_384, 256, 1_048_576),
+  METERLINE_WORKER_BATCH_WAIT: duration('500ms'),
+  LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+});
+
+export type Env = z.output<typeof EnvSchema>;
+export type Role = 'processor' | 'worker';
+
+export interface Config {
+  env: Env;
+  kafka: { brokers: string[]; clientId: string };
+  redis: { url: string; prefix: string };
+  topics: { usage: string; submissions: string; failed: string; partitions: number };
+  plan: Plan;
+  customers: Customers;
+  window: { graceMs: number; commitIntervalMs: number; maxFutureSkewMs: number; submitMarginMs: number };
+  groups: { processor: string; worker: string };
+  maxMessageBytes: number;
+  worker: { batchWaitMs: number; region: string | undefined; endpoint: string | undefined };
+  logLevel: Env['LOG_LEVEL'];
+}
+
+const KEYS = Object.keys(EnvSchema.shape) as (keyof Env)[];
+
+/** Merges the optional config file under the environment, keeping only known keys. */
+function collectSource(env: NodeJS.ProcessEnv): Record<string, string> {
+  const merged: Record<string, string> = {};
+  const file = env.METERLINE_CONFIG;
+  if (file) {
+    const raw = readStructuredFile(file, `config file (METERLINE_CONFIG=${file})`);
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+      throw new ConfigError(`config file ${file}`, ['must be a map of configuration keys']);
+    }
+    const unknown = Object.keys(raw).filter((k) => !KEYS.includes(k as keyof Env));
+    if (unknown.length) {
+      throw new ConfigError(
+        `config file ${file}`,
+        unknown.map((k) => `${k}: unknown key`),
+      );
+    }
+    for (const [k, v] of Object.entries(raw)) if (v !== null && v !== undefined) merged[k] = String(v);
+  }
+  for (const k of KEYS) {
+    const v = env[k];
+    if (v !== undefined && v !== '') merged[k] = v;
+  }
+  return merged;
+}
+
+export function loadConfig(roles: readonly Role[], env: NodeJS.ProcessEnv = process.env): Config {
+  const source = collectSource(env);
+  const parsed = EnvSchema.safeParse(source);
+  const issues: string[] = parsed.success
+    ? []
+    : parsed.error.issues.map((i) => `${String(i.path[0] ?? '(env)')}: ${i.message}`);
+  const e = parsed.data;
+  if (roles.includes('worker') && !source.AWS_REGION) issues.push('AWS_REGION: required by the metering worker');
+  if (roles.includes('worker') && !source.METERLINE_CUSTOMERS) {
+    issues.push('METERLINE_CUSTOMERS: required by the metering worker: path of the customers file');
+  }
+  // Windows must close early enough to leave the worker room to retry inside AWS's acceptance window.
+  if (e && e.METERLINE_WINDOW_GRACE + e.METERLINE_COMMIT_INTERVAL + e.METERLINE_SUBMIT_MARGIN >= DEFAULT_ACCEPTANCE_WINDOW_MS.BatchMeterUsage) {
+    issues.push(
+      'METERLINE_WINDOW_GRACE: grace + commit interval + submit margin must stay under the 24h AWS acceptance window',
+    );
+  }
+
+  // The plan and customers files are checked even when other keys are wrong, so one run lists everything.
+  const attempt = <T>(load: () => T): T | undefined => {
+    try {
+      return load();
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error;
+      issues.push(...error.issues.map((i) => `${error.source}: ${i}`));
+      return undefined;
+    }
+  };
+  const plan = source.METERLINE_PLAN ? attempt(() => loadPlan(source.METERLINE_PLAN as string)) : undefined;
+  const customers = source.METERLINE_CUSTOMERS ? attempt(() => loadCustomers(source.METERLINE_CUSTOMERS as string)) : {};
+  if (issues.length || !e || !plan || !customers) throw new ConfigError('configuration', issues);
+
+  return {
+    env: e,
+    kafka: { brokers: e.KAFKA_BROKERS.split(',').map((b) => b.trim()).filter(Boolean), clientId: e.KAFKA_CLIENT_ID },
+    redis: { url: e.REDIS_URL, prefix: e.METERLINE_REDIS_PREFIX },
+    topics: {
+      usage: e.METERLINE_TOPIC_USAGE,
+      submissions: e.METERLINE_TOPIC_SUBMISSIONS,
+      failed: e.METERLINE_TOPIC_FAILED,
+      partitions: e.METERLINE_TOPIC_PARTITIONS,
+    },
+    plan,
+    customers,
+    window: {
+      graceMs: e.METERLINE_WINDOW_GRACE,
+      commitIntervalMs: e.METERLINE_COMMIT_INTERVAL,
+      maxFutureSkewMs: e.METERLINE_MAX_FUTURE_SKEW,
+      submitMarginMs: e.METERLINE_SUBMIT_MARGIN,
+    },
+    groups: { processor: e.METERLINE_PROCESSOR_GROUP, worker: e.METERLINE_WORKER_GROUP },
+    maxMessageBytes: e.METERLINE_MAX_MESSAGE_BYTES,
+    worker: {
+      batchWaitMs: e.METERLINE_WORKER_BATCH_WAIT,
+      region: e.AWS_REGION,
+      endpoint: e.AWS_ENDPOINT_URL_MARKETPLACE_METERING,
+    },
+    logLevel: e.LOG_LEVEL,
+  };
+}

@@ -1,0 +1,76 @@
+/**
+ * One error base for the whole pipeline. Retry and dead-letter decisions read `code` and `retriable`,
+ * never the message.
+ */
+export const ERROR_CODES = [
+  // configuration
+  'config_invalid',
+  // ingest reason codes (stage=ingest); stable, they appear on the failed-records topic
+  'empty_message',
+  'tombstone',
+  'malformed_json',
+  'schema_violation',
+  'timestamp_without_zone',
+  'invalid_timestamp',
+  'future_timestamp',
+  'too_old',
+  'negative_quantity',
+  'quantity_out_of_range',
+  'unknown_dimension',
+  'message_too_large',
+  // submit reason codes (stage=submit)
+  'customer_mapping_missing',
+  'customer_not_subscribed',
+  'duplicate_record',
+  'timestamp_out_of_bounds',
+  'deadline_exceeded',
+  'invalid_request',
+  'aws_throttled',
+  'aws_unavailable',
+  'aws_unprocessed',
+  'aws_error',
+  // state
+  'fenced',
+  'stale_batch',
+  'redis_error',
+  'kafka_error',
+] as const;
+
+export type ErrorCode = (typeof ERROR_CODES)[number];
+
+export interface MeterlineErrorOptions {
+  retriable?: boolean;
+  cause?: unknown;
+  /** Structured context; enumerable so it shows in JSON logs. */
+  context?: Record<string, unknown>;
+}
+
+export class MeterlineError extends Error {
+  readonly code: ErrorCode;
+  readonly retriable: boolean;
+  readonly context: Record<string, unknown>;
+
+  constructor(code: ErrorCode, message: string, options: MeterlineErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'MeterlineError';
+    this.code = code;
+    this.retriable = options.retriable ?? false;
+    this.context = options.context ?? {};
+  }
+}
+
+export function isMeterlineError(error: unknown): error is MeterlineError {
+  return error instanceof MeterlineError;
+}
+
+/** Config errors carry every violation, so the operator fixes them all in one go. */
+export class ConfigError extends MeterlineError {
+  readonly source: string;
+  readonly issues: readonly string[];
+  constructor(source: string, issues: readonly string[]) {
+    super('config_invalid', `${source} is invalid:\n${issues.map((i) => `  - ${i}`).join('\n')}`);
+    this.name = 'ConfigError';
+    this.source = source;
+    this.issues = issues;
+  }
+}

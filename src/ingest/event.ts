@@ -1,0 +1,121 @@
+/**
+ * Decoding and validation of usage events (contract v1, schemas/usage-event.v1.schema.json). Every
+ * rejection has a stable reason code; the caller dead-letters the original bytes with it.
+ */
+import type { ErrorCode } from '../errors.ts';
+import { acceptanceDeadline } from '../submit/aws-window.ts';
+import { hourStart } from '../time/hours.ts';
+import { parseEventTimestamp } from './timestamp.ts';
+
+export interface UsageEvent {
+  id: string;
+  customer: string;
+  dimension: string;
+  /** Quantity in integer micro-units: sums stay exact. */
+  micros: number;
+  timestampMs: number;
+  tags?: Record<string, string>;
+}
+
+export type IngestReason = Extract<
+  ErrorCode,
+  | 'empty_message'
+  | 'tombstone'
+  | 'malformed_json'
+  | 'schema_violation'
+  | 'timestamp_without_zone'
+  | 'invalid_timestamp'
+  | 'future_timestamp'
+  | 'too_old'
+  | 'negative_quantity'
+  | 'quantity_out_of_range'
+  | 'unknown_dimension'
+  | 'message_too_large'
+>;
+
+export type DecodeResult = { ok: true; event: UsageEvent } | { ok: false; reason: IngestReason; detail: string };
+
+export interface ValidationContext {
+  nowMs: number;
+  maxFutureSkewMs: number;
+  /** A record must still reach AWS this long before its acceptance deadline. */
+  submitMarginMs: number;
+  dimensions: ReadonlySet<string>;
+  maxMessageBytes: number;
+}
+
+export const MICROS = 1_000_000;
+/** The largest quantity whose micro-units stay an exact integer in a double. */
+export const MAX_QUANTITY = Math.floor(Number.MAX_SAFE_INTEGER / MICROS);
+const TAG_PATTERN = /^[a-zA-Z0-9+ -=._:/@]+$/;
+const MAX_TAGS = 5;
+
+const fail = (reason: IngestReason, detail: string): DecodeResult => ({ ok: false, reason, detail });
+
+const isText = (v: unknown, max: number): v is string => typeof v === 'string' && v.length >= 1 && v.length <= max;
+
+export function decodeJsonEvent(value: Buffer | null, ctx: ValidationContext): DecodeResult {
+  if (value === null) return fail('tombstone', 'message has no value (tombstone)');
+  if (value.length === 0) return fail('empty_message', 'message value is empty');
+  if (value.length > ctx.maxMessageBytes) {
+    return fail('message_too_large', `message is ${value.length} bytes; the limit is ${ctx.maxMessageBytes}`);
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(value.toString('utf8'));
+  } catch (error) {
+    return fail('malformed_json', (error as Error).message);
+  }
+  return validateEvent(raw, ctx);
+}
+
+export function validateEvent(raw: unknown, ctx: ValidationContext): DecodeResult {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+    return fail('schema_violation', 'event must be a JSON object');
+  }
+  const e = raw as Record<string, unknown>;
+  for (const field of ['id', 'customer', 'dimension', 'quantity', 'timestamp'] as const) {
+    if (e[field] === undefined || e[field] === null) return fail('schema_violation', `missing required field "${field}"`);
+  }
+  if (!isText(e.id, 128)) return fail('schema_violation', '"id" must be a string of 1 to 128 characters');
+  if (!isText(e.customer, 128)) return fail('schema_violation', '"customer" must be a string of 1 to 128 characters');
+  if (!isText(e.dimension, 255)) return fail('schema_violation', '"dimension" must be a string of 1 to 255 characters');
+  const q = e.quantity;
+  if (typeof q !== 'number' || !Number.isFinite(q)) return fail('schema_violation', '"quantity" must be a finite number');
+  if (q < 0) return fail('negative_quantity', `quantity ${q} is negative`);
+  if (q > MAX_QUANTITY) return fail('quantity_out_of_range', `quantity ${q} exceeds ${MAX_QUANTITY}`);
+
+  let tags: Record<string, string> | undefined;
+  if (e.tags !== undefined) {
+    const t = e.tags;
+    if (typeof t !== 'object' || t === null || Array.isArray(t)) return fail('schema_violation', '"tags" must be an object');
+    const entries = Object.entries(t);
+    if (entries.length > MAX_TAGS) return fail('schema_violation', `"tags" has ${entries.length} entries; at most ${MAX_TAGS}`);
+    for (const [k, v] of entries) {
+      if (k.length > 100 || !TAG_PATTERN.test(k)) return fail('schema_violation', `tag key "${k}" is not allowed by AWS`);
+      if (!isText(v, 256) || !TAG_PATTERN.test(v)) return fail('schema_violation', `tag "${k}" has a value AWS does not allow`);
+    }
+    if (entries.length) tags = Object.fromEntries(entries) as Record<string, string>;
+  }
+
+  const ts = parseEventTimestamp(e.timestamp);
+  if (!ts.ok) return fail(ts.reason, ts.detail);
+  if (ts.ms > ctx.nowMs + ctx.maxFutureSkewMs) {
+    return fail('future_timestamp', `timestamp is ${Math.round((ts.ms - ctx.nowMs) / 1000)}s ahead of this processor's clock`);
+  }
+  const deadline = acceptanceDeadline('BatchMeterUsage', hourStart(ts.ms));
+  if (ctx.nowMs > deadline - ctx.submitMarginMs) {
+    return fail('too_old', `the hour of ${new Date(ts.ms).toISOString()} can no longer reach AWS in time`);
+  }
+  if (!ctx.dimensions.has(e.dimension)) return fail('unknown_dimension', `dimension "${e.dimension}" is not in the metering plan`);
+
+  const event: UsageEvent = {
+    id: e.id,
+    customer: e.customer,
+    dimension: e.dimension,
+    micros: Math.round(q * MICROS),
+    timestampMs: ts.ms,
+  };
+  if (tags) event.tags = tags;
+  return { ok: true, event };
+}

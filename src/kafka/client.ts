@@ -1,0 +1,28 @@
+/** One place that builds kafkajs clients, so logging and retry settings stay consistent. */
+import { Kafka, logLevel, type LogEntry } from 'kafkajs';
+import type { Logger } from '../log.ts';
+
+const LEVEL: Record<number, 'error' | 'warn' | 'info' | 'debug'> = {
+  [logLevel.ERROR]: 'error',
+  [logLevel.WARN]: 'warn',
+  [logLevel.INFO]: 'info',
+  [logLevel.DEBUG]: 'debug',
+};
+
+export function createKafka(options: { brokers: string[]; clientId: string; logger: Logger }): Kafka {
+  process.env.KAFKAJS_NO_PARTITIONER_WARNING ??= '1';
+  const log = options.logger.child({ component: 'kafkajs' });
+  return new Kafka({
+    clientId: options.clientId,
+    brokers: options.brokers,
+    // kafkajs logs rebalances and reconnects at ERROR; they are routine, so route them through pino at warn.
+    logLevel: logLevel.WARN,
+    logCreator:
+      () =>
+      ({ level, log: entry }: LogEntry) => {
+        const { message, ...rest } = entry;
+        log[LEVEL[level] === 'error' ? 'warn' : (LEVEL[level] ?? 'info')](rest, message);
+      },
+    retry: { retries: 8, initialRetryTime: 300, maxRetryTime: 10_000 },
+  });
+}

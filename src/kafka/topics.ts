@@ -1,0 +1,36 @@
+/** Creates the pipeline's topics when missing. Topic settings come from config, never broker defaults. */
+import type { Kafka } from 'kafkajs';
+
+export interface TopicSpec {
+  topic: string;
+  numPartitions: number;
+  configEntries?: { name: string; value: string }[];
+}
+
+export async function ensureTopics(kafka: Kafka, specs: readonly TopicSpec[]): Promise<void> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    const existing = new Set(await admin.listTopics());
+    const missing = specs.filter((s) => !existing.has(s.topic));
+    if (missing.length) {
+      await admin.createTopics({
+        waitForLeaders: true,
+        topics: missing.map((s) => ({ ...s, replicationFactor: -1 })),
+      });
+    }
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+const WEEK_MS = String(7 * 24 * 3_600_000);
+
+/** The three pipeline topics. Usage keeps a week so a Redis loss can be replayed from Kafka. */
+export function pipelineTopics(t: { usage: string; submissions: string; failed: string; partitions: number }) {
+  return [
+    { topic: t.usage, numPartitions: t.partitions, configEntries: [{ name: 'retention.ms', value: WEEK_MS }] },
+    { topic: t.submissions, numPartitions: t.partitions, configEntries: [{ name: 'retention.ms', value: WEEK_MS }] },
+    { topic: t.failed, numPartitions: 1, configEntries: [{ name: 'retention.ms', value: String(30 * 24 * 3_600_000) }] },
+  ] satisfies TopicSpec[];
+}
