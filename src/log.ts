@@ -1,5 +1,5 @@
 /** pino JSON logs; secrets are redacted wherever they appear in a logged object. */
-import { pino, type Logger } from 'pino';
+import { type Logger, pino } from 'pino';
 
 export type { Logger };
 

@@ -2,12 +2,16 @@
 /** `meterline`: one binary, one subcommand per role. Each command lives in its own module. */
 import { Command } from 'commander';
 import { registerEmulatorCommand } from './emulator-command.ts';
+import { registerPipelineCommands } from './pipeline-commands.ts';
+import { registerProduceCommand } from './produce-command.ts';
 
 const program = new Command()
   .name('meterline')
   .description('Usage metering pipeline for AWS Marketplace: Kafka → hourly windows in Redis → AWS Metering')
   .showHelpAfterError();
 
+registerPipelineCommands(program);
+registerProduceCommand(program);
 registerEmulatorCommand(program);
 
 await program.parseAsync(process.argv);

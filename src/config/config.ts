@@ -24,7 +24,8 @@ const duration = (fallback: string) =>
       return ms;
     });
 
-const int = (fallback: number, min: number, max: number) => z.coerce.number().int().min(min).max(max).default(fallback);
+const int = (fallback: number, min: number, max: number) =>
+  z.coerce.number().int().min(min).max(max).default(fallback);
 
 const topic = (fallback: string) =>
   z
@@ -111,12 +112,17 @@ export function loadConfig(roles: readonly Role[], env: NodeJS.ProcessEnv = proc
     ? []
     : parsed.error.issues.map((i) => `${String(i.path[0] ?? '(env)')}: ${i.message}`);
   const e = parsed.data;
-  if (roles.includes('worker') && !source.AWS_REGION) issues.push('AWS_REGION: required by the metering worker');
+  if (roles.includes('worker') && !source.AWS_REGION)
+    issues.push('AWS_REGION: required by the metering worker');
   if (roles.includes('worker') && !source.METERLINE_CUSTOMERS) {
     issues.push('METERLINE_CUSTOMERS: required by the metering worker: path of the customers file');
   }
   // Windows must close early enough to leave the worker room to retry inside AWS's acceptance window.
-  if (e && e.METERLINE_WINDOW_GRACE + e.METERLINE_COMMIT_INTERVAL + e.METERLINE_SUBMIT_MARGIN >= DEFAULT_ACCEPTANCE_WINDOW_MS.BatchMeterUsage) {
+  if (
+    e &&
+    e.METERLINE_WINDOW_GRACE + e.METERLINE_COMMIT_INTERVAL + e.METERLINE_SUBMIT_MARGIN >=
+      DEFAULT_ACCEPTANCE_WINDOW_MS.BatchMeterUsage
+  ) {
     issues.push(
       'METERLINE_WINDOW_GRACE: grace + commit interval + submit margin must stay under the 24h AWS acceptance window',
     );
@@ -133,12 +139,19 @@ export function loadConfig(roles: readonly Role[], env: NodeJS.ProcessEnv = proc
     }
   };
   const plan = source.METERLINE_PLAN ? attempt(() => loadPlan(source.METERLINE_PLAN as string)) : undefined;
-  const customers = source.METERLINE_CUSTOMERS ? attempt(() => loadCustomers(source.METERLINE_CUSTOMERS as string)) : {};
+  const customers = source.METERLINE_CUSTOMERS
+    ? attempt(() => loadCustomers(source.METERLINE_CUSTOMERS as string))
+    : {};
   if (issues.length || !e || !plan || !customers) throw new ConfigError('configuration', issues);
 
   return {
     env: e,
-    kafka: { brokers: e.KAFKA_BROKERS.split(',').map((b) => b.trim()).filter(Boolean), clientId: e.KAFKA_CLIENT_ID },
+    kafka: {
+      brokers: e.KAFKA_BROKERS.split(',')
+        .map((b) => b.trim())
+        .filter(Boolean),
+      clientId: e.KAFKA_CLIENT_ID,
+    },
     redis: { url: e.REDIS_URL, prefix: e.METERLINE_REDIS_PREFIX },
     topics: {
       usage: e.METERLINE_TOPIC_USAGE,

@@ -30,7 +30,11 @@ export const PlanSchema = z
     const seen = new Set<string>();
     plan.dimensions.forEach((d, i) => {
       if (seen.has(d.name)) {
-        ctx.addIssue({ code: 'custom', path: ['dimensions', i, 'name'], message: `duplicate dimension "${d.name}"` });
+        ctx.addIssue({
+          code: 'custom',
+          path: ['dimensions', i, 'name'],
+          message: `duplicate dimension "${d.name}"`,
+        });
       }
       seen.add(d.name);
     });
@@ -46,5 +50,8 @@ export function parsePlan(raw: unknown, source = 'metering plan'): Plan {
 }
 
 export function loadPlan(path: string): Plan {
-  return parsePlan(readStructuredFile(path, `metering plan (METERLINE_PLAN=${path})`), `metering plan ${path}`);
+  return parsePlan(
+    readStructuredFile(path, `metering plan (METERLINE_PLAN=${path})`),
+    `metering plan ${path}`,
+  );
 }

@@ -33,7 +33,9 @@ export type IngestReason = Extract<
   | 'message_too_large'
 >;
 
-export type DecodeResult = { ok: true; event: UsageEvent } | { ok: false; reason: IngestReason; detail: string };
+export type DecodeResult =
+  | { ok: true; event: UsageEvent }
+  | { ok: false; reason: IngestReason; detail: string };
 
 export interface ValidationContext {
   nowMs: number;
@@ -52,7 +54,8 @@ const MAX_TAGS = 5;
 
 const fail = (reason: IngestReason, detail: string): DecodeResult => ({ ok: false, reason, detail });
 
-const isText = (v: unknown, max: number): v is string => typeof v === 'string' && v.length >= 1 && v.length <= max;
+const isText = (v: unknown, max: number): v is string =>
+  typeof v === 'string' && v.length >= 1 && v.length <= max;
 
 export function decodeJsonEvent(value: Buffer | null, ctx: ValidationContext): DecodeResult {
   if (value === null) return fail('tombstone', 'message has no value (tombstone)');
@@ -75,25 +78,33 @@ export function validateEvent(raw: unknown, ctx: ValidationContext): DecodeResul
   }
   const e = raw as Record<string, unknown>;
   for (const field of ['id', 'customer', 'dimension', 'quantity', 'timestamp'] as const) {
-    if (e[field] === undefined || e[field] === null) return fail('schema_violation', `missing required field "${field}"`);
+    if (e[field] === undefined || e[field] === null)
+      return fail('schema_violation', `missing required field "${field}"`);
   }
   if (!isText(e.id, 128)) return fail('schema_violation', '"id" must be a string of 1 to 128 characters');
-  if (!isText(e.customer, 128)) return fail('schema_violation', '"customer" must be a string of 1 to 128 characters');
-  if (!isText(e.dimension, 255)) return fail('schema_violation', '"dimension" must be a string of 1 to 255 characters');
+  if (!isText(e.customer, 128))
+    return fail('schema_violation', '"customer" must be a string of 1 to 128 characters');
+  if (!isText(e.dimension, 255))
+    return fail('schema_violation', '"dimension" must be a string of 1 to 255 characters');
   const q = e.quantity;
-  if (typeof q !== 'number' || !Number.isFinite(q)) return fail('schema_violation', '"quantity" must be a finite number');
+  if (typeof q !== 'number' || !Number.isFinite(q))
+    return fail('schema_violation', '"quantity" must be a finite number');
   if (q < 0) return fail('negative_quantity', `quantity ${q} is negative`);
   if (q > MAX_QUANTITY) return fail('quantity_out_of_range', `quantity ${q} exceeds ${MAX_QUANTITY}`);
 
   let tags: Record<string, string> | undefined;
   if (e.tags !== undefined) {
     const t = e.tags;
-    if (typeof t !== 'object' || t === null || Array.isArray(t)) return fail('schema_violation', '"tags" must be an object');
+    if (typeof t !== 'object' || t === null || Array.isArray(t))
+      return fail('schema_violation', '"tags" must be an object');
     const entries = Object.entries(t);
-    if (entries.length > MAX_TAGS) return fail('schema_violation', `"tags" has ${entries.length} entries; at most ${MAX_TAGS}`);
+    if (entries.length > MAX_TAGS)
+      return fail('schema_violation', `"tags" has ${entries.length} entries; at most ${MAX_TAGS}`);
     for (const [k, v] of entries) {
-      if (k.length > 100 || !TAG_PATTERN.test(k)) return fail('schema_violation', `tag key "${k}" is not allowed by AWS`);
-      if (!isText(v, 256) || !TAG_PATTERN.test(v)) return fail('schema_violation', `tag "${k}" has a value AWS does not allow`);
+      if (k.length > 100 || !TAG_PATTERN.test(k))
+        return fail('schema_violation', `tag key "${k}" is not allowed by AWS`);
+      if (!isText(v, 256) || !TAG_PATTERN.test(v))
+        return fail('schema_violation', `tag "${k}" has a value AWS does not allow`);
     }
     if (entries.length) tags = Object.fromEntries(entries) as Record<string, string>;
   }
@@ -101,13 +112,17 @@ export function validateEvent(raw: unknown, ctx: ValidationContext): DecodeResul
   const ts = parseEventTimestamp(e.timestamp);
   if (!ts.ok) return fail(ts.reason, ts.detail);
   if (ts.ms > ctx.nowMs + ctx.maxFutureSkewMs) {
-    return fail('future_timestamp', `timestamp is ${Math.round((ts.ms - ctx.nowMs) / 1000)}s ahead of this processor's clock`);
+    return fail(
+      'future_timestamp',
+      `timestamp is ${Math.round((ts.ms - ctx.nowMs) / 1000)}s ahead of this processor's clock`,
+    );
   }
   const deadline = acceptanceDeadline('BatchMeterUsage', hourStart(ts.ms));
   if (ctx.nowMs > deadline - ctx.submitMarginMs) {
     return fail('too_old', `the hour of ${new Date(ts.ms).toISOString()} can no longer reach AWS in time`);
   }
-  if (!ctx.dimensions.has(e.dimension)) return fail('unknown_dimension', `dimension "${e.dimension}" is not in the metering plan`);
+  if (!ctx.dimensions.has(e.dimension))
+    return fail('unknown_dimension', `dimension "${e.dimension}" is not in the metering plan`);
 
   const event: UsageEvent = {
     id: e.id,

@@ -10,7 +10,9 @@ const DATE_ONLY = /^\d{4}-\d{2}-\d{2}$/;
 const MIN_EPOCH_MS = 946_684_800_000;
 const MAX_EPOCH_MS = 32_503_680_000_000; // year 3000
 
-export type TimestampResult = { ok: true; ms: number } | { ok: false; reason: 'timestamp_without_zone' | 'invalid_timestamp'; detail: string };
+export type TimestampResult =
+  | { ok: true; ms: number }
+  | { ok: false; reason: 'timestamp_without_zone' | 'invalid_timestamp'; detail: string };
 
 export function parseEventTimestamp(value: unknown): TimestampResult {
   if (typeof value === 'number') {
@@ -20,7 +22,11 @@ export function parseEventTimestamp(value: unknown): TimestampResult {
     return { ok: true, ms: value };
   }
   if (typeof value !== 'string') {
-    return { ok: false, reason: 'invalid_timestamp', detail: 'timestamp must be an ISO-8601 string or epoch milliseconds' };
+    return {
+      ok: false,
+      reason: 'invalid_timestamp',
+      detail: 'timestamp must be an ISO-8601 string or epoch milliseconds',
+    };
   }
   if (DATE_ONLY.test(value)) {
     return { ok: false, reason: 'timestamp_without_zone', detail: `date without time or zone: ${value}` };

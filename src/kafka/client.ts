@@ -1,5 +1,5 @@
 /** One place that builds kafkajs clients, so logging and retry settings stay consistent. */
-import { Kafka, logLevel, type LogEntry } from 'kafkajs';
+import { Kafka, type LogEntry, logLevel } from 'kafkajs';
 import type { Logger } from '../log.ts';
 
 const LEVEL: Record<number, 'error' | 'warn' | 'info' | 'debug'> = {

@@ -27,10 +27,27 @@ export async function ensureTopics(kafka: Kafka, specs: readonly TopicSpec[]): P
 const WEEK_MS = String(7 * 24 * 3_600_000);
 
 /** The three pipeline topics. Usage keeps a week so a Redis loss can be replayed from Kafka. */
-export function pipelineTopics(t: { usage: string; submissions: string; failed: string; partitions: number }) {
+export function pipelineTopics(t: {
+  usage: string;
+  submissions: string;
+  failed: string;
+  partitions: number;
+}) {
   return [
-    { topic: t.usage, numPartitions: t.partitions, configEntries: [{ name: 'retention.ms', value: WEEK_MS }] },
-    { topic: t.submissions, numPartitions: t.partitions, configEntries: [{ name: 'retention.ms', value: WEEK_MS }] },
-    { topic: t.failed, numPartitions: 1, configEntries: [{ name: 'retention.ms', value: String(30 * 24 * 3_600_000) }] },
+    {
+      topic: t.usage,
+      numPartitions: t.partitions,
+      configEntries: [{ name: 'retention.ms', value: WEEK_MS }],
+    },
+    {
+      topic: t.submissions,
+      numPartitions: t.partitions,
+      configEntries: [{ name: 'retention.ms', value: WEEK_MS }],
+    },
+    {
+      topic: t.failed,
+      numPartitions: 1,
+      configEntries: [{ name: 'retention.ms', value: String(30 * 24 * 3_600_000) }],
+    },
   ] satisfies TopicSpec[];
 }

@@ -1,0 +1,39 @@
+/** Sends usage events to the usage topic, keyed by customer so a customer's events stay on one partition. */
+import type { Kafka, Message } from 'kafkajs';
+
+export interface ProduceOptions {
+  kafka: Kafka;
+  topic: string;
+  batchSize?: number;
+  onProgress?: (sent: number) => void;
+}
+
+export type Outgoing = { key: string | null; value: Buffer | string | null };
+
+export async function produceMessages(messages: Iterable<Outgoing>, o: ProduceOptions): Promise<number> {
+  const producer = o.kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+  await producer.connect();
+  let sent = 0;
+  try {
+    let batch: Message[] = [];
+    const flush = async () => {
+      if (!batch.length) return;
+      await producer.send({ topic: o.topic, acks: -1, messages: batch });
+      sent += batch.length;
+      batch = [];
+      o.onProgress?.(sent);
+    };
+    for (const m of messages) {
+      batch.push({ key: m.key, value: m.value });
+      if (batch.length >= (o.batchSize ?? 1000)) await flush();
+    }
+    await flush();
+  } finally {
+    await producer.disconnect();
+  }
+  return sent;
+}
+
+export function eventMessage(event: { customer?: unknown }): Outgoing {
+  return { key: typeof event.customer === 'string' ? event.customer : null, value: JSON.stringify(event) };
+}

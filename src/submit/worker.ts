@@ -1,0 +1,324 @@
+/**
+ * The metering worker: consumes frozen records and reports them with BatchMeterUsage. Each record is
+ * stamped with its window's hour, skipped if the ledger shows it accepted, retried with backoff and full
+ * jitter while its deadline allows, and dead-lettered with a reason when AWS gives a final answer.
+ */
+import { setTimeout as delay } from 'node:timers/promises';
+import {
+  BatchMeterUsageCommand,
+  type MarketplaceMeteringClient,
+  type UsageRecord,
+  type UsageRecordResult,
+} from '@aws-sdk/client-marketplace-metering';
+import type { Consumer, EachBatchPayload, Kafka } from 'kafkajs';
+import { parseSubmissionRecord, type SubmissionRecord } from '../commit/submission-record.ts';
+import type { CustomerMapping, Customers } from '../config/customers.ts';
+import { type FailedRecord, headersToStrings } from '../dlq/envelope.ts';
+import type { DlqPublisher } from '../dlq/publisher.ts';
+import type { ErrorCode, MeterlineError } from '../errors.ts';
+import type { Logger } from '../log.ts';
+import { classifyAwsError } from './aws-errors.ts';
+import { isWithinAcceptanceWindow } from './aws-window.ts';
+import { type BackoffOptions, backoffDelay, DEFAULT_BACKOFF } from './backoff.ts';
+import { chunkForBatchMeterUsage } from './batching.ts';
+import type { Ledger } from './ledger.ts';
+
+export interface WorkerOptions {
+  kafka: Kafka;
+  client: MarketplaceMeteringClient;
+  ledger: Ledger;
+  dlq: DlqPublisher;
+  customers: Customers;
+  topic: string;
+  groupId: string;
+  /** Stop retrying this long before a record's AWS deadline. */
+  deadlineMarginMs: number;
+  logger: Logger;
+  backoff?: BackoffOptions;
+  now?: () => number;
+}
+
+interface Prepared {
+  record: SubmissionRecord;
+  mapping: CustomerMapping;
+  usage: UsageRecord;
+  matchKey: string;
+}
+
+export interface WorkerStats {
+  accepted: number;
+  alreadyAccepted: number;
+  calls: number;
+  retries: number;
+  deadLettered: Partial<Record<ErrorCode, number>>;
+}
+
+export class MeteringWorker {
+  readonly stats: WorkerStats = { accepted: 0, alreadyAccepted: 0, calls: 0, retries: 0, deadLettered: {} };
+  readonly #o: WorkerOptions;
+  readonly #now: () => number;
+  #consumer: Consumer | undefined;
+
+  constructor(options: WorkerOptions) {
+    this.#o = options;
+    this.#now = options.now ?? Date.now;
+  }
+
+  async start(): Promise<void> {
+    const consumer = this.#o.kafka.consumer({ groupId: this.#o.groupId, sessionTimeout: 60_000 });
+    this.#consumer = consumer;
+    await consumer.connect();
+    await consumer.subscribe({ topic: this.#o.topic, fromBeginning: true });
+    await consumer.run({
+      autoCommit: true,
+      eachBatchAutoResolve: false,
+      eachBatch: (payload) => this.#eachBatch(payload),
+    });
+  }
+
+  async stop(): Promise<void> {
+    await this.#consumer?.disconnect();
+  }
+
+  async #eachBatch({
+    batch,
+    resolveOffset,
+    commitOffsetsIfNecessary,
+    heartbeat,
+    isRunning,
+  }: EachBatchPayload) {
+    if (!batch.messages.length || !isRunning()) return;
+    const records: SubmissionRecord[] = [];
+    const unreadable: FailedRecord[] = [];
+    for (const m of batch.messages) {
+      const r = parseSubmissionRecord(m.value);
+      if (r) records.push(r);
+      else {
+        unreadable.push({
+          version: 1,
+          stage: 'submit',
+          reason: 'invalid_request',
+          detail: 'submission message is not a v1 submission record',
+          retriable: false,
+          failedAt: new Date(this.#now()).toISOString(),
+          source: {
+            topic: batch.topic,
+            partition: batch.partition,
+            offset: m.offset,
+            key: m.key?.toString('utf8') ?? null,
+            timestamp: new Date(Number(m.timestamp)).toISOString(),
+            headers: headersToStrings(m.headers),
+          },
+          originalBase64: m.value?.toString('base64') ?? null,
+        });
+      }
+    }
+    await this.#o.dlq.publish(unreadable);
+    await this.submit(records, heartbeat);
+    resolveOffset((batch.messages[batch.messages.length - 1] as { offset: string }).offset);
+    await commitOffsetsIfNecessary();
+  }
+
+  /** Reports records to AWS. Resolves once each one is accepted or dead-lettered. */
+  async submit(
+    records: readonly SubmissionRecord[],
+    heartbeat: () => Promise<void> = async () => {},
+  ): Promise<void> {
+    const unique = [...new Map(records.map((r) => [r.recordId, r])).values()];
+    const done = await this.#o.ledger.accepted(unique.map((r) => r.recordId));
+    this.stats.alreadyAccepted += done.size;
+    const prepared: Prepared[] = [];
+    const now = this.#now();
+    for (const record of unique) {
+      if (done.has(record.recordId)) continue;
+      const mapping = this.#o.customers[record.customer];
+      if (!mapping) {
+        await this.#deadLetter(
+          [record],
+          'customer_mapping_missing',
+          `no AWS identity for tenant "${record.customer}"`,
+        );
+        continue;
+      }
+      if (now > Date.parse(record.deadline) - this.#o.deadlineMarginMs) {
+        await this.#deadLetter([record], 'deadline_exceeded', `deadline ${record.deadline} has passed`);
+        continue;
+      }
+      prepared.push(prepare(record, mapping));
+    }
+    const calls = chunkForBatchMeterUsage(
+      prepared,
+      (p) => `${p.record.productCode}|${'customerAwsAccountId' in p.mapping ? 'account' : 'identifier'}`,
+      (p) => JSON.stringify(p.usage).length,
+    );
+    for (const call of calls) {
+      await this.#submitCall(call);
+      await heartbeat();
+    }
+  }
+
+  async #submitCall(call: Prepared[]): Promise<void> {
+    let pending = call;
+    let attempt = 0;
+    while (pending.length) {
+      const productCode = pending[0]?.record.productCode;
+      let failure: MeterlineError | undefined;
+      try {
+        this.stats.calls += 1;
+        const out = await this.#o.client.send(
+          new BatchMeterUsageCommand({ ProductCode: productCode, UsageRecords: pending.map((p) => p.usage) }),
+        );
+        pending = await this.#handleResults(pending, out.Results ?? [], out.UnprocessedRecords ?? []);
+        if (!pending.length) return;
+        failure = undefined;
+      } catch (error) {
+        failure = classifyAwsError(error);
+      }
+
+      if (failure?.code === 'timestamp_out_of_bounds') {
+        // AWS rejects the whole call; drop the records outside the window and resend the rest.
+        const now = this.#now();
+        const out = pending.filter(
+          (p) => !isWithinAcceptanceWindow(p.record.api, Date.parse(p.record.hour), now),
+        );
+        if (out.length) {
+          await this.#deadLetter(
+            out.map((p) => p.record),
+            'timestamp_out_of_bounds',
+            failure.message,
+          );
+          pending = pending.filter((p) => !out.includes(p));
+          continue;
+        }
+        if (pending.length > 1) {
+          for (const p of pending) await this.#submitCall([p]);
+          return;
+        }
+        await this.#deadLetter(
+          pending.map((p) => p.record),
+          'timestamp_out_of_bounds',
+          failure.message,
+        );
+        return;
+      }
+      if (failure && !failure.retriable) {
+        await this.#deadLetter(
+          pending.map((p) => p.record),
+          failure.code,
+          failure.message,
+        );
+        return;
+      }
+
+      // Retriable: a thrown transient error, or UnprocessedRecords.
+      const wait = backoffDelay(attempt++, this.#o.backoff ?? DEFAULT_BACKOFF);
+      const resumeAt = this.#now() + wait;
+      const expired = pending.filter(
+        (p) => resumeAt > Date.parse(p.record.deadline) - this.#o.deadlineMarginMs,
+      );
+      if (expired.length) {
+        await this.#deadLetter(
+          expired.map((p) => p.record),
+          'deadline_exceeded',
+          `still failing at the deadline: ${failure?.message ?? 'unprocessed by AWS'}`,
+          attempt,
+        );
+        pending = pending.filter((p) => !expired.includes(p));
+      }
+      if (!pending.length) return;
+      this.stats.retries += 1;
+      this.#o.logger.warn(
+        { attempt, wait, records: pending.length, code: failure?.code ?? 'aws_unprocessed' },
+        'retrying',
+      );
+      await delay(wait);
+    }
+  }
+
+  /** Records results; returns the records AWS left unprocessed. */
+  async #handleResults(
+    sent: Prepared[],
+    results: UsageRecordResult[],
+    unprocessed: UsageRecord[],
+  ): Promise<Prepared[]> {
+    const byKey = new Map(sent.map((p) => [p.matchKey, p]));
+    const accepted: {
+      recordId: string;
+      entry: { meteringRecordId: string; quantity: number; acceptedAt: string };
+    }[] = [];
+    const acceptedAt = new Date(this.#now()).toISOString();
+    const answered = new Set<Prepared>();
+    for (const r of results) {
+      const p = r.UsageRecord && byKey.get(matchKeyOf(r.UsageRecord));
+      if (!p) {
+        this.#o.logger.error({ result: r }, 'AWS returned a result for a record that was not sent');
+        continue;
+      }
+      answered.add(p);
+      if (r.Status === 'Success') {
+        accepted.push({
+          recordId: p.record.recordId,
+          entry: { meteringRecordId: r.MeteringRecordId ?? '', quantity: p.record.quantity, acceptedAt },
+        });
+      } else if (r.Status === 'DuplicateRecord') {
+        this.#o.logger.error({ recordId: p.record.recordId }, 'AWS holds a conflicting record for this hour');
+        await this.#deadLetter(
+          [p.record],
+          'duplicate_record',
+          'AWS already has a record with a different quantity',
+        );
+      } else {
+        await this.#deadLetter([p.record], 'customer_not_subscribed', `AWS status ${r.Status}`);
+      }
+    }
+    await this.#o.ledger.record(accepted);
+    this.stats.accepted += accepted.length;
+    const retry = unprocessed.flatMap((u) => byKey.get(matchKeyOf(u)) ?? []);
+    // A record AWS neither answered nor listed as unprocessed is retried too: never assume success.
+    for (const p of sent) if (!answered.has(p) && !retry.includes(p)) retry.push(p);
+    return retry;
+  }
+
+  async #deadLetter(
+    records: SubmissionRecord[],
+    reason: ErrorCode,
+    detail: string,
+    attempts?: number,
+  ): Promise<void> {
+    const failedAt = new Date(this.#now()).toISOString();
+    await this.#o.dlq.publish(
+      records.map((record) => ({
+        version: 1,
+        stage: 'submit',
+        reason,
+        detail,
+        retriable: reason === 'customer_not_subscribed' || reason === 'customer_mapping_missing',
+        failedAt,
+        record,
+        ...(attempts === undefined ? {} : { attempts }),
+      })),
+    );
+    this.stats.deadLettered[reason] = (this.stats.deadLettered[reason] ?? 0) + records.length;
+    this.#o.logger.warn({ reason, records: records.map((r) => r.recordId) }, 'records dead-lettered');
+  }
+}
+
+function prepare(record: SubmissionRecord, mapping: CustomerMapping): Prepared {
+  const usage: UsageRecord = {
+    Timestamp: new Date(record.hour),
+    Dimension: record.dimension,
+    Quantity: record.quantity,
+  };
+  if ('customerAwsAccountId' in mapping) {
+    usage.CustomerAWSAccountId = mapping.customerAwsAccountId;
+    usage.LicenseArn = mapping.licenseArn;
+  } else {
+    usage.CustomerIdentifier = mapping.customerIdentifier;
+  }
+  return { record, mapping, usage, matchKey: matchKeyOf(usage) };
+}
+
+function matchKeyOf(u: UsageRecord): string {
+  const customer = u.CustomerAWSAccountId ?? u.CustomerIdentifier ?? '';
+  return `${customer}|${u.Dimension}|${u.Timestamp ? Math.floor(u.Timestamp.getTime() / 1000) : ''}`;
+}

@@ -1,0 +1,187 @@
+/**
+ * The hourly window state store in Redis. The only code that calls the window Lua scripts; it builds their
+ * KEYS and ARGV from the key builder and maps their failure codes to typed errors.
+ */
+import { MeterlineError } from '../errors.ts';
+import type { ScriptedRedis } from '../redis/client.ts';
+import { type Keys, type PartitionRef, splitAggregateField } from '../redis/keys.ts';
+
+export type AggregationOp = 's' | 'm';
+
+export interface PendingAggregate {
+  field: string;
+  op: AggregationOp;
+  events: { id: string; micros: number }[];
+}
+
+export interface HourGroup {
+  hourMs: number;
+  aggregates: PendingAggregate[];
+}
+
+export interface ApplyResult {
+  applied: number;
+  duplicates: number;
+  carried: number;
+}
+
+export interface FrozenRecord {
+  customer: string;
+  dimension: string;
+  quantity: number;
+}
+
+export interface WindowStoreOptions {
+  /** How long event ids are remembered for dedupe. */
+  dedupeTtlMs: number;
+  /** How long a finalized hour is remembered (late events are carried forward while it is). */
+  finalizedTtlMs: number;
+  lateAuditCap?: number;
+}
+
+export const MAX_AWS_QUANTITY = 2_147_483_647;
+const MICROS = 1_000_000;
+
+const FENCED = -1;
+const STALE = -2;
+
+export class WindowStore {
+  readonly redis: ScriptedRedis;
+  readonly keys: Keys;
+  readonly options: Required<WindowStoreOptions>;
+
+  constructor(redis: ScriptedRedis, keys: Keys, options: WindowStoreOptions) {
+    this.redis = redis;
+    this.keys = keys;
+    this.options = { lateAuditCap: 10_000, ...options };
+  }
+
+  /** Takes ownership of a partition: bumps its fencing token and reads its checkpoint. */
+  async claim(p: PartitionRef): Promise<{ token: string; checkpoint: string | undefined }> {
+    const k = this.keys.partition(p);
+    const res = await this.redis.multi().incr(k.fence()).get(k.checkpoint()).exec();
+    if (!res) throw new MeterlineError('redis_error', 'claim transaction was discarded', { retriable: true });
+    const [[fenceErr, token], [ckptErr, checkpoint]] = res as [
+      [Error | null, number],
+      [Error | null, string | null],
+    ];
+    if (fenceErr || ckptErr)
+      throw new MeterlineError('redis_error', 'claim failed', {
+        retriable: true,
+        cause: fenceErr ?? ckptErr,
+      });
+    return { token: String(token), checkpoint: checkpoint ?? undefined };
+  }
+
+  async applyBatch(
+    p: PartitionRef,
+    token: string,
+    offsets: { first: string; last: string },
+    groups: HourGroup[],
+    carryHourMs: number,
+  ): Promise<ApplyResult> {
+    const k = this.keys.partition(p);
+    if (!groups.some((g) => g.hourMs === carryHourMs))
+      groups = [...groups, { hourMs: carryHourMs, aggregates: [] }];
+    const keys: string[] = [k.checkpoint(), k.fence(), k.openHours(), k.lateAudit()];
+    const args: (string | number)[] = [
+      token,
+      offsets.first,
+      offsets.last,
+      Math.ceil(this.options.dedupeTtlMs / 1000),
+      Math.ceil(this.options.finalizedTtlMs / 1000),
+      groups.length,
+      groups.findIndex((g) => g.hourMs === carryHourMs) + 1,
+      this.options.lateAuditCap,
+    ];
+    for (const g of groups) {
+      keys.push(k.aggregates(g.hourMs), k.seen(g.hourMs), k.finalized(g.hourMs));
+      args.push(g.hourMs, g.aggregates.length);
+      for (const agg of g.aggregates) {
+        args.push(agg.field, agg.op, agg.events.length);
+        for (const e of agg.events) args.push(e.id, e.micros);
+      }
+    }
+    const res = await this.redis.applyBatch(keys.length, ...keys, ...args);
+    if (res[0] === FENCED) throw fenced(p);
+    if (res[0] === STALE) {
+      throw new MeterlineError(
+        'stale_batch',
+        `batch starting at ${offsets.first} is at or below checkpoint ${res[1]}`,
+        {
+          context: { ...p, checkpoint: res[1] },
+        },
+      );
+    }
+    return { applied: res[0] ?? 0, duplicates: res[1] ?? 0, carried: res[2] ?? 0 };
+  }
+
+  /** Hours with open aggregates whose end is at or before `closedBeforeMs`, oldest first. */
+  async hoursEndingBy(p: PartitionRef, closedBeforeMs: number): Promise<number[]> {
+    const hours = await this.redis.zrangebyscore(
+      this.keys.partition(p).openHours(),
+      '-inf',
+      String(closedBeforeMs - 3_600_000),
+    );
+    return hours.map(Number);
+  }
+
+  async pendingEmits(p: PartitionRef): Promise<number[]> {
+    return (await this.redis.zrange(this.keys.partition(p).pendingEmit(), '0', '-1')).map(Number);
+  }
+
+  /** Freezes an hour (idempotently) and returns its records. */
+  async finalizeHour(
+    p: PartitionRef,
+    token: string,
+    hourMs: number,
+    ops: ReadonlyMap<string, AggregationOp>,
+  ): Promise<FrozenRecord[]> {
+    const k = this.keys.partition(p);
+    const keys = [
+      k.fence(),
+      k.aggregates(hourMs),
+      k.finalized(hourMs),
+      k.openHours(),
+      k.pendingEmit(),
+      k.carry(),
+    ];
+    const args: (string | number)[] = [
+      token,
+      hourMs,
+      Math.ceil(this.options.finalizedTtlMs / 1000),
+      MICROS,
+      MAX_AWS_QUANTITY,
+      ops.size,
+    ];
+    for (const [dimension, op] of ops) args.push(dimension, op);
+    const res = await this.redis.finalizeHour(keys.length, ...keys, ...args);
+    if (res[0] === FENCED) throw fenced(p);
+    return parseFrozen(res as string[]);
+  }
+
+  async markEmitted(p: PartitionRef, token: string, hourMs: number): Promise<void> {
+    const k = this.keys.partition(p);
+    const res = await this.redis.markEmitted(2, k.fence(), k.pendingEmit(), token, hourMs);
+    if (res === FENCED) throw fenced(p);
+  }
+}
+
+function fenced(p: PartitionRef): MeterlineError {
+  return new MeterlineError(
+    'fenced',
+    `partition ${p.topic}/${p.partition} was assigned to another instance`,
+    {
+      context: { ...p },
+    },
+  );
+}
+
+function parseFrozen(flat: string[]): FrozenRecord[] {
+  const out: FrozenRecord[] = [];
+  for (let i = 0; i < flat.length; i += 2) {
+    const parts = splitAggregateField(flat[i] as string);
+    if (parts) out.push({ ...parts, quantity: Number(flat[i + 1]) });
+  }
+  return out;
+}
