@@ -81,6 +81,7 @@ export async function startPipeline(
         ops: processor.ops,
         api: 'BatchMeterUsage',
         graceMs: config.window.graceMs,
+        maxDelayMs: config.window.maxDelayMs,
         intervalMs: config.window.commitIntervalMs,
         logger: logger.child({ stage: 'commit' }),
         ...(options.now ? { now: options.now } : {}),

@@ -1,7 +1,8 @@
 /**
  * The commit stage: a wall-clock punctuator over the partitions this instance owns. It finalizes every
- * hour whose end + grace has passed (freeze in Redis, then emit, then mark emitted), and re-emits hours
- * that were frozen but not yet acknowledged by Kafka before a crash: same id, same quantity.
+ * hour whose end + grace has passed on a partition that is caught up, or whose end + maxDelay has passed
+ * in any case (freeze in Redis, then emit, then mark emitted). It re-emits hours that were frozen but not
+ * yet acknowledged by Kafka before a crash: same id, same quantity.
  */
 import type { Producer } from 'kafkajs';
 import type { Plan } from '../config/plan.ts';
@@ -22,6 +23,8 @@ export interface CommitStageOptions {
   ops: ReadonlyMap<string, AggregationOp>;
   api: MeteringApi;
   graceMs: number;
+  /** Wall-clock bound: an hour closes at end + maxDelay even while its partition still has a backlog. */
+  maxDelayMs: number;
   intervalMs: number;
   logger: Logger;
   now?: () => number;
@@ -67,7 +70,8 @@ export class CommitStage {
           this.stats.reEmitted += 1;
           await this.#finalizeAndEmit(owned, hour);
         }
-        const closedBefore = this.#now() - this.#o.graceMs;
+        const now = this.#now();
+        const closedBefore = now - (owned.caughtUp ? this.#o.graceMs : this.#o.maxDelayMs);
         for (const hour of await this.#o.store.hoursEndingBy(owned, closedBefore)) {
           await this.#finalizeAndEmit(owned, hour);
         }

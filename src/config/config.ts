@@ -53,6 +53,7 @@ export const EnvSchema = z.object({
   METERLINE_PROCESSOR_GROUP: z.string().min(1).default('meterline-processor'),
   METERLINE_WORKER_GROUP: z.string().min(1).default('meterline-worker'),
   METERLINE_WINDOW_GRACE: duration('5m'),
+  METERLINE_WINDOW_MAX_DELAY: duration('1h'),
   METERLINE_COMMIT_INTERVAL: duration('5s'),
   METERLINE_MAX_FUTURE_SKEW: duration('5m'),
   METERLINE_SUBMIT_MARGIN: duration('1h'),
@@ -71,7 +72,13 @@ export interface Config {
   topics: { usage: string; submissions: string; failed: string; partitions: number };
   plan: Plan;
   customers: Customers;
-  window: { graceMs: number; commitIntervalMs: number; maxFutureSkewMs: number; submitMarginMs: number };
+  window: {
+    graceMs: number;
+    maxDelayMs: number;
+    commitIntervalMs: number;
+    maxFutureSkewMs: number;
+    submitMarginMs: number;
+  };
   groups: { processor: string; worker: string };
   maxMessageBytes: number;
   worker: { batchWaitMs: number; region: string | undefined; endpoint: string | undefined };
@@ -163,6 +170,7 @@ export function loadConfig(roles: readonly Role[], env: NodeJS.ProcessEnv = proc
     customers,
     window: {
       graceMs: e.METERLINE_WINDOW_GRACE,
+      maxDelayMs: e.METERLINE_WINDOW_MAX_DELAY,
       commitIntervalMs: e.METERLINE_COMMIT_INTERVAL,
       maxFutureSkewMs: e.METERLINE_MAX_FUTURE_SKEW,
       submitMarginMs: e.METERLINE_SUBMIT_MARGIN,

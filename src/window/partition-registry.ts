@@ -10,7 +10,15 @@ export interface OwnedPartition extends PartitionRef {
   token: string;
   /** Last offset applied to Redis; undefined before the first batch ever. */
   checkpoint: bigint | undefined;
+  /**
+   * Whether everything written to the partition so far is applied. While a backlog is unread, an hour
+   * is not closed by grace alone: its remaining events are most likely in that backlog.
+   */
+  caughtUp: boolean;
 }
+
+/** The next offset to be written to a partition (its high watermark). */
+export type LogEndLookup = (partition: number) => Promise<bigint>;
 
 export class PartitionRegistry {
   readonly topic: string;
@@ -18,9 +26,12 @@ export class PartitionRegistry {
   #owned = new Map<number, Promise<OwnedPartition>>();
   #assigned = new Set<number>();
 
-  constructor(topic: string, store: WindowStore) {
+  readonly logEnd: LogEndLookup;
+
+  constructor(topic: string, store: WindowStore, logEnd: LogEndLookup) {
     this.topic = topic;
     this.store = store;
+    this.logEnd = logEnd;
   }
 
   /** A new assignment: every partition is claimed afresh, bumping its token. */
@@ -40,11 +51,10 @@ export class PartitionRegistry {
     let owned = this.#owned.get(partition);
     if (!owned) {
       const ref = { topic: this.topic, partition };
-      owned = this.store.claim(ref).then(({ token, checkpoint }) => ({
-        ...ref,
-        token,
-        checkpoint: checkpoint === undefined ? undefined : BigInt(checkpoint),
-      }));
+      owned = Promise.all([this.store.claim(ref), this.logEnd(partition)]).then(([{ token, checkpoint }, end]) => {
+        const applied = checkpoint === undefined ? undefined : BigInt(checkpoint);
+        return { ...ref, token, checkpoint: applied, caughtUp: (applied ?? -1n) + 1n >= end };
+      });
       owned.catch(() => this.#owned.delete(partition));
       this.#owned.set(partition, owned);
     }

@@ -58,7 +58,7 @@ export class WindowingProcessor {
   constructor(options: ProcessorOptions) {
     this.#o = options;
     this.#now = options.now ?? Date.now;
-    this.registry = new PartitionRegistry(options.topic, options.store);
+    this.registry = new PartitionRegistry(options.topic, options.store, (partition) => this.#logEnd(partition));
     this.#ops = new Map(options.plan.dimensions.map((d) => [d.name, d.aggregation === 'max' ? 'm' : 's']));
     this.#dimensions = new Set(this.#ops.keys());
   }
@@ -66,6 +66,17 @@ export class WindowingProcessor {
   /** Aggregation op per dimension, for the commit stage. */
   get ops(): ReadonlyMap<string, AggregationOp> {
     return this.#ops;
+  }
+
+  async #logEnd(partition: number): Promise<bigint> {
+    const admin = this.#o.kafka.admin();
+    await admin.connect();
+    try {
+      const offsets = await admin.fetchTopicOffsets(this.#o.topic);
+      return BigInt(offsets.find((o) => o.partition === partition)?.high ?? '0');
+    } finally {
+      await admin.disconnect();
+    }
   }
 
   async start(): Promise<void> {
@@ -121,6 +132,7 @@ export class WindowingProcessor {
       ckpt === undefined ? batch.messages : batch.messages.filter((m) => BigInt(m.offset) > ckpt);
     const last = batch.messages[batch.messages.length - 1] as KafkaMessage;
     if (!messages.length) {
+      owned.caughtUp = BigInt(batch.highWatermark) <= BigInt(last.offset) + 1n;
       resolveOffset(last.offset);
       return;
     }
@@ -184,6 +196,7 @@ export class WindowingProcessor {
       this.#o.logger.info({ partition, first: first.offset }, 'batch already applied; skipping');
     }
     owned.checkpoint = BigInt(last.offset);
+    owned.caughtUp = BigInt(batch.highWatermark) <= owned.checkpoint + 1n;
     this.stats.events += messages.length;
     this.stats.batches += 1;
     for (const f of failed) this.stats.failed[f.reason] = (this.stats.failed[f.reason] ?? 0) + 1;

@@ -1,0 +1,179 @@
+#!/usr/bin/env node
+/**
+ * Local stack CLI (no Docker):
+ *   node deploy/stack/stack.ts up [--only kafka,redis] [--timeout <seconds>]
+ *   node deploy/stack/stack.ts down [--purge]
+ *   node deploy/stack/stack.ts status
+ *   node deploy/stack/stack.ts env            # eval "$(node deploy/stack/stack.ts env)"
+ */
+import { parseArgs } from 'node:util';
+import {
+  currentStackEnv,
+  ensureServices,
+  SERVICE_NAMES,
+  SERVICES,
+  type ServiceName,
+  StackError,
+  stackStatus,
+  stopStack,
+} from './index.ts';
+
+const USAGE = `usage: stack.ts <command>
+  up [--only kafka,redis,emulator] [--timeout <s>]   start what isn't running and healthy; reuse the rest
+  down [--purge]                                     stop what 'up' started (by pid); --purge deletes .stack/
+  status                                             pid, alive, port, RSS of each service, and the env
+  env                                                export lines for a shell: eval "$(… env)"`;
+
+// kafkajs 2.2.4 schedules a negative timeout on Node 24 (harmless); keep the CLI output clean of it.
+const emitWarning = process.emitWarning.bind(process);
+process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
+  const name = warning instanceof Error ? warning.name : rest[0];
+  if (name === 'TimeoutNegativeWarning') return;
+  (emitWarning as (...args: unknown[]) => void)(warning, ...rest);
+}) as typeof process.emitWarning;
+
+const out = (line: string) => process.stdout.write(`${line}\n`);
+const err = (line: string) => process.stderr.write(`${line}\n`);
+
+function shellQuote(value: string): string {
+  return /^[\w@%+=:,./-]+$/.test(value) ? value : `'${value.replaceAll("'", "'\\''")}'`;
+}
+
+function exportLines(env: Partial<Record<string, string>>): string[] {
+  return SERVICES.filter((s) => env[s.envVar]).map(
+    (s) => `export ${s.envVar}=${shellQuote(env[s.envVar] as string)}`,
+  );
+}
+
+async function up(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: { only: { type: 'string' }, timeout: { type: 'string' } },
+    strict: true,
+  });
+  const names = values.only
+    ? (values.only.split(',').map((n) => n.trim()) as ServiceName[])
+    : [...SERVICE_NAMES];
+  const t0 = Date.now();
+  const result = await ensureServices(names, {
+    log: out,
+    ...(values.timeout ? { readyTimeoutMs: Number(values.timeout) * 1000 } : {}),
+  });
+  const reused = Object.entries(result.outcomes)
+    .filter(([, o]) => o !== 'started')
+    .map(([n, o]) => `${n} (${o})`);
+  out(
+    `stack ready in ${((Date.now() - t0) / 1000).toFixed(1)} s` +
+      ` (started: ${result.started.join(', ') || 'none'}${reused.length ? `; ${reused.join(', ')}` : ''})`,
+  );
+  for (const line of exportLines(result.env)) out(line);
+  return 0;
+}
+
+async function down(args: string[]): Promise<number> {
+  const { values } = parseArgs({ args, options: { purge: { type: 'boolean' } }, strict: true });
+  const stopped = await stopStack({ log: out, purge: values.purge === true });
+  out(stopped.length ? `stopped: ${stopped.join(', ')}` : 'nothing was running');
+  return 0;
+}
+
+function pad(text: string, width: number): string {
+  return text.padEnd(width);
+}
+
+async function status(): Promise<number> {
+  const rows = await stackStatus();
+  const header = ['service', 'pid', 'alive', 'healthy', 'port', 'rss', 'log'];
+  const table: string[][] = [header];
+  for (const s of rows) {
+    if (s.external) {
+      table.push([
+        s.name,
+        '-',
+        '-',
+        s.healthy ? 'yes' : 'NO',
+        `external ${s.envVar}=${s.external}`,
+        '-',
+        '-',
+      ]);
+      continue;
+    }
+    const rec = s.record;
+    const ports = rec
+      ? Object.entries(rec.ports)
+          .map(([k, v], i) => (i === 0 ? String(v) : `${k} ${v}`))
+          .join(', ')
+      : '-';
+    table.push([
+      s.name,
+      rec ? String(rec.pid) : '-',
+      s.alive ? 'yes' : 'no',
+      s.healthy === undefined ? '-' : s.healthy ? 'yes' : 'NO',
+      ports,
+      s.rssKb !== undefined ? `${(s.rssKb / 1024).toFixed(1)} MB` : '-',
+      rec?.log ?? '-',
+    ]);
+  }
+  const widths = header.map((_, i) => Math.max(...table.map((r) => (r[i] ?? '').length)) + 2);
+  for (const r of table)
+    out(
+      r
+        .map((c, i) => pad(c, widths[i] as number))
+        .join('')
+        .trimEnd(),
+    );
+  out('');
+  const env = currentStackEnv();
+  const lines = exportLines(env);
+  if (lines.length) for (const line of lines) out(line);
+  else out('# nothing running: npm run stack:up');
+  return rows.every((s) => s.healthy === true) ? 0 : 1;
+}
+
+function env(): number {
+  const current = currentStackEnv();
+  for (const line of exportLines(current)) out(line);
+  const missing = SERVICES.filter((s) => !current[s.envVar]).map((s) => s.name);
+  if (missing.length) {
+    err(`# not running: ${missing.join(', ')} (npm run stack:up)`);
+    return 1;
+  }
+  return 0;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'up':
+      return up(rest);
+    case 'down':
+      return down(rest);
+    case 'status':
+      return status();
+    case 'env':
+      return env();
+    case undefined:
+    case '-h':
+    case '--help':
+      out(USAGE);
+      return command ? 0 : 2;
+    default:
+      err(`unknown command ${command}\n${USAGE}`);
+      return 2;
+  }
+}
+
+try {
+  process.exitCode = await main(process.argv.slice(2));
+} catch (e) {
+  const code = (e as NodeJS.ErrnoException).code;
+  if (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS')) {
+    err(`stack: ${(e as Error).message}\n${USAGE}`);
+    process.exitCode = 2;
+  } else {
+    err(
+      `stack: ${e instanceof StackError ? e.message : e instanceof Error ? (e.stack ?? e.message) : String(e)}`,
+    );
+    process.exitCode = 1;
+  }
+}
