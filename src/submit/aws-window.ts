@@ -36,5 +36,7 @@ export function isWithinAcceptanceWindow(
   nowMs: number,
   windowMs: number = DEFAULT_ACCEPTANCE_WINDOW_MS[api],
 ): boolean {
-  return timestampMs <= nowMs + FUTURE_TOLERANCE_MS && nowMs <= acceptanceDeadline(api, timestampMs, windowMs);
+  return (
+    timestampMs <= nowMs + FUTURE_TOLERANCE_MS && nowMs <= acceptanceDeadline(api, timestampMs, windowMs)
+  );
 }

@@ -51,10 +51,12 @@ export class PartitionRegistry {
     let owned = this.#owned.get(partition);
     if (!owned) {
       const ref = { topic: this.topic, partition };
-      owned = Promise.all([this.store.claim(ref), this.logEnd(partition)]).then(([{ token, checkpoint }, end]) => {
-        const applied = checkpoint === undefined ? undefined : BigInt(checkpoint);
-        return { ...ref, token, checkpoint: applied, caughtUp: (applied ?? -1n) + 1n >= end };
-      });
+      owned = Promise.all([this.store.claim(ref), this.logEnd(partition)]).then(
+        ([{ token, checkpoint }, end]) => {
+          const applied = checkpoint === undefined ? undefined : BigInt(checkpoint);
+          return { ...ref, token, checkpoint: applied, caughtUp: (applied ?? -1n) + 1n >= end };
+        },
+      );
       owned.catch(() => this.#owned.delete(partition));
       this.#owned.set(partition, owned);
     }

@@ -58,7 +58,9 @@ export class WindowingProcessor {
   constructor(options: ProcessorOptions) {
     this.#o = options;
     this.#now = options.now ?? Date.now;
-    this.registry = new PartitionRegistry(options.topic, options.store, (partition) => this.#logEnd(partition));
+    this.registry = new PartitionRegistry(options.topic, options.store, (partition) =>
+      this.#logEnd(partition),
+    );
     this.#ops = new Map(options.plan.dimensions.map((d) => [d.name, d.aggregation === 'max' ? 'm' : 's']));
     this.#dimensions = new Set(this.#ops.keys());
   }
