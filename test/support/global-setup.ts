@@ -1,0 +1,10 @@
+/** Starts (or reuses) the local stack once for the whole run, unless endpoints come from the environment. */
+export default async function setup(): Promise<() => Promise<void>> {
+  const { ensureStack, stopStack } = await import('../../deploy/stack/index.ts');
+  const env = await ensureStack();
+  for (const [k, v] of Object.entries(env)) if (typeof v === 'string') process.env[k] = v;
+  return async () => {
+    // Stop only what this run started; a stack the developer had up stays up.
+    if (env.started.length && process.env.METERLINE_KEEP_STACK !== '1') await stopStack();
+  };
+}

@@ -1,0 +1,14 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    root: new URL('..', import.meta.url).pathname,
+    include: ['test/**/*.test.ts'],
+    globalSetup: ['test/support/global-setup.ts'],
+    testTimeout: 120_000,
+    hookTimeout: 180_000,
+    // Integration suites share one broker and one Redis on 2 cores; files run one at a time.
+    fileParallelism: false,
+    reporters: ['default'],
+  },
+});
