@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --disable-warning=TimeoutNegativeWarning
 /** `meterline`: one binary, one subcommand per role. Each command lives in its own module. */
 import { Command } from 'commander';
 import { registerEmulatorCommand } from './emulator-command.ts';

@@ -35,12 +35,16 @@ const topic = (fallback: string) =>
 
 /** Every key this process reads, with its default. README's configuration table mirrors this list. */
 export const EnvSchema = z.object({
-  KAFKA_BROKERS: z.string().min(1, 'required: comma-separated host:port list'),
+  KAFKA_BROKERS: z
+    .string({ error: 'required: comma-separated host:port list' })
+    .min(1, 'required: comma-separated host:port list'),
   KAFKA_CLIENT_ID: z.string().default('meterline'),
-  REDIS_URL: z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL'),
+  REDIS_URL: z.string({ error: 'required: redis://[user:password@]host:port[/db]' }).regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL'),
   AWS_REGION: z.string().optional(),
   AWS_ENDPOINT_URL_MARKETPLACE_METERING: z.url().optional(),
-  METERLINE_PLAN: z.string().min(1, 'required: path of the metering plan (JSON or YAML)'),
+  METERLINE_PLAN: z
+    .string({ error: 'required: path of the metering plan (JSON or YAML)' })
+    .min(1, 'required: path of the metering plan (JSON or YAML)'),
   METERLINE_CUSTOMERS: z.string().optional(),
   METERLINE_TOPIC_USAGE: topic('usage-events'),
   METERLINE_TOPIC_SUBMISSIONS: topic('metering-submissions'),

@@ -13,7 +13,7 @@ export const DimensionSchema = z
       .min(1)
       .max(255)
       .regex(/^[A-Za-z0-9_.:-]+$/, 'dimension name may use letters, digits, _ . : - only'),
-    model: z.literal('hourly').default('hourly').describe('metering model; monthly and contract come later'),
+    model: z.literal('hourly').default('hourly').describe('metering model'),
     aggregation: z.enum(['sum', 'max']).default('sum').describe('how events in one hour combine'),
     description: z.string().max(500).optional(),
   })
@@ -43,9 +43,25 @@ export const PlanSchema = z
 export type Plan = z.infer<typeof PlanSchema>;
 export type Dimension = z.infer<typeof DimensionSchema>;
 
+/** Duplicate dimension names, checked on the raw input so they are listed beside any other mistake. */
+function duplicateDimensions(raw: unknown): string[] {
+  const dims = (raw as { dimensions?: unknown })?.dimensions;
+  if (!Array.isArray(dims)) return [];
+  const seen = new Set<string>();
+  const issues: string[] = [];
+  dims.forEach((d, i) => {
+    const name = (d as { name?: unknown })?.name;
+    if (typeof name !== 'string') return;
+    if (seen.has(name)) issues.push(`dimensions.${i}.name: duplicate dimension "${name}"`);
+    seen.add(name);
+  });
+  return issues;
+}
+
 export function parsePlan(raw: unknown, source = 'metering plan'): Plan {
   const result = PlanSchema.safeParse(raw);
-  if (!result.success) throw new ConfigError(source, issueLines(result.error.issues));
+  const issues = [...(result.success ? [] : issueLines(result.error.issues)), ...duplicateDimensions(raw)];
+  if (issues.length || !result.success) throw new ConfigError(source, issues);
   return result.data;
 }
 

@@ -1,0 +1,141 @@
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { generatedSchemas } from '../../deploy/gen-schemas.ts';
+import { loadConfig } from '../../src/config/config.ts';
+import { parseCustomers } from '../../src/config/customers.ts';
+import { parsePlan } from '../../src/config/plan.ts';
+import { ConfigError } from '../../src/errors.ts';
+import { writeTempJson } from '../support/harness.ts';
+
+const plan = writeTempJson('plan.json', { productCode: 'prod-x', dimensions: [{ name: 'api_calls' }] });
+const customers = writeTempJson('customers.json', {
+  t1: {
+    customerAwsAccountId: '123456789012',
+    licenseArn: 'arn:aws:license-manager::123456789012:license:l-1',
+  },
+});
+const base = { KAFKA_BROKERS: 'a:9092,b:9092', REDIS_URL: 'redis://127.0.0.1:6379', METERLINE_PLAN: plan };
+
+function issuesOf(fn: () => unknown): string[] {
+  try {
+    fn();
+  } catch (error) {
+    if (error instanceof ConfigError) return [...error.issues];
+    throw error;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+describe('configuration', () => {
+  it('applies the documented defaults', () => {
+    const c = loadConfig(['processor'], base);
+    expect(c.kafka.brokers).toEqual(['a:9092', 'b:9092']);
+    expect(c.topics).toEqual({
+      usage: 'usage-events',
+      submissions: 'metering-submissions',
+      failed: 'metering-failed',
+      partitions: 6,
+    });
+    expect(c.window.graceMs).toBe(5 * 60_000);
+    expect(c.plan.dimensions[0]).toEqual({ name: 'api_calls', model: 'hourly', aggregation: 'sum' });
+  });
+
+  it('lists every violation at once, each with its key', () => {
+    const badPlan = writeTempJson('bad-plan.json', {
+      productCode: '',
+      dimensions: [{ name: 'a b', aggregation: 'avg' }, { name: 'x' }, { name: 'x' }],
+    });
+    const issues = issuesOf(() =>
+      loadConfig(['processor', 'worker'], {
+        REDIS_URL: 'http://nope',
+        METERLINE_PLAN: badPlan,
+        METERLINE_COMMIT_INTERVAL: 'soon',
+        METERLINE_TOPIC_USAGE: 'bad topic!',
+      }),
+    );
+    const keys = issues.map((i) => i.split(':')[0]);
+    expect(keys).toEqual(
+      expect.arrayContaining([
+        'KAFKA_BROKERS',
+        'REDIS_URL',
+        'METERLINE_COMMIT_INTERVAL',
+        'METERLINE_TOPIC_USAGE',
+        'AWS_REGION',
+        'METERLINE_CUSTOMERS',
+      ]),
+    );
+    const planIssues = issues.filter((i) => i.startsWith(`metering plan ${badPlan}`));
+    expect(planIssues.map((i) => i.split(': ')[1])).toEqual(
+      expect.arrayContaining([
+        'productCode',
+        'dimensions.0.name',
+        'dimensions.0.aggregation',
+        'dimensions.2.name',
+      ]),
+    );
+  });
+
+  it('layers the environment over a config file and rejects unknown keys in it', () => {
+    const file = writeTempJson('meterline.json', {
+      ...base,
+      METERLINE_WINDOW_GRACE: '10m',
+      METERLINE_TOPIC_USAGE: 'from-file',
+    });
+    const c = loadConfig(['processor'], { METERLINE_CONFIG: file, METERLINE_TOPIC_USAGE: 'from-env' });
+    expect(c.window.graceMs).toBe(10 * 60_000);
+    expect(c.topics.usage).toBe('from-env');
+    const typo = writeTempJson('typo.json', { ...base, METERLINE_GRASE: '1m' });
+    expect(issuesOf(() => loadConfig(['processor'], { METERLINE_CONFIG: typo }))).toEqual([
+      'METERLINE_GRASE: unknown key',
+    ]);
+  });
+
+  it('refuses a grace that leaves no time to reach AWS', () => {
+    expect(issuesOf(() => loadConfig(['processor'], { ...base, METERLINE_WINDOW_GRACE: '23h' }))[0]).toMatch(
+      /^METERLINE_WINDOW_GRACE: .*24h/,
+    );
+  });
+
+  it('needs AWS_REGION and a customers file for the worker only', () => {
+    expect(() => loadConfig(['processor'], base)).not.toThrow();
+    const c = loadConfig(['worker'], { ...base, AWS_REGION: 'us-east-1', METERLINE_CUSTOMERS: customers });
+    expect(Object.keys(c.customers)).toEqual(['t1']);
+  });
+});
+
+describe('customers file', () => {
+  it('accepts the 2026 form and the legacy form, never a mix', () => {
+    expect(() =>
+      parseCustomers({
+        a: { customerAwsAccountId: '123456789012', licenseArn: 'arn:aws:license-manager::1:license:l-1' },
+        b: { customerIdentifier: 'legacy-id' },
+      }),
+    ).not.toThrow();
+    expect(() =>
+      parseCustomers({
+        c: {
+          customerAwsAccountId: '123456789012',
+          customerIdentifier: 'x',
+          licenseArn: 'arn:aws:license-manager::1',
+        },
+      }),
+    ).toThrow(ConfigError);
+    expect(() => parseCustomers({ d: { customerAwsAccountId: '12345' } })).toThrow(ConfigError);
+  });
+});
+
+describe('published schemas', () => {
+  it('match the zod definitions the code validates with', () => {
+    for (const [name, schema] of Object.entries(generatedSchemas())) {
+      const onDisk = JSON.parse(readFileSync(new URL(`../../schemas/${name}`, import.meta.url), 'utf8'));
+      expect(onDisk, `schemas/${name} is stale: run npm run schemas`).toEqual(schema);
+    }
+  });
+
+  it('accept the demo plan and customers', () => {
+    const read = (p: string) =>
+      JSON.parse(readFileSync(new URL(`../../deploy/demo/${p}`, import.meta.url), 'utf8'));
+    expect(() => parsePlan(read('plan.json'))).not.toThrow();
+    expect(() => parseCustomers(read('customers.json'))).not.toThrow();
+  });
+});
