@@ -1,0 +1,228 @@
+/**
+ * The window scripts on a real Redis: atomic apply with dedupe and checkpoint, fencing, late events,
+ * exact sums in micro-units, and finalization that freezes once and carries remainders.
+ */
+import { afterAll, beforeEach, describe, expect, it } from 'vitest';
+import { createRedis } from '../../src/redis/client.ts';
+import { aggregateField, Keys } from '../../src/redis/keys.ts';
+import { HOUR_MS } from '../../src/time/hours.ts';
+import { type HourGroup, MAX_AWS_QUANTITY, WindowStore } from '../../src/window/window-store.ts';
+import { deleteKeys, stackEnv, uniqueId } from '../support/harness.ts';
+
+const redis = createRedis(stackEnv().redisUrl);
+const H0 = Date.parse('2026-11-27T10:00:00Z');
+const H1 = H0 + HOUR_MS;
+const H2 = H1 + HOUR_MS;
+const NOW_HOUR = H2 + HOUR_MS;
+const sumOps = new Map([
+  ['calls', 's' as const],
+  ['seats', 'm' as const],
+]);
+let prefix: string;
+const prefixes: string[] = [];
+let store: WindowStore;
+const p = { topic: 'usage', partition: 0 };
+
+const group = (
+  hourMs: number,
+  field: string,
+  events: [string, number][],
+  op: 's' | 'm' = 's',
+): HourGroup => ({
+  hourMs,
+  aggregates: [{ field, op, events: events.map(([id, micros]) => ({ id, micros })) }],
+});
+const offsets = (first: number, last: number) => ({ first: String(first), last: String(last) });
+const calls = aggregateField('acme', 'calls');
+
+beforeEach(() => {
+  prefix = uniqueId('ws');
+  prefixes.push(prefix);
+  store = new WindowStore(redis, new Keys(prefix), {
+    dedupeTtlMs: 48 * HOUR_MS,
+    finalizedTtlMs: 48 * HOUR_MS,
+  });
+});
+afterAll(async () => {
+  for (const used of prefixes) await deleteKeys(used);
+  redis.disconnect();
+});
+
+describe('applyBatch', () => {
+  it('counts each event id once, within and across batches', async () => {
+    const { token } = await store.claim(p);
+    const r1 = await store.applyBatch(
+      p,
+      token,
+      offsets(0, 2),
+      [
+        group(H0, calls, [
+          ['a', 1],
+          ['b', 2],
+          ['a', 1],
+        ]),
+      ],
+      NOW_HOUR,
+    );
+    const r2 = await store.applyBatch(
+      p,
+      token,
+      offsets(3, 4),
+      [
+        group(H0, calls, [
+          ['b', 2],
+          ['c', 4],
+        ]),
+      ],
+      NOW_HOUR,
+    );
+    expect(r1).toEqual({ applied: 2, duplicates: 1, carried: 0 });
+    expect(r2).toEqual({ applied: 1, duplicates: 1, carried: 0 });
+    expect(await redis.hget(new Keys(prefix).partition(p).aggregates(H0), calls)).toBe('7');
+    expect(await redis.get(new Keys(prefix).partition(p).checkpoint())).toBe('4');
+  });
+
+  it('refuses a batch at or below the checkpoint, changing nothing', async () => {
+    const { token } = await store.claim(p);
+    await store.applyBatch(p, token, offsets(0, 9), [group(H0, calls, [['a', 5]])], NOW_HOUR);
+    await expect(
+      store.applyBatch(p, token, offsets(9, 12), [group(H0, calls, [['z', 5]])], NOW_HOUR),
+    ).rejects.toMatchObject({
+      code: 'stale_batch',
+    });
+    expect(await redis.hget(new Keys(prefix).partition(p).aggregates(H0), calls)).toBe('5');
+    expect(await redis.sismember(new Keys(prefix).partition(p).seen(H0), 'z')).toBe(0);
+  });
+
+  it('refuses a writer whose fencing token is stale', async () => {
+    const zombie = await store.claim(p);
+    const owner = await store.claim(p);
+    expect(Number(owner.token)).toBeGreaterThan(Number(zombie.token));
+    await expect(
+      store.applyBatch(p, zombie.token, offsets(0, 0), [group(H0, calls, [['a', 5]])], NOW_HOUR),
+    ).rejects.toMatchObject({ code: 'fenced' });
+    await expect(store.finalizeHour(p, zombie.token, H0, sumOps)).rejects.toMatchObject({ code: 'fenced' });
+    expect(await redis.exists(new Keys(prefix).partition(p).aggregates(H0))).toBe(0);
+    await store.applyBatch(p, owner.token, offsets(0, 0), [group(H0, calls, [['a', 5]])], NOW_HOUR);
+    expect(await store.claim(p)).toMatchObject({ checkpoint: '0' });
+  });
+
+  it('keeps the peak for max dimensions', async () => {
+    const { token } = await store.claim(p);
+    const seats = aggregateField('acme', 'seats');
+    await store.applyBatch(
+      p,
+      token,
+      offsets(0, 1),
+      [
+        group(
+          H0,
+          seats,
+          [
+            ['s1', 3_000_000],
+            ['s2', 7_000_000],
+          ],
+          'm',
+        ),
+      ],
+      NOW_HOUR,
+    );
+    await store.applyBatch(p, token, offsets(2, 2), [group(H0, seats, [['s3', 5_000_000]], 'm')], NOW_HOUR);
+    expect(await redis.hget(new Keys(prefix).partition(p).aggregates(H0), seats)).toBe('7000000');
+  });
+
+  it('carries events for a finalized hour into the open hour and audits them', async () => {
+    const { token } = await store.claim(p);
+    await store.applyBatch(p, token, offsets(0, 0), [group(H0, calls, [['a', 1_000_000]])], NOW_HOUR);
+    await store.finalizeHour(p, token, H0, sumOps);
+    const r = await store.applyBatch(
+      p,
+      token,
+      offsets(1, 2),
+      [
+        group(H0, calls, [
+          ['late', 2_000_000],
+          ['a', 1_000_000],
+        ]),
+      ],
+      NOW_HOUR,
+    );
+    expect(r).toEqual({ applied: 1, duplicates: 1, carried: 1 });
+    const k = new Keys(prefix).partition(p);
+    expect(await redis.hget(k.aggregates(NOW_HOUR), calls)).toBe('2000000');
+    expect(await redis.hgetall(k.finalized(H0))).toMatchObject({ [calls]: '1' });
+    expect(await redis.lrange(k.lateAudit(), 0, -1)).toEqual([`late|${calls}|${H0}|${NOW_HOUR}`]);
+    expect(await store.hoursEndingBy(p, NOW_HOUR + 2 * HOUR_MS)).toEqual([NOW_HOUR]);
+  });
+});
+
+describe('finalizeHour', () => {
+  it('freezes once: a second call returns the same records and later events cannot change them', async () => {
+    const { token } = await store.claim(p);
+    await store.applyBatch(p, token, offsets(0, 0), [group(H0, calls, [['a', 3_000_000]])], NOW_HOUR);
+    const first = await store.finalizeHour(p, token, H0, sumOps);
+    await store.applyBatch(p, token, offsets(1, 1), [group(H0, calls, [['b', 9_000_000]])], NOW_HOUR);
+    const again = await store.finalizeHour(p, token, H0, sumOps);
+    expect(first).toEqual([{ customer: 'acme', dimension: 'calls', quantity: 3 }]);
+    expect(again).toEqual(first);
+    expect(await store.pendingEmits(p)).toEqual([H0]);
+    await store.markEmitted(p, token, H0);
+    expect(await store.pendingEmits(p)).toEqual([]);
+  });
+
+  it('carries fractions to the next hour of the same key, so the billed total is exact', async () => {
+    const { token } = await store.claim(p);
+    // 0.4 + 0.4 + 0.4 units over three hours: billed 0, 0, 1.
+    let offset = 0;
+    const billed: number[] = [];
+    for (const hour of [H0, H1, H2]) {
+      await store.applyBatch(
+        p,
+        token,
+        offsets(offset, offset),
+        [group(hour, calls, [[`e${offset}`, 400_000]])],
+        NOW_HOUR,
+      );
+      offset += 1;
+      const records = await store.finalizeHour(p, token, hour, sumOps);
+      billed.push(records[0]?.quantity ?? -1);
+    }
+    expect(billed).toEqual([0, 0, 1]);
+    expect(await redis.hget(new Keys(prefix).partition(p).carry(), calls)).toBe('200000');
+  });
+
+  it('caps a quantity at the AWS maximum and carries the excess', async () => {
+    const { token } = await store.claim(p);
+    const micros = (MAX_AWS_QUANTITY + 10) * 1_000_000;
+    await store.applyBatch(p, token, offsets(0, 0), [group(H0, calls, [['big', micros]])], NOW_HOUR);
+    expect(await store.finalizeHour(p, token, H0, sumOps)).toEqual([
+      { customer: 'acme', dimension: 'calls', quantity: MAX_AWS_QUANTITY },
+    ]);
+    await store.applyBatch(p, token, offsets(1, 1), [group(H1, calls, [['small', 1_000_000]])], NOW_HOUR);
+    expect(await store.finalizeHour(p, token, H1, sumOps)).toEqual([
+      { customer: 'acme', dimension: 'calls', quantity: 11 },
+    ]);
+  });
+
+  it('bills a fractional peak as a whole unit', async () => {
+    const { token } = await store.claim(p);
+    const seats = aggregateField('acme', 'seats');
+    await store.applyBatch(p, token, offsets(0, 0), [group(H0, seats, [['s', 2_500_000]], 'm')], NOW_HOUR);
+    expect(await store.finalizeHour(p, token, H0, sumOps)).toEqual([
+      { customer: 'acme', dimension: 'seats', quantity: 3 },
+    ]);
+  });
+
+  it('finalizes a large hour (more fields than one Lua unpack can take)', async () => {
+    const { token } = await store.claim(p);
+    const events = Array.from({ length: 6000 }, (_, i) => ({
+      field: aggregateField(`c${i}`, 'calls'),
+      op: 's' as const,
+      events: [{ id: `e${i}`, micros: 1_000_000 }],
+    }));
+    await store.applyBatch(p, token, offsets(0, 5999), [{ hourMs: H0, aggregates: events }], NOW_HOUR);
+    const records = await store.finalizeHour(p, token, H0, sumOps);
+    expect(records).toHaveLength(6000);
+    expect(records.every((r) => r.quantity === 1)).toBe(true);
+  });
+});
