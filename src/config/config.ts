@@ -62,7 +62,6 @@ export const EnvSchema = z.object({
   METERLINE_MAX_FUTURE_SKEW: duration('5m'),
   METERLINE_SUBMIT_MARGIN: duration('1h'),
   METERLINE_MAX_MESSAGE_BYTES: int(16_384, 256, 1_048_576),
-  METERLINE_WORKER_BATCH_WAIT: duration('500ms'),
   LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
 });
 
@@ -85,7 +84,7 @@ export interface Config {
   };
   groups: { processor: string; worker: string };
   maxMessageBytes: number;
-  worker: { batchWaitMs: number; region: string | undefined; endpoint: string | undefined };
+  worker: { region: string | undefined; endpoint: string | undefined };
   logLevel: Env['LOG_LEVEL'];
 }
 
@@ -182,7 +181,6 @@ export function loadConfig(roles: readonly Role[], env: NodeJS.ProcessEnv = proc
     groups: { processor: e.METERLINE_PROCESSOR_GROUP, worker: e.METERLINE_WORKER_GROUP },
     maxMessageBytes: e.METERLINE_MAX_MESSAGE_BYTES,
     worker: {
-      batchWaitMs: e.METERLINE_WORKER_BATCH_WAIT,
       region: e.AWS_REGION,
       endpoint: e.AWS_ENDPOINT_URL_MARKETPLACE_METERING,
     },
