@@ -39,7 +39,9 @@ export const EnvSchema = z.object({
     .string({ error: 'required: comma-separated host:port list' })
     .min(1, 'required: comma-separated host:port list'),
   KAFKA_CLIENT_ID: z.string().default('meterline'),
-  REDIS_URL: z.string({ error: 'required: redis://[user:password@]host:port[/db]' }).regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL'),
+  REDIS_URL: z
+    .string({ error: 'required: redis://[user:password@]host:port[/db]' })
+    .regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL'),
   AWS_REGION: z.string().optional(),
   AWS_ENDPOINT_URL_MARKETPLACE_METERING: z.url().optional(),
   METERLINE_PLAN: z

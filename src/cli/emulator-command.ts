@@ -1,0 +1,144 @@
+/**
+ * `meterline emulator`: run the local AWS Marketplace Metering emulator, and `meterline emulator
+ * records` to see what a running one accepted. Point the SDK (and the worker) at it with
+ * AWS_ENDPOINT_URL_MARKETPLACE_METERING=<printed url>.
+ */
+import Table from 'cli-table3';
+import { type Command, InvalidArgumentError } from 'commander';
+import { pino } from 'pino';
+import { loadCustomersFile } from '../emulator/customers-file.ts';
+import { type RunningEmulator, startEmulator } from '../emulator/server.ts';
+import type { CustomerSubscription, EmulatorSnapshot } from '../emulator/state.ts';
+import { HOUR_MS } from '../time/hours.ts';
+
+const ENDPOINT_ENV = 'AWS_ENDPOINT_URL_MARKETPLACE_METERING';
+
+interface ServeOptions {
+  port: number;
+  host: string;
+  customers?: string;
+  subscribe?: string[];
+  batchWindowHours?: number;
+  meterUsageWindowHours?: number;
+  productCode?: string[];
+  dimension?: string[];
+}
+
+interface RecordsOptions {
+  endpoint?: string;
+  json?: boolean;
+}
+
+export function registerEmulatorCommand(program: Command): void {
+  const emulator = program
+    .command('emulator')
+    .description('run a local AWS Marketplace Metering emulator (awsJson1_1, reachable by the AWS SDK)')
+    .option('--port <n>', 'port to listen on (0 = any free port)', parsePort, 0)
+    .option('--host <host>', 'interface to bind', '127.0.0.1')
+    .option('--customers <file>', 'customer mapping JSON; every AWS id in it is subscribed')
+    .option('--subscribe <ids...>', 'subscribe these CustomerAWSAccountIds / CustomerIdentifiers')
+    .option('--batch-window-hours <h>', 'BatchMeterUsage acceptance window (default 24)', parseHours)
+    .option('--meter-usage-window-hours <h>', 'MeterUsage acceptance window (default 6)', parseHours)
+    .option('--product-code <codes...>', 'accept only these product codes (default: any)')
+    .option('--dimension <names...>', 'accept only these usage dimensions (default: any)')
+    .action((options: ServeOptions, command: Command) => serve(options, command));
+
+  emulator
+    .command('records')
+    .description('list the records a running emulator accepted')
+    .option('--endpoint <url>', `emulator URL (default: $${ENDPOINT_ENV})`)
+    .option('--json', 'print the raw JSON instead of a table')
+    .action((options: RecordsOptions, command: Command) => printRecords(options, command));
+}
+
+/** Runs until SIGINT/SIGTERM, then closes the server and resolves (so the process exits 0). */
+async function serve(options: ServeOptions, command: Command): Promise<void> {
+  const logger = pino(
+    { name: 'meterline-emulator', level: process.env.LOG_LEVEL ?? 'info' },
+    pino.destination(2),
+  );
+  let fromFile: CustomerSubscription[] = [];
+  try {
+    fromFile = options.customers ? await loadCustomersFile(options.customers) : [];
+  } catch (error) {
+    command.error(`error: ${(error as Error).message}`);
+  }
+  const customers = [...fromFile, ...(options.subscribe ?? []).map((id) => ({ id }))];
+  const windowMs: { BatchMeterUsage?: number; MeterUsage?: number } = {};
+  if (options.batchWindowHours !== undefined) windowMs.BatchMeterUsage = options.batchWindowHours * HOUR_MS;
+  if (options.meterUsageWindowHours !== undefined)
+    windowMs.MeterUsage = options.meterUsageWindowHours * HOUR_MS;
+
+  let running: RunningEmulator;
+  try {
+    running = await startEmulator({
+      port: options.port,
+      host: options.host,
+      customers,
+      windowMs,
+      productCodes: options.productCode,
+      dimensions: options.dimension,
+      logger,
+    });
+  } catch (error) {
+    command.error(
+      `error: cannot start the emulator on ${options.host}:${options.port}: ${(error as Error).message}`,
+    );
+  }
+  // Plain stdout line, so scripts can `grep -o 'http://.*'`; structured logs go to stderr.
+  process.stdout.write(`emulator listening on ${running.url}\n`);
+  logger.info({ url: running.url, customers: customers.length }, 'emulator started');
+
+  const signal = await new Promise<NodeJS.Signals>((resolve) => {
+    process.once('SIGINT', () => resolve('SIGINT'));
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+  });
+  logger.info({ signal }, 'emulator stopping');
+  await running.close();
+}
+
+async function printRecords(options: RecordsOptions, command: Command): Promise<void> {
+  const endpoint = options.endpoint ?? process.env[ENDPOINT_ENV];
+  // command.error prints a one-line message and exits 1: these are operator mistakes, not crashes.
+  if (!endpoint) command.error(`error: no emulator endpoint: pass --endpoint or set ${ENDPOINT_ENV}`);
+  let response: Response;
+  try {
+    response = await fetch(new URL('/_emulator/records', endpoint));
+  } catch (error) {
+    const reason = (error as Error).cause ?? error;
+    command.error(`error: cannot reach the emulator at ${endpoint}: ${(reason as Error).message}`);
+  }
+  if (!response.ok) command.error(`error: ${endpoint} answered ${response.status}: ${await response.text()}`);
+  const snapshot = (await response.json()) as EmulatorSnapshot;
+  if (options.json) {
+    process.stdout.write(`${JSON.stringify(snapshot, null, 2)}\n`);
+    return;
+  }
+  const table = new Table({
+    head: ['hour (UTC)', 'customer', 'dimension', 'quantity', 'metering record id', 'api'],
+    style: { head: [], border: [] }, // no ANSI colours: the output is often piped or diffed
+  });
+  for (const r of snapshot.records) {
+    table.push([r.timestamp, r.customer, r.dimension, String(r.quantity), r.meteringRecordId, r.api]);
+  }
+  process.stdout.write(`${table.toString()}\n`);
+  const calls = Object.entries(snapshot.calls)
+    .map(([op, n]) => `${op}=${n}`)
+    .join(' ');
+  process.stdout.write(
+    `${snapshot.records.length} record(s), ${snapshot.duplicates} duplicate(s); calls: ${calls || 'none'}\n`,
+  );
+}
+
+function parsePort(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0 || n > 65_535)
+    throw new InvalidArgumentError('must be an integer 0–65535');
+  return n;
+}
+
+function parseHours(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('must be a positive number of hours');
+  return n;
+}

@@ -1,0 +1,249 @@
+/**
+ * The emulator over HTTP: AWS's awsJson1_1 wire protocol on `POST /` (so the real SDK v3 client can
+ * talk to it through `endpoint` or `AWS_ENDPOINT_URL_MARKETPLACE_METERING`), plus a small JSON admin
+ * API under `/_emulator/` for tests and the CLI. All metering rules live in `state.ts`.
+ */
+import { randomUUID } from 'node:crypto';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { ServiceError, serializationError } from './service-error.ts';
+import { type CustomerSubscription, EmulatorState, type EmulatorStateOptions } from './state.ts';
+
+const TARGET_PREFIX = 'AWSMPMeteringService.';
+const JSON_CONTENT_TYPE = 'application/x-amz-json-1.1';
+/** AWS's limit is "under 1 MB" per call. */
+export const MAX_BODY_BYTES = 1024 * 1024;
+
+/** The part of a pino logger the emulator uses. */
+export interface EmulatorLogger {
+  info(obj: object, msg?: string): void;
+  debug(obj: object, msg?: string): void;
+}
+
+export interface StartEmulatorOptions extends EmulatorStateOptions {
+  /** 0 picks a free port. @defaultValue 0 */
+  port?: number;
+  /** @defaultValue '127.0.0.1' */
+  host?: string;
+  /** Bodies of this size or more are rejected with 413. @defaultValue MAX_BODY_BYTES */
+  maxBodyBytes?: number;
+  logger?: EmulatorLogger;
+}
+
+export interface RunningEmulator {
+  url: string;
+  port: number;
+  state: EmulatorState;
+  close(): Promise<void>;
+}
+
+type Json = Record<string, unknown>;
+
+export async function startEmulator(options: StartEmulatorOptions = {}): Promise<RunningEmulator> {
+  const { port = 0, host = '127.0.0.1', maxBodyBytes = MAX_BODY_BYTES, logger } = options;
+  if (!Number.isInteger(port) || port < 0 || port > 65_535) {
+    throw new RangeError(`port must be an integer from 0 to 65535 (got ${port})`);
+  }
+  const state = new EmulatorState(options);
+
+  const server = createServer((req, res) => {
+    handle(req, res).catch((error: unknown) => {
+      // Only reachable through a bug in the emulator itself: answer like AWS would on a fault.
+      logger?.info({ err: error }, 'emulator internal error');
+      if (!res.headersSent) sendError(res, new ServiceError('InternalServiceErrorException', String(error)));
+    });
+  });
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const body = await readBody(req, maxBodyBytes);
+    const path = new URL(req.url ?? '/', 'http://emulator').pathname;
+    if (path.startsWith('/_emulator/')) {
+      const [status, json] = admin(`${req.method} ${path}`, body);
+      send(res, status, json);
+      return;
+    }
+    if (req.method !== 'POST' || path !== '/') {
+      return sendError(
+        res,
+        new ServiceError('UnknownOperationException', `No operation at ${req.method} ${path}`, 404),
+      );
+    }
+
+    const target = header(req, 'x-amz-target') ?? '';
+    const operation = target.startsWith(TARGET_PREFIX)
+      ? target.slice(TARGET_PREFIX.length)
+      : target || '(none)';
+    state.noteCall(operation);
+    const answer = (error: ServiceError) => {
+      state.noteError(error.type);
+      logger?.debug({ operation, error: error.type, message: error.message }, 'metering call rejected');
+      sendError(res, error);
+    };
+    if (body === undefined) {
+      return answer(
+        new ServiceError(
+          'RequestEntityTooLargeException',
+          `Request body must be under ${maxBodyBytes} bytes`,
+        ),
+      );
+    }
+    const caller = accessKeyId(header(req, 'authorization'));
+    if (caller === undefined) {
+      return answer(
+        new ServiceError('MissingAuthenticationTokenException', 'Missing SigV4 Authorization header'),
+      );
+    }
+
+    // Fault seam: the one place throttling / 5xx / timeouts / slowness get injected.
+    const fault = state.faults.beforeOperation?.(operation);
+    if (fault?.kind === 'hangUp') {
+      req.socket.destroy();
+      return;
+    }
+    if (fault?.kind === 'error') return answer(fault.error);
+    if (fault?.kind === 'delay') await sleep(fault.ms);
+
+    try {
+      const input = parseJson(body);
+      let output: unknown;
+      if (operation === 'BatchMeterUsage') output = state.batchMeterUsage(input);
+      else if (operation === 'MeterUsage') output = state.meterUsage(input, caller);
+      else
+        throw new ServiceError(
+          'UnknownOperationException',
+          `Operation ${target || '(no X-Amz-Target)'} is not emulated`,
+        );
+      logger?.debug({ operation, caller }, 'metering call handled');
+      send(res, 200, output, { 'content-type': JSON_CONTENT_TYPE });
+    } catch (error) {
+      if (!(error instanceof ServiceError)) throw error;
+      answer(error);
+    }
+  }
+
+  /** The admin API: [status, JSON body]. Not part of AWS's surface, so plain `{error}` bodies. */
+  function admin(route: string, body: Buffer | undefined): [number, unknown] {
+    try {
+      switch (route) {
+        case 'GET /_emulator/health':
+          return [200, { ok: true }];
+        case 'GET /_emulator/records':
+          return [200, state.snapshot()];
+        case 'GET /_emulator/customers':
+          return [200, { customers: state.customers() }];
+        case 'POST /_emulator/reset':
+          state.reset();
+          return [200, { ok: true }];
+        case 'POST /_emulator/customers': {
+          const { subscribe, unsubscribe } = customersChange(
+            body === undefined ? undefined : parseJson(body),
+          );
+          state.subscribe(subscribe);
+          state.unsubscribe(unsubscribe);
+          return [200, { customers: state.customers() }];
+        }
+        default:
+          return [404, { error: `no admin route ${route}` }];
+      }
+    } catch (error) {
+      return [400, { error: (error as Error).message }];
+    }
+  }
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const actualPort = (server.address() as AddressInfo).port;
+  const url = `http://${host.includes(':') ? `[${host}]` : host}:${actualPort}`;
+  logger?.info({ url }, 'emulator listening');
+
+  return {
+    url,
+    port: actualPort,
+    state,
+    close: () =>
+      new Promise<void>((resolve, reject) => {
+        server.close((error) => (error ? reject(error) : resolve()));
+        // SDK clients keep connections alive; idle ones would hold close() open indefinitely.
+        server.closeIdleConnections();
+        setTimeout(() => server.closeAllConnections(), 1000).unref();
+      }),
+  };
+}
+
+/** Reads the whole body; `undefined` when it reaches `limit` (the rest is drained, not buffered). */
+async function readBody(req: IncomingMessage, limit: number): Promise<Buffer | undefined> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size < limit) chunks.push(chunk);
+  }
+  return size < limit ? Buffer.concat(chunks) : undefined;
+}
+
+function parseJson(body: Buffer): unknown {
+  if (body.length === 0) return {};
+  try {
+    return JSON.parse(body.toString('utf8'));
+  } catch {
+    throw serializationError('Request body is not valid JSON');
+  }
+}
+
+function header(req: IncomingMessage, name: string): string | undefined {
+  const v = req.headers[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+/** `AWS4-HMAC-SHA256 Credential=AKID/20261101/us-east-1/aws-marketplace/aws4_request, …` → `AKID`. */
+function accessKeyId(authorization: string | undefined): string | undefined {
+  if (!authorization) return undefined;
+  return /Credential=([^/,\s]+)\//.exec(authorization)?.[1] ?? 'anonymous';
+}
+
+function customersChange(input: unknown): { subscribe: CustomerSubscription[]; unsubscribe: string[] } {
+  const o = (typeof input === 'object' && input !== null ? input : {}) as Json;
+  const subscribe = o.subscribe ?? [];
+  const unsubscribe = o.unsubscribe ?? [];
+  const isSub = (s: unknown) =>
+    typeof s === 'string' || (typeof s === 'object' && s !== null && typeof (s as Json).id === 'string');
+  if (!Array.isArray(subscribe) || !subscribe.every(isSub)) {
+    throw new Error('subscribe must be a list of ids or {id, licenseArn?, productCode?} objects');
+  }
+  if (!Array.isArray(unsubscribe) || !unsubscribe.every((s) => typeof s === 'string')) {
+    throw new Error('unsubscribe must be a list of ids');
+  }
+  return { subscribe: subscribe as CustomerSubscription[], unsubscribe: unsubscribe as string[] };
+}
+
+function send(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  headers: Record<string, string> = {},
+): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(text),
+    'x-amzn-requestid': randomUUID(),
+    ...headers,
+  });
+  res.end(text);
+}
+
+/** AWS JSON error shape: the SDK reads `__type` first, then `x-amzn-ErrorType`; we send both. */
+function sendError(res: ServerResponse, error: ServiceError): void {
+  send(
+    res,
+    error.status,
+    { __type: error.type, message: error.message },
+    { 'content-type': JSON_CONTENT_TYPE, 'x-amzn-errortype': error.type },
+  );
+}

@@ -1,0 +1,457 @@
+/**
+ * The emulator's memory and AWS's metering rules, with no HTTP in sight, so every rule can be tested
+ * with an injected clock. The server only decodes the wire and hands the JSON body to this class.
+ *
+ * Rules modelled (DESIGN.md "AWS Marketplace Metering: facts as of late 2026"):
+ * - BatchMeterUsage: ≤ 25 records; one out-of-window record rejects the whole call; one record per
+ *   (product or license, customer, dimension, hour), resent with the same quantity → the same
+ *   MeteringRecordId, with another quantity → `DuplicateRecord` (the first one stands).
+ * - MeterUsage: one record per (caller, product, dimension, hour); `ClientToken` idempotency.
+ * - The acceptance windows come from `submit/aws-window.ts`, the same rule the pipeline plans with.
+ */
+import { randomUUID } from 'node:crypto';
+import {
+  DEFAULT_ACCEPTANCE_WINDOW_MS,
+  isWithinAcceptanceWindow,
+  type MeteringApi,
+} from '../submit/aws-window.ts';
+import { hourIso, hourStart } from '../time/hours.ts';
+import { ServiceError } from './service-error.ts';
+import {
+  type BatchMeterUsageInput,
+  parseBatchMeterUsage,
+  parseMeterUsage,
+  type UsageAllocationInput,
+  type UsageRecordInput,
+} from './validate.ts';
+
+export type CustomerType = 'account' | 'identifier' | 'caller';
+
+/** A subscribed buyer. `licenseArn` / `productCode`, when known, must match what records carry. */
+export interface CustomerSubscription {
+  /** A CustomerAWSAccountId or a legacy CustomerIdentifier. */
+  id: string;
+  licenseArn?: string;
+  productCode?: string;
+}
+
+export interface AcceptedRecord {
+  api: MeteringApi;
+  /** Absent for license-based (LicenseArn, no ProductCode) BatchMeterUsage records. */
+  productCode?: string;
+  /** The AWS id the record was metered for; for MeterUsage, the caller's SigV4 access key id. */
+  customer: string;
+  customerType: CustomerType;
+  licenseArn?: string;
+  dimension: string;
+  /** The UTC hour the record counts in (ISO, `…:00:00Z`). */
+  timestamp: string;
+  quantity: number;
+  meteringRecordId: string;
+  /** ISO time (emulator clock) of first acceptance. */
+  acceptedAt: string;
+  usageAllocations?: UsageAllocationInput[];
+}
+
+export interface EmulatorSnapshot {
+  records: AcceptedRecord[];
+  /** How many DuplicateRecord results and DuplicateRequestExceptions were answered. */
+  duplicates: number;
+  /** Requests received per operation (including ones that failed). */
+  calls: Record<string, number>;
+  /** Error answers per AWS error type. */
+  errors: Record<string, number>;
+}
+
+export type UsageRecordStatus = 'Success' | 'CustomerNotSubscribed' | 'DuplicateRecord';
+
+export interface BatchMeterUsageOutput {
+  Results: { UsageRecord: UsageRecordInput; MeteringRecordId?: string; Status: UsageRecordStatus }[];
+  UnprocessedRecords: UsageRecordInput[];
+}
+
+/**
+ * The one seam for fault injection (throttling, 5xx, timeouts, partial processing). Handlers consult
+ * it before doing real work, so a fault never leaves half-applied state behind.
+ */
+export interface FaultHooks {
+  /** Asked by the server before an operation runs; an action replaces the normal answer. */
+  beforeOperation?(operation: string): FaultAction | undefined;
+  /** Asked per BatchMeterUsage record that passed validation; `true` returns it as unprocessed. */
+  leaveUnprocessed?(record: UsageRecordInput): boolean;
+}
+
+export type FaultAction =
+  | { kind: 'error'; error: ServiceError }
+  | { kind: 'delay'; ms: number }
+  /** Destroy the socket without answering: the client sees a reset or its own timeout. */
+  | { kind: 'hangUp' };
+
+export interface EmulatorStateOptions {
+  /** @defaultValue `Date.now` */
+  now?: () => number;
+  /** Subscribed buyers: ids (AWS account ids or legacy CustomerIdentifiers) or full subscriptions. */
+  customers?: Iterable<string | CustomerSubscription>;
+  /** Acceptance window per API. @defaultValue `DEFAULT_ACCEPTANCE_WINDOW_MS` (24 h / 6 h) */
+  windowMs?: Partial<Record<MeteringApi, number>>;
+  /** If set, any other product code is an InvalidProductCodeException. @defaultValue any code */
+  productCodes?: readonly string[];
+  /** If set, any other dimension is an InvalidUsageDimensionException. @defaultValue any dimension */
+  dimensions?: readonly string[];
+  faults?: FaultHooks;
+  /** @defaultValue `crypto.randomUUID` */
+  newRecordId?: () => string;
+}
+
+const MAX_TAGS = 5;
+const TAG_PATTERN = /^[a-zA-Z0-9+ -=._:/@]+$/;
+
+interface TokenEntry {
+  fingerprint: string;
+  meteringRecordId: string;
+}
+
+export class EmulatorState {
+  readonly faults: FaultHooks;
+  readonly #now: () => number;
+  readonly #windowMs: Record<MeteringApi, number>;
+  readonly #productCodes: ReadonlySet<string> | undefined;
+  readonly #dimensions: ReadonlySet<string> | undefined;
+  readonly #newRecordId: () => string;
+  readonly #customers = new Map<string, CustomerSubscription>();
+  /** Accepted records by dedupe key, in acceptance order. */
+  readonly #records = new Map<string, AcceptedRecord>();
+  /** MeterUsage ClientTokens, per caller. */
+  readonly #tokens = new Map<string, TokenEntry>();
+  #duplicates = 0;
+  #calls: Record<string, number> = {};
+  #errors: Record<string, number> = {};
+
+  constructor(options: EmulatorStateOptions = {}) {
+    const windowMs = { ...DEFAULT_ACCEPTANCE_WINDOW_MS, ...options.windowMs };
+    const problems = Object.entries(windowMs)
+      .filter(([, ms]) => !(Number.isFinite(ms) && ms > 0))
+      .map(([api, ms]) => `windowMs.${api} must be a positive number of milliseconds (got ${ms})`);
+    if (problems.length > 0) throw new RangeError(problems.join('; '));
+    this.#windowMs = windowMs;
+    this.#now = options.now ?? Date.now;
+    this.#productCodes = options.productCodes && new Set(options.productCodes);
+    this.#dimensions = options.dimensions && new Set(options.dimensions);
+    this.#newRecordId = options.newRecordId ?? randomUUID;
+    this.faults = options.faults ?? {};
+    this.subscribe(options.customers ?? []);
+  }
+
+  // ── customers ──────────────────────────────────────────────────────────────────────────────────
+
+  subscribe(customers: Iterable<string | CustomerSubscription>): void {
+    for (const c of customers) {
+      const sub = typeof c === 'string' ? { id: c } : c;
+      this.#customers.set(sub.id, sub);
+    }
+  }
+
+  unsubscribe(ids: Iterable<string>): void {
+    for (const id of ids) this.#customers.delete(id);
+  }
+
+  customers(): CustomerSubscription[] {
+    return [...this.#customers.values()];
+  }
+
+  // ── bookkeeping (the server reports every call and every error answer) ─────────────────────────
+
+  noteCall(operation: string): void {
+    this.#calls[operation] = (this.#calls[operation] ?? 0) + 1;
+  }
+
+  noteError(type: string): void {
+    this.#errors[type] = (this.#errors[type] ?? 0) + 1;
+  }
+
+  snapshot(): EmulatorSnapshot {
+    return {
+      records: [...this.#records.values()].map((r) => structuredClone(r)),
+      duplicates: this.#duplicates,
+      calls: { ...this.#calls },
+      errors: { ...this.#errors },
+    };
+  }
+
+  /** Forgets records, tokens and counters; subscriptions stay. */
+  reset(): void {
+    this.#records.clear();
+    this.#tokens.clear();
+    this.#duplicates = 0;
+    this.#calls = {};
+    this.#errors = {};
+  }
+
+  // ── BatchMeterUsage ────────────────────────────────────────────────────────────────────────────
+
+  batchMeterUsage(body: unknown): BatchMeterUsageOutput {
+    const input = parseBatchMeterUsage(body);
+    for (const record of input.UsageRecords) this.#checkBatchRecord(input, record);
+    // All-or-nothing: one stale record rejects the call before anything is recorded.
+    const now = this.#now();
+    for (const record of input.UsageRecords) {
+      const ms = record.Timestamp * 1000;
+      if (!isWithinAcceptanceWindow('BatchMeterUsage', ms, now, this.#windowMs.BatchMeterUsage)) {
+        throw new ServiceError(
+          'TimestampOutOfBoundsException',
+          `Timestamp ${new Date(ms).toISOString()} of a record for dimension ${record.Dimension} is outside the ` +
+            'allowed range; the batch was not processed',
+        );
+      }
+    }
+
+    const output: BatchMeterUsageOutput = { Results: [], UnprocessedRecords: [] };
+    for (const record of input.UsageRecords) {
+      if (this.faults.leaveUnprocessed?.(record)) {
+        output.UnprocessedRecords.push(record);
+        continue;
+      }
+      output.Results.push({ UsageRecord: record, ...this.#meterBatchRecord(input, record, now) });
+    }
+    return output;
+  }
+
+  /** Whole-call rejections: anything here fails the batch the way AWS's Invalid* exceptions do. */
+  #checkBatchRecord(input: BatchMeterUsageInput, record: UsageRecordInput): void {
+    const hasIdentifier = record.CustomerIdentifier !== undefined;
+    const hasAccount = record.CustomerAWSAccountId !== undefined;
+    if (hasIdentifier === hasAccount) {
+      throw new ServiceError(
+        'InvalidCustomerIdentifierException',
+        'Each usage record must carry exactly one of CustomerIdentifier or CustomerAWSAccountId',
+      );
+    }
+    if (hasAccount && record.LicenseArn === undefined) {
+      throw new ServiceError('InvalidLicenseException', 'CustomerAWSAccountId requires a LicenseArn');
+    }
+    if (hasIdentifier && input.ProductCode === undefined) {
+      throw new ServiceError(
+        'InvalidProductCodeException',
+        'ProductCode is required for CustomerIdentifier records',
+      );
+    }
+    if (input.ProductCode !== undefined) this.#checkProductCode(input.ProductCode);
+    this.#checkDimension(record.Dimension);
+    checkAllocations(record.UsageAllocations, record.Quantity ?? 0);
+    const sub = hasAccount ? this.#customers.get(record.CustomerAWSAccountId ?? '') : undefined;
+    if (sub?.licenseArn !== undefined && sub.licenseArn !== record.LicenseArn) {
+      throw new ServiceError(
+        'InvalidLicenseException',
+        `LicenseArn ${record.LicenseArn} does not match customer ${record.CustomerAWSAccountId}`,
+      );
+    }
+  }
+
+  #meterBatchRecord(
+    input: BatchMeterUsageInput,
+    record: UsageRecordInput,
+    now: number,
+  ): { MeteringRecordId?: string; Status: UsageRecordStatus } {
+    const customerType: CustomerType = record.CustomerAWSAccountId !== undefined ? 'account' : 'identifier';
+    const customer = record.CustomerAWSAccountId ?? record.CustomerIdentifier ?? '';
+    if (!this.#isSubscribed(customer, input.ProductCode)) return { Status: 'CustomerNotSubscribed' };
+
+    const hour = hourStart(record.Timestamp * 1000);
+    const quantity = record.Quantity ?? 0;
+    // ProductCode and LicenseArn are separate scopes: AWS bills both if a seller sends both (see model docs).
+    const key = JSON.stringify([
+      'BatchMeterUsage',
+      input.ProductCode ?? null,
+      record.LicenseArn ?? null,
+      customerType,
+      customer,
+      record.Dimension,
+      hour,
+    ]);
+    const existing = this.#records.get(key);
+    if (existing) {
+      if (existing.quantity === quantity)
+        return { MeteringRecordId: existing.meteringRecordId, Status: 'Success' };
+      this.#duplicates += 1;
+      return { Status: 'DuplicateRecord' };
+    }
+    const accepted = this.#accept(
+      'BatchMeterUsage',
+      {
+        productCode: input.ProductCode,
+        customer,
+        customerType,
+        licenseArn: record.LicenseArn,
+        dimension: record.Dimension,
+        quantity,
+        usageAllocations: record.UsageAllocations,
+      },
+      hour,
+      now,
+    );
+    this.#records.set(key, accepted);
+    return { MeteringRecordId: accepted.meteringRecordId, Status: 'Success' };
+  }
+
+  #isSubscribed(customer: string, productCode: string | undefined): boolean {
+    const sub = this.#customers.get(customer);
+    if (!sub) return false;
+    return sub.productCode === undefined || productCode === undefined || sub.productCode === productCode;
+  }
+
+  // ── MeterUsage ─────────────────────────────────────────────────────────────────────────────────
+
+  /**
+   * `caller` stands in for the EC2 instance / ECS task / EKS pod AWS scopes MeterUsage to; the server
+   * passes the SigV4 access key id.
+   */
+  meterUsage(body: unknown, caller: string): { MeteringRecordId: string } {
+    const input = parseMeterUsage(body);
+    this.#checkProductCode(input.ProductCode);
+    this.#checkDimension(input.UsageDimension);
+    const quantity = input.UsageQuantity ?? 0;
+    checkAllocations(input.UsageAllocations, quantity);
+    if (input.DryRun) {
+      throw new ServiceError('DryRunOperation', 'Request would have succeeded, but DryRun flag is set.');
+    }
+
+    const now = this.#now();
+    const ms = input.Timestamp * 1000;
+    if (!isWithinAcceptanceWindow('MeterUsage', ms, now, this.#windowMs.MeterUsage)) {
+      throw new ServiceError(
+        'TimestampOutOfBoundsException',
+        `Timestamp ${new Date(ms).toISOString()} is outside the allowed range`,
+      );
+    }
+
+    const tokenKey =
+      input.ClientToken === undefined ? undefined : JSON.stringify([caller, input.ClientToken]);
+    const fingerprint = JSON.stringify([
+      input.ProductCode,
+      input.Timestamp,
+      input.UsageDimension,
+      quantity,
+      input.UsageAllocations ?? null,
+    ]);
+    const seen = tokenKey === undefined ? undefined : this.#tokens.get(tokenKey);
+    if (seen) {
+      if (seen.fingerprint !== fingerprint) {
+        throw new ServiceError(
+          'IdempotencyConflictException',
+          'ClientToken was already used with different parameters',
+        );
+      }
+      return { MeteringRecordId: seen.meteringRecordId };
+    }
+
+    const hour = hourStart(ms);
+    const key = JSON.stringify(['MeterUsage', caller, input.ProductCode, input.UsageDimension, hour]);
+    const existing = this.#records.get(key);
+    if (existing && existing.quantity !== quantity) {
+      this.#duplicates += 1;
+      throw new ServiceError(
+        'DuplicateRequestException',
+        `A record for ${input.UsageDimension} at ${hourIso(hour)} was already metered with quantity ${existing.quantity}`,
+      );
+    }
+    const accepted =
+      existing ??
+      this.#accept(
+        'MeterUsage',
+        {
+          productCode: input.ProductCode,
+          customer: caller,
+          customerType: 'caller',
+          dimension: input.UsageDimension,
+          quantity,
+          usageAllocations: input.UsageAllocations,
+        },
+        hour,
+        now,
+      );
+    this.#records.set(key, accepted);
+    if (tokenKey !== undefined)
+      this.#tokens.set(tokenKey, { fingerprint, meteringRecordId: accepted.meteringRecordId });
+    return { MeteringRecordId: accepted.meteringRecordId };
+  }
+
+  // ── shared ─────────────────────────────────────────────────────────────────────────────────────
+
+  #checkProductCode(productCode: string): void {
+    if (this.#productCodes && !this.#productCodes.has(productCode)) {
+      throw new ServiceError('InvalidProductCodeException', `Unknown product code ${productCode}`);
+    }
+  }
+
+  #checkDimension(dimension: string): void {
+    if (this.#dimensions && !this.#dimensions.has(dimension)) {
+      throw new ServiceError('InvalidUsageDimensionException', `Unknown usage dimension ${dimension}`);
+    }
+  }
+
+  #accept(
+    api: MeteringApi,
+    fields: Omit<AcceptedRecord, 'api' | 'timestamp' | 'meteringRecordId' | 'acceptedAt'>,
+    hour: number,
+    now: number,
+  ): AcceptedRecord {
+    const record: AcceptedRecord = {
+      api,
+      ...fields,
+      timestamp: hourIso(hour),
+      meteringRecordId: this.#newRecordId(),
+      acceptedAt: new Date(now).toISOString(),
+    };
+    // Keep the JSON listing free of `"key": undefined` noise.
+    for (const k of ['productCode', 'licenseArn', 'usageAllocations'] as const) {
+      if (record[k] === undefined) delete record[k];
+    }
+    return record;
+  }
+}
+
+/**
+ * Usage allocations: quantities sum to the record's quantity (InvalidUsageAllocationsException), each
+ * allocation has a distinct tag set, and tags obey the count/length/pattern rules (InvalidTagException).
+ */
+function checkAllocations(allocations: UsageAllocationInput[] | undefined, quantity: number): void {
+  if (allocations === undefined) return;
+  const sum = allocations.reduce((total, a) => total + a.AllocatedUsageQuantity, 0);
+  if (sum !== quantity) {
+    throw new ServiceError(
+      'InvalidUsageAllocationsException',
+      `Sum of allocated usage quantities (${sum}) is not equal to the usage quantity (${quantity})`,
+    );
+  }
+  const tagSets = new Set<string>();
+  for (const allocation of allocations) {
+    const tags = allocation.Tags ?? [];
+    if (allocation.Tags !== undefined && (tags.length === 0 || tags.length > MAX_TAGS)) {
+      throw new ServiceError(
+        'InvalidTagException',
+        `An allocation must have 1 to ${MAX_TAGS} tags, got ${tags.length}`,
+      );
+    }
+    const keys = new Set<string>();
+    for (const { Key, Value } of tags) {
+      if (Key.length < 1 || Key.length > 100 || !TAG_PATTERN.test(Key)) {
+        throw new ServiceError('InvalidTagException', `Invalid tag key '${Key}'`);
+      }
+      if (Value.length < 1 || Value.length > 256 || !TAG_PATTERN.test(Value)) {
+        throw new ServiceError('InvalidTagException', `Invalid value for tag '${Key}'`);
+      }
+      if (keys.has(Key)) throw new ServiceError('InvalidTagException', `Duplicate tag key '${Key}'`);
+      keys.add(Key);
+    }
+    const setKey = JSON.stringify(
+      tags.map((t) => [t.Key, t.Value]).sort(([a = ''], [b = '']) => (a < b ? -1 : a > b ? 1 : 0)),
+    );
+    if (tagSets.has(setKey)) {
+      throw new ServiceError(
+        'InvalidUsageAllocationsException',
+        'Each usage allocation must have a unique set of tags',
+      );
+    }
+    tagSets.add(setKey);
+  }
+}
