@@ -7,7 +7,7 @@ import type { Producer } from 'kafkajs';
 import { CommitStage } from './commit/commit-stage.ts';
 import type { Config } from './config/config.ts';
 import { DlqPublisher } from './dlq/publisher.ts';
-import { createKafka } from './kafka/client.ts';
+import { createKafka, idempotentProducer } from './kafka/client.ts';
 import { ensureTopics, pipelineTopics } from './kafka/topics.ts';
 import type { Logger } from './log.ts';
 import { createRedis, type ScriptedRedis } from './redis/client.ts';
@@ -40,7 +40,7 @@ export async function startPipeline(
   await ensureTopics(kafka, pipelineTopics(config.topics));
   const redis: ScriptedRedis = createRedis(config.redis.url);
   const keys = new Keys(config.redis.prefix);
-  const producer: Producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+  const producer: Producer = idempotentProducer(kafka);
   await producer.connect();
   const dlq = new DlqPublisher(producer, config.topics.failed);
   const stops: (() => Promise<void>)[] = [];

@@ -14,4 +14,13 @@ registerPipelineCommands(program);
 registerProduceCommand(program);
 registerEmulatorCommand(program);
 
-await program.parseAsync(process.argv);
+try {
+  await program.parseAsync(process.argv);
+} catch (error) {
+  // One clear line for the operator; the stack only when asked for.
+  const e = error as Error & { code?: string };
+  process.stderr.write(`meterline: ${e.code ? `[${e.code}] ` : ''}${e.message ?? String(error)}\n`);
+  if (process.env.LOG_LEVEL === 'debug' || process.env.LOG_LEVEL === 'trace')
+    process.stderr.write(`${e.stack}\n`);
+  process.exit(1);
+}

@@ -5,6 +5,7 @@ import { SingleBar } from 'cli-progress';
 import { type Command, InvalidArgumentError } from 'commander';
 import { loadPlan } from '../config/plan.ts';
 import { createKafka } from '../kafka/client.ts';
+import { ensureTopics, usageTopic } from '../kafka/topics.ts';
 import { createLogger } from '../log.ts';
 import { eventMessage, type Outgoing, produceMessages } from '../produce/producer.ts';
 import { syntheticEvents } from '../produce/synthetic.ts';
@@ -46,6 +47,10 @@ export function registerProduceCommand(program: Command): void {
       const topic: string = opts.topic ?? process.env.METERLINE_TOPIC_USAGE ?? 'usage-events';
       const logger = createLogger('meterline-produce', process.env.LOG_LEVEL ?? 'warn');
       const kafka = createKafka({ brokers, clientId: 'meterline-produce', logger });
+      const partitions = Number(process.env.METERLINE_TOPIC_PARTITIONS ?? 6);
+      await ensureTopics(kafka, [
+        usageTopic(topic, Number.isInteger(partitions) && partitions > 0 ? partitions : 6),
+      ]);
 
       let messages: Iterable<Outgoing> | undefined;
       let total: number | undefined;

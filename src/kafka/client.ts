@@ -1,5 +1,5 @@
 /** One place that builds kafkajs clients, so logging and retry settings stay consistent. */
-import { Kafka, type LogEntry, logLevel } from 'kafkajs';
+import { Kafka, type LogEntry, logLevel, type Producer } from 'kafkajs';
 import type { Logger } from '../log.ts';
 
 const LEVEL: Record<number, 'error' | 'warn' | 'info' | 'debug'> = {
@@ -24,5 +24,17 @@ export function createKafka(options: { brokers: string[]; clientId: string; logg
         log[LEVEL[level] === 'error' ? 'warn' : (LEVEL[level] ?? 'info')](rest, message);
       },
     retry: { retries: 8, initialRetryTime: 300, maxRetryTime: 10_000 },
+  });
+}
+
+/**
+ * An idempotent producer. It retries until the broker answers: a message that was not acknowledged must
+ * never be given up on, since callers only move their own checkpoints after the ack.
+ */
+export function idempotentProducer(kafka: Kafka): Producer {
+  return kafka.producer({
+    idempotent: true,
+    maxInFlightRequests: 1,
+    retry: { retries: Number.MAX_SAFE_INTEGER, initialRetryTime: 300, maxRetryTime: 10_000 },
   });
 }

@@ -26,19 +26,20 @@ export async function ensureTopics(kafka: Kafka, specs: readonly TopicSpec[]): P
 
 const WEEK_MS = String(7 * 24 * 3_600_000);
 
-/** The three pipeline topics. Usage keeps a week so a Redis loss can be replayed from Kafka. */
+/** The usage topic keeps a week, so a Redis loss can be replayed from Kafka. */
+export function usageTopic(topic: string, partitions: number): TopicSpec {
+  return { topic, numPartitions: partitions, configEntries: [{ name: 'retention.ms', value: WEEK_MS }] };
+}
+
+/** The three pipeline topics. */
 export function pipelineTopics(t: {
   usage: string;
   submissions: string;
   failed: string;
   partitions: number;
-}) {
+}): TopicSpec[] {
   return [
-    {
-      topic: t.usage,
-      numPartitions: t.partitions,
-      configEntries: [{ name: 'retention.ms', value: WEEK_MS }],
-    },
+    usageTopic(t.usage, t.partitions),
     {
       topic: t.submissions,
       numPartitions: t.partitions,
@@ -49,5 +50,5 @@ export function pipelineTopics(t: {
       numPartitions: 1,
       configEntries: [{ name: 'retention.ms', value: String(30 * 24 * 3_600_000) }],
     },
-  ] satisfies TopicSpec[];
+  ];
 }

@@ -1,5 +1,6 @@
 /** Sends usage events to the usage topic, keyed by customer so a customer's events stay on one partition. */
 import type { Kafka, Message } from 'kafkajs';
+import { idempotentProducer } from '../kafka/client.ts';
 
 export interface ProduceOptions {
   kafka: Kafka;
@@ -11,7 +12,7 @@ export interface ProduceOptions {
 export type Outgoing = { key: string | null; value: Buffer | string | null };
 
 export async function produceMessages(messages: Iterable<Outgoing>, o: ProduceOptions): Promise<number> {
-  const producer = o.kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+  const producer = idempotentProducer(o.kafka);
   await producer.connect();
   let sent = 0;
   try {
