@@ -9,6 +9,6 @@ export default defineConfig({
     hookTimeout: 180_000,
     // Integration suites share one broker and one Redis on 2 cores; files run one at a time.
     fileParallelism: false,
-    reporters: ['default'],
+    reporters: ['default', './test/support/summary-reporter.ts'],
   },
 });
