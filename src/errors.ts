@@ -18,6 +18,9 @@ export const ERROR_CODES = [
   'quantity_out_of_range',
   'unknown_dimension',
   'message_too_large',
+  'unknown_schema',
+  'undecodable',
+  'late_event',
   // submit reason codes (stage=submit)
   'customer_mapping_missing',
   'customer_not_subscribed',

@@ -31,6 +31,9 @@ export type IngestReason = Extract<
   | 'quantity_out_of_range'
   | 'unknown_dimension'
   | 'message_too_large'
+  | 'unknown_schema'
+  | 'undecodable'
+  | 'late_event'
 >;
 
 export type DecodeResult =
