@@ -9,7 +9,8 @@ import type { Plan } from '../config/plan.ts';
 import { type FailedRecord, headersToStrings } from '../dlq/envelope.ts';
 import type { DlqPublisher } from '../dlq/publisher.ts';
 import { isMeterlineError } from '../errors.ts';
-import { decodeJsonEvent, type UsageEvent, type ValidationContext } from '../ingest/event.ts';
+import { EventDecoder } from '../ingest/decoder.ts';
+import type { UsageEvent, ValidationContext } from '../ingest/event.ts';
 import type { Logger } from '../log.ts';
 import { aggregateField } from '../redis/keys.ts';
 import { hourStart } from '../time/hours.ts';
@@ -28,6 +29,8 @@ export interface ProcessorOptions {
   maxMessageBytes: number;
   logger: Logger;
   now?: () => number;
+  /** JSON only when absent; pass one with an Avro decoder to read Confluent-framed Avro too. */
+  decoder?: EventDecoder;
 }
 
 export interface ProcessorStats {
@@ -54,10 +57,12 @@ export class WindowingProcessor {
   readonly #ops: Map<string, AggregationOp>;
   readonly #dimensions: Set<string>;
   #consumer: Consumer | undefined;
+  readonly #decoder: EventDecoder;
 
   constructor(options: ProcessorOptions) {
     this.#o = options;
     this.#now = options.now ?? Date.now;
+    this.#decoder = options.decoder ?? new EventDecoder();
     this.registry = new PartitionRegistry(options.topic, options.store, (partition) =>
       this.#logEnd(partition),
     );
@@ -164,7 +169,8 @@ export class WindowingProcessor {
     >();
     const failed: FailedRecord[] = [];
     for (const m of messages) {
-      const result = decodeJsonEvent(m.value, ctx);
+      const decoded = this.#decoder.decode(m.value, ctx);
+      const result = decoded instanceof Promise ? await decoded : decoded;
       if (result.ok) addToGroups(groups, result.event, this.#ops);
       else failed.push(ingestFailure(batch.topic, partition, m, result.reason, result.detail, nowMs));
     }
