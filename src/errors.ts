@@ -35,8 +35,11 @@ export const ERROR_CODES = [
   // state
   'fenced',
   'stale_batch',
+  'state_lost',
   'redis_error',
   'kafka_error',
+  // the schema registry could not answer (refused, timed out, 5xx): retry the batch, never dead-letter
+  'registry_unavailable',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];

@@ -4,9 +4,12 @@
  */
 import { MarketplaceMeteringClient } from '@aws-sdk/client-marketplace-metering';
 import type { Producer } from 'kafkajs';
-import { CommitStage } from './commit/commit-stage.ts';
+import type { CommitStage } from './commit/commit-stage.ts';
 import type { Config } from './config/config.ts';
 import { DlqPublisher } from './dlq/publisher.ts';
+import type { StreamTask } from './engine/stream-task.ts';
+import { StreamsApp } from './engine/streams-app.ts';
+import { EventDecoder } from './ingest/decoder.ts';
 import { createKafka, idempotentProducer } from './kafka/client.ts';
 import { ensureTopics, pipelineTopics } from './kafka/topics.ts';
 import type { Logger } from './log.ts';
@@ -15,12 +18,18 @@ import { Keys } from './redis/keys.ts';
 import { Ledger } from './submit/ledger.ts';
 import { MeteringWorker } from './submit/worker.ts';
 import { HOUR_MS } from './time/hours.ts';
-import { WindowingProcessor } from './window/processor.ts';
+import { emptyStats, type ProcessorStats } from './window/hourly-window-store.ts';
+import { meteringTopology } from './window/metering-topology.ts';
 import { WindowStore } from './window/window-store.ts';
 
+export interface RunningProcessor {
+  app: StreamsApp;
+  stats: ProcessorStats;
+  commitStage: CommitStage;
+}
+
 export interface RunningPipeline {
-  processor?: WindowingProcessor;
-  commitStage?: CommitStage;
+  processor?: RunningProcessor;
   worker?: MeteringWorker;
   stop(): Promise<void>;
 }
@@ -29,6 +38,10 @@ export interface PipelineOptions {
   processor: boolean;
   worker: boolean;
   now?: () => number;
+  /** JSON only by default; pass one with an Avro decoder for Confluent-framed Avro. */
+  decoder?: EventDecoder;
+  /** Test seam: runs before each batch commit. */
+  beforeCommit?: (task: StreamTask) => Promise<void>;
 }
 
 export async function startPipeline(
@@ -55,43 +68,42 @@ export async function startPipeline(
 
   try {
     if (options.processor) {
-      const store = new WindowStore(redis, keys, {
+      const windows = new WindowStore(redis, keys, {
         dedupeTtlMs: 48 * HOUR_MS,
         finalizedTtlMs: 48 * HOUR_MS,
       });
-      const processor = new WindowingProcessor({
-        kafka,
-        store,
-        dlq,
-        plan: config.plan,
-        topic: config.topics.usage,
-        groupId: config.groups.processor,
-        maxFutureSkewMs: config.window.maxFutureSkewMs,
-        submitMarginMs: config.window.submitMarginMs,
-        maxMessageBytes: config.maxMessageBytes,
-        logger: logger.child({ stage: 'processor' }),
-        ...(options.now ? { now: options.now } : {}),
-      });
-      const commitStage = new CommitStage({
-        store,
-        registry: processor.registry,
+      const admin = kafka.admin();
+      await admin.connect();
+      stops.push(() => admin.disconnect());
+      const stats = emptyStats();
+      const now = options.now ?? Date.now;
+      // The app is created after the topology, which needs its task list: bind late.
+      let app: StreamsApp | undefined;
+      const metering = meteringTopology({
+        config,
+        windows,
+        decoder: options.decoder ?? new EventDecoder(),
+        admin,
         producer,
-        topic: config.topics.submissions,
-        plan: config.plan,
-        ops: processor.ops,
-        api: 'BatchMeterUsage',
-        graceMs: config.window.graceMs,
-        maxDelayMs: config.window.maxDelayMs,
-        intervalMs: config.window.commitIntervalMs,
-        logger: logger.child({ stage: 'commit' }),
-        ...(options.now ? { now: options.now } : {}),
+        stats,
+        logger,
+        now,
+        tasks: async () => (app ? app.tasks() : []),
       });
-      await processor.start();
-      stops.push(() => processor.stop());
-      commitStage.start();
-      stops.push(() => commitStage.stop());
-      running.processor = processor;
-      running.commitStage = commitStage;
+      app = new StreamsApp({
+        kafka,
+        producer,
+        groupId: config.groups.processor,
+        topology: metering.topology,
+        logger: logger.child({ stage: 'processor' }),
+        now,
+        ...(options.beforeCommit ? { beforeCommit: options.beforeCommit } : {}),
+      });
+      logger.debug({ topology: metering.topology.describe() }, 'topology');
+      await app.start();
+      const started = app;
+      stops.push(() => started.stop());
+      running.processor = { app, stats, commitStage: metering.commitStage };
     }
     if (options.worker) {
       const client = new MarketplaceMeteringClient({

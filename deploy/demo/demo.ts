@@ -79,13 +79,16 @@ function demoStream(nowMs: number, runId: string): { events: RawEvent[]; resent:
       }
     }
   }
-  // Shuffle so hours and customers interleave like real traffic.
-  for (let i = events.length - 1; i > 0; i--) {
-    const j = Math.floor(random() * (i + 1));
-    [events[i], events[j]] = [events[j] as RawEvent, events[i] as RawEvent];
-  }
+  // Real traffic arrives roughly in event-time order, customers interleaved, with some jitter.
+  // Sorting on event time plus up to 30 s of noise bounds the disorder at 30 s.
+  const sendOrder = new Map(events.map((e) => [e, eventTime(e) + random() * 30_000]));
+  events.sort((x, y) => (sendOrder.get(x) as number) - (sendOrder.get(y) as number));
   const resent = events.filter(() => random() < 0.02).map((e) => ({ ...e }));
   return { events, resent };
+}
+
+function eventTime(e: RawEvent): number {
+  return typeof e.timestamp === 'number' ? e.timestamp : Date.parse(e.timestamp);
 }
 
 function badEvents(nowMs: number): { key: string; value: string | Buffer | null; reason: string }[] {
@@ -182,6 +185,9 @@ async function main(): Promise<number> {
     METERLINE_PROCESSOR_GROUP: `demo-${runId}-processor`,
     METERLINE_WORKER_GROUP: `demo-${runId}-worker`,
     METERLINE_WINDOW_GRACE: '5s',
+    // Out-of-orderness covers the jitter above; the last closed hour closes once the stream is idle.
+    METERLINE_MAX_OUT_OF_ORDERNESS: '2m',
+    METERLINE_IDLE_TIMEOUT: '3s',
     METERLINE_COMMIT_INTERVAL: '1s',
   };
   Object.assign(process.env, env);

@@ -1,93 +1,106 @@
 /**
- * The commit stage: a wall-clock punctuator over the partitions this instance owns. It finalizes every
- * hour whose end + grace has passed on a partition that is caught up, or whose end + maxDelay has passed
- * in any case (freeze in Redis, then emit, then mark emitted). It re-emits hours that were frozen but not
- * yet acknowledged by Kafka before a crash: same id, same quantity.
+ * The commit stage: a wall-clock punctuator over this instance's partition tasks. An hour closes when
+ * the event-time watermark passes its end + grace, or when the wall clock passes its end + maxDelay,
+ * whichever comes first. Closing freezes the hour in Redis, emits its records, then marks it emitted;
+ * hours frozen but not yet marked (a crash in between) are emitted again: same id, same quantity.
+ *
+ * The watermark is the lowest event time over the topic's active partitions, minus the allowed
+ * out-of-orderness. A partition without valid events for `idleTimeout` stops holding it back; when
+ * every partition is idle, the watermark follows the wall clock.
  */
 import type { Producer } from 'kafkajs';
 import type { Plan } from '../config/plan.ts';
+import type { StreamTask } from '../engine/stream-task.ts';
 import { isMeterlineError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { MeteringApi } from '../submit/aws-window.ts';
 import { hourIso } from '../time/hours.ts';
-import type { OwnedPartition, PartitionRegistry } from '../window/partition-registry.ts';
-import type { AggregationOp, WindowStore } from '../window/window-store.ts';
+import { HOURLY_WINDOWS, type HourlyWindowStore } from '../window/hourly-window-store.ts';
+import type { AggregationOp, PartitionTime } from '../window/window-store.ts';
 import { makeSubmissionRecord, type SubmissionRecord } from './submission-record.ts';
 
-export interface CommitStageOptions {
-  store: WindowStore;
-  registry: PartitionRegistry;
+export interface EventTimeOptions {
+  graceMs: number;
+  maxDelayMs: number;
+  maxOutOfOrdernessMs: number;
+  idleTimeoutMs: number;
+}
+
+export interface CommitStageOptions extends EventTimeOptions {
+  tasks: () => Promise<StreamTask[]>;
+  /** How many partitions the usage topic has (all of them count for the watermark). */
+  partitionCount: () => Promise<number>;
+  usageTopic: string;
   producer: Producer;
-  topic: string;
+  submissionsTopic: string;
   plan: Plan;
   ops: ReadonlyMap<string, AggregationOp>;
   api: MeteringApi;
-  graceMs: number;
-  /** Wall-clock bound: an hour closes at end + maxDelay even while its partition still has a backlog. */
-  maxDelayMs: number;
-  intervalMs: number;
   logger: Logger;
   now?: () => number;
 }
 
+/** The latest hour end that may close now. Pure, so the rule is testable on its own. */
+export function closeBoundary(times: readonly PartitionTime[], nowMs: number, o: EventTimeOptions): number {
+  const active = times.filter(
+    (t) => t.maxEventTime !== undefined && t.activeAt !== undefined && nowMs - t.activeAt <= o.idleTimeoutMs,
+  );
+  const watermark = active.length
+    ? Math.min(...active.map((t) => t.maxEventTime as number)) - o.maxOutOfOrdernessMs
+    : nowMs - o.maxOutOfOrdernessMs;
+  return Math.max(watermark - o.graceMs, nowMs - o.maxDelayMs);
+}
+
 export class CommitStage {
-  readonly stats = { hoursFinalized: 0, recordsEmitted: 0, reEmitted: 0 };
+  readonly stats = { hoursFinalized: 0, recordsEmitted: 0, reEmitted: 0, watermark: 0 };
   readonly #o: CommitStageOptions;
   readonly #now: () => number;
-  #timer: NodeJS.Timeout | undefined;
-  #running: Promise<void> | undefined;
-  #stopped = false;
 
   constructor(options: CommitStageOptions) {
     this.#o = options;
     this.#now = options.now ?? Date.now;
   }
 
-  start(): void {
-    this.#stopped = false;
-    const loop = () => {
-      if (this.#stopped) return;
-      this.#running = this.punctuate()
-        .catch((err) => this.#o.logger.error({ err }, 'commit stage punctuation failed; retrying next tick'))
-        .finally(() => {
-          if (!this.#stopped) this.#timer = setTimeout(loop, this.#o.intervalMs);
+  /** One punctuation over every task this instance owns. */
+  readonly punctuate = async (): Promise<void> => {
+    const tasks = await this.#o.tasks();
+    if (!tasks.length) return;
+    const store0 = tasks[0]?.getStateStore<HourlyWindowStore>(HOURLY_WINDOWS);
+    if (!store0) return;
+    const times = await store0.windows.partitionTimes(this.#o.usageTopic, await this.#o.partitionCount());
+    const now = this.#now();
+    const boundary = closeBoundary(times, now, this.#o);
+    this.stats.watermark = boundary;
+    for (const task of tasks) {
+      await task
+        .exclusive(() => this.#closeDue(task.getStateStore<HourlyWindowStore>(HOURLY_WINDOWS), boundary))
+        .catch((error: unknown) => {
+          if (isMeterlineError(error) && (error.code === 'fenced' || error.code === 'state_lost')) {
+            this.#o.logger.warn(
+              { partition: task.id.partition, code: error.code },
+              'cannot finalize here now',
+            );
+            return;
+          }
+          throw error;
         });
-    };
-    this.#timer = setTimeout(loop, 0);
-  }
+    }
+  };
 
-  async stop(): Promise<void> {
-    this.#stopped = true;
-    clearTimeout(this.#timer);
-    await this.#running;
-  }
-
-  /** One punctuation: emit what is frozen but unacknowledged, then close every due hour, oldest first. */
-  async punctuate(): Promise<void> {
-    for (const owned of await this.#o.registry.owned()) {
-      try {
-        for (const hour of await this.#o.store.pendingEmits(owned)) {
-          this.stats.reEmitted += 1;
-          await this.#finalizeAndEmit(owned, hour);
-        }
-        const now = this.#now();
-        const closedBefore = now - (owned.caughtUp ? this.#o.graceMs : this.#o.maxDelayMs);
-        for (const hour of await this.#o.store.hoursEndingBy(owned, closedBefore)) {
-          await this.#finalizeAndEmit(owned, hour);
-        }
-      } catch (error) {
-        if (isMeterlineError(error) && error.code === 'fenced') {
-          this.#o.registry.lose(owned.partition);
-          this.#o.logger.warn({ partition: owned.partition }, 'fenced during finalize; partition moved');
-          continue;
-        }
-        throw error;
-      }
+  async #closeDue(store: HourlyWindowStore, boundary: number): Promise<void> {
+    const task = store.task;
+    for (const hour of await store.windows.pendingEmits(task)) {
+      this.stats.reEmitted += 1;
+      await this.#finalizeAndEmit(store, hour);
+    }
+    for (const hour of await store.windows.hoursEndingBy(task, boundary)) {
+      await this.#finalizeAndEmit(store, hour);
     }
   }
 
-  async #finalizeAndEmit(owned: OwnedPartition, hourMs: number): Promise<void> {
-    const frozen = await this.#o.store.finalizeHour(owned, owned.token, hourMs, this.#o.ops);
+  async #finalizeAndEmit(store: HourlyWindowStore, hourMs: number): Promise<void> {
+    const task = store.task;
+    const frozen = await store.windows.finalizeHour(task, store.token, hourMs, this.#o.ops);
     const finalizedAtMs = this.#now();
     const records: SubmissionRecord[] = frozen.map((f) =>
       makeSubmissionRecord({
@@ -102,16 +115,16 @@ export class CommitStage {
     );
     if (records.length) {
       await this.#o.producer.send({
-        topic: this.#o.topic,
+        topic: this.#o.submissionsTopic,
         acks: -1,
         messages: records.map((r) => ({ key: r.customer, value: JSON.stringify(r) })),
       });
     }
-    await this.#o.store.markEmitted(owned, owned.token, hourMs);
+    await store.windows.markEmitted(task, store.token, hourMs);
     this.stats.hoursFinalized += 1;
     this.stats.recordsEmitted += records.length;
     this.#o.logger.info(
-      { partition: owned.partition, hour: hourIso(hourMs), records: records.length },
+      { partition: task.partition, hour: hourIso(hourMs), records: records.length },
       'hour finalized and emitted',
     );
   }

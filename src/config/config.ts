@@ -60,6 +60,9 @@ export const EnvSchema = z.object({
   METERLINE_WORKER_GROUP: z.string().min(1).default('meterline-worker'),
   METERLINE_WINDOW_GRACE: duration('5m'),
   METERLINE_WINDOW_MAX_DELAY: duration('1h'),
+  METERLINE_MAX_OUT_OF_ORDERNESS: duration('1m'),
+  METERLINE_IDLE_TIMEOUT: duration('1m'),
+  METERLINE_LATE_POLICY: z.enum(['carry-forward', 'dead-letter']).default('carry-forward'),
   METERLINE_COMMIT_INTERVAL: duration('5s'),
   METERLINE_MAX_FUTURE_SKEW: duration('5m'),
   METERLINE_SUBMIT_MARGIN: duration('1h'),
@@ -80,6 +83,9 @@ export interface Config {
   window: {
     graceMs: number;
     maxDelayMs: number;
+    maxOutOfOrdernessMs: number;
+    idleTimeoutMs: number;
+    latePolicy: 'carry-forward' | 'dead-letter';
     commitIntervalMs: number;
     maxFutureSkewMs: number;
     submitMarginMs: number;
@@ -130,13 +136,16 @@ export function loadConfig(roles: readonly Role[], env: NodeJS.ProcessEnv = proc
     issues.push('METERLINE_CUSTOMERS: required by the metering worker: path of the customers file');
   }
   // Windows must close early enough to leave the worker room to retry inside AWS's acceptance window.
+  if (e && e.METERLINE_WINDOW_GRACE > e.METERLINE_WINDOW_MAX_DELAY) {
+    issues.push('METERLINE_WINDOW_GRACE: must not exceed METERLINE_WINDOW_MAX_DELAY');
+  }
   if (
     e &&
-    e.METERLINE_WINDOW_GRACE + e.METERLINE_COMMIT_INTERVAL + e.METERLINE_SUBMIT_MARGIN >=
+    e.METERLINE_WINDOW_MAX_DELAY + e.METERLINE_COMMIT_INTERVAL + e.METERLINE_SUBMIT_MARGIN >=
       DEFAULT_ACCEPTANCE_WINDOW_MS.BatchMeterUsage
   ) {
     issues.push(
-      'METERLINE_WINDOW_GRACE: grace + commit interval + submit margin must stay under the 24h AWS acceptance window',
+      'METERLINE_WINDOW_MAX_DELAY: max delay + commit interval + submit margin must stay under the 24h AWS acceptance window',
     );
   }
 
@@ -176,6 +185,9 @@ export function loadConfig(roles: readonly Role[], env: NodeJS.ProcessEnv = proc
     window: {
       graceMs: e.METERLINE_WINDOW_GRACE,
       maxDelayMs: e.METERLINE_WINDOW_MAX_DELAY,
+      maxOutOfOrdernessMs: e.METERLINE_MAX_OUT_OF_ORDERNESS,
+      idleTimeoutMs: e.METERLINE_IDLE_TIMEOUT,
+      latePolicy: e.METERLINE_LATE_POLICY,
       commitIntervalMs: e.METERLINE_COMMIT_INTERVAL,
       maxFutureSkewMs: e.METERLINE_MAX_FUTURE_SKEW,
       submitMarginMs: e.METERLINE_SUBMIT_MARGIN,

@@ -78,6 +78,14 @@ export class PartitionKeys {
   carry(): string {
     return `${this.base}:carry`;
   }
+  /** The partition's event time: highest event time applied, and the wall clock of that batch. */
+  time(): string {
+    return `${this.base}:time`;
+  }
+  /** Offsets below this were processed before Redis lost its state, and are being replayed. */
+  replay(): string {
+    return `${this.base}:replay`;
+  }
   /** Audit trail of late events carried into an open hour. */
   lateAudit(): string {
     return `${this.base}:late`;

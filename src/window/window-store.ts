@@ -44,6 +44,18 @@ const MICROS = 1_000_000;
 
 const FENCED = -1;
 const STALE = -2;
+const HOUR_FINALIZED = -3;
+const STATE_LOST = -4;
+
+export type LatePolicy = 'carry-forward' | 'dead-letter';
+
+export interface PartitionTime {
+  partition: number;
+  /** Highest event time applied, ms; undefined before the first event. */
+  maxEventTime: number | undefined;
+  /** Wall clock of the last batch that carried valid events, ms. */
+  activeAt: number | undefined;
+}
 
 export class WindowStore {
   readonly redis: ScriptedRedis;
@@ -76,14 +88,22 @@ export class WindowStore {
   async applyBatch(
     p: PartitionRef,
     token: string,
-    offsets: { first: string; last: string },
-    groups: HourGroup[],
-    carryHourMs: number,
+    batch: {
+      offsets: { first: string; last: string };
+      groups: HourGroup[];
+      /** The open hour that events for finalized hours move into (carry-forward policy). */
+      carryHourMs: number;
+      policy: LatePolicy;
+      maxEventTimeMs: number | undefined;
+      nowMs: number;
+    },
   ): Promise<ApplyResult> {
     const k = this.keys.partition(p);
-    if (!groups.some((g) => g.hourMs === carryHourMs))
-      groups = [...groups, { hourMs: carryHourMs, aggregates: [] }];
-    const keys: string[] = [k.checkpoint(), k.fence(), k.openHours(), k.lateAudit()];
+    const { offsets, carryHourMs } = batch;
+    const groups = batch.groups.some((g) => g.hourMs === carryHourMs)
+      ? batch.groups
+      : [...batch.groups, { hourMs: carryHourMs, aggregates: [] }];
+    const keys: string[] = [k.checkpoint(), k.fence(), k.openHours(), k.lateAudit(), k.time()];
     const args: (string | number)[] = [
       token,
       offsets.first,
@@ -93,6 +113,9 @@ export class WindowStore {
       groups.length,
       groups.findIndex((g) => g.hourMs === carryHourMs) + 1,
       this.options.lateAuditCap,
+      batch.policy === 'carry-forward' ? 'carry' : 'strict',
+      batch.maxEventTimeMs ?? '',
+      batch.nowMs,
     ];
     for (const g of groups) {
       keys.push(k.aggregates(g.hourMs), k.seen(g.hourMs), k.finalized(g.hourMs));
@@ -104,6 +127,13 @@ export class WindowStore {
     }
     const res = await this.redis.applyBatch(keys.length, ...keys, ...args);
     if (res[0] === FENCED) throw fenced(p);
+    if (res[0] === STATE_LOST) throw stateLost(p);
+    if (res[0] === HOUR_FINALIZED) {
+      throw new MeterlineError('late_event', `hour ${res[1]} was finalized while the batch was prepared`, {
+        retriable: true,
+        context: { ...p, hour: res[1] },
+      });
+    }
     if (res[0] === STALE) {
       throw new MeterlineError(
         'stale_batch',
@@ -157,6 +187,7 @@ export class WindowStore {
     for (const [dimension, op] of ops) args.push(dimension, op);
     const res = await this.redis.finalizeHour(keys.length, ...keys, ...args);
     if (res[0] === FENCED) throw fenced(p);
+    if (res[0] === STATE_LOST) throw stateLost(p);
     return parseFrozen(res as string[]);
   }
 
@@ -164,7 +195,53 @@ export class WindowStore {
     const k = this.keys.partition(p);
     const res = await this.redis.markEmitted(2, k.fence(), k.pendingEmit(), token, hourMs);
     if (res === FENCED) throw fenced(p);
+    if (res === STATE_LOST) throw stateLost(p);
   }
+
+  /** Which of these hours are already finalized on the partition. */
+  async finalizedAmong(p: PartitionRef, hours: readonly number[]): Promise<Set<number>> {
+    if (!hours.length) return new Set();
+    const k = this.keys.partition(p);
+    const pipeline = this.redis.pipeline();
+    for (const h of hours) pipeline.exists(k.finalized(h));
+    const res = (await pipeline.exec()) ?? [];
+    return new Set(hours.filter((_, i) => res[i]?.[1] === 1));
+  }
+
+  /** Event time of every partition of a topic; one call per partition (they live in different slots). */
+  async partitionTimes(topic: string, partitions: number): Promise<PartitionTime[]> {
+    return Promise.all(
+      Array.from({ length: partitions }, async (_, partition) => {
+        const [max, active] = await this.redis.hmget(
+          this.keys.partition({ topic, partition }).time(),
+          'maxEventTime',
+          'activeAt',
+        );
+        return {
+          partition,
+          maxEventTime: max === null ? undefined : Number(max),
+          activeAt: active === null ? undefined : Number(active),
+        };
+      }),
+    );
+  }
+
+  /** The end of the replay after a state loss, if one is under way (offsets below it are replays). */
+  async replayUntil(p: PartitionRef): Promise<bigint | undefined> {
+    const v = await this.redis.get(this.keys.partition(p).replay());
+    return v === null ? undefined : BigInt(v);
+  }
+
+  async setReplayUntil(p: PartitionRef, offset: bigint): Promise<void> {
+    await this.redis.set(this.keys.partition(p).replay(), offset.toString(), 'EX', 7 * 24 * 3600);
+  }
+}
+
+function stateLost(p: PartitionRef): MeterlineError {
+  return new MeterlineError('state_lost', `Redis lost the state of partition ${p.topic}/${p.partition}`, {
+    retriable: true,
+    context: { ...p },
+  });
 }
 
 function fenced(p: PartitionRef): MeterlineError {

@@ -90,10 +90,13 @@ describe('configuration', () => {
     ]);
   });
 
-  it('refuses a grace that leaves no time to reach AWS', () => {
-    expect(issuesOf(() => loadConfig(['processor'], { ...base, METERLINE_WINDOW_GRACE: '23h' }))[0]).toMatch(
-      /^METERLINE_WINDOW_GRACE: .*24h/,
+  it('refuses window bounds that leave no time to reach AWS', () => {
+    expect(issuesOf(() => loadConfig(['processor'], { ...base, METERLINE_WINDOW_MAX_DELAY: '23h' }))).toEqual(
+      [expect.stringMatching(/^METERLINE_WINDOW_MAX_DELAY: .*24h/)],
     );
+    expect(issuesOf(() => loadConfig(['processor'], { ...base, METERLINE_WINDOW_GRACE: '2h' }))).toEqual([
+      'METERLINE_WINDOW_GRACE: must not exceed METERLINE_WINDOW_MAX_DELAY',
+    ]);
   });
 
   it('needs AWS_REGION and a customers file for the worker only', () => {

@@ -6,7 +6,12 @@ import { afterAll, beforeEach, describe, expect, it } from 'vitest';
 import { createRedis } from '../../src/redis/client.ts';
 import { aggregateField, Keys } from '../../src/redis/keys.ts';
 import { HOUR_MS } from '../../src/time/hours.ts';
-import { type HourGroup, MAX_AWS_QUANTITY, WindowStore } from '../../src/window/window-store.ts';
+import {
+  type HourGroup,
+  type LatePolicy,
+  MAX_AWS_QUANTITY,
+  WindowStore,
+} from '../../src/window/window-store.ts';
 import { deleteKeys, stackEnv, uniqueId } from '../support/harness.ts';
 
 const redis = createRedis(stackEnv().redisUrl);
@@ -34,6 +39,20 @@ const group = (
 });
 const offsets = (first: number, last: number) => ({ first: String(first), last: String(last) });
 const calls = aggregateField('acme', 'calls');
+const apply = (
+  token: string,
+  o: { first: string; last: string },
+  groups: HourGroup[],
+  policy: LatePolicy = 'carry-forward',
+) =>
+  store.applyBatch(p, token, {
+    offsets: o,
+    groups,
+    carryHourMs: NOW_HOUR,
+    policy,
+    maxEventTimeMs: Math.max(...groups.map((g) => g.hourMs)),
+    nowMs: NOW_HOUR + 60_000,
+  });
 
 beforeEach(() => {
   prefix = uniqueId('ws');
@@ -51,31 +70,19 @@ afterAll(async () => {
 describe('applyBatch', () => {
   it('counts each event id once, within and across batches', async () => {
     const { token } = await store.claim(p);
-    const r1 = await store.applyBatch(
-      p,
-      token,
-      offsets(0, 2),
-      [
-        group(H0, calls, [
-          ['a', 1],
-          ['b', 2],
-          ['a', 1],
-        ]),
-      ],
-      NOW_HOUR,
-    );
-    const r2 = await store.applyBatch(
-      p,
-      token,
-      offsets(3, 4),
-      [
-        group(H0, calls, [
-          ['b', 2],
-          ['c', 4],
-        ]),
-      ],
-      NOW_HOUR,
-    );
+    const r1 = await apply(token, offsets(0, 2), [
+      group(H0, calls, [
+        ['a', 1],
+        ['b', 2],
+        ['a', 1],
+      ]),
+    ]);
+    const r2 = await apply(token, offsets(3, 4), [
+      group(H0, calls, [
+        ['b', 2],
+        ['c', 4],
+      ]),
+    ]);
     expect(r1).toEqual({ applied: 2, duplicates: 1, carried: 0 });
     expect(r2).toEqual({ applied: 1, duplicates: 1, carried: 0 });
     expect(await redis.hget(new Keys(prefix).partition(p).aggregates(H0), calls)).toBe('7');
@@ -84,10 +91,8 @@ describe('applyBatch', () => {
 
   it('refuses a batch at or below the checkpoint, changing nothing', async () => {
     const { token } = await store.claim(p);
-    await store.applyBatch(p, token, offsets(0, 9), [group(H0, calls, [['a', 5]])], NOW_HOUR);
-    await expect(
-      store.applyBatch(p, token, offsets(9, 12), [group(H0, calls, [['z', 5]])], NOW_HOUR),
-    ).rejects.toMatchObject({
+    await apply(token, offsets(0, 9), [group(H0, calls, [['a', 5]])]);
+    await expect(apply(token, offsets(9, 12), [group(H0, calls, [['z', 5]])])).rejects.toMatchObject({
       code: 'stale_batch',
     });
     expect(await redis.hget(new Keys(prefix).partition(p).aggregates(H0), calls)).toBe('5');
@@ -98,55 +103,43 @@ describe('applyBatch', () => {
     const zombie = await store.claim(p);
     const owner = await store.claim(p);
     expect(Number(owner.token)).toBeGreaterThan(Number(zombie.token));
-    await expect(
-      store.applyBatch(p, zombie.token, offsets(0, 0), [group(H0, calls, [['a', 5]])], NOW_HOUR),
-    ).rejects.toMatchObject({ code: 'fenced' });
+    await expect(apply(zombie.token, offsets(0, 0), [group(H0, calls, [['a', 5]])])).rejects.toMatchObject({
+      code: 'fenced',
+    });
     await expect(store.finalizeHour(p, zombie.token, H0, sumOps)).rejects.toMatchObject({ code: 'fenced' });
     expect(await redis.exists(new Keys(prefix).partition(p).aggregates(H0))).toBe(0);
-    await store.applyBatch(p, owner.token, offsets(0, 0), [group(H0, calls, [['a', 5]])], NOW_HOUR);
+    await apply(owner.token, offsets(0, 0), [group(H0, calls, [['a', 5]])]);
     expect(await store.claim(p)).toMatchObject({ checkpoint: '0' });
   });
 
   it('keeps the peak for max dimensions', async () => {
     const { token } = await store.claim(p);
     const seats = aggregateField('acme', 'seats');
-    await store.applyBatch(
-      p,
-      token,
-      offsets(0, 1),
-      [
-        group(
-          H0,
-          seats,
-          [
-            ['s1', 3_000_000],
-            ['s2', 7_000_000],
-          ],
-          'm',
-        ),
-      ],
-      NOW_HOUR,
-    );
-    await store.applyBatch(p, token, offsets(2, 2), [group(H0, seats, [['s3', 5_000_000]], 'm')], NOW_HOUR);
+    await apply(token, offsets(0, 1), [
+      group(
+        H0,
+        seats,
+        [
+          ['s1', 3_000_000],
+          ['s2', 7_000_000],
+        ],
+        'm',
+      ),
+    ]);
+    await apply(token, offsets(2, 2), [group(H0, seats, [['s3', 5_000_000]], 'm')]);
     expect(await redis.hget(new Keys(prefix).partition(p).aggregates(H0), seats)).toBe('7000000');
   });
 
   it('carries events for a finalized hour into the open hour and audits them', async () => {
     const { token } = await store.claim(p);
-    await store.applyBatch(p, token, offsets(0, 0), [group(H0, calls, [['a', 1_000_000]])], NOW_HOUR);
+    await apply(token, offsets(0, 0), [group(H0, calls, [['a', 1_000_000]])]);
     await store.finalizeHour(p, token, H0, sumOps);
-    const r = await store.applyBatch(
-      p,
-      token,
-      offsets(1, 2),
-      [
-        group(H0, calls, [
-          ['late', 2_000_000],
-          ['a', 1_000_000],
-        ]),
-      ],
-      NOW_HOUR,
-    );
+    const r = await apply(token, offsets(1, 2), [
+      group(H0, calls, [
+        ['late', 2_000_000],
+        ['a', 1_000_000],
+      ]),
+    ]);
     expect(r).toEqual({ applied: 1, duplicates: 1, carried: 1 });
     const k = new Keys(prefix).partition(p);
     expect(await redis.hget(k.aggregates(NOW_HOUR), calls)).toBe('2000000');
@@ -156,12 +149,53 @@ describe('applyBatch', () => {
   });
 });
 
+describe('applyBatch under the dead-letter late policy, and after state loss', () => {
+  it('refuses, changing nothing, a batch that touches an hour finalized since it was prepared', async () => {
+    const { token } = await store.claim(p);
+    await apply(token, offsets(0, 0), [group(H0, calls, [['a', 1_000_000]])]);
+    await store.finalizeHour(p, token, H0, sumOps);
+    await expect(
+      apply(
+        token,
+        offsets(1, 2),
+        [group(H1, calls, [['b', 1]]), group(H0, calls, [['late', 1]])],
+        'dead-letter',
+      ),
+    ).rejects.toMatchObject({ code: 'late_event', retriable: true });
+    const k = new Keys(prefix).partition(p);
+    expect(await redis.exists(k.aggregates(H1))).toBe(0);
+    expect(await redis.get(k.checkpoint())).toBe('0');
+    expect(await store.finalizedAmong(p, [H0, H1])).toEqual(new Set([H0]));
+  });
+
+  it('reports state_lost, not fenced, when Redis lost the partition state', async () => {
+    const { token } = await store.claim(p);
+    await apply(token, offsets(0, 0), [group(H0, calls, [['a', 1]])]);
+    await deleteKeys(prefix);
+    await expect(apply(token, offsets(1, 1), [group(H0, calls, [['b', 1]])])).rejects.toMatchObject({
+      code: 'state_lost',
+    });
+    await expect(store.finalizeHour(p, token, H0, sumOps)).rejects.toMatchObject({ code: 'state_lost' });
+  });
+
+  it('tracks the partition event time and the wall clock of its last valid batch', async () => {
+    const { token } = await store.claim(p);
+    await apply(token, offsets(0, 0), [group(H1, calls, [['a', 1]])]);
+    await apply(token, offsets(1, 1), [group(H0, calls, [['b', 1]])]);
+    const times = await store.partitionTimes('usage', 2);
+    expect(times).toEqual([
+      { partition: 0, maxEventTime: H1, activeAt: NOW_HOUR + 60_000 },
+      { partition: 1, maxEventTime: undefined, activeAt: undefined },
+    ]);
+  });
+});
+
 describe('finalizeHour', () => {
   it('freezes once: a second call returns the same records and later events cannot change them', async () => {
     const { token } = await store.claim(p);
-    await store.applyBatch(p, token, offsets(0, 0), [group(H0, calls, [['a', 3_000_000]])], NOW_HOUR);
+    await apply(token, offsets(0, 0), [group(H0, calls, [['a', 3_000_000]])]);
     const first = await store.finalizeHour(p, token, H0, sumOps);
-    await store.applyBatch(p, token, offsets(1, 1), [group(H0, calls, [['b', 9_000_000]])], NOW_HOUR);
+    await apply(token, offsets(1, 1), [group(H0, calls, [['b', 9_000_000]])]);
     const again = await store.finalizeHour(p, token, H0, sumOps);
     expect(first).toEqual([{ customer: 'acme', dimension: 'calls', quantity: 3 }]);
     expect(again).toEqual(first);
@@ -176,13 +210,7 @@ describe('finalizeHour', () => {
     let offset = 0;
     const billed: number[] = [];
     for (const hour of [H0, H1, H2]) {
-      await store.applyBatch(
-        p,
-        token,
-        offsets(offset, offset),
-        [group(hour, calls, [[`e${offset}`, 400_000]])],
-        NOW_HOUR,
-      );
+      await apply(token, offsets(offset, offset), [group(hour, calls, [[`e${offset}`, 400_000]])]);
       offset += 1;
       const records = await store.finalizeHour(p, token, hour, sumOps);
       billed.push(records[0]?.quantity ?? -1);
@@ -194,11 +222,11 @@ describe('finalizeHour', () => {
   it('caps a quantity at the AWS maximum and carries the excess', async () => {
     const { token } = await store.claim(p);
     const micros = (MAX_AWS_QUANTITY + 10) * 1_000_000;
-    await store.applyBatch(p, token, offsets(0, 0), [group(H0, calls, [['big', micros]])], NOW_HOUR);
+    await apply(token, offsets(0, 0), [group(H0, calls, [['big', micros]])]);
     expect(await store.finalizeHour(p, token, H0, sumOps)).toEqual([
       { customer: 'acme', dimension: 'calls', quantity: MAX_AWS_QUANTITY },
     ]);
-    await store.applyBatch(p, token, offsets(1, 1), [group(H1, calls, [['small', 1_000_000]])], NOW_HOUR);
+    await apply(token, offsets(1, 1), [group(H1, calls, [['small', 1_000_000]])]);
     expect(await store.finalizeHour(p, token, H1, sumOps)).toEqual([
       { customer: 'acme', dimension: 'calls', quantity: 11 },
     ]);
@@ -207,7 +235,7 @@ describe('finalizeHour', () => {
   it('bills a fractional peak as a whole unit', async () => {
     const { token } = await store.claim(p);
     const seats = aggregateField('acme', 'seats');
-    await store.applyBatch(p, token, offsets(0, 0), [group(H0, seats, [['s', 2_500_000]], 'm')], NOW_HOUR);
+    await apply(token, offsets(0, 0), [group(H0, seats, [['s', 2_500_000]], 'm')]);
     expect(await store.finalizeHour(p, token, H0, sumOps)).toEqual([
       { customer: 'acme', dimension: 'seats', quantity: 3 },
     ]);
@@ -220,7 +248,7 @@ describe('finalizeHour', () => {
       op: 's' as const,
       events: [{ id: `e${i}`, micros: 1_000_000 }],
     }));
-    await store.applyBatch(p, token, offsets(0, 5999), [{ hourMs: H0, aggregates: events }], NOW_HOUR);
+    await apply(token, offsets(0, 5999), [{ hourMs: H0, aggregates: events }]);
     const records = await store.finalizeHour(p, token, H0, sumOps);
     expect(records).toHaveLength(6000);
     expect(records.every((r) => r.quantity === 1)).toBe(true);

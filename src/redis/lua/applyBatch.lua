@@ -1,23 +1,30 @@
 --[[
-  Applies one partition batch atomically: dedupes event ids, adds the pre-aggregated quantities, and
-  stores the partition checkpoint. Either all of it lands or none of it does, so the event ids are never
-  claimed before their quantities are durable.
+  Applies one partition batch atomically: dedupes event ids, adds the pre-aggregated quantities, stores
+  the partition checkpoint and advances the partition's event time. Either all of it lands or none of it
+  does, so an event id is never claimed before its quantity is durable.
 
-  KEYS[1] checkpoint   KEYS[2] fence   KEYS[3] open hours   KEYS[4] late audit
+  KEYS[1] checkpoint   KEYS[2] fence   KEYS[3] open hours   KEYS[4] late audit   KEYS[5] partition time
   then, per hour group g = 1..G:  aggregates(hour), seen(hour), finalized(hour)
 
   ARGV[1] fencing token        ARGV[2] first offset of the batch   ARGV[3] last offset of the batch
   ARGV[4] dedupe ttl (s)       ARGV[5] finalized-hour ttl (s)      ARGV[6] G (hour groups)
   ARGV[7] index of the carry-forward group (the open hour late events move into)
-  ARGV[8] late audit cap
+  ARGV[8] late audit cap       ARGV[9] late policy: 'carry' | 'strict' (the caller dead-lettered them)
+  ARGV[10] highest event time in the batch, ms ('' when none)      ARGV[11] wall clock, ms
   then per group: hourMs, A (aggregates in the group), then per aggregate:
     field, op ('s' sum | 'm' max), E (events), then E pairs of (event id, micro-units)
 
-  Returns { applied events, duplicate events, carried late events }
-  or { -1 } when the fencing token is stale, { -2, checkpoint } when the batch is at or below it.
+  Returns { applied events, duplicate events, carried late events }, or
+    { -1 } the fencing token is stale (another instance owns the partition),
+    { -2, checkpoint } the batch is at or below the checkpoint,
+    { -3, hour } strict policy and an hour of the batch is already finalized,
+    { -4 } the partition's state is gone (Redis lost its data): recover before writing.
 ]]
 local token = ARGV[1]
 local fence = redis.call('GET', KEYS[2])
+if not fence then
+  return { -4 }
+end
 if fence ~= token then
   return { -1 }
 end
@@ -27,19 +34,26 @@ if checkpoint and firstOffset <= tonumber(checkpoint) then
   return { -2, tonumber(checkpoint) }
 end
 
+local G0 = 5
+local A0 = 12
 local dedupeTtl = tonumber(ARGV[4])
 local groups = tonumber(ARGV[6])
 local carryGroup = tonumber(ARGV[7])
 local auditCap = tonumber(ARGV[8])
-local carryAggKey = KEYS[4 + (carryGroup - 1) * 3 + 1]
+local strict = ARGV[9] == 'strict'
+local carryAggKey = KEYS[G0 + (carryGroup - 1) * 3 + 1]
 local carryHour = nil
 
--- Locate the carry-forward hour first: late events of any group may move into it.
+-- First pass, before any write: find the carry-forward hour, and under the strict policy refuse the
+-- batch if one of its hours was finalized since the caller checked.
 do
-  local a = 9
+  local a = A0
   for g = 1, groups do
     local hour = ARGV[a]
     if g == carryGroup then carryHour = hour end
+    if strict and redis.call('EXISTS', KEYS[G0 + (g - 1) * 3 + 3]) == 1 then
+      return { -3, tonumber(hour) }
+    end
     local aggs = tonumber(ARGV[a + 1])
     a = a + 2
     for _ = 1, aggs do
@@ -50,12 +64,12 @@ do
 end
 
 local applied, duplicates, carried = 0, 0, 0
-local a = 9
+local a = A0
 for g = 1, groups do
   local hour = ARGV[a]
-  local aggKey = KEYS[4 + (g - 1) * 3 + 1]
-  local seenKey = KEYS[4 + (g - 1) * 3 + 2]
-  local finKey = KEYS[4 + (g - 1) * 3 + 3]
+  local aggKey = KEYS[G0 + (g - 1) * 3 + 1]
+  local seenKey = KEYS[G0 + (g - 1) * 3 + 2]
+  local finKey = KEYS[G0 + (g - 1) * 3 + 3]
   local aggs = tonumber(ARGV[a + 1])
   a = a + 2
   local finalized = redis.call('EXISTS', finKey) == 1
@@ -100,5 +114,10 @@ for g = 1, groups do
 end
 if carried > 0 then redis.call('LTRIM', KEYS[4], 0, auditCap - 1) end
 
+if ARGV[10] ~= '' then
+  local previous = tonumber(redis.call('HGET', KEYS[5], 'maxEventTime') or '0')
+  if tonumber(ARGV[10]) > previous then redis.call('HSET', KEYS[5], 'maxEventTime', ARGV[10]) end
+  redis.call('HSET', KEYS[5], 'activeAt', ARGV[11])
+end
 redis.call('SET', KEYS[1], ARGV[3])
 return { applied, duplicates, carried }

@@ -9,9 +9,13 @@
   ARGV[1] fencing token  ARGV[2] hourMs  ARGV[3] finalized-hour ttl (s)  ARGV[4] micro-units per unit
   ARGV[5] largest quantity AWS takes  ARGV[6] N, then N pairs (dimension, op) with op 's' | 'm'
 
-  Returns a flat list field, quantity, field, quantity ... (the frozen hour), or { -1 } when fenced.
+  Returns a flat list field, quantity, field, quantity ... (the frozen hour), { -1 } when fenced, or { -4 } when the partition's state is gone.
 ]]
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+local fence = redis.call('GET', KEYS[1])
+if not fence then
+  return { -4 }
+end
+if fence ~= ARGV[1] then
   return { -1 }
 end
 local hour = ARGV[2]

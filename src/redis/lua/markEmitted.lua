@@ -3,9 +3,13 @@
 
   KEYS[1] fence  KEYS[2] pending emit
   ARGV[1] fencing token  ARGV[2] hourMs
-  Returns 1, or -1 when fenced.
+  Returns 1, -1 when fenced, or -4 when the partition's state is gone.
 ]]
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+local fence = redis.call('GET', KEYS[1])
+if not fence then
+  return -4
+end
+if fence ~= ARGV[1] then
   return -1
 end
 redis.call('ZREM', KEYS[2], ARGV[2])

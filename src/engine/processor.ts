@@ -1,0 +1,83 @@
+/**
+ * The stream-processing vocabulary, after Kafka Streams: a topology of a source, processors and sinks;
+ * processors with init/process/close; state stores; punctuators by stream time or wall clock. Small on
+ * purpose: one source topic, a chain of processors, named sinks, and stores that commit with the offsets.
+ */
+import type { IHeaders } from 'kafkajs';
+
+export interface TaskId {
+  topic: string;
+  partition: number;
+}
+
+/** A message as read from the source topic. */
+export interface SourceRecord {
+  topic: string;
+  partition: number;
+  offset: string;
+  key: Buffer | null;
+  value: Buffer | null;
+  /** Broker timestamp, epoch ms as a string (kafkajs). */
+  timestamp: string;
+  headers?: IHeaders;
+}
+
+export interface SinkMessage {
+  key: string | null;
+  value: string | Buffer | null;
+  headers?: Record<string, string>;
+}
+
+export interface ProcessorContext {
+  readonly task: TaskId;
+  /** The source record being processed: processors quote it in dead letters. */
+  readonly record: SourceRecord;
+  /** Wall clock at the start of the batch; one value per batch keeps a batch's decisions consistent. */
+  readonly nowMs: number;
+  /** True while re-reading input that was processed before a state loss. */
+  readonly replaying: boolean;
+  /** Hands a value to the next processor in the chain. */
+  forward(value: unknown): void | Promise<void>;
+  /** Buffers a message for a sink; sinks are flushed before the state stores commit. */
+  send(sink: string, message: SinkMessage): void;
+  getStateStore<S extends StateStore>(name: string): S;
+}
+
+export interface Processor<In = unknown> {
+  init?(context: {
+    task: TaskId;
+    getStateStore<S extends StateStore>(name: string): S;
+  }): void | Promise<void>;
+  process(value: In, context: ProcessorContext): void | Promise<void>;
+  close?(): void | Promise<void>;
+}
+
+/** The outcome of opening a task's stores: where the source must (re)start reading. */
+export interface RestorePoint {
+  /** Offset to seek to; undefined to continue from the group's committed offset. */
+  seekTo?: string;
+  /** Offsets below this were processed before a state loss and are now replayed. */
+  replayUntil?: bigint;
+  /** Last offset applied; batches at or below it are skipped. */
+  checkpoint?: bigint;
+}
+
+/**
+ * A store that keeps one partition's state and commits it atomically together with the offset of the
+ * last record it covers (Kafka Streams flushes a store, then commits; ours does both in one step).
+ */
+export interface StateStore {
+  readonly name: string;
+  /** Claims the partition (fencing) and says where to resume. */
+  open(task: TaskId): Promise<RestorePoint>;
+  /** Makes the batch's changes durable together with the offsets. Throws MeterlineError on fencing. */
+  commit(batch: { first: string; last: string; nowMs: number }): Promise<void>;
+  /** Drops uncommitted changes (the batch will be redelivered). */
+  abort(): void;
+  close(): Promise<void>;
+}
+
+export type PunctuationType = 'wall-clock' | 'stream-time';
+
+/** Called on a schedule with the current time of its type. */
+export type Punctuator = (timestampMs: number) => Promise<void>;

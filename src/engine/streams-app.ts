@@ -1,0 +1,190 @@
+/**
+ * Runs a topology on a kafkajs consumer group: one task per assigned partition, batches through the
+ * task, offsets restored from the state stores (not from the group), and punctuators on schedule.
+ * Group offsets are committed after each store commit, for lag monitoring and for detecting state loss.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Consumer, EachBatchPayload, Kafka, Producer } from 'kafkajs';
+import { isMeterlineError } from '../errors.ts';
+import type { Logger } from '../log.ts';
+import type { SourceRecord } from './processor.ts';
+import { StreamTask } from './stream-task.ts';
+import type { Topology } from './topology.ts';
+
+export interface StreamsAppOptions {
+  kafka: Kafka;
+  producer: Producer;
+  groupId: string;
+  topology: Topology;
+  logger: Logger;
+  now?: () => number;
+  /** Test seam: runs before a task commits a batch (to pause an instance mid-batch). */
+  beforeCommit?: (task: StreamTask) => Promise<void>;
+}
+
+export class StreamsApp {
+  readonly #o: StreamsAppOptions;
+  readonly #now: () => number;
+  readonly #topic: string;
+  #consumer: Consumer | undefined;
+  #tasks = new Map<number, Promise<StreamTask>>();
+  #assigned = new Set<number>();
+  /** Partitions lost to a newer owner: not reclaimed until the group assigns them again. */
+  #fencedOut = new Set<number>();
+  #timers: NodeJS.Timeout[] = [];
+  #punctuating: Promise<unknown>[] = [];
+  #stopped = false;
+
+  constructor(options: StreamsAppOptions) {
+    if (!options.topology.source) throw new Error('the topology has no source');
+    this.#o = options;
+    this.#now = options.now ?? Date.now;
+    this.#topic = options.topology.source.topic;
+  }
+
+  /** The tasks this instance runs now. */
+  async tasks(): Promise<StreamTask[]> {
+    const settled = await Promise.allSettled(this.#tasks.values());
+    return settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
+  }
+
+  async start(): Promise<void> {
+    const consumer = this.#o.kafka.consumer({
+      groupId: this.#o.groupId,
+      sessionTimeout: 30_000,
+      heartbeatInterval: 3_000,
+      maxBytesPerPartition: 1_048_576,
+    });
+    this.#consumer = consumer;
+    consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
+      const mine = payload.memberAssignment[this.#topic] ?? [];
+      this.#o.logger.info({ partitions: mine, memberId: payload.memberId }, 'partitions assigned');
+      this.#assign(mine);
+    });
+    consumer.on(consumer.events.CRASH, ({ payload }) => {
+      this.#o.logger.error({ err: payload.error, restart: payload.restart }, 'consumer crashed');
+    });
+    await consumer.connect();
+    await consumer.subscribe({ topic: this.#topic, fromBeginning: true });
+    await consumer.run({
+      autoCommit: true,
+      eachBatchAutoResolve: false,
+      partitionsConsumedConcurrently: 1,
+      eachBatch: (payload) => this.#eachBatch(payload),
+    });
+    for (const p of this.#o.topology.punctuators.filter((x) => x.type === 'wall-clock')) {
+      const loop = () => {
+        if (this.#stopped) return;
+        const run = p
+          .punctuator(this.#now())
+          .catch((err) =>
+            this.#o.logger.error({ err, punctuator: p.name }, 'punctuation failed; next tick retries'),
+          );
+        this.#punctuating.push(run);
+        run.finally(() => {
+          this.#punctuating = this.#punctuating.filter((x) => x !== run);
+          if (!this.#stopped) this.#timers.push(setTimeout(loop, p.intervalMs));
+        });
+      };
+      this.#timers.push(setTimeout(loop, 0));
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    for (const t of this.#timers) clearTimeout(t);
+    await Promise.allSettled(this.#punctuating);
+    await this.#consumer?.disconnect();
+    for (const task of await this.tasks()) await task.close().catch(() => undefined);
+    this.#tasks = new Map();
+  }
+
+  /** A new assignment: every task is opened afresh, which bumps each partition's fencing token. */
+  #assign(partitions: readonly number[]): void {
+    const previous = this.#tasks;
+    this.#tasks = new Map();
+    this.#assigned = new Set(partitions);
+    this.#fencedOut = new Set();
+    for (const [, task] of previous) task.then((t) => t.close()).catch(() => undefined);
+    for (const partition of partitions) this.#openTask(partition);
+  }
+
+  #openTask(partition: number): Promise<StreamTask> {
+    const task = new StreamTask({ topic: this.#topic, partition }, this.#o.topology, this.#o.producer);
+    const opened = task.open().then(() => task);
+    opened.catch((err) => {
+      this.#o.logger.error({ err, partition }, 'could not open task; retrying on the next batch');
+      if (this.#tasks.get(partition) === opened) this.#tasks.delete(partition);
+    });
+    this.#tasks.set(partition, opened);
+    return opened;
+  }
+
+  async #eachBatch({ batch, resolveOffset, commitOffsetsIfNecessary, isRunning, isStale }: EachBatchPayload) {
+    if (!batch.messages.length || !isRunning() || isStale()) return;
+    const partition = batch.partition;
+    let pending = this.#tasks.get(partition);
+    if (!pending && this.#assignedHere(partition)) pending = this.#openTask(partition);
+    if (!pending) {
+      // Not ours (fenced out, rebalance under way): leave the batch to the rightful owner.
+      await sleep(500);
+      return;
+    }
+    const task = await pending;
+    const restore = task.restorePoint;
+    if (restore.seekTo !== undefined) {
+      const to = restore.seekTo;
+      restore.seekTo = undefined;
+      this.#o.logger.warn({ partition, offset: to }, 'seeking to the restore point');
+      this.#consumer?.seek({ topic: batch.topic, partition, offset: to });
+      return;
+    }
+    const ckpt = restore.checkpoint;
+    const records = (
+      ckpt === undefined ? batch.messages : batch.messages.filter((m) => BigInt(m.offset) > ckpt)
+    ).map((m): SourceRecord => ({ ...m, topic: batch.topic, partition }));
+    const last = batch.messages[batch.messages.length - 1]?.offset as string;
+    if (!records.length) {
+      resolveOffset(last);
+      return;
+    }
+    const first = records[0] as SourceRecord;
+    if (ckpt !== undefined && BigInt(first.offset) > ckpt + 1n) {
+      // The group offset ran ahead of the store (state restored from an older snapshot): never skip input.
+      this.#o.logger.warn(
+        { partition, checkpoint: String(ckpt), first: first.offset },
+        'rewinding to checkpoint',
+      );
+      this.#consumer?.seek({ topic: batch.topic, partition, offset: String(ckpt + 1n) });
+      return;
+    }
+    try {
+      if (this.#o.beforeCommit) await this.#o.beforeCommit(task);
+      await task.processBatch(records, this.#now());
+    } catch (error) {
+      if (isMeterlineError(error) && error.code === 'fenced') {
+        this.#o.logger.warn({ partition }, 'fenced: another instance owns this partition now');
+        if (this.#tasks.get(partition) === pending) this.#tasks.delete(partition);
+        this.#fencedOut.add(partition);
+        return;
+      }
+      if (isMeterlineError(error) && error.code === 'state_lost') {
+        this.#o.logger.error({ partition }, 'Redis lost this partition state; recovering from Kafka');
+        await task.close().catch(() => undefined);
+        if (this.#tasks.get(partition) === pending) this.#openTask(partition);
+        return;
+      }
+      if (isMeterlineError(error) && error.retriable) {
+        this.#o.logger.warn({ partition, code: error.code }, 'batch not committed; it will be redelivered');
+        return;
+      }
+      throw error;
+    }
+    resolveOffset(last);
+    await commitOffsetsIfNecessary();
+  }
+
+  #assignedHere(partition: number): boolean {
+    return !this.#fencedOut.has(partition) && this.#assigned.has(partition);
+  }
+}

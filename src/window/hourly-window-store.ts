@@ -1,0 +1,197 @@
+/**
+ * The hourly window state store of one partition task. Processors add events to an in-memory batch
+ * (pre-aggregated per hour, customer and dimension); commit applies the whole batch with its offsets in
+ * one Redis script. Opening the store claims the partition and, when Redis lost its state, plans the
+ * replay from Kafka.
+ */
+
+import type { RestorePoint, StateStore, TaskId } from '../engine/processor.ts';
+import { MeterlineError } from '../errors.ts';
+import type { Logger } from '../log.ts';
+import { HOUR_MS, hourIso, hourStart } from '../time/hours.ts';
+import type { AggregationOp, ApplyResult, LatePolicy, WindowStore } from './window-store.ts';
+
+export const HOURLY_WINDOWS = 'hourly-windows';
+
+export interface ProcessorStats {
+  events: number;
+  applied: number;
+  duplicates: number;
+  carriedLate: number;
+  failed: Record<string, number>;
+  /** Input re-read after a state loss that was already handled before it (bad or too old). */
+  replaySkipped: number;
+  replays: number;
+  batches: number;
+}
+
+export function emptyStats(): ProcessorStats {
+  return {
+    events: 0,
+    applied: 0,
+    duplicates: 0,
+    carriedLate: 0,
+    failed: {},
+    replaySkipped: 0,
+    replays: 0,
+    batches: 0,
+  };
+}
+
+/** What the store needs to know about Kafka to recover from a state loss. */
+export interface RecoverySource {
+  /** The group's committed offset for the partition (the next offset to read), if any. */
+  committedOffset(task: TaskId): Promise<bigint | undefined>;
+  /** The first offset whose broker timestamp is at or after `timestampMs`. */
+  offsetForTime(task: TaskId, timestampMs: number): Promise<string>;
+}
+
+export interface HourlyWindowStoreOptions {
+  windows: WindowStore;
+  recovery: RecoverySource;
+  latePolicy: LatePolicy;
+  /** How far back a replay reaches: the oldest hour AWS can still accept. */
+  replayHorizonMs: number;
+  stats: ProcessorStats;
+  logger: Logger;
+  now: () => number;
+}
+
+type Pending = { op: AggregationOp; events: { id: string; micros: number }[] };
+
+export class HourlyWindowStore implements StateStore {
+  readonly name = HOURLY_WINDOWS;
+  readonly #o: HourlyWindowStoreOptions;
+  #task: TaskId | undefined;
+  #token: string | undefined;
+  #batch = new Map<number, Map<string, Pending>>();
+  #maxEventTime: number | undefined;
+  #finalized = new Map<number, boolean>();
+
+  constructor(options: HourlyWindowStoreOptions) {
+    this.#o = options;
+  }
+
+  get task(): TaskId {
+    if (!this.#task) throw new Error('store is not open');
+    return this.#task;
+  }
+
+  /** The fencing token this task holds; the commit stage writes with it too. */
+  get token(): string {
+    if (!this.#token) throw new Error('store is not open');
+    return this.#token;
+  }
+
+  get windows(): WindowStore {
+    return this.#o.windows;
+  }
+
+  async open(task: TaskId): Promise<RestorePoint> {
+    this.#task = task;
+    const { token, checkpoint } = await this.#o.windows.claim(task);
+    this.#token = token;
+    if (checkpoint !== undefined) {
+      const replayUntil = await this.#o.windows.replayUntil(task);
+      const ckpt = BigInt(checkpoint);
+      return {
+        checkpoint: ckpt,
+        ...(replayUntil !== undefined && ckpt + 1n < replayUntil ? { replayUntil } : {}),
+      };
+    }
+    const committed = await this.#o.recovery.committedOffset(task);
+    if (committed === undefined || committed <= 0n) return {};
+    // Progress existed, but Redis has no checkpoint: the state was lost. Kafka is the source of truth:
+    // re-read from the oldest hour AWS can still accept; records re-emitted with the same id and quantity
+    // are idempotent, and the ledger skips those already accepted.
+    const from = hourStart(this.#o.now() - this.#o.replayHorizonMs) + HOUR_MS;
+    const seekTo = await this.#o.recovery.offsetForTime(task, from);
+    await this.#o.windows.setReplayUntil(task, committed);
+    this.#o.stats.replays += 1;
+    this.#o.logger.error(
+      { partition: task.partition, from: hourIso(from), seekTo, replayUntil: committed.toString() },
+      'state lost: replaying the partition from Kafka',
+    );
+    return { seekTo, replayUntil: committed };
+  }
+
+  /** Buffers one event of the current batch. */
+  add(
+    hourMs: number,
+    field: string,
+    op: AggregationOp,
+    id: string,
+    micros: number,
+    eventTimeMs: number,
+  ): void {
+    let hour = this.#batch.get(hourMs);
+    if (!hour) {
+      hour = new Map();
+      this.#batch.set(hourMs, hour);
+    }
+    let agg = hour.get(field);
+    if (!agg) {
+      agg = { op, events: [] };
+      hour.set(field, agg);
+    }
+    agg.events.push({ id, micros });
+    if (this.#maxEventTime === undefined || eventTimeMs > this.#maxEventTime)
+      this.#maxEventTime = eventTimeMs;
+  }
+
+  /** Whether an hour is finalized (asked once per hour per batch, for the dead-letter late policy). */
+  async isFinalized(hourMs: number): Promise<boolean> {
+    const known = this.#finalized.get(hourMs);
+    if (known !== undefined) return known;
+    const fin = (await this.#o.windows.finalizedAmong(this.task, [hourMs])).has(hourMs);
+    this.#finalized.set(hourMs, fin);
+    return fin;
+  }
+
+  async commit(batch: { first: string; last: string; nowMs: number }): Promise<void> {
+    const groups = [...this.#batch].map(([hourMs, fields]) => ({
+      hourMs,
+      aggregates: [...fields].map(([field, p]) => ({ field, op: p.op, events: p.events })),
+    }));
+    let res: ApplyResult;
+    try {
+      res = await this.#o.windows.applyBatch(this.task, this.token, {
+        offsets: { first: batch.first, last: batch.last },
+        groups,
+        carryHourMs: hourStart(batch.nowMs),
+        policy: this.#o.latePolicy,
+        maxEventTimeMs: this.#maxEventTime,
+        nowMs: batch.nowMs,
+      });
+    } catch (error) {
+      if (error instanceof MeterlineError && error.code === 'stale_batch') {
+        res = { applied: 0, duplicates: 0, carried: 0 };
+      } else {
+        throw error;
+      }
+    } finally {
+      this.abort();
+    }
+    const s = this.#o.stats;
+    s.applied += res.applied;
+    s.duplicates += res.duplicates;
+    s.carriedLate += res.carried;
+    s.batches += 1;
+    if (res.carried) {
+      this.#o.logger.warn(
+        { partition: this.task.partition, carried: res.carried },
+        'late events carried into the open hour',
+      );
+    }
+  }
+
+  abort(): void {
+    this.#batch = new Map();
+    this.#maxEventTime = undefined;
+    this.#finalized = new Map();
+  }
+
+  async close(): Promise<void> {
+    this.abort();
+  }
+}

@@ -1,0 +1,119 @@
+/**
+ * The metering topology, as in the diagram:
+ *
+ *   source usage-events → processor hourly-window [store hourly-windows] → sink failed
+ *   punctuator commit-stage (wall clock) → sink submissions
+ */
+import type { Admin, Producer } from 'kafkajs';
+import { CommitStage } from '../commit/commit-stage.ts';
+import type { Config } from '../config/config.ts';
+import type { TaskId } from '../engine/processor.ts';
+import { Topology } from '../engine/topology.ts';
+import type { EventDecoder } from '../ingest/decoder.ts';
+import type { Logger } from '../log.ts';
+import { DEFAULT_ACCEPTANCE_WINDOW_MS } from '../submit/aws-window.ts';
+import {
+  HOURLY_WINDOWS,
+  HourlyWindowStore,
+  type ProcessorStats,
+  type RecoverySource,
+} from './hourly-window-store.ts';
+import { FAILED_SINK, WindowProcessor } from './window-processor.ts';
+import type { AggregationOp, WindowStore } from './window-store.ts';
+
+export interface MeteringTopology {
+  topology: Topology;
+  commitStage: CommitStage;
+}
+
+export function meteringTopology(deps: {
+  config: Config;
+  windows: WindowStore;
+  decoder: EventDecoder;
+  admin: Admin;
+  producer: Producer;
+  stats: ProcessorStats;
+  logger: Logger;
+  now: () => number;
+  tasks: () => Promise<import('../engine/stream-task.ts').StreamTask[]>;
+}): MeteringTopology {
+  const { config, admin } = deps;
+  const ops = new Map<string, AggregationOp>(
+    config.plan.dimensions.map((d) => [d.name, d.aggregation === 'max' ? 'm' : 's']),
+  );
+  const recovery = kafkaRecoverySource(admin, config.groups.processor);
+  const partitionCount = cachedPartitionCount(admin, config.topics.usage);
+  const commitStage = new CommitStage({
+    tasks: deps.tasks,
+    partitionCount,
+    usageTopic: config.topics.usage,
+    producer: deps.producer,
+    submissionsTopic: config.topics.submissions,
+    plan: config.plan,
+    ops,
+    api: 'BatchMeterUsage',
+    graceMs: config.window.graceMs,
+    maxDelayMs: config.window.maxDelayMs,
+    maxOutOfOrdernessMs: config.window.maxOutOfOrdernessMs,
+    idleTimeoutMs: config.window.idleTimeoutMs,
+    logger: deps.logger.child({ stage: 'commit' }),
+    now: deps.now,
+  });
+  const topology = new Topology()
+    .addSource('usage-events', config.topics.usage)
+    .addProcessor(
+      'hourly-window',
+      () =>
+        new WindowProcessor({
+          decoder: deps.decoder,
+          ops,
+          latePolicy: config.window.latePolicy,
+          maxFutureSkewMs: config.window.maxFutureSkewMs,
+          submitMarginMs: config.window.submitMarginMs,
+          maxMessageBytes: config.maxMessageBytes,
+          stats: deps.stats,
+        }),
+    )
+    .addStateStore(
+      HOURLY_WINDOWS,
+      () =>
+        new HourlyWindowStore({
+          windows: deps.windows,
+          recovery,
+          latePolicy: config.window.latePolicy,
+          replayHorizonMs: DEFAULT_ACCEPTANCE_WINDOW_MS.BatchMeterUsage,
+          stats: deps.stats,
+          logger: deps.logger.child({ stage: 'processor' }),
+          now: deps.now,
+        }),
+    )
+    .addSink(FAILED_SINK, config.topics.failed)
+    .addSink('submissions', config.topics.submissions)
+    .schedule('commit-stage', 'wall-clock', config.window.commitIntervalMs, commitStage.punctuate);
+  return { topology, commitStage };
+}
+
+function kafkaRecoverySource(admin: Admin, groupId: string): RecoverySource {
+  return {
+    async committedOffset(task: TaskId) {
+      const [topic] = await admin.fetchOffsets({ groupId, topics: [task.topic] });
+      const p = topic?.partitions.find((x) => x.partition === task.partition);
+      return p && Number(p.offset) >= 0 ? BigInt(p.offset) : undefined;
+    },
+    async offsetForTime(task: TaskId, timestampMs: number) {
+      const offsets = await admin.fetchTopicOffsetsByTimestamp(task.topic, timestampMs);
+      return offsets.find((o) => o.partition === task.partition)?.offset ?? '0';
+    },
+  };
+}
+
+function cachedPartitionCount(admin: Admin, topic: string): () => Promise<number> {
+  let cached: { count: number; at: number } | undefined;
+  return async () => {
+    if (!cached || Date.now() - cached.at > 60_000) {
+      const meta = await admin.fetchTopicMetadata({ topics: [topic] });
+      cached = { count: meta.topics[0]?.partitions.length ?? 0, at: Date.now() };
+    }
+    return cached.count;
+  };
+}

@@ -1,0 +1,114 @@
+/**
+ * The hourly-window processor: decodes and validates each usage record, assigns it to its UTC hour by
+ * event time, and adds it to the partition's window store. Bad input and (with the dead-letter policy)
+ * events for hours already finalized go to the `failed` sink with a reason code and the original bytes.
+ */
+
+import { DLQ_HEADER_REASON, DLQ_HEADER_STAGE, type FailedRecord, headersToStrings } from '../dlq/envelope.ts';
+import type { Processor, ProcessorContext, SourceRecord, StateStore } from '../engine/processor.ts';
+import type { EventDecoder } from '../ingest/decoder.ts';
+import type { IngestReason, ValidationContext } from '../ingest/event.ts';
+import { aggregateField } from '../redis/keys.ts';
+import { hourIso, hourStart } from '../time/hours.ts';
+import { HOURLY_WINDOWS, type HourlyWindowStore, type ProcessorStats } from './hourly-window-store.ts';
+import type { AggregationOp, LatePolicy } from './window-store.ts';
+
+export const FAILED_SINK = 'failed';
+
+export interface WindowProcessorOptions {
+  decoder: EventDecoder;
+  ops: ReadonlyMap<string, AggregationOp>;
+  latePolicy: LatePolicy;
+  maxFutureSkewMs: number;
+  submitMarginMs: number;
+  maxMessageBytes: number;
+  stats: ProcessorStats;
+}
+
+export class WindowProcessor implements Processor<SourceRecord> {
+  readonly #o: WindowProcessorOptions;
+  readonly #dimensions: ReadonlySet<string>;
+  #store: HourlyWindowStore | undefined;
+  #ctx: ValidationContext | undefined;
+
+  constructor(options: WindowProcessorOptions) {
+    this.#o = options;
+    this.#dimensions = new Set(options.ops.keys());
+  }
+
+  init(context: { getStateStore<S extends StateStore>(name: string): S }): void {
+    this.#store = context.getStateStore<HourlyWindowStore>(HOURLY_WINDOWS);
+  }
+
+  async process(record: SourceRecord, context: ProcessorContext): Promise<void> {
+    const store = this.#store as HourlyWindowStore;
+    const stats = this.#o.stats;
+    stats.events += 1;
+    const ctx = this.#validation(context.nowMs);
+    const decoded = this.#o.decoder.decode(record.value, ctx);
+    const result = decoded instanceof Promise ? await decoded : decoded;
+    if (!result.ok) {
+      if (context.replaying) {
+        // Already dead-lettered (or, if time-dependent, counted) before the state loss.
+        stats.replaySkipped += 1;
+        return;
+      }
+      this.#deadLetter(record, context, result.reason, result.detail);
+      return;
+    }
+    const e = result.event;
+    const hour = hourStart(e.timestampMs);
+    if (this.#o.latePolicy === 'dead-letter' && (await store.isFinalized(hour))) {
+      this.#deadLetter(record, context, 'late_event', `hour ${hourIso(hour)} is already finalized`);
+      return;
+    }
+    store.add(
+      hour,
+      aggregateField(e.customer, e.dimension),
+      this.#o.ops.get(e.dimension) ?? 's',
+      e.id,
+      e.micros,
+      e.timestampMs,
+    );
+  }
+
+  /** One validation context per batch (keyed by its wall clock). */
+  #validation(nowMs: number): ValidationContext {
+    if (this.#ctx?.nowMs !== nowMs) {
+      this.#ctx = {
+        nowMs,
+        maxFutureSkewMs: this.#o.maxFutureSkewMs,
+        submitMarginMs: this.#o.submitMarginMs,
+        dimensions: this.#dimensions,
+        maxMessageBytes: this.#o.maxMessageBytes,
+      };
+    }
+    return this.#ctx;
+  }
+
+  #deadLetter(record: SourceRecord, context: ProcessorContext, reason: IngestReason, detail: string): void {
+    const failed: FailedRecord = {
+      version: 1,
+      stage: 'ingest',
+      reason,
+      detail,
+      retriable: false,
+      failedAt: new Date(context.nowMs).toISOString(),
+      source: {
+        topic: record.topic,
+        partition: record.partition,
+        offset: record.offset,
+        key: record.key ? record.key.toString('utf8') : null,
+        timestamp: new Date(Number(record.timestamp)).toISOString(),
+        headers: headersToStrings(record.headers),
+      },
+      originalBase64: record.value ? record.value.toString('base64') : null,
+    };
+    context.send(FAILED_SINK, {
+      key: failed.source?.key ?? null,
+      value: JSON.stringify(failed),
+      headers: { [DLQ_HEADER_STAGE]: 'ingest', [DLQ_HEADER_REASON]: reason },
+    });
+    this.#o.stats.failed[reason] = (this.#o.stats.failed[reason] ?? 0) + 1;
+  }
+}
