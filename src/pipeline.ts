@@ -9,6 +9,7 @@ import type { Config } from './config/config.ts';
 import { DlqPublisher } from './dlq/publisher.ts';
 import type { StreamTask } from './engine/stream-task.ts';
 import { StreamsApp } from './engine/streams-app.ts';
+import { createAvroDecoder } from './ingest/avro.ts';
 import { EventDecoder } from './ingest/decoder.ts';
 import { createKafka, idempotentProducer } from './kafka/client.ts';
 import { ensureTopics, pipelineTopics } from './kafka/topics.ts';
@@ -82,7 +83,13 @@ export async function startPipeline(
       const metering = meteringTopology({
         config,
         windows,
-        decoder: options.decoder ?? new EventDecoder(),
+        decoder:
+          options.decoder ??
+          new EventDecoder(
+            config.schemaRegistryUrl
+              ? createAvroDecoder({ registryUrl: config.schemaRegistryUrl })
+              : undefined,
+          ),
         admin,
         producer,
         stats,
@@ -94,6 +101,7 @@ export async function startPipeline(
         kafka,
         producer,
         groupId: config.groups.processor,
+        sessionTimeoutMs: config.groups.sessionTimeoutMs,
         topology: metering.topology,
         logger: logger.child({ stage: 'processor' }),
         now,
@@ -120,6 +128,7 @@ export async function startPipeline(
         customers: config.customers,
         topic: config.topics.submissions,
         groupId: config.groups.worker,
+        sessionTimeoutMs: config.groups.sessionTimeoutMs,
         deadlineMarginMs: 5 * 60_000,
         logger: logger.child({ stage: 'worker' }),
         ...(options.now ? { now: options.now } : {}),

@@ -185,6 +185,8 @@ async function main(): Promise<number> {
     METERLINE_PROCESSOR_GROUP: `demo-${runId}-processor`,
     METERLINE_WORKER_GROUP: `demo-${runId}-worker`,
     METERLINE_WINDOW_GRACE: '5s',
+    // The demo backfills the last three hours: let the watermark, not the wall-clock bound, close them.
+    METERLINE_WINDOW_MAX_DELAY: '12h',
     // Out-of-orderness covers the jitter above; the last closed hour closes once the stream is idle.
     METERLINE_MAX_OUT_OF_ORDERNESS: '2m',
     METERLINE_IDLE_TIMEOUT: '3s',

@@ -1,9 +1,10 @@
 /**
- * Library entry of the local stack (Kafka, Redis, the Metering emulator) without Docker. Used by
- * `npm run stack:*` (stack.ts), the demo and the vitest globalSetup:
+ * Library entry of the local stack (Kafka, Redis, the Metering emulator, the schema registry) without Docker.
+ * Used by `npm run stack:*` (stack.ts), the demo and the vitest globalSetup:
  *
  *   const env = await ensureStack();      // starts what is not running/healthy, reuses the rest
- *   Object.assign(process.env, env);      // KAFKA_BROKERS, REDIS_URL, AWS_ENDPOINT_URL_MARKETPLACE_METERING
+ *   Object.assign(process.env, env);      // KAFKA_BROKERS, REDIS_URL, AWS_ENDPOINT_URL_MARKETPLACE_METERING,
+ *                                         // SCHEMA_REGISTRY_URL
  *   …
  *   await stopStack();                    // stops only what the stack started, by pid
  *
@@ -14,6 +15,7 @@ import { emulatorService } from './emulator.ts';
 import { kafkaService } from './kafka.ts';
 import { rssKb } from './proc.ts';
 import { redisService } from './redis.ts';
+import { registryService } from './registry.ts';
 import { type ServiceContext, StackError, type StackService, stopService, waitHealthy } from './service.ts';
 import {
   isRecordAlive,
@@ -31,7 +33,12 @@ export { StackError } from './service.ts';
 export type { ServiceName, ServiceRecord } from './state.ts';
 
 /** Every service, in start order (they start concurrently; this order is used for output). */
-export const SERVICES: readonly StackService[] = [kafkaService, redisService, emulatorService];
+export const SERVICES: readonly StackService[] = [
+  kafkaService,
+  redisService,
+  emulatorService,
+  registryService,
+];
 
 export const SERVICE_NAMES: readonly ServiceName[] = SERVICES.map((s) => s.name);
 
@@ -39,6 +46,8 @@ export interface StackEnv {
   KAFKA_BROKERS: string;
   REDIS_URL: string;
   AWS_ENDPOINT_URL_MARKETPLACE_METERING: string;
+  /** Confluent-compatible schema registry base URL (Apicurio's `/apis/ccompat/v7`). */
+  SCHEMA_REGISTRY_URL: string;
   /** Services this call started (empty when everything was reused or external). */
   started: string[];
 }
@@ -201,8 +210,8 @@ export async function ensureServices(
 }
 
 /**
- * Starts whatever of Kafka, Redis and the emulator isn't running and healthy (reusing a healthy recorded stack),
- * and returns the endpoints for the app's environment.
+ * Starts whatever of Kafka, Redis, the emulator and the schema registry isn't running and healthy (reusing a
+ * healthy recorded stack), and returns the endpoints for the app's environment.
  */
 export async function ensureStack(options: EnsureOptions = {}): Promise<StackEnv> {
   const result = await ensureServices(SERVICE_NAMES, options);
@@ -210,6 +219,7 @@ export async function ensureStack(options: EnsureOptions = {}): Promise<StackEnv
     KAFKA_BROKERS: result.env.KAFKA_BROKERS as string,
     REDIS_URL: result.env.REDIS_URL as string,
     AWS_ENDPOINT_URL_MARKETPLACE_METERING: result.env.AWS_ENDPOINT_URL_MARKETPLACE_METERING as string,
+    SCHEMA_REGISTRY_URL: result.env.SCHEMA_REGISTRY_URL as string,
     started: result.started,
   };
 }
@@ -217,6 +227,8 @@ export async function ensureStack(options: EnsureOptions = {}): Promise<StackEnv
 export interface StopOptions extends StackOptions {
   /** Also delete `.stack/` (data, logs, state) once everything is stopped. */
   purge?: boolean;
+  /** Stop only these services (default: all that are recorded). */
+  only?: readonly ServiceName[];
 }
 
 /**
@@ -233,6 +245,7 @@ export async function stopStack(options: StopOptions = {}): Promise<ServiceName[
       await Promise.all(
         SERVICES.map(async (svc) => {
           const rec = state.services[svc.name];
+          if (options.only && !options.only.includes(svc.name)) return;
           if (!isRecordAlive(rec)) return;
           await stopService(svc, rec, context(paths, options, svc));
           stopped.push(svc.name);

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isAlive, procStartTime } from './proc.ts';
 
-export type ServiceName = 'kafka' | 'redis' | 'emulator';
+export type ServiceName = 'kafka' | 'redis' | 'emulator' | 'registry';
 
 export interface ServiceRecord {
   pid: number;

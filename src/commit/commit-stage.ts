@@ -28,8 +28,8 @@ export interface EventTimeOptions {
 
 export interface CommitStageOptions extends EventTimeOptions {
   tasks: () => Promise<StreamTask[]>;
-  /** How many partitions the usage topic has (all of them count for the watermark). */
-  partitionCount: () => Promise<number>;
+  /** Log end offset of every partition of the usage topic (all of them count for the watermark). */
+  logEnds: () => Promise<Map<number, bigint>>;
   usageTopic: string;
   producer: Producer;
   submissionsTopic: string;
@@ -40,13 +40,30 @@ export interface CommitStageOptions extends EventTimeOptions {
   now?: () => number;
 }
 
-/** The latest hour end that may close now. Pure, so the rule is testable on its own. */
-export function closeBoundary(times: readonly PartitionTime[], nowMs: number, o: EventTimeOptions): number {
-  const active = times.filter(
-    (t) => t.maxEventTime !== undefined && t.activeAt !== undefined && nowMs - t.activeAt <= o.idleTimeoutMs,
+export interface PartitionProgress extends PartitionTime {
+  /** The partition's log end offset (the next offset to be written). */
+  logEnd: bigint;
+}
+
+/**
+ * The latest hour end that may close now. Pure, so the rule is testable on its own.
+ *
+ * A partition holds the watermark back while it is active: it had valid events within the idle timeout,
+ * or it still has unread input (a backlog, e.g. after an outage). A backlog whose event time is unknown
+ * holds everything back; only the max-delay bound closes hours then.
+ */
+export function closeBoundary(
+  partitions: readonly PartitionProgress[],
+  nowMs: number,
+  o: EventTimeOptions,
+): number {
+  const active = partitions.filter(
+    (p) =>
+      (p.checkpoint ?? -1n) + 1n < p.logEnd ||
+      (p.maxEventTime !== undefined && p.activeAt !== undefined && nowMs - p.activeAt <= o.idleTimeoutMs),
   );
   const watermark = active.length
-    ? Math.min(...active.map((t) => t.maxEventTime as number)) - o.maxOutOfOrdernessMs
+    ? Math.min(...active.map((p) => p.maxEventTime ?? Number.NEGATIVE_INFINITY)) - o.maxOutOfOrdernessMs
     : nowMs - o.maxOutOfOrdernessMs;
   return Math.max(watermark - o.graceMs, nowMs - o.maxDelayMs);
 }
@@ -67,9 +84,14 @@ export class CommitStage {
     if (!tasks.length) return;
     const store0 = tasks[0]?.getStateStore<HourlyWindowStore>(HOURLY_WINDOWS);
     if (!store0) return;
-    const times = await store0.windows.partitionTimes(this.#o.usageTopic, await this.#o.partitionCount());
+    const logEnds = await this.#o.logEnds();
+    const times = await store0.windows.partitionTimes(this.#o.usageTopic, logEnds.size);
     const now = this.#now();
-    const boundary = closeBoundary(times, now, this.#o);
+    const boundary = closeBoundary(
+      times.map((t) => ({ ...t, logEnd: logEnds.get(t.partition) ?? 0n })),
+      now,
+      this.#o,
+    );
     this.stats.watermark = boundary;
     for (const task of tasks) {
       await task

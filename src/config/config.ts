@@ -42,6 +42,7 @@ export const EnvSchema = z.object({
   REDIS_URL: z
     .string({ error: 'required: redis://[user:password@]host:port[/db]' })
     .regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL'),
+  SCHEMA_REGISTRY_URL: z.url().optional(),
   AWS_REGION: z.string().optional(),
   AWS_ENDPOINT_URL_MARKETPLACE_METERING: z.url().optional(),
   METERLINE_PLAN: z
@@ -58,8 +59,9 @@ export const EnvSchema = z.object({
     .default('meterline'),
   METERLINE_PROCESSOR_GROUP: z.string().min(1).default('meterline-processor'),
   METERLINE_WORKER_GROUP: z.string().min(1).default('meterline-worker'),
+  METERLINE_SESSION_TIMEOUT: duration('30s'),
   METERLINE_WINDOW_GRACE: duration('5m'),
-  METERLINE_WINDOW_MAX_DELAY: duration('1h'),
+  METERLINE_WINDOW_MAX_DELAY: duration('3h'),
   METERLINE_MAX_OUT_OF_ORDERNESS: duration('1m'),
   METERLINE_IDLE_TIMEOUT: duration('1m'),
   METERLINE_LATE_POLICY: z.enum(['carry-forward', 'dead-letter']).default('carry-forward'),
@@ -77,6 +79,8 @@ export interface Config {
   env: Env;
   kafka: { brokers: string[]; clientId: string };
   redis: { url: string; prefix: string };
+  /** Confluent-compatible schema registry for Avro events; JSON only without it. */
+  schemaRegistryUrl: string | undefined;
   topics: { usage: string; submissions: string; failed: string; partitions: number };
   plan: Plan;
   customers: Customers;
@@ -90,7 +94,7 @@ export interface Config {
     maxFutureSkewMs: number;
     submitMarginMs: number;
   };
-  groups: { processor: string; worker: string };
+  groups: { processor: string; worker: string; sessionTimeoutMs: number };
   maxMessageBytes: number;
   worker: { region: string | undefined; endpoint: string | undefined };
   logLevel: Env['LOG_LEVEL'];
@@ -174,6 +178,7 @@ export function loadConfig(roles: readonly Role[], env: NodeJS.ProcessEnv = proc
       clientId: e.KAFKA_CLIENT_ID,
     },
     redis: { url: e.REDIS_URL, prefix: e.METERLINE_REDIS_PREFIX },
+    schemaRegistryUrl: e.SCHEMA_REGISTRY_URL,
     topics: {
       usage: e.METERLINE_TOPIC_USAGE,
       submissions: e.METERLINE_TOPIC_SUBMISSIONS,
@@ -192,7 +197,11 @@ export function loadConfig(roles: readonly Role[], env: NodeJS.ProcessEnv = proc
       maxFutureSkewMs: e.METERLINE_MAX_FUTURE_SKEW,
       submitMarginMs: e.METERLINE_SUBMIT_MARGIN,
     },
-    groups: { processor: e.METERLINE_PROCESSOR_GROUP, worker: e.METERLINE_WORKER_GROUP },
+    groups: {
+      processor: e.METERLINE_PROCESSOR_GROUP,
+      worker: e.METERLINE_WORKER_GROUP,
+      sessionTimeoutMs: e.METERLINE_SESSION_TIMEOUT,
+    },
     maxMessageBytes: e.METERLINE_MAX_MESSAGE_BYTES,
     worker: {
       region: e.AWS_REGION,

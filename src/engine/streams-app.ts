@@ -18,6 +18,8 @@ export interface StreamsAppOptions {
   topology: Topology;
   logger: Logger;
   now?: () => number;
+  /** A member silent this long is dropped from the group; a rebalance waits twice that for members. */
+  sessionTimeoutMs?: number;
   /** Test seam: runs before a task commits a batch (to pause an instance mid-batch). */
   beforeCommit?: (task: StreamTask) => Promise<void>;
 }
@@ -51,8 +53,9 @@ export class StreamsApp {
   async start(): Promise<void> {
     const consumer = this.#o.kafka.consumer({
       groupId: this.#o.groupId,
-      sessionTimeout: 30_000,
-      heartbeatInterval: 3_000,
+      sessionTimeout: this.#o.sessionTimeoutMs ?? 30_000,
+      rebalanceTimeout: 2 * (this.#o.sessionTimeoutMs ?? 30_000),
+      heartbeatInterval: Math.min(3_000, Math.floor((this.#o.sessionTimeoutMs ?? 30_000) / 3)),
       maxBytesPerPartition: 1_048_576,
     });
     this.#consumer = consumer;

@@ -33,6 +33,7 @@ export interface WorkerOptions {
   groupId: string;
   /** Stop retrying this long before a record's AWS deadline. */
   deadlineMarginMs: number;
+  sessionTimeoutMs?: number;
   logger: Logger;
   backoff?: BackoffOptions;
   now?: () => number;
@@ -65,7 +66,13 @@ export class MeteringWorker {
   }
 
   async start(): Promise<void> {
-    const consumer = this.#o.kafka.consumer({ groupId: this.#o.groupId, sessionTimeout: 60_000 });
+    const sessionTimeout = this.#o.sessionTimeoutMs ?? 30_000;
+    const consumer = this.#o.kafka.consumer({
+      groupId: this.#o.groupId,
+      sessionTimeout,
+      rebalanceTimeout: 2 * sessionTimeout,
+      heartbeatInterval: Math.min(3_000, Math.floor(sessionTimeout / 3)),
+    });
     this.#consumer = consumer;
     await consumer.connect();
     await consumer.subscribe({ topic: this.#o.topic, fromBeginning: true });

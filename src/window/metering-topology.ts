@@ -42,10 +42,13 @@ export function meteringTopology(deps: {
     config.plan.dimensions.map((d) => [d.name, d.aggregation === 'max' ? 'm' : 's']),
   );
   const recovery = kafkaRecoverySource(admin, config.groups.processor);
-  const partitionCount = cachedPartitionCount(admin, config.topics.usage);
+
   const commitStage = new CommitStage({
     tasks: deps.tasks,
-    partitionCount,
+    logEnds: async () => {
+      const offsets = await admin.fetchTopicOffsets(config.topics.usage);
+      return new Map(offsets.map((o) => [o.partition, BigInt(o.high)]));
+    },
     usageTopic: config.topics.usage,
     producer: deps.producer,
     submissionsTopic: config.topics.submissions,
@@ -104,16 +107,5 @@ function kafkaRecoverySource(admin: Admin, groupId: string): RecoverySource {
       const offsets = await admin.fetchTopicOffsetsByTimestamp(task.topic, timestampMs);
       return offsets.find((o) => o.partition === task.partition)?.offset ?? '0';
     },
-  };
-}
-
-function cachedPartitionCount(admin: Admin, topic: string): () => Promise<number> {
-  let cached: { count: number; at: number } | undefined;
-  return async () => {
-    if (!cached || Date.now() - cached.at > 60_000) {
-      const meta = await admin.fetchTopicMetadata({ topics: [topic] });
-      cached = { count: meta.topics[0]?.partitions.length ?? 0, at: Date.now() };
-    }
-    return cached.count;
   };
 }

@@ -55,6 +55,8 @@ export interface PartitionTime {
   maxEventTime: number | undefined;
   /** Wall clock of the last batch that carried valid events, ms. */
   activeAt: number | undefined;
+  /** Last offset applied. */
+  checkpoint: bigint | undefined;
 }
 
 export class WindowStore {
@@ -208,19 +210,23 @@ export class WindowStore {
     return new Set(hours.filter((_, i) => res[i]?.[1] === 1));
   }
 
-  /** Event time of every partition of a topic; one call per partition (they live in different slots). */
+  /** Event time and checkpoint of every partition of a topic (one call each: they live in different slots). */
   async partitionTimes(topic: string, partitions: number): Promise<PartitionTime[]> {
     return Promise.all(
       Array.from({ length: partitions }, async (_, partition) => {
-        const [max, active] = await this.redis.hmget(
-          this.keys.partition({ topic, partition }).time(),
-          'maxEventTime',
-          'activeAt',
-        );
+        const k = this.keys.partition({ topic, partition });
+        const res = await this.redis
+          .multi()
+          .hmget(k.time(), 'maxEventTime', 'activeAt')
+          .get(k.checkpoint())
+          .exec();
+        const [max, active] = (res?.[0]?.[1] as (string | null)[] | undefined) ?? [null, null];
+        const checkpoint = (res?.[1]?.[1] as string | null | undefined) ?? null;
         return {
           partition,
-          maxEventTime: max === null ? undefined : Number(max),
-          activeAt: active === null ? undefined : Number(active),
+          maxEventTime: max == null ? undefined : Number(max),
+          activeAt: active == null ? undefined : Number(active),
+          checkpoint: checkpoint === null ? undefined : BigInt(checkpoint),
         };
       }),
     );

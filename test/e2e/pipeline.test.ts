@@ -186,6 +186,7 @@ describe('pipeline end to end', () => {
       METERLINE_PROCESSOR_GROUP: `${run}-processor`,
       METERLINE_WORKER_GROUP: `${run}-worker`,
       METERLINE_WINDOW_GRACE: '1s',
+      METERLINE_WINDOW_MAX_DELAY: '12h',
       METERLINE_MAX_OUT_OF_ORDERNESS: '1s',
       METERLINE_IDLE_TIMEOUT: '2s',
       METERLINE_COMMIT_INTERVAL: '200ms',

@@ -4,7 +4,9 @@ export default async function setup(): Promise<() => Promise<void>> {
   const env = await ensureStack();
   for (const [k, v] of Object.entries(env)) if (typeof v === 'string') process.env[k] = v;
   return async () => {
-    // Stop only what this run started; a stack the developer had up stays up.
-    if (env.started.length && process.env.METERLINE_KEEP_STACK !== '1') await stopStack();
+    // Stop only what this run started; services the developer (or another run) had up stay up.
+    if (env.started.length && process.env.METERLINE_KEEP_STACK !== '1') {
+      await stopStack({ only: env.started as import('../../deploy/stack/index.ts').ServiceName[] });
+    }
   };
 }

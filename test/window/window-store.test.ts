@@ -184,8 +184,8 @@ describe('applyBatch under the dead-letter late policy, and after state loss', (
     await apply(token, offsets(1, 1), [group(H0, calls, [['b', 1]])]);
     const times = await store.partitionTimes('usage', 2);
     expect(times).toEqual([
-      { partition: 0, maxEventTime: H1, activeAt: NOW_HOUR + 60_000 },
-      { partition: 1, maxEventTime: undefined, activeAt: undefined },
+      { partition: 0, maxEventTime: H1, activeAt: NOW_HOUR + 60_000, checkpoint: 1n },
+      { partition: 1, maxEventTime: undefined, activeAt: undefined, checkpoint: undefined },
     ]);
   });
 });

@@ -1,0 +1,145 @@
+/**
+ * One isolated pipeline setup per test: its own topics, consumer groups, Redis prefix, plan and customers
+ * files, as environment variables, so the same settings drive an in-process pipeline or the real CLI in a
+ * child process.
+ */
+import type { Kafka, KafkaMessage } from 'kafkajs';
+import type { SubmissionRecord } from '../../src/commit/submission-record.ts';
+import { type Config, loadConfig } from '../../src/config/config.ts';
+import { ensureTopics, pipelineTopics } from '../../src/kafka/topics.ts';
+import { deleteKeys, deleteTopics, stackEnv, uniqueId, writeTempJson } from './harness.ts';
+
+export interface TestPipeline {
+  run: string;
+  env: Record<string, string>;
+  config(roles?: ('processor' | 'worker')[]): Config;
+  topics: { usage: string; submissions: string; failed: string };
+  createTopics(kafka: Kafka): Promise<void>;
+  cleanup(kafka: Kafka): Promise<void>;
+}
+
+export const TEST_CUSTOMERS = {
+  acme: {
+    customerAwsAccountId: '111111111111',
+    licenseArn: 'arn:aws:license-manager::111111111111:license:l-a1',
+  },
+  globex: {
+    customerAwsAccountId: '222222222222',
+    licenseArn: 'arn:aws:license-manager::222222222222:license:l-b2',
+  },
+  initech: {
+    customerAwsAccountId: '333333333333',
+    licenseArn: 'arn:aws:license-manager::333333333333:license:l-c3',
+  },
+  umbrella: { customerIdentifier: 'cust-umbrella' },
+};
+
+export function testPipeline(
+  label: string,
+  options: {
+    partitions?: number;
+    dimensions?: { name: string; aggregation?: 'sum' | 'max' }[];
+    env?: Record<string, string>;
+  } = {},
+): TestPipeline {
+  const run = uniqueId(label);
+  const topics = { usage: `${run}-usage`, submissions: `${run}-submissions`, failed: `${run}-failed` };
+  const partitions = options.partitions ?? 3;
+  const plan = writeTempJson('plan.json', {
+    productCode: 'prod-test',
+    dimensions: (options.dimensions ?? [{ name: 'api_calls' }, { name: 'jobs' }]).map((d) => ({
+      name: d.name,
+      model: 'hourly',
+      aggregation: d.aggregation ?? 'sum',
+    })),
+  });
+  const customers = writeTempJson('customers.json', TEST_CUSTOMERS);
+  const { brokers, redisUrl } = stackEnv();
+  const env: Record<string, string> = {
+    KAFKA_BROKERS: brokers.join(','),
+    REDIS_URL: redisUrl,
+    AWS_REGION: 'us-east-1',
+    AWS_ACCESS_KEY_ID: 'test',
+    AWS_SECRET_ACCESS_KEY: 'test',
+    METERLINE_PLAN: plan,
+    METERLINE_CUSTOMERS: customers,
+    METERLINE_TOPIC_USAGE: topics.usage,
+    METERLINE_TOPIC_SUBMISSIONS: topics.submissions,
+    METERLINE_TOPIC_FAILED: topics.failed,
+    METERLINE_TOPIC_PARTITIONS: String(partitions),
+    METERLINE_REDIS_PREFIX: run,
+    METERLINE_PROCESSOR_GROUP: `${run}-processor`,
+    METERLINE_WORKER_GROUP: `${run}-worker`,
+    METERLINE_SESSION_TIMEOUT: '6s',
+    METERLINE_WINDOW_GRACE: '1s',
+    // Test data spans the last three closed hours: only the watermark may close them, not the wall clock.
+    METERLINE_WINDOW_MAX_DELAY: '12h',
+    METERLINE_MAX_OUT_OF_ORDERNESS: '1s',
+    METERLINE_IDLE_TIMEOUT: '2s',
+    METERLINE_COMMIT_INTERVAL: '200ms',
+    LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'warn',
+    ...options.env,
+  };
+  return {
+    run,
+    env,
+    topics,
+    config: (roles = ['processor', 'worker']) => loadConfig(roles, env),
+    createTopics: (kafka) => ensureTopics(kafka, pipelineTopics({ ...topics, partitions })),
+    async cleanup(kafka) {
+      await deleteTopics(kafka, Object.values(topics));
+      await deleteKeys(run);
+    },
+  };
+}
+
+/** Every message on a topic, up to its end offsets at the time of the call. */
+export async function readAllMessages(kafka: Kafka, topic: string): Promise<KafkaMessage[]> {
+  const admin = kafka.admin();
+  await admin.connect();
+  const offsets = await admin.fetchTopicOffsets(topic);
+  await admin.disconnect();
+  const remaining = new Map(
+    offsets.filter((o) => BigInt(o.high) > BigInt(o.low)).map((o) => [o.partition, BigInt(o.high)]),
+  );
+  const out: KafkaMessage[] = [];
+  if (!remaining.size) return out;
+  const consumer = kafka.consumer({ groupId: uniqueId('read-all') });
+  await consumer.connect();
+  try {
+    await consumer.subscribe({ topic, fromBeginning: true });
+    await new Promise<void>((resolve, reject) => {
+      consumer
+        .run({
+          eachMessage: async ({ partition, message }) => {
+            const end = remaining.get(partition);
+            if (end === undefined) return;
+            out.push(message);
+            if (BigInt(message.offset) + 1n >= end) remaining.delete(partition);
+            if (!remaining.size) resolve();
+          },
+        })
+        .catch(reject);
+    });
+  } finally {
+    await consumer.disconnect();
+  }
+  return out;
+}
+
+/**
+ * The submission topic, checked for invariant 2: every copy of a record id carries the same quantity.
+ * Returns one quantity per record id.
+ */
+export function frozenRecords(messages: KafkaMessage[]): Map<string, SubmissionRecord> {
+  const byId = new Map<string, SubmissionRecord>();
+  for (const m of messages) {
+    const r = JSON.parse(String(m.value)) as SubmissionRecord;
+    const seen = byId.get(r.recordId);
+    if (seen && seen.quantity !== r.quantity) {
+      throw new Error(`record ${r.recordId} was emitted with ${seen.quantity} and then ${r.quantity}`);
+    }
+    byId.set(r.recordId, r);
+  }
+  return byId;
+}
