@@ -25,6 +25,8 @@ export interface StreamsAppOptions {
 }
 
 export class StreamsApp {
+  /** Batches refused because another instance had taken the partition, and state losses recovered. */
+  readonly stats = { fencedBatches: 0, stateLosses: 0, redelivered: 0 };
   readonly #o: StreamsAppOptions;
   readonly #now: () => number;
   readonly #topic: string;
@@ -166,18 +168,21 @@ export class StreamsApp {
       await task.processBatch(records, this.#now());
     } catch (error) {
       if (isMeterlineError(error) && error.code === 'fenced') {
+        this.stats.fencedBatches += 1;
         this.#o.logger.warn({ partition }, 'fenced: another instance owns this partition now');
         if (this.#tasks.get(partition) === pending) this.#tasks.delete(partition);
         this.#fencedOut.add(partition);
         return;
       }
       if (isMeterlineError(error) && error.code === 'state_lost') {
+        this.stats.stateLosses += 1;
         this.#o.logger.error({ partition }, 'Redis lost this partition state; recovering from Kafka');
         await task.close().catch(() => undefined);
         if (this.#tasks.get(partition) === pending) this.#openTask(partition);
         return;
       }
       if (isMeterlineError(error) && error.retriable) {
+        this.stats.redelivered += 1;
         this.#o.logger.warn({ partition, code: error.code }, 'batch not committed; it will be redelivered');
         return;
       }
