@@ -52,7 +52,7 @@ export async function startPipeline(
 ): Promise<RunningPipeline> {
   const kafka = createKafka({ brokers: config.kafka.brokers, clientId: config.kafka.clientId, logger });
   await ensureTopics(kafka, pipelineTopics(config.topics));
-  const redis: ScriptedRedis = createRedis(config.redis.url);
+  const redis: ScriptedRedis = createRedis(config.redis.url, { cluster: config.redis.cluster });
   const keys = new Keys(config.redis.prefix);
   const producer: Producer = idempotentProducer(kafka);
   await producer.connect();

@@ -41,7 +41,15 @@ export const EnvSchema = z.object({
   KAFKA_CLIENT_ID: z.string().default('meterline'),
   REDIS_URL: z
     .string({ error: 'required: redis://[user:password@]host:port[/db]' })
-    .regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL'),
+    .regex(
+      /^rediss?:\/\/[^,]*(,\s*rediss?:\/\/[^,]*)*$/,
+      'must be a redis:// or rediss:// URL (cluster: a comma-separated list of them)',
+    ),
+  // Redis Cluster: REDIS_URL may then list several seed nodes, `redis://h1:p1,redis://h2:p2`.
+  REDIS_CLUSTER: z
+    .enum(['true', 'false'])
+    .default('false')
+    .transform((v) => v === 'true'),
   SCHEMA_REGISTRY_URL: z.url().optional(),
   AWS_REGION: z.string().optional(),
   AWS_ENDPOINT_URL_MARKETPLACE_METERING: z.url().optional(),
@@ -78,7 +86,7 @@ export type Role = 'processor' | 'worker';
 export interface Config {
   env: Env;
   kafka: { brokers: string[]; clientId: string };
-  redis: { url: string; prefix: string };
+  redis: { url: string; prefix: string; cluster: boolean };
   /** Confluent-compatible schema registry for Avro events; JSON only without it. */
   schemaRegistryUrl: string | undefined;
   topics: { usage: string; submissions: string; failed: string; partitions: number };
@@ -139,6 +147,9 @@ export function loadConfig(roles: readonly Role[], env: NodeJS.ProcessEnv = proc
   if (roles.includes('worker') && !source.METERLINE_CUSTOMERS) {
     issues.push('METERLINE_CUSTOMERS: required by the metering worker: path of the customers file');
   }
+  if (e && !e.REDIS_CLUSTER && e.REDIS_URL.includes(',')) {
+    issues.push('REDIS_URL: a list of seed URLs needs REDIS_CLUSTER=true');
+  }
   // Windows must close early enough to leave the worker room to retry inside AWS's acceptance window.
   if (e && e.METERLINE_WINDOW_GRACE > e.METERLINE_WINDOW_MAX_DELAY) {
     issues.push('METERLINE_WINDOW_GRACE: must not exceed METERLINE_WINDOW_MAX_DELAY');
@@ -177,7 +188,7 @@ export function loadConfig(roles: readonly Role[], env: NodeJS.ProcessEnv = proc
         .filter(Boolean),
       clientId: e.KAFKA_CLIENT_ID,
     },
-    redis: { url: e.REDIS_URL, prefix: e.METERLINE_REDIS_PREFIX },
+    redis: { url: e.REDIS_URL, prefix: e.METERLINE_REDIS_PREFIX, cluster: e.REDIS_CLUSTER },
     schemaRegistryUrl: e.SCHEMA_REGISTRY_URL,
     topics: {
       usage: e.METERLINE_TOPIC_USAGE,

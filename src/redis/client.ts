@@ -1,32 +1,71 @@
 /**
  * Redis connections and Lua script registration. Scripts live in ./lua/<name>.lua, each with a header
  * that lists KEYS and ARGV; only the typed wrappers in the stage modules call them.
+ *
+ * Standalone Redis and Redis Cluster are both supported. On a cluster every script, MULTI and pipeline must
+ * touch a single slot (see keys.ts); scripts are sent as EVALSHA per node connection and fall back to EVAL
+ * when a node answers NOSCRIPT (ioredis does this per socket).
  */
 import { readFileSync } from 'node:fs';
-import { Redis } from 'ioredis';
+import { Cluster, type ClusterOptions, Redis } from 'ioredis';
 
 export const SCRIPT_NAMES = ['applyBatch', 'finalizeHour', 'markEmitted'] as const;
 export type ScriptName = (typeof SCRIPT_NAMES)[number];
 
 type ScriptArg = string | number;
 
-/** A Redis client with meterline's scripts defined on it. Keys are passed with their count first. */
-export interface ScriptedRedis extends Redis {
+/** meterline's scripts, defined on a client. Keys are passed with their count first. */
+export interface ScriptMethods {
   applyBatch(numKeys: number, ...args: ScriptArg[]): Promise<number[]>;
   finalizeHour(numKeys: number, ...args: ScriptArg[]): Promise<string[] | number[]>;
   markEmitted(numKeys: number, ...args: ScriptArg[]): Promise<number>;
+}
+
+/** A standalone or cluster client with meterline's scripts defined on it. */
+export type ScriptedRedis = (Redis | Cluster) & ScriptMethods;
+
+export interface RedisClientOptions {
+  lazyConnect?: boolean;
+  /** Connect to a Redis Cluster; `url` may then list several seed nodes, comma-separated. */
+  cluster?: boolean;
 }
 
 const SOURCES = Object.fromEntries(
   SCRIPT_NAMES.map((name) => [name, readFileSync(new URL(`./lua/${name}.lua`, import.meta.url), 'utf8')]),
 ) as Record<ScriptName, string>;
 
-export function createRedis(url: string, options: { lazyConnect?: boolean } = {}): ScriptedRedis {
-  const redis = new Redis(url, {
-    lazyConnect: options.lazyConnect ?? false,
-    maxRetriesPerRequest: 20,
-    enableAutoPipelining: false,
-  });
+/** The seed URLs of a cluster: `redis://h1:p1,redis://h2:p2` (whitespace and empty entries ignored). */
+export function clusterSeeds(url: string): string[] {
+  return url
+    .split(',')
+    .map((u) => u.trim())
+    .filter(Boolean);
+}
+
+export function createRedis(url: string, options: RedisClientOptions = {}): ScriptedRedis {
+  const lazyConnect = options.lazyConnect ?? false;
+  const redis = options.cluster ? createCluster(url, lazyConnect) : createStandalone(url, lazyConnect);
   for (const name of SCRIPT_NAMES) redis.defineCommand(name, { lua: SOURCES[name] });
   return redis as ScriptedRedis;
+}
+
+function createStandalone(url: string, lazyConnect: boolean): Redis {
+  return new Redis(url, { lazyConnect, maxRetriesPerRequest: 20, enableAutoPipelining: false });
+}
+
+function createCluster(url: string, lazyConnect: boolean): Cluster {
+  const seeds = clusterSeeds(url);
+  const first = seeds[0];
+  if (!first) throw new Error('REDIS_URL lists no cluster seed');
+  // Credentials and TLS of the seeds apply to every node the cluster discovers (not only the seeds).
+  const parsed = new URL(first);
+  const redisOptions: NonNullable<ClusterOptions['redisOptions']> = { maxRetriesPerRequest: 20 };
+  if (parsed.username) redisOptions.username = decodeURIComponent(parsed.username);
+  if (parsed.password) redisOptions.password = decodeURIComponent(parsed.password);
+  if (parsed.protocol === 'rediss:') redisOptions.tls = {};
+  return new Cluster(seeds, {
+    lazyConnect,
+    enableAutoPipelining: false,
+    redisOptions,
+  });
 }

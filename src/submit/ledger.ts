@@ -1,6 +1,6 @@
 /** The idempotency ledger: a record AWS accepted is never sent again. Keyed by the deterministic record id. */
 
-import type { Redis } from 'ioredis';
+import type { ChainableCommander, Cluster, Redis } from 'ioredis';
 import type { Keys } from '../redis/keys.ts';
 
 export interface LedgerEntry {
@@ -11,10 +11,15 @@ export interface LedgerEntry {
 
 const LEDGER_TTL_S = 45 * 24 * 3600;
 
+/**
+ * Ledger keys hash to different slots. On a standalone Redis a batch shares one pipelined round trip; on a
+ * Redis Cluster (where a pipeline must stay within one slot) it goes out as concurrent single commands, which
+ * ioredis routes to each key's node.
+ */
 export class Ledger {
-  readonly redis: Redis;
+  readonly redis: Redis | Cluster;
   readonly keys: Keys;
-  constructor(redis: Redis, keys: Keys) {
+  constructor(redis: Redis | Cluster, keys: Keys) {
     this.redis = redis;
     this.keys = keys;
   }
@@ -23,12 +28,12 @@ export class Ledger {
   async accepted(recordIds: readonly string[]): Promise<Map<string, LedgerEntry>> {
     const out = new Map<string, LedgerEntry>();
     if (!recordIds.length) return out;
-    // One GET per key in a pipeline: ledger keys hash to different slots on Redis Cluster.
-    const pipeline = this.redis.pipeline();
-    for (const id of recordIds) pipeline.get(this.keys.ledger(id));
-    const res = (await pipeline.exec()) ?? [];
-    res.forEach(([err, value], i) => {
-      if (err) throw err;
+    const keys = recordIds.map((id) => this.keys.ledger(id));
+    const redis = this.redis;
+    const values: unknown[] = isCluster(redis)
+      ? await Promise.all(keys.map((key) => redis.get(key)))
+      : await execAll(keys.reduce((p, key) => p.get(key), redis.pipeline()));
+    values.forEach((value, i) => {
       if (typeof value === 'string') out.set(recordIds[i] as string, JSON.parse(value) as LedgerEntry);
     });
     return out;
@@ -36,11 +41,30 @@ export class Ledger {
 
   async record(entries: readonly { recordId: string; entry: LedgerEntry }[]): Promise<void> {
     if (!entries.length) return;
-    const pipeline = this.redis.pipeline();
-    for (const { recordId, entry } of entries) {
-      pipeline.set(this.keys.ledger(recordId), JSON.stringify(entry), 'EX', LEDGER_TTL_S);
+    const items = entries.map(({ recordId, entry }) => ({
+      key: this.keys.ledger(recordId),
+      value: JSON.stringify(entry),
+    }));
+    const redis = this.redis;
+    if (isCluster(redis)) {
+      await Promise.all(items.map(({ key, value }) => redis.set(key, value, 'EX', LEDGER_TTL_S)));
+    } else {
+      await execAll(
+        items.reduce((p, { key, value }) => p.set(key, value, 'EX', LEDGER_TTL_S), redis.pipeline()),
+      );
     }
-    const res = (await pipeline.exec()) ?? [];
-    for (const [err] of res) if (err) throw err;
   }
+}
+
+function isCluster(redis: Redis | Cluster): redis is Cluster {
+  return redis.isCluster;
+}
+
+/** Runs a pipeline; rejects with the first command error. */
+async function execAll(pipeline: ChainableCommander): Promise<unknown[]> {
+  const res = (await pipeline.exec()) ?? [];
+  return res.map(([err, value]) => {
+    if (err) throw err;
+    return value;
+  });
 }

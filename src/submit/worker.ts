@@ -59,6 +59,8 @@ export class MeteringWorker {
   readonly #o: WorkerOptions;
   readonly #now: () => number;
   #consumer: Consumer | undefined;
+  /** Aborted on stop: a retry loop waiting out a backoff gives up its batch (redelivered to the next owner). */
+  #stopping = new AbortController();
 
   constructor(options: WorkerOptions) {
     this.#o = options;
@@ -84,6 +86,7 @@ export class MeteringWorker {
   }
 
   async stop(): Promise<void> {
+    this.#stopping.abort();
     await this.#consumer?.disconnect();
   }
 
@@ -121,7 +124,12 @@ export class MeteringWorker {
       }
     }
     await this.#o.dlq.publish(unreadable);
-    await this.submit(records, heartbeat);
+    try {
+      await this.submit(records, heartbeat);
+    } catch (error) {
+      if (this.#stopping.signal.aborted) return; // unresolved: the records are redelivered, never lost
+      throw error;
+    }
     resolveOffset((batch.messages[batch.messages.length - 1] as { offset: string }).offset);
     await commitOffsetsIfNecessary();
   }
@@ -235,10 +243,16 @@ export class MeteringWorker {
       if (!pending.length) return;
       this.stats.retries += 1;
       this.#o.logger.warn(
-        { attempt, wait, records: pending.length, code: failure?.code ?? 'aws_unprocessed' },
+        {
+          attempt,
+          wait,
+          records: pending.length,
+          code: failure?.code ?? 'aws_unprocessed',
+          error: failure?.message,
+        },
         'retrying',
       );
-      await delay(wait);
+      await delay(wait, undefined, { signal: this.#stopping.signal });
     }
   }
 

@@ -15,19 +15,33 @@ import { Keys } from '../../src/redis/keys.ts';
 import { hourStart } from '../../src/time/hours.ts';
 import { WindowStore } from '../../src/window/window-store.ts';
 import { killHard, spawnMeterline, stopGracefully } from './child.ts';
-import { stackEnv, testKafka, uniqueId, waitFor } from './harness.ts';
+import { deleteKeys, type RedisTarget, stackEnv, testKafka, uniqueId, waitFor } from './harness.ts';
 import { frozenRecords, readAllMessages, testPipeline } from './pipeline-env.ts';
 
 export const CRASH_EVENTS = Number(process.env.CRASH_EVENTS ?? 200_000);
 export const KILLS = 5;
 
-export async function crashTest(label: string, env: Record<string, string> = {}): Promise<void> {
+export interface CrashTestOptions {
+  /** Runs after the sums were verified, before cleanup, with the run's Redis key prefix. */
+  afterVerify?: (prefix: string) => Promise<void>;
+}
+
+/** `env` overrides the pipeline's settings; with REDIS_URL (and REDIS_CLUSTER) the test's own reads follow it. */
+export async function crashTest(
+  label: string,
+  env: Record<string, string> = {},
+  options: CrashTestOptions = {},
+): Promise<void> {
   const kafka = testKafka();
   const tp = testPipeline(label, { partitions: 6, env });
   const seed = Number(process.env.CRASH_SEED ?? Date.now() % 100_000);
   const random = seededRandom(seed);
   const logFile = join(tmpdir(), `${uniqueId(label)}.log`);
   const closers: (() => Promise<void>)[] = [];
+  const redisTarget: RedisTarget = {
+    url: env.REDIS_URL ?? stackEnv().redisUrl,
+    cluster: env.REDIS_CLUSTER === 'true',
+  };
   try {
     const nowMs = Date.now();
     const events = [
@@ -51,7 +65,7 @@ export async function crashTest(label: string, env: Record<string, string> = {})
       truth.set(id, (truth.get(id) ?? 0) + e.quantity);
     }
     await tp.createTopics(kafka);
-    const redis = createRedis(stackEnv().redisUrl);
+    const redis = createRedis(redisTarget.url, { cluster: redisTarget.cluster === true });
     const windows = new WindowStore(redis, new Keys(tp.run), { dedupeTtlMs: 1, finalizedTtlMs: 1 });
     closers.push(async () => redis.disconnect());
     // Usage keeps arriving while the processor dies and restarts, as it would in production.
@@ -103,8 +117,11 @@ export async function crashTest(label: string, env: Record<string, string> = {})
       .map(([id, q]) => `${id}: ${billed.get(id)} ≠ ${q}`);
     expect(wrong, `seed ${seed}; ${wrong.length} wrong; log ${logFile}`).toEqual([]);
     expect(billed).toEqual(truth);
+    await options.afterVerify?.(tp.run);
   } finally {
     for (const close of closers) await close();
     await tp.cleanup(kafka);
+    // tp.cleanup only cleans the stack's standalone Redis.
+    if (env.REDIS_URL) await deleteKeys(tp.run, redisTarget);
   }
 }

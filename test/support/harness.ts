@@ -7,10 +7,11 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Redis } from 'ioredis';
+import { Cluster, Redis } from 'ioredis';
 import type { Kafka, KafkaMessage } from 'kafkajs';
 import { createKafka } from '../../src/kafka/client.ts';
 import { createLogger, type Logger } from '../../src/log.ts';
+import { clusterSeeds } from '../../src/redis/client.ts';
 
 export function uniqueId(label: string): string {
   return `${label}-${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
@@ -89,8 +90,26 @@ export async function deleteTopics(kafka: Kafka, topics: string[]): Promise<void
   }
 }
 
-export async function deleteKeys(prefix: string): Promise<void> {
-  const redis = new Redis(stackEnv().redisUrl);
+/** A Redis to clean up or inspect; the stack's standalone Redis when omitted. */
+export interface RedisTarget {
+  /** One URL, or (with `cluster`) comma-separated seed URLs. */
+  url: string;
+  cluster?: boolean;
+}
+
+/** Deletes every key under `prefix`; on a cluster target, on every master. */
+export async function deleteKeys(prefix: string, target?: RedisTarget): Promise<void> {
+  if (target?.cluster) {
+    await forEachMaster(target.url, async (node) => {
+      // Each key lives on the node that answered SCAN, so per-key commands on its own connection never cross slots.
+      const keys = await scanAll(node, `${prefix}:*`);
+      if (!keys.length) return;
+      const res = (await keys.reduce((p, key) => p.unlink(key), node.pipeline()).exec()) ?? [];
+      for (const [err] of res) if (err) throw err;
+    });
+    return;
+  }
+  const redis = new Redis(target?.url ?? stackEnv().redisUrl);
   try {
     let cursor = '0';
     do {
@@ -101,6 +120,41 @@ export async function deleteKeys(prefix: string): Promise<void> {
   } finally {
     redis.disconnect();
   }
+}
+
+/** The keys under `prefix` on each master of a Redis Cluster, by node (`host:port`). */
+export async function clusterKeysByNode(prefix: string, url: string): Promise<Map<string, string[]>> {
+  const out = new Map<string, string[]>();
+  await forEachMaster(url, async (node, address) => {
+    out.set(address, await scanAll(node, `${prefix}:*`));
+  });
+  return out;
+}
+
+async function forEachMaster(
+  url: string,
+  fn: (node: Redis, address: string) => Promise<void>,
+): Promise<void> {
+  const cluster = new Cluster(clusterSeeds(url), { lazyConnect: true });
+  try {
+    await cluster.connect();
+    await Promise.all(
+      cluster.nodes('master').map((node) => fn(node, `${node.options.host}:${node.options.port}`)),
+    );
+  } finally {
+    cluster.disconnect();
+  }
+}
+
+async function scanAll(node: Redis, pattern: string): Promise<string[]> {
+  const keys: string[] = [];
+  let cursor = '0';
+  do {
+    const [next, batch] = await node.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+    cursor = next;
+    keys.push(...batch);
+  } while (cursor !== '0');
+  return keys;
 }
 
 export function writeTempJson(name: string, content: unknown): string {
