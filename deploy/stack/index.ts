@@ -15,6 +15,7 @@ import { emulatorService } from './emulator.ts';
 import { kafkaService } from './kafka.ts';
 import { rssKb } from './proc.ts';
 import { redisService } from './redis.ts';
+import { redisClusterService } from './redis-cluster.ts';
 import { registryService } from './registry.ts';
 import { type ServiceContext, StackError, type StackService, stopService, waitHealthy } from './service.ts';
 import {
@@ -38,9 +39,15 @@ export const SERVICES: readonly StackService[] = [
   redisService,
   emulatorService,
   registryService,
+  redisClusterService,
 ];
 
 export const SERVICE_NAMES: readonly ServiceName[] = SERVICES.map((s) => s.name);
+
+/** What `ensureStack()` and a bare `stack:up` start: every service but the optional ones (the Redis Cluster). */
+export const DEFAULT_SERVICE_NAMES: readonly ServiceName[] = SERVICES.filter((s) => !s.optional).map(
+  (s) => s.name,
+);
 
 export interface StackEnv {
   KAFKA_BROKERS: string;
@@ -214,7 +221,7 @@ export async function ensureServices(
  * healthy recorded stack), and returns the endpoints for the app's environment.
  */
 export async function ensureStack(options: EnsureOptions = {}): Promise<StackEnv> {
-  const result = await ensureServices(SERVICE_NAMES, options);
+  const result = await ensureServices(DEFAULT_SERVICE_NAMES, options);
   return {
     KAFKA_BROKERS: result.env.KAFKA_BROKERS as string,
     REDIS_URL: result.env.REDIS_URL as string,

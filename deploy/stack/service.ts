@@ -21,6 +21,8 @@ export interface StackService {
   readonly envVar: string;
   /** How long `start` may take to become healthy (a cold JVM needs far longer than Redis). */
   readonly readyTimeoutMs: number;
+  /** Started only when asked for by name (`ensureServices([name])`, `stack:up --only`), never by `ensureStack()`. */
+  readonly optional?: boolean;
   /** One health probe against an endpoint; resolves when healthy, rejects with the reason otherwise. */
   health(endpoint: string): Promise<void>;
   /**

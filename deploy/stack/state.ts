@@ -3,6 +3,7 @@
  *   .stack/state.json        ports, pids (+ start times), endpoints, log paths
  *   .stack/kafka-data/       Kafka log.dirs (formatted once)
  *   .stack/redis-data/       Redis AOF
+ *   .stack/redis-cluster/    one dir per node of the optional Redis Cluster (nodes.conf, AOF)
  *   .stack/logs/<svc>.log    service stdout/stderr
  *   .stack/lock              held while `up`/`down` run, so two callers never race
  */
@@ -11,7 +12,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isAlive, procStartTime } from './proc.ts';
 
-export type ServiceName = 'kafka' | 'redis' | 'emulator' | 'registry';
+export type ServiceName = 'kafka' | 'redis' | 'emulator' | 'registry' | 'redis-cluster';
 
 export interface ServiceRecord {
   pid: number;

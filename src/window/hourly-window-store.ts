@@ -94,8 +94,10 @@ export class HourlyWindowStore implements StateStore {
     if (checkpoint !== undefined) {
       const replayUntil = await this.#o.windows.replayUntil(task);
       const ckpt = BigInt(checkpoint);
+      // Resume right after the last applied offset, whatever the group offset says.
       return {
         checkpoint: ckpt,
+        seekTo: (ckpt + 1n).toString(),
         ...(replayUntil !== undefined && ckpt + 1n < replayUntil ? { replayUntil } : {}),
       };
     }

@@ -94,7 +94,7 @@ describe('configuration', () => {
     expect(issuesOf(() => loadConfig(['processor'], { ...base, METERLINE_WINDOW_MAX_DELAY: '23h' }))).toEqual(
       [expect.stringMatching(/^METERLINE_WINDOW_MAX_DELAY: .*24h/)],
     );
-    expect(issuesOf(() => loadConfig(['processor'], { ...base, METERLINE_WINDOW_GRACE: '2h' }))).toEqual([
+    expect(issuesOf(() => loadConfig(['processor'], { ...base, METERLINE_WINDOW_GRACE: '4h' }))).toEqual([
       'METERLINE_WINDOW_GRACE: must not exceed METERLINE_WINDOW_MAX_DELAY',
     ]);
   });

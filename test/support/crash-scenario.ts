@@ -87,6 +87,7 @@ export async function crashTest(
     };
     const progress: number[] = [];
     let child = spawnMeterline(['processor'], tp.env, logFile);
+    closers.unshift(() => killHard(child));
     for (let kill = 0; kill < KILLS; kill++) {
       // Kill only once this child has made progress, at a random moment after that.
       const before = await applied();
