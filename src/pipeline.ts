@@ -102,6 +102,7 @@ export async function startPipeline(
         producer,
         groupId: config.groups.processor,
         sessionTimeoutMs: config.groups.sessionTimeoutMs,
+        concurrency: config.groups.concurrency,
         topology: metering.topology,
         logger: logger.child({ stage: 'processor' }),
         now,

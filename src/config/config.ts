@@ -68,6 +68,7 @@ export const EnvSchema = z.object({
   METERLINE_PROCESSOR_GROUP: z.string().min(1).default('meterline-processor'),
   METERLINE_WORKER_GROUP: z.string().min(1).default('meterline-worker'),
   METERLINE_SESSION_TIMEOUT: duration('30s'),
+  METERLINE_PROCESSOR_CONCURRENCY: int(3, 1, 64),
   METERLINE_WINDOW_GRACE: duration('5m'),
   METERLINE_WINDOW_MAX_DELAY: duration('3h'),
   METERLINE_MAX_OUT_OF_ORDERNESS: duration('1m'),
@@ -102,7 +103,7 @@ export interface Config {
     maxFutureSkewMs: number;
     submitMarginMs: number;
   };
-  groups: { processor: string; worker: string; sessionTimeoutMs: number };
+  groups: { processor: string; worker: string; sessionTimeoutMs: number; concurrency: number };
   maxMessageBytes: number;
   worker: { region: string | undefined; endpoint: string | undefined };
   logLevel: Env['LOG_LEVEL'];
@@ -212,6 +213,7 @@ export function loadConfig(roles: readonly Role[], env: NodeJS.ProcessEnv = proc
       processor: e.METERLINE_PROCESSOR_GROUP,
       worker: e.METERLINE_WORKER_GROUP,
       sessionTimeoutMs: e.METERLINE_SESSION_TIMEOUT,
+      concurrency: e.METERLINE_PROCESSOR_CONCURRENCY,
     },
     maxMessageBytes: e.METERLINE_MAX_MESSAGE_BYTES,
     worker: {

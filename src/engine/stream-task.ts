@@ -73,23 +73,15 @@ export class StreamTask {
     return this.exclusive(async () => {
       const outbox = new Map<string, SinkMessage[]>();
       const replayUntil = this.#restore.replayUntil;
+      const state = { record: records[0] as SourceRecord, replaying: false };
+      const chain = this.#chainContexts(state, nowMs, outbox);
+      const head = this.#processors[0];
       try {
         for (const record of records) {
-          const context: ProcessorContext = {
-            task: this.id,
-            record,
-            nowMs,
-            replaying: replayUntil !== undefined && BigInt(record.offset) < replayUntil,
-            forward: () => undefined,
-            send: (sink, message) => {
-              if (!this.#sinks.has(sink)) throw new Error(`no sink "${sink}"`);
-              const list = outbox.get(sink);
-              if (list) list.push(message);
-              else outbox.set(sink, [message]);
-            },
-            getStateStore: (name) => this.getStateStore(name),
-          };
-          await this.#runChain(0, record, context);
+          state.record = record;
+          state.replaying = replayUntil !== undefined && BigInt(record.offset) < replayUntil;
+          const done = head?.process(record, chain[0] as ProcessorContext);
+          if (done instanceof Promise) await done;
         }
         for (const [sink, messages] of outbox) {
           await this.#producer.send({ topic: this.#sinks.get(sink) as string, acks: -1, messages });
@@ -105,14 +97,39 @@ export class StreamTask {
     });
   }
 
-  async #runChain(index: number, value: unknown, context: ProcessorContext): Promise<void> {
-    const processor = this.#processors[index];
-    if (!processor) return;
-    const next = this.#processors[index + 1];
-    const ctx: ProcessorContext = next
-      ? { ...context, forward: (v) => this.#runChain(index + 1, v, ctx) }
-      : context;
-    await processor.process(value, ctx);
+  /**
+   * One context per processor for the whole batch (not per record: this is the hot path). `record` and
+   * `replaying` read the batch's current position; processors must not keep the context past process().
+   */
+  #chainContexts(
+    state: { record: SourceRecord; replaying: boolean },
+    nowMs: number,
+    outbox: Map<string, SinkMessage[]>,
+  ): ProcessorContext[] {
+    const contexts: ProcessorContext[] = [];
+    const send = (sink: string, message: SinkMessage) => {
+      if (!this.#sinks.has(sink)) throw new Error(`no sink "${sink}"`);
+      const list = outbox.get(sink);
+      if (list) list.push(message);
+      else outbox.set(sink, [message]);
+    };
+    this.#processors.forEach((_, i) => {
+      const next = this.#processors[i + 1];
+      contexts.push({
+        task: this.id,
+        nowMs,
+        get record() {
+          return state.record;
+        },
+        get replaying() {
+          return state.replaying;
+        },
+        forward: next ? (value) => next.process(value, contexts[i + 1] as ProcessorContext) : () => undefined,
+        send,
+        getStateStore: (name) => this.getStateStore(name),
+      });
+    });
+    return contexts;
   }
 
   async close(): Promise<void> {

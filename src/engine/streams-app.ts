@@ -18,6 +18,8 @@ export interface StreamsAppOptions {
   topology: Topology;
   logger: Logger;
   now?: () => number;
+  /** Partitions processed at once by this instance. */
+  concurrency?: number;
   /** A member silent this long is dropped from the group; a rebalance waits twice that for members. */
   sessionTimeoutMs?: number;
   /** Test seam: runs before a task commits a batch (to pause an instance mid-batch). */
@@ -74,7 +76,8 @@ export class StreamsApp {
     await consumer.run({
       autoCommit: true,
       eachBatchAutoResolve: false,
-      partitionsConsumedConcurrently: 1,
+      // Tasks are independent: while one waits on Redis, another decodes.
+      partitionsConsumedConcurrently: this.#o.concurrency ?? 3,
       eachBatch: (payload) => this.#eachBatch(payload),
     });
     for (const p of this.#o.topology.punctuators.filter((x) => x.type === 'wall-clock')) {

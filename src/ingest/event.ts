@@ -55,6 +55,17 @@ export const MAX_QUANTITY = Math.floor(Number.MAX_SAFE_INTEGER / MICROS);
 const TAG_PATTERN = /^[a-zA-Z0-9+ -=._:/@]+$/;
 const MAX_TAGS = 5;
 
+/** The acceptance deadline of the last hour asked about: events of a batch mostly share an hour. */
+let lastHour = Number.NaN;
+let lastDeadline = 0;
+function deadlineOfHour(hourMs: number): number {
+  if (hourMs !== lastHour) {
+    lastHour = hourMs;
+    lastDeadline = acceptanceDeadline('BatchMeterUsage', hourMs);
+  }
+  return lastDeadline;
+}
+
 const fail = (reason: IngestReason, detail: string): DecodeResult => ({ ok: false, reason, detail });
 
 const isText = (v: unknown, max: number): v is string =>
@@ -120,7 +131,7 @@ export function validateEvent(raw: unknown, ctx: ValidationContext): DecodeResul
       `timestamp is ${Math.round((ts.ms - ctx.nowMs) / 1000)}s ahead of this processor's clock`,
     );
   }
-  const deadline = acceptanceDeadline('BatchMeterUsage', hourStart(ts.ms));
+  const deadline = deadlineOfHour(hourStart(ts.ms));
   if (ctx.nowMs > deadline - ctx.submitMarginMs) {
     return fail('too_old', `the hour of ${new Date(ts.ms).toISOString()} can no longer reach AWS in time`);
   }

@@ -14,7 +14,26 @@ export type TimestampResult =
   | { ok: true; ms: number }
   | { ok: false; reason: 'timestamp_without_zone' | 'invalid_timestamp'; detail: string };
 
+/** The common case, `2026-11-27T17:05:00Z` or `…:00.123Z`: no capture groups, no Date objects. */
+const CANONICAL_UTC = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,3})?Z$/;
+
+const digit2 = (s: string, i: number) => (s.charCodeAt(i) - 48) * 10 + (s.charCodeAt(i + 1) - 48);
+
 export function parseEventTimestamp(value: unknown): TimestampResult {
+  if (typeof value === 'string' && CANONICAL_UTC.test(value)) {
+    // Days up to 28 exist in every month and Date.parse is exact for them; other days take the full check.
+    const month = digit2(value, 5);
+    if (
+      month >= 1 &&
+      month <= 12 &&
+      digit2(value, 8) >= 1 &&
+      digit2(value, 8) <= 28 &&
+      digit2(value, 11) < 24
+    ) {
+      const ms = Date.parse(value);
+      if (ms >= MIN_EPOCH_MS && ms <= MAX_EPOCH_MS) return { ok: true, ms };
+    }
+  }
   if (typeof value === 'number') {
     if (!Number.isInteger(value) || value < MIN_EPOCH_MS || value > MAX_EPOCH_MS) {
       return { ok: false, reason: 'invalid_timestamp', detail: `epoch milliseconds out of range: ${value}` };

@@ -58,13 +58,16 @@ export interface HourlyWindowStoreOptions {
 }
 
 type Pending = { op: AggregationOp; events: { id: string; micros: number }[] };
+type PendingHour = { fields: Map<string, Pending>; ids: Set<string> };
 
 export class HourlyWindowStore implements StateStore {
   readonly name = HOURLY_WINDOWS;
   readonly #o: HourlyWindowStoreOptions;
   #task: TaskId | undefined;
   #token: string | undefined;
-  #batch = new Map<number, Map<string, Pending>>();
+  #batch = new Map<number, PendingHour>();
+  /** Resends of an id already in this batch (same hour): dropped here, counted as duplicates. */
+  #batchDuplicates = 0;
   #maxEventTime: number | undefined;
   #finalized = new Map<number, boolean>();
 
@@ -128,13 +131,18 @@ export class HourlyWindowStore implements StateStore {
   ): void {
     let hour = this.#batch.get(hourMs);
     if (!hour) {
-      hour = new Map();
+      hour = { fields: new Map(), ids: new Set() };
       this.#batch.set(hourMs, hour);
     }
-    let agg = hour.get(field);
+    if (hour.ids.has(id)) {
+      this.#batchDuplicates += 1;
+      return;
+    }
+    hour.ids.add(id);
+    let agg = hour.fields.get(field);
     if (!agg) {
       agg = { op, events: [] };
-      hour.set(field, agg);
+      hour.fields.set(field, agg);
     }
     agg.events.push({ id, micros });
     if (this.#maxEventTime === undefined || eventTimeMs > this.#maxEventTime)
@@ -151,10 +159,11 @@ export class HourlyWindowStore implements StateStore {
   }
 
   async commit(batch: { first: string; last: string; nowMs: number }): Promise<void> {
-    const groups = [...this.#batch].map(([hourMs, fields]) => ({
+    const groups = [...this.#batch].map(([hourMs, hour]) => ({
       hourMs,
-      aggregates: [...fields].map(([field, p]) => ({ field, op: p.op, events: p.events })),
+      aggregates: [...hour.fields].map(([field, p]) => ({ field, op: p.op, events: p.events })),
     }));
+    const batchDuplicates = this.#batchDuplicates;
     let res: ApplyResult;
     try {
       res = await this.#o.windows.applyBatch(this.task, this.token, {
@@ -176,7 +185,7 @@ export class HourlyWindowStore implements StateStore {
     }
     const s = this.#o.stats;
     s.applied += res.applied;
-    s.duplicates += res.duplicates;
+    s.duplicates += res.duplicates + batchDuplicates;
     s.carriedLate += res.carried;
     s.batches += 1;
     if (res.carried) {
@@ -189,6 +198,7 @@ export class HourlyWindowStore implements StateStore {
 
   abort(): void {
     this.#batch = new Map();
+    this.#batchDuplicates = 0;
     this.#maxEventTime = undefined;
     this.#finalized = new Map();
   }

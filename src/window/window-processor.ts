@@ -7,7 +7,7 @@
 import { DLQ_HEADER_REASON, DLQ_HEADER_STAGE, type FailedRecord, headersToStrings } from '../dlq/envelope.ts';
 import type { Processor, ProcessorContext, SourceRecord, StateStore } from '../engine/processor.ts';
 import type { EventDecoder } from '../ingest/decoder.ts';
-import type { IngestReason, ValidationContext } from '../ingest/event.ts';
+import type { DecodeResult, IngestReason, ValidationContext } from '../ingest/event.ts';
 import { aggregateField } from '../redis/keys.ts';
 import { hourIso, hourStart } from '../time/hours.ts';
 import { HOURLY_WINDOWS, type HourlyWindowStore, type ProcessorStats } from './hourly-window-store.ts';
@@ -40,17 +40,19 @@ export class WindowProcessor implements Processor<SourceRecord> {
     this.#store = context.getStateStore<HourlyWindowStore>(HOURLY_WINDOWS);
   }
 
-  async process(record: SourceRecord, context: ProcessorContext): Promise<void> {
-    const store = this.#store as HourlyWindowStore;
-    const stats = this.#o.stats;
-    stats.events += 1;
-    const ctx = this.#validation(context.nowMs);
-    const decoded = this.#o.decoder.decode(record.value, ctx);
-    const result = decoded instanceof Promise ? await decoded : decoded;
+  process(record: SourceRecord, context: ProcessorContext): void | Promise<void> {
+    this.#o.stats.events += 1;
+    const decoded = this.#o.decoder.decode(record.value, this.#validation(context.nowMs));
+    // JSON decodes synchronously: only Avro (and the dead-letter late policy) pays for a promise.
+    if (decoded instanceof Promise) return decoded.then((result) => this.#apply(record, context, result));
+    return this.#apply(record, context, decoded);
+  }
+
+  #apply(record: SourceRecord, context: ProcessorContext, result: DecodeResult): void | Promise<void> {
     if (!result.ok) {
       if (context.replaying) {
-        // Already dead-lettered (or, if time-dependent, counted) before the state loss.
-        stats.replaySkipped += 1;
+        // Already dead-lettered before the state loss.
+        this.#o.stats.replaySkipped += 1;
         return;
       }
       this.#deadLetter(record, context, result.reason, result.detail);
@@ -58,18 +60,22 @@ export class WindowProcessor implements Processor<SourceRecord> {
     }
     const e = result.event;
     const hour = hourStart(e.timestampMs);
-    if (this.#o.latePolicy === 'dead-letter' && (await store.isFinalized(hour))) {
-      this.#deadLetter(record, context, 'late_event', `hour ${hourIso(hour)} is already finalized`);
-      return;
-    }
-    store.add(
-      hour,
-      aggregateField(e.customer, e.dimension),
-      this.#o.ops.get(e.dimension) ?? 's',
-      e.id,
-      e.micros,
-      e.timestampMs,
-    );
+    const store = this.#store as HourlyWindowStore;
+    const add = () =>
+      store.add(
+        hour,
+        aggregateField(e.customer, e.dimension),
+        this.#o.ops.get(e.dimension) ?? 's',
+        e.id,
+        e.micros,
+        e.timestampMs,
+      );
+    if (this.#o.latePolicy !== 'dead-letter') return add();
+    return store.isFinalized(hour).then((finalized) => {
+      if (finalized)
+        this.#deadLetter(record, context, 'late_event', `hour ${hourIso(hour)} is already finalized`);
+      else add();
+    });
   }
 
   /** One validation context per batch (keyed by its wall clock). */

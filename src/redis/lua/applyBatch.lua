@@ -12,7 +12,8 @@
   ARGV[8] late audit cap       ARGV[9] late policy: 'carry' | 'strict' (the caller dead-lettered them)
   ARGV[10] highest event time in the batch, ms ('' when none)      ARGV[11] wall clock, ms
   then per group: hourMs, A (aggregates in the group), then per aggregate:
-    field, op ('s' sum | 'm' max), E (events), then E pairs of (event id, micro-units)
+    field, op ('s' sum | 'm' max), E (events), then E pairs of (event id, micro-units);
+    the ids of one aggregate are distinct (the caller dedupes within the batch)
 
   Returns { applied events, duplicate events, carried late events }, or
     { -1 } the fencing token is stale (another instance owns the partition),
@@ -36,6 +37,8 @@ end
 
 local G0 = 5
 local A0 = 12
+-- unpack() of more than ~8000 values overflows Lua's C stack.
+local CHUNK = 4000
 local dedupeTtl = tonumber(ARGV[4])
 local groups = tonumber(ARGV[6])
 local carryGroup = tonumber(ARGV[7])
@@ -81,21 +84,33 @@ for g = 1, groups do
   for _ = 1, aggs do
     local field, op, events = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
     a = a + 3
-    local delta, peak = 0, -1
+    -- Which ids were counted before: one SMISMEMBER per chunk rather than one SADD per event.
+    local ids = {}
+    for e = 1, events do ids[e] = ARGV[a + (e - 1) * 2] end
+    local known = {}
+    for from = 1, events, CHUNK do
+      local r = redis.call('SMISMEMBER', seenKey, unpack(ids, from, math.min(from + CHUNK - 1, events)))
+      for i = 1, #r do known[from + i - 1] = r[i] end
+    end
+    local delta, peak, fresh = 0, -1, {}
     for e = 1, events do
-      local id, micros = ARGV[a], tonumber(ARGV[a + 1])
-      a = a + 2
-      if redis.call('SADD', seenKey, id) == 1 then
+      if known[e] == 0 then
+        local micros = tonumber(ARGV[a + (e - 1) * 2 + 1])
         applied = applied + 1
         delta = delta + micros
         if micros > peak then peak = micros end
+        fresh[#fresh + 1] = ids[e]
         if finalized then
           carried = carried + 1
-          redis.call('LPUSH', KEYS[4], id .. '|' .. field .. '|' .. hour .. '|' .. targetHour)
+          redis.call('LPUSH', KEYS[4], ids[e] .. '|' .. field .. '|' .. hour .. '|' .. targetHour)
         end
       else
         duplicates = duplicates + 1
       end
+    end
+    a = a + events * 2
+    for from = 1, #fresh, CHUNK do
+      redis.call('SADD', seenKey, unpack(fresh, from, math.min(from + CHUNK - 1, #fresh)))
     end
     if peak >= 0 then
       touched = true
