@@ -4,42 +4,17 @@
  * resent ids count once, and that every bad input and every unbillable record lands in the DLQ.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig } from '../../src/config/config.ts';
 import type { FailedRecord } from '../../src/dlq/envelope.ts';
 import { type RunningEmulator, startEmulator } from '../../src/emulator/server.ts';
 import { type RunningPipeline, startPipeline } from '../../src/pipeline.ts';
 import { eventMessage, type Outgoing, produceMessages } from '../../src/produce/producer.ts';
 import { type RawEvent, syntheticEvents } from '../../src/produce/synthetic.ts';
 import { HOUR_MS, hourIso, hourStart } from '../../src/time/hours.ts';
-import {
-  deleteKeys,
-  deleteTopics,
-  readTopic,
-  stackEnv,
-  testKafka,
-  testLogger,
-  uniqueId,
-  waitFor,
-  writeTempJson,
-} from '../support/harness.ts';
+import { readTopic, testKafka, testLogger, uniqueId, waitFor } from '../support/harness.ts';
+import { TEST_CUSTOMERS, type TestPipeline, testPipeline } from '../support/pipeline-env.ts';
 
-const run = uniqueId('e2e');
-const topics = { usage: `${run}-usage`, submissions: `${run}-submissions`, failed: `${run}-failed` };
-const product = 'prod-e2etest';
 const customers = {
-  acme: {
-    customerAwsAccountId: '111111111111',
-    licenseArn: 'arn:aws:license-manager::111111111111:license:l-a1',
-  },
-  globex: {
-    customerAwsAccountId: '222222222222',
-    licenseArn: 'arn:aws:license-manager::222222222222:license:l-b2',
-  },
-  initech: {
-    customerAwsAccountId: '333333333333',
-    licenseArn: 'arn:aws:license-manager::333333333333:license:l-c3',
-  },
-  umbrella: { customerIdentifier: 'cust-umbrella' },
+  ...TEST_CUSTOMERS,
   // Mapped, but AWS has no agreement for it: the worker must dead-letter, not drop.
   hooli: {
     customerAwsAccountId: '444444444444',
@@ -50,6 +25,8 @@ const subscribed = ['111111111111', '222222222222', '333333333333', 'cust-umbrel
 const billable = ['acme', 'globex', 'initech', 'umbrella'];
 const dimensions = ['api_calls', 'jobs'];
 
+const run = uniqueId('e2e');
+let tp: TestPipeline | undefined;
 let emulator: RunningEmulator;
 let pipeline: RunningPipeline | undefined;
 const kafka = testKafka();
@@ -165,54 +142,25 @@ function expectedSums(all: RawEvent[]): Map<string, number> {
 describe('pipeline end to end', () => {
   beforeAll(async () => {
     emulator = await startEmulator({ customers: subscribed });
-    const plan = writeTempJson('plan.json', {
-      productCode: product,
-      dimensions: dimensions.map((name) => ({ name, model: 'hourly', aggregation: 'sum' })),
+    tp = testPipeline('e2e', {
+      customers,
+      env: { AWS_ENDPOINT_URL_MARKETPLACE_METERING: emulator.url, METERLINE_MAX_MESSAGE_BYTES: '4096' },
     });
-    const customersFile = writeTempJson('customers.json', customers);
-    const { brokers, redisUrl } = stackEnv();
-    const config = loadConfig(['processor', 'worker'], {
-      KAFKA_BROKERS: brokers.join(','),
-      REDIS_URL: redisUrl,
-      AWS_REGION: 'us-east-1',
-      AWS_ENDPOINT_URL_MARKETPLACE_METERING: emulator.url,
-      METERLINE_PLAN: plan,
-      METERLINE_CUSTOMERS: customersFile,
-      METERLINE_TOPIC_USAGE: topics.usage,
-      METERLINE_TOPIC_SUBMISSIONS: topics.submissions,
-      METERLINE_TOPIC_FAILED: topics.failed,
-      METERLINE_TOPIC_PARTITIONS: '3',
-      METERLINE_REDIS_PREFIX: run,
-      METERLINE_PROCESSOR_GROUP: `${run}-processor`,
-      METERLINE_WORKER_GROUP: `${run}-worker`,
-      METERLINE_WINDOW_GRACE: '1s',
-      METERLINE_WINDOW_MAX_DELAY: '12h',
-      METERLINE_MAX_OUT_OF_ORDERNESS: '1s',
-      METERLINE_IDLE_TIMEOUT: '2s',
-      METERLINE_COMMIT_INTERVAL: '200ms',
-      METERLINE_MAX_MESSAGE_BYTES: '4096',
-    });
-    process.env.AWS_ACCESS_KEY_ID = 'test';
-    process.env.AWS_SECRET_ACCESS_KEY = 'test';
-
     // The whole backlog is on the topic before the pipeline starts.
-    const { ensureTopics, pipelineTopics } = await import('../../src/kafka/topics.ts');
-    await ensureTopics(kafka, pipelineTopics({ ...topics, partitions: 3 }));
+    await tp.createTopics(kafka);
     const messages: Outgoing[] = [
       ...events.map(eventMessage),
       ...bad.map((b) => ({ key: b.key, value: b.value })),
     ];
-    await produceMessages(messages, { kafka, topic: topics.usage });
-    await produceMessages(resent.map(eventMessage), { kafka, topic: topics.usage });
-
-    pipeline = await startPipeline(config, testLogger(), { processor: true, worker: true });
+    await produceMessages(messages, { kafka, topic: tp.topics.usage });
+    await produceMessages(resent.map(eventMessage), { kafka, topic: tp.topics.usage });
+    pipeline = await startPipeline(tp.config(), testLogger(), { processor: true, worker: true });
   });
 
   afterAll(async () => {
     await pipeline?.stop();
     await emulator?.close();
-    await deleteTopics(kafka, Object.values(topics));
-    await deleteKeys(run);
+    await tp?.cleanup(kafka);
   });
 
   it('bills exactly the produced sums per customer, dimension and hour, each id once', async () => {
@@ -247,7 +195,7 @@ describe('pipeline end to end', () => {
     const unbillable = new Set([
       ...expectedSums([...events].filter((e) => e.customer === 'hooli' || e.customer === 'nomap')).keys(),
     ]);
-    const messages = await readTopic(kafka, topics.failed, bad.length + unbillable.size);
+    const messages = await readTopic(kafka, (tp as TestPipeline).topics.failed, bad.length + unbillable.size);
     const failed = messages.map((m) => JSON.parse(String(m.value)) as FailedRecord);
 
     for (const b of bad) {

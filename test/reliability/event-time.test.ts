@@ -99,25 +99,14 @@ describe('a late event', () => {
   it('is carried into the open hour; the finalized hour never gets a second record', async () => {
     const tp = testPipeline('late');
     const p = await setUp(tp);
-    const old = hourStart(Date.now()) - 2 * HOUR_MS;
-    await p.send({
-      topic: tp.topics.usage,
-      messages: [{ key: 'acme', value: event('e1', 'acme', old + 60_000, 3) }],
-    });
-    const id = `prod-test|acme|api_calls|${hourIso(old)}`;
-    await waitFor(async () => ((await records(tp)).has(id) ? true : undefined));
+    const { old, id } = await finalizeAnHour(tp, p);
 
-    await p.send({
-      topic: tp.topics.usage,
-      messages: [{ key: 'acme', value: event('late-1', 'acme', old + 120_000, 5) }],
-    });
+    await sendLate(tp, p, old);
     await waitFor(() => ((pipeline?.processor?.stats.carriedLate ?? 0) >= 1 ? true : undefined));
     const open = hourStart(Date.now());
     const redis = createRedis(stackEnv().redisUrl);
     try {
-      const partition = (await readAllMessages(kafka, tp.topics.usage)).length
-        ? await partitionOf(tp, 'acme')
-        : 0;
+      const partition = await partitionOf(tp, 'acme');
       const k = new Keys(tp.run).partition({ topic: tp.topics.usage, partition });
       expect(await redis.hget(k.aggregates(open), aggregateField('acme', 'api_calls'))).toBe('5000000');
       expect(await redis.lrange(k.lateAudit(), 0, -1)).toEqual([
@@ -134,26 +123,38 @@ describe('a late event', () => {
   it('goes to the DLQ as late_event under the dead-letter policy', async () => {
     const tp = testPipeline('late-dlq', { env: { METERLINE_LATE_POLICY: 'dead-letter' } });
     const p = await setUp(tp);
-    const old = hourStart(Date.now()) - 2 * HOUR_MS;
-    await p.send({
-      topic: tp.topics.usage,
-      messages: [{ key: 'acme', value: event('e1', 'acme', old + 60_000, 3) }],
-    });
-    const id = `prod-test|acme|api_calls|${hourIso(old)}`;
-    await waitFor(async () => ((await records(tp)).has(id) ? true : undefined));
-    await p.send({
-      topic: tp.topics.usage,
-      messages: [{ key: 'acme', value: event('late-1', 'acme', old + 120_000, 5) }],
-    });
+    const { old, id } = await finalizeAnHour(tp, p);
+    await sendLate(tp, p, old);
     const [dead] = await waitFor(async () => {
       const failed = await readAllMessages(kafka, tp.topics.failed);
       return failed.length ? failed.map((m) => JSON.parse(String(m.value)) as FailedRecord) : undefined;
     });
     expect(dead).toMatchObject({ stage: 'ingest', reason: 'late_event', source: { key: 'acme' } });
     expect(pipeline?.processor?.stats.carriedLate).toBe(0);
-    expect((await readAllMessages(kafka, tp.topics.submissions)).length).toBe(1);
+    const submitted = await readAllMessages(kafka, tp.topics.submissions);
+    expect(submitted.map((m) => JSON.parse(String(m.value)).recordId)).toEqual([id]);
   });
 });
+
+/** Sends 3 units for acme two hours ago and waits until that hour is finalized and emitted. */
+async function finalizeAnHour(tp: TestPipeline, p: Producer): Promise<{ old: number; id: string }> {
+  const old = hourStart(Date.now()) - 2 * HOUR_MS;
+  await p.send({
+    topic: tp.topics.usage,
+    messages: [{ key: 'acme', value: event('e1', 'acme', old + 60_000, 3) }],
+  });
+  const id = `prod-test|acme|api_calls|${hourIso(old)}`;
+  await waitFor(async () => ((await records(tp)).has(id) ? true : undefined));
+  return { old, id };
+}
+
+/** 5 more units for that finalized hour. */
+function sendLate(tp: TestPipeline, p: Producer, old: number) {
+  return p.send({
+    topic: tp.topics.usage,
+    messages: [{ key: 'acme', value: event('late-1', 'acme', old + 120_000, 5) }],
+  });
+}
 
 async function partitionOf(tp: TestPipeline, key: string): Promise<number> {
   const consumer = kafka.consumer({ groupId: `${tp.run}-probe` });

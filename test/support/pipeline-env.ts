@@ -39,6 +39,7 @@ export function testPipeline(
   options: {
     partitions?: number;
     dimensions?: { name: string; aggregation?: 'sum' | 'max' }[];
+    customers?: Record<string, unknown>;
     env?: Record<string, string>;
   } = {},
 ): TestPipeline {
@@ -53,7 +54,7 @@ export function testPipeline(
       aggregation: d.aggregation ?? 'sum',
     })),
   });
-  const customers = writeTempJson('customers.json', TEST_CUSTOMERS);
+  const customers = writeTempJson('customers.json', options.customers ?? TEST_CUSTOMERS);
   const { brokers, redisUrl } = stackEnv();
   const env: Record<string, string> = {
     KAFKA_BROKERS: brokers.join(','),
