@@ -2,12 +2,16 @@
  * The metering topology, as in the diagram:
  *
  *   source usage-events → processor hourly-window [store hourly-windows] → sink failed
- *   punctuator commit-stage (wall clock) → sink submissions
+ *   punctuator commit-stage (wall clock) → the submissions topic
+ *
+ * The commit stage produces its records itself: it runs per hour, not per record, and must mark an hour
+ * emitted only after the producer's ack.
  */
 import type { Admin, Producer } from 'kafkajs';
 import { CommitStage } from '../commit/commit-stage.ts';
 import type { Config } from '../config/config.ts';
 import type { TaskId } from '../engine/processor.ts';
+import type { StreamTask } from '../engine/stream-task.ts';
 import { Topology } from '../engine/topology.ts';
 import type { EventDecoder } from '../ingest/decoder.ts';
 import type { Logger } from '../log.ts';
@@ -35,7 +39,7 @@ export function meteringTopology(deps: {
   stats: ProcessorStats;
   logger: Logger;
   now: () => number;
-  tasks: () => Promise<import('../engine/stream-task.ts').StreamTask[]>;
+  tasks: () => Promise<StreamTask[]>;
 }): MeteringTopology {
   const { config, admin } = deps;
   const ops = new Map<string, AggregationOp>(
@@ -91,7 +95,6 @@ export function meteringTopology(deps: {
         }),
     )
     .addSink(FAILED_SINK, config.topics.failed)
-    .addSink('submissions', config.topics.submissions)
     .schedule('commit-stage', 'wall-clock', config.window.commitIntervalMs, commitStage.punctuate);
   return { topology, commitStage };
 }
