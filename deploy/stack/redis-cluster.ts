@@ -16,7 +16,7 @@ import path from 'node:path';
 import { Redis } from 'ioredis';
 import { isPortFree, LOCALHOST } from './ports.ts';
 import { type DetachedProcess, isAlive, run, spawnDetached, stopProcess, which } from './proc.ts';
-import { ensureRedisServer } from './redis.ts';
+import { ensureRedisServer, REDIS_DURABILITY_ARGS } from './redis.ts';
 import { type ServiceContext, StackError, type StackService } from './service.ts';
 import { rel, type ServiceRecord } from './state.ts';
 
@@ -157,14 +157,7 @@ async function spawnNode(bin: string, ctx: ServiceContext, port: number): Promis
       String(NODE_TIMEOUT_MS),
       '--dir',
       dir,
-      '--appendonly',
-      'yes',
-      '--appendfsync',
-      'everysec',
-      '--save',
-      '',
-      '--daemonize',
-      'no',
+      ...REDIS_DURABILITY_ARGS,
     ],
     { cwd: dir, env: ctx.env, logFile: path.join(ctx.paths.logsDir, `redis-cluster-${port}.log`) },
   );

@@ -10,6 +10,18 @@ import { run, spawnDetached, which } from './proc.ts';
 import { type ServiceContext, StackError, type StackService } from './service.ts';
 import { rel, type ServiceRecord } from './state.ts';
 
+/** AOF every second, no RDB snapshots, in the foreground (the stack records the pid). */
+export const REDIS_DURABILITY_ARGS = [
+  '--appendonly',
+  'yes',
+  '--appendfsync',
+  'everysec',
+  '--save',
+  '',
+  '--daemonize',
+  'no',
+];
+
 const INSTALL_HINT =
   'Install it with `sudo apt-get install -y redis-server` (Debian/Ubuntu) or your package manager, ' +
   'or point REDIS_URL at a running Redis.';
@@ -88,14 +100,7 @@ export const redisService: StackService = {
         'yes',
         '--dir',
         dataDir,
-        '--appendonly',
-        'yes',
-        '--appendfsync',
-        'everysec',
-        '--save',
-        '',
-        '--daemonize',
-        'no',
+        ...REDIS_DURABILITY_ARGS,
       ],
       { cwd: dataDir, env: ctx.env, logFile },
     );
