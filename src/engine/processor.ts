@@ -10,10 +10,8 @@ export interface TaskId {
   partition: number;
 }
 
-/** A message as read from the source topic. */
+/** A message as read from the source topic (its topic and partition are the task's). */
 export interface SourceRecord {
-  topic: string;
-  partition: number;
   offset: string;
   key: Buffer | null;
   value: Buffer | null;

@@ -148,9 +148,11 @@ export class StreamsApp {
       return;
     }
     const ckpt = restore.checkpoint;
-    const records = (
-      ckpt === undefined ? batch.messages : batch.messages.filter((m) => BigInt(m.offset) > ckpt)
-    ).map((m): SourceRecord => ({ ...m, topic: batch.topic, partition }));
+    // Usually the whole batch is new: compare offsets one by one only when it straddles the checkpoint.
+    const records: SourceRecord[] =
+      ckpt === undefined || BigInt(batch.messages[0]?.offset ?? '0') > ckpt
+        ? batch.messages
+        : batch.messages.filter((m) => BigInt(m.offset) > ckpt);
     const last = batch.messages[batch.messages.length - 1]?.offset as string;
     if (!records.length) {
       resolveOffset(last);

@@ -17,21 +17,36 @@ export type TimestampResult =
 /** The common case, `2026-11-27T17:05:00Z` or `…:00.123Z`: no capture groups, no Date objects. */
 const CANONICAL_UTC = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,3})?Z$/;
 
+/** Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil). */
+function daysFromCivil(y: number, m: number, d: number): number {
+  const yy = m <= 2 ? y - 1 : y;
+  const era = Math.floor(yy / 400);
+  const yoe = yy - era * 400;
+  const doy = Math.floor((153 * (m + (m > 2 ? -3 : 9)) + 2) / 5) + d - 1;
+  const doe = yoe * 365 + Math.floor(yoe / 4) - Math.floor(yoe / 100) + doy;
+  return era * 146_097 + doe - 719_468;
+}
+
 const digit2 = (s: string, i: number) => (s.charCodeAt(i) - 48) * 10 + (s.charCodeAt(i + 1) - 48);
 
 export function parseEventTimestamp(value: unknown): TimestampResult {
   if (typeof value === 'string' && CANONICAL_UTC.test(value)) {
-    // Days up to 28 exist in every month and Date.parse is exact for them; other days take the full check.
+    // Days up to 28 exist in every month: the arithmetic below needs no calendar check for them.
     const month = digit2(value, 5);
-    if (
-      month >= 1 &&
-      month <= 12 &&
-      digit2(value, 8) >= 1 &&
-      digit2(value, 8) <= 28 &&
-      digit2(value, 11) < 24
-    ) {
-      const ms = Date.parse(value);
-      if (ms >= MIN_EPOCH_MS && ms <= MAX_EPOCH_MS) return { ok: true, ms };
+    const day = digit2(value, 8);
+    const hour = digit2(value, 11);
+    if (month >= 1 && month <= 12 && day >= 1 && day <= 28 && hour < 24) {
+      const year = digit2(value, 0) * 100 + digit2(value, 2);
+      const minute = digit2(value, 14);
+      const second = digit2(value, 17);
+      const millis = value.length > 20 ? Number(`0${value.slice(19, -1)}`) * 1000 : 0;
+      const ms =
+        daysFromCivil(year, month, day) * 86_400_000 +
+        hour * 3_600_000 +
+        minute * 60_000 +
+        second * 1000 +
+        Math.floor(millis);
+      if (minute < 60 && second < 60 && ms >= MIN_EPOCH_MS && ms <= MAX_EPOCH_MS) return { ok: true, ms };
     }
   }
   if (typeof value === 'number') {

@@ -57,17 +57,16 @@ export interface HourlyWindowStoreOptions {
   now: () => number;
 }
 
-type Pending = { op: AggregationOp; events: { id: string; micros: number }[] };
-type PendingHour = { fields: Map<string, Pending>; ids: Set<string> };
+/** One aggregate of the batch: ids and micro-units in parallel arrays (no object per event). */
+type Pending = { op: AggregationOp; ids: string[]; micros: number[] };
 
 export class HourlyWindowStore implements StateStore {
   readonly name = HOURLY_WINDOWS;
   readonly #o: HourlyWindowStoreOptions;
   #task: TaskId | undefined;
   #token: string | undefined;
-  #batch = new Map<number, PendingHour>();
-  /** Resends of an id already in this batch (same hour): dropped here, counted as duplicates. */
-  #batchDuplicates = 0;
+  /** hour → aggregate field (customer␟dimension) → pending aggregate. */
+  #batch = new Map<number, Map<string, Pending>>();
   #maxEventTime: number | undefined;
   #finalized = new Map<number, boolean>();
 
@@ -120,7 +119,7 @@ export class HourlyWindowStore implements StateStore {
     return { seekTo, replayUntil: committed };
   }
 
-  /** Buffers one event of the current batch. */
+  /** Buffers one event of the current batch. Resends within the batch are left to the script. */
   add(
     hourMs: number,
     field: string,
@@ -131,20 +130,16 @@ export class HourlyWindowStore implements StateStore {
   ): void {
     let hour = this.#batch.get(hourMs);
     if (!hour) {
-      hour = { fields: new Map(), ids: new Set() };
+      hour = new Map();
       this.#batch.set(hourMs, hour);
     }
-    if (hour.ids.has(id)) {
-      this.#batchDuplicates += 1;
-      return;
-    }
-    hour.ids.add(id);
-    let agg = hour.fields.get(field);
+    let agg = hour.get(field);
     if (!agg) {
-      agg = { op, events: [] };
-      hour.fields.set(field, agg);
+      agg = { op, ids: [], micros: [] };
+      hour.set(field, agg);
     }
-    agg.events.push({ id, micros });
+    agg.ids.push(id);
+    agg.micros.push(micros);
     if (this.#maxEventTime === undefined || eventTimeMs > this.#maxEventTime)
       this.#maxEventTime = eventTimeMs;
   }
@@ -159,11 +154,10 @@ export class HourlyWindowStore implements StateStore {
   }
 
   async commit(batch: { first: string; last: string; nowMs: number }): Promise<void> {
-    const groups = [...this.#batch].map(([hourMs, hour]) => ({
+    const groups = [...this.#batch].map(([hourMs, fields]) => ({
       hourMs,
-      aggregates: [...hour.fields].map(([field, p]) => ({ field, op: p.op, events: p.events })),
+      aggregates: [...fields].map(([field, p]) => ({ field, op: p.op, ids: p.ids, micros: p.micros })),
     }));
-    const batchDuplicates = this.#batchDuplicates;
     let res: ApplyResult;
     try {
       res = await this.#o.windows.applyBatch(this.task, this.token, {
@@ -185,7 +179,7 @@ export class HourlyWindowStore implements StateStore {
     }
     const s = this.#o.stats;
     s.applied += res.applied;
-    s.duplicates += res.duplicates + batchDuplicates;
+    s.duplicates += res.duplicates;
     s.carriedLate += res.carried;
     s.batches += 1;
     if (res.carried) {
@@ -198,7 +192,6 @@ export class HourlyWindowStore implements StateStore {
 
   abort(): void {
     this.#batch = new Map();
-    this.#batchDuplicates = 0;
     this.#maxEventTime = undefined;
     this.#finalized = new Map();
   }

@@ -101,8 +101,8 @@ export class WindowProcessor implements Processor<SourceRecord> {
       retriable: false,
       failedAt: new Date(context.nowMs).toISOString(),
       source: {
-        topic: record.topic,
-        partition: record.partition,
+        topic: context.task.topic,
+        partition: context.task.partition,
         offset: record.offset,
         key: record.key ? record.key.toString('utf8') : null,
         timestamp: new Date(Number(record.timestamp)).toISOString(),

@@ -11,7 +11,9 @@ export type AggregationOp = 's' | 'm';
 export interface PendingAggregate {
   field: string;
   op: AggregationOp;
-  events: { id: string; micros: number }[];
+  /** Event ids and their micro-units, index by index. */
+  ids: string[];
+  micros: number[];
 }
 
 export interface HourGroup {
@@ -123,8 +125,8 @@ export class WindowStore {
       keys.push(k.aggregates(g.hourMs), k.seen(g.hourMs), k.finalized(g.hourMs));
       args.push(g.hourMs, g.aggregates.length);
       for (const agg of g.aggregates) {
-        args.push(agg.field, agg.op, agg.events.length);
-        for (const e of agg.events) args.push(e.id, e.micros);
+        args.push(agg.field, agg.op, agg.ids.length);
+        for (let i = 0; i < agg.ids.length; i++) args.push(agg.ids[i] as string, agg.micros[i] as number);
       }
     }
     const res = await this.redis.applyBatch(keys.length, ...keys, ...args);

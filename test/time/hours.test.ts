@@ -60,3 +60,25 @@ describe('hour windows (UTC)', () => {
     if (!r.ok) expect(r.reason).toBe(reason);
   });
 });
+
+describe('timestamp parsing agrees with the platform on every valid instant', () => {
+  it('for ISO-8601 UTC strings with 0, 1, 2 or 3 fraction digits', async () => {
+    const fc = await import('fast-check');
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 946_684_800_000, max: 32_503_679_999_999 }),
+        fc.integer({ min: 0, max: 3 }),
+        (ms, digits) => {
+          const full = new Date(ms).toISOString();
+          const iso =
+            digits === 3
+              ? full
+              : full.replace(/\.\d{3}Z$/, digits ? `.${full.slice(20, 20 + digits)}Z` : 'Z');
+          const r = parseEventTimestamp(iso);
+          return r.ok && r.ms === Date.parse(iso);
+        },
+      ),
+      { numRuns: 20_000 },
+    );
+  });
+});

@@ -35,7 +35,7 @@ const group = (
   op: 's' | 'm' = 's',
 ): HourGroup => ({
   hourMs,
-  aggregates: [{ field, op, events: events.map(([id, micros]) => ({ id, micros })) }],
+  aggregates: [{ field, op, ids: events.map(([id]) => id), micros: events.map(([, micros]) => micros) }],
 });
 const offsets = (first: number, last: number) => ({ first: String(first), last: String(last) });
 const calls = aggregateField('acme', 'calls');
@@ -68,12 +68,13 @@ afterAll(async () => {
 });
 
 describe('applyBatch', () => {
-  it('counts each event id once across batches (within a batch, the caller drops resends)', async () => {
+  it('counts each event id once, within and across batches', async () => {
     const { token } = await store.claim(p);
     const r1 = await apply(token, offsets(0, 2), [
       group(H0, calls, [
         ['a', 1],
         ['b', 2],
+        ['a', 1],
       ]),
     ]);
     const r2 = await apply(token, offsets(3, 4), [
@@ -82,7 +83,7 @@ describe('applyBatch', () => {
         ['c', 4],
       ]),
     ]);
-    expect(r1).toEqual({ applied: 2, duplicates: 0, carried: 0 });
+    expect(r1).toEqual({ applied: 2, duplicates: 1, carried: 0 });
     expect(r2).toEqual({ applied: 1, duplicates: 1, carried: 0 });
     expect(await redis.hget(new Keys(prefix).partition(p).aggregates(H0), calls)).toBe('7');
     expect(await redis.get(new Keys(prefix).partition(p).checkpoint())).toBe('4');
@@ -245,7 +246,8 @@ describe('finalizeHour', () => {
     const events = Array.from({ length: 6000 }, (_, i) => ({
       field: aggregateField(`c${i}`, 'calls'),
       op: 's' as const,
-      events: [{ id: `e${i}`, micros: 1_000_000 }],
+      ids: [`e${i}`],
+      micros: [1_000_000],
     }));
     await apply(token, offsets(0, 5999), [{ hourMs: H0, aggregates: events }]);
     const records = await store.finalizeHour(p, token, H0, sumOps);

@@ -12,8 +12,7 @@
   ARGV[8] late audit cap       ARGV[9] late policy: 'carry' | 'strict' (the caller dead-lettered them)
   ARGV[10] highest event time in the batch, ms ('' when none)      ARGV[11] wall clock, ms
   then per group: hourMs, A (aggregates in the group), then per aggregate:
-    field, op ('s' sum | 'm' max), E (events), then E pairs of (event id, micro-units);
-    the ids of one aggregate are distinct (the caller dedupes within the batch)
+    field, op ('s' sum | 'm' max), E (events), then E pairs of (event id, micro-units)
 
   Returns { applied events, duplicate events, carried late events }, or
     { -1 } the fencing token is stale (another instance owns the partition),
@@ -92,9 +91,11 @@ for g = 1, groups do
       local r = redis.call('SMISMEMBER', seenKey, unpack(ids, from, math.min(from + CHUNK - 1, events)))
       for i = 1, #r do known[from + i - 1] = r[i] end
     end
-    local delta, peak, fresh = 0, -1, {}
+    local delta, peak, fresh, inBatch = 0, -1, {}, {}
     for e = 1, events do
-      if known[e] == 0 then
+      -- New to Redis and not already earlier in this batch (a resend inside one fetch).
+      if known[e] == 0 and not inBatch[ids[e]] then
+        inBatch[ids[e]] = true
         local micros = tonumber(ARGV[a + (e - 1) * 2 + 1])
         applied = applied + 1
         delta = delta + micros
