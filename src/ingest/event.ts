@@ -68,8 +68,12 @@ function deadlineOfHour(hourMs: number): number {
 
 const fail = (reason: IngestReason, detail: string): DecodeResult => ({ ok: false, reason, detail });
 
+// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are exactly what it finds
+const CONTROL = /[\u0000-\u001f\u007f]/;
+
+/** 1..max characters and no control characters: ids and names travel newline- and ␟-separated in Redis. */
 const isText = (v: unknown, max: number): v is string =>
-  typeof v === 'string' && v.length >= 1 && v.length <= max;
+  typeof v === 'string' && v.length >= 1 && v.length <= max && !CONTROL.test(v);
 
 export function decodeJsonEvent(value: Buffer | null, ctx: ValidationContext): DecodeResult {
   if (value === null) return fail('tombstone', 'message has no value (tombstone)');
@@ -95,11 +99,21 @@ export function validateEvent(raw: unknown, ctx: ValidationContext): DecodeResul
     if (e[field] === undefined || e[field] === null)
       return fail('schema_violation', `missing required field "${field}"`);
   }
-  if (!isText(e.id, 128)) return fail('schema_violation', '"id" must be a string of 1 to 128 characters');
+  if (!isText(e.id, 128))
+    return fail(
+      'schema_violation',
+      '"id" must be a string of 1 to 128 characters, without control characters',
+    );
   if (!isText(e.customer, 128))
-    return fail('schema_violation', '"customer" must be a string of 1 to 128 characters');
+    return fail(
+      'schema_violation',
+      '"customer" must be a string of 1 to 128 characters, without control characters',
+    );
   if (!isText(e.dimension, 255))
-    return fail('schema_violation', '"dimension" must be a string of 1 to 255 characters');
+    return fail(
+      'schema_violation',
+      '"dimension" must be a string of 1 to 255 characters, without control characters',
+    );
   const q = e.quantity;
   if (typeof q !== 'number' || !Number.isFinite(q))
     return fail('schema_violation', '"quantity" must be a finite number');
