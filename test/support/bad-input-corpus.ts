@@ -43,7 +43,11 @@ export function badInputCorpus(nowMs: number): BadInput[] {
     { kind: 'id over 128 chars', value: j({ id: 'i'.repeat(129) }), reason: 'schema_violation' },
     { kind: 'numeric id', value: j({ id: 7 }), reason: 'schema_violation' },
     { kind: 'id with a newline', value: j({ id: 'a\nb' }), reason: 'schema_violation' },
-    { kind: 'customer with a control character', value: j({ customer: 'ac\u001fme' }), reason: 'schema_violation' },
+    {
+      kind: 'customer with a control character',
+      value: j({ customer: 'ac\u001fme' }),
+      reason: 'schema_violation',
+    },
     { kind: 'customer over 128 chars', value: j({ customer: 'c'.repeat(129) }), reason: 'schema_violation' },
     { kind: 'numeric dimension', value: j({ dimension: 3 }), reason: 'schema_violation' },
     { kind: 'quantity as string', value: j({ quantity: '3' }), reason: 'schema_violation' },
