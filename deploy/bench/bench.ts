@@ -37,6 +37,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import { CompressionTypes, Kafka, logLevel } from 'kafkajs';
+import { silenceKafkajsTimeoutWarning } from '../../src/kafka/quiet-warnings.ts';
 import { ensureServices, stackStatus } from '../stack/index.ts';
 import { Dataset, type Expected } from './dataset.ts';
 import { type ProfileSummary, summarizeProfile } from './profile.ts';
@@ -67,13 +68,7 @@ const USAGE = `usage: npm run bench -- [options]
   --profile             V8 CPU profile of the processor (bench-results/logs/<run>-profile/), summarized
   --keep                don't delete topics, groups, Redis keys and Streams state at the end`;
 
-// kafkajs 2.2.4 schedules a negative timeout on Node 24 (harmless); keep the output clean of it.
-const emitWarning = process.emitWarning.bind(process);
-process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
-  const name = warning instanceof Error ? warning.name : rest[0];
-  if (name === 'TimeoutNegativeWarning') return;
-  (emitWarning as (...args: unknown[]) => void)(warning, ...rest);
-}) as typeof process.emitWarning;
+silenceKafkajsTimeoutWarning();
 process.env.KAFKAJS_NO_PARTITIONER_WARNING ??= '1';
 
 const say = (line = '') => process.stdout.write(`${line}\n`);

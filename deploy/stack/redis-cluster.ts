@@ -13,10 +13,9 @@
  */
 import { appendFileSync, existsSync, mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
-import { Redis } from 'ioredis';
 import { isPortFree, LOCALHOST } from './ports.ts';
 import { type DetachedProcess, isAlive, run, spawnDetached, stopProcess, which } from './proc.ts';
-import { ensureRedisServer, REDIS_DURABILITY_ARGS } from './redis.ts';
+import { ensureRedisServer, probeClient, REDIS_DURABILITY_ARGS } from './redis.ts';
 import { type ServiceContext, StackError, type StackService } from './service.ts';
 import { rel, type ServiceRecord } from './state.ts';
 
@@ -46,22 +45,9 @@ export function clusterSeedUrls(endpoint: string): string[] {
     .filter(Boolean);
 }
 
-function nodeClient(url: string): Redis {
-  const client = new Redis(url, {
-    lazyConnect: true,
-    connectTimeout: 1_000,
-    commandTimeout: 2_000,
-    maxRetriesPerRequest: 0,
-    enableOfflineQueue: false,
-    retryStrategy: () => null,
-  });
-  client.on('error', () => {}); // reported through the rejected promises
-  return client;
-}
-
 /** Resolves when `CLUSTER INFO` on this node says `cluster_state:ok`. */
 async function nodeClusterOk(url: string): Promise<void> {
-  const client = nodeClient(url);
+  const client = probeClient(url);
   let info: string;
   try {
     await client.connect();
@@ -76,7 +62,7 @@ async function nodeClusterOk(url: string): Promise<void> {
 }
 
 async function nodePing(port: number): Promise<void> {
-  const client = nodeClient(`redis://${LOCALHOST}:${port}`);
+  const client = probeClient(`redis://${LOCALHOST}:${port}`);
   try {
     await client.connect();
     await client.ping();

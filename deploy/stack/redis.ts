@@ -10,6 +10,20 @@ import { run, spawnDetached, which } from './proc.ts';
 import { type ServiceContext, StackError, type StackService } from './service.ts';
 import { rel, type ServiceRecord } from './state.ts';
 
+/** A client for health probes: fails fast, never retries, never queues. Errors surface as rejections. */
+export function probeClient(url: string): Redis {
+  const client = new Redis(url, {
+    lazyConnect: true,
+    connectTimeout: 1_000,
+    commandTimeout: 2_000,
+    maxRetriesPerRequest: 0,
+    enableOfflineQueue: false,
+    retryStrategy: () => null,
+  });
+  client.on('error', () => {});
+  return client;
+}
+
 /** AOF every second, no RDB snapshots, in the foreground (the stack records the pid). */
 export const REDIS_DURABILITY_ARGS = [
   '--appendonly',
@@ -65,15 +79,7 @@ export const redisService: StackService = {
   readyTimeoutMs: 30_000,
 
   async health(endpoint) {
-    const client = new Redis(endpoint, {
-      lazyConnect: true,
-      connectTimeout: 1_000,
-      commandTimeout: 2_000,
-      maxRetriesPerRequest: 0,
-      enableOfflineQueue: false,
-      retryStrategy: () => null,
-    });
-    client.on('error', () => {}); // reported through the rejected promises below
+    const client = probeClient(endpoint);
     try {
       await client.connect();
       const pong = await client.ping();

@@ -7,6 +7,7 @@
  *   node deploy/stack/stack.ts env            # eval "$(node deploy/stack/stack.ts env)"
  */
 import { parseArgs } from 'node:util';
+import { silenceKafkajsTimeoutWarning } from '../../src/kafka/quiet-warnings.ts';
 import {
   currentStackEnv,
   DEFAULT_SERVICE_NAMES,
@@ -25,13 +26,7 @@ const USAGE = `usage: stack.ts <command>
   status                                             pid, alive, port, RSS of each service, and the env
   env                                                export lines for a shell: eval "$(… env)"`;
 
-// kafkajs 2.2.4 schedules a negative timeout on Node 24 (harmless); keep the CLI output clean of it.
-const emitWarning = process.emitWarning.bind(process);
-process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
-  const name = warning instanceof Error ? warning.name : rest[0];
-  if (name === 'TimeoutNegativeWarning') return;
-  (emitWarning as (...args: unknown[]) => void)(warning, ...rest);
-}) as typeof process.emitWarning;
+silenceKafkajsTimeoutWarning();
 
 const out = (line: string) => process.stdout.write(`${line}\n`);
 const err = (line: string) => process.stderr.write(`${line}\n`);

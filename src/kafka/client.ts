@@ -1,6 +1,7 @@
 /** One place that builds kafkajs clients, so logging and retry settings stay consistent. */
 import { Kafka, type LogEntry, logLevel, type Producer } from 'kafkajs';
 import type { Logger } from '../log.ts';
+import { silenceKafkajsTimeoutWarning } from './quiet-warnings.ts';
 
 const LEVEL: Record<number, 'error' | 'warn' | 'info' | 'debug'> = {
   [logLevel.ERROR]: 'error',
@@ -11,6 +12,7 @@ const LEVEL: Record<number, 'error' | 'warn' | 'info' | 'debug'> = {
 
 export function createKafka(options: { brokers: string[]; clientId: string; logger: Logger }): Kafka {
   process.env.KAFKAJS_NO_PARTITIONER_WARNING ??= '1';
+  silenceKafkajsTimeoutWarning();
   const log = options.logger.child({ component: 'kafkajs' });
   return new Kafka({
     clientId: options.clientId,
