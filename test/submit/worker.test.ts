@@ -1,0 +1,214 @@
+/**
+ * The metering worker against the emulator through the real SDK: batching, the ledger, whole-batch
+ * TimestampOutOfBounds, unprocessed records, throttling, deadlines, and every dead-letter reason.
+ */
+import { MarketplaceMeteringClient } from '@aws-sdk/client-marketplace-metering';
+import type { Producer } from 'kafkajs';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { makeSubmissionRecord, type SubmissionRecord } from '../../src/commit/submission-record.ts';
+import type { FailedRecord } from '../../src/dlq/envelope.ts';
+import { DlqPublisher } from '../../src/dlq/publisher.ts';
+import { type RunningEmulator, startEmulator } from '../../src/emulator/server.ts';
+import { ServiceError } from '../../src/emulator/service-error.ts';
+import type { FaultHooks } from '../../src/emulator/state.ts';
+import { ensureTopics } from '../../src/kafka/topics.ts';
+import { createRedis, type ScriptedRedis } from '../../src/redis/client.ts';
+import { Keys } from '../../src/redis/keys.ts';
+import { Ledger } from '../../src/submit/ledger.ts';
+import { MeteringWorker } from '../../src/submit/worker.ts';
+import { HOUR_MS, hourStart } from '../../src/time/hours.ts';
+import { deleteKeys, deleteTopics, stackEnv, testKafka, testLogger, uniqueId } from '../support/harness.ts';
+import { readAllMessages, TEST_CUSTOMERS } from '../support/pipeline-env.ts';
+
+const kafka = testKafka();
+const run = uniqueId('worker');
+const dlqTopic = `${run}-failed`;
+const subscribed = ['111111111111', '222222222222', '333333333333', 'cust-umbrella'];
+let emulator: RunningEmulator;
+let client: MarketplaceMeteringClient;
+let redis: ScriptedRedis;
+let producer: Producer;
+const faults: FaultHooks = {};
+
+beforeAll(async () => {
+  emulator = await startEmulator({ customers: subscribed, faults });
+  client = new MarketplaceMeteringClient({
+    endpoint: emulator.url,
+    region: 'us-east-1',
+    credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
+    maxAttempts: 1,
+  });
+  redis = createRedis(stackEnv().redisUrl);
+  await ensureTopics(kafka, [{ topic: dlqTopic, numPartitions: 1 }]);
+  producer = kafka.producer();
+  await producer.connect();
+});
+afterAll(async () => {
+  client.destroy();
+  await emulator.close();
+  await producer.disconnect();
+  redis.disconnect();
+  await deleteTopics(kafka, [dlqTopic]);
+  await deleteKeys(run);
+});
+beforeEach(() => {
+  faults.beforeOperation = undefined;
+  faults.leaveUnprocessed = undefined;
+  emulator.state.reset();
+});
+
+function worker(now: () => number = Date.now, via: MarketplaceMeteringClient = client): MeteringWorker {
+  return new MeteringWorker({
+    kafka,
+    client: via,
+    ledger: new Ledger(redis, new Keys(`${run}-${uniqueId('l')}`)),
+    dlq: new DlqPublisher(producer, dlqTopic),
+    customers: {
+      ...TEST_CUSTOMERS,
+      hooli: {
+        customerAwsAccountId: '444444444444',
+        licenseArn: 'arn:aws:license-manager::444444444444:license:l-d4',
+      },
+    },
+    topic: 'unused',
+    groupId: 'unused',
+    deadlineMarginMs: 5 * 60_000,
+    logger: testLogger(),
+    backoff: { baseMs: 5, maxMs: 40 },
+    now,
+  });
+}
+
+const hourAgo = (n: number) => hourStart(Date.now()) - n * HOUR_MS;
+function record(customer: string, dimension: string, hourMs: number, quantity: number): SubmissionRecord {
+  return makeSubmissionRecord({
+    productCode: 'prod-test',
+    customer,
+    dimension,
+    hourMs,
+    quantity,
+    api: 'BatchMeterUsage',
+    finalizedAtMs: Date.now(),
+  });
+}
+const many = (n: number, hourMs = hourAgo(1)) =>
+  Array.from({ length: n }, (_, i) =>
+    record(['acme', 'globex', 'initech'][i % 3] as string, `dim_${i}`, hourMs, i + 1),
+  );
+
+async function deadLetters(recordIds: string[]): Promise<FailedRecord[]> {
+  const all = (await readAllMessages(kafka, dlqTopic)).map(
+    (m) => JSON.parse(String(m.value)) as FailedRecord,
+  );
+  return all.filter((f) => f.record && recordIds.includes(f.record.recordId));
+}
+
+describe('metering worker', () => {
+  it('sends 26 records in 2 calls, stamped with their hour, and never sends an accepted record again', async () => {
+    const w = worker();
+    const records = many(26);
+    await w.submit(records);
+    const snap = emulator.state.snapshot();
+    expect(snap.calls.BatchMeterUsage).toBe(2);
+    expect(snap.records).toHaveLength(26);
+    expect(new Set(snap.records.map((r) => r.timestamp))).toEqual(
+      new Set([new Date(hourAgo(1)).toISOString().replace('.000Z', 'Z')]),
+    );
+    await w.submit(records);
+    expect(emulator.state.snapshot().calls.BatchMeterUsage).toBe(2);
+    expect(w.stats).toMatchObject({ accepted: 26, alreadyAccepted: 26 });
+  });
+
+  it('splits a batch rejected for one out-of-window record, and dead-letters only that one', async () => {
+    // AWS's clock disagrees with ours: it holds a 2 h window where the worker counts 24 h, so the worker
+    // cannot tell which record is out and has to split the batch to find it.
+    const strict = await startEmulator({ customers: subscribed, windowMs: { BatchMeterUsage: 2 * HOUR_MS } });
+    const strictClient = new MarketplaceMeteringClient({
+      endpoint: strict.url,
+      region: 'us-east-1',
+      credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
+      maxAttempts: 1,
+    });
+    try {
+      const w = worker(Date.now, strictClient);
+      const good = many(4);
+      const stale = record('acme', 'old', hourAgo(3), 7);
+      await w.submit([...good, stale]);
+      const snap = strict.state.snapshot();
+      expect(snap.records.map((r) => r.dimension).sort()).toEqual(good.map((r) => r.dimension).sort());
+      expect(snap.errors.TimestampOutOfBoundsException).toBeGreaterThanOrEqual(2);
+      const [dead] = await deadLetters([stale.recordId]);
+      expect(dead).toMatchObject({
+        stage: 'submit',
+        reason: 'timestamp_out_of_bounds',
+        record: { recordId: stale.recordId },
+      });
+    } finally {
+      strictClient.destroy();
+      await strict.close();
+    }
+  });
+
+  it('dead-letters a record whose deadline has passed without sending it', async () => {
+    const w = worker();
+    const stale = record('acme', 'old', hourAgo(30), 7);
+    await w.submit([stale]);
+    expect(emulator.state.snapshot().calls.BatchMeterUsage ?? 0).toBe(0);
+    const [dead] = await deadLetters([stale.recordId]);
+    expect(dead).toMatchObject({ reason: 'deadline_exceeded' });
+  });
+
+  it('retries unprocessed records and throttling until each record is accepted exactly once', async () => {
+    const w = worker();
+    const tries = new Map<string, number>();
+    faults.leaveUnprocessed = (r) => {
+      const key = `${r.CustomerAWSAccountId ?? r.CustomerIdentifier}|${r.Dimension}`;
+      tries.set(key, (tries.get(key) ?? 0) + 1);
+      return (tries.get(key) ?? 0) < 3;
+    };
+    let throttles = 2;
+    faults.beforeOperation = () =>
+      throttles-- > 0
+        ? { kind: 'error', error: new ServiceError('ThrottlingException', 'Rate exceeded') }
+        : undefined;
+    const records = many(10);
+    await w.submit(records);
+    const snap = emulator.state.snapshot();
+    expect(snap.records).toHaveLength(10);
+    expect(snap.duplicates).toBe(0);
+    expect(snap.records.map((r) => r.quantity).sort((a, b) => a - b)).toEqual(records.map((r) => r.quantity));
+    expect(w.stats.retries).toBeGreaterThanOrEqual(4);
+  });
+
+  it('dead-letters a record as deadline_exceeded once AWS keeps failing past its deadline', async () => {
+    let clock = Date.now();
+    const w = worker(() => clock);
+    const r = record('acme', 'api_calls', hourAgo(1), 5);
+    faults.beforeOperation = () => {
+      clock += 6 * HOUR_MS; // each failed call costs hours on this clock
+      return { kind: 'error', error: new ServiceError('InternalServiceErrorException', 'boom') };
+    };
+    await w.submit([r]);
+    const [dead] = await deadLetters([r.recordId]);
+    expect(dead).toMatchObject({ reason: 'deadline_exceeded', record: { recordId: r.recordId } });
+    expect(emulator.state.snapshot().records).toHaveLength(0);
+  });
+
+  it('dead-letters unmapped, unsubscribed and conflicting records with their reasons', async () => {
+    const w = worker();
+    const unmapped = record('nomap', 'api_calls', hourAgo(1), 1);
+    const unsubscribed = record('hooli', 'api_calls', hourAgo(1), 1);
+    const first = record('acme', 'conflict', hourAgo(2), 3);
+    await w.submit([first]);
+    // A second worker with an empty ledger and a different quantity for the same hour.
+    const conflicting = { ...first, quantity: 4 };
+    await worker().submit([unmapped, unsubscribed, conflicting]);
+    const dead = await deadLetters([unmapped.recordId, unsubscribed.recordId, first.recordId]);
+    expect(Object.fromEntries(dead.map((d) => [d.record?.customer, d.reason]))).toEqual({
+      nomap: 'customer_mapping_missing',
+      hooli: 'customer_not_subscribed',
+      acme: 'duplicate_record',
+    });
+    expect(emulator.state.snapshot().records.find((r) => r.dimension === 'conflict')?.quantity).toBe(3);
+  });
+});
