@@ -1,5 +1,7 @@
 /** Starts (or reuses) the local stack once for the whole run, unless endpoints come from the environment. */
-export default async function setup(): Promise<() => Promise<void>> {
+export default async function setup(): Promise<(() => Promise<void>) | undefined> {
+  // Pure unit runs (npm run test:unit) need no services.
+  if (process.env.METERLINE_NO_STACK === '1') return undefined;
   const { ensureStack, stopStack } = await import('../../deploy/stack/index.ts');
   const env = await ensureStack();
   for (const [k, v] of Object.entries(env)) if (typeof v === 'string') process.env[k] = v;
