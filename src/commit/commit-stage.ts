@@ -69,7 +69,8 @@ export function closeBoundary(
 }
 
 export class CommitStage {
-  readonly stats = { hoursFinalized: 0, recordsEmitted: 0, reEmitted: 0, watermark: 0 };
+  /** `closeBoundary`: the latest hour end the last punctuation allowed to close. */
+  readonly stats = { hoursFinalized: 0, recordsEmitted: 0, reEmitted: 0, closeBoundary: 0 };
   readonly #o: CommitStageOptions;
   readonly #now: () => number;
 
@@ -92,7 +93,7 @@ export class CommitStage {
       now,
       this.#o,
     );
-    this.stats.watermark = boundary;
+    this.stats.closeBoundary = boundary;
     for (const task of tasks) {
       await task
         .exclusive(() => this.#closeDue(task.getStateStore<HourlyWindowStore>(HOURLY_WINDOWS), boundary))

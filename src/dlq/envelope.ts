@@ -33,11 +33,43 @@ export interface FailedRecord {
 export const DLQ_HEADER_STAGE = 'meterline-stage';
 export const DLQ_HEADER_REASON = 'meterline-reason';
 
-export function headersToStrings(headers: IHeaders | undefined): Record<string, string> {
+function headersToStrings(headers: IHeaders | undefined): Record<string, string> {
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(headers ?? {})) {
     if (v === undefined) continue;
     out[k] = Array.isArray(v) ? v.map(String).join(',') : String(v);
   }
   return out;
+}
+
+/** Where a failed message came from, and its exact bytes, for the envelope. */
+export function sourceOf(
+  topic: string,
+  partition: number,
+  m: { offset: string; key: Buffer | null; value: Buffer | null; timestamp: string; headers?: IHeaders },
+): Pick<FailedRecord, 'source' | 'originalBase64'> {
+  return {
+    source: {
+      topic,
+      partition,
+      offset: m.offset,
+      key: m.key ? m.key.toString('utf8') : null,
+      timestamp: new Date(Number(m.timestamp)).toISOString(),
+      headers: headersToStrings(m.headers),
+    },
+    originalBase64: m.value ? m.value.toString('base64') : null,
+  };
+}
+
+/** The failed-records topic message for an envelope: keyed by record id or source key, with its headers. */
+export function dlqMessage(r: FailedRecord): {
+  key: string | null;
+  value: string;
+  headers: Record<string, string>;
+} {
+  return {
+    key: r.record?.recordId ?? r.source?.key ?? null,
+    value: JSON.stringify(r),
+    headers: { [DLQ_HEADER_STAGE]: r.stage, [DLQ_HEADER_REASON]: r.reason },
+  };
 }

@@ -13,7 +13,7 @@ import {
 import type { Consumer, EachBatchPayload, Kafka } from 'kafkajs';
 import { parseSubmissionRecord, type SubmissionRecord } from '../commit/submission-record.ts';
 import type { CustomerMapping, Customers } from '../config/customers.ts';
-import { type FailedRecord, headersToStrings } from '../dlq/envelope.ts';
+import { type FailedRecord, sourceOf } from '../dlq/envelope.ts';
 import type { DlqPublisher } from '../dlq/publisher.ts';
 import type { ErrorCode, MeterlineError } from '../errors.ts';
 import type { Logger } from '../log.ts';
@@ -111,15 +111,7 @@ export class MeteringWorker {
           detail: 'submission message is not a v1 submission record',
           retriable: false,
           failedAt: new Date(this.#now()).toISOString(),
-          source: {
-            topic: batch.topic,
-            partition: batch.partition,
-            offset: m.offset,
-            key: m.key?.toString('utf8') ?? null,
-            timestamp: new Date(Number(m.timestamp)).toISOString(),
-            headers: headersToStrings(m.headers),
-          },
-          originalBase64: m.value?.toString('base64') ?? null,
+          ...sourceOf(batch.topic, batch.partition, m),
         });
       }
     }

@@ -4,7 +4,7 @@
  * events for hours already finalized go to the `failed` sink with a reason code and the original bytes.
  */
 
-import { DLQ_HEADER_REASON, DLQ_HEADER_STAGE, type FailedRecord, headersToStrings } from '../dlq/envelope.ts';
+import { dlqMessage, type FailedRecord, sourceOf } from '../dlq/envelope.ts';
 import type { Processor, ProcessorContext, SourceRecord, StateStore } from '../engine/processor.ts';
 import type { EventDecoder } from '../ingest/decoder.ts';
 import type { DecodeResult, IngestReason, ValidationContext } from '../ingest/event.ts';
@@ -100,21 +100,9 @@ export class WindowProcessor implements Processor<SourceRecord> {
       detail,
       retriable: false,
       failedAt: new Date(context.nowMs).toISOString(),
-      source: {
-        topic: context.task.topic,
-        partition: context.task.partition,
-        offset: record.offset,
-        key: record.key ? record.key.toString('utf8') : null,
-        timestamp: new Date(Number(record.timestamp)).toISOString(),
-        headers: headersToStrings(record.headers),
-      },
-      originalBase64: record.value ? record.value.toString('base64') : null,
+      ...sourceOf(context.task.topic, context.task.partition, record),
     };
-    context.send(FAILED_SINK, {
-      key: failed.source?.key ?? null,
-      value: JSON.stringify(failed),
-      headers: { [DLQ_HEADER_STAGE]: 'ingest', [DLQ_HEADER_REASON]: reason },
-    });
+    context.send(FAILED_SINK, dlqMessage(failed));
     this.#o.stats.failed[reason] = (this.#o.stats.failed[reason] ?? 0) + 1;
   }
 }

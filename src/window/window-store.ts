@@ -3,6 +3,7 @@
  * KEYS and ARGV from the key builder and maps their failure codes to typed errors.
  */
 import { MeterlineError } from '../errors.ts';
+import { MICROS } from '../ingest/event.ts';
 import type { ScriptedRedis } from '../redis/client.ts';
 import { type Keys, type PartitionRef, splitAggregateField } from '../redis/keys.ts';
 
@@ -42,7 +43,6 @@ export interface WindowStoreOptions {
 }
 
 export const MAX_AWS_QUANTITY = 2_147_483_647;
-const MICROS = 1_000_000;
 
 const FENCED = -1;
 const STALE = -2;

@@ -2,7 +2,7 @@
  * The metering worker against the emulator through the real SDK: batching, the ledger, whole-batch
  * TimestampOutOfBounds, unprocessed records, throttling, deadlines, and every dead-letter reason.
  */
-import { MarketplaceMeteringClient } from '@aws-sdk/client-marketplace-metering';
+import type { MarketplaceMeteringClient } from '@aws-sdk/client-marketplace-metering';
 import type { Producer } from 'kafkajs';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { makeSubmissionRecord, type SubmissionRecord } from '../../src/commit/submission-record.ts';
@@ -17,6 +17,7 @@ import { Keys } from '../../src/redis/keys.ts';
 import { Ledger } from '../../src/submit/ledger.ts';
 import { MeteringWorker } from '../../src/submit/worker.ts';
 import { HOUR_MS, hourStart } from '../../src/time/hours.ts';
+import { sdkClient } from '../emulator/helpers.ts';
 import { deleteKeys, deleteTopics, stackEnv, testKafka, testLogger, uniqueId } from '../support/harness.ts';
 import { readAllMessages, TEST_CUSTOMERS } from '../support/pipeline-env.ts';
 
@@ -32,12 +33,7 @@ const faults: FaultHooks = {};
 
 beforeAll(async () => {
   emulator = await startEmulator({ customers: subscribed, faults });
-  client = new MarketplaceMeteringClient({
-    endpoint: emulator.url,
-    region: 'us-east-1',
-    credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
-    maxAttempts: 1,
-  });
+  client = sdkClient(emulator.url);
   redis = createRedis(stackEnv().redisUrl);
   await ensureTopics(kafka, [{ topic: dlqTopic, numPartitions: 1 }]);
   producer = kafka.producer();
@@ -123,12 +119,7 @@ describe('metering worker', () => {
     // AWS's clock disagrees with ours: it holds a 2 h window where the worker counts 24 h, so the worker
     // cannot tell which record is out and has to split the batch to find it.
     const strict = await startEmulator({ customers: subscribed, windowMs: { BatchMeterUsage: 2 * HOUR_MS } });
-    const strictClient = new MarketplaceMeteringClient({
-      endpoint: strict.url,
-      region: 'us-east-1',
-      credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
-      maxAttempts: 1,
-    });
+    const strictClient = sdkClient(strict.url);
     try {
       const w = worker(Date.now, strictClient);
       const good = many(4);
