@@ -203,7 +203,9 @@ async function main(): Promise<number> {
   const nowMs = Date.now();
   const { events, resent } = demoStream(nowMs, runId);
   const bad = badEvents(nowMs);
-  const maxDims = new Set(config.plan.dimensions.filter((d) => d.aggregation === 'max').map((d) => d.name));
+  const maxDims = new Set(
+    [...config.plan.dimensions.values()].filter((d) => d.aggregation === 'max').map((d) => d.name),
+  );
   const expected = expectedRows([...events, ...resent], maxDims);
   const firstHour = hourIso(hourStart(nowMs) - HOURS * HOUR_MS);
   say(

@@ -44,7 +44,7 @@ export function registerPipelineCommands(program: Command): void {
           worker: role.worker,
         });
         logger.info(
-          { topics: config.topics, product: config.plan.productCode },
+          { topics: config.topics, products: config.plan.products.map((p) => p.productCode) },
           `meterline ${role.name} started`,
         );
         await untilSignal(logger, () => pipeline.stop());

@@ -69,7 +69,7 @@ export function registerProduceCommand(program: Command): void {
         const dimensions: string[] =
           opts.dimensions ??
           (process.env.METERLINE_PLAN
-            ? loadPlan(process.env.METERLINE_PLAN).dimensions.map((d) => d.name)
+            ? [...loadPlan(process.env.METERLINE_PLAN).dimensions.keys()]
             : ['api_calls']);
         const events = [
           ...syntheticEvents({

@@ -7,16 +7,22 @@
  * The watermark is the lowest event time over the topic's active partitions, minus the allowed
  * out-of-orderness. A partition without valid events for `idleTimeout` stops holding it back; when
  * every partition is idle, the watermark follows the wall clock.
+ *
+ * Freezing applies each dimension's metering model (metering-models.ts) to the hour's usage, and stores
+ * the records and the model state they leave behind in one script: a crash can never apply a model twice.
  */
-import type { Producer } from 'kafkajs';
+import { Partitioners, type Producer } from 'kafkajs';
+import type { Contract } from '../config/customers.ts';
 import type { Plan } from '../config/plan.ts';
 import type { StreamTask } from '../engine/stream-task.ts';
 import { isMeterlineError } from '../errors.ts';
 import type { Logger } from '../log.ts';
-import type { MeteringApi } from '../submit/aws-window.ts';
-import { hourIso } from '../time/hours.ts';
+import { aggregateField } from '../redis/keys.ts';
+import { acceptanceDeadline, DEFAULT_ACCEPTANCE_WINDOW_MS, type MeteringApi } from '../submit/aws-window.ts';
+import { HOUR_MS, hourIso, hourStart } from '../time/hours.ts';
 import { HOURLY_WINDOWS, type HourlyWindowStore } from '../window/hourly-window-store.ts';
-import type { AggregationOp, PartitionTime } from '../window/window-store.ts';
+import type { PartitionTime } from '../window/window-store.ts';
+import { HourFinalizer } from './hour-finalizer.ts';
 import { makeSubmissionRecord, type SubmissionRecord } from './submission-record.ts';
 
 export interface EventTimeOptions {
@@ -34,10 +40,17 @@ export interface CommitStageOptions extends EventTimeOptions {
   producer: Producer;
   submissionsTopic: string;
   plan: Plan;
-  ops: ReadonlyMap<string, AggregationOp>;
+  /** Subscribed customers (tenant ids): each gets hourly zero records on dimensions that ask for them. */
+  subscribers: () => readonly string[];
+  /** A customer's contract, for contract-with-overage dimensions. */
+  contractOf: (customer: string) => Contract | undefined;
   api: MeteringApi;
+  /** A record must reach AWS this long before its deadline: older empty hours get no zero record. */
+  submitMarginMs: number;
   logger: Logger;
   now?: () => number;
+  /** Test hooks: called after an hour is frozen and after its records are on the topic. */
+  faults?: { afterFreeze?: () => void; afterEmit?: () => void };
 }
 
 export interface PartitionProgress extends PartitionTime {
@@ -68,15 +81,66 @@ export function closeBoundary(
   return Math.max(watermark - o.graceMs, nowMs - o.maxDelayMs);
 }
 
+/** The Kafka partition a customer's events go to: the Java-compatible murmur2 partitioner on its key. */
+export function partitionOfCustomer(customer: string, partitions: number): number {
+  return PARTITIONER({
+    topic: 'usage',
+    partitionMetadata: Array.from({ length: partitions }, (_, partitionId) => ({
+      partitionId,
+      leader: 0,
+      replicas: [0],
+      isr: [0],
+      partitionErrorCode: 0,
+    })),
+    message: { key: customer, value: null },
+  });
+}
+const PARTITIONER = Partitioners.DefaultPartitioner();
+
+/** The hours to close now, oldest first: hours with usage, and every hour in sequence when needed. */
+export function hoursToClose(input: {
+  withUsage: readonly number[];
+  /** Close every hour, with or without usage (zero records, or units owed to the next hour). */
+  sequential: boolean;
+  closedThrough: number | undefined;
+  boundary: number;
+  /** The oldest hour AWS can still take: older empty hours are not worth a record. */
+  oldestAcceptable: number;
+}): number[] {
+  const hours = new Set(input.withUsage);
+  if (input.sequential) {
+    const last = hourStart(input.boundary) - HOUR_MS;
+    let h = input.closedThrough !== undefined ? input.closedThrough + HOUR_MS : (input.withUsage[0] ?? last);
+    h = Math.max(h, input.oldestAcceptable);
+    for (; h <= last; h += HOUR_MS) hours.add(h);
+  }
+  return [...hours].sort((a, b) => a - b);
+}
+
 export class CommitStage {
   /** `closeBoundary`: the latest hour end the last punctuation allowed to close. */
-  readonly stats = { hoursFinalized: 0, recordsEmitted: 0, reEmitted: 0, closeBoundary: 0 };
+  readonly stats = {
+    hoursFinalized: 0,
+    recordsEmitted: 0,
+    reEmitted: 0,
+    closeBoundary: 0,
+  };
+  readonly #finalizer: HourFinalizer;
   readonly #o: CommitStageOptions;
   readonly #now: () => number;
+  #partitions = 0;
+  /** partition → customer␟dimension fields that get zero records there. */
+  #zeroFields = new Map<number, string[]>();
 
   constructor(options: CommitStageOptions) {
     this.#o = options;
     this.#now = options.now ?? Date.now;
+    this.#finalizer = new HourFinalizer(options);
+  }
+
+  /** Zero records made, units held back by the AWS cap, allocations merged, entitlements missing. */
+  get modelStats(): HourFinalizer['stats'] {
+    return this.#finalizer.stats;
   }
 
   /** One punctuation over every task this instance owns. */
@@ -86,6 +150,7 @@ export class CommitStage {
     const store0 = tasks[0]?.getStateStore<HourlyWindowStore>(HOURLY_WINDOWS);
     if (!store0) return;
     const logEnds = await this.#o.logEnds();
+    this.#setPartitionCount(logEnds.size);
     const times = await store0.windows.partitionTimes(this.#o.usageTopic, logEnds.size);
     const now = this.#now();
     const boundary = closeBoundary(
@@ -110,32 +175,60 @@ export class CommitStage {
     }
   };
 
-  async #closeDue(store: HourlyWindowStore, boundary: number): Promise<void> {
-    const task = store.task;
-    for (const hour of await store.windows.pendingEmits(task)) {
-      this.stats.reEmitted += 1;
-      await this.#finalizeAndEmit(store, hour);
-    }
-    for (const hour of await store.windows.hoursEndingBy(task, boundary)) {
-      await this.#finalizeAndEmit(store, hour);
+  /** Zero records of a customer are made on the partition its events go to, so they meet its usage. */
+  #setPartitionCount(partitions: number): void {
+    if (partitions === this.#partitions) return;
+    this.#partitions = partitions;
+    this.#zeroFields = new Map();
+    const dims = [...this.#o.plan.dimensions.values()].filter((d) => d.zeroRecords);
+    if (!dims.length) return;
+    for (const customer of this.#o.subscribers()) {
+      const p = partitionOfCustomer(customer, partitions);
+      const list = this.#zeroFields.get(p) ?? [];
+      for (const d of dims) list.push(aggregateField(customer, d.name));
+      this.#zeroFields.set(p, list);
     }
   }
 
-  async #finalizeAndEmit(store: HourlyWindowStore, hourMs: number): Promise<void> {
+  async #closeDue(store: HourlyWindowStore, boundary: number): Promise<void> {
     const task = store.task;
-    const frozen = await store.windows.finalizeHour(task, store.token, hourMs, this.#o.ops);
+    const w = store.windows;
+    for (const hour of await w.pendingEmits(task)) {
+      this.stats.reEmitted += 1;
+      await this.#emit(store, hour);
+    }
+    const zeroFields = this.#zeroFields.get(task.partition) ?? [];
+    const withUsage = await w.hoursEndingBy(task, boundary);
+    const sequential = zeroFields.length > 0 || (await w.hasDue(task));
+    const hours = hoursToClose({
+      withUsage,
+      sequential,
+      closedThrough: sequential ? await w.closedThrough(task) : undefined,
+      boundary,
+      oldestAcceptable: this.#oldestAcceptableHour(),
+    });
+    for (const hour of hours) {
+      await this.#finalizer.freeze(store.windows, task, store.token, hour, zeroFields);
+      this.#o.faults?.afterFreeze?.();
+      await this.#emit(store, hour);
+    }
+  }
+
+  #oldestAcceptableHour(): number {
+    const now = this.#now();
+    let h = hourStart(now) - DEFAULT_ACCEPTANCE_WINDOW_MS[this.#o.api];
+    while (acceptanceDeadline(this.#o.api, h) - this.#o.submitMarginMs <= now) h += HOUR_MS;
+    return h;
+  }
+
+  /** Puts an hour's frozen records on the submission topic, then marks the hour emitted. */
+  async #emit(store: HourlyWindowStore, hourMs: number): Promise<void> {
+    const task = store.task;
     const finalizedAtMs = this.#now();
-    const records: SubmissionRecord[] = frozen.map((f) =>
-      makeSubmissionRecord({
-        productCode: this.#o.plan.productCode,
-        customer: f.customer,
-        dimension: f.dimension,
-        hourMs,
-        quantity: f.quantity,
-        api: this.#o.api,
-        finalizedAtMs,
-      }),
-    );
+    const records: SubmissionRecord[] = [];
+    for (const frozen of await this.#finalizer.frozen(store.windows, task, hourMs)) {
+      records.push(makeSubmissionRecord({ ...frozen, hourMs, api: this.#o.api, finalizedAtMs }));
+    }
     if (records.length) {
       await this.#o.producer.send({
         topic: this.#o.submissionsTopic,
@@ -143,12 +236,15 @@ export class CommitStage {
         messages: records.map((r) => ({ key: r.customer, value: JSON.stringify(r) })),
       });
     }
+    this.#o.faults?.afterEmit?.();
     await store.windows.markEmitted(task, store.token, hourMs);
     this.stats.hoursFinalized += 1;
     this.stats.recordsEmitted += records.length;
-    this.#o.logger.info(
-      { partition: task.partition, hour: hourIso(hourMs), records: records.length },
-      'hour finalized and emitted',
-    );
+    if (records.length) {
+      this.#o.logger.info(
+        { partition: task.partition, hour: hourIso(hourMs), records: records.length },
+        'hour finalized and emitted',
+      );
+    }
   }
 }

@@ -5,6 +5,7 @@
 import type { MeteringApi } from '../submit/aws-window.ts';
 import { acceptanceDeadline } from '../submit/aws-window.ts';
 import { hourIso } from '../time/hours.ts';
+import type { Allocation } from './allocations.ts';
 
 export interface SubmissionRecord {
   version: 1;
@@ -16,6 +17,8 @@ export interface SubmissionRecord {
   /** Start of the UTC hour: the record's AWS Timestamp. */
   hour: string;
   quantity: number;
+  /** How the quantity splits over allocation tag sets (sums to `quantity`); absent when untagged. */
+  allocations?: Allocation[];
   api: MeteringApi;
   /** The last instant AWS accepts this record. */
   deadline: string;
@@ -32,6 +35,7 @@ export function makeSubmissionRecord(input: {
   dimension: string;
   hourMs: number;
   quantity: number;
+  allocations?: Allocation[] | undefined;
   api: MeteringApi;
   finalizedAtMs: number;
 }): SubmissionRecord {
@@ -43,6 +47,7 @@ export function makeSubmissionRecord(input: {
     dimension: input.dimension,
     hour: hourIso(input.hourMs),
     quantity: input.quantity,
+    ...(input.allocations ? { allocations: input.allocations } : {}),
     api: input.api,
     deadline: new Date(acceptanceDeadline(input.api, input.hourMs)).toISOString(),
     finalizedAt: new Date(input.finalizedAtMs).toISOString(),
@@ -60,7 +65,10 @@ export function parseSubmissionRecord(value: Buffer | null): SubmissionRecord | 
       typeof r.dimension === 'string' &&
       typeof r.hour === 'string' &&
       Number.isInteger(r.quantity) &&
-      typeof r.productCode === 'string'
+      typeof r.productCode === 'string' &&
+      (r.allocations === undefined ||
+        (Array.isArray(r.allocations) &&
+          r.allocations.reduce((sum, a) => sum + (a?.quantity ?? Number.NaN), 0) === r.quantity))
     ) {
       return r as SubmissionRecord;
     }

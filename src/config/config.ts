@@ -179,6 +179,17 @@ export function loadConfig(roles: readonly Role[], env: NodeJS.ProcessEnv = proc
   const customers = source.METERLINE_CUSTOMERS
     ? attempt(() => loadCustomers(source.METERLINE_CUSTOMERS as string))
     : {};
+  if (plan && customers) {
+    for (const [tenant, mapping] of Object.entries(customers)) {
+      for (const dimension of Object.keys(mapping.contract?.entitlements ?? {})) {
+        if (plan.dimensions.get(dimension)?.model !== 'contract') {
+          issues.push(
+            `customers file: ${tenant}.contract.entitlements.${dimension}: not a contract dimension of the metering plan`,
+          );
+        }
+      }
+    }
+  }
   if (issues.length || !e || !plan || !customers) throw new ConfigError('configuration', issues);
 
   return {

@@ -17,7 +17,7 @@ type ScriptArg = string | number;
 /** meterline's scripts, defined on a client. Keys are passed with their count first. */
 export interface ScriptMethods {
   applyBatch(numKeys: number, ...args: ScriptArg[]): Promise<number[]>;
-  finalizeHour(numKeys: number, ...args: ScriptArg[]): Promise<string[] | number[]>;
+  finalizeHour(numKeys: number, ...args: ScriptArg[]): Promise<number[]>;
   markEmitted(numKeys: number, ...args: ScriptArg[]): Promise<number>;
 }
 

@@ -7,17 +7,44 @@ export interface PartitionRef {
   partition: number;
 }
 
-/** The field that names one aggregate inside an hour: customer and dimension, joined by a unit separator. */
+/** The field that names one aggregate inside an hour: customer, dimension (and tag set), joined by a unit separator. */
 export const FIELD_SEPARATOR = '\u001f';
 
-export function aggregateField(customer: string, dimension: string): string {
-  return `${customer}${FIELD_SEPARATOR}${dimension}`;
+export interface AggregateKey {
+  customer: string;
+  dimension: string;
+  /** The allocation tag set, when the events carried tags. */
+  tags?: Record<string, string>;
 }
 
-export function splitAggregateField(field: string): { customer: string; dimension: string } | undefined {
+/** Canonical form of a tag set: sorted entries, so {a,b} and {b,a} are one allocation. */
+function tagsKey(tags: Record<string, string>): string {
+  return JSON.stringify(Object.entries(tags).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+}
+
+export function aggregateField(customer: string, dimension: string, tags?: Record<string, string>): string {
+  return tags
+    ? `${customer}${FIELD_SEPARATOR}${dimension}${FIELD_SEPARATOR}${tagsKey(tags)}`
+    : `${customer}${FIELD_SEPARATOR}${dimension}`;
+}
+
+/** The customer␟dimension part of an aggregate field (drops the tag set). */
+export function baseField(field: string): string {
+  const i = field.indexOf(FIELD_SEPARATOR);
+  const j = i < 0 ? -1 : field.indexOf(FIELD_SEPARATOR, i + 1);
+  return j < 0 ? field : field.slice(0, j);
+}
+
+export function splitAggregateField(field: string): AggregateKey | undefined {
   const i = field.indexOf(FIELD_SEPARATOR);
   if (i < 0) return undefined;
-  return { customer: field.slice(0, i), dimension: field.slice(i + 1) };
+  const j = field.indexOf(FIELD_SEPARATOR, i + 1);
+  if (j < 0) return { customer: field.slice(0, i), dimension: field.slice(i + 1) };
+  return {
+    customer: field.slice(0, i),
+    dimension: field.slice(i + 1, j),
+    tags: Object.fromEntries(JSON.parse(field.slice(j + 1)) as [string, string][]),
+  };
 }
 
 export class Keys {
@@ -58,7 +85,7 @@ export class PartitionKeys {
   openHours(): string {
     return `${this.base}:open`;
   }
-  /** Hash of open aggregates of one hour, field = customer␟dimension, value = micro-units. */
+  /** Hash of open aggregates of one hour, field = customer␟dimension[␟tag set], value = micro-units. */
   aggregates(hourMs: number): string {
     return `${this.base}:agg:${hourMs}`;
   }
@@ -66,7 +93,7 @@ export class PartitionKeys {
   seen(hourMs: number): string {
     return `${this.base}:seen:${hourMs}`;
   }
-  /** Frozen integer quantities of a finalized hour. */
+  /** The frozen records of a finalized hour: field = customer␟dimension, value = quantity and allocations. */
   finalized(hourMs: number): string {
     return `${this.base}:fin:${hourMs}`;
   }
@@ -74,9 +101,17 @@ export class PartitionKeys {
   pendingEmit(): string {
     return `${this.base}:emit`;
   }
-  /** Fractional remainders carried to the next hour of the same customer and dimension. */
-  carry(): string {
-    return `${this.base}:carry`;
+  /** Metering-model state per customer␟dimension: carried remainders, held units, peaks, cumulatives. */
+  modelState(): string {
+    return `${this.base}:model`;
+  }
+  /** Customer␟dimension fields whose model state owes units to the next closed hour. */
+  due(): string {
+    return `${this.base}:due`;
+  }
+  /** The latest hour closed in sequence (zero records close every hour, with or without usage). */
+  closedThrough(): string {
+    return `${this.base}:closed`;
   }
   /** The partition's event time: highest event time applied, and the wall clock of that batch. */
   time(): string {

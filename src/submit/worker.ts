@@ -322,6 +322,12 @@ function prepare(record: SubmissionRecord, mapping: CustomerMapping): Prepared {
     Dimension: record.dimension,
     Quantity: record.quantity,
   };
+  if (record.allocations?.length) {
+    usage.UsageAllocations = record.allocations.map((a) => ({
+      AllocatedUsageQuantity: a.quantity,
+      ...(a.tags ? { Tags: Object.entries(a.tags).map(([Key, Value]) => ({ Key, Value })) } : {}),
+    }));
+  }
   if ('customerAwsAccountId' in mapping) {
     usage.CustomerAWSAccountId = mapping.customerAwsAccountId;
     usage.LicenseArn = mapping.licenseArn;

@@ -43,7 +43,7 @@ export function meteringTopology(deps: {
 }): MeteringTopology {
   const { config, admin } = deps;
   const ops = new Map<string, AggregationOp>(
-    config.plan.dimensions.map((d) => [d.name, d.aggregation === 'max' ? 'm' : 's']),
+    [...config.plan.dimensions.values()].map((d) => [d.name, d.aggregation === 'max' ? 'm' : 's']),
   );
   const recovery = kafkaRecoverySource(admin, config.groups.processor);
 
@@ -57,8 +57,10 @@ export function meteringTopology(deps: {
     producer: deps.producer,
     submissionsTopic: config.topics.submissions,
     plan: config.plan,
-    ops,
+    subscribers: () => Object.keys(config.customers ?? {}),
+    contractOf: (customer) => config.customers?.[customer]?.contract,
     api: 'BatchMeterUsage',
+    submitMarginMs: config.window.submitMarginMs,
     graceMs: config.window.graceMs,
     maxDelayMs: config.window.maxDelayMs,
     maxOutOfOrdernessMs: config.window.maxOutOfOrdernessMs,

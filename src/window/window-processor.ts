@@ -61,15 +61,10 @@ export class WindowProcessor implements Processor<SourceRecord> {
     const e = result.event;
     const hour = hourStart(e.timestampMs);
     const store = this.#store as HourlyWindowStore;
-    const add = () =>
-      store.add(
-        hour,
-        aggregateField(e.customer, e.dimension),
-        this.#o.ops.get(e.dimension) ?? 's',
-        e.id,
-        e.micros,
-        e.timestampMs,
-      );
+    const op = this.#o.ops.get(e.dimension) ?? 's';
+    // Sums keep one aggregate per allocation tag set; a peak has no per-tag split.
+    const field = aggregateField(e.customer, e.dimension, op === 's' ? e.tags : undefined);
+    const add = () => store.add(hour, field, op, e.id, e.micros, e.timestampMs);
     if (this.#o.latePolicy !== 'dead-letter') return add();
     return store.isFinalized(hour).then((finalized) => {
       if (finalized)

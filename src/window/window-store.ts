@@ -3,9 +3,8 @@
  * KEYS and ARGV from the key builder and maps their failure codes to typed errors.
  */
 import { MeterlineError } from '../errors.ts';
-import { MICROS } from '../ingest/event.ts';
 import type { ScriptedRedis } from '../redis/client.ts';
-import { type Keys, type PartitionRef, splitAggregateField } from '../redis/keys.ts';
+import { baseField, type Keys, type PartitionRef } from '../redis/keys.ts';
 
 export type AggregationOp = 's' | 'm';
 
@@ -28,10 +27,17 @@ export interface ApplyResult {
   carried: number;
 }
 
-export interface FrozenRecord {
-  customer: string;
-  dimension: string;
-  quantity: number;
+/** One hour of one partition as the commit stage reads it before freezing. */
+export interface HourSnapshot {
+  /** The partition checkpoint the snapshot was read at ('' when none). */
+  checkpoint: string;
+  finalized: boolean;
+  /** Aggregate field (customer␟dimension[␟tags]) → micro-units. */
+  aggregates: [string, bigint][];
+  /** Customer␟dimension fields whose state owes units to the next closed hour. */
+  due: string[];
+  /** Customer␟dimension → encoded model state (null when none). */
+  states: Map<string, string | null>;
 }
 
 export interface WindowStoreOptions {
@@ -42,12 +48,11 @@ export interface WindowStoreOptions {
   lateAuditCap?: number;
 }
 
-export const MAX_AWS_QUANTITY = 2_147_483_647;
-
 const FENCED = -1;
 const STALE = -2;
 const HOUR_FINALIZED = -3;
 const STATE_LOST = -4;
+const MOVED = -5;
 
 export type LatePolicy = 'carry-forward' | 'dead-letter';
 
@@ -164,35 +169,91 @@ export class WindowStore {
     return (await this.redis.zrange(this.keys.partition(p).pendingEmit(), '0', '-1')).map(Number);
   }
 
-  /** Freezes an hour (idempotently) and returns its records. */
-  async finalizeHour(
+  /**
+   * What finalizing an hour needs, read at one checkpoint: the hour's aggregates, whether it is frozen
+   * already, the fields whose model state owes units, and the model state of `fields` and of those.
+   */
+  async readHour(p: PartitionRef, hourMs: number, fields: readonly string[]): Promise<HourSnapshot> {
+    const k = this.keys.partition(p);
+    const res = await this.redis
+      .multi()
+      .get(k.checkpoint())
+      .exists(k.finalized(hourMs))
+      .hgetall(k.aggregates(hourMs))
+      .smembers(k.due())
+      .exec();
+    if (!res || res.some(([e]) => e))
+      throw new MeterlineError('redis_error', 'reading the hour failed', { retriable: true });
+    const checkpoint = res[0]?.[1] as string | null;
+    const aggregates = Object.entries(res[2]?.[1] as Record<string, string>).map(
+      ([field, micros]) => [field, BigInt(micros)] as [string, bigint],
+    );
+    const due = res[3]?.[1] as string[];
+    const wanted = [...new Set([...fields, ...due, ...aggregates.map(([f]) => baseField(f))])];
+    const states = new Map<string, string | null>();
+    if (wanted.length) {
+      const values = await this.redis.hmget(k.modelState(), ...wanted);
+      wanted.forEach((f, i) => states.set(f, values[i] ?? null));
+    }
+    return { checkpoint: checkpoint ?? '', finalized: res[1]?.[1] === 1, aggregates, due, states };
+  }
+
+  /**
+   * Freezes an hour with the records and model state computed from `readHour`'s snapshot, in one
+   * script. 'moved' means the partition's checkpoint changed since the snapshot: read again.
+   */
+  async freezeHour(
     p: PartitionRef,
     token: string,
     hourMs: number,
-    ops: ReadonlyMap<string, AggregationOp>,
-  ): Promise<FrozenRecord[]> {
+    snapshotCheckpoint: string,
+    records: readonly [field: string, frozen: string][],
+    states: readonly [field: string, encoded: string, owesNextHour: boolean][],
+  ): Promise<'frozen' | 'already' | 'moved'> {
     const k = this.keys.partition(p);
     const keys = [
       k.fence(),
+      k.checkpoint(),
       k.aggregates(hourMs),
       k.finalized(hourMs),
       k.openHours(),
       k.pendingEmit(),
-      k.carry(),
+      k.modelState(),
+      k.due(),
+      k.closedThrough(),
     ];
     const args: (string | number)[] = [
       token,
+      snapshotCheckpoint,
       hourMs,
       Math.ceil(this.options.finalizedTtlMs / 1000),
-      MICROS,
-      MAX_AWS_QUANTITY,
-      ops.size,
+      records.length,
     ];
-    for (const [dimension, op] of ops) args.push(dimension, op);
+    for (const [field, frozen] of records) args.push(field, frozen);
+    args.push(states.length);
+    for (const [field, encoded, owes] of states) args.push(field, encoded, owes ? '1' : '0');
     const res = await this.redis.finalizeHour(keys.length, ...keys, ...args);
     if (res[0] === FENCED) throw fenced(p);
     if (res[0] === STATE_LOST) throw stateLost(p);
-    return parseFrozen(res as string[]);
+    if (res[0] === MOVED) return 'moved';
+    return res[0] === 1 ? 'frozen' : 'already';
+  }
+
+  /** The frozen records of a finalized hour, field → stored record. */
+  async frozenRecords(p: PartitionRef, hourMs: number): Promise<[field: string, frozen: string][]> {
+    const all = await this.redis.hgetall(this.keys.partition(p).finalized(hourMs));
+    return Object.entries(all).filter(([field]) => field !== '__hour');
+  }
+
+  /** The latest hour closed on the partition, if any. */
+  async closedThrough(p: PartitionRef): Promise<number | undefined> {
+    const v = await this.redis.get(this.keys.partition(p).closedThrough());
+    return v === null ? undefined : Number(v);
+  }
+
+  /** Whether some customer's model state owes units to the next closed hour. */
+  async hasDue(p: PartitionRef): Promise<boolean> {
+    return (await this.redis.scard(this.keys.partition(p).due())) > 0;
   }
 
   async markEmitted(p: PartitionRef, token: string, hourMs: number): Promise<void> {
@@ -260,13 +321,4 @@ function fenced(p: PartitionRef): MeterlineError {
       context: { ...p },
     },
   );
-}
-
-function parseFrozen(flat: string[]): FrozenRecord[] {
-  const out: FrozenRecord[] = [];
-  for (let i = 0; i < flat.length; i += 2) {
-    const parts = splitAggregateField(flat[i] as string);
-    if (parts) out.push({ ...parts, quantity: Number(flat[i + 1]) });
-  }
-  return out;
 }

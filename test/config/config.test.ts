@@ -37,7 +37,16 @@ describe('configuration', () => {
       partitions: 6,
     });
     expect(c.window.graceMs).toBe(5 * 60_000);
-    expect(c.plan.dimensions[0]).toEqual({ name: 'api_calls', model: 'hourly', aggregation: 'sum' });
+    expect(c.plan.dimensions.get('api_calls')).toEqual({
+      name: 'api_calls',
+      model: 'hourly',
+      aggregation: 'sum',
+      unit: 1,
+      unitMicros: 1_000_000n,
+      rounding: 'floor',
+      zeroRecords: false,
+      productCode: 'prod-x',
+    });
   });
 
   it('lists every violation at once, each with its key', () => {

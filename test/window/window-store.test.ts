@@ -3,26 +3,28 @@
  * exact sums in micro-units, and finalization that freezes once and carries remainders.
  */
 import { afterAll, beforeEach, describe, expect, it } from 'vitest';
+import { HourFinalizer } from '../../src/commit/hour-finalizer.ts';
+import { MAX_AWS_QUANTITY } from '../../src/commit/metering-models.ts';
+import { parsePlan } from '../../src/config/plan.ts';
 import { createRedis } from '../../src/redis/client.ts';
 import { aggregateField, Keys } from '../../src/redis/keys.ts';
 import { HOUR_MS } from '../../src/time/hours.ts';
-import {
-  type HourGroup,
-  type LatePolicy,
-  MAX_AWS_QUANTITY,
-  WindowStore,
-} from '../../src/window/window-store.ts';
-import { deleteKeys, stackEnv, uniqueId } from '../support/harness.ts';
+import { type HourGroup, type LatePolicy, WindowStore } from '../../src/window/window-store.ts';
+import { deleteKeys, stackEnv, testLogger, uniqueId } from '../support/harness.ts';
 
 const redis = createRedis(stackEnv().redisUrl);
 const H0 = Date.parse('2026-11-27T10:00:00Z');
 const H1 = H0 + HOUR_MS;
 const H2 = H1 + HOUR_MS;
 const NOW_HOUR = H2 + HOUR_MS;
-const sumOps = new Map([
-  ['calls', 's' as const],
-  ['seats', 'm' as const],
-]);
+const finalizer = new HourFinalizer({
+  plan: parsePlan({
+    productCode: 'prod-t',
+    dimensions: [{ name: 'calls' }, { name: 'seats', aggregation: 'max' }],
+  }),
+  contractOf: () => undefined,
+  logger: testLogger(),
+});
 let prefix: string;
 const prefixes: string[] = [];
 let store: WindowStore;
@@ -106,7 +108,7 @@ describe('applyBatch', () => {
     await expect(apply(zombie.token, offsets(0, 0), [group(H0, calls, [['a', 5]])])).rejects.toMatchObject({
       code: 'fenced',
     });
-    await expect(store.finalizeHour(p, zombie.token, H0, sumOps)).rejects.toMatchObject({ code: 'fenced' });
+    await expect(finalizer.finalize(store, p, zombie.token, H0)).rejects.toMatchObject({ code: 'fenced' });
     expect(await redis.exists(new Keys(prefix).partition(p).aggregates(H0))).toBe(0);
     await apply(owner.token, offsets(0, 0), [group(H0, calls, [['a', 5]])]);
     expect(await store.claim(p)).toMatchObject({ checkpoint: '0' });
@@ -133,7 +135,7 @@ describe('applyBatch', () => {
   it('carries events for a finalized hour into the open hour and audits them', async () => {
     const { token } = await store.claim(p);
     await apply(token, offsets(0, 0), [group(H0, calls, [['a', 1_000_000]])]);
-    await store.finalizeHour(p, token, H0, sumOps);
+    await finalizer.finalize(store, p, token, H0);
     const r = await apply(token, offsets(1, 2), [
       group(H0, calls, [
         ['late', 2_000_000],
@@ -143,7 +145,7 @@ describe('applyBatch', () => {
     expect(r).toEqual({ applied: 1, duplicates: 1, carried: 1 });
     const k = new Keys(prefix).partition(p);
     expect(await redis.hget(k.aggregates(NOW_HOUR), calls)).toBe('2000000');
-    expect(await redis.hgetall(k.finalized(H0))).toMatchObject({ [calls]: '1' });
+    expect(JSON.parse((await redis.hget(k.finalized(H0), calls)) ?? '')).toMatchObject({ quantity: 1 });
     expect(await redis.lrange(k.lateAudit(), 0, -1)).toEqual([`late|${calls}|${H0}|${NOW_HOUR}`]);
     expect(await store.hoursEndingBy(p, NOW_HOUR + 2 * HOUR_MS)).toEqual([NOW_HOUR]);
   });
@@ -153,7 +155,7 @@ describe('applyBatch under the dead-letter late policy, and after state loss', (
   it('refuses, changing nothing, a batch that touches an hour finalized since it was prepared', async () => {
     const { token } = await store.claim(p);
     await apply(token, offsets(0, 0), [group(H0, calls, [['a', 1_000_000]])]);
-    await store.finalizeHour(p, token, H0, sumOps);
+    await finalizer.finalize(store, p, token, H0);
     await expect(
       apply(
         token,
@@ -175,7 +177,7 @@ describe('applyBatch under the dead-letter late policy, and after state loss', (
     await expect(apply(token, offsets(1, 1), [group(H0, calls, [['b', 1]])])).rejects.toMatchObject({
       code: 'state_lost',
     });
-    await expect(store.finalizeHour(p, token, H0, sumOps)).rejects.toMatchObject({ code: 'state_lost' });
+    await expect(finalizer.finalize(store, p, token, H0)).rejects.toMatchObject({ code: 'state_lost' });
   });
 
   it('tracks the partition event time and the wall clock of its last valid batch', async () => {
@@ -194,10 +196,10 @@ describe('finalizeHour', () => {
   it('freezes once: a second call returns the same records and later events cannot change them', async () => {
     const { token } = await store.claim(p);
     await apply(token, offsets(0, 0), [group(H0, calls, [['a', 3_000_000]])]);
-    const first = await store.finalizeHour(p, token, H0, sumOps);
+    const first = await finalizer.finalize(store, p, token, H0);
     await apply(token, offsets(1, 1), [group(H0, calls, [['b', 9_000_000]])]);
-    const again = await store.finalizeHour(p, token, H0, sumOps);
-    expect(first).toEqual([{ customer: 'acme', dimension: 'calls', quantity: 3 }]);
+    const again = await finalizer.finalize(store, p, token, H0);
+    expect(first).toEqual([{ customer: 'acme', dimension: 'calls', productCode: 'prod-t', quantity: 3 }]);
     expect(again).toEqual(first);
     expect(await store.pendingEmits(p)).toEqual([H0]);
     await store.markEmitted(p, token, H0);
@@ -212,23 +214,23 @@ describe('finalizeHour', () => {
     for (const hour of [H0, H1, H2]) {
       await apply(token, offsets(offset, offset), [group(hour, calls, [[`e${offset}`, 400_000]])]);
       offset += 1;
-      const records = await store.finalizeHour(p, token, hour, sumOps);
+      const records = await finalizer.finalize(store, p, token, hour);
       billed.push(records[0]?.quantity ?? -1);
     }
     expect(billed).toEqual([0, 0, 1]);
-    expect(await redis.hget(new Keys(prefix).partition(p).carry(), calls)).toBe('200000');
+    expect(await redis.hget(new Keys(prefix).partition(p).modelState(), calls)).toBe('{"carry":"200000"}');
   });
 
   it('caps a quantity at the AWS maximum and carries the excess', async () => {
     const { token } = await store.claim(p);
     const micros = (MAX_AWS_QUANTITY + 10) * 1_000_000;
     await apply(token, offsets(0, 0), [group(H0, calls, [['big', micros]])]);
-    expect(await store.finalizeHour(p, token, H0, sumOps)).toEqual([
-      { customer: 'acme', dimension: 'calls', quantity: MAX_AWS_QUANTITY },
+    expect(await finalizer.finalize(store, p, token, H0)).toEqual([
+      { customer: 'acme', dimension: 'calls', productCode: 'prod-t', quantity: MAX_AWS_QUANTITY },
     ]);
     await apply(token, offsets(1, 1), [group(H1, calls, [['small', 1_000_000]])]);
-    expect(await store.finalizeHour(p, token, H1, sumOps)).toEqual([
-      { customer: 'acme', dimension: 'calls', quantity: 11 },
+    expect(await finalizer.finalize(store, p, token, H1)).toEqual([
+      { customer: 'acme', dimension: 'calls', productCode: 'prod-t', quantity: 11 },
     ]);
   });
 
@@ -236,8 +238,8 @@ describe('finalizeHour', () => {
     const { token } = await store.claim(p);
     const seats = aggregateField('acme', 'seats');
     await apply(token, offsets(0, 0), [group(H0, seats, [['s', 2_500_000]], 'm')]);
-    expect(await store.finalizeHour(p, token, H0, sumOps)).toEqual([
-      { customer: 'acme', dimension: 'seats', quantity: 3 },
+    expect(await finalizer.finalize(store, p, token, H0)).toEqual([
+      { customer: 'acme', dimension: 'seats', productCode: 'prod-t', quantity: 3 },
     ]);
   });
 
@@ -250,7 +252,7 @@ describe('finalizeHour', () => {
       micros: [1_000_000],
     }));
     await apply(token, offsets(0, 5999), [{ hourMs: H0, aggregates: events }]);
-    const records = await store.finalizeHour(p, token, H0, sumOps);
+    const records = await finalizer.finalize(store, p, token, H0);
     expect(records).toHaveLength(6000);
     expect(records.every((r) => r.quantity === 1)).toBe(true);
   });

@@ -1,15 +1,18 @@
 --[[
-  Freezes one hour of one partition: turns each aggregate into the integer quantity AWS will bill, carries
-  the fractional remainder of sums to the next hour of the same customer and dimension, and marks the hour
-  "finalized, not yet emitted". Idempotent: a second call returns the frozen quantities unchanged.
+  Freezes one hour of one partition in one atomic step: stores the frozen records the commit stage
+  computed, the metering-model state they leave behind, and marks the hour "finalized, not yet emitted".
+  The records were computed from the aggregates and state read at checkpoint ARGV[2]; if the partition
+  moved on since (it cannot while the task holds its queue, but a bug must not double-apply a model),
+  nothing is written and the caller reads again. A finalized hour never changes: a second call is a no-op.
 
-  KEYS[1] fence  KEYS[2] aggregates(hour)  KEYS[3] finalized(hour)  KEYS[4] open hours
-  KEYS[5] pending emit  KEYS[6] carry
+  KEYS[1] fence  KEYS[2] checkpoint  KEYS[3] aggregates(hour)  KEYS[4] finalized(hour)  KEYS[5] open hours
+  KEYS[6] pending emit  KEYS[7] model state  KEYS[8] due  KEYS[9] closed-through
 
-  ARGV[1] fencing token  ARGV[2] hourMs  ARGV[3] finalized-hour ttl (s)  ARGV[4] micro-units per unit
-  ARGV[5] largest quantity AWS takes  ARGV[6] N, then N pairs (dimension, op) with op 's' | 'm'
+  ARGV[1] fencing token  ARGV[2] checkpoint read ('' when none)  ARGV[3] hourMs  ARGV[4] finalized ttl (s)
+  ARGV[5] R, then R pairs (field, frozen record)
+  then S, then S triples (field, encoded state or '' to delete, '1' when it owes the next hour | '0')
 
-  Returns a flat list field, quantity, field, quantity ... (the frozen hour), { -1 } when fenced, or { -4 } when the partition's state is gone.
+  Returns { 1 } frozen now, { 0 } already frozen, { -1 } fenced, { -4 } state gone, { -5 } state moved on.
 ]]
 local fence = redis.call('GET', KEYS[1])
 if not fence then
@@ -18,52 +21,47 @@ end
 if fence ~= ARGV[1] then
   return { -1 }
 end
-local hour = ARGV[2]
-if redis.call('EXISTS', KEYS[3]) == 1 then
-  redis.call('ZREM', KEYS[4], hour)
-  return redis.call('HGETALL', KEYS[3])
+local hour = ARGV[3]
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  redis.call('ZREM', KEYS[5], hour)
+  return { 0 }
+end
+if (redis.call('GET', KEYS[2]) or '') ~= ARGV[2] then
+  return { -5 }
 end
 
-local unit = tonumber(ARGV[4])
-local maxQuantity = tonumber(ARGV[5])
-local ops = {}
-for i = 1, tonumber(ARGV[6]) do
-  ops[ARGV[6 + (i - 1) * 2 + 1]] = ARGV[6 + (i - 1) * 2 + 2]
-end
-
+local records = tonumber(ARGV[5])
 local frozen = { '__hour', hour }
-local entries = redis.call('HGETALL', KEYS[2])
-for i = 1, #entries, 2 do
-  local field, micros = entries[i], tonumber(entries[i + 1])
-  local sep = string.find(field, '\031', 1, true)
-  local dimension = string.sub(field, sep + 1)
-  local quantity
-  if ops[dimension] == 'm' then
-    -- A peak is billed whole: a fractional seat is a seat.
-    quantity = math.ceil(micros / unit)
-    if quantity > maxQuantity then quantity = maxQuantity end
-  else
-    local total = micros + tonumber(redis.call('HGET', KEYS[6], field) or '0')
-    quantity = math.floor(total / unit)
-    if quantity > maxQuantity then quantity = maxQuantity end
-    -- Whatever is not billed now (the fraction, or the excess over AWS's limit) moves to the next hour.
-    local remainder = total - quantity * unit
-    if remainder > 0 then
-      redis.call('HSET', KEYS[6], field, string.format('%d', remainder))
-    else
-      redis.call('HDEL', KEYS[6], field)
-    end
-  end
-  frozen[#frozen + 1] = field
-  frozen[#frozen + 1] = string.format('%d', quantity)
+for i = 1, records do
+  frozen[#frozen + 1] = ARGV[5 + (i - 1) * 2 + 1]
+  frozen[#frozen + 1] = ARGV[5 + (i - 1) * 2 + 2]
 end
-
 -- One HSET per chunk: unpack() of a large table overflows Lua's C stack.
 for i = 1, #frozen, 1000 do
-  redis.call('HSET', KEYS[3], unpack(frozen, i, math.min(i + 999, #frozen)))
+  redis.call('HSET', KEYS[4], unpack(frozen, i, math.min(i + 999, #frozen)))
 end
-redis.call('EXPIRE', KEYS[3], tonumber(ARGV[3]))
-redis.call('DEL', KEYS[2])
-redis.call('ZREM', KEYS[4], hour)
-redis.call('ZADD', KEYS[5], hour, hour)
-return frozen
+redis.call('EXPIRE', KEYS[4], tonumber(ARGV[4]))
+
+local s0 = 5 + records * 2 + 1
+for i = 1, tonumber(ARGV[s0]) do
+  local field, state, owes = ARGV[s0 + (i - 1) * 3 + 1], ARGV[s0 + (i - 1) * 3 + 2], ARGV[s0 + (i - 1) * 3 + 3]
+  if state == '' then
+    redis.call('HDEL', KEYS[7], field)
+  else
+    redis.call('HSET', KEYS[7], field, state)
+  end
+  if owes == '1' then
+    redis.call('SADD', KEYS[8], field)
+  else
+    redis.call('SREM', KEYS[8], field)
+  end
+end
+
+redis.call('DEL', KEYS[3])
+redis.call('ZREM', KEYS[5], hour)
+redis.call('ZADD', KEYS[6], hour, hour)
+local closed = tonumber(redis.call('GET', KEYS[9]) or '-1')
+if tonumber(hour) > closed then
+  redis.call('SET', KEYS[9], hour)
+end
+return { 1 }

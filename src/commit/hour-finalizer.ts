@@ -1,0 +1,233 @@
+/**
+ * Finalizing one hour of one partition: reads its aggregates and the metering-model state at one
+ * checkpoint, applies each dimension's model (metering-models.ts), splits quantities over allocation tag
+ * sets, and stores the frozen records with the new model state in one script. A frozen hour never
+ * changes, and a crash can never apply a model twice.
+ */
+import type { Contract } from '../config/customers.ts';
+import { type Dimension, MICROS_PER_UNIT, type Plan } from '../config/plan.ts';
+import { MeterlineError } from '../errors.ts';
+import type { Logger } from '../log.ts';
+import { baseField, type PartitionRef, splitAggregateField } from '../redis/keys.ts';
+import { hourIso } from '../time/hours.ts';
+import type { HourSnapshot, WindowStore } from '../window/window-store.ts';
+import { type Allocation, type AllocationPart, allocate } from './allocations.ts';
+import {
+  applyModel,
+  contractPeriod,
+  decodeState,
+  encodeState,
+  isEmptyState,
+  type ModelState,
+  monthOf,
+} from './metering-models.ts';
+
+export interface HourFinalizerOptions {
+  plan: Plan;
+  /** A customer's contract, for contract-with-overage dimensions. */
+  contractOf: (customer: string) => Contract | undefined;
+  logger: Logger;
+}
+
+/** A frozen record of a finalized hour. */
+export interface FrozenRecordOf extends FrozenRecord {
+  customer: string;
+  dimension: string;
+}
+
+export class HourFinalizer {
+  readonly stats = {
+    zeroRecords: 0,
+    /** Units above AWS's per-record limit, held for later hours. */
+    heldBackUnits: 0,
+    /** Tag sets beyond AWS's allocation limit, merged into untagged usage. */
+    allocationsMerged: 0,
+    missingEntitlements: 0,
+  };
+  readonly #o: HourFinalizerOptions;
+  readonly #warnedEntitlements = new Set<string>();
+
+  constructor(options: HourFinalizerOptions) {
+    this.#o = options;
+  }
+
+  /**
+   * Freezes an hour (a no-op when it is frozen already): applies each dimension's model to the hour's
+   * usage and stores the records with the model state in one script. `zeroFields` are the
+   * customer␟dimension fields that get a record this hour even without usage.
+   */
+  async freeze(
+    windows: WindowStore,
+    p: PartitionRef,
+    token: string,
+    hourMs: number,
+    zeroFields: readonly string[] = [],
+  ): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      const snapshot = await windows.readHour(p, hourMs, zeroFields);
+      if (snapshot.finalized) return;
+      const { records, states } = this.#compute(hourMs, snapshot, zeroFields);
+      const res = await windows.freezeHour(p, token, hourMs, snapshot.checkpoint, records, states);
+      if (res !== 'moved') break;
+      if (attempt === 3) {
+        throw new MeterlineError('redis_error', `hour ${hourIso(hourMs)} kept changing while it was frozen`, {
+          retriable: true,
+        });
+      }
+    }
+  }
+
+  /** The frozen records of a finalized hour. */
+  async frozen(windows: WindowStore, p: PartitionRef, hourMs: number): Promise<FrozenRecordOf[]> {
+    const out: FrozenRecordOf[] = [];
+    for (const [field, text] of await windows.frozenRecords(p, hourMs)) {
+      const key = splitAggregateField(field);
+      if (key)
+        out.push({ customer: key.customer, dimension: key.dimension, ...parseFrozen(text, this.#o.plan) });
+    }
+    return out;
+  }
+
+  /** Freezes an hour if needed and returns its records (tests and tools; the commit stage splits the two). */
+  async finalize(
+    windows: WindowStore,
+    p: PartitionRef,
+    token: string,
+    hourMs: number,
+    zeroFields: readonly string[] = [],
+  ): Promise<FrozenRecordOf[]> {
+    await this.freeze(windows, p, token, hourMs, zeroFields);
+    return this.frozen(windows, p, hourMs);
+  }
+
+  #compute(
+    hourMs: number,
+    snapshot: HourSnapshot,
+    zeroFields: readonly string[],
+  ): { records: [string, string][]; states: [string, string, boolean][] } {
+    const usage = new Map<string, { total: bigint; max: boolean; parts: AllocationPart[] }>();
+    for (const [field, micros] of snapshot.aggregates) {
+      const key = splitAggregateField(field);
+      if (!key) continue;
+      const base = baseField(field);
+      const max = this.#o.plan.dimensions.get(key.dimension)?.aggregation === 'max';
+      const u = usage.get(base) ?? { total: 0n, max, parts: [] };
+      u.total = max ? (micros > u.total ? micros : u.total) : u.total + micros;
+      u.parts.push({ ...(key.tags ? { tags: key.tags } : {}), micros });
+      usage.set(base, u);
+    }
+    const fields = new Set([...usage.keys(), ...zeroFields, ...snapshot.due]);
+    const records: [string, string][] = [];
+    const states: [string, string, boolean][] = [];
+    for (const field of fields) {
+      const key = splitAggregateField(field);
+      if (!key) continue;
+      const dimension = this.#dimension(key.dimension);
+      const u = usage.get(field);
+      const contract =
+        dimension.model === 'contract' ? this.#contract(key.customer, dimension, hourMs) : undefined;
+      const outcome = applyModel({
+        hourMs,
+        dimension: {
+          ...dimension,
+          zeroRecords: dimension.zeroRecords && zeroFields.includes(field),
+        },
+        usage: u?.total,
+        state: decodeState(snapshot.states.get(field)),
+        ...(contract ? { contract } : {}),
+      });
+      if (outcome.heldBack > 0n) {
+        this.stats.heldBackUnits += Number(outcome.heldBack);
+        this.#o.logger.error(
+          {
+            customer: key.customer,
+            dimension: key.dimension,
+            hour: hourIso(hourMs),
+            held: String(outcome.heldBack),
+          },
+          'quantity above the AWS limit of 2147483647: the excess is held for the next hours',
+        );
+      }
+      if (outcome.quantity !== undefined) {
+        const { allocations, merged } = allocate(outcome.quantity, u?.parts ?? []);
+        if (merged) {
+          this.stats.allocationsMerged += merged;
+          this.#o.logger.warn(
+            { customer: key.customer, dimension: key.dimension, hour: hourIso(hourMs), merged },
+            'more tag sets than AWS allows in one record: the smallest are billed as untagged usage',
+          );
+        }
+        if (!u && outcome.quantity === 0) this.stats.zeroRecords += 1;
+        const frozen: FrozenRecord = { productCode: dimension.productCode, quantity: outcome.quantity };
+        if (allocations) frozen.allocations = allocations;
+        records.push([field, JSON.stringify(frozen)]);
+      }
+      states.push([
+        field,
+        isEmptyState(outcome.state) ? '' : encodeState(outcome.state),
+        owesNextHour(outcome.state, dimension),
+      ]);
+    }
+    return { records, states };
+  }
+
+  #dimension(name: string): Dimension {
+    const d = this.#o.plan.dimensions.get(name);
+    if (d) return d;
+    // Usage counted before the dimension left the plan is still billed, as plain hourly usage.
+    this.#o.logger.error(
+      { dimension: name },
+      'dimension is no longer in the metering plan: billed as hourly',
+    );
+    const first = this.#o.plan.products[0]?.productCode ?? '';
+    return {
+      name,
+      model: 'hourly',
+      aggregation: 'sum',
+      unit: 1,
+      unitMicros: BigInt(MICROS_PER_UNIT),
+      rounding: 'floor',
+      zeroRecords: false,
+      productCode: first,
+    };
+  }
+
+  #contract(customer: string, d: Dimension, hourMs: number): { period: string; entitlementMicros: bigint } {
+    const contract = this.#o.contractOf(customer);
+    const entitlement = contract?.entitlements[d.name];
+    if (entitlement === undefined) {
+      this.stats.missingEntitlements += 1;
+      if (!this.#warnedEntitlements.has(`${customer}|${d.name}`)) {
+        this.#warnedEntitlements.add(`${customer}|${d.name}`);
+        this.#o.logger.warn(
+          { customer, dimension: d.name },
+          'no contract entitlement for this customer: all usage is billed as overage',
+        );
+      }
+    }
+    return {
+      period: contract ? contractPeriod(contract, hourMs) : monthOf(hourMs),
+      entitlementMicros:
+        (BigInt(Math.round((entitlement ?? 0) * MICROS_PER_UNIT)) * d.unitMicros) / BigInt(MICROS_PER_UNIT),
+    };
+  }
+}
+
+/** A frozen record as stored in the finalized hour. */
+export interface FrozenRecord {
+  productCode: string;
+  quantity: number;
+  allocations?: Allocation[];
+}
+
+function parseFrozen(text: string, plan: Plan): FrozenRecord {
+  // Hours frozen by the skeleton hold a bare quantity.
+  if (/^\d+$/.test(text)) return { productCode: plan.products[0]?.productCode ?? '', quantity: Number(text) };
+  return JSON.parse(text) as FrozenRecord;
+}
+
+/** Whether the state owes whole units that the next closed hour should bill even without usage. */
+function owesNextHour(s: ModelState, d: Dimension): boolean {
+  if ((s.held ?? 0n) > 0n) return true;
+  return d.model === 'hourly' && d.aggregation === 'sum' && (s.carry ?? 0n) >= d.unitMicros;
+}
