@@ -43,6 +43,8 @@ export interface PipelineOptions {
   decoder?: EventDecoder;
   /** Test seam: runs before each batch commit. */
   beforeCommit?: (task: StreamTask) => Promise<void>;
+  /** Test seam: runs after an hour is frozen, and after its records are on the submission topic. */
+  commitFaults?: { afterFreeze?: () => void; afterEmit?: () => void };
 }
 
 export async function startPipeline(
@@ -96,6 +98,7 @@ export async function startPipeline(
         logger,
         now,
         tasks: async () => (app ? app.tasks() : []),
+        ...(options.commitFaults ? { faults: options.commitFaults } : {}),
       });
       app = new StreamsApp({
         kafka,

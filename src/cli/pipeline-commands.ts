@@ -1,6 +1,6 @@
 /** `meterline processor`, `worker` and `run`. */
 import type { Command } from 'commander';
-import { startPipeline } from '../pipeline.ts';
+import { type PipelineOptions, startPipeline } from '../pipeline.ts';
 import { loadConfigOrExit, roleLogger, untilSignal } from './lifecycle.ts';
 
 const ENV_HELP = `
@@ -42,6 +42,7 @@ export function registerPipelineCommands(program: Command): void {
         const pipeline = await startPipeline(config, logger, {
           processor: role.processor,
           worker: role.worker,
+          ...crashPointForTests(),
         });
         logger.info(
           { topics: config.topics, products: config.plan.products.map((p) => p.productCode) },
@@ -50,4 +51,17 @@ export function registerPipelineCommands(program: Command): void {
         await untilSignal(logger, () => pipeline.stop());
       });
   }
+}
+
+/**
+ * METERLINE_TEST_KILL_AT=after-freeze|after-emit makes the process kill -9 itself at that point of the
+ * commit stage: the crash tests use it to hit the gaps between freezing, emitting and marking exactly.
+ */
+function crashPointForTests(): Pick<PipelineOptions, 'commitFaults'> {
+  const at = process.env.METERLINE_TEST_KILL_AT;
+  if (!at) return {};
+  const die = () => process.kill(process.pid, 'SIGKILL');
+  if (at === 'after-freeze') return { commitFaults: { afterFreeze: die } };
+  if (at === 'after-emit') return { commitFaults: { afterEmit: die } };
+  throw new Error(`METERLINE_TEST_KILL_AT must be after-freeze or after-emit, not "${at}"`);
 }

@@ -159,9 +159,12 @@ export class CommitStage {
       this.#o,
     );
     this.stats.closeBoundary = boundary;
+    const zeroFrom = this.#zeroFields.size ? await this.#zeroRecordsFrom(tasks, boundary) : undefined;
     for (const task of tasks) {
       await task
-        .exclusive(() => this.#closeDue(task.getStateStore<HourlyWindowStore>(HOURLY_WINDOWS), boundary))
+        .exclusive(() =>
+          this.#closeDue(task.getStateStore<HourlyWindowStore>(HOURLY_WINDOWS), boundary, zeroFrom),
+        )
         .catch((error: unknown) => {
           if (isMeterlineError(error) && (error.code === 'fenced' || error.code === 'state_lost')) {
             this.#o.logger.warn(
@@ -190,7 +193,20 @@ export class CommitStage {
     }
   }
 
-  async #closeDue(store: HourlyWindowStore, boundary: number): Promise<void> {
+  /** The hour zero records start at: the oldest hour with usage when the pipeline first closed one. */
+  async #zeroRecordsFrom(tasks: StreamTask[], boundary: number): Promise<number | undefined> {
+    let candidate = hourStart(boundary) - HOUR_MS;
+    for (const task of tasks) {
+      const store = task.getStateStore<HourlyWindowStore>(HOURLY_WINDOWS);
+      const [first] = await store.windows.hoursEndingBy(store.task, boundary);
+      if (first !== undefined && first < candidate) candidate = first;
+    }
+    return tasks[0]
+      ?.getStateStore<HourlyWindowStore>(HOURLY_WINDOWS)
+      ?.windows.zeroRecordsFrom(this.#o.usageTopic, candidate);
+  }
+
+  async #closeDue(store: HourlyWindowStore, boundary: number, zeroFrom: number | undefined): Promise<void> {
     const task = store.task;
     const w = store.windows;
     for (const hour of await w.pendingEmits(task)) {
@@ -200,10 +216,12 @@ export class CommitStage {
     const zeroFields = this.#zeroFields.get(task.partition) ?? [];
     const withUsage = await w.hoursEndingBy(task, boundary);
     const sequential = zeroFields.length > 0 || (await w.hasDue(task));
+    const closed = sequential ? await w.closedThrough(task) : undefined;
     const hours = hoursToClose({
       withUsage,
       sequential,
-      closedThrough: sequential ? await w.closedThrough(task) : undefined,
+      // A partition's first sequence starts where zero records start for the whole topic.
+      closedThrough: closed ?? (zeroFrom === undefined ? undefined : zeroFrom - HOUR_MS),
       boundary,
       oldestAcceptable: this.#oldestAcceptableHour(),
     });

@@ -57,6 +57,11 @@ export class Keys {
     return new PartitionKeys(`${this.prefix}:{${p.topic}/${p.partition}}`);
   }
 
+  /** The first hour that hourly zero records are made for, on every partition of the usage topic. */
+  zeroRecordsFrom(topic: string): string {
+    return `${this.prefix}:zero-from:${topic}`;
+  }
+
   /** Idempotency ledger entry for one submission record. */
   ledger(recordId: string): string {
     return `${this.prefix}:ledger:${recordId}`;

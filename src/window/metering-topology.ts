@@ -8,7 +8,7 @@
  * emitted only after the producer's ack.
  */
 import type { Admin, Producer } from 'kafkajs';
-import { CommitStage } from '../commit/commit-stage.ts';
+import { CommitStage, type CommitStageOptions } from '../commit/commit-stage.ts';
 import type { Config } from '../config/config.ts';
 import type { TaskId } from '../engine/processor.ts';
 import type { StreamTask } from '../engine/stream-task.ts';
@@ -40,6 +40,7 @@ export function meteringTopology(deps: {
   logger: Logger;
   now: () => number;
   tasks: () => Promise<StreamTask[]>;
+  faults?: CommitStageOptions['faults'];
 }): MeteringTopology {
   const { config, admin } = deps;
   const ops = new Map<string, AggregationOp>(
@@ -67,6 +68,7 @@ export function meteringTopology(deps: {
     idleTimeoutMs: config.window.idleTimeoutMs,
     logger: deps.logger.child({ stage: 'commit' }),
     now: deps.now,
+    ...(deps.faults ? { faults: deps.faults } : {}),
   });
   const topology = new Topology()
     .addSource('usage-events', config.topics.usage)

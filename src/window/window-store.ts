@@ -251,6 +251,16 @@ export class WindowStore {
     return v === null ? undefined : Number(v);
   }
 
+  /**
+   * The first hour of hourly zero records for the topic: set once (the first caller's candidate wins), so
+   * every partition starts its sequence of closed hours at the same hour.
+   */
+  async zeroRecordsFrom(topic: string, candidateHourMs: number): Promise<number> {
+    const key = this.keys.zeroRecordsFrom(topic);
+    await this.redis.set(key, String(candidateHourMs), 'NX');
+    return Number(await this.redis.get(key));
+  }
+
   /** Whether some customer's model state owes units to the next closed hour. */
   async hasDue(p: PartitionRef): Promise<boolean> {
     return (await this.redis.scard(this.keys.partition(p).due())) > 0;

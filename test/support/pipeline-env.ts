@@ -38,7 +38,8 @@ export function testPipeline(
   label: string,
   options: {
     partitions?: number;
-    dimensions?: { name: string; aggregation?: 'sum' | 'max' }[];
+    /** Dimensions of the plan: hourly sums unless they say otherwise (any plan field may be given). */
+    dimensions?: ({ name: string; aggregation?: 'sum' | 'max' } & Record<string, unknown>)[];
     customers?: Record<string, unknown>;
     env?: Record<string, string>;
   } = {},
@@ -49,9 +50,9 @@ export function testPipeline(
   const plan = writeTempJson('plan.json', {
     productCode: 'prod-test',
     dimensions: (options.dimensions ?? [{ name: 'api_calls' }, { name: 'jobs' }]).map((d) => ({
-      name: d.name,
       model: 'hourly',
-      aggregation: d.aggregation ?? 'sum',
+      aggregation: 'sum',
+      ...d,
     })),
   });
   const customers = writeTempJson('customers.json', options.customers ?? TEST_CUSTOMERS);
