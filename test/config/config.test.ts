@@ -115,6 +115,80 @@ describe('configuration', () => {
   });
 });
 
+describe('metering plan', () => {
+  it('reports every mistake of a full plan in one message, each with its path', () => {
+    let message = '';
+    try {
+      parsePlan({
+        products: [
+          {
+            productCode: 'prod-a',
+            dimensions: [
+              { name: 'seats', model: 'weekly' },
+              { name: 'storage', unit: 0.0000001 },
+              { name: 'gb', model: 'contract', aggregation: 'max' },
+            ],
+          },
+          { productCode: 'prod-a', dimensions: [{ name: 'seats', rounding: 'up', zeroRecords: 'yes' }] },
+          { dimensions: [] },
+        ],
+      });
+    } catch (error) {
+      message = (error as Error).message;
+    }
+    for (const expected of [
+      'products.0.dimensions.0.model',
+      'products.0.dimensions.1.unit: 1e-7 has more than 6 decimals',
+      'products.0.dimensions.2.aggregation: a contract dimension sums usage over its period',
+      'products.1.productCode: duplicate product "prod-a"',
+      'products.1.dimensions.0.name: duplicate dimension "seats"',
+      'products.1.dimensions.0.rounding',
+      'products.1.dimensions.0.zeroRecords',
+      'products.2.productCode',
+      'products.2.dimensions',
+    ]) {
+      expect(message).toContain(expected);
+    }
+  });
+
+  it('keeps the simple form valid, with defaults per aggregation', () => {
+    const plan = parsePlan({
+      productCode: 'p',
+      dimensions: [{ name: 'calls' }, { name: 'peak', aggregation: 'max' }],
+    });
+    expect(plan.products.map((p) => p.productCode)).toEqual(['p']);
+    expect(plan.dimensions.get('calls')).toMatchObject({
+      model: 'hourly',
+      rounding: 'floor',
+      unitMicros: 1_000_000n,
+    });
+    expect(plan.dimensions.get('peak')).toMatchObject({ rounding: 'ceil', productCode: 'p' });
+    expect(
+      issuesOf(() => parsePlan({ productCode: 'p', dimensions: [{ name: 'a' }], products: [] })),
+    ).toContain('(root): use either {productCode, dimensions} or {products}, not both');
+  });
+
+  it('checks customer contracts against the plan', () => {
+    const contractPlan = writeTempJson('contract-plan.json', {
+      productCode: 'prod-x',
+      dimensions: [{ name: 'api_calls' }, { name: 'gb', model: 'contract' }],
+    });
+    const customers = writeTempJson('contract-customers.json', {
+      acme: {
+        customerIdentifier: 'c-1',
+        contract: { start: '2026-01-01T00:00:00Z', entitlements: { gb: 100, api_calls: 5 } },
+      },
+    });
+    expect(
+      issuesOf(() =>
+        loadConfig(['processor'], { ...base, METERLINE_PLAN: contractPlan, METERLINE_CUSTOMERS: customers }),
+      ),
+    ).toEqual([
+      'customers file: acme.contract.entitlements.api_calls: not a contract dimension of the metering plan',
+    ]);
+  });
+});
+
 describe('customers file', () => {
   it('accepts the 2026 form and the legacy form, never a mix', () => {
     expect(() =>
