@@ -15,6 +15,8 @@ export interface UsageEvent {
   micros: number;
   timestampMs: number;
   tags?: Record<string, string>;
+  /** Why the event's tags were dropped (AWS would refuse them): its usage is billed untagged. */
+  untagged?: string;
 }
 
 export type IngestReason = Extract<
@@ -132,20 +134,23 @@ export function validateEvent(raw: unknown, ctx: ValidationContext): DecodeResul
   if (q > MAX_QUANTITY) return fail('quantity_out_of_range', `quantity ${q} exceeds ${MAX_QUANTITY}`);
 
   let tags: Record<string, string> | undefined;
+  let untagged: string | undefined;
   if (e.tags !== undefined) {
     const t = e.tags;
     if (typeof t !== 'object' || t === null || Array.isArray(t))
       return fail('schema_violation', '"tags" must be an object');
     const entries = Object.entries(t);
+    // A tag set AWS would refuse costs the allocation, not the revenue: the usage is billed untagged.
     if (entries.length > MAX_TAGS)
-      return fail('schema_violation', `"tags" has ${entries.length} entries; at most ${MAX_TAGS}`);
+      untagged = `"tags" has ${entries.length} entries; AWS takes at most ${MAX_TAGS}`;
     for (const [k, v] of entries) {
-      if (k.length > 100 || !TAG_PATTERN.test(k))
-        return fail('schema_violation', `tag key "${k}" is not allowed by AWS`);
-      if (!isText(v, 256) || !TAG_PATTERN.test(v))
-        return fail('schema_violation', `tag "${k}" has a value AWS does not allow`);
+      if (typeof v !== 'string') return fail('schema_violation', `tag "${k}" must have a string value`);
+      if (untagged) continue;
+      if (k.length > 100 || !TAG_PATTERN.test(k)) untagged = `tag key "${k}" is not allowed by AWS`;
+      else if (v.length < 1 || v.length > 256 || !TAG_PATTERN.test(v))
+        untagged = `tag "${k}" has a value AWS does not allow`;
     }
-    if (entries.length) tags = Object.fromEntries(entries) as Record<string, string>;
+    if (entries.length && !untagged) tags = Object.fromEntries(entries) as Record<string, string>;
   }
 
   const ts = parseEventTimestamp(timestamp);
@@ -171,5 +176,6 @@ export function validateEvent(raw: unknown, ctx: ValidationContext): DecodeResul
     timestampMs: ts.ms,
   };
   if (tags) event.tags = tags;
+  if (untagged) event.untagged = untagged;
   return { ok: true, event };
 }

@@ -21,6 +21,8 @@ export interface ProcessorStats {
   failed: Record<string, number>;
   /** Input re-read after a state loss that was already handled before it (bad or too old). */
   replaySkipped: number;
+  /** Events whose tags AWS would refuse, billed untagged. */
+  untagged: number;
   replays: number;
   batches: number;
 }
@@ -33,6 +35,7 @@ export function emptyStats(): ProcessorStats {
     carriedLate: 0,
     failed: {},
     replaySkipped: 0,
+    untagged: 0,
     replays: 0,
     batches: 0,
   };

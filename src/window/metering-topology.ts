@@ -83,6 +83,7 @@ export function meteringTopology(deps: {
           submitMarginMs: config.window.submitMarginMs,
           maxMessageBytes: config.maxMessageBytes,
           stats: deps.stats,
+          logger: deps.logger.child({ stage: 'processor' }),
         }),
     )
     .addStateStore(

@@ -8,6 +8,7 @@ import { dlqMessage, type FailedRecord, sourceOf } from '../dlq/envelope.ts';
 import type { Processor, ProcessorContext, SourceRecord, StateStore } from '../engine/processor.ts';
 import type { EventDecoder } from '../ingest/decoder.ts';
 import type { DecodeResult, IngestReason, ValidationContext } from '../ingest/event.ts';
+import type { Logger } from '../log.ts';
 import { aggregateField } from '../redis/keys.ts';
 import { hourIso, hourStart } from '../time/hours.ts';
 import { HOURLY_WINDOWS, type HourlyWindowStore, type ProcessorStats } from './hourly-window-store.ts';
@@ -23,6 +24,7 @@ export interface WindowProcessorOptions {
   submitMarginMs: number;
   maxMessageBytes: number;
   stats: ProcessorStats;
+  logger: Logger;
 }
 
 export class WindowProcessor implements Processor<SourceRecord> {
@@ -30,6 +32,8 @@ export class WindowProcessor implements Processor<SourceRecord> {
   readonly #dimensions: ReadonlySet<string>;
   #store: HourlyWindowStore | undefined;
   #ctx: ValidationContext | undefined;
+  /** The batch (by its wall clock) whose dropped tags were last logged: one warning per batch. */
+  #untaggedLoggedAt = -1;
 
   constructor(options: WindowProcessorOptions) {
     this.#o = options;
@@ -59,6 +63,16 @@ export class WindowProcessor implements Processor<SourceRecord> {
       return;
     }
     const e = result.event;
+    if (e.untagged) {
+      this.#o.stats.untagged += 1;
+      if (this.#untaggedLoggedAt !== context.nowMs) {
+        this.#untaggedLoggedAt = context.nowMs;
+        this.#o.logger.warn(
+          { partition: context.task.partition, offset: record.offset, id: e.id, why: e.untagged },
+          'tags AWS would refuse: the usage is billed untagged',
+        );
+      }
+    }
     const hour = hourStart(e.timestampMs);
     const store = this.#store as HourlyWindowStore;
     const op = this.#o.ops.get(e.dimension) ?? 's';

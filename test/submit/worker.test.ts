@@ -115,6 +115,27 @@ describe('metering worker', () => {
     expect(w.stats).toMatchObject({ accepted: 26, alreadyAccepted: 26 });
   });
 
+  it("sends a record's usage allocations, which AWS checks against its quantity", async () => {
+    const w = worker();
+    const r = {
+      ...record('globex', 'alloc_calls', hourAgo(2), 7),
+      allocations: [{ tags: { team: 'red', env: 'prod' }, quantity: 5 }, { quantity: 2 }],
+    };
+    await w.submit([r]);
+    const accepted = emulator.state.snapshot().records.filter((x) => x.dimension === 'alloc_calls');
+    expect(accepted).toHaveLength(1);
+    expect(accepted[0]?.usageAllocations).toEqual([
+      {
+        AllocatedUsageQuantity: 5,
+        Tags: [
+          { Key: 'team', Value: 'red' },
+          { Key: 'env', Value: 'prod' },
+        ],
+      },
+      { AllocatedUsageQuantity: 2 },
+    ]);
+  });
+
   it('splits a batch rejected for one out-of-window record, and dead-letters only that one', async () => {
     // AWS's clock disagrees with ours: it holds a 2 h window where the worker counts 24 h, so the worker
     // cannot tell which record is out and has to split the batch to find it.
