@@ -18,7 +18,6 @@ import {
   decodeState,
   encodeState,
   isEmptyState,
-  type ModelState,
   monthOf,
 } from './metering-models.ts';
 
@@ -165,7 +164,8 @@ export class HourFinalizer {
       states.push([
         field,
         isEmptyState(outcome.state) ? '' : encodeState(outcome.state),
-        owesNextHour(outcome.state, dimension),
+        // Units held back by the cap are owed to the next closed hour, with or without usage.
+        outcome.heldBack > 0n,
       ]);
     }
     return { records, states };
@@ -224,10 +224,4 @@ function parseFrozen(text: string, plan: Plan): FrozenRecord {
   // Hours frozen by the skeleton hold a bare quantity.
   if (/^\d+$/.test(text)) return { productCode: plan.products[0]?.productCode ?? '', quantity: Number(text) };
   return JSON.parse(text) as FrozenRecord;
-}
-
-/** Whether the state owes whole units that the next closed hour should bill even without usage. */
-function owesNextHour(s: ModelState, d: Dimension): boolean {
-  if ((s.held ?? 0n) > 0n) return true;
-  return d.model === 'hourly' && d.aggregation === 'sum' && (s.carry ?? 0n) >= d.unitMicros;
 }
