@@ -112,6 +112,7 @@ export async function startPipeline(
         ...(options.beforeCommit ? { beforeCommit: options.beforeCommit } : {}),
       });
       logger.debug({ topology: metering.topology.describe() }, 'topology');
+      await metering.refreshPartitions();
       await app.start();
       const started = app;
       stops.push(() => started.stop());

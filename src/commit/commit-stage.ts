@@ -11,11 +11,12 @@
  * Freezing applies each dimension's metering model (metering-models.ts) to the hour's usage, and stores
  * the records and the model state they leave behind in one script: a crash can never apply a model twice.
  */
-import { Partitioners, type Producer } from 'kafkajs';
+import type { Producer } from 'kafkajs';
 import type { Contract } from '../config/customers.ts';
 import type { Plan } from '../config/plan.ts';
 import type { StreamTask } from '../engine/stream-task.ts';
 import { isMeterlineError } from '../errors.ts';
+import { partitionOfCustomer } from '../kafka/partitioner.ts';
 import type { Logger } from '../log.ts';
 import { aggregateField } from '../redis/keys.ts';
 import { acceptanceDeadline, DEFAULT_ACCEPTANCE_WINDOW_MS, type MeteringApi } from '../submit/aws-window.ts';
@@ -41,7 +42,7 @@ export interface CommitStageOptions extends EventTimeOptions {
   submissionsTopic: string;
   plan: Plan;
   /** Subscribed customers (tenant ids): each gets hourly zero records on dimensions that ask for them. */
-  subscribers: () => readonly string[];
+  subscribers: () => readonly Subscriber[];
   /** A customer's contract, for contract-with-overage dimensions. */
   contractOf: (customer: string) => Contract | undefined;
   api: MeteringApi;
@@ -51,6 +52,18 @@ export interface CommitStageOptions extends EventTimeOptions {
   now?: () => number;
   /** Test hooks: called after an hour is frozen and after its records are on the topic. */
   faults?: { afterFreeze?: () => void; afterEmit?: () => void };
+}
+
+/** A subscribed customer: zero records start at the hour of `sinceMs`, or when the pipeline first ran. */
+export interface Subscriber {
+  customer: string;
+  sinceMs?: number;
+}
+
+/** A customer␟dimension field that gets hourly zero records, from the hour `fromMs` on (undefined: from the topic-wide start). */
+interface ZeroField {
+  field: string;
+  fromMs: number | undefined;
 }
 
 export interface PartitionProgress extends PartitionTime {
@@ -80,22 +93,6 @@ export function closeBoundary(
     : nowMs - o.maxOutOfOrdernessMs;
   return Math.max(watermark - o.graceMs, nowMs - o.maxDelayMs);
 }
-
-/** The Kafka partition a customer's events go to: the Java-compatible murmur2 partitioner on its key. */
-export function partitionOfCustomer(customer: string, partitions: number): number {
-  return PARTITIONER({
-    topic: 'usage',
-    partitionMetadata: Array.from({ length: partitions }, (_, partitionId) => ({
-      partitionId,
-      leader: 0,
-      replicas: [0],
-      isr: [0],
-      partitionErrorCode: 0,
-    })),
-    message: { key: customer, value: null },
-  });
-}
-const PARTITIONER = Partitioners.DefaultPartitioner();
 
 /** The hours to close now, oldest first: hours with usage, and every hour in sequence when needed. */
 export function hoursToClose(input: {
@@ -130,7 +127,7 @@ export class CommitStage {
   readonly #now: () => number;
   #partitions = 0;
   /** partition → customer␟dimension fields that get zero records there. */
-  #zeroFields = new Map<number, string[]>();
+  #zeroFields = new Map<number, ZeroField[]>();
 
   constructor(options: CommitStageOptions) {
     this.#o = options;
@@ -159,7 +156,9 @@ export class CommitStage {
       this.#o,
     );
     this.stats.closeBoundary = boundary;
-    const zeroFrom = this.#zeroFields.size ? await this.#zeroRecordsFrom(tasks, boundary) : undefined;
+    const zeroFrom = this.#zeroFields.size
+      ? await store0.windows.zeroRecordsFrom(this.#o.usageTopic, hourStart(now))
+      : undefined;
     for (const task of tasks) {
       await task
         .exclusive(() =>
@@ -185,27 +184,16 @@ export class CommitStage {
     this.#zeroFields = new Map();
     const dims = [...this.#o.plan.dimensions.values()].filter((d) => d.zeroRecords);
     if (!dims.length) return;
-    for (const customer of this.#o.subscribers()) {
+    for (const { customer, sinceMs } of this.#o.subscribers()) {
       const p = partitionOfCustomer(customer, partitions);
       const list = this.#zeroFields.get(p) ?? [];
-      for (const d of dims) list.push(aggregateField(customer, d.name));
+      const fromMs = sinceMs === undefined ? undefined : hourStart(sinceMs);
+      for (const d of dims) list.push({ field: aggregateField(customer, d.name), fromMs });
       this.#zeroFields.set(p, list);
     }
   }
 
-  /** The hour zero records start at: the oldest hour with usage when the pipeline first closed one. */
-  async #zeroRecordsFrom(tasks: StreamTask[], boundary: number): Promise<number | undefined> {
-    let candidate = hourStart(boundary) - HOUR_MS;
-    for (const task of tasks) {
-      const store = task.getStateStore<HourlyWindowStore>(HOURLY_WINDOWS);
-      const [first] = await store.windows.hoursEndingBy(store.task, boundary);
-      if (first !== undefined && first < candidate) candidate = first;
-    }
-    return tasks[0]
-      ?.getStateStore<HourlyWindowStore>(HOURLY_WINDOWS)
-      ?.windows.zeroRecordsFrom(this.#o.usageTopic, candidate);
-  }
-
+  /** `zeroFrom`: the hour zero records start at for subscribers without a subscription time. */
   async #closeDue(store: HourlyWindowStore, boundary: number, zeroFrom: number | undefined): Promise<void> {
     const task = store.task;
     const w = store.windows;
@@ -213,20 +201,25 @@ export class CommitStage {
       this.stats.reEmitted += 1;
       await this.#emit(store, hour);
     }
-    const zeroFields = this.#zeroFields.get(task.partition) ?? [];
+    const zeroFields = (this.#zeroFields.get(task.partition) ?? []).map((z) => ({
+      field: z.field,
+      fromMs: z.fromMs ?? (zeroFrom as number),
+    }));
     const withUsage = await w.hoursEndingBy(task, boundary);
     const sequential = zeroFields.length > 0 || (await w.hasDue(task));
     const closed = sequential ? await w.closedThrough(task) : undefined;
+    // A partition's first sequence starts at its earliest subscription (or the topic-wide start).
+    const firstZero = zeroFields.length ? Math.min(...zeroFields.map((z) => z.fromMs)) : undefined;
     const hours = hoursToClose({
       withUsage,
       sequential,
-      // A partition's first sequence starts where zero records start for the whole topic.
-      closedThrough: closed ?? (zeroFrom === undefined ? undefined : zeroFrom - HOUR_MS),
+      closedThrough: closed ?? (firstZero === undefined ? undefined : firstZero - HOUR_MS),
       boundary,
       oldestAcceptable: this.#oldestAcceptableHour(),
     });
     for (const hour of hours) {
-      await this.#finalizer.freeze(store.windows, task, store.token, hour, zeroFields);
+      const zero = zeroFields.filter((z) => z.fromMs <= hour).map((z) => z.field);
+      await this.#finalizer.freeze(store.windows, task, store.token, hour, zero);
       this.#o.faults?.afterFreeze?.();
       await this.#emit(store, hour);
     }

@@ -115,7 +115,8 @@ export class HourFinalizer {
       u.parts.push({ ...(key.tags ? { tags: key.tags } : {}), micros });
       usage.set(base, u);
     }
-    const fields = new Set([...usage.keys(), ...zeroFields, ...snapshot.due]);
+    const zero = new Set(zeroFields);
+    const fields = new Set([...usage.keys(), ...zero, ...snapshot.due]);
     const records: [string, string][] = [];
     const states: [string, string, boolean][] = [];
     for (const field of fields) {
@@ -129,7 +130,7 @@ export class HourFinalizer {
         hourMs,
         dimension: {
           ...dimension,
-          zeroRecords: dimension.zeroRecords && zeroFields.includes(field),
+          zeroRecords: dimension.zeroRecords && zero.has(field),
         },
         usage: u?.total,
         state: decodeState(snapshot.states.get(field)),

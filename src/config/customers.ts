@@ -22,11 +22,17 @@ export const ContractSchema = z
 
 export type Contract = z.infer<typeof ContractSchema>;
 
+const SubscribedAt = z.iso
+  .datetime({ offset: true })
+  .optional()
+  .describe('when the subscription started: hourly zero records begin at its hour');
+
 const AccountForm = z
   .object({
     customerAwsAccountId: z.string().regex(/^\d{12}$/, 'must be a 12-digit AWS account id'),
     licenseArn: z.string().regex(/^arn:aws[a-z-]*:license-manager:/, 'must be a License Manager ARN'),
     contract: ContractSchema.optional(),
+    subscribedAt: SubscribedAt,
   })
   .strict();
 
@@ -35,6 +41,7 @@ const LegacyForm = z
     customerIdentifier: z.string().min(1).max(255),
     productCode: z.string().min(1).max(255).optional(),
     contract: ContractSchema.optional(),
+    subscribedAt: SubscribedAt,
   })
   .strict();
 

@@ -9,7 +9,8 @@ export interface ProduceOptions {
   onProgress?: (sent: number) => void;
 }
 
-export type Outgoing = { key: string | null; value: Buffer | string | null };
+/** A message to produce; `partition` overrides the key's partition (tests use it to misroute events). */
+export type Outgoing = { key: string | null; value: Buffer | string | null; partition?: number };
 
 export async function produceMessages(messages: Iterable<Outgoing>, o: ProduceOptions): Promise<number> {
   const producer = idempotentProducer(o.kafka);
@@ -25,7 +26,7 @@ export async function produceMessages(messages: Iterable<Outgoing>, o: ProduceOp
       o.onProgress?.(sent);
     };
     for (const m of messages) {
-      batch.push({ key: m.key, value: m.value });
+      batch.push(m.partition === undefined ? { key: m.key, value: m.value } : m);
       if (batch.length >= (o.batchSize ?? 1000)) await flush();
     }
     await flush();

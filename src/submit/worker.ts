@@ -133,11 +133,24 @@ export class MeteringWorker {
   ): Promise<void> {
     const unique = [...new Map(records.map((r) => [r.recordId, r])).values()];
     const done = await this.#o.ledger.accepted(unique.map((r) => r.recordId));
-    this.stats.alreadyAccepted += done.size;
     const prepared: Prepared[] = [];
     const now = this.#now();
     for (const record of unique) {
-      if (done.has(record.recordId)) continue;
+      const accepted = done.get(record.recordId);
+      if (accepted && accepted.quantity !== record.quantity) {
+        // AWS bills the first quantity; a second one would be refused as DuplicateRecord. Never skip it
+        // silently: the usage it carries is not billed.
+        await this.#deadLetter(
+          [record],
+          'duplicate_record',
+          `AWS already accepted ${accepted.quantity} for this customer, dimension and hour (${accepted.meteringRecordId}); this record says ${record.quantity}`,
+        );
+        continue;
+      }
+      if (accepted) {
+        this.stats.alreadyAccepted += 1;
+        continue;
+      }
       const mapping = this.#o.customers[record.customer];
       if (!mapping) {
         await this.#deadLetter(

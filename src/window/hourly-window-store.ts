@@ -23,6 +23,8 @@ export interface ProcessorStats {
   replaySkipped: number;
   /** Events whose tags AWS would refuse, billed untagged. */
   untagged: number;
+  /** Events forwarded to their customer's partition. */
+  forwarded: number;
   replays: number;
   batches: number;
 }
@@ -36,6 +38,7 @@ export function emptyStats(): ProcessorStats {
     failed: {},
     replaySkipped: 0,
     untagged: 0,
+    forwarded: 0,
     replays: 0,
     batches: 0,
   };

@@ -22,12 +22,14 @@ import {
   type ProcessorStats,
   type RecoverySource,
 } from './hourly-window-store.ts';
-import { FAILED_SINK, WindowProcessor } from './window-processor.ts';
+import { FAILED_SINK, REPARTITION_SINK, WindowProcessor } from './window-processor.ts';
 import type { AggregationOp, WindowStore } from './window-store.ts';
 
 export interface MeteringTopology {
   topology: Topology;
   commitStage: CommitStage;
+  /** Reads the usage topic's partition count (call before the app starts). */
+  refreshPartitions: () => Promise<void>;
 }
 
 export function meteringTopology(deps: {
@@ -47,18 +49,28 @@ export function meteringTopology(deps: {
     [...config.plan.dimensions.values()].map((d) => [d.name, d.aggregation === 'max' ? 'm' : 's']),
   );
   const recovery = kafkaRecoverySource(admin, config.groups.processor);
+  // The usage topic's partition count, read at start and on every commit punctuation.
+  let partitions = 0;
+  const refreshPartitions = async () => {
+    const [topic] = (await admin.fetchTopicMetadata({ topics: [config.topics.usage] })).topics;
+    partitions = topic?.partitions.length ?? 0;
+  };
 
   const commitStage = new CommitStage({
     tasks: deps.tasks,
     logEnds: async () => {
       const offsets = await admin.fetchTopicOffsets(config.topics.usage);
+      partitions = offsets.length;
       return new Map(offsets.map((o) => [o.partition, BigInt(o.high)]));
     },
     usageTopic: config.topics.usage,
     producer: deps.producer,
     submissionsTopic: config.topics.submissions,
     plan: config.plan,
-    subscribers: () => Object.keys(config.customers ?? {}),
+    subscribers: () =>
+      Object.entries(config.customers ?? {}).map(([customer, m]) =>
+        m.subscribedAt ? { customer, sinceMs: Date.parse(m.subscribedAt) } : { customer },
+      ),
     contractOf: (customer) => config.customers?.[customer]?.contract,
     api: 'BatchMeterUsage',
     submitMarginMs: config.window.submitMarginMs,
@@ -84,6 +96,7 @@ export function meteringTopology(deps: {
           maxMessageBytes: config.maxMessageBytes,
           stats: deps.stats,
           logger: deps.logger.child({ stage: 'processor' }),
+          partitions: () => partitions,
         }),
     )
     .addStateStore(
@@ -100,8 +113,9 @@ export function meteringTopology(deps: {
         }),
     )
     .addSink(FAILED_SINK, config.topics.failed)
+    .addSink(REPARTITION_SINK, config.topics.usage)
     .schedule('commit-stage', 'wall-clock', config.window.commitIntervalMs, commitStage.punctuate);
-  return { topology, commitStage };
+  return { topology, commitStage, refreshPartitions };
 }
 
 function kafkaRecoverySource(admin: Admin, groupId: string): RecoverySource {

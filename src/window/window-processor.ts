@@ -8,6 +8,7 @@ import { dlqMessage, type FailedRecord, sourceOf } from '../dlq/envelope.ts';
 import type { Processor, ProcessorContext, SourceRecord, StateStore } from '../engine/processor.ts';
 import type { EventDecoder } from '../ingest/decoder.ts';
 import type { DecodeResult, IngestReason, ValidationContext } from '../ingest/event.ts';
+import { partitionOfCustomer } from '../kafka/partitioner.ts';
 import type { Logger } from '../log.ts';
 import { aggregateField } from '../redis/keys.ts';
 import { hourIso, hourStart } from '../time/hours.ts';
@@ -15,6 +16,10 @@ import { HOURLY_WINDOWS, type HourlyWindowStore, type ProcessorStats } from './h
 import type { AggregationOp, LatePolicy } from './window-store.ts';
 
 export const FAILED_SINK = 'failed';
+/** Back to the usage topic, keyed by customer: events that arrived on another customer's partition. */
+export const REPARTITION_SINK = 'repartition';
+/** Marks a forwarded event; it is counted where it lands and never forwarded again. */
+export const FORWARDED_HEADER = 'meterline-forwarded-from';
 
 export interface WindowProcessorOptions {
   decoder: EventDecoder;
@@ -25,6 +30,8 @@ export interface WindowProcessorOptions {
   maxMessageBytes: number;
   stats: ProcessorStats;
   logger: Logger;
+  /** Partitions of the usage topic (0 while unknown): where each customer's events belong. */
+  partitions: () => number;
 }
 
 export class WindowProcessor implements Processor<SourceRecord> {
@@ -34,6 +41,9 @@ export class WindowProcessor implements Processor<SourceRecord> {
   #ctx: ValidationContext | undefined;
   /** The batch (by its wall clock) whose dropped tags were last logged: one warning per batch. */
   #untaggedLoggedAt = -1;
+  /** customer → partition, for the partition count it was computed with. */
+  #home = new Map<string, number>();
+  #homeFor = 0;
 
   constructor(options: WindowProcessorOptions) {
     this.#o = options;
@@ -73,6 +83,7 @@ export class WindowProcessor implements Processor<SourceRecord> {
         );
       }
     }
+    if (this.#misrouted(e.customer, context)) return;
     const hour = hourStart(e.timestampMs);
     const store = this.#store as HourlyWindowStore;
     const op = this.#o.ops.get(e.dimension) ?? 's';
@@ -85,6 +96,37 @@ export class WindowProcessor implements Processor<SourceRecord> {
         this.#deadLetter(record, context, 'late_event', `hour ${hourIso(hour)} is already finalized`);
       else add();
     });
+  }
+
+  /**
+   * A customer's usage, model state and zero records live on the partition its key hashes to. An event
+   * produced elsewhere (no key, another key, another partitioner) is forwarded there, like Kafka Streams'
+   * repartition step, instead of making a second record for the same hour. The sink is flushed before
+   * the batch commits, and a resend after a crash is deduped by event id where it lands.
+   */
+  #misrouted(customer: string, context: ProcessorContext): boolean {
+    const partitions = this.#o.partitions();
+    if (partitions <= 0) return false;
+    const headers = context.record.headers;
+    if (headers?.[FORWARDED_HEADER] !== undefined) return false;
+    if (partitions !== this.#homeFor || this.#home.size > 100_000) {
+      this.#home = new Map();
+      this.#homeFor = partitions;
+    }
+    let home = this.#home.get(customer);
+    if (home === undefined) {
+      home = partitionOfCustomer(customer, partitions);
+      this.#home.set(customer, home);
+    }
+    if (home === context.task.partition) return false;
+    const forwarded: Record<string, string> = {};
+    for (const [name, value] of Object.entries(headers ?? {})) {
+      if (typeof value === 'string' || Buffer.isBuffer(value)) forwarded[name] = value.toString();
+    }
+    forwarded[FORWARDED_HEADER] = `${context.task.partition}/${context.record.offset}`;
+    context.send(REPARTITION_SINK, { key: customer, value: context.record.value, headers: forwarded });
+    this.#o.stats.forwarded += 1;
+    return true;
   }
 
   /** One validation context per batch (keyed by its wall clock). */

@@ -193,7 +193,9 @@ export class WindowStore {
     const states = new Map<string, string | null>();
     if (wanted.length) {
       const values = await this.redis.hmget(k.modelState(), ...wanted);
-      wanted.forEach((f, i) => states.set(f, values[i] ?? null));
+      wanted.forEach((f, i) => {
+        states.set(f, values[i] ?? null);
+      });
     }
     return { checkpoint: checkpoint ?? '', finalized: res[1]?.[1] === 1, aggregates, due, states };
   }
@@ -252,8 +254,8 @@ export class WindowStore {
   }
 
   /**
-   * The first hour of hourly zero records for the topic: set once (the first caller's candidate wins), so
-   * every partition starts its sequence of closed hours at the same hour.
+   * The first hour of hourly zero records for subscribers without a subscription time: set once, to the
+   * hour the pipeline first ran, so every partition starts at the same hour.
    */
   async zeroRecordsFrom(topic: string, candidateHourMs: number): Promise<number> {
     const key = this.keys.zeroRecordsFrom(topic);

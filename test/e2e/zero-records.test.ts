@@ -1,11 +1,14 @@
 /**
  * Hourly zero records through the whole pipeline: three subscribed customers, one of them without any
- * usage for two hours, each get exactly one accepted record per closed hour (0 when idle). The idle
- * customer's partition has no traffic at all, so its hours close on idleness alone.
+ * usage for two hours, each get exactly one accepted record per closed hour since they subscribed (0
+ * when idle). The idle
+ * customer's partition has no traffic of its own, so its hours close on idleness. A third of the usage
+ * is produced to the wrong partition (as a producer without the customer key would): it is forwarded to
+ * its customer's partition, so usage and zero records never make two records for one hour.
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { partitionOfCustomer } from '../../src/commit/commit-stage.ts';
 import { type RunningEmulator, startEmulator } from '../../src/emulator/server.ts';
+import { partitionOfCustomer } from '../../src/kafka/partitioner.ts';
 import { type RunningPipeline, startPipeline } from '../../src/pipeline.ts';
 import { eventMessage, produceMessages } from '../../src/produce/producer.ts';
 import { syntheticEvents } from '../../src/produce/synthetic.ts';
@@ -35,16 +38,19 @@ describe('hourly zero records', () => {
     emulator = await startEmulator({
       customers: Object.values(subscribed).map((c) => c.customerAwsAccountId),
     });
+    const now = Date.now();
+    const since = new Date(hourStart(now) - 2 * HOUR_MS).toISOString();
     tp = testPipeline('zero', {
       partitions: 6,
       dimensions: [{ name: 'api_calls', zeroRecords: true }, { name: 'jobs' }],
-      customers: subscribed,
+      customers: Object.fromEntries(
+        Object.entries(subscribed).map(([tenant, m]) => [tenant, { ...m, subscribedAt: since }]),
+      ),
       env: { AWS_ENDPOINT_URL_MARKETPLACE_METERING: emulator.url },
     });
     expect([partitionOfCustomer('acme', 6), partitionOfCustomer('globex', 6)]).not.toContain(
       partitionOfCustomer('hooli', 6),
     );
-    const now = Date.now();
     // acme and globex use both dimensions in the last two closed hours; hooli uses nothing.
     const events = [
       ...syntheticEvents({
@@ -68,7 +74,11 @@ describe('hourly zero records', () => {
     for (const hour of hours) expected.set(`${hooli.customerAwsAccountId}|api_calls|${hour}`, 0);
 
     await tp.createTopics(kafka);
-    await produceMessages(events.map(eventMessage), { kafka, topic: tp.topics.usage });
+    const hooliPartition = partitionOfCustomer('hooli', 6);
+    const messages = events.map((e, i) =>
+      i % 3 === 0 ? { ...eventMessage(e), key: null, partition: hooliPartition } : eventMessage(e),
+    );
+    await produceMessages(messages, { kafka, topic: tp.topics.usage });
     pipeline = await startPipeline(tp.config(), testLogger(), { processor: true, worker: true });
 
     const records = () => emulator?.state.snapshot().records ?? [];
@@ -84,5 +94,6 @@ describe('hourly zero records', () => {
     expect(records()).toHaveLength(expected.size);
     expect(emulator.state.snapshot().duplicates).toBe(0);
     expect(pipeline.processor?.commitStage.modelStats.zeroRecords).toBe(2);
+    expect(pipeline.processor?.stats.forwarded).toBe(messages.filter((m) => m.key === null).length);
   });
 });

@@ -6,6 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Producer } from 'kafkajs';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { FailedRecord } from '../../src/dlq/envelope.ts';
+import { partitionOfCustomer } from '../../src/kafka/partitioner.ts';
 import { type RunningPipeline, startPipeline } from '../../src/pipeline.ts';
 import { createRedis } from '../../src/redis/client.ts';
 import { aggregateField, Keys } from '../../src/redis/keys.ts';
@@ -38,6 +39,11 @@ async function setUp(tp: TestPipeline): Promise<Producer> {
 const event = (id: string, customer: string, timestamp: number, quantity = 1) =>
   JSON.stringify({ id, customer, dimension: 'api_calls', quantity, timestamp });
 
+/** A customer name whose key hashes to the partition. */
+function customerOn(partition: number, partitions: number): string {
+  for (let i = 0; ; i++) if (partitionOfCustomer(`c${i}`, partitions) === partition) return `c${i}`;
+}
+
 async function records(tp: TestPipeline) {
   return frozenRecords(await readAllMessages(kafka, tp.topics.submissions));
 }
@@ -47,17 +53,19 @@ describe('an idle partition', () => {
     const tp = testPipeline('idle', { env: { METERLINE_IDLE_TIMEOUT: '3s' } });
     const p = await setUp(tp);
     const last = hourStart(Date.now()) - HOUR_MS;
+    // One customer per partition: a customer's events are counted on the partition its key hashes to.
+    const c = [0, 1, 2].map((partition) => customerOn(partition, 3));
     // Partition 2 sees one event early in the last closed hour, then nothing: its event time stalls there.
     await p.send({
       topic: tp.topics.usage,
-      messages: [{ partition: 2, key: 'c2', value: event('p2-a', 'c2', last + 600_000) }],
+      messages: [{ partition: 2, key: c[2], value: event('p2-a', c[2] as string, last + 600_000) }],
     });
     await p.send({
       topic: tp.topics.usage,
       messages: [0, 1].map((partition) => ({
         partition,
-        key: `c${partition}`,
-        value: event(`p${partition}-a`, `c${partition}`, last + 1_800_000),
+        key: c[partition],
+        value: event(`p${partition}-a`, c[partition] as string, last + 1_800_000),
       })),
     });
     // Partitions 0 and 1 keep receiving current usage, so they stay active and their event time is now.
@@ -68,8 +76,8 @@ describe('an idle partition', () => {
           topic: tp.topics.usage,
           messages: [0, 1].map((partition) => ({
             partition,
-            key: `c${partition}`,
-            value: event(`t${partition}-${i}`, `c${partition}`, Date.now()),
+            key: c[partition],
+            value: event(`t${partition}-${i}`, c[partition] as string, Date.now()),
           })),
         });
         await sleep(300);
@@ -79,9 +87,7 @@ describe('an idle partition', () => {
       const closed = await waitFor(
         async () => {
           const r = await records(tp);
-          return ['c0', 'c1', 'c2'].every((c) => r.has(`prod-test|${c}|api_calls|${hourIso(last)}`))
-            ? r
-            : undefined;
+          return c.every((name) => r.has(`prod-test|${name}|api_calls|${hourIso(last)}`)) ? r : undefined;
         },
         { timeoutMs: 60_000, describe: () => 'hours of all three partitions closed' },
       );

@@ -11,7 +11,8 @@ import { testKafka, testLogger, waitFor } from '../support/harness.ts';
 import { frozenRecords, readAllMessages, testPipeline } from '../support/pipeline-env.ts';
 
 const kafka = testKafka();
-const tp = testPipeline('zombie', { partitions: 1 });
+// The hour must not close on idleness between the two batches (a slow producer connect): 10 s, not 2 s.
+const tp = testPipeline('zombie', { partitions: 1, env: { METERLINE_IDLE_TIMEOUT: '10s' } });
 const running: RunningPipeline[] = [];
 
 afterAll(async () => {
@@ -32,6 +33,9 @@ describe('a zombie processor', () => {
         timestamp: new Date(hour + (from + i) * 1000).toISOString(),
       }));
 
+    // Already on the topic when A starts: A's first punctuation sees a backlog, not an idle topic whose
+    // watermark follows the wall clock (which would close this two-hour-old hour at once).
+    await produceMessages(batch(0, 100).map(eventMessage), { kafka, topic: tp.topics.usage });
     let pauseNext = false;
     let paused: (() => void) | undefined;
     const reachedPause = Promise.withResolvers<void>();
@@ -48,8 +52,6 @@ describe('a zombie processor', () => {
       },
     });
     running.push(a);
-
-    await produceMessages(batch(0, 100).map(eventMessage), { kafka, topic: tp.topics.usage });
     await waitFor(() => ((a.processor?.stats.applied ?? 0) >= 100 ? true : undefined));
 
     // A takes the next batch and stops right before writing it.

@@ -223,4 +223,16 @@ describe('metering worker', () => {
     });
     expect(emulator.state.snapshot().records.find((r) => r.dimension === 'conflict')?.quantity).toBe(3);
   });
+
+  it('dead-letters, without sending it, a record whose id the ledger accepted with another quantity', async () => {
+    const w = worker();
+    const first = record('initech', 'ledger_conflict', hourAgo(2), 5);
+    await w.submit([first]);
+    const calls = emulator.state.snapshot().calls.BatchMeterUsage;
+    await w.submit([{ ...first, quantity: 9 }]);
+    expect(emulator.state.snapshot().calls.BatchMeterUsage).toBe(calls);
+    const [dead] = await deadLetters([first.recordId]);
+    expect(dead).toMatchObject({ reason: 'duplicate_record', record: { quantity: 9 } });
+    expect(dead?.detail).toContain('AWS already accepted 5');
+  });
 });
