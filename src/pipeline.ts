@@ -17,6 +17,7 @@ import type { Logger } from './log.ts';
 import { createRedis, type ScriptedRedis } from './redis/client.ts';
 import { Keys } from './redis/keys.ts';
 import { Ledger } from './submit/ledger.ts';
+import { SharedRateLimiter } from './submit/rate-limiter.ts';
 import { MeteringWorker } from './submit/worker.ts';
 import { HOUR_MS } from './time/hours.ts';
 import { emptyStats, type ProcessorStats } from './window/hourly-window-store.ts';
@@ -135,6 +136,7 @@ export async function startPipeline(
         groupId: config.groups.worker,
         sessionTimeoutMs: config.groups.sessionTimeoutMs,
         deadlineMarginMs: 5 * 60_000,
+        rateLimiter: new SharedRateLimiter(redis, keys, config.worker.api, { rate: config.worker.rateLimit }),
         logger: logger.child({ stage: 'worker' }),
         ...(options.now ? { now: options.now } : {}),
       });

@@ -5,7 +5,7 @@
  */
 import { z } from 'zod';
 import { ConfigError } from '../errors.ts';
-import { DEFAULT_ACCEPTANCE_WINDOW_MS } from '../submit/aws-window.ts';
+import { DEFAULT_ACCEPTANCE_WINDOW_MS, type MeteringApi } from '../submit/aws-window.ts';
 import { type Customers, loadCustomers } from './customers.ts';
 import { parseDuration } from './duration.ts';
 import { readStructuredFile } from './load-file.ts';
@@ -78,6 +78,13 @@ export const EnvSchema = z.object({
   METERLINE_MAX_FUTURE_SKEW: duration('5m'),
   METERLINE_SUBMIT_MARGIN: duration('1h'),
   METERLINE_MAX_MESSAGE_BYTES: int(16_384, 256, 1_048_576),
+  // saas: BatchMeterUsage for the buyers in the customers file; container: MeterUsage from the buyer's account.
+  METERLINE_METERING_MODE: z.enum(['saas', 'container']).default('saas'),
+  METERLINE_RATE_LIMIT: z.coerce
+    .number({ error: 'must be a number of requests per second' })
+    .positive()
+    .max(1000)
+    .default(10),
   LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
 });
 
@@ -105,7 +112,15 @@ export interface Config {
   };
   groups: { processor: string; worker: string; sessionTimeoutMs: number; concurrency: number };
   maxMessageBytes: number;
-  worker: { region: string | undefined; endpoint: string | undefined };
+  worker: {
+    region: string | undefined;
+    endpoint: string | undefined;
+    mode: 'saas' | 'container';
+    /** The AWS API the records go to, from the mode. */
+    api: MeteringApi;
+    /** Calls per second for the whole fleet of workers. */
+    rateLimit: number;
+  };
   logLevel: Env['LOG_LEVEL'];
 }
 
@@ -145,7 +160,8 @@ export function loadConfig(roles: readonly Role[], env: NodeJS.ProcessEnv = proc
   const e = parsed.data;
   if (roles.includes('worker') && !source.AWS_REGION)
     issues.push('AWS_REGION: required by the metering worker');
-  if (roles.includes('worker') && !source.METERLINE_CUSTOMERS) {
+  const container = source.METERLINE_METERING_MODE === 'container';
+  if (roles.includes('worker') && !container && !source.METERLINE_CUSTOMERS) {
     issues.push('METERLINE_CUSTOMERS: required by the metering worker: path of the customers file');
   }
   if (e && !e.REDIS_CLUSTER && e.REDIS_URL.includes(',')) {
@@ -155,13 +171,14 @@ export function loadConfig(roles: readonly Role[], env: NodeJS.ProcessEnv = proc
   if (e && e.METERLINE_WINDOW_GRACE > e.METERLINE_WINDOW_MAX_DELAY) {
     issues.push('METERLINE_WINDOW_GRACE: must not exceed METERLINE_WINDOW_MAX_DELAY');
   }
+  const api: MeteringApi = container ? 'MeterUsage' : 'BatchMeterUsage';
   if (
     e &&
     e.METERLINE_WINDOW_MAX_DELAY + e.METERLINE_COMMIT_INTERVAL + e.METERLINE_SUBMIT_MARGIN >=
-      DEFAULT_ACCEPTANCE_WINDOW_MS.BatchMeterUsage
+      DEFAULT_ACCEPTANCE_WINDOW_MS[api]
   ) {
     issues.push(
-      'METERLINE_WINDOW_MAX_DELAY: max delay + commit interval + submit margin must stay under the 24h AWS acceptance window',
+      `METERLINE_WINDOW_MAX_DELAY: max delay + commit interval + submit margin must stay under the ${DEFAULT_ACCEPTANCE_WINDOW_MS[api] / 3_600_000}h AWS acceptance window of ${api}`,
     );
   }
 
@@ -230,6 +247,9 @@ export function loadConfig(roles: readonly Role[], env: NodeJS.ProcessEnv = proc
     worker: {
       region: e.AWS_REGION,
       endpoint: e.AWS_ENDPOINT_URL_MARKETPLACE_METERING,
+      mode: e.METERLINE_METERING_MODE,
+      api,
+      rateLimit: e.METERLINE_RATE_LIMIT,
     },
     logLevel: e.LOG_LEVEL,
   };

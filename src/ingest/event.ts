@@ -3,7 +3,7 @@
  * rejection has a stable reason code; the caller dead-letters the original bytes with it.
  */
 import type { ErrorCode } from '../errors.ts';
-import { acceptanceDeadline } from '../submit/aws-window.ts';
+import { acceptanceDeadline, type MeteringApi } from '../submit/aws-window.ts';
 import { hourStart } from '../time/hours.ts';
 import { parseEventTimestamp } from './timestamp.ts';
 
@@ -49,6 +49,8 @@ export interface ValidationContext {
   submitMarginMs: number;
   dimensions: ReadonlySet<string>;
   maxMessageBytes: number;
+  /** The API records go to: its acceptance window decides `too_old` (BatchMeterUsage when absent). */
+  api?: MeteringApi;
 }
 
 export const MICROS = 1_000_000;
@@ -59,11 +61,13 @@ const MAX_TAGS = 5;
 
 /** The acceptance deadline of the last hour asked about: events of a batch mostly share an hour. */
 let lastHour = Number.NaN;
+let lastApi: MeteringApi = 'BatchMeterUsage';
 let lastDeadline = 0;
-function deadlineOfHour(hourMs: number): number {
-  if (hourMs !== lastHour) {
+function deadlineOfHour(api: MeteringApi, hourMs: number): number {
+  if (hourMs !== lastHour || api !== lastApi) {
     lastHour = hourMs;
-    lastDeadline = acceptanceDeadline('BatchMeterUsage', hourMs);
+    lastApi = api;
+    lastDeadline = acceptanceDeadline(api, hourMs);
   }
   return lastDeadline;
 }
@@ -161,7 +165,7 @@ export function validateEvent(raw: unknown, ctx: ValidationContext): DecodeResul
       `timestamp is ${Math.round((ts.ms - ctx.nowMs) / 1000)}s ahead of this processor's clock`,
     );
   }
-  const deadline = deadlineOfHour(hourStart(ts.ms));
+  const deadline = deadlineOfHour(ctx.api ?? 'BatchMeterUsage', hourStart(ts.ms));
   if (ctx.nowMs > deadline - ctx.submitMarginMs) {
     return fail('too_old', `the hour of ${new Date(ts.ms).toISOString()} can no longer reach AWS in time`);
   }

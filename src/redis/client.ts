@@ -9,7 +9,7 @@
 import { readFileSync } from 'node:fs';
 import { Cluster, type ClusterOptions, Redis } from 'ioredis';
 
-export const SCRIPT_NAMES = ['applyBatch', 'finalizeHour', 'markEmitted'] as const;
+export const SCRIPT_NAMES = ['applyBatch', 'finalizeHour', 'markEmitted', 'rateLimit'] as const;
 export type ScriptName = (typeof SCRIPT_NAMES)[number];
 
 type ScriptArg = string | number;
@@ -19,6 +19,7 @@ export interface ScriptMethods {
   applyBatch(numKeys: number, ...args: ScriptArg[]): Promise<number[]>;
   finalizeHour(numKeys: number, ...args: ScriptArg[]): Promise<number[]>;
   markEmitted(numKeys: number, ...args: ScriptArg[]): Promise<number>;
+  rateLimit(numKeys: number, ...args: ScriptArg[]): Promise<number>;
 }
 
 /** A standalone or cluster client with meterline's scripts defined on it. */

@@ -62,6 +62,11 @@ export class Keys {
     return `${this.prefix}:zero-from:${topic}`;
   }
 
+  /** The token bucket shared by every worker for one AWS API (the quota is per account and Region). */
+  rateLimit(api: string): string {
+    return `${this.prefix}:rate:${api}`;
+  }
+
   /** Idempotency ledger entry for one submission record. */
   ledger(recordId: string): string {
     return `${this.prefix}:ledger:${recordId}`;

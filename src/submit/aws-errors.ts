@@ -17,7 +17,6 @@ const FINAL_INVALID = new Set([
   'DisabledApiException',
   'PlatformNotSupportedException',
   'ValidationException',
-  'IdempotencyConflictException',
 ]);
 
 const TRANSIENT_NETWORK = new Set([
@@ -57,7 +56,8 @@ export function classifyAwsError(error: unknown): MeterlineError {
       context,
     });
   }
-  if (name === 'DuplicateRequestException') {
+  // Both mean AWS holds an earlier record for this dimension and hour with another quantity: it stands.
+  if (name === 'DuplicateRequestException' || name === 'IdempotencyConflictException') {
     return new MeterlineError('duplicate_record', message, { retriable: false, cause: error, context });
   }
   if (FINAL_INVALID.has(name)) {

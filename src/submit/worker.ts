@@ -1,16 +1,22 @@
 /**
- * The metering worker: consumes frozen records and reports them with BatchMeterUsage. Each record is
+ * The metering worker: consumes frozen records and reports them with BatchMeterUsage (SaaS) or MeterUsage
+ * (container products), within the fleet's shared rate limit. Each record is
  * stamped with its window's hour, skipped if the ledger shows it accepted, retried with backoff and full
  * jitter while its deadline allows, and dead-lettered with a reason when AWS gives a final answer.
  */
+
+import { createHash } from 'node:crypto';
 import { setTimeout as delay } from 'node:timers/promises';
 import {
   BatchMeterUsageCommand,
   type MarketplaceMeteringClient,
+  MeterUsageCommand,
+  type UsageAllocation,
   type UsageRecord,
   type UsageRecordResult,
 } from '@aws-sdk/client-marketplace-metering';
 import type { Consumer, EachBatchPayload, Kafka } from 'kafkajs';
+import type { Allocation } from '../commit/allocations.ts';
 import { parseSubmissionRecord, type SubmissionRecord } from '../commit/submission-record.ts';
 import type { CustomerMapping, Customers } from '../config/customers.ts';
 import { type FailedRecord, sourceOf } from '../dlq/envelope.ts';
@@ -22,6 +28,7 @@ import { isWithinAcceptanceWindow } from './aws-window.ts';
 import { type BackoffOptions, backoffDelay, DEFAULT_BACKOFF } from './backoff.ts';
 import { chunkForBatchMeterUsage } from './batching.ts';
 import type { Ledger } from './ledger.ts';
+import type { SharedRateLimiter } from './rate-limiter.ts';
 
 export interface WorkerOptions {
   kafka: Kafka;
@@ -36,6 +43,8 @@ export interface WorkerOptions {
   sessionTimeoutMs?: number;
   logger: Logger;
   backoff?: BackoffOptions;
+  /** The AWS quota shared by every worker pod; unlimited when absent (tests). */
+  rateLimiter?: SharedRateLimiter;
   now?: () => number;
 }
 
@@ -151,6 +160,16 @@ export class MeteringWorker {
         this.stats.alreadyAccepted += 1;
         continue;
       }
+      if (now > Date.parse(record.deadline) - this.#o.deadlineMarginMs) {
+        await this.#deadLetter([record], 'deadline_exceeded', `deadline ${record.deadline} has passed`);
+        continue;
+      }
+      if (record.api === 'MeterUsage') {
+        // Container products: the caller's own account is billed; no customer mapping is involved.
+        await this.#meterUsage(record);
+        await heartbeat();
+        continue;
+      }
       const mapping = this.#o.customers[record.customer];
       if (!mapping) {
         await this.#deadLetter(
@@ -158,10 +177,6 @@ export class MeteringWorker {
           'customer_mapping_missing',
           `no AWS identity for tenant "${record.customer}"`,
         );
-        continue;
-      }
-      if (now > Date.parse(record.deadline) - this.#o.deadlineMarginMs) {
-        await this.#deadLetter([record], 'deadline_exceeded', `deadline ${record.deadline} has passed`);
         continue;
       }
       prepared.push(prepare(record, mapping));
@@ -184,6 +199,7 @@ export class MeteringWorker {
       const productCode = pending[0]?.record.productCode;
       let failure: MeterlineError | undefined;
       try {
+        await this.#o.rateLimiter?.acquire(this.#stopping.signal);
         this.stats.calls += 1;
         const out = await this.#o.client.send(
           new BatchMeterUsageCommand({ ProductCode: productCode, UsageRecords: pending.map((p) => p.usage) }),
@@ -192,7 +208,9 @@ export class MeteringWorker {
         if (!pending.length) return;
         failure = undefined;
       } catch (error) {
+        if (this.#stopping.signal.aborted) throw error;
         failure = classifyAwsError(error);
+        if (failure.code === 'aws_throttled') await this.#o.rateLimiter?.throttled();
       }
 
       if (failure?.code === 'timestamp_out_of_bounds') {
@@ -231,33 +249,94 @@ export class MeteringWorker {
       }
 
       // Retriable: a thrown transient error, or UnprocessedRecords.
-      const wait = backoffDelay(attempt++, this.#o.backoff ?? DEFAULT_BACKOFF);
-      const resumeAt = this.#now() + wait;
-      const expired = pending.filter(
-        (p) => resumeAt > Date.parse(p.record.deadline) - this.#o.deadlineMarginMs,
+      const kept = await this.#backoff(
+        pending.map((p) => p.record),
+        attempt++,
+        failure,
       );
-      if (expired.length) {
-        await this.#deadLetter(
-          expired.map((p) => p.record),
-          'deadline_exceeded',
-          `still failing at the deadline: ${failure?.message ?? 'unprocessed by AWS'}`,
-          attempt,
+      pending = pending.filter((p) => kept.includes(p.record));
+    }
+  }
+
+  /**
+   * Waits out a retriable failure with exponential backoff and full jitter. Records whose deadline (minus
+   * the margin) would pass during the wait are dead-lettered as `deadline_exceeded`; returns the rest.
+   */
+  async #backoff(
+    records: SubmissionRecord[],
+    attempt: number,
+    failure: MeterlineError | undefined,
+  ): Promise<SubmissionRecord[]> {
+    const wait = backoffDelay(attempt, this.#o.backoff ?? DEFAULT_BACKOFF);
+    const resumeAt = this.#now() + wait;
+    const expired = records.filter((r) => resumeAt > Date.parse(r.deadline) - this.#o.deadlineMarginMs);
+    if (expired.length) {
+      await this.#deadLetter(
+        expired,
+        'deadline_exceeded',
+        `still failing at the deadline: ${failure?.message ?? 'unprocessed by AWS'}`,
+        attempt + 1,
+      );
+    }
+    const kept = records.filter((r) => !expired.includes(r));
+    if (!kept.length) return kept;
+    this.stats.retries += 1;
+    this.#o.logger.warn(
+      {
+        attempt: attempt + 1,
+        wait,
+        records: kept.length,
+        code: failure?.code ?? 'aws_unprocessed',
+        error: failure?.message,
+      },
+      'retrying',
+    );
+    await delay(wait, undefined, { signal: this.#stopping.signal });
+    return kept;
+  }
+
+  /**
+   * Container products: one MeterUsage call per record, with a ClientToken derived from the record id, so
+   * a resend after a crash is idempotent and a changed quantity is refused (DuplicateRequestException).
+   */
+  async #meterUsage(record: SubmissionRecord): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      let failure: MeterlineError;
+      try {
+        await this.#o.rateLimiter?.acquire(this.#stopping.signal);
+        this.stats.calls += 1;
+        const out = await this.#o.client.send(
+          new MeterUsageCommand({
+            ProductCode: record.productCode,
+            Timestamp: new Date(record.hour),
+            UsageDimension: record.dimension,
+            UsageQuantity: record.quantity,
+            ClientToken: clientToken(record.recordId),
+            ...(record.allocations?.length ? { UsageAllocations: usageAllocations(record.allocations) } : {}),
+          }),
         );
-        pending = pending.filter((p) => !expired.includes(p));
+        await this.#o.ledger.record([
+          {
+            recordId: record.recordId,
+            entry: {
+              meteringRecordId: out.MeteringRecordId ?? '',
+              quantity: record.quantity,
+              acceptedAt: new Date(this.#now()).toISOString(),
+            },
+          },
+        ]);
+        this.stats.accepted += 1;
+        return;
+      } catch (error) {
+        if (this.#stopping.signal.aborted) throw error;
+        failure = classifyAwsError(error);
+        if (failure.code === 'aws_throttled') await this.#o.rateLimiter?.throttled();
       }
-      if (!pending.length) return;
-      this.stats.retries += 1;
-      this.#o.logger.warn(
-        {
-          attempt,
-          wait,
-          records: pending.length,
-          code: failure?.code ?? 'aws_unprocessed',
-          error: failure?.message,
-        },
-        'retrying',
-      );
-      await delay(wait, undefined, { signal: this.#stopping.signal });
+      if (!failure.retriable) {
+        await this.#deadLetter([record], failure.code, failure.message, attempt + 1);
+        return;
+      }
+      if (!(await this.#backoff([record], attempt, failure)).length) return;
     }
   }
 
@@ -335,12 +414,7 @@ function prepare(record: SubmissionRecord, mapping: CustomerMapping): Prepared {
     Dimension: record.dimension,
     Quantity: record.quantity,
   };
-  if (record.allocations?.length) {
-    usage.UsageAllocations = record.allocations.map((a) => ({
-      AllocatedUsageQuantity: a.quantity,
-      ...(a.tags ? { Tags: Object.entries(a.tags).map(([Key, Value]) => ({ Key, Value })) } : {}),
-    }));
-  }
+  if (record.allocations?.length) usage.UsageAllocations = usageAllocations(record.allocations);
   if ('customerAwsAccountId' in mapping) {
     usage.CustomerAWSAccountId = mapping.customerAwsAccountId;
     usage.LicenseArn = mapping.licenseArn;
@@ -348,6 +422,18 @@ function prepare(record: SubmissionRecord, mapping: CustomerMapping): Prepared {
     usage.CustomerIdentifier = mapping.customerIdentifier;
   }
   return { record, mapping, usage, matchKey: matchKeyOf(usage) };
+}
+
+function usageAllocations(allocations: readonly Allocation[]): UsageAllocation[] {
+  return allocations.map((a) => ({
+    AllocatedUsageQuantity: a.quantity,
+    ...(a.tags ? { Tags: Object.entries(a.tags).map(([Key, Value]) => ({ Key, Value })) } : {}),
+  }));
+}
+
+/** MeterUsage's idempotency token (at most 64 characters): the same record always sends the same one. */
+export function clientToken(recordId: string): string {
+  return createHash('sha256').update(recordId).digest('hex');
 }
 
 function matchKeyOf(u: UsageRecord): string {

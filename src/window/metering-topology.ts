@@ -72,7 +72,7 @@ export function meteringTopology(deps: {
         m.subscribedAt ? { customer, sinceMs: Date.parse(m.subscribedAt) } : { customer },
       ),
     contractOf: (customer) => config.customers?.[customer]?.contract,
-    api: 'BatchMeterUsage',
+    api: config.worker.api,
     submitMarginMs: config.window.submitMarginMs,
     graceMs: config.window.graceMs,
     maxDelayMs: config.window.maxDelayMs,
@@ -97,6 +97,7 @@ export function meteringTopology(deps: {
           stats: deps.stats,
           logger: deps.logger.child({ stage: 'processor' }),
           partitions: () => partitions,
+          api: config.worker.api,
         }),
     )
     .addStateStore(
@@ -106,7 +107,7 @@ export function meteringTopology(deps: {
           windows: deps.windows,
           recovery,
           latePolicy: config.window.latePolicy,
-          replayHorizonMs: DEFAULT_ACCEPTANCE_WINDOW_MS.BatchMeterUsage,
+          replayHorizonMs: DEFAULT_ACCEPTANCE_WINDOW_MS[config.worker.api],
           stats: deps.stats,
           logger: deps.logger.child({ stage: 'processor' }),
           now: deps.now,

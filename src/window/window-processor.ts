@@ -11,6 +11,7 @@ import type { DecodeResult, IngestReason, ValidationContext } from '../ingest/ev
 import { partitionOfCustomer } from '../kafka/partitioner.ts';
 import type { Logger } from '../log.ts';
 import { aggregateField } from '../redis/keys.ts';
+import type { MeteringApi } from '../submit/aws-window.ts';
 import { hourIso, hourStart } from '../time/hours.ts';
 import { HOURLY_WINDOWS, type HourlyWindowStore, type ProcessorStats } from './hourly-window-store.ts';
 import type { AggregationOp, LatePolicy } from './window-store.ts';
@@ -30,6 +31,8 @@ export interface WindowProcessorOptions {
   maxMessageBytes: number;
   stats: ProcessorStats;
   logger: Logger;
+  /** The API records go to (its acceptance window decides `too_old`). */
+  api: MeteringApi;
   /** Partitions of the usage topic (0 while unknown): where each customer's events belong. */
   partitions: () => number;
 }
@@ -138,6 +141,7 @@ export class WindowProcessor implements Processor<SourceRecord> {
         submitMarginMs: this.#o.submitMarginMs,
         dimensions: this.#dimensions,
         maxMessageBytes: this.#o.maxMessageBytes,
+        api: this.#o.api,
       };
     }
     return this.#ctx;

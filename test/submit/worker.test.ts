@@ -15,7 +15,7 @@ import { ensureTopics } from '../../src/kafka/topics.ts';
 import { createRedis, type ScriptedRedis } from '../../src/redis/client.ts';
 import { Keys } from '../../src/redis/keys.ts';
 import { Ledger } from '../../src/submit/ledger.ts';
-import { MeteringWorker } from '../../src/submit/worker.ts';
+import { clientToken, MeteringWorker } from '../../src/submit/worker.ts';
 import { HOUR_MS, hourStart } from '../../src/time/hours.ts';
 import { sdkClient } from '../emulator/helpers.ts';
 import { deleteKeys, deleteTopics, stackEnv, testKafka, testLogger, uniqueId } from '../support/harness.ts';
@@ -98,6 +98,48 @@ async function deadLetters(recordIds: string[]): Promise<FailedRecord[]> {
   );
   return all.filter((f) => f.record && recordIds.includes(f.record.recordId));
 }
+
+describe('metering worker in container mode (MeterUsage)', () => {
+  const meterUsageRecord = (dimension: string, quantity: number) =>
+    makeSubmissionRecord({
+      productCode: 'prod-container',
+      customer: 'this-account',
+      dimension,
+      hourMs: hourAgo(1),
+      quantity,
+      api: 'MeterUsage',
+      finalizedAtMs: Date.now(),
+    });
+
+  it('sends one call per record with a ClientToken from the record id: a resend is idempotent', async () => {
+    const r = meterUsageRecord('vcpu_hours', 6);
+    expect(clientToken(r.recordId)).toBe(clientToken(r.recordId));
+    expect(clientToken(r.recordId)).toHaveLength(64);
+    await worker().submit([r]);
+    // A restarted worker with an empty ledger sends the same call again: AWS answers it as the same record.
+    const again = worker();
+    await again.submit([r]);
+    const snap = emulator.state.snapshot();
+    expect(snap.calls.MeterUsage).toBe(2);
+    expect(snap.records.filter((x) => x.dimension === 'vcpu_hours')).toHaveLength(1);
+    expect(snap.records.find((x) => x.dimension === 'vcpu_hours')).toMatchObject({
+      quantity: 6,
+      timestamp: new Date(hourAgo(1)).toISOString().replace('.000Z', 'Z'),
+    });
+    expect(again.stats).toMatchObject({ accepted: 1, deadLettered: {} });
+  });
+
+  it('treats a changed quantity for the same record as final, never billed twice', async () => {
+    const r = meterUsageRecord('gpu_hours', 2);
+    await worker().submit([r]);
+    const w = worker();
+    await w.submit([{ ...r, quantity: 3 }]);
+    expect(w.stats.deadLettered).toEqual({ duplicate_record: 1 });
+    const [dead] = await deadLetters([r.recordId]);
+    expect(dead).toMatchObject({ reason: 'duplicate_record', record: { quantity: 3 } });
+    expect(emulator.state.snapshot().records.find((x) => x.dimension === 'gpu_hours')?.quantity).toBe(2);
+  });
+});
 
 describe('metering worker', () => {
   it('sends 26 records in 2 calls, stamped with their hour, and never sends an accepted record again', async () => {

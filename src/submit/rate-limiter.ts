@@ -1,0 +1,59 @@
+/**
+ * The AWS call quota, shared by every worker pod through a token bucket in Redis (rateLimit.lua). A
+ * worker takes a token before each call and reports throttling, which halves the shared rate; the rate
+ * then climbs back slowly.
+ */
+import { setTimeout as delay } from 'node:timers/promises';
+import type { ScriptedRedis } from '../redis/client.ts';
+import type { Keys } from '../redis/keys.ts';
+
+export interface RateLimitOptions {
+  /** Requests per second for the whole fleet (AWS: 10 per account, Region and API). */
+  rate: number;
+  /** Tokens that may be spent at once; defaults to one second's worth. */
+  burst?: number;
+  /** The rate never adapts below this. */
+  minRate?: number;
+  /** Requests per second regained per second after throttling. */
+  recoveryPerSecond?: number;
+}
+
+export class SharedRateLimiter {
+  readonly stats = { acquired: 0, waits: 0, waitedMs: 0, throttled: 0 };
+  readonly #redis: ScriptedRedis;
+  readonly #key: string;
+  readonly #args: number[];
+
+  constructor(redis: ScriptedRedis, keys: Keys, api: string, o: RateLimitOptions) {
+    this.#redis = redis;
+    this.#key = keys.rateLimit(api);
+    this.#args = [
+      o.rate,
+      o.burst ?? Math.max(1, o.rate),
+      o.minRate ?? Math.max(0.5, o.rate / 10),
+      o.recoveryPerSecond ?? o.rate / 60,
+    ];
+  }
+
+  /** Waits until the fleet may make one more call. */
+  async acquire(signal?: AbortSignal): Promise<void> {
+    for (;;) {
+      const wait = await this.#redis.rateLimit(1, this.#key, 'take', ...this.#args);
+      if (wait === 0) {
+        this.stats.acquired += 1;
+        return;
+      }
+      this.stats.waits += 1;
+      // A little jitter, so pods that were told the same wait do not all come back at the same instant.
+      const ms = wait + Math.floor(Math.random() * Math.min(50, wait));
+      this.stats.waitedMs += ms;
+      await delay(ms, undefined, signal ? { signal } : undefined);
+    }
+  }
+
+  /** AWS answered ThrottlingException: slow the whole fleet down. Returns the new rate (req/s). */
+  async throttled(): Promise<number> {
+    this.stats.throttled += 1;
+    return (await this.#redis.rateLimit(1, this.#key, 'throttled', ...this.#args)) / 1000;
+  }
+}
