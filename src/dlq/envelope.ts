@@ -27,7 +27,21 @@ export interface FailedRecord {
   originalBase64?: string | null;
   /** For stage=submit: the frozen record that could not be billed. */
   record?: SubmissionRecord;
+  /** Calls made before giving up (stage=submit). */
   attempts?: number;
+  /** The first and the last failure, when they differ in time (retries happened). */
+  firstError?: ErrorNote;
+  lastError?: ErrorNote;
+  /** The last instant AWS accepts the record; a redrive after it is refused. */
+  deadline?: string;
+  /** W3C trace context of the failed input, so its trace can be found. */
+  traceContext?: { traceparent: string; tracestate?: string };
+}
+
+export interface ErrorNote {
+  code: string;
+  message: string;
+  at: string;
 }
 
 export const DLQ_HEADER_STAGE = 'meterline-stage';
@@ -47,15 +61,24 @@ export function sourceOf(
   topic: string,
   partition: number,
   m: { offset: string; key: Buffer | null; value: Buffer | null; timestamp: string; headers?: IHeaders },
-): Pick<FailedRecord, 'source' | 'originalBase64'> {
+): Pick<FailedRecord, 'source' | 'originalBase64' | 'traceContext'> {
+  const headers = headersToStrings(m.headers);
   return {
+    ...(headers.traceparent
+      ? {
+          traceContext: {
+            traceparent: headers.traceparent,
+            ...(headers.tracestate ? { tracestate: headers.tracestate } : {}),
+          },
+        }
+      : {}),
     source: {
       topic,
       partition,
       offset: m.offset,
       key: m.key ? m.key.toString('utf8') : null,
       timestamp: new Date(Number(m.timestamp)).toISOString(),
-      headers: headersToStrings(m.headers),
+      headers,
     },
     originalBase64: m.value ? m.value.toString('base64') : null,
   };

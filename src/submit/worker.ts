@@ -19,7 +19,7 @@ import type { Consumer, EachBatchPayload, Kafka } from 'kafkajs';
 import type { Allocation } from '../commit/allocations.ts';
 import { parseSubmissionRecord, type SubmissionRecord } from '../commit/submission-record.ts';
 import type { CustomerMapping, Customers } from '../config/customers.ts';
-import { type FailedRecord, sourceOf } from '../dlq/envelope.ts';
+import { type ErrorNote, type FailedRecord, sourceOf } from '../dlq/envelope.ts';
 import type { DlqPublisher } from '../dlq/publisher.ts';
 import type { ErrorCode, MeterlineError } from '../errors.ts';
 import type { Logger } from '../log.ts';
@@ -195,6 +195,7 @@ export class MeteringWorker {
   async #submitCall(call: Prepared[]): Promise<void> {
     let pending = call;
     let attempt = 0;
+    let first: ErrorNote | undefined;
     while (pending.length) {
       const productCode = pending[0]?.record.productCode;
       let failure: MeterlineError | undefined;
@@ -244,15 +245,19 @@ export class MeteringWorker {
           pending.map((p) => p.record),
           failure.code,
           failure.message,
+          attempt + 1,
+          first,
         );
         return;
       }
 
       // Retriable: a thrown transient error, or UnprocessedRecords.
+      first ??= noteOf(failure, this.#now());
       const kept = await this.#backoff(
         pending.map((p) => p.record),
         attempt++,
         failure,
+        first,
       );
       pending = pending.filter((p) => kept.includes(p.record));
     }
@@ -266,6 +271,7 @@ export class MeteringWorker {
     records: SubmissionRecord[],
     attempt: number,
     failure: MeterlineError | undefined,
+    firstError: ErrorNote | undefined,
   ): Promise<SubmissionRecord[]> {
     const wait = backoffDelay(attempt, this.#o.backoff ?? DEFAULT_BACKOFF);
     const resumeAt = this.#now() + wait;
@@ -276,6 +282,7 @@ export class MeteringWorker {
         'deadline_exceeded',
         `still failing at the deadline: ${failure?.message ?? 'unprocessed by AWS'}`,
         attempt + 1,
+        firstError,
       );
     }
     const kept = records.filter((r) => !expired.includes(r));
@@ -300,6 +307,7 @@ export class MeteringWorker {
    * a resend after a crash is idempotent and a changed quantity is refused (DuplicateRequestException).
    */
   async #meterUsage(record: SubmissionRecord): Promise<void> {
+    let first: ErrorNote | undefined;
     for (let attempt = 0; ; attempt++) {
       let failure: MeterlineError;
       try {
@@ -333,10 +341,11 @@ export class MeteringWorker {
         if (failure.code === 'aws_throttled') await this.#o.rateLimiter?.throttled();
       }
       if (!failure.retriable) {
-        await this.#deadLetter([record], failure.code, failure.message, attempt + 1);
+        await this.#deadLetter([record], failure.code, failure.message, attempt + 1, first);
         return;
       }
-      if (!(await this.#backoff([record], attempt, failure)).length) return;
+      first ??= noteOf(failure, this.#now());
+      if (!(await this.#backoff([record], attempt, failure, first)).length) return;
     }
   }
 
@@ -389,8 +398,10 @@ export class MeteringWorker {
     reason: ErrorCode,
     detail: string,
     attempts?: number,
+    firstError?: ErrorNote,
   ): Promise<void> {
     const failedAt = new Date(this.#now()).toISOString();
+    const lastError: ErrorNote = { code: reason, message: detail, at: failedAt };
     await this.#o.dlq.publish(
       records.map((record) => ({
         version: 1,
@@ -400,6 +411,9 @@ export class MeteringWorker {
         retriable: reason === 'customer_not_subscribed' || reason === 'customer_mapping_missing',
         failedAt,
         record,
+        deadline: record.deadline,
+        firstError: firstError ?? lastError,
+        lastError,
         ...(attempts === undefined ? {} : { attempts }),
       })),
     );
@@ -422,6 +436,14 @@ function prepare(record: SubmissionRecord, mapping: CustomerMapping): Prepared {
     usage.CustomerIdentifier = mapping.customerIdentifier;
   }
   return { record, mapping, usage, matchKey: matchKeyOf(usage) };
+}
+
+function noteOf(failure: MeterlineError | undefined, nowMs: number): ErrorNote {
+  return {
+    code: failure?.code ?? 'aws_unprocessed',
+    message: failure?.message ?? 'AWS returned the record as unprocessed',
+    at: new Date(nowMs).toISOString(),
+  };
 }
 
 function usageAllocations(allocations: readonly Allocation[]): UsageAllocation[] {

@@ -57,7 +57,7 @@ function worker(now: () => number = Date.now, via: MarketplaceMeteringClient = c
   return new MeteringWorker({
     kafka,
     client: via,
-    ledger: new Ledger(redis, new Keys(`${run}-${uniqueId('l')}`)),
+    ledger: new Ledger(redis, new Keys(`${run}:${uniqueId('l')}`)),
     dlq: new DlqPublisher(producer, dlqTopic),
     customers: {
       ...TEST_CUSTOMERS,
