@@ -1,6 +1,7 @@
 #!/usr/bin/env -S node --disable-warning=TimeoutNegativeWarning
 /** `meterline`: one binary, one subcommand per role. Each command lives in its own module. */
 import { Command } from 'commander';
+import { registerDlqCommand } from './dlq-command.ts';
 import { registerEmulatorCommand } from './emulator-command.ts';
 import { registerPipelineCommands } from './pipeline-commands.ts';
 import { registerProduceCommand } from './produce-command.ts';
@@ -13,6 +14,7 @@ const program = new Command()
 registerPipelineCommands(program);
 registerProduceCommand(program);
 registerEmulatorCommand(program);
+registerDlqCommand(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -67,6 +67,11 @@ export class Keys {
     return `${this.prefix}:rate:${api}`;
   }
 
+  /** Set when a failed-records entry was redriven, so it is sent back at most once. */
+  redriven(dlqTopic: string, entryId: string): string {
+    return `${this.prefix}:redriven:${dlqTopic}:${entryId}`;
+  }
+
   /** Idempotency ledger entry for one submission record. */
   ledger(recordId: string): string {
     return `${this.prefix}:ledger:${recordId}`;

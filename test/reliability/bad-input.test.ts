@@ -9,7 +9,7 @@ import { type RunningPipeline, startPipeline } from '../../src/pipeline.ts';
 import { type Outgoing, produceMessages } from '../../src/produce/producer.ts';
 import { HOUR_MS, hourIso, hourStart } from '../../src/time/hours.ts';
 import { badInputCorpus } from '../support/bad-input-corpus.ts';
-import { testKafka, testLogger, waitFor } from '../support/harness.ts';
+import { failedRecordValidator, testKafka, testLogger, waitFor } from '../support/harness.ts';
 import { frozenRecords, readAllMessages, testPipeline } from '../support/pipeline-env.ts';
 
 const kafka = testKafka();
@@ -55,6 +55,8 @@ describe('bad input on the real stack', () => {
         : undefined;
     });
     expect(failed).toHaveLength(corpus.length);
+    const validate = failedRecordValidator();
+    for (const f of failed) expect(validate(f), JSON.stringify(validate.errors)).toBe(true);
     corpus.forEach((bad, i) => {
       const hit = failed.find((f) => f.source?.key === `bad-${i}`);
       expect(hit?.reason, bad.kind).toBe(bad.reason);

@@ -3,10 +3,12 @@
  * waits (never fixed sleeps), topic readers, and cleanup of what a test created.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { Ajv2020 } from 'ajv/dist/2020.js';
+import addFormats from 'ajv-formats';
 import { Cluster, Redis } from 'ioredis';
 import type { Kafka, KafkaMessage } from 'kafkajs';
 import { createKafka } from '../../src/kafka/client.ts';
@@ -162,4 +164,12 @@ export function writeTempJson(name: string, content: unknown): string {
   const path = join(dir, name);
   writeFileSync(path, JSON.stringify(content, null, 2));
   return path;
+}
+
+/** Validates envelopes on the failed-records topic against the published JSON Schema. */
+export function failedRecordValidator() {
+  const schema = JSON.parse(
+    readFileSync(new URL('../../schemas/failed-record.v1.schema.json', import.meta.url), 'utf8'),
+  );
+  return addFormats.default(new Ajv2020({ strict: true, allErrors: true })).compile(schema);
 }

@@ -95,39 +95,7 @@ export function testPipeline(
   };
 }
 
-/** Every message on a topic, up to its end offsets at the time of the call. */
-export async function readAllMessages(kafka: Kafka, topic: string): Promise<KafkaMessage[]> {
-  const admin = kafka.admin();
-  await admin.connect();
-  const offsets = await admin.fetchTopicOffsets(topic);
-  await admin.disconnect();
-  const remaining = new Map(
-    offsets.filter((o) => BigInt(o.high) > BigInt(o.low)).map((o) => [o.partition, BigInt(o.high)]),
-  );
-  const out: KafkaMessage[] = [];
-  if (!remaining.size) return out;
-  const consumer = kafka.consumer({ groupId: uniqueId('read-all') });
-  await consumer.connect();
-  try {
-    await consumer.subscribe({ topic, fromBeginning: true });
-    await new Promise<void>((resolve, reject) => {
-      consumer
-        .run({
-          eachMessage: async ({ partition, message }) => {
-            const end = remaining.get(partition);
-            if (end === undefined) return;
-            out.push(message);
-            if (BigInt(message.offset) + 1n >= end) remaining.delete(partition);
-            if (!remaining.size) resolve();
-          },
-        })
-        .catch(reject);
-    });
-  } finally {
-    await consumer.disconnect();
-  }
-  return out;
-}
+export { readAllMessages } from '../../src/kafka/read-topic.ts';
 
 /**
  * The submission topic, checked for invariant 2: every copy of a record id carries the same quantity.
