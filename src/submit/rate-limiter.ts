@@ -10,7 +10,10 @@ import type { Keys } from '../redis/keys.ts';
 export interface RateLimitOptions {
   /** Requests per second for the whole fleet (AWS: 10 per account, Region and API). */
   rate: number;
-  /** Tokens that may be spent at once; defaults to one second's worth. */
+  /**
+   * Tokens that may be spent at once. Default 1: calls are paced evenly, since a quota counted over a
+   * sliding second would refuse a full second's burst followed by the steady rate.
+   */
   burst?: number;
   /** The rate never adapts below this. */
   minRate?: number;
@@ -29,7 +32,7 @@ export class SharedRateLimiter {
     this.#key = keys.rateLimit(api);
     this.#args = [
       o.rate,
-      o.burst ?? Math.max(1, o.rate),
+      o.burst ?? 1,
       o.minRate ?? Math.max(0.5, o.rate / 10),
       o.recoveryPerSecond ?? o.rate / 60,
     ];

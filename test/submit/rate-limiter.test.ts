@@ -1,5 +1,5 @@
 /**
- * The shared AWS quota on a real Redis: one bucket for every worker, a burst of at most one second's
+ * The shared AWS quota on a real Redis: one bucket for every worker, never more than its burst at once,
  * worth, halving on throttling and climbing back. Counts, not timings: a test never races the clock.
  */
 import { afterAll, describe, expect, it } from 'vitest';
@@ -15,12 +15,13 @@ afterAll(async () => {
   redis.disconnect();
 });
 
-function limiters(n: number, rate: number) {
+function limiters(n: number, rate: number, burst?: number) {
   const prefix = uniqueId('rl');
   prefixes.push(prefix);
   return Array.from(
     { length: n },
-    () => new SharedRateLimiter(redis, new Keys(prefix), 'BatchMeterUsage', { rate }),
+    () =>
+      new SharedRateLimiter(redis, new Keys(prefix), 'BatchMeterUsage', burst ? { rate, burst } : { rate }),
   );
 }
 
@@ -44,7 +45,7 @@ async function grab(prefix: string, attempts: number, rate: number): Promise<num
 }
 
 describe('the shared rate limiter', () => {
-  it('gives the whole fleet one burst of a second, however many workers ask', async () => {
+  it('gives the whole fleet one burst, however many workers ask', async () => {
     const prefix = uniqueId('rl');
     prefixes.push(prefix);
     // 40 immediate asks at 10/s: the burst (10), plus at most what refilled while the asks ran.
@@ -56,7 +57,7 @@ describe('the shared rate limiter', () => {
   });
 
   it('makes a second worker wait for tokens the first one spent', async () => {
-    const [a, b] = limiters(2, 5);
+    const [a, b] = limiters(2, 5, 5);
     for (let i = 0; i < 5; i++) await a?.acquire();
     expect(a?.stats.waits).toBe(0);
     await b?.acquire();
