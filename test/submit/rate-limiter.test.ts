@@ -1,6 +1,6 @@
 /**
  * The shared AWS quota on a real Redis: one bucket for every worker, never more than its burst at once,
- * worth, halving on throttling and climbing back. Counts, not timings: a test never races the clock.
+ * halving on throttling and climbing back. Counts, not timings: a test never races the clock.
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { createRedis } from '../../src/redis/client.ts';
