@@ -125,6 +125,7 @@ export async function startPipeline(
         ...(config.worker.endpoint ? { endpoint: config.worker.endpoint } : {}),
         // Our own retry loop owns backoff and deadlines; the SDK's would multiply attempts.
         maxAttempts: 1,
+        requestHandler: { requestTimeout: config.worker.requestTimeoutMs, connectionTimeout: 3_000 },
       });
       const worker = new MeteringWorker({
         kafka,

@@ -80,6 +80,8 @@ export const EnvSchema = z.object({
   METERLINE_MAX_MESSAGE_BYTES: int(16_384, 256, 1_048_576),
   // saas: BatchMeterUsage for the buyers in the customers file; container: MeterUsage from the buyer's account.
   METERLINE_METERING_MODE: z.enum(['saas', 'container']).default('saas'),
+  // A call AWS has not answered by then is retried (the record's id makes the resend safe).
+  METERLINE_AWS_REQUEST_TIMEOUT: duration('10s'),
   METERLINE_RATE_LIMIT: z.coerce
     .number({ error: 'must be a number of requests per second' })
     .positive()
@@ -120,6 +122,7 @@ export interface Config {
     api: MeteringApi;
     /** Calls per second for the whole fleet of workers. */
     rateLimit: number;
+    requestTimeoutMs: number;
   };
   logLevel: Env['LOG_LEVEL'];
 }
@@ -250,6 +253,7 @@ export function loadConfig(roles: readonly Role[], env: NodeJS.ProcessEnv = proc
       mode: e.METERLINE_METERING_MODE,
       api,
       rateLimit: e.METERLINE_RATE_LIMIT,
+      requestTimeoutMs: e.METERLINE_AWS_REQUEST_TIMEOUT,
     },
     logLevel: e.LOG_LEVEL,
   };
