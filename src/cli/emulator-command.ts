@@ -1,12 +1,14 @@
 /**
  * `meterline emulator`: run the local AWS Marketplace Metering emulator, and `meterline emulator
  * records` to see what a running one accepted. Point the SDK (and the worker) at it with
- * AWS_ENDPOINT_URL_MARKETPLACE_METERING=<printed url>.
+ * AWS_ENDPOINT_URL_MARKETPLACE_METERING=<printed url>. Unlike `startEmulator`, the CLI enforces AWS's
+ * 10 TPS quota by default; fault flags set the initial rates (change them later via /_emulator/faults).
  */
 import Table from 'cli-table3';
 import { type Command, InvalidArgumentError } from 'commander';
 import { pino } from 'pino';
 import { loadCustomersFile } from '../emulator/customers-file.ts';
+import { type FaultUpdate, NO_FAULTS, parseFaultUpdate } from '../emulator/faults.ts';
 import { type RunningEmulator, startEmulator } from '../emulator/server.ts';
 import type { CustomerSubscription, EmulatorSnapshot } from '../emulator/state.ts';
 import { HOUR_MS } from '../time/hours.ts';
@@ -22,7 +24,19 @@ interface ServeOptions {
   meterUsageWindowHours?: number;
   productCode?: string[];
   dimension?: string[];
+  tps: number;
+  throttleRate?: number;
+  errorRate?: number;
+  timeoutRate?: number;
+  unprocessedRate?: number;
+  latencyMs?: number;
+  latencyJitterMs?: number;
+  timeoutMs?: number;
+  faultSeed?: number;
 }
+
+/** AWS's quota for each Metering API (per account and Region). */
+const AWS_TPS = 10;
 
 interface RecordsOptions {
   endpoint?: string;
@@ -41,6 +55,24 @@ export function registerEmulatorCommand(program: Command): void {
     .option('--meter-usage-window-hours <h>', 'MeterUsage acceptance window (default 6)', parseHours)
     .option('--product-code <codes...>', 'accept only these product codes (default: any)')
     .option('--dimension <names...>', 'accept only these usage dimensions (default: any)')
+    .option(
+      '--tps <n>',
+      'requests/s per operation before ThrottlingException (0 = no quota)',
+      number,
+      AWS_TPS,
+    )
+    .option('--throttle-rate <r>', 'fraction of metering calls answered ThrottlingException', number)
+    .option('--error-rate <r>', 'fraction of metering calls answered InternalServiceErrorException', number)
+    .option('--timeout-rate <r>', 'fraction of metering calls never answered (see --timeout-ms)', number)
+    .option('--unprocessed-rate <r>', 'fraction of BatchMeterUsage records left unprocessed', number)
+    .option('--latency-ms <ms>', 'latency added to every metering call', number)
+    .option('--latency-jitter-ms <ms>', 'up to this much more latency per call, drawn uniformly', number)
+    .option(
+      '--timeout-ms <ms>',
+      'how long a timed-out call is held before the connection drops (default 30000)',
+      number,
+    )
+    .option('--fault-seed <n>', 'seed for the fault draws, for reproducible runs', number)
     .action((options: ServeOptions, command: Command) => serve(options, command));
 
   emulator
@@ -69,6 +101,13 @@ async function serve(options: ServeOptions, command: Command): Promise<void> {
   if (options.meterUsageWindowHours !== undefined)
     windowMs.MeterUsage = options.meterUsageWindowHours * HOUR_MS;
 
+  const faults = faultFlags(options);
+  try {
+    parseFaultUpdate({ ...faults, tps: options.tps }, NO_FAULTS);
+  } catch (error) {
+    command.error(`error: ${(error as Error).message}`);
+  }
+
   let running: RunningEmulator;
   try {
     running = await startEmulator({
@@ -78,6 +117,8 @@ async function serve(options: ServeOptions, command: Command): Promise<void> {
       windowMs,
       productCodes: options.productCode,
       dimensions: options.dimension,
+      tps: options.tps,
+      faults,
       logger,
     });
   } catch (error) {
@@ -87,7 +128,10 @@ async function serve(options: ServeOptions, command: Command): Promise<void> {
   }
   // Plain stdout line, so scripts can `grep -o 'http://.*'`; structured logs go to stderr.
   process.stdout.write(`emulator listening on ${running.url}\n`);
-  logger.info({ url: running.url, customers: customers.length }, 'emulator started');
+  logger.info(
+    { url: running.url, customers: customers.length, faults: running.state.faultSettings() },
+    'emulator started',
+  );
 
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
     process.once('SIGINT', () => resolve('SIGINT'));
@@ -128,6 +172,38 @@ async function printRecords(options: RecordsOptions, command: Command): Promise<
   process.stdout.write(
     `${snapshot.records.length} record(s), ${snapshot.duplicates} duplicate(s); calls: ${calls || 'none'}\n`,
   );
+  // Absent from emulators older than the quota; shown only when something was throttled or injected.
+  const throttled = Object.entries(snapshot.throttled ?? {}).map(([op, n]) => `${op}=${n}`);
+  const injected = Object.entries(snapshot.injected ?? {})
+    .filter(([, n]) => n > 0)
+    .map(([kind, n]) => `${kind}=${n}`);
+  if (throttled.length > 0 || injected.length > 0) {
+    process.stdout.write(
+      `throttled by quota: ${throttled.join(' ') || 'none'}; injected faults: ${injected.join(' ') || 'none'}\n`,
+    );
+  }
+}
+
+/** The fault flags that were given, under their `FaultSettings` names. */
+function faultFlags(o: ServeOptions): FaultUpdate {
+  const flags: FaultUpdate = {
+    throttleRate: o.throttleRate,
+    errorRate: o.errorRate,
+    timeoutRate: o.timeoutRate,
+    unprocessedRate: o.unprocessedRate,
+    latencyMs: o.latencyMs,
+    latencyJitterMs: o.latencyJitterMs,
+    timeoutMs: o.timeoutMs,
+    seed: o.faultSeed,
+  };
+  return Object.fromEntries(Object.entries(flags).filter(([, v]) => v !== undefined));
+}
+
+/** Ranges are checked with every other fault setting, in one place (`parseFaultUpdate`). */
+function number(value: string): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n)) throw new InvalidArgumentError('must be a number');
+  return n;
 }
 
 function parsePort(value: string): number {

@@ -1,17 +1,21 @@
 /**
  * The emulator over HTTP: AWS's awsJson1_1 wire protocol on `POST /` (so the real SDK v3 client can
  * talk to it through `endpoint` or `AWS_ENDPOINT_URL_MARKETPLACE_METERING`), plus a small JSON admin
- * API under `/_emulator/` for tests and the CLI. All metering rules live in `state.ts`.
+ * API under `/_emulator/` for tests and the CLI. All metering rules live in `state.ts`; the TPS quota
+ * in `quota.ts`, rate-based faults in `faults.ts`.
  */
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { ConfigError } from '../errors.ts';
 import { ServiceError, serializationError } from './service-error.ts';
 import { type CustomerSubscription, EmulatorState, type EmulatorStateOptions } from './state.ts';
 
 const TARGET_PREFIX = 'AWSMPMeteringService.';
 const JSON_CONTENT_TYPE = 'application/x-amz-json-1.1';
+/** The operations the quota, latency and rate-based faults apply to. */
+const METERING_OPERATIONS: ReadonlySet<string> = new Set(['BatchMeterUsage', 'MeterUsage']);
 /** AWS's limit is "under 1 MB" per call. */
 export const MAX_BODY_BYTES = 1024 * 1024;
 
@@ -46,6 +50,8 @@ export async function startEmulator(options: StartEmulatorOptions = {}): Promise
     throw new RangeError(`port must be an integer from 0 to 65535 (got ${port})`);
   }
   const state = new EmulatorState(options);
+  // Aborted by close(): calls held by latency or a timeout fault must not keep the server open.
+  const closing = new AbortController();
 
   const server = createServer((req, res) => {
     handle(req, res).catch((error: unknown) => {
@@ -95,14 +101,36 @@ export async function startEmulator(options: StartEmulatorOptions = {}): Promise
       );
     }
 
-    // Fault seam: the one place throttling / 5xx / timeouts / slowness get injected.
+    // The quota is charged on arrival, before any added latency, so it sees the client's own pacing.
+    // A client that gives up during the latency still has its call applied, as AWS would: that is
+    // the ambiguous timeout its retries must survive.
+    const metered = METERING_OPERATIONS.has(operation);
+    const admitted = !metered || state.admit(operation);
+    const latency = metered ? state.injector.latency() : 0;
+    if (latency > 0 && !(await pause(latency))) return void req.socket.destroy();
+    if (!admitted) return answer(new ServiceError('ThrottlingException', 'Rate exceeded'));
+
+    // Fault seam: the one place throttling / 5xx / timeouts / slowness get injected. Hooks first, as
+    // a test that scripts them means exactly that call; then the rate-based faults.
     const fault = state.faults.beforeOperation?.(operation);
     if (fault?.kind === 'hangUp') {
       req.socket.destroy();
       return;
     }
     if (fault?.kind === 'error') return answer(fault.error);
-    if (fault?.kind === 'delay') await sleep(fault.ms);
+    if (fault?.kind === 'delay' && !(await pause(fault.ms))) return void req.socket.destroy();
+    const injected = metered ? state.injector.pick() : undefined;
+    if (injected) logger?.debug({ operation, injected }, 'metering call fault injected');
+    if (injected === 'throttling') return answer(new ServiceError('ThrottlingException', 'Rate exceeded'));
+    if (injected === 'internalError') {
+      return answer(new ServiceError('InternalServiceErrorException', 'An internal error occurred'));
+    }
+    if (injected === 'timeout') {
+      // Never answered: the client's own timeout fires first, or it sees the connection drop.
+      await pause(state.injector.settings.timeoutMs, res);
+      req.socket.destroy();
+      return;
+    }
 
     try {
       const input = parseJson(body);
@@ -132,6 +160,11 @@ export async function startEmulator(options: StartEmulatorOptions = {}): Promise
           return [200, state.snapshot()];
         case 'GET /_emulator/customers':
           return [200, { customers: state.customers() }];
+        case 'GET /_emulator/faults':
+          return [200, state.faultSettings()];
+        case 'POST /_emulator/faults':
+          state.configureFaults(body === undefined ? undefined : parseJson(body));
+          return [200, state.faultSettings()];
         case 'POST /_emulator/reset':
           state.reset();
           return [200, { ok: true }];
@@ -147,7 +180,25 @@ export async function startEmulator(options: StartEmulatorOptions = {}): Promise
           return [404, { error: `no admin route ${route}` }];
       }
     } catch (error) {
-      return [400, { error: (error as Error).message }];
+      const issues = error instanceof ConfigError ? { issues: error.issues } : {};
+      return [400, { error: (error as Error).message, ...issues }];
+    }
+  }
+
+  /**
+   * Waits `ms` unless the emulator closes or, when `res` is given, its client hangs up; `false` then.
+   */
+  async function pause(ms: number, res?: ServerResponse): Promise<boolean> {
+    const gone = new AbortController();
+    const onClose = () => gone.abort();
+    res?.once('close', onClose);
+    try {
+      await sleep(ms, undefined, { signal: AbortSignal.any([gone.signal, closing.signal]) });
+      return true;
+    } catch {
+      return false;
+    } finally {
+      res?.off('close', onClose);
     }
   }
 
@@ -168,6 +219,7 @@ export async function startEmulator(options: StartEmulatorOptions = {}): Promise
     state,
     close: () =>
       new Promise<void>((resolve, reject) => {
+        closing.abort();
         server.close((error) => (error ? reject(error) : resolve()));
         // SDK clients keep connections alive; idle ones would hold close() open indefinitely.
         server.closeIdleConnections();

@@ -16,6 +16,8 @@ import {
   type MeteringApi,
 } from '../submit/aws-window.ts';
 import { hourIso, hourStart } from '../time/hours.ts';
+import { FaultInjector, type FaultSettings, type InjectedCounts, parseFaultUpdate } from './faults.ts';
+import { RequestQuota } from './quota.ts';
 import { ServiceError } from './service-error.ts';
 import {
   type BatchMeterUsageInput,
@@ -61,6 +63,10 @@ export interface EmulatorSnapshot {
   calls: Record<string, number>;
   /** Error answers per AWS error type. */
   errors: Record<string, number>;
+  /** Requests refused by the TPS quota, per operation (also counted in `errors.ThrottlingException`). */
+  throttled: Record<string, number>;
+  /** Rate-based faults injected (see `faults.ts`); faults made by `FaultHooks` are not counted here. */
+  injected: InjectedCounts;
 }
 
 export type UsageRecordStatus = 'Success' | 'CustomerNotSubscribed' | 'DuplicateRecord';
@@ -71,8 +77,9 @@ export interface BatchMeterUsageOutput {
 }
 
 /**
- * The one seam for fault injection (throttling, 5xx, timeouts, partial processing). Handlers consult
- * it before doing real work, so a fault never leaves half-applied state behind.
+ * The scripted seam for fault injection (throttling, 5xx, timeouts, partial processing); rate-based
+ * faults (`faults.ts`) sit beside it. Handlers consult both before doing real work, so a fault never
+ * leaves half-applied state behind.
  */
 export interface FaultHooks {
   /** Asked by the server before an operation runs; an action replaces the normal answer. */
@@ -98,7 +105,15 @@ export interface EmulatorStateOptions {
   productCodes?: readonly string[];
   /** If set, any other dimension is an InvalidUsageDimensionException. @defaultValue any dimension */
   dimensions?: readonly string[];
-  faults?: FaultHooks;
+  /**
+   * Hooks (kept by reference: a test may swap them between calls) and the initial rate-based faults.
+   * Change the rates later with `configureFaults`, not on this object.
+   */
+  faults?: FaultHooks & Partial<FaultSettings>;
+  /** Requests per second per operation, as AWS's quota; 0 = no quota. @defaultValue 0 */
+  tps?: number;
+  /** Monotonic ms for the TPS quota, apart from `now` so a frozen metering clock does not freeze it. */
+  quotaClock?: () => number;
   /** @defaultValue `crypto.randomUUID` */
   newRecordId?: () => string;
 }
@@ -113,6 +128,8 @@ interface TokenEntry {
 
 export class EmulatorState {
   readonly faults: FaultHooks;
+  readonly quota: RequestQuota;
+  readonly injector: FaultInjector;
   readonly #now: () => number;
   readonly #windowMs: Record<MeteringApi, number>;
   readonly #productCodes: ReadonlySet<string> | undefined;
@@ -126,6 +143,7 @@ export class EmulatorState {
   #duplicates = 0;
   #calls: Record<string, number> = {};
   #errors: Record<string, number> = {};
+  #throttled: Record<string, number> = {};
 
   constructor(options: EmulatorStateOptions = {}) {
     const windowMs = { ...DEFAULT_ACCEPTANCE_WINDOW_MS, ...options.windowMs };
@@ -139,6 +157,10 @@ export class EmulatorState {
     this.#dimensions = options.dimensions && new Set(options.dimensions);
     this.#newRecordId = options.newRecordId ?? randomUUID;
     this.faults = options.faults ?? {};
+    // Everything but the hooks is a rate setting, validated (unknown keys included) like the admin API's.
+    const { beforeOperation, leaveUnprocessed, ...initialFaults } = options.faults ?? {};
+    this.injector = new FaultInjector(initialFaults);
+    this.quota = new RequestQuota(options.tps ?? 0, options.quotaClock);
     this.subscribe(options.customers ?? []);
   }
 
@@ -175,16 +197,41 @@ export class EmulatorState {
       duplicates: this.#duplicates,
       calls: { ...this.#calls },
       errors: { ...this.#errors },
+      throttled: { ...this.#throttled },
+      injected: this.injector.counts,
     };
   }
 
-  /** Forgets records, tokens and counters; subscriptions stay. */
+  /** Forgets records, tokens, counters and spent quota; subscriptions and fault settings stay. */
   reset(): void {
     this.#records.clear();
     this.#tokens.clear();
     this.#duplicates = 0;
     this.#calls = {};
     this.#errors = {};
+    this.#throttled = {};
+    this.injector.resetCounts();
+    this.quota.reset();
+  }
+
+  // ── quota and rate-based faults ────────────────────────────────────────────────────────────────
+
+  /** Takes a quota token for `operation`; `false` (counted in `throttled`) means answer throttling. */
+  admit(operation: string): boolean {
+    if (this.quota.tryTake(operation)) return true;
+    this.#throttled[operation] = (this.#throttled[operation] ?? 0) + 1;
+    return false;
+  }
+
+  faultSettings(): FaultSettings & { tps: number } {
+    return { ...this.injector.settings, tps: this.quota.tps };
+  }
+
+  /** Applies an untrusted partial update (admin API); throws a ConfigError listing every problem. */
+  configureFaults(update: unknown): void {
+    const { tps, ...faults } = parseFaultUpdate(update, this.injector.settings);
+    this.injector.configure(faults);
+    if (tps !== undefined) this.quota.tps = tps;
   }
 
   // ── BatchMeterUsage ────────────────────────────────────────────────────────────────────────────
@@ -207,7 +254,7 @@ export class EmulatorState {
 
     const output: BatchMeterUsageOutput = { Results: [], UnprocessedRecords: [] };
     for (const record of input.UsageRecords) {
-      if (this.faults.leaveUnprocessed?.(record)) {
+      if (this.faults.leaveUnprocessed?.(record) || this.injector.leaveUnprocessed()) {
         output.UnprocessedRecords.push(record);
         continue;
       }

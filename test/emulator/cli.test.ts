@@ -5,10 +5,14 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { BatchMeterUsageCommand } from '@aws-sdk/client-marketplace-metering';
+import {
+  BatchMeterUsageCommand,
+  InternalServiceErrorException,
+  ThrottlingException,
+} from '@aws-sdk/client-marketplace-metering';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EmulatorSnapshot } from '../../src/emulator/state.ts';
-import { LICENSE, sdkClient } from './helpers.ts';
+import { LICENSE, rejection, sdkClient } from './helpers.ts';
 
 const MAIN = new URL('../../src/cli/main.ts', import.meta.url).pathname;
 const run = promisify(execFile);
@@ -27,26 +31,23 @@ beforeAll(async () => {
       globex: { customerIdentifier: 'abc', productCode: 'prod-x' },
     }),
   );
-  child = spawn(process.execPath, [
-    MAIN,
-    'emulator',
-    '--port',
-    '0',
-    '--customers',
-    customers,
-    '--subscribe',
-    '555',
-  ]);
-  url = await new Promise<string>((resolve, reject) => {
+  ({ child, url } = await startCli(['--customers', customers, '--subscribe', '555']));
+}, 20_000);
+
+/** Spawns `meterline emulator --port 0 …args` and waits for the URL it prints. */
+async function startCli(args: string[]): Promise<{ child: ChildProcessWithoutNullStreams; url: string }> {
+  const proc = spawn(process.execPath, [MAIN, 'emulator', '--port', '0', ...args]);
+  const printed = await new Promise<string>((resolve, reject) => {
     let out = '';
-    child.stdout.on('data', (chunk: Buffer) => {
+    proc.stdout.on('data', (chunk: Buffer) => {
       out += chunk.toString();
       const match = /emulator listening on (http:\/\/\S+)/.exec(out);
       if (match?.[1]) resolve(match[1]);
     });
-    child.once('exit', (code) => reject(new Error(`emulator exited early (${code})`)));
+    proc.once('exit', (code) => reject(new Error(`emulator exited early (${code})`)));
   });
-}, 20_000);
+  return { child: proc, url: printed };
+}
 
 afterAll(async () => {
   if (child.exitCode === null) child.kill('SIGKILL');
@@ -114,9 +115,110 @@ describe('meterline emulator', () => {
     expect(table.stdout).toContain('3 record(s), 0 duplicate(s)');
   });
 
+  it('enforces the 10 TPS quota by default, with no faults, and `records` reports the throttling', async () => {
+    const res = await fetch(`${url}/_emulator/faults`);
+    expect(await res.json()).toMatchObject({ tps: 10, throttleRate: 0, errorRate: 0, timeoutRate: 0 });
+    const client = sdkClient(url);
+    try {
+      // An unsubscribed customer: throttled or CustomerNotSubscribed, never a new record.
+      const call = () =>
+        client
+          .send(
+            new BatchMeterUsageCommand({
+              ProductCode: 'prod-x',
+              UsageRecords: [{ Timestamp: new Date(), CustomerIdentifier: 'nobody', Dimension: 'd' }],
+            }),
+          )
+          .then(
+            () => 'ok',
+            (error: unknown) => (error instanceof ThrottlingException ? 'throttled' : String(error)),
+          );
+      const started = performance.now();
+      const outcomes = await Promise.all(Array.from({ length: 25 }, call));
+      const elapsedMs = performance.now() - started;
+      expect(
+        outcomes.filter((o) => o === 'ok').length + outcomes.filter((o) => o === 'throttled').length,
+      ).toBe(25);
+      // 10 at once, then one more per 100 ms the burst took to arrive (usually a few ms).
+      const throttled = outcomes.filter((o) => o === 'throttled').length;
+      expect(throttled).toBeGreaterThan(0);
+      expect(throttled).toBeGreaterThanOrEqual(25 - 10 - Math.ceil(elapsedMs / 100));
+    } finally {
+      client.destroy();
+    }
+    const table = await run(process.execPath, [MAIN, 'emulator', 'records', '--endpoint', url]);
+    expect(table.stdout).toMatch(/throttled by quota: BatchMeterUsage=\d+; injected faults: none/);
+  });
+
   it('stops cleanly on SIGTERM', async () => {
     child.kill('SIGTERM');
     const [code] = await once(child, 'exit');
     expect(code).toBe(0);
+  });
+});
+
+describe('meterline emulator fault flags', () => {
+  it('sets the quota and fault rates from flags', async () => {
+    const flagged = await startCli([
+      '--tps',
+      '0',
+      '--error-rate',
+      '1',
+      '--latency-ms',
+      '5',
+      '--timeout-ms',
+      '1000',
+      '--fault-seed',
+      '9',
+    ]);
+    const client = sdkClient(flagged.url);
+    try {
+      const res = await fetch(`${flagged.url}/_emulator/faults`);
+      expect(await res.json()).toEqual({
+        tps: 0,
+        throttleRate: 0,
+        errorRate: 1,
+        timeoutRate: 0,
+        unprocessedRate: 0,
+        latencyMs: 5,
+        latencyJitterMs: 0,
+        timeoutMs: 1000,
+        seed: 9,
+      });
+      const error = await rejection(
+        client.send(
+          new BatchMeterUsageCommand({
+            ProductCode: 'prod-x',
+            UsageRecords: [{ Timestamp: new Date(), CustomerIdentifier: 'abc', Dimension: 'd' }],
+          }),
+        ),
+      );
+      expect(error).toBeInstanceOf(InternalServiceErrorException);
+    } finally {
+      client.destroy();
+      flagged.child.kill('SIGTERM');
+      await once(flagged.child, 'exit');
+    }
+  });
+
+  it('refuses out-of-range or non-numeric fault flags, saying why', async () => {
+    const failure = (args: string[]) =>
+      run(process.execPath, [MAIN, 'emulator', '--port', '0', ...args]).then(
+        () => {
+          throw new Error(`meterline emulator ${args.join(' ')} started`);
+        },
+        (error: { code: number; stderr: string }) => error,
+      );
+    const [range, sum, nan] = await Promise.all([
+      failure(['--throttle-rate', '1.5', '--tps', '-1']),
+      failure(['--error-rate', '0.6', '--timeout-rate', '0.6']),
+      failure(['--latency-ms', 'soon']),
+    ]);
+    expect(range.code).toBe(1);
+    expect(range.stderr).toContain('throttleRate must be a number from 0 to 1 (got 1.5)');
+    expect(range.stderr).toContain('tps must be a non-negative number');
+    expect(sum.stderr).toContain('throttleRate + errorRate + timeoutRate must be at most 1');
+    expect(nan.code).toBe(1);
+    expect(nan.stderr).toMatch(/--latency-ms <ms>' argument 'soon' is invalid\. must be a number/);
   });
 });

@@ -132,7 +132,14 @@ describe('admin API', () => {
     expect(snap.records).toHaveLength(1);
 
     await fetch(`${emulator.url}/_emulator/reset`, { method: 'POST' });
-    expect(await snapshot(emulator.url)).toEqual({ records: [], duplicates: 0, calls: {}, errors: {} });
+    expect(await snapshot(emulator.url)).toEqual({
+      records: [],
+      duplicates: 0,
+      calls: {},
+      errors: {},
+      throttled: {},
+      injected: { throttling: 0, internalError: 0, timeout: 0, unprocessedRecords: 0, delayed: 0 },
+    });
   });
 
   it('lists and changes subscriptions', async () => {
