@@ -11,10 +11,13 @@
  *          applied to Redis: events/s, Redis round trips, peak RSS, Redis memory per open aggregate;
  *      (c) a Kafka Streams 4.4 app (deploy/bench/streams, exactly_once_v2, RocksDB) doing the same hourly sum
  *          until its group's committed offsets reach the end of all partitions;
+ *      (d) the metering worker draining 60,000 pending records against the emulator's 10 TPS quota
+ *          (deploy/bench/worker-drain.ts): records/s against the ideal 250, mean batch size, throttling;
  *   3. prints and writes bench-results/latest.{json,md} (+ a copy named after the run), then deletes its
  *      topics, consumer groups, Redis keys and Streams state.
  *
- * Options: --events N | --quick (100k) | --seed N | --skip bare,processor,streams | --streams-mode papi|dsl |
+ * Options: --events N | --quick (100k) | --seed N | --skip bare,processor,streams,worker | --drain-records N |
+ * --streams-mode papi|dsl |
  * --streams-threads N | --keep (leave topics/keys for inspection). Goals are reported, never fail the command.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
@@ -42,6 +45,7 @@ import { ensureServices, stackStatus } from '../stack/index.ts';
 import { Dataset, type Expected } from './dataset.ts';
 import { type ProfileSummary, summarizeProfile } from './profile.ts';
 import type { ProcessorSnapshot, ToChild, ToParent } from './run-processor.ts';
+import { DRAIN_GOAL, DRAIN_IDEAL_PER_SEC, type DrainResult, runWorkerDrain } from './worker-drain.ts';
 
 const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
 const ROOT = here('../../');
@@ -62,7 +66,8 @@ const USAGE = `usage: npm run bench -- [options]
   --events N            messages to produce, 1 % of them resends (default 2000000)
   --quick               100000 messages (unless --events is given)
   --seed N              dataset seed (default 7)
-  --skip LIST           comma-separated phases to skip: bare, processor, streams
+  --skip LIST           comma-separated phases to skip: bare, processor, streams, worker
+  --drain-records N     pending records for the worker drain phase (default 60000)
   --streams-mode M      papi (default: no repartition, like meterline) | dsl (selectKey → repartition topic)
   --streams-threads N   Kafka Streams num.stream.threads (default 1)
   --profile             V8 CPU profile of the processor (bench-results/logs/<run>-profile/), summarized
@@ -311,6 +316,7 @@ interface Results {
   bare: BareResult | PhaseError | null;
   processor: ProcessorResult | PhaseError | null;
   streams: StreamsResult | PhaseError | null;
+  worker: DrainResult | PhaseError | null;
   ratios: { bOverA: number | null; bOverC: number | null };
   goals: { goal: string; target: string; value: number | null; pass: boolean | null }[];
 }
@@ -845,6 +851,12 @@ function goals(r: Results): Results['goals'] {
       value: rt,
       pass: judge(rt, (v) => v <= GOALS.roundTripsPer10k),
     },
+    {
+      goal: `worker drain / ideal ${DRAIN_IDEAL_PER_SEC} records/s`,
+      target: `≥ ${DRAIN_GOAL}`,
+      value: ok(r.worker) ? r.worker.ofIdeal : null,
+      pass: judge(ok(r.worker) ? r.worker.ofIdeal : null, (v) => v >= DRAIN_GOAL),
+    },
   ];
 }
 
@@ -907,6 +919,20 @@ function markdown(r: Results): string {
     (p: StreamsResult) =>
       `RUNNING → offsets committed at end; ${p.mode}, ${p.threads} stream thread${p.threads === 1 ? '' : 's'}; ${p.verify.ok ? 'store totals verified' : 'STORE TOTALS WRONG'}; peak RSS ${fmt(p.peakRssMb)} MB`,
   );
+  if (r.worker === null) lines.push(row(['(d) metering worker drain, 10 TPS quota', 'skipped', '', '', '']));
+  else if ('error' in r.worker)
+    lines.push(row(['(d) metering worker drain, 10 TPS quota', 'error', '', '', r.worker.error]));
+  else
+    lines.push(
+      row([
+        '(d) metering worker drain, 10 TPS quota',
+        `${fmt(r.worker.recordsPerSec, 1)} records/s`,
+        fmt(r.worker.seconds, 1),
+        '',
+        `${fmt(r.worker.records)} records, ${fmt(r.worker.calls)} calls, mean batch ${fmt(r.worker.meanBatch, 1)}, ` +
+          `${fmt(r.worker.throttled)} throttling answers; ideal ${DRAIN_IDEAL_PER_SEC}/s`,
+      ]),
+    );
   lines.push('');
   lines.push(row(['metric', 'value', 'goal', 'result']), row(['---', '---:', '---', '---']));
   const pf = (pass: boolean | null) => (pass === null ? 'n/a' : pass ? 'PASS' : 'FAIL');
@@ -992,6 +1018,7 @@ async function main(): Promise<number> {
       quick: { type: 'boolean' },
       seed: { type: 'string' },
       skip: { type: 'string' },
+      'drain-records': { type: 'string' },
       'streams-mode': { type: 'string' },
       'streams-threads': { type: 'string' },
       profile: { type: 'boolean' },
@@ -1014,7 +1041,8 @@ async function main(): Promise<number> {
   if (!Number.isSafeInteger(seed)) throw new Error('--seed must be an integer');
   if (!['papi', 'dsl'].includes(streamsMode)) throw new Error('--streams-mode must be papi or dsl');
   for (const s of skip)
-    if (!['bare', 'processor', 'streams'].includes(s)) throw new Error(`--skip: unknown phase ${s}`);
+    if (!['bare', 'processor', 'streams', 'worker'].includes(s))
+      throw new Error(`--skip: unknown phase ${s}`);
 
   say('== stack (Kafka + Redis)');
   const stack = await ensureServices(['kafka', 'redis'], { log: (line) => say(`  ${line}`) });
@@ -1124,6 +1152,21 @@ async function main(): Promise<number> {
     say(`== (c) Kafka Streams (${streamsMode}, ${streamsThreads} thread${streamsThreads === 1 ? '' : 's'})`);
     const streams = await guard('streams', () => runStreams(ctx, streamsMode, streamsThreads));
     if (ok(streams)) say(`  ${fmt(streams.eventsPerSec)} events/s (${fmt(streams.seconds, 1)} s)`);
+    say('== (d) metering worker drain at the 10 TPS quota');
+    const worker = await guard('worker', () =>
+      runWorkerDrain({
+        brokers: ctx.brokers,
+        redisUrl: ctx.redisUrl,
+        runId,
+        records: Number(values['drain-records'] ?? 60_000),
+        say,
+      }),
+    );
+    if (ok(worker))
+      say(
+        `  ${fmt(worker.recordsPerSec, 1)} records/s = ${fmt(worker.ofIdeal * 100, 1)} % of ${DRAIN_IDEAL_PER_SEC}; ` +
+          `mean batch ${fmt(worker.meanBatch, 1)}, ${fmt(worker.throttled)} throttled`,
+      );
 
     const results: Results = {
       runId,
@@ -1134,6 +1177,7 @@ async function main(): Promise<number> {
       bare,
       processor,
       streams,
+      worker,
       ratios: {
         bOverA: ok(processor) && ok(bare) ? processor.eventsPerSec / bare.eventsPerSec : null,
         bOverC: ok(processor) && ok(streams) ? processor.eventsPerSec / streams.eventsPerSec : null,

@@ -1,7 +1,7 @@
 /**
  * The AWS call quota, shared by every worker pod through a token bucket in Redis (rateLimit.lua). A
- * worker takes a token before each call and reports throttling, which halves the shared rate; the rate
- * then climbs back slowly.
+ * worker takes a token before each call and reports throttling, which cuts the shared rate by 30 %; the
+ * rate then climbs back linearly.
  */
 import { setTimeout as delay } from 'node:timers/promises';
 import type { ScriptedRedis } from '../redis/client.ts';
@@ -11,13 +11,13 @@ export interface RateLimitOptions {
   /** Requests per second for the whole fleet (AWS: 10 per account, Region and API). */
   rate: number;
   /**
-   * Tokens that may be spent at once. Default 1: calls are paced evenly, since a quota counted over a
-   * sliding second would refuse a full second's burst followed by the steady rate.
+   * Tokens that may be spent at once; defaults to half a second's worth: AWS's bucket holds about a
+   * second, and the other half absorbs calls that bunch up on the way there.
    */
   burst?: number;
   /** The rate never adapts below this. */
   minRate?: number;
-  /** Requests per second regained per second after throttling. */
+  /** Requests per second regained per second after throttling (default: back to full within about 3 s). */
   recoveryPerSecond?: number;
 }
 
@@ -32,9 +32,9 @@ export class SharedRateLimiter {
     this.#key = keys.rateLimit(api);
     this.#args = [
       o.rate,
-      o.burst ?? 1,
+      o.burst ?? Math.max(1, o.rate / 2),
       o.minRate ?? Math.max(0.5, o.rate / 10),
-      o.recoveryPerSecond ?? o.rate / 60,
+      o.recoveryPerSecond ?? o.rate / 5,
     ];
   }
 
@@ -47,8 +47,9 @@ export class SharedRateLimiter {
         return;
       }
       this.stats.waits += 1;
-      // A little jitter, so pods that were told the same wait do not all come back at the same instant.
-      const ms = wait + Math.floor(Math.random() * Math.min(50, wait));
+      // A little jitter, so pods told the same wait do not all come back at once; small, since every
+      // millisecond here is a millisecond of the quota left unused.
+      const ms = wait + Math.floor(Math.random() * Math.min(5, wait / 10));
       this.stats.waitedMs += ms;
       await delay(ms, undefined, signal ? { signal } : undefined);
     }

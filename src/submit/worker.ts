@@ -30,6 +30,8 @@ import { chunkForBatchMeterUsage } from './batching.ts';
 import type { Ledger } from './ledger.ts';
 import type { SharedRateLimiter } from './rate-limiter.ts';
 
+const HEARTBEAT_SLICE_MS = 2_000;
+
 export interface WorkerOptions {
   kafka: Kafka;
   client: MarketplaceMeteringClient;
@@ -43,6 +45,8 @@ export interface WorkerOptions {
   sessionTimeoutMs?: number;
   logger: Logger;
   backoff?: BackoffOptions;
+  /** BatchMeterUsage calls in flight at once (default 4). */
+  concurrency?: number;
   /** The AWS quota shared by every worker pod; unlimited when absent (tests). */
   rateLimiter?: SharedRateLimiter;
   now?: () => number;
@@ -68,6 +72,8 @@ export class MeteringWorker {
   readonly #o: WorkerOptions;
   readonly #now: () => number;
   #consumer: Consumer | undefined;
+  /** The current batch's heartbeat: long backoffs keep the group membership alive with it. */
+  #heartbeat: () => Promise<void> = async () => {};
   /** Aborted on stop: a retry loop waiting out a backoff gives up its batch (redelivered to the next owner). */
   #stopping = new AbortController();
 
@@ -90,6 +96,8 @@ export class MeteringWorker {
     await consumer.run({
       autoCommit: true,
       eachBatchAutoResolve: false,
+      // Partitions are independent: while one batch waits for AWS, another one's calls can go out.
+      partitionsConsumedConcurrently: 3,
       eachBatch: (payload) => this.#eachBatch(payload),
     });
   }
@@ -140,6 +148,7 @@ export class MeteringWorker {
     records: readonly SubmissionRecord[],
     heartbeat: () => Promise<void> = async () => {},
   ): Promise<void> {
+    this.#heartbeat = heartbeat;
     const unique = [...new Map(records.map((r) => [r.recordId, r])).values()];
     const done = await this.#o.ledger.accepted(unique.map((r) => r.recordId));
     const prepared: Prepared[] = [];
@@ -186,10 +195,17 @@ export class MeteringWorker {
       (p) => `${p.record.productCode}|${'customerAwsAccountId' in p.mapping ? 'account' : 'identifier'}`,
       (p) => JSON.stringify(p.usage).length,
     );
-    for (const call of calls) {
-      await this.#submitCall(call);
-      await heartbeat();
-    }
+    // Several calls in flight: AWS answers in tens to hundreds of milliseconds, and one call at a time
+    // could never use a 10-per-second quota. The shared rate limiter still paces every call.
+    const queue = [...calls];
+    const lanes = Array.from({ length: Math.min(this.#o.concurrency ?? 4, queue.length) }, async () => {
+      for (let call = queue.shift(); call; call = queue.shift()) {
+        await this.#submitCall(call);
+        await heartbeat();
+      }
+    });
+    const failed = (await Promise.allSettled(lanes)).find((r) => r.status === 'rejected');
+    if (failed) throw failed.reason;
   }
 
   async #submitCall(call: Prepared[]): Promise<void> {
@@ -298,7 +314,12 @@ export class MeteringWorker {
       },
       'retrying',
     );
-    await delay(wait, undefined, { signal: this.#stopping.signal });
+    // In slices, with a heartbeat between them: a backoff longer than the session must not cost the
+    // worker its partitions (and the batch a redelivery to another worker mid-retry).
+    for (let left = wait; left > 0; left -= HEARTBEAT_SLICE_MS) {
+      await delay(Math.min(left, HEARTBEAT_SLICE_MS), undefined, { signal: this.#stopping.signal });
+      await this.#heartbeat();
+    }
     return kept;
   }
 

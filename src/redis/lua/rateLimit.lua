@@ -1,7 +1,8 @@
 --[[
   A token bucket shared by every worker pod: AWS's quota is per account and Region, not per process.
   Time comes from the Redis server, so pods with drifting clocks still share one bucket. The rate adapts:
-  a throttling answer halves it (down to a floor), and it climbs back slowly, additively.
+  a throttling answer cuts it by 30 % (down to a floor), and it climbs back additively (AIMD, with
+  the AWS SDK's adaptive-retry factor).
 
   KEYS[1] bucket (hash: tokens, at, rate)
   ARGV[1] 'take' | 'throttled'   ARGV[2] configured rate (req/s)   ARGV[3] burst (tokens)
@@ -26,7 +27,7 @@ tokens = math.min(burst, tokens + rate * elapsed)
 
 local result
 if ARGV[1] == 'throttled' then
-  rate = math.max(minRate, rate / 2)
+  rate = math.max(minRate, rate * 0.7)
   -- AWS said the quota is spent: do not spend what the bucket still holds either.
   tokens = math.min(tokens, 0)
   result = math.floor(rate * 1000)
