@@ -8,6 +8,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { makeSubmissionRecord, type SubmissionRecord } from '../../src/commit/submission-record.ts';
 import type { FailedRecord } from '../../src/dlq/envelope.ts';
 import { DlqPublisher } from '../../src/dlq/publisher.ts';
+import { redrive } from '../../src/dlq/redrive.ts';
 import { type RunningEmulator, startEmulator } from '../../src/emulator/server.ts';
 import { ServiceError } from '../../src/emulator/service-error.ts';
 import type { FaultHooks } from '../../src/emulator/state.ts';
@@ -244,8 +245,35 @@ describe('metering worker', () => {
     };
     await w.submit([r]);
     const [dead] = await deadLetters([r.recordId]);
-    expect(dead).toMatchObject({ reason: 'deadline_exceeded', record: { recordId: r.recordId } });
+    expect(dead).toMatchObject({
+      reason: 'deadline_exceeded',
+      record: { recordId: r.recordId },
+      firstError: { code: 'aws_unavailable' },
+      lastError: { code: 'deadline_exceeded' },
+    });
+    expect(dead?.attempts).toBeGreaterThan(1);
     expect(emulator.state.snapshot().records).toHaveLength(0);
+    // AWS is back, but the hour's deadline has passed on this clock: a redrive is refused, and says why.
+    faults.beforeOperation = undefined;
+    const outcome = await redrive(
+      { id: '0:0', envelope: dead as FailedRecord },
+      {
+        kafka,
+        producer,
+        redis,
+        keys: new Keys(`${run}:${uniqueId('r')}`),
+        dlqTopic,
+        topics: { usage: 'unused', submissions: 'unused' },
+        api: 'BatchMeterUsage',
+        marginMs: 5 * 60_000,
+        dryRun: false,
+        now: () => clock,
+      },
+    );
+    expect(outcome).toEqual({
+      kind: 'refused',
+      why: `past its deadline ${r.deadline}: AWS no longer accepts the hour ${r.hour}`,
+    });
   });
 
   it('dead-letters unmapped, unsubscribed and conflicting records with their reasons', async () => {
