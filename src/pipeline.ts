@@ -14,6 +14,8 @@ import { EventDecoder } from './ingest/decoder.ts';
 import { createKafka, idempotentProducer } from './kafka/client.ts';
 import { ensureTopics, pipelineTopics } from './kafka/topics.ts';
 import type { Logger } from './log.ts';
+import { collectProcessMetrics } from './observability/metrics.ts';
+import { type OpsServer, startOpsServer } from './observability/ops-server.ts';
 import { createRedis, type ScriptedRedis } from './redis/client.ts';
 import { Keys } from './redis/keys.ts';
 import { Ledger } from './submit/ledger.ts';
@@ -33,6 +35,8 @@ export interface RunningProcessor {
 export interface RunningPipeline {
   processor?: RunningProcessor;
   worker?: MeteringWorker;
+  /** `/metrics`, `/healthz`, `/readyz` (absent with METERLINE_OPS_PORT=off). */
+  ops?: OpsServer;
   stop(): Promise<void>;
 }
 
@@ -63,12 +67,19 @@ export async function startPipeline(
   const stops: (() => Promise<void>)[] = [];
   const running: RunningPipeline = {
     async stop() {
+      running.ops?.setReady(false);
       for (const stop of stops.reverse())
         await stop().catch((err) => logger.warn({ err }, 'error while stopping'));
       await producer.disconnect();
       redis.disconnect();
+      await running.ops?.close();
     },
   };
+  if (config.opsPort !== undefined) {
+    collectProcessMetrics();
+    running.ops = await startOpsServer(config.opsPort);
+    logger.info({ port: running.ops.port }, 'metrics and health on /metrics, /healthz, /readyz');
+  }
 
   try {
     if (options.processor) {
@@ -125,7 +136,12 @@ export async function startPipeline(
         ...(config.worker.endpoint ? { endpoint: config.worker.endpoint } : {}),
         // Our own retry loop owns backoff and deadlines; the SDK's would multiply attempts.
         maxAttempts: 1,
-        requestHandler: { requestTimeout: config.worker.requestTimeoutMs, connectionTimeout: 3_000 },
+        // Without throwOnRequestTimeout the SDK only warns and keeps waiting.
+        requestHandler: {
+          requestTimeout: config.worker.requestTimeoutMs,
+          throwOnRequestTimeout: true,
+          connectionTimeout: 3_000,
+        },
       });
       const worker = new MeteringWorker({
         kafka,
@@ -152,5 +168,6 @@ export async function startPipeline(
     await running.stop();
     throw error;
   }
+  running.ops?.setReady(true);
   return running;
 }

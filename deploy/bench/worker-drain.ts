@@ -85,6 +85,7 @@ export async function runWorkerDrain(o: {
     METERLINE_REDIS_PREFIX: prefix,
     METERLINE_WORKER_GROUP: `${o.runId}-drain-worker`,
     LOG_LEVEL: 'warn',
+    METERLINE_OPS_PORT: 'off',
   };
   const admin = kafka.admin();
   await admin.connect();

@@ -8,6 +8,7 @@ import type { Contract } from '../config/customers.ts';
 import { type Dimension, MICROS_PER_UNIT, type Plan } from '../config/plan.ts';
 import { MeterlineError } from '../errors.ts';
 import type { Logger } from '../log.ts';
+import { metrics } from '../observability/metrics.ts';
 import { baseField, type PartitionRef, splitAggregateField } from '../redis/keys.ts';
 import { hourIso } from '../time/hours.ts';
 import type { HourSnapshot, WindowStore } from '../window/window-store.ts';
@@ -138,6 +139,7 @@ export class HourFinalizer {
       });
       if (outcome.heldBack > 0n) {
         this.stats.heldBackUnits += Number(outcome.heldBack);
+        metrics.heldBackUnits.inc(Number(outcome.heldBack));
         this.#o.logger.error(
           {
             customer: key.customer,
@@ -157,7 +159,10 @@ export class HourFinalizer {
             'more tag sets than AWS allows in one record: the smallest are billed as untagged usage',
           );
         }
-        if (!u && outcome.quantity === 0) this.stats.zeroRecords += 1;
+        if (!u && outcome.quantity === 0) {
+          this.stats.zeroRecords += 1;
+          metrics.zeroRecords.inc();
+        }
         const frozen: FrozenRecord = { productCode: dimension.productCode, quantity: outcome.quantity };
         if (allocations) frozen.allocations = allocations;
         records.push([field, JSON.stringify(frozen)]);

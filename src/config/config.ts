@@ -80,6 +80,13 @@ export const EnvSchema = z.object({
   METERLINE_MAX_MESSAGE_BYTES: int(16_384, 256, 1_048_576),
   // saas: BatchMeterUsage for the buyers in the customers file; container: MeterUsage from the buyer's account.
   METERLINE_METERING_MODE: z.enum(['saas', 'container']).default('saas'),
+  METERLINE_OPS_PORT: z
+    .string()
+    .default('9464')
+    .refine(
+      (v) => v === 'off' || (/^\d+$/.test(v) && Number(v) <= 65_535),
+      'a port (0 = any free one) or "off"',
+    ),
   // A call AWS has not answered by then is retried (the record's id makes the resend safe).
   METERLINE_AWS_REQUEST_TIMEOUT: duration('10s'),
   METERLINE_RATE_LIMIT: z.coerce
@@ -125,6 +132,8 @@ export interface Config {
     requestTimeoutMs: number;
   };
   logLevel: Env['LOG_LEVEL'];
+  /** Port of /metrics, /healthz and /readyz; undefined when off. */
+  opsPort: number | undefined;
 }
 
 const KEYS = Object.keys(EnvSchema.shape) as (keyof Env)[];
@@ -256,5 +265,6 @@ export function loadConfig(roles: readonly Role[], env: NodeJS.ProcessEnv = proc
       requestTimeoutMs: e.METERLINE_AWS_REQUEST_TIMEOUT,
     },
     logLevel: e.LOG_LEVEL,
+    opsPort: e.METERLINE_OPS_PORT === 'off' ? undefined : Number(e.METERLINE_OPS_PORT),
   };
 }

@@ -4,6 +4,7 @@
  * rate then climbs back linearly.
  */
 import { setTimeout as delay } from 'node:timers/promises';
+import { metrics } from '../observability/metrics.ts';
 import type { ScriptedRedis } from '../redis/client.ts';
 import type { Keys } from '../redis/keys.ts';
 
@@ -51,6 +52,7 @@ export class SharedRateLimiter {
       // millisecond here is a millisecond of the quota left unused.
       const ms = wait + Math.floor(Math.random() * Math.min(5, wait / 10));
       this.stats.waitedMs += ms;
+      metrics.rateLimiterWaitSeconds.inc(ms / 1000);
       await delay(ms, undefined, signal ? { signal } : undefined);
     }
   }
@@ -58,6 +60,7 @@ export class SharedRateLimiter {
   /** AWS answered ThrottlingException: slow the whole fleet down. Returns the new rate (req/s). */
   async throttled(): Promise<number> {
     this.stats.throttled += 1;
+    metrics.rateLimiterThrottled.inc();
     return (await this.#redis.rateLimit(1, this.#key, 'throttled', ...this.#args)) / 1000;
   }
 }

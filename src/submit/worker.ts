@@ -23,8 +23,9 @@ import { type ErrorNote, type FailedRecord, sourceOf } from '../dlq/envelope.ts'
 import type { DlqPublisher } from '../dlq/publisher.ts';
 import type { ErrorCode, MeterlineError } from '../errors.ts';
 import type { Logger } from '../log.ts';
+import { metrics } from '../observability/metrics.ts';
 import { classifyAwsError } from './aws-errors.ts';
-import { isWithinAcceptanceWindow } from './aws-window.ts';
+import { isWithinAcceptanceWindow, type MeteringApi } from './aws-window.ts';
 import { type BackoffOptions, backoffDelay, DEFAULT_BACKOFF } from './backoff.ts';
 import { chunkForBatchMeterUsage } from './batching.ts';
 import type { Ledger } from './ledger.ts';
@@ -218,8 +219,13 @@ export class MeteringWorker {
       try {
         await this.#o.rateLimiter?.acquire(this.#stopping.signal);
         this.stats.calls += 1;
-        const out = await this.#o.client.send(
-          new BatchMeterUsageCommand({ ProductCode: productCode, UsageRecords: pending.map((p) => p.usage) }),
+        const out = await timed('BatchMeterUsage', () =>
+          this.#o.client.send(
+            new BatchMeterUsageCommand({
+              ProductCode: productCode,
+              UsageRecords: pending.map((p) => p.usage),
+            }),
+          ),
         );
         pending = await this.#handleResults(pending, out.Results ?? [], out.UnprocessedRecords ?? []);
         if (!pending.length) return;
@@ -334,15 +340,19 @@ export class MeteringWorker {
       try {
         await this.#o.rateLimiter?.acquire(this.#stopping.signal);
         this.stats.calls += 1;
-        const out = await this.#o.client.send(
-          new MeterUsageCommand({
-            ProductCode: record.productCode,
-            Timestamp: new Date(record.hour),
-            UsageDimension: record.dimension,
-            UsageQuantity: record.quantity,
-            ClientToken: clientToken(record.recordId),
-            ...(record.allocations?.length ? { UsageAllocations: usageAllocations(record.allocations) } : {}),
-          }),
+        const out = await timed('MeterUsage', () =>
+          this.#o.client.send(
+            new MeterUsageCommand({
+              ProductCode: record.productCode,
+              Timestamp: new Date(record.hour),
+              UsageDimension: record.dimension,
+              UsageQuantity: record.quantity,
+              ClientToken: clientToken(record.recordId),
+              ...(record.allocations?.length
+                ? { UsageAllocations: usageAllocations(record.allocations) }
+                : {}),
+            }),
+          ),
         );
         await this.#o.ledger.record([
           {
@@ -355,6 +365,7 @@ export class MeteringWorker {
           },
         ]);
         this.stats.accepted += 1;
+        metrics.recordsAccepted.inc({ api: 'MeterUsage' });
         return;
       } catch (error) {
         if (this.#stopping.signal.aborted) throw error;
@@ -408,6 +419,7 @@ export class MeteringWorker {
     }
     await this.#o.ledger.record(accepted);
     this.stats.accepted += accepted.length;
+    metrics.recordsAccepted.inc({ api: 'BatchMeterUsage' }, accepted.length);
     const retry = unprocessed.flatMap((u) => byKey.get(matchKeyOf(u)) ?? []);
     // A record AWS neither answered nor listed as unprocessed is retried too: never assume success.
     for (const p of sent) if (!answered.has(p) && !retry.includes(p)) retry.push(p);
@@ -439,6 +451,7 @@ export class MeteringWorker {
       })),
     );
     this.stats.deadLettered[reason] = (this.stats.deadLettered[reason] ?? 0) + records.length;
+    metrics.deadLetters.inc({ stage: 'submit', reason }, records.length);
     this.#o.logger.warn({ reason, records: records.map((r) => r.recordId) }, 'records dead-lettered');
   }
 }
@@ -457,6 +470,21 @@ function prepare(record: SubmissionRecord, mapping: CustomerMapping): Prepared {
     usage.CustomerIdentifier = mapping.customerIdentifier;
   }
   return { record, mapping, usage, matchKey: matchKeyOf(usage) };
+}
+
+/** One AWS call, counted by outcome and timed. */
+async function timed<T>(api: MeteringApi, call: () => Promise<T>): Promise<T> {
+  const end = metrics.awsCallSeconds.startTimer({ api });
+  try {
+    const out = await call();
+    metrics.awsCalls.inc({ api, outcome: 'ok' });
+    return out;
+  } catch (error) {
+    metrics.awsCalls.inc({ api, outcome: classifyAwsError(error).code });
+    throw error;
+  } finally {
+    end();
+  }
 }
 
 function noteOf(failure: MeterlineError | undefined, nowMs: number): ErrorNote {

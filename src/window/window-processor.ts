@@ -10,6 +10,7 @@ import type { EventDecoder } from '../ingest/decoder.ts';
 import type { DecodeResult, IngestReason, ValidationContext } from '../ingest/event.ts';
 import { partitionOfCustomer } from '../kafka/partitioner.ts';
 import type { Logger } from '../log.ts';
+import { metrics } from '../observability/metrics.ts';
 import { aggregateField } from '../redis/keys.ts';
 import type { MeteringApi } from '../submit/aws-window.ts';
 import { hourIso, hourStart } from '../time/hours.ts';
@@ -159,5 +160,6 @@ export class WindowProcessor implements Processor<SourceRecord> {
     };
     context.send(FAILED_SINK, dlqMessage(failed));
     this.#o.stats.failed[reason] = (this.#o.stats.failed[reason] ?? 0) + 1;
+    metrics.deadLetters.inc({ stage: 'ingest', reason });
   }
 }

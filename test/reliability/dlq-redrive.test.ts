@@ -71,6 +71,16 @@ describe('the failed-records topic', () => {
       lastError: { code: 'customer_not_subscribed' },
     });
 
+    // The alert metrics count them, by stage and reason; the process reports itself ready.
+    const ops = `http://127.0.0.1:${pipeline.ops?.port}`;
+    const exposition = await (await fetch(`${ops}/metrics`)).text();
+    expect(exposition).toContain(
+      'meterline_dead_letters_total{stage="submit",reason="customer_not_subscribed"} 1',
+    );
+    expect(exposition).toContain('meterline_dead_letters_total{stage="submit",reason="deadline_exceeded"} 1');
+    expect((await fetch(`${ops}/readyz`)).status).toBe(200);
+    expect((await fetch(`${ops}/healthz`)).status).toBe(200);
+
     const listed = (await cli('list', '--json'))
       .trim()
       .split('\n')

@@ -80,6 +80,8 @@ export function testPipeline(
     METERLINE_IDLE_TIMEOUT: '2s',
     METERLINE_COMMIT_INTERVAL: '200ms',
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'warn',
+    // Any free port: several pipelines share a test process.
+    METERLINE_OPS_PORT: '0',
     ...options.env,
   };
   return {

@@ -1,0 +1,56 @@
+/**
+ * Every Prometheus metric meterline exports, defined once (prom-client's default registry). Pipelines in
+ * one process share them; names follow Prometheus conventions (`_total` counters, base units).
+ */
+import { Counter, collectDefaultMetrics, Histogram, register } from 'prom-client';
+
+let defaults = false;
+/** Process metrics (CPU, memory, event-loop lag), registered once per process. */
+export function collectProcessMetrics(): void {
+  if (defaults) return;
+  defaults = true;
+  collectDefaultMetrics({ prefix: 'meterline_' });
+}
+
+export const metrics = {
+  /** Alert on any `duplicate_record` or `deadline_exceeded`: revenue AWS will not pay. */
+  deadLetters: new Counter({
+    name: 'meterline_dead_letters_total',
+    help: 'Records sent to the failed-records topic, by stage and reason code',
+    labelNames: ['stage', 'reason'] as const,
+  }),
+  awsCalls: new Counter({
+    name: 'meterline_aws_calls_total',
+    help: 'AWS Metering calls, by API and outcome (ok, or the error code)',
+    labelNames: ['api', 'outcome'] as const,
+  }),
+  awsCallSeconds: new Histogram({
+    name: 'meterline_aws_call_seconds',
+    help: 'Latency of AWS Metering calls',
+    labelNames: ['api'] as const,
+    buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+  }),
+  recordsAccepted: new Counter({
+    name: 'meterline_records_accepted_total',
+    help: 'Records AWS accepted (written to the ledger)',
+    labelNames: ['api'] as const,
+  }),
+  rateLimiterWaitSeconds: new Counter({
+    name: 'meterline_rate_limiter_wait_seconds_total',
+    help: 'Time workers waited for the shared AWS quota',
+  }),
+  rateLimiterThrottled: new Counter({
+    name: 'meterline_rate_limiter_throttled_total',
+    help: 'ThrottlingException answers that slowed the shared rate down',
+  }),
+  heldBackUnits: new Counter({
+    name: 'meterline_held_back_units_total',
+    help: 'Units above AWS’s per-record limit, held for the next closed hours',
+  }),
+  zeroRecords: new Counter({
+    name: 'meterline_zero_records_total',
+    help: 'Hourly zero records made for subscribed customers without usage',
+  }),
+};
+
+export { register };
