@@ -5,6 +5,7 @@
  * `startEmulator`, the CLI or the admin API, and every problem is listed at once.
  */
 import { ConfigError } from '../errors.ts';
+import { seededRandom } from '../produce/synthetic.ts';
 
 export interface FaultSettings {
   /** Fraction of metering calls answered ThrottlingException (on top of the TPS quota). */
@@ -134,7 +135,7 @@ export class FaultInjector {
     this.#settings = { ...this.#settings, ...settings };
     if ('seed' in settings) {
       const { seed } = this.#settings;
-      this.#random = seed === null ? Math.random : mulberry32(seed);
+      this.#random = seed === null ? Math.random : seededRandom(seed);
     }
   }
 
@@ -178,16 +179,4 @@ export class FaultInjector {
 
 function emptyCounts(): InjectedCounts {
   return { throttling: 0, internalError: 0, timeout: 0, unprocessedRecords: 0, delayed: 0 };
-}
-
-/** A small, well-distributed 32-bit PRNG: the same seed gives the same faults on every run. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }

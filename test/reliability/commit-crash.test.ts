@@ -10,11 +10,12 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { type RunningEmulator, startEmulator } from '../../src/emulator/server.ts';
 import { eventMessage, produceMessages } from '../../src/produce/producer.ts';
-import { type RawEvent, syntheticEvents } from '../../src/produce/synthetic.ts';
-import { hourIso, hourStart } from '../../src/time/hours.ts';
+import { syntheticEvents } from '../../src/produce/synthetic.ts';
 import { spawnMeterline, stopGracefully } from '../support/child.ts';
 import { testKafka, uniqueId, waitFor } from '../support/harness.ts';
 import {
+  awsIdOf,
+  expectedAccepted,
   frozenRecords,
   readAllMessages,
   TEST_CUSTOMERS,
@@ -24,22 +25,6 @@ import {
 
 const kafka = testKafka();
 const tenants = Object.keys(TEST_CUSTOMERS);
-const awsIdOf = (tenant: string) => {
-  const m = TEST_CUSTOMERS[tenant as keyof typeof TEST_CUSTOMERS];
-  return 'customerAwsAccountId' in m ? m.customerAwsAccountId : m.customerIdentifier;
-};
-
-function expectedRecords(events: RawEvent[]): Map<string, number> {
-  const seen = new Set<string>();
-  const out = new Map<string, number>();
-  for (const e of events) {
-    if (seen.has(e.id)) continue;
-    seen.add(e.id);
-    const key = `${awsIdOf(e.customer)}|${e.dimension}|${hourIso(hourStart(Date.parse(String(e.timestamp))))}`;
-    out.set(key, (out.get(key) ?? 0) + e.quantity);
-  }
-  return out;
-}
 
 describe('a crash between freezing and emitting, and between emitting and marking', () => {
   let tp: TestPipeline | undefined;
@@ -80,7 +65,7 @@ describe('a crash between freezing and emitting, and between emitting and markin
 
     const child = spawnMeterline(['run'], tp.env, logFile);
     try {
-      const expected = expectedRecords(events);
+      const expected = expectedAccepted(events);
       const accepted = () =>
         new Map(
           emulator?.state

@@ -7,29 +7,19 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { type RunningEmulator, startEmulator } from '../../src/emulator/server.ts';
 import { type RunningPipeline, startPipeline } from '../../src/pipeline.ts';
 import { eventMessage, produceMessages } from '../../src/produce/producer.ts';
-import { type RawEvent, syntheticEvents } from '../../src/produce/synthetic.ts';
-import { HOUR_MS, hourIso, hourStart } from '../../src/time/hours.ts';
+import { syntheticEvents } from '../../src/produce/synthetic.ts';
+import { HOUR_MS, hourStart } from '../../src/time/hours.ts';
 import { deleteKeys, testKafka, testLogger, waitFor } from '../support/harness.ts';
-import { TEST_CUSTOMERS, type TestPipeline, testPipeline } from '../support/pipeline-env.ts';
+import {
+  awsIdOf,
+  expectedAccepted,
+  TEST_CUSTOMERS,
+  type TestPipeline,
+  testPipeline,
+} from '../support/pipeline-env.ts';
 
 const kafka = testKafka();
 const tenants = Object.keys(TEST_CUSTOMERS);
-const awsIdOf = (tenant: string) => {
-  const m = TEST_CUSTOMERS[tenant as keyof typeof TEST_CUSTOMERS];
-  return 'customerAwsAccountId' in m ? m.customerAwsAccountId : m.customerIdentifier;
-};
-
-function sums(events: RawEvent[]): Map<string, number> {
-  const seen = new Set<string>();
-  const out = new Map<string, number>();
-  for (const e of events) {
-    if (seen.has(e.id)) continue;
-    seen.add(e.id);
-    const key = `${awsIdOf(e.customer)}|${e.dimension}|${hourIso(hourStart(Date.parse(String(e.timestamp))))}`;
-    out.set(key, (out.get(key) ?? 0) + e.quantity);
-  }
-  return out;
-}
 
 describe('Redis wiped mid-stream', () => {
   let tp: TestPipeline | undefined;
@@ -73,7 +63,7 @@ describe('Redis wiped mid-stream', () => {
       processor: true,
       worker: true,
     });
-    const firstPart = sums(before);
+    const firstPart = expectedAccepted(before);
     await waitFor(() => (accepted().size >= firstPart.size ? true : undefined), { timeoutMs: 60_000 });
     expect(accepted()).toEqual(firstPart);
 
@@ -81,7 +71,7 @@ describe('Redis wiped mid-stream', () => {
     await deleteKeys(tp.run);
     await produceMessages(after.map(eventMessage), { kafka, topic: tp.topics.usage });
 
-    const expected = sums(all);
+    const expected = expectedAccepted(all);
     await waitFor(() => (accepted().size >= expected.size ? true : undefined), {
       timeoutMs: 120_000,
       describe: () => `${accepted().size} of ${expected.size} accepted`,

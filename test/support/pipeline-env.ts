@@ -7,6 +7,8 @@ import type { Kafka, KafkaMessage } from 'kafkajs';
 import type { SubmissionRecord } from '../../src/commit/submission-record.ts';
 import { type Config, loadConfig } from '../../src/config/config.ts';
 import { ensureTopics, pipelineTopics } from '../../src/kafka/topics.ts';
+import type { RawEvent } from '../../src/produce/synthetic.ts';
+import { hourIso, hourStart } from '../../src/time/hours.ts';
 import { deleteKeys, deleteTopics, stackEnv, uniqueId, writeTempJson } from './harness.ts';
 
 export interface TestPipeline {
@@ -114,4 +116,23 @@ export function frozenRecords(messages: KafkaMessage[]): Map<string, SubmissionR
     byId.set(r.recordId, r);
   }
   return byId;
+}
+
+/** The AWS identity the emulator records a test tenant under. */
+export function awsIdOf(tenant: string): string {
+  const m = TEST_CUSTOMERS[tenant as keyof typeof TEST_CUSTOMERS];
+  return 'customerAwsAccountId' in m ? m.customerAwsAccountId : m.customerIdentifier;
+}
+
+/** What AWS must hold after the events: per (AWS id, dimension, hour), the sum of distinct event ids. */
+export function expectedAccepted(events: readonly RawEvent[]): Map<string, number> {
+  const seen = new Set<string>();
+  const out = new Map<string, number>();
+  for (const e of events) {
+    if (seen.has(e.id)) continue;
+    seen.add(e.id);
+    const key = `${awsIdOf(e.customer)}|${e.dimension}|${hourIso(hourStart(Date.parse(String(e.timestamp))))}`;
+    out.set(key, (out.get(key) ?? 0) + e.quantity);
+  }
+  return out;
 }
