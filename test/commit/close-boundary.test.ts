@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { closeBoundary, type PartitionProgress } from '../../src/commit/commit-stage.ts';
+import { closeBoundary, hoursToClose, type PartitionProgress } from '../../src/commit/commit-stage.ts';
+import { HOUR_MS } from '../../src/time/hours.ts';
 
 const NOW = Date.parse('2026-11-27T17:20:00Z');
 const o = { graceMs: 60_000, maxDelayMs: 3 * 3_600_000, maxOutOfOrdernessMs: 30_000, idleTimeoutMs: 120_000 };
@@ -55,5 +56,56 @@ describe('when an hour may close', () => {
   it('closes only by max delay while a backlog of unknown event time is unread', () => {
     const unread = part({ partition: 1, logEnd: 1_000n });
     expect(closeBoundary([active(0, NOW), unread], NOW, o)).toBe(NOW - o.maxDelayMs);
+  });
+});
+
+describe('hoursToClose', () => {
+  const H = Date.parse('2026-11-27T10:00:00Z');
+  const h = (n: number) => H + n * HOUR_MS;
+
+  it('closes only the hours with usage when nothing asks for a sequence', () => {
+    expect(
+      hoursToClose({
+        withUsage: [h(0), h(3)],
+        sequential: false,
+        closedThrough: undefined,
+        boundary: h(5),
+        oldestAcceptable: h(-20),
+      }),
+    ).toEqual([h(0), h(3)]);
+  });
+
+  it('closes every hour after the last closed one up to the boundary, for zero records', () => {
+    // Boundary 14:30: 13:00 is the last hour that has ended.
+    expect(
+      hoursToClose({
+        withUsage: [h(3)],
+        sequential: true,
+        closedThrough: h(0),
+        boundary: h(4) + HOUR_MS / 2,
+        oldestAcceptable: h(-20),
+      }),
+    ).toEqual([h(1), h(2), h(3)]);
+  });
+
+  it('starts a first sequence at the oldest hour with usage, and skips hours AWS can no longer take', () => {
+    expect(
+      hoursToClose({
+        withUsage: [h(1)],
+        sequential: true,
+        closedThrough: undefined,
+        boundary: h(4),
+        oldestAcceptable: h(-20),
+      }),
+    ).toEqual([h(1), h(2), h(3)]);
+    expect(
+      hoursToClose({
+        withUsage: [],
+        sequential: true,
+        closedThrough: h(-30),
+        boundary: h(0),
+        oldestAcceptable: h(-3),
+      }),
+    ).toEqual([h(-3), h(-2), h(-1)]);
   });
 });
