@@ -13,6 +13,11 @@ export function collectProcessMetrics(): void {
 }
 
 export const metrics = {
+  events: new Counter({
+    name: 'meterline_events_total',
+    help: 'Usage events by what became of them: applied, duplicate (a resent id), carried_late, forwarded (to their customer partition), untagged (tags AWS would refuse), dead_lettered',
+    labelNames: ['result'] as const,
+  }),
   /** Alert on any `duplicate_record` or `deadline_exceeded`: revenue AWS will not pay. */
   deadLetters: new Counter({
     name: 'meterline_dead_letters_total',

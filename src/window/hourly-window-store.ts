@@ -8,6 +8,7 @@
 import type { RestorePoint, StateStore, TaskId } from '../engine/processor.ts';
 import { MeterlineError } from '../errors.ts';
 import type { Logger } from '../log.ts';
+import { metrics } from '../observability/metrics.ts';
 import { HOUR_MS, hourIso, hourStart } from '../time/hours.ts';
 import type { AggregationOp, ApplyResult, LatePolicy, WindowStore } from './window-store.ts';
 
@@ -188,6 +189,9 @@ export class HourlyWindowStore implements StateStore {
     s.duplicates += res.duplicates;
     s.carriedLate += res.carried;
     s.batches += 1;
+    metrics.events.inc({ result: 'applied' }, res.applied);
+    if (res.duplicates) metrics.events.inc({ result: 'duplicate' }, res.duplicates);
+    if (res.carried) metrics.events.inc({ result: 'carried_late' }, res.carried);
     if (res.carried) {
       this.#o.logger.warn(
         { partition: this.task.partition, carried: res.carried },

@@ -79,6 +79,7 @@ export class WindowProcessor implements Processor<SourceRecord> {
     const e = result.event;
     if (e.untagged) {
       this.#o.stats.untagged += 1;
+      metrics.events.inc({ result: 'untagged' });
       if (this.#untaggedLoggedAt !== context.nowMs) {
         this.#untaggedLoggedAt = context.nowMs;
         this.#o.logger.warn(
@@ -130,6 +131,7 @@ export class WindowProcessor implements Processor<SourceRecord> {
     forwarded[FORWARDED_HEADER] = `${context.task.partition}/${context.record.offset}`;
     context.send(REPARTITION_SINK, { key: customer, value: context.record.value, headers: forwarded });
     this.#o.stats.forwarded += 1;
+    metrics.events.inc({ result: 'forwarded' });
     return true;
   }
 
@@ -161,5 +163,6 @@ export class WindowProcessor implements Processor<SourceRecord> {
     context.send(FAILED_SINK, dlqMessage(failed));
     this.#o.stats.failed[reason] = (this.#o.stats.failed[reason] ?? 0) + 1;
     metrics.deadLetters.inc({ stage: 'ingest', reason });
+    metrics.events.inc({ result: 'dead_lettered' });
   }
 }

@@ -67,6 +67,9 @@ describe('events on the wrong partition', () => {
       emulator?.state.snapshot().records.find((r) => r.timestamp === hourIso(hour).replace('.000Z', 'Z')),
     );
     expect(stats()?.forwarded).toBe(misrouted);
+    const exposition = await (await fetch(`http://127.0.0.1:${pipeline.ops?.port}/metrics`)).text();
+    expect(exposition).toContain(`meterline_events_total{result="forwarded"} ${misrouted}`);
+    expect(exposition).toContain(`meterline_events_total{result="applied"} ${events.length}`);
     expect(stats()?.applied).toBe(events.length);
     // What missed its hour waits in acme's open hour, on acme's partition: the total is exact.
     const k = new Keys(tp.run).partition({ topic: tp.topics.usage, partition: home });
