@@ -154,6 +154,7 @@ export async function startPipeline(
         sessionTimeoutMs: config.groups.sessionTimeoutMs,
         deadlineMarginMs: 5 * 60_000,
         rateLimiter: new SharedRateLimiter(redis, keys, config.worker.api, { rate: config.worker.rateLimit }),
+        api: config.worker.api,
         logger: logger.child({ stage: 'worker' }),
         ...(options.now ? { now: options.now } : {}),
       });

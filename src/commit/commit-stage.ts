@@ -18,6 +18,7 @@ import type { StreamTask } from '../engine/stream-task.ts';
 import { isMeterlineError } from '../errors.ts';
 import { partitionOfCustomer } from '../kafka/partitioner.ts';
 import type { Logger } from '../log.ts';
+import { reportOldestHour } from '../observability/metrics.ts';
 import { aggregateField } from '../redis/keys.ts';
 import { acceptanceDeadline, DEFAULT_ACCEPTANCE_WINDOW_MS, type MeteringApi } from '../submit/aws-window.ts';
 import { HOUR_MS, hourIso, hourStart } from '../time/hours.ts';
@@ -175,7 +176,19 @@ export class CommitStage {
           throw error;
         });
     }
+    await this.#reportOldestOpenHour(tasks);
   };
+
+  /** The oldest hour this instance still holds open or unemitted: the processor's side of the deadline gauge. */
+  async #reportOldestOpenHour(tasks: StreamTask[]): Promise<void> {
+    let oldest: number | undefined;
+    for (const task of tasks) {
+      const store = task.getStateStore<HourlyWindowStore>(HOURLY_WINDOWS);
+      const hour = await store.windows.oldestUnsubmittedHour(store.task);
+      if (hour !== undefined && (oldest === undefined || hour < oldest)) oldest = hour;
+    }
+    reportOldestHour('processor', oldest, this.#o.api, this.#now());
+  }
 
   /** Zero records of a customer are made on the partition its events go to, so they meet its usage. */
   #setPartitionCount(partitions: number): void {

@@ -2,7 +2,8 @@
  * Every Prometheus metric meterline exports, defined once (prom-client's default registry). Pipelines in
  * one process share them; names follow Prometheus conventions (`_total` counters, base units).
  */
-import { Counter, collectDefaultMetrics, Histogram, register } from 'prom-client';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, register } from 'prom-client';
+import { acceptanceDeadline, DEFAULT_ACCEPTANCE_WINDOW_MS, type MeteringApi } from '../submit/aws-window.ts';
 
 let defaults = false;
 /** Process metrics (CPU, memory, event-loop lag), registered once per process. */
@@ -52,6 +53,20 @@ export const metrics = {
     name: 'meterline_held_back_units_total',
     help: 'Units above AWS’s per-record limit, held for the next closed hours',
   }),
+  /**
+   * How old the oldest hour not yet at AWS is, where this process sees it: an open (not yet frozen) hour
+   * in the processor, a record still being retried in the worker. Alert well before its deadline.
+   */
+  oldestUnsubmittedHourSeconds: new Gauge({
+    name: 'meterline_oldest_unsubmitted_hour_age_seconds',
+    help: 'Age of the start of the oldest hour not yet accepted by AWS, as seen by this process (stage label); 0 when none',
+    labelNames: ['stage'] as const,
+  }),
+  oldestUnsubmittedDeadlineSeconds: new Gauge({
+    name: 'meterline_oldest_unsubmitted_deadline_seconds',
+    help: 'Seconds left until the AWS deadline of that oldest hour (negative: missed)',
+    labelNames: ['stage'] as const,
+  }),
   zeroRecords: new Counter({
     name: 'meterline_zero_records_total',
     help: 'Hourly zero records made for subscribed customers without usage',
@@ -59,3 +74,19 @@ export const metrics = {
 };
 
 export { register };
+
+/** Sets the deadline gauges of one stage from the oldest hour it still holds (undefined: none). */
+export function reportOldestHour(
+  stage: 'processor' | 'worker',
+  hourMs: number | undefined,
+  api: MeteringApi,
+  nowMs: number,
+): void {
+  metrics.oldestUnsubmittedHourSeconds.set({ stage }, hourMs === undefined ? 0 : (nowMs - hourMs) / 1000);
+  metrics.oldestUnsubmittedDeadlineSeconds.set(
+    { stage },
+    hourMs === undefined
+      ? DEFAULT_ACCEPTANCE_WINDOW_MS[api] / 1000
+      : (acceptanceDeadline(api, hourMs) - nowMs) / 1000,
+  );
+}

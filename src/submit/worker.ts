@@ -23,7 +23,7 @@ import { type ErrorNote, type FailedRecord, sourceOf } from '../dlq/envelope.ts'
 import type { DlqPublisher } from '../dlq/publisher.ts';
 import type { ErrorCode, MeterlineError } from '../errors.ts';
 import type { Logger } from '../log.ts';
-import { metrics } from '../observability/metrics.ts';
+import { metrics, reportOldestHour } from '../observability/metrics.ts';
 import { classifyAwsError } from './aws-errors.ts';
 import { isWithinAcceptanceWindow, type MeteringApi } from './aws-window.ts';
 import { type BackoffOptions, backoffDelay, DEFAULT_BACKOFF } from './backoff.ts';
@@ -46,6 +46,8 @@ export interface WorkerOptions {
   sessionTimeoutMs?: number;
   logger: Logger;
   backoff?: BackoffOptions;
+  /** The API the deadline gauge reports against (records carry their own for billing). */
+  api?: MeteringApi;
   /** BatchMeterUsage calls in flight at once (default 4). */
   concurrency?: number;
   /** The AWS quota shared by every worker pod; unlimited when absent (tests). */
@@ -73,6 +75,8 @@ export class MeteringWorker {
   readonly #o: WorkerOptions;
   readonly #now: () => number;
   #consumer: Consumer | undefined;
+  /** Records being billed (one entry per submit call) → the oldest hour among them. */
+  readonly #inFlight = new Map<readonly SubmissionRecord[], number>();
   /** The current batch's heartbeat: long backoffs keep the group membership alive with it. */
   #heartbeat: () => Promise<void> = async () => {};
   /** Aborted on stop: a retry loop waiting out a backoff gives up its batch (redelivered to the next owner). */
@@ -151,6 +155,30 @@ export class MeteringWorker {
   ): Promise<void> {
     this.#heartbeat = heartbeat;
     const unique = [...new Map(records.map((r) => [r.recordId, r])).values()];
+    if (!unique.length) return;
+    const oldest = Math.min(...unique.map((r) => Date.parse(r.hour)));
+    this.#inFlight.set(unique, oldest);
+    this.#reportOldest();
+    try {
+      await this.#submitAll(unique, heartbeat);
+    } finally {
+      this.#inFlight.delete(unique);
+      this.#reportOldest();
+    }
+  }
+
+  /** The worker's side of the deadline gauge: the oldest hour among records it is still trying to bill. */
+  #reportOldest(): void {
+    const hours = [...this.#inFlight.values()];
+    reportOldestHour(
+      'worker',
+      hours.length ? Math.min(...hours) : undefined,
+      this.#o.api ?? 'BatchMeterUsage',
+      this.#now(),
+    );
+  }
+
+  async #submitAll(unique: SubmissionRecord[], heartbeat: () => Promise<void>): Promise<void> {
     const done = await this.#o.ledger.accepted(unique.map((r) => r.recordId));
     const prepared: Prepared[] = [];
     const now = this.#now();

@@ -247,6 +247,18 @@ export class WindowStore {
     return Object.entries(all).filter(([field]) => field !== '__hour');
   }
 
+  /** The oldest hour of the partition not yet on the submission topic: open, or frozen but not emitted. */
+  async oldestUnsubmittedHour(p: PartitionRef): Promise<number | undefined> {
+    const k = this.keys.partition(p);
+    const res = await this.redis
+      .multi()
+      .zrange(k.openHours(), '0', '0')
+      .zrange(k.pendingEmit(), '0', '0')
+      .exec();
+    const hours = (res ?? []).flatMap(([, v]) => (v as string[]) ?? []).map(Number);
+    return hours.length ? Math.min(...hours) : undefined;
+  }
+
   /** The latest hour closed on the partition, if any. */
   async closedThrough(p: PartitionRef): Promise<number | undefined> {
     const v = await this.redis.get(this.keys.partition(p).closedThrough());

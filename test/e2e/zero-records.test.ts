@@ -88,5 +88,14 @@ describe('hourly zero records', () => {
     expect(records()).toHaveLength(expected.size);
     expect(emulator.state.snapshot().duplicates).toBe(0);
     expect(pipeline.processor?.commitStage.modelStats.zeroRecords).toBe(2);
+    // Every closed hour is out: what the processor still holds is at most the current hour.
+    const gauge = async (name: string) => {
+      const text = await (await fetch(`http://127.0.0.1:${pipeline?.ops?.port}/metrics`)).text();
+      return Number(text.match(new RegExp(`^${name}\\{stage="processor"\\} (\\S+)$`, 'm'))?.[1]);
+    };
+    await waitFor(async () =>
+      (await gauge('meterline_oldest_unsubmitted_hour_age_seconds')) < 3600 ? true : undefined,
+    );
+    expect(await gauge('meterline_oldest_unsubmitted_deadline_seconds')).toBeGreaterThan(22 * 3600);
   });
 });
