@@ -5,6 +5,7 @@ import { registerDlqCommand } from './dlq-command.ts';
 import { registerEmulatorCommand } from './emulator-command.ts';
 import { registerPipelineCommands } from './pipeline-commands.ts';
 import { registerProduceCommand } from './produce-command.ts';
+import { registerStatusCommand } from './status-command.ts';
 
 const program = new Command()
   .name('meterline')
@@ -15,6 +16,7 @@ registerPipelineCommands(program);
 registerProduceCommand(program);
 registerEmulatorCommand(program);
 registerDlqCommand(program);
+registerStatusCommand(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -81,6 +81,13 @@ describe('the failed-records topic', () => {
     expect((await fetch(`${ops}/readyz`)).status).toBe(200);
     expect((await fetch(`${ops}/healthz`)).status).toBe(200);
 
+    const status = JSON.parse(
+      (await exec(process.execPath, [MAIN, 'status', '--json'], { env: { ...process.env, ...tp.env } }))
+        .stdout,
+    );
+    expect(status.deadLetters).toEqual({ customer_not_subscribed: 1, deadline_exceeded: 1 });
+    expect(status.partitions).toHaveLength(3);
+
     const listed = (await cli('list', '--json'))
       .trim()
       .split('\n')
