@@ -191,6 +191,8 @@ async function main(): Promise<number> {
     METERLINE_MAX_OUT_OF_ORDERNESS: '2m',
     METERLINE_IDLE_TIMEOUT: '3s',
     METERLINE_COMMIT_INTERVAL: '1s',
+    // Any free port for /metrics: a meterline already running here keeps 9464.
+    METERLINE_OPS_PORT: process.env.METERLINE_OPS_PORT ?? '0',
   };
   Object.assign(process.env, env);
   const config = loadConfig(['processor', 'worker'], env);
