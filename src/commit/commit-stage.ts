@@ -18,7 +18,7 @@ import type { StreamTask } from '../engine/stream-task.ts';
 import { isMeterlineError } from '../errors.ts';
 import { partitionOfCustomer } from '../kafka/partitioner.ts';
 import type { Logger } from '../log.ts';
-import { reportOldestHour } from '../observability/metrics.ts';
+import { metrics, reportOldestHour } from '../observability/metrics.ts';
 import { aggregateField } from '../redis/keys.ts';
 import { acceptanceDeadline, DEFAULT_ACCEPTANCE_WINDOW_MS, type MeteringApi } from '../submit/aws-window.ts';
 import { HOUR_MS, hourIso, hourStart } from '../time/hours.ts';
@@ -150,6 +150,10 @@ export class CommitStage {
     const logEnds = await this.#o.logEnds();
     this.#setPartitionCount(logEnds.size);
     const times = await store0.windows.partitionTimes(this.#o.usageTopic, logEnds.size);
+    for (const t of times) {
+      const lag = (logEnds.get(t.partition) ?? 0n) - ((t.checkpoint ?? -1n) + 1n);
+      metrics.processorLag.set({ partition: String(t.partition) }, Number(lag > 0n ? lag : 0n));
+    }
     const now = this.#now();
     const boundary = closeBoundary(
       times.map((t) => ({ ...t, logEnd: logEnds.get(t.partition) ?? 0n })),
@@ -261,6 +265,7 @@ export class CommitStage {
       });
     }
     this.#o.faults?.afterEmit?.();
+    if (records.length) metrics.finalizeLagSeconds.observe((this.#now() - (hourMs + HOUR_MS)) / 1000);
     await store.windows.markEmitted(task, store.token, hourMs);
     this.stats.hoursFinalized += 1;
     this.stats.recordsEmitted += records.length;

@@ -67,6 +67,16 @@ export const metrics = {
     help: 'Seconds left until the AWS deadline of that oldest hour (negative: missed)',
     labelNames: ['stage'] as const,
   }),
+  processorLag: new Gauge({
+    name: 'meterline_processor_lag_messages',
+    help: 'Usage messages not yet applied to Redis, per partition of the usage topic',
+    labelNames: ['partition'] as const,
+  }),
+  finalizeLagSeconds: new Histogram({
+    name: 'meterline_finalize_lag_seconds',
+    help: 'From the end of an hour to its records being on the submission topic',
+    buckets: [60, 300, 600, 1800, 3600, 7200, 10800, 21600, 43200, 86400],
+  }),
   zeroRecords: new Counter({
     name: 'meterline_zero_records_total',
     help: 'Hourly zero records made for subscribed customers without usage',

@@ -97,5 +97,12 @@ describe('hourly zero records', () => {
       (await gauge('meterline_oldest_unsubmitted_hour_age_seconds')) < 3600 ? true : undefined,
     );
     expect(await gauge('meterline_oldest_unsubmitted_deadline_seconds')).toBeGreaterThan(22 * 3600);
+    const text = await (await fetch(`http://127.0.0.1:${pipeline?.ops?.port}/metrics`)).text();
+    // Every usage message is applied, and each emitted hour's finalize lag was observed.
+    for (let p = 0; p < 6; p++)
+      expect(text).toContain(`meterline_processor_lag_messages{partition="${p}"} 0`);
+    expect(Number(text.match(/^meterline_finalize_lag_seconds_count (\d+)$/m)?.[1])).toBeGreaterThanOrEqual(
+      2,
+    );
   });
 });
