@@ -226,7 +226,10 @@ export class CommitStage {
     const sequential = zeroFields.length > 0 || (await w.hasDue(task));
     const closed = sequential ? await w.closedThrough(task) : undefined;
     // A partition's first sequence starts at its earliest subscription (or the topic-wide start).
-    const firstZero = zeroFields.length ? Math.min(...zeroFields.map((z) => z.fromMs)) : undefined;
+    // A loop, not Math.min(...): a fleet of subscribers times dimensions can exceed the argument limit.
+    const firstZero = zeroFields.length
+      ? zeroFields.reduce((min, z) => Math.min(min, z.fromMs), Number.POSITIVE_INFINITY)
+      : undefined;
     const hours = hoursToClose({
       withUsage,
       sequential,

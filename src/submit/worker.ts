@@ -156,7 +156,7 @@ export class MeteringWorker {
     this.#heartbeat = heartbeat;
     const unique = [...new Map(records.map((r) => [r.recordId, r])).values()];
     if (!unique.length) return;
-    const oldest = Math.min(...unique.map((r) => Date.parse(r.hour)));
+    const oldest = unique.reduce((min, r) => Math.min(min, Date.parse(r.hour)), Number.POSITIVE_INFINITY);
     this.#inFlight.set(unique, oldest);
     this.#reportOldest();
     try {

@@ -192,10 +192,14 @@ export class WindowStore {
     const wanted = [...new Set([...fields, ...due, ...aggregates.map(([f]) => baseField(f))])];
     const states = new Map<string, string | null>();
     if (wanted.length) {
-      const values = await this.redis.hmget(k.modelState(), ...wanted);
-      wanted.forEach((f, i) => {
-        states.set(f, values[i] ?? null);
-      });
+      // In chunks: one spread of a whole fleet's fields could exceed JS's argument limit.
+      for (let from = 0; from < wanted.length; from += 5_000) {
+        const chunk = wanted.slice(from, from + 5_000);
+        const values = await this.redis.hmget(k.modelState(), ...chunk);
+        chunk.forEach((f, i) => {
+          states.set(f, values[i] ?? null);
+        });
+      }
     }
     return { checkpoint: checkpoint ?? '', finalized: res[1]?.[1] === 1, aggregates, due, states };
   }
