@@ -23,6 +23,11 @@ export function procStartTime(pid: number): string | undefined {
   }
 }
 
+/** True when `pid` runs (a zombie counts as dead). */
+export function pidAlive(pid: number): boolean {
+  return ownerAlive(String(pid));
+}
+
 function ownerAlive(owner: string): boolean {
   const [pidText, startTime] = owner.split(' ');
   const pid = Number(pidText);

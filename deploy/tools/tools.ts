@@ -30,7 +30,7 @@ import {
 } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { withFileLock } from './lock.ts';
+import { pidAlive, withFileLock } from './lock.ts';
 
 export type ToolName = 'jaeger' | 'helm' | 'kubeconform' | 'promtool';
 export const TOOL_NAMES: readonly ToolName[] = ['jaeger', 'helm', 'kubeconform', 'promtool'];
@@ -205,7 +205,8 @@ class BuildLog {
     this.file = file;
     this.what = what;
     mkdirSync(path.dirname(file), { recursive: true });
-    this.fd = openSync(file, 'w');
+    writeFileSync(file, '');
+    this.fd = openSync(file, 'a'); // O_APPEND, like the commands' fd: nobody overwrites anybody
     this.line(`# ${what}, started ${new Date().toISOString()}`);
   }
   line(text: string): void {
@@ -316,6 +317,22 @@ function publish(staging: string, dir: string, stamp: Stamp): void {
   }
 }
 
+/**
+ * Removes what killed builds of `id` left behind: staging dirs, half-swapped old dirs, and lock-protocol temp files
+ * of dead processes. Called while holding `id`'s lock, so no live build of `id` owns any of them.
+ */
+function sweep(id: string): void {
+  const root = toolsCacheDir();
+  for (const entry of readdirSync(root)) {
+    if (entry.startsWith(`.tmp-${id}-`) || entry.startsWith(`${id}.old-`)) {
+      rmSync(path.join(root, entry), { recursive: true, force: true });
+    } else if (entry.startsWith(`${id}.lock.`)) {
+      const pid = Number(/^(?:stale\.)?(\d+)\./.exec(entry.slice(`${id}.lock.`.length))?.[1]);
+      if (pid && !pidAlive(pid)) rmSync(path.join(root, entry), { force: true });
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Go tools
 
@@ -358,6 +375,7 @@ async function buildToolLocked(spec: ToolSpec, opts: EnsureOptions): Promise<voi
   );
   const started = Date.now();
   const root = toolsCacheDir();
+  sweep(`${spec.name}-${bare(spec.version)}`);
   const staging = mkdtempSync(path.join(root, `.tmp-${spec.name}-${bare(spec.version)}-`));
   const blog = new BuildLog(
     logFile(`${spec.name}-${bare(spec.version)}`),
@@ -525,6 +543,7 @@ async function buildSchemasLocked(opts: EnsureOptions): Promise<void> {
       `(cold: about 1 min)… log: ${logFile(SCHEMAS_ID)}`,
   );
   const root = toolsCacheDir();
+  sweep(SCHEMAS_ID);
   const staging = mkdtempSync(path.join(root, `.tmp-${SCHEMAS_ID}-`));
   const blog = new BuildLog(logFile(SCHEMAS_ID), `building the Kubernetes ${KUBERNETES_VERSION} schemas`);
   try {
