@@ -40,6 +40,7 @@ export const ERROR_CODES = [
   'kafka_error',
   // the schema registry could not answer (refused, timed out, 5xx): retry the batch, never dead-letter
   'registry_unavailable',
+  'tracing_unavailable',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];

@@ -4,7 +4,7 @@
  */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { LOCALHOST, reuseOrPickPorts } from './ports.ts';
+import { reuseOrPickPorts } from './ports.ts';
 import { spawnDetached } from './proc.ts';
 import { StackError, type StackService } from './service.ts';
 import { rel, type ServiceRecord } from './state.ts';
@@ -38,17 +38,17 @@ export const emulatorService: StackService = {
     }
     const { ports } = await reuseOrPickPorts(['port'] as const, previous?.ports);
     const logFile = path.join(ctx.paths.logsDir, 'emulator.log');
-    const args = [main, 'emulator', '--port', String(ports.port)];
+    const args = [main, 'emulator', '--host', ctx.host, '--port', String(ports.port)];
     if (customers) args.push('--customers', customers);
     const proc = await spawnDetached(process.execPath, args, { cwd: ctx.paths.root, env: ctx.env, logFile });
     ctx.log(
-      `started pid ${proc.pid} on ${LOCALHOST}:${ports.port}` +
+      `started pid ${proc.pid} on ${ctx.host}:${ports.port}` +
         (customers ? ` (customers: ${rel(ctx.paths, customers)})` : ' (no customers file)'),
     );
     return {
       ...proc,
       ports,
-      endpoint: `http://${LOCALHOST}:${ports.port}`,
+      endpoint: `http://${ctx.host}:${ports.port}`,
       log: rel(ctx.paths, logFile),
       startedAt: new Date().toISOString(),
       ...(customers ? { meta: { customers: rel(ctx.paths, customers) } } : {}),

@@ -12,7 +12,9 @@
  */
 import { rmSync } from 'node:fs';
 import { emulatorService } from './emulator.ts';
+import { jaegerService, otlpEndpointOf } from './jaeger.ts';
 import { kafkaService } from './kafka.ts';
+import { LOCALHOST } from './ports.ts';
 import { rssKb } from './proc.ts';
 import { redisService } from './redis.ts';
 import { redisClusterService } from './redis-cluster.ts';
@@ -39,8 +41,17 @@ export const SERVICES: readonly StackService[] = [
   redisService,
   emulatorService,
   registryService,
+  jaegerService,
   redisClusterService,
 ];
+
+/** Tracing (and so Jaeger in the local stack) is on unless METERLINE_TRACING is off/0/false. */
+export function tracingWanted(env: NodeJS.ProcessEnv = process.env): boolean {
+  return !/^(off|0|false|no)$/i.test(env.METERLINE_TRACING ?? '');
+}
+
+/** Where the app sends spans (standard OpenTelemetry variable); set from the stack's Jaeger. */
+export const OTLP_ENV = 'OTEL_EXPORTER_OTLP_ENDPOINT';
 
 export const SERVICE_NAMES: readonly ServiceName[] = SERVICES.map((s) => s.name);
 
@@ -66,6 +77,12 @@ export interface StackOptions {
   env?: NodeJS.ProcessEnv;
   /** Progress lines (default: stderr). Pass `() => {}` to silence. */
   log?: (line: string) => void;
+  /**
+   * The address every service listens on and advertises (default 127.0.0.1, or METERLINE_STACK_HOST).
+   * Use an address of this machine only, e.g. its own interface for pods of a local cluster. It applies to
+   * services this call starts; a running stack keeps its address (stop it first to change it).
+   */
+  host?: string;
 }
 
 export interface EnsureOptions extends StackOptions {
@@ -94,7 +111,13 @@ function serviceByName(name: ServiceName): StackService {
 
 function context(paths: StackPaths, options: StackOptions, svc: StackService): ServiceContext {
   const log = options.log ?? defaultLog;
-  return { paths, env: options.env ?? process.env, log: (line) => log(`[${svc.name}] ${line}`) };
+  const env = options.env ?? process.env;
+  return {
+    paths,
+    env,
+    log: (line) => log(`[${svc.name}] ${line}`),
+    host: options.host ?? env.METERLINE_STACK_HOST ?? LOCALHOST,
+  };
 }
 
 /**
@@ -197,6 +220,8 @@ export async function ensureServices(
         if (s.status === 'fulfilled') {
           const [endpoint, outcome] = s.value;
           result.env[svc.envVar] = endpoint;
+          const otlp = svc.name === 'jaeger' ? otlpEndpointOf(state.services.jaeger) : undefined;
+          if (otlp && outcome !== 'external') result.env[OTLP_ENV] = otlp;
           result.outcomes[svc.name] = outcome;
           if (outcome === 'started') result.started.push(svc.name);
         } else {
@@ -319,6 +344,8 @@ export function currentStackEnv(options: StackOptions = {}): Partial<Record<stri
     const rec = state.services[svc.name];
     const endpoint = externalEndpoint(svc, env, rec) ?? (isRecordAlive(rec) ? rec.endpoint : undefined);
     if (endpoint) out[svc.envVar] = endpoint;
+    const otlp = svc.name === 'jaeger' && isRecordAlive(rec) ? otlpEndpointOf(rec) : undefined;
+    if (otlp && !env[svc.envVar]) out[OTLP_ENV] = otlp;
   }
   return out;
 }

@@ -5,7 +5,7 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { Redis } from 'ioredis';
-import { LOCALHOST, reuseOrPickPorts } from './ports.ts';
+import { reuseOrPickPorts } from './ports.ts';
 import { run, spawnDetached, which } from './proc.ts';
 import { type ServiceContext, StackError, type StackService } from './service.ts';
 import { rel, type ServiceRecord } from './state.ts';
@@ -101,7 +101,7 @@ export const redisService: StackService = {
         '--port',
         String(ports.port),
         '--bind',
-        LOCALHOST,
+        ctx.host,
         '--protected-mode',
         'yes',
         '--dir',
@@ -110,11 +110,11 @@ export const redisService: StackService = {
       ],
       { cwd: dataDir, env: ctx.env, logFile },
     );
-    ctx.log(`started pid ${proc.pid} on ${LOCALHOST}:${ports.port} (AOF in ${rel(ctx.paths, dataDir)})`);
+    ctx.log(`started pid ${proc.pid} on ${ctx.host}:${ports.port} (AOF in ${rel(ctx.paths, dataDir)})`);
     return {
       ...proc,
       ports,
-      endpoint: `redis://${LOCALHOST}:${ports.port}`,
+      endpoint: `redis://${ctx.host}:${ports.port}`,
       log: rel(ctx.paths, logFile),
       startedAt: new Date().toISOString(),
     } satisfies ServiceRecord;

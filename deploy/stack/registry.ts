@@ -17,7 +17,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { cacheHome } from './kafka.ts';
-import { LOCALHOST, reuseOrPickPorts } from './ports.ts';
+import { reuseOrPickPorts } from './ports.ts';
 import { run, spawnDetached, which } from './proc.ts';
 import { type ServiceContext, StackError, type StackService } from './service.ts';
 import { rel, type ServiceRecord } from './state.ts';
@@ -162,9 +162,9 @@ export const registryService: StackService = {
       java,
       [
         ...JVM_OPTS,
-        `-Dquarkus.http.host=${LOCALHOST}`,
+        `-Dquarkus.http.host=${ctx.host}`,
         `-Dquarkus.http.port=${ports.http}`,
-        `-Dquarkus.management.host=${LOCALHOST}`,
+        `-Dquarkus.management.host=${ctx.host}`,
         `-Dquarkus.management.port=${ports.management}`,
         '-Dapicurio.rules.global.compatibility=BACKWARD',
         '-Dquarkus.banner.enabled=false',
@@ -173,11 +173,11 @@ export const registryService: StackService = {
       ],
       { cwd: ctx.paths.dir, env: ctx.env, logFile },
     );
-    ctx.log(`started pid ${proc.pid} on ${LOCALHOST}:${ports.http} (management ${ports.management})`);
+    ctx.log(`started pid ${proc.pid} on ${ctx.host}:${ports.http} (management ${ports.management})`);
     return {
       ...proc,
       ports,
-      endpoint: `http://${LOCALHOST}:${ports.http}${CCOMPAT_PATH}`,
+      endpoint: `http://${ctx.host}:${ports.http}${CCOMPAT_PATH}`,
       log: rel(ctx.paths, logFile),
       startedAt: new Date().toISOString(),
       meta: { version: APICURIO_VERSION },

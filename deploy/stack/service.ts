@@ -13,6 +13,11 @@ export interface ServiceContext {
   env: NodeJS.ProcessEnv;
   /** Progress output, already prefixed with the service name. */
   log: (line: string) => void;
+  /**
+   * The address services listen on and advertise: 127.0.0.1 by default; the machine's own interface
+   * address when pods of a local cluster must reach them (StackOptions.host, METERLINE_STACK_HOST).
+   */
+  host: string;
 }
 
 export interface StackService {

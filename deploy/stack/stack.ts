@@ -12,16 +12,19 @@ import {
   currentStackEnv,
   DEFAULT_SERVICE_NAMES,
   ensureServices,
+  OTLP_ENV,
   SERVICES,
   type ServiceName,
   StackError,
   stackStatus,
   stopStack,
+  tracingWanted,
 } from './index.ts';
 
 const USAGE = `usage: stack.ts <command>
   up [--only kafka,redis,emulator] [--timeout <s>]   start what isn't running and healthy; reuse the rest
-                                                     (the optional redis-cluster starts only with --only)
+                                                     (Jaeger too unless METERLINE_TRACING=off; the optional
+                                                     redis-cluster starts only with --only)
   down [--purge]                                     stop what 'up' started (by pid); --purge deletes .stack/
   status                                             pid, alive, port, RSS of each service, and the env
   env                                                export lines for a shell: eval "$(… env)"`;
@@ -36,9 +39,14 @@ function shellQuote(value: string): string {
 }
 
 function exportLines(env: Partial<Record<string, string>>): string[] {
-  return SERVICES.filter((s) => env[s.envVar]).map(
-    (s) => `export ${s.envVar}=${shellQuote(env[s.envVar] as string)}`,
-  );
+  return [...SERVICES.map((s) => s.envVar), OTLP_ENV]
+    .filter((name) => env[name])
+    .map((name) => `export ${name}=${shellQuote(env[name] as string)}`);
+}
+
+/** What a bare `stack:up` starts: the default services, and Jaeger unless tracing is switched off. */
+export function defaultUpNames(env: NodeJS.ProcessEnv = process.env): ServiceName[] {
+  return [...DEFAULT_SERVICE_NAMES, ...(tracingWanted(env) ? (['jaeger'] as const) : [])];
 }
 
 async function up(args: string[]): Promise<number> {
@@ -49,7 +57,7 @@ async function up(args: string[]): Promise<number> {
   });
   const names = values.only
     ? (values.only.split(',').map((n) => n.trim()) as ServiceName[])
-    : [...DEFAULT_SERVICE_NAMES];
+    : defaultUpNames();
   const t0 = Date.now();
   const result = await ensureServices(names, {
     log: out,

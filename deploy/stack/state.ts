@@ -12,7 +12,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isAlive, procStartTime } from './proc.ts';
 
-export type ServiceName = 'kafka' | 'redis' | 'emulator' | 'registry' | 'redis-cluster';
+export type ServiceName = 'kafka' | 'redis' | 'emulator' | 'registry' | 'jaeger' | 'redis-cluster';
 
 export interface ServiceRecord {
   pid: number;

@@ -2,6 +2,7 @@
 import { type Config, loadConfig, type Role } from '../config/config.ts';
 import { ConfigError } from '../errors.ts';
 import { createLogger, type Logger } from '../log.ts';
+import { shutdownTracing } from '../observability/tracing.ts';
 
 export function loadConfigOrExit(roles: readonly Role[]): Config {
   try {
@@ -25,6 +26,8 @@ export function untilSignal(logger: Logger, stop: () => Promise<void>): Promise<
       logger.info({ signal }, 'stopping');
       stop()
         .catch((err) => logger.error({ err }, 'error during shutdown'))
+        // Spans of the last batches are flushed before the process goes.
+        .then(() => shutdownTracing())
         .finally(() => resolve());
     };
     process.once('SIGINT', onSignal);

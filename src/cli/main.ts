@@ -1,11 +1,15 @@
 #!/usr/bin/env -S node --disable-warning=TimeoutNegativeWarning
 /** `meterline`: one binary, one subcommand per role. Each command lives in its own module. */
+// First import: the OpenTelemetry SDK starts before any other module is evaluated. The production
+// command also loads it with `node --import` (the same module, evaluated once).
+import '../observability/otel-preload.ts';
 import { Command } from 'commander';
 import { registerDlqCommand } from './dlq-command.ts';
 import { registerEmulatorCommand } from './emulator-command.ts';
 import { registerPipelineCommands } from './pipeline-commands.ts';
 import { registerProduceCommand } from './produce-command.ts';
 import { registerStatusCommand } from './status-command.ts';
+import { registerTraceCommand } from './trace-command.ts';
 
 const program = new Command()
   .name('meterline')
@@ -17,6 +21,7 @@ registerProduceCommand(program);
 registerEmulatorCommand(program);
 registerDlqCommand(program);
 registerStatusCommand(program);
+registerTraceCommand(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -8,6 +8,7 @@ import { type AvroEncoder, type AvroEventInput, createAvroEncoder } from '../ing
 import { createKafka } from '../kafka/client.ts';
 import { ensureTopics, usageTopic } from '../kafka/topics.ts';
 import { createLogger } from '../log.ts';
+import { shutdownTracing } from '../observability/tracing.ts';
 import { eventMessage, type Outgoing, produceMessages } from '../produce/producer.ts';
 import { syntheticEvents } from '../produce/synthetic.ts';
 
@@ -109,6 +110,7 @@ export function registerProduceCommand(program: Command): void {
         { kafka, topic, onProgress: (n) => bar?.update(n) },
       );
       bar?.stop();
+      await shutdownTracing();
       process.stdout.write(`${interrupted ? 'interrupted after' : 'sent'} ${sent} events to ${topic}\n`);
     });
 }
@@ -120,7 +122,10 @@ async function toAvro(messages: Iterable<Outgoing>, encoder: AvroEncoder): Promi
   for (const m of messages) {
     n++;
     try {
-      out.push({ key: m.key, value: await encoder.encode(JSON.parse(String(m.value)) as AvroEventInput) });
+      out.push({
+        ...m,
+        value: await encoder.encode(JSON.parse(String(m.value)) as AvroEventInput),
+      });
     } catch (error) {
       const e = error as Error & { code?: string };
       throw Object.assign(new Error(`event ${n} cannot be sent as Avro: ${e.message}`), { code: e.code });

@@ -19,11 +19,21 @@ import { isMeterlineError } from '../errors.ts';
 import { partitionOfCustomer } from '../kafka/partitioner.ts';
 import type { Logger } from '../log.ts';
 import { metrics, reportOldestHour } from '../observability/metrics.ts';
+import { ATTR } from '../observability/trace-attributes.ts';
+import {
+  boundedLinks,
+  inSpan,
+  ROOT_CONTEXT,
+  SpanKind,
+  traceparentOf,
+  tracingActive,
+} from '../observability/tracing.ts';
 import { aggregateField } from '../redis/keys.ts';
 import { acceptanceDeadline, DEFAULT_ACCEPTANCE_WINDOW_MS, type MeteringApi } from '../submit/aws-window.ts';
+import { Ledger } from '../submit/ledger.ts';
 import { HOUR_MS, hourIso, hourStart } from '../time/hours.ts';
 import { HOURLY_WINDOWS, type HourlyWindowStore } from '../window/hourly-window-store.ts';
-import type { PartitionTime } from '../window/window-store.ts';
+import { type PartitionTime, TRACE_LINKS_PER_HOUR } from '../window/window-store.ts';
 import { HourFinalizer } from './hour-finalizer.ts';
 import { makeSubmissionRecord, type SubmissionRecord } from './submission-record.ts';
 
@@ -129,6 +139,7 @@ export class CommitStage {
   #partitions = 0;
   /** partition → customer␟dimension fields that get zero records there. */
   #zeroFields = new Map<number, ZeroField[]>();
+  #gapsCheckedAt = Number.NEGATIVE_INFINITY;
 
   constructor(options: CommitStageOptions) {
     this.#o = options;
@@ -181,6 +192,7 @@ export class CommitStage {
         });
     }
     await this.#reportOldestOpenHour(tasks);
+    await this.#checkGaps(store0, zeroFrom, now);
   };
 
   /** The oldest hour this instance still holds open or unemitted: the processor's side of the deadline gauge. */
@@ -189,6 +201,10 @@ export class CommitStage {
     for (const task of tasks) {
       const store = task.getStateStore<HourlyWindowStore>(HOURLY_WINDOWS);
       const hour = await store.windows.oldestUnsubmittedHour(store.task);
+      metrics.openWindows.set(
+        { partition: String(store.task.partition) },
+        await store.windows.redis.zcard(store.windows.keys.partition(store.task).openHours()),
+      );
       if (hour !== undefined && (oldest === undefined || hour < oldest)) oldest = hour;
     }
     reportOldestHour('processor', oldest, this.#o.api, this.#now());
@@ -239,10 +255,71 @@ export class CommitStage {
     });
     for (const hour of hours) {
       const zero = zeroFields.filter((z) => z.fromMs <= hour).map((z) => z.field);
+      await this.#finalizeHour(store, hour, zero);
+    }
+  }
+
+  /**
+   * Freezes and emits one hour. With tracing on this is the `finalize` span: it links to a sample of the
+   * hour's events (their producer spans), and its context is frozen with the records, so the worker's
+   * spans and the AWS call continue this trace, even after a crash and a re-emission.
+   */
+  async #finalizeHour(store: HourlyWindowStore, hour: number, zero: string[]): Promise<void> {
+    const task = store.task;
+    if (!tracingActive()) {
       await this.#finalizer.freeze(store.windows, task, store.token, hour, zero);
       this.#o.faults?.afterFreeze?.();
       await this.#emit(store, hour);
+      return;
     }
+    const links = boundedLinks(await store.windows.traceLinks(task, hour), TRACE_LINKS_PER_HOUR);
+    await inSpan(
+      `finalize ${this.#o.usageTopic}`,
+      {
+        kind: SpanKind.INTERNAL,
+        links,
+        attributes: {
+          [ATTR.windowStart]: hourIso(hour),
+          [ATTR.messagingDestination]: this.#o.submissionsTopic,
+          [ATTR.messagingPartition]: String(task.partition),
+        },
+      },
+      ROOT_CONTEXT,
+      async (span) => {
+        const frozen = await this.#finalizer.freeze(
+          store.windows,
+          task,
+          store.token,
+          hour,
+          zero,
+          traceparentOf(span),
+        );
+        this.#o.faults?.afterFreeze?.();
+        const emitted = await this.#emit(store, hour);
+        span.setAttribute(ATTR.records, emitted);
+        if (!frozen) span.setAttribute(ATTR.outcome, 'already_frozen');
+      },
+    );
+  }
+
+  /**
+   * How many subscribed customers with hourly zero records have no accepted record for the latest hour
+   * that should be billed by now (closed at the latest after maxDelay, plus an hour for the worker).
+   * Checked at most once a minute.
+   */
+  async #checkGaps(store: HourlyWindowStore, zeroFrom: number | undefined, now: number): Promise<void> {
+    if (!this.#zeroFields.size || now - this.#gapsCheckedAt < 60_000) return;
+    this.#gapsCheckedAt = now;
+    const due = hourStart(now - this.#o.maxDelayMs) - 2 * HOUR_MS;
+    const since = new Map<string, number>();
+    for (const { customer, sinceMs } of this.#o.subscribers()) {
+      since.set(customer, sinceMs === undefined ? (zeroFrom ?? now) : hourStart(sinceMs));
+    }
+    const expected = [...since].filter(([, from]) => from <= due).map(([customer]) => customer);
+    const ledger = new Ledger(store.windows.redis, store.windows.keys);
+    const last = await ledger.lastAcceptedOf(expected);
+    const behind = last.filter((h) => h === undefined || h < due).length;
+    metrics.customersBehind.set(behind);
   }
 
   #oldestAcceptableHour(): number {
@@ -253,7 +330,7 @@ export class CommitStage {
   }
 
   /** Puts an hour's frozen records on the submission topic, then marks the hour emitted. */
-  async #emit(store: HourlyWindowStore, hourMs: number): Promise<void> {
+  async #emit(store: HourlyWindowStore, hourMs: number): Promise<number> {
     const task = store.task;
     const finalizedAtMs = this.#now();
     const records: SubmissionRecord[] = [];
@@ -264,7 +341,11 @@ export class CommitStage {
       await this.#o.producer.send({
         topic: this.#o.submissionsTopic,
         acks: -1,
-        messages: records.map((r) => ({ key: r.customer, value: JSON.stringify(r) })),
+        messages: records.map((r) => ({
+          key: r.customer,
+          value: JSON.stringify(r),
+          ...(r.traceparent ? { headers: { traceparent: r.traceparent } } : {}),
+        })),
       });
     }
     this.#o.faults?.afterEmit?.();
@@ -278,5 +359,6 @@ export class CommitStage {
         'hour finalized and emitted',
       );
     }
+    return records.length;
   }
 }

@@ -54,7 +54,9 @@ export class HourFinalizer {
   /**
    * Freezes an hour (a no-op when it is frozen already): applies each dimension's model to the hour's
    * usage and stores the records with the model state in one script. `zeroFields` are the
-   * customer␟dimension fields that get a record this hour even without usage.
+   * customer␟dimension fields that get a record this hour even without usage. `traceparent` (the
+   * finalize span) is frozen with the records, so a re-emission after a crash continues the same trace.
+   * Returns how many records were frozen now.
    */
   async freeze(
     windows: WindowStore,
@@ -62,13 +64,14 @@ export class HourFinalizer {
     token: string,
     hourMs: number,
     zeroFields: readonly string[] = [],
-  ): Promise<void> {
+    traceparent?: string,
+  ): Promise<number> {
     for (let attempt = 1; ; attempt++) {
       const snapshot = await windows.readHour(p, hourMs, zeroFields);
-      if (snapshot.finalized) return;
-      const { records, states } = this.#compute(hourMs, snapshot, zeroFields);
+      if (snapshot.finalized) return 0;
+      const { records, states } = this.#compute(hourMs, snapshot, zeroFields, traceparent);
       const res = await windows.freezeHour(p, token, hourMs, snapshot.checkpoint, records, states);
-      if (res !== 'moved') break;
+      if (res !== 'moved') return res === 'frozen' ? records.length : 0;
       if (attempt === 3) {
         throw new MeterlineError('redis_error', `hour ${hourIso(hourMs)} kept changing while it was frozen`, {
           retriable: true,
@@ -104,6 +107,7 @@ export class HourFinalizer {
     hourMs: number,
     snapshot: HourSnapshot,
     zeroFields: readonly string[],
+    traceparent: string | undefined,
   ): { records: [string, string][]; states: [string, string, boolean][] } {
     const usage = new Map<string, { total: bigint; max: boolean; parts: AllocationPart[] }>();
     for (const [field, micros] of snapshot.aggregates) {
@@ -165,6 +169,7 @@ export class HourFinalizer {
         }
         const frozen: FrozenRecord = { productCode: dimension.productCode, quantity: outcome.quantity };
         if (allocations) frozen.allocations = allocations;
+        if (traceparent) frozen.traceparent = traceparent;
         records.push([field, JSON.stringify(frozen)]);
       }
       states.push([
@@ -224,6 +229,8 @@ export interface FrozenRecord {
   productCode: string;
   quantity: number;
   allocations?: Allocation[];
+  /** The finalize span's context: the submission message carries it to the worker. */
+  traceparent?: string;
 }
 
 function parseFrozen(text: string, plan: Plan): FrozenRecord {

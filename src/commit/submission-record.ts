@@ -23,6 +23,8 @@ export interface SubmissionRecord {
   /** The last instant AWS accepts this record. */
   deadline: string;
   finalizedAt: string;
+  /** W3C context of the finalize span; the worker's spans are its children (also sent as a header). */
+  traceparent?: string;
 }
 
 export function recordId(productCode: string, customer: string, dimension: string, hourMs: number): string {
@@ -38,6 +40,7 @@ export function makeSubmissionRecord(input: {
   allocations?: Allocation[] | undefined;
   api: MeteringApi;
   finalizedAtMs: number;
+  traceparent?: string | undefined;
 }): SubmissionRecord {
   return {
     version: 1,
@@ -51,6 +54,7 @@ export function makeSubmissionRecord(input: {
     api: input.api,
     deadline: new Date(acceptanceDeadline(input.api, input.hourMs)).toISOString(),
     finalizedAt: new Date(input.finalizedAtMs).toISOString(),
+    ...(input.traceparent ? { traceparent: input.traceparent } : {}),
   };
 }
 

@@ -4,6 +4,15 @@
  * offset. Batch processing and punctuation on the task never interleave.
  */
 import type { Producer } from 'kafkajs';
+import { ATTR } from '../observability/trace-attributes.ts';
+import {
+  boundedLinks,
+  headerTraceparent,
+  inSpan,
+  ROOT_CONTEXT,
+  SpanKind,
+  tracingActive,
+} from '../observability/tracing.ts';
 import type {
   Processor,
   ProcessorContext,
@@ -14,6 +23,9 @@ import type {
   TaskId,
 } from './processor.ts';
 import type { Topology } from './topology.ts';
+
+/** Links per batch span: enough to follow a sample of events back to their producers. */
+const MAX_BATCH_LINKS = 32;
 
 export class StreamTask {
   readonly id: TaskId;
@@ -68,33 +80,61 @@ export class StreamTask {
     return run;
   }
 
-  /** Processes records (all above the checkpoint) and commits them. */
+  /**
+   * Processes records (all above the checkpoint) and commits them. With tracing on, the batch is one
+   * consumer span linked to (a bounded number of) the producers' spans: a batch has many parents.
+   */
   processBatch(records: SourceRecord[], nowMs: number): Promise<void> {
-    return this.exclusive(async () => {
-      const outbox = new Map<string, SinkMessage[]>();
-      const replayUntil = this.#restore.replayUntil;
-      const state = { record: records[0] as SourceRecord, replaying: false };
-      const chain = this.#chainContexts(state, nowMs, outbox);
-      const head = this.#processors[0];
-      try {
-        for (const record of records) {
-          state.record = record;
-          state.replaying = replayUntil !== undefined && BigInt(record.offset) < replayUntil;
-          const done = head?.process(record, chain[0] as ProcessorContext);
-          if (done instanceof Promise) await done;
-        }
-        for (const [sink, messages] of outbox) {
-          await this.#producer.send({ topic: this.#sinks.get(sink) as string, acks: -1, messages });
-        }
-        const first = records[0]?.offset as string;
-        const last = records[records.length - 1]?.offset as string;
-        for (const store of this.#stores.values()) await store.commit({ first, last, nowMs });
-        this.#restore.checkpoint = BigInt(last);
-      } catch (error) {
-        for (const store of this.#stores.values()) store.abort();
-        throw error;
+    if (!tracingActive()) return this.exclusive(() => this.#process(records, nowMs));
+    return this.exclusive(() =>
+      inSpan(
+        `process ${this.id.topic}`,
+        {
+          kind: SpanKind.CONSUMER,
+          links: boundedLinks(
+            records.map((r) => headerTraceparent(r.headers)),
+            MAX_BATCH_LINKS,
+          ),
+          attributes: {
+            [ATTR.messagingSystem]: 'kafka',
+            [ATTR.messagingOperationType]: 'process',
+            [ATTR.messagingOperationName]: 'process',
+            [ATTR.messagingDestination]: this.id.topic,
+            [ATTR.messagingPartition]: String(this.id.partition),
+            [ATTR.messagingBatchCount]: records.length,
+            [ATTR.messagingKafkaOffset]: Number(records[0]?.offset ?? -1),
+          },
+        },
+        ROOT_CONTEXT,
+        () => this.#process(records, nowMs),
+      ),
+    );
+  }
+
+  async #process(records: SourceRecord[], nowMs: number): Promise<void> {
+    const outbox = new Map<string, SinkMessage[]>();
+    const replayUntil = this.#restore.replayUntil;
+    const state = { record: records[0] as SourceRecord, replaying: false };
+    const chain = this.#chainContexts(state, nowMs, outbox);
+    const head = this.#processors[0];
+    try {
+      for (const record of records) {
+        state.record = record;
+        state.replaying = replayUntil !== undefined && BigInt(record.offset) < replayUntil;
+        const done = head?.process(record, chain[0] as ProcessorContext);
+        if (done instanceof Promise) await done;
       }
-    });
+      for (const [sink, messages] of outbox) {
+        await this.#producer.send({ topic: this.#sinks.get(sink) as string, acks: -1, messages });
+      }
+      const first = records[0]?.offset as string;
+      const last = records[records.length - 1]?.offset as string;
+      for (const store of this.#stores.values()) await store.commit({ first, last, nowMs });
+      this.#restore.checkpoint = BigInt(last);
+    } catch (error) {
+      for (const store of this.#stores.values()) store.abort();
+      throw error;
+    }
   }
 
   /**

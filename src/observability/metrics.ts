@@ -81,6 +81,25 @@ export const metrics = {
     name: 'meterline_zero_records_total',
     help: 'Hourly zero records made for subscribed customers without usage',
   }),
+  clockSkewSeconds: new Histogram({
+    name: 'meterline_clock_skew_seconds',
+    help: 'Event time minus the broker timestamp of its message (negative: the event is older than its write; large positive: the producer clock runs ahead)',
+    buckets: [-3600, -600, -60, -10, -1, 0, 1, 10, 60, 600, 3600],
+  }),
+  openWindows: new Gauge({
+    name: 'meterline_open_windows',
+    help: 'Hours holding open (not yet finalized) aggregates, per partition of the usage topic',
+    labelNames: ['partition'] as const,
+  }),
+  pendingRecords: new Gauge({
+    name: 'meterline_worker_pending_records',
+    help: 'Submission records the worker is billing now (in flight or backing off)',
+  }),
+  /** A subscribed customer with hourly zero records whose last accepted hour is overdue: a gap in billing. */
+  customersBehind: new Gauge({
+    name: 'meterline_subscribed_customers_behind',
+    help: 'Subscribed customers (with zero-record dimensions) whose latest hour accepted by AWS is older than the latest hour that should be billed by now',
+  }),
 };
 
 export { register };

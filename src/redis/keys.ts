@@ -72,6 +72,11 @@ export class Keys {
     return `${this.prefix}:redriven:${dlqTopic}:${entryId}`;
   }
 
+  /** Sorted set: customer → the start (ms) of the latest hour AWS accepted a record for. */
+  lastAccepted(): string {
+    return `${this.prefix}:last-accepted`;
+  }
+
   /** Idempotency ledger entry for one submission record. */
   ledger(recordId: string): string {
     return `${this.prefix}:ledger:${recordId}`;
@@ -135,6 +140,10 @@ export class PartitionKeys {
   /** Offsets below this were processed before Redis lost its state, and are being replayed. */
   replay(): string {
     return `${this.base}:replay`;
+  }
+  /** A bounded sample of the hour's events' trace contexts: the finalize span links to them. */
+  traceLinks(hourMs: number): string {
+    return `${this.base}:links:${hourMs}`;
   }
   /** Audit trail of late events carried into an open hour. */
   lateAudit(): string {

@@ -39,8 +39,45 @@ export class Ledger {
     return out;
   }
 
-  async record(entries: readonly { recordId: string; entry: LedgerEntry }[]): Promise<void> {
+  /** Records accepted entries; `customer` and `hourMs` also move that customer's latest accepted hour. */
+  async record(
+    entries: readonly { recordId: string; entry: LedgerEntry; customer?: string; hourMs?: number }[],
+  ): Promise<void> {
     if (!entries.length) return;
+    await this.#recordEntries(entries);
+    const latest = new Map<string, number>();
+    for (const { customer, hourMs } of entries) {
+      if (customer !== undefined && hourMs !== undefined && hourMs > (latest.get(customer) ?? -1))
+        latest.set(customer, hourMs);
+    }
+    // GT: only ever moves forward, whichever worker writes last.
+    if (latest.size)
+      await this.redis.zadd(this.keys.lastAccepted(), 'GT', ...[...latest].flatMap(([c, h]) => [h, c]));
+  }
+
+  /** The latest accepted hour (ms) of each customer, newest first, at most `limit`. */
+  async lastAccepted(limit: number): Promise<{ customer: string; hourMs: number }[]> {
+    const flat = await this.redis.zrange(
+      this.keys.lastAccepted(),
+      '0',
+      String(limit - 1),
+      'REV',
+      'WITHSCORES',
+    );
+    const out: { customer: string; hourMs: number }[] = [];
+    for (let i = 0; i + 1 < flat.length; i += 2)
+      out.push({ customer: flat[i] as string, hourMs: Number(flat[i + 1]) });
+    return out;
+  }
+
+  /** The latest accepted hour (ms) of the given customers (undefined: never). */
+  async lastAcceptedOf(customers: readonly string[]): Promise<(number | undefined)[]> {
+    if (!customers.length) return [];
+    const scores = await this.redis.zmscore(this.keys.lastAccepted(), ...customers);
+    return scores.map((s) => (s === null ? undefined : Number(s)));
+  }
+
+  async #recordEntries(entries: readonly { recordId: string; entry: LedgerEntry }[]): Promise<void> {
     const items = entries.map(({ recordId, entry }) => ({
       key: this.keys.ledger(recordId),
       value: JSON.stringify(entry),

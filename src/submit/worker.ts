@@ -9,6 +9,7 @@ import { createHash } from 'node:crypto';
 import { setTimeout as delay } from 'node:timers/promises';
 import {
   BatchMeterUsageCommand,
+  type BatchMeterUsageCommandOutput,
   type MarketplaceMeteringClient,
   MeterUsageCommand,
   type UsageAllocation,
@@ -24,6 +25,20 @@ import type { DlqPublisher } from '../dlq/publisher.ts';
 import type { ErrorCode, MeterlineError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { metrics, reportOldestHour } from '../observability/metrics.ts';
+import { ATTR } from '../observability/trace-attributes.ts';
+import {
+  contextFromTraceparent,
+  failSpan,
+  headerTraceparent,
+  ROOT_CONTEXT,
+  type Span,
+  SpanKind,
+  SpanStatusCode,
+  trace,
+  traceparentOf,
+  tracer,
+  tracingActive,
+} from '../observability/tracing.ts';
 import { classifyAwsError } from './aws-errors.ts';
 import { isWithinAcceptanceWindow, type MeteringApi } from './aws-window.ts';
 import { type BackoffOptions, backoffDelay, DEFAULT_BACKOFF } from './backoff.ts';
@@ -81,6 +96,9 @@ export class MeteringWorker {
   #heartbeat: () => Promise<void> = async () => {};
   /** Aborted on stop: a retry loop waiting out a backoff gives up its batch (redelivered to the next owner). */
   #stopping = new AbortController();
+  /** With tracing on: each record's consume span, the parent of its AWS call and dead-letter spans. */
+  readonly #spans = new Map<string, Span>();
+  readonly #traced = tracingActive();
 
   constructor(options: WorkerOptions) {
     this.#o = options;
@@ -124,8 +142,10 @@ export class MeteringWorker {
     const unreadable: FailedRecord[] = [];
     for (const m of batch.messages) {
       const r = parseSubmissionRecord(m.value);
-      if (r) records.push(r);
-      else {
+      if (r) {
+        r.traceparent ??= headerTraceparent(m.headers);
+        records.push(r);
+      } else {
         unreadable.push({
           version: 1,
           stage: 'submit',
@@ -159,12 +179,64 @@ export class MeteringWorker {
     const oldest = unique.reduce((min, r) => Math.min(min, Date.parse(r.hour)), Number.POSITIVE_INFINITY);
     this.#inFlight.set(unique, oldest);
     this.#reportOldest();
+    metrics.pendingRecords.inc(unique.length);
+    if (this.#traced) for (const r of unique) this.#spans.set(r.recordId, this.#consumeSpan(r));
     try {
       await this.#submitAll(unique, heartbeat);
+    } catch (error) {
+      for (const r of unique) {
+        const span = this.#spans.get(r.recordId);
+        if (span) failSpan(span, error);
+      }
+      throw error;
     } finally {
+      for (const r of unique) {
+        this.#spans.get(r.recordId)?.end();
+        this.#spans.delete(r.recordId);
+      }
       this.#inFlight.delete(unique);
       this.#reportOldest();
+      metrics.pendingRecords.dec(unique.length);
     }
+  }
+
+  /** The record's consume span: a child of the finalize span that froze it (its traceparent). */
+  #consumeSpan(r: SubmissionRecord): Span {
+    return tracer().startSpan(
+      `process ${this.#o.topic}`,
+      {
+        kind: SpanKind.CONSUMER,
+        attributes: {
+          [ATTR.messagingSystem]: 'kafka',
+          [ATTR.messagingOperationType]: 'process',
+          [ATTR.messagingOperationName]: 'process',
+          [ATTR.messagingDestination]: this.#o.topic,
+          [ATTR.messagingConsumerGroup]: this.#o.groupId,
+          [ATTR.recordId]: r.recordId,
+          [ATTR.customer]: r.customer,
+          [ATTR.dimension]: r.dimension,
+          [ATTR.windowStart]: r.hour,
+          [ATTR.quantity]: r.quantity,
+        },
+      },
+      contextFromTraceparent(r.traceparent),
+    );
+  }
+
+  /** A child span of the record's consume span (undefined when tracing is off). */
+  #childSpan(
+    recordId: string,
+    name: string,
+    kind: SpanKind,
+    attributes: Record<string, string | number>,
+  ): Span | undefined {
+    const parent = this.#spans.get(recordId);
+    if (!parent) return undefined;
+    return tracer().startSpan(name, { kind, attributes }, trace.setSpan(ROOT_CONTEXT, parent));
+  }
+
+  #outcome(recordId: string, outcome: string): void {
+    this.#spans.get(recordId)?.setAttribute(ATTR.outcome, outcome);
   }
 
   /** The worker's side of the deadline gauge: the oldest hour among records it is still trying to bill. */
@@ -196,6 +268,7 @@ export class MeteringWorker {
       }
       if (accepted) {
         this.stats.alreadyAccepted += 1;
+        this.#outcome(record.recordId, 'already_accepted');
         continue;
       }
       if (now > Date.parse(record.deadline) - this.#o.deadlineMarginMs) {
@@ -247,15 +320,22 @@ export class MeteringWorker {
       try {
         await this.#o.rateLimiter?.acquire(this.#stopping.signal);
         this.stats.calls += 1;
-        const out = await timed('BatchMeterUsage', () =>
-          this.#o.client.send(
-            new BatchMeterUsageCommand({
-              ProductCode: productCode,
-              UsageRecords: pending.map((p) => p.usage),
-            }),
-          ),
-        );
-        pending = await this.#handleResults(pending, out.Results ?? [], out.UnprocessedRecords ?? []);
+        const spans = this.#awsSpans('BatchMeterUsage', pending, attempt);
+        let out: BatchMeterUsageCommandOutput;
+        try {
+          out = await timed('BatchMeterUsage', () =>
+            this.#o.client.send(
+              new BatchMeterUsageCommand({
+                ProductCode: productCode,
+                UsageRecords: pending.map((p) => p.usage),
+              }),
+            ),
+          );
+        } catch (error) {
+          endAwsSpans(spans, classifyAwsError(error).code, error);
+          throw error;
+        }
+        pending = await this.#handleResults(pending, out.Results ?? [], out.UnprocessedRecords ?? [], spans);
         if (!pending.length) return;
         failure = undefined;
       } catch (error) {
@@ -314,6 +394,32 @@ export class MeteringWorker {
   }
 
   /**
+   * One AWS call span per record in the call, each a child of that record's consume span, so every
+   * record's trace reaches the call that billed it. They share a call id and carry the batch size.
+   */
+  #awsSpans(api: MeteringApi, call: readonly Prepared[], attempt: number): Map<Prepared, Span> {
+    const spans = new Map<Prepared, Span>();
+    if (!this.#traced) return spans;
+    const callId = Math.random().toString(16).slice(2, 10);
+    for (const p of call) {
+      const span = this.#childSpan(p.record.recordId, api, SpanKind.CLIENT, {
+        [ATTR.rpcSystem]: 'aws-api',
+        [ATTR.rpcService]: 'AWSMarketplaceMetering',
+        [ATTR.rpcMethod]: api,
+        [ATTR.awsCallId]: callId,
+        [ATTR.awsBatchSize]: call.length,
+        [ATTR.awsAttempt]: attempt + 1,
+        [ATTR.recordId]: p.record.recordId,
+        [ATTR.customer]: p.record.customer,
+        [ATTR.dimension]: p.record.dimension,
+        [ATTR.windowStart]: p.record.hour,
+      });
+      if (span) spans.set(p, span);
+    }
+    return spans;
+  }
+
+  /**
    * Waits out a retriable failure with exponential backoff and full jitter. Records whose deadline (minus
    * the margin) would pass during the wait are dead-lettered as `deadline_exceeded`; returns the rest.
    */
@@ -365,9 +471,20 @@ export class MeteringWorker {
     let first: ErrorNote | undefined;
     for (let attempt = 0; ; attempt++) {
       let failure: MeterlineError;
+      let span: Span | undefined;
       try {
         await this.#o.rateLimiter?.acquire(this.#stopping.signal);
         this.stats.calls += 1;
+        span = this.#childSpan(record.recordId, 'MeterUsage', SpanKind.CLIENT, {
+          [ATTR.rpcSystem]: 'aws-api',
+          [ATTR.rpcService]: 'AWSMarketplaceMetering',
+          [ATTR.rpcMethod]: 'MeterUsage',
+          [ATTR.awsAttempt]: attempt + 1,
+          [ATTR.recordId]: record.recordId,
+          [ATTR.customer]: record.customer,
+          [ATTR.dimension]: record.dimension,
+          [ATTR.windowStart]: record.hour,
+        });
         const out = await timed('MeterUsage', () =>
           this.#o.client.send(
             new MeterUsageCommand({
@@ -390,14 +507,23 @@ export class MeteringWorker {
               quantity: record.quantity,
               acceptedAt: new Date(this.#now()).toISOString(),
             },
+            customer: record.customer,
+            hourMs: Date.parse(record.hour),
           },
         ]);
         this.stats.accepted += 1;
         metrics.recordsAccepted.inc({ api: 'MeterUsage' });
+        if (span) {
+          span.setAttribute(ATTR.awsStatus, 'Success');
+          span.setAttribute(ATTR.meteringRecordId, out.MeteringRecordId ?? '');
+          span.end();
+        }
+        this.#outcome(record.recordId, 'accepted');
         return;
       } catch (error) {
-        if (this.#stopping.signal.aborted) throw error;
         failure = classifyAwsError(error);
+        if (span) endAwsSpans(new Map([[record, span]]), failure.code, error);
+        if (this.#stopping.signal.aborted) throw error;
         if (failure.code === 'aws_throttled') await this.#o.rateLimiter?.throttled();
       }
       if (!failure.retriable) {
@@ -414,11 +540,14 @@ export class MeteringWorker {
     sent: Prepared[],
     results: UsageRecordResult[],
     unprocessed: UsageRecord[],
+    spans: ReadonlyMap<Prepared, Span> = new Map(),
   ): Promise<Prepared[]> {
     const byKey = new Map(sent.map((p) => [p.matchKey, p]));
     const accepted: {
       recordId: string;
       entry: { meteringRecordId: string; quantity: number; acceptedAt: string };
+      customer: string;
+      hourMs: number;
     }[] = [];
     const acceptedAt = new Date(this.#now()).toISOString();
     const answered = new Set<Prepared>();
@@ -429,10 +558,20 @@ export class MeteringWorker {
         continue;
       }
       answered.add(p);
+      const span = spans.get(p);
+      if (span) {
+        span.setAttribute(ATTR.awsStatus, r.Status ?? 'unknown');
+        if (r.MeteringRecordId) span.setAttribute(ATTR.meteringRecordId, r.MeteringRecordId);
+        if (r.Status !== 'Success') span.setStatus({ code: SpanStatusCode.ERROR, message: r.Status ?? '' });
+        span.end();
+      }
       if (r.Status === 'Success') {
+        this.#outcome(p.record.recordId, 'accepted');
         accepted.push({
           recordId: p.record.recordId,
           entry: { meteringRecordId: r.MeteringRecordId ?? '', quantity: p.record.quantity, acceptedAt },
+          customer: p.record.customer,
+          hourMs: Date.parse(p.record.hour),
         });
       } else if (r.Status === 'DuplicateRecord') {
         this.#o.logger.error({ recordId: p.record.recordId }, 'AWS holds a conflicting record for this hour');
@@ -451,6 +590,13 @@ export class MeteringWorker {
     const retry = unprocessed.flatMap((u) => byKey.get(matchKeyOf(u)) ?? []);
     // A record AWS neither answered nor listed as unprocessed is retried too: never assume success.
     for (const p of sent) if (!answered.has(p) && !retry.includes(p)) retry.push(p);
+    for (const p of retry) {
+      const span = spans.get(p);
+      if (!span) continue;
+      span.setAttribute(ATTR.awsStatus, 'Unprocessed');
+      span.setStatus({ code: SpanStatusCode.ERROR, message: 'unprocessed by AWS: retried' });
+      span.end();
+    }
     return retry;
   }
 
@@ -463,8 +609,22 @@ export class MeteringWorker {
   ): Promise<void> {
     const failedAt = new Date(this.#now()).toISOString();
     const lastError: ErrorNote = { code: reason, message: detail, at: failedAt };
+    const spans = records.map((record) => {
+      this.#outcome(record.recordId, `dead_lettered:${reason}`);
+      const span = this.#childSpan(record.recordId, `send ${this.#o.dlq.topic}`, SpanKind.PRODUCER, {
+        [ATTR.messagingSystem]: 'kafka',
+        [ATTR.messagingOperationType]: 'send',
+        [ATTR.messagingDestination]: this.#o.dlq.topic,
+        [ATTR.recordId]: record.recordId,
+        [ATTR.dlqReason]: reason,
+      });
+      const parent = this.#spans.get(record.recordId);
+      parent?.setStatus({ code: SpanStatusCode.ERROR, message: `dead-lettered: ${reason}` });
+      return span;
+    });
+    const traceparents = spans.map((span, i) => traceparentOf(span) ?? records[i]?.traceparent);
     await this.#o.dlq.publish(
-      records.map((record) => ({
+      records.map((record, i) => ({
         version: 1,
         stage: 'submit',
         reason,
@@ -476,8 +636,10 @@ export class MeteringWorker {
         firstError: firstError ?? lastError,
         lastError,
         ...(attempts === undefined ? {} : { attempts }),
+        ...(traceparents[i] ? { traceContext: { traceparent: traceparents[i] as string } } : {}),
       })),
     );
+    for (const span of spans) span?.end();
     this.stats.deadLettered[reason] = (this.stats.deadLettered[reason] ?? 0) + records.length;
     metrics.deadLetters.inc({ stage: 'submit', reason }, records.length);
     this.#o.logger.warn({ reason, records: records.map((r) => r.recordId) }, 'records dead-lettered');
@@ -512,6 +674,14 @@ async function timed<T>(api: MeteringApi, call: () => Promise<T>): Promise<T> {
     throw error;
   } finally {
     end();
+  }
+}
+
+function endAwsSpans(spans: ReadonlyMap<unknown, Span>, code: string, error: unknown): void {
+  for (const span of spans.values()) {
+    span.setAttribute(ATTR.awsStatus, code);
+    failSpan(span, error);
+    span.end();
   }
 }
 

@@ -64,6 +64,9 @@ export interface HourlyWindowStoreOptions {
   now: () => number;
 }
 
+/** Event contexts one batch adds to an hour's sample (the hour keeps the newest few over all batches). */
+const LINKS_PER_HOUR_PER_BATCH = 4;
+
 /** One aggregate of the batch: ids and micro-units in parallel arrays (no object per event). */
 type Pending = { op: AggregationOp; ids: string[]; micros: number[] };
 
@@ -75,6 +78,8 @@ export class HourlyWindowStore implements StateStore {
   /** hour → aggregate field (customer␟dimension) → pending aggregate. */
   #batch = new Map<number, Map<string, Pending>>();
   #maxEventTime: number | undefined;
+  /** hour → a few of the batch's event trace contexts (only while tracing is on). */
+  #links = new Map<number, string[]>();
   #finalized = new Map<number, boolean>();
 
   constructor(options: HourlyWindowStoreOptions) {
@@ -134,7 +139,13 @@ export class HourlyWindowStore implements StateStore {
     id: string,
     micros: number,
     eventTimeMs: number,
+    traceparent?: string,
   ): void {
+    if (traceparent) {
+      const links = this.#links.get(hourMs);
+      if (!links) this.#links.set(hourMs, [traceparent]);
+      else if (links.length < LINKS_PER_HOUR_PER_BATCH) links.push(traceparent);
+    }
     let hour = this.#batch.get(hourMs);
     if (!hour) {
       hour = new Map();
@@ -165,6 +176,7 @@ export class HourlyWindowStore implements StateStore {
       hourMs,
       aggregates: [...fields].map(([field, p]) => ({ field, op: p.op, ids: p.ids, micros: p.micros })),
     }));
+    const links = this.#links;
     let res: ApplyResult;
     try {
       res = await this.#o.windows.applyBatch(this.task, this.token, {
@@ -184,6 +196,7 @@ export class HourlyWindowStore implements StateStore {
     } finally {
       this.abort();
     }
+    if (links.size && res.applied) await this.#o.windows.addTraceLinks(this.task, links);
     const s = this.#o.stats;
     s.applied += res.applied;
     s.duplicates += res.duplicates;
@@ -204,6 +217,7 @@ export class HourlyWindowStore implements StateStore {
     this.#batch = new Map();
     this.#maxEventTime = undefined;
     this.#finalized = new Map();
+    this.#links = new Map();
   }
 
   async close(): Promise<void> {

@@ -11,6 +11,7 @@ import type { DecodeResult, IngestReason, ValidationContext } from '../ingest/ev
 import { partitionOfCustomer } from '../kafka/partitioner.ts';
 import type { Logger } from '../log.ts';
 import { metrics } from '../observability/metrics.ts';
+import { headerTraceparent, tracingActive } from '../observability/tracing.ts';
 import { aggregateField } from '../redis/keys.ts';
 import type { MeteringApi } from '../submit/aws-window.ts';
 import { hourIso, hourStart } from '../time/hours.ts';
@@ -48,6 +49,8 @@ export class WindowProcessor implements Processor<SourceRecord> {
   /** customer → partition, for the partition count it was computed with. */
   #home = new Map<string, number>();
   #homeFor = 0;
+  /** Whether to keep a sample of the events' trace contexts for the finalize span. */
+  readonly #traced = tracingActive();
 
   constructor(options: WindowProcessorOptions) {
     this.#o = options;
@@ -90,11 +93,14 @@ export class WindowProcessor implements Processor<SourceRecord> {
     }
     if (this.#misrouted(e.customer, context)) return;
     const hour = hourStart(e.timestampMs);
+    // Event time against the broker's clock: producers with drifting clocks show up here.
+    metrics.clockSkewSeconds.observe((e.timestampMs - Number(record.timestamp)) / 1000);
     const store = this.#store as HourlyWindowStore;
     const op = this.#o.ops.get(e.dimension) ?? 's';
     // Sums keep one aggregate per allocation tag set; a peak has no per-tag split.
     const field = aggregateField(e.customer, e.dimension, op === 's' ? e.tags : undefined);
-    const add = () => store.add(hour, field, op, e.id, e.micros, e.timestampMs);
+    const traceparent = this.#traced ? headerTraceparent(record.headers) : undefined;
+    const add = () => store.add(hour, field, op, e.id, e.micros, e.timestampMs, traceparent);
     if (this.#o.latePolicy !== 'dead-letter') return add();
     return store.isFinalized(hour).then((finalized) => {
       if (finalized)

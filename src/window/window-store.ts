@@ -48,6 +48,9 @@ export interface WindowStoreOptions {
   lateAuditCap?: number;
 }
 
+/** How many event contexts a finalize span links to, at most. */
+export const TRACE_LINKS_PER_HOUR = 16;
+
 const FENCED = -1;
 const STALE = -2;
 const HOUR_FINALIZED = -3;
@@ -243,6 +246,29 @@ export class WindowStore {
     if (res[0] === STATE_LOST) throw stateLost(p);
     if (res[0] === MOVED) return 'moved';
     return res[0] === 1 ? 'frozen' : 'already';
+  }
+
+  /**
+   * Keeps the newest `TRACE_LINKS_PER_HOUR` event trace contexts per hour. Tracing data, not billing
+   * data: written after the batch commits, and a lost sample only costs a link.
+   */
+  async addTraceLinks(p: PartitionRef, byHour: ReadonlyMap<number, readonly string[]>): Promise<void> {
+    if (!byHour.size) return;
+    const k = this.keys.partition(p);
+    const ttlSeconds = Math.ceil(this.options.dedupeTtlMs / 1000);
+    const pipeline = this.redis.pipeline();
+    for (const [hourMs, traceparents] of byHour) {
+      if (!traceparents.length) continue;
+      pipeline.lpush(k.traceLinks(hourMs), ...traceparents);
+      pipeline.ltrim(k.traceLinks(hourMs), 0, TRACE_LINKS_PER_HOUR - 1);
+      pipeline.expire(k.traceLinks(hourMs), ttlSeconds);
+    }
+    await pipeline.exec();
+  }
+
+  /** The sampled event trace contexts of an hour (newest first). */
+  async traceLinks(p: PartitionRef, hourMs: number): Promise<string[]> {
+    return this.redis.lrange(this.keys.partition(p).traceLinks(hourMs), 0, -1);
   }
 
   /** The frozen records of a finalized hour, field → stored record. */

@@ -1,0 +1,191 @@
+/**
+ * `meterline trace <record-id | trace-id>`: fetches a submission's trace from Jaeger's HTTP API and draws
+ * it in the terminal: a waterfall of spans with durations and statuses, the attributes that matter, and
+ * the links from the finalize span back to the producers of the hour's events.
+ */
+import type { Command } from 'commander';
+import {
+  DEFAULT_JAEGER_URL,
+  isTraceId,
+  JaegerClient,
+  type JaegerSpan,
+  type JaegerTrace,
+  tagValue,
+} from '../observability/jaeger-client.ts';
+import { ATTR } from '../observability/trace-attributes.ts';
+
+/** Attributes shown under a span, in this order. */
+const SHOWN = [
+  ATTR.recordId,
+  ATTR.customer,
+  ATTR.dimension,
+  ATTR.windowStart,
+  ATTR.quantity,
+  ATTR.awsStatus,
+  ATTR.meteringRecordId,
+  ATTR.awsBatchSize,
+  ATTR.awsAttempt,
+  ATTR.outcome,
+  ATTR.dlqReason,
+  ATTR.records,
+  ATTR.eventId,
+  ATTR.messagingDestination,
+  ATTR.messagingPartition,
+  ATTR.messagingBatchCount,
+];
+
+const BAR_WIDTH = 32;
+
+export interface TraceView {
+  traceId: string;
+  spans: {
+    depth: number;
+    service: string;
+    name: string;
+    startOffsetMs: number;
+    durationMs: number;
+    error: boolean;
+    attributes: Record<string, string | number | boolean>;
+    links: { traceId: string; spanId: string }[];
+  }[];
+  /** The producer spans the links lead to (those Jaeger still holds). */
+  producers: {
+    traceId: string;
+    spanId: string;
+    service: string;
+    name: string;
+    attributes: Record<string, string | number | boolean>;
+  }[];
+}
+
+export function registerTraceCommand(program: Command): void {
+  program
+    .command('trace <id>')
+    .description(
+      "draw a submission's trace from Jaeger: by record id (product|customer|dimension|hour) or trace id",
+    )
+    .option(
+      '--jaeger <url>',
+      'Jaeger query API base URL (default: METERLINE_JAEGER_URL, else 127.0.0.1:16686)',
+    )
+    .option('--json', 'print the trace as JSON')
+    .option('--links <n>', 'producer spans to fetch through the links (default 5)', (v) => Number(v), 5)
+    .action(async (id: string, o: { jaeger?: string; json?: boolean; links: number }) => {
+      const jaeger = new JaegerClient(o.jaeger ?? process.env.METERLINE_JAEGER_URL ?? DEFAULT_JAEGER_URL);
+      const trace = await findTrace(jaeger, id);
+      if (!trace) {
+        process.stderr.write(
+          `meterline: no trace for ${id} in Jaeger at ${jaeger.baseUrl}` +
+            ' (is tracing on, OTEL_EXPORTER_OTLP_ENDPOINT set, and the record submitted?)\n',
+        );
+        process.exitCode = 1;
+        return;
+      }
+      const view = await traceView(jaeger, trace, o.links);
+      if (o.json) process.stdout.write(`${JSON.stringify(view, null, 2)}\n`);
+      else process.stdout.write(renderTrace(view));
+    });
+}
+
+/** A trace id is fetched directly; anything else is searched as a record id (the newest trace wins). */
+export async function findTrace(jaeger: JaegerClient, id: string): Promise<JaegerTrace | undefined> {
+  if (isTraceId(id)) return jaeger.trace(id);
+  const [newest] = await jaeger.tracesOfRecord(id);
+  // A search answer may be partial: fetch the whole trace.
+  return newest ? ((await jaeger.trace(newest.traceID)) ?? newest) : undefined;
+}
+
+export async function traceView(
+  jaeger: JaegerClient,
+  trace: JaegerTrace,
+  maxLinks: number,
+): Promise<TraceView> {
+  const byId = new Map(trace.spans.map((s) => [s.spanID, s]));
+  const parentOf = (s: JaegerSpan) =>
+    s.references.find((r) => r.refType === 'CHILD_OF' && r.traceID === trace.traceID && byId.has(r.spanID))
+      ?.spanID;
+  const children = new Map<string | undefined, JaegerSpan[]>();
+  for (const s of trace.spans) {
+    const p = parentOf(s);
+    children.set(p, [...(children.get(p) ?? []), s]);
+  }
+  for (const list of children.values()) list.sort((a, b) => a.startTime - b.startTime);
+  const t0 = Math.min(...trace.spans.map((s) => s.startTime));
+  const spans: TraceView['spans'] = [];
+  const walk = (parent: string | undefined, depth: number) => {
+    for (const s of children.get(parent) ?? []) {
+      spans.push({
+        depth,
+        service: trace.processes[s.processID]?.serviceName ?? '?',
+        name: s.operationName,
+        startOffsetMs: (s.startTime - t0) / 1000,
+        durationMs: s.duration / 1000,
+        error: tagValue(s, 'error') === true || tagValue(s, 'otel.status_code') === 'ERROR',
+        attributes: Object.fromEntries(
+          SHOWN.flatMap((k) => {
+            const v = tagValue(s, k);
+            return v === undefined ? [] : [[k, v]];
+          }),
+        ),
+        links: s.references
+          .filter((r) => r.refType === 'FOLLOWS_FROM' || r.traceID !== trace.traceID)
+          .map((r) => ({ traceId: r.traceID, spanId: r.spanID })),
+      });
+      walk(s.spanID, depth + 1);
+    }
+  };
+  walk(undefined, 0);
+  const producers: TraceView['producers'] = [];
+  const wanted = spans.flatMap((s) => s.links).slice(0, maxLinks);
+  for (const link of wanted) {
+    const linked = await jaeger.trace(link.traceId).catch(() => undefined);
+    const span = linked?.spans.find((s) => s.spanID === link.spanId);
+    if (!linked || !span) continue;
+    producers.push({
+      traceId: link.traceId,
+      spanId: link.spanId,
+      service: linked.processes[span.processID]?.serviceName ?? '?',
+      name: span.operationName,
+      attributes: Object.fromEntries(
+        [ATTR.eventId, ATTR.customer, ATTR.messagingDestination, ATTR.messagingKafkaKey].flatMap((k) => {
+          const v = tagValue(span, k);
+          return v === undefined ? [] : [[k, v]];
+        }),
+      ),
+    });
+  }
+  return { traceId: trace.traceID, spans, producers };
+}
+
+export function renderTrace(view: TraceView): string {
+  const total = Math.max(1, ...view.spans.map((s) => s.startOffsetMs + s.durationMs));
+  const lines = [`trace ${view.traceId}  (${view.spans.length} spans, ${fmtMs(total)})`, ''];
+  const label = (s: TraceView['spans'][number]) => `${'  '.repeat(s.depth)}${s.service}: ${s.name}`;
+  const width = Math.min(60, Math.max(...view.spans.map((s) => label(s).length)));
+  for (const s of view.spans) {
+    const from = Math.floor((s.startOffsetMs / total) * BAR_WIDTH);
+    const len = Math.max(1, Math.round((s.durationMs / total) * BAR_WIDTH));
+    const bar = `${' '.repeat(from)}${'█'.repeat(Math.min(len, BAR_WIDTH - from))}`.padEnd(BAR_WIDTH);
+    lines.push(
+      `${label(s).slice(0, width).padEnd(width)}  |${bar}|  ${fmtMs(s.durationMs).padStart(9)}  ${s.error ? 'ERROR' : 'ok'}`,
+    );
+    const indent = `${'  '.repeat(s.depth)}    `;
+    for (const [k, v] of Object.entries(s.attributes)) lines.push(`${indent}${k} = ${v}`);
+    if (s.links.length)
+      lines.push(`${indent}links: ${s.links.length} event span(s), e.g. ${s.links[0]?.traceId}`);
+  }
+  if (view.producers.length) {
+    lines.push('', 'linked producer spans (the events this record counts):');
+    for (const p of view.producers) {
+      const attrs = Object.entries(p.attributes)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(' ');
+      lines.push(`  ${p.service}: ${p.name}  trace ${p.traceId}  ${attrs}`);
+    }
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+function fmtMs(ms: number): string {
+  return ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(1)} ms`;
+}
