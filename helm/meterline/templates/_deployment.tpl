@@ -1,0 +1,141 @@
+{{/* One role's Deployment: (dict "root" $ "role" "processor"|"worker"). */}}
+{{- define "meterline.deployment" -}}
+{{- $root := .root -}}
+{{- $role := .role -}}
+{{- $v := index $root.Values $role -}}
+{{- $ctx := dict "root" $root "role" $role -}}
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ include "meterline.fullname" $root }}-{{ $role }}
+  labels:
+    {{- include "meterline.roleLabels" $ctx | nindent 4 }}
+spec:
+  {{- if not (and (eq $role "worker") $v.autoscaling.enabled) }}
+  replicas: {{ $v.replicas }}
+  {{- end }}
+  revisionHistoryLimit: 5
+  selector:
+    matchLabels:
+      {{- include "meterline.roleSelectorLabels" $ctx | nindent 6 }}
+  strategy:
+    type: RollingUpdate
+    rollingUpdate:
+      maxSurge: 1
+      maxUnavailable: 0
+  template:
+    metadata:
+      labels:
+        {{- include "meterline.roleSelectorLabels" $ctx | nindent 8 }}
+        {{- with $v.podLabels }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      annotations:
+        # A change of configuration, plan or customers rolls the pods.
+        checksum/config: {{ include (print $root.Template.BasePath "/configmap.yaml") $root | sha256sum }}
+        {{- with $v.podAnnotations }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+    spec:
+      serviceAccountName: {{ include "meterline.serviceAccountName" $ctx }}
+      automountServiceAccountToken: {{ $root.Values.serviceAccount.automountToken }}
+      terminationGracePeriodSeconds: {{ $v.terminationGracePeriodSeconds }}
+      securityContext:
+        {{- include "meterline.podSecurityContext" $root | nindent 8 }}
+      {{- with $root.Values.imagePullSecrets }}
+      imagePullSecrets:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      containers:
+        - name: {{ $role }}
+          image: {{ include "meterline.image" $root | quote }}
+          imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+          # The image's entrypoint is `node --disable-warning=TimeoutNegativeWarning src/cli/main.ts`.
+          args: [{{ $role | quote }}]
+          envFrom:
+            - configMapRef:
+                name: {{ include "meterline.fullname" $root }}-config
+          env:
+            - name: OTEL_SERVICE_NAME
+              value: meterline-{{ $role }}
+            {{- with $root.Values.redis.auth.existingSecret }}
+            - name: METERLINE_REDIS_PASSWORD
+              valueFrom:
+                secretKeyRef:
+                  name: {{ . }}
+                  key: {{ $root.Values.redis.auth.passwordKey }}
+            {{- end }}
+            - name: REDIS_URL
+              value: {{ include "meterline.redisUrl" $root | quote }}
+            {{- if $root.Values.extraCaCerts.existingSecret }}
+            - name: NODE_EXTRA_CA_CERTS
+              value: /etc/meterline-ca/{{ $root.Values.extraCaCerts.key }}
+            {{- end }}
+          ports:
+            - name: metrics
+              containerPort: {{ $root.Values.ops.port }}
+              protocol: TCP
+          startupProbe:
+            httpGet:
+              path: /healthz
+              port: metrics
+            periodSeconds: 5
+            failureThreshold: 36
+          livenessProbe:
+            httpGet:
+              path: /healthz
+              port: metrics
+            periodSeconds: 10
+            timeoutSeconds: 3
+            failureThreshold: 3
+          readinessProbe:
+            httpGet:
+              path: /readyz
+              port: metrics
+            periodSeconds: 5
+            timeoutSeconds: 3
+            failureThreshold: 2
+          resources:
+            {{- toYaml $v.resources | nindent 12 }}
+          securityContext:
+            {{- include "meterline.containerSecurityContext" $root | nindent 12 }}
+          volumeMounts:
+            - name: tmp
+              mountPath: /tmp
+            - name: files
+              mountPath: /etc/meterline
+              readOnly: true
+            {{- if $root.Values.extraCaCerts.existingSecret }}
+            - name: ca
+              mountPath: /etc/meterline-ca
+              readOnly: true
+            {{- end }}
+      volumes:
+        # The root filesystem is read-only; /tmp is the only writable place.
+        - name: tmp
+          emptyDir:
+            sizeLimit: 64Mi
+        - name: files
+          configMap:
+            name: {{ include "meterline.fullname" $root }}-files
+        {{- with $root.Values.extraCaCerts.existingSecret }}
+        - name: ca
+          secret:
+            secretName: {{ . }}
+            items:
+              - key: {{ $root.Values.extraCaCerts.key }}
+                path: {{ $root.Values.extraCaCerts.key }}
+        {{- end }}
+      {{- with $v.nodeSelector }}
+      nodeSelector:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $v.affinity }}
+      affinity:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $v.tolerations }}
+      tolerations:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+{{- end -}}

@@ -1,0 +1,138 @@
+{{/* Names and labels. */}}
+{{- define "meterline.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "meterline.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "meterline.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "meterline.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "meterline.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "meterline.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* Labels of one role's objects: (dict "root" $ "role" "worker"). */}}
+{{- define "meterline.roleLabels" -}}
+{{ include "meterline.labels" .root }}
+app.kubernetes.io/component: {{ .role }}
+{{- end -}}
+
+{{- define "meterline.roleSelectorLabels" -}}
+{{ include "meterline.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .role }}
+{{- end -}}
+
+{{- define "meterline.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository $tag -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "meterline.serviceAccountName" -}}
+{{- $root := .root -}}
+{{- $override := ternary $root.Values.serviceAccount.workerName $root.Values.serviceAccount.processorName (eq .role "worker") -}}
+{{- if $override -}}
+{{- $override -}}
+{{- else if $root.Values.serviceAccount.create -}}
+{{- printf "%s-%s" (include "meterline.fullname" $root | trunc 52 | trimSuffix "-") .role -}}
+{{- else -}}
+default
+{{- end -}}
+{{- end -}}
+
+{{/* The customers file is mounted for SaaS, and in container mode only when one is given. */}}
+{{- define "meterline.hasCustomers" -}}
+{{- if or (eq .Values.metering.mode "saas") (gt (len .Values.metering.customers) 0) -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+A duration as meterline writes them (250ms, 30s, 5m, 2h, 1d, or plain milliseconds) in milliseconds.
+*/}}
+{{- define "meterline.ms" -}}
+{{- $num := regexReplaceAll "^([0-9]+(\\.[0-9]+)?)(ms|s|m|h|d)?$" . "${1}" -}}
+{{- $unit := regexReplaceAll "^[0-9]+(\\.[0-9]+)?" . "" -}}
+{{- $factor := get (dict "" 1 "ms" 1 "s" 1000 "m" 60000 "h" 3600000 "d" 86400000) $unit -}}
+{{- mulf (float64 $num) $factor | int64 -}}
+{{- end -}}
+
+{{/*
+The start-up rules of meterline's config (src/config/config.ts), checked at install time so that a
+release never rolls out pods that refuse to start.
+*/}}
+{{- define "meterline.validate" -}}
+{{- $c := .Values.config -}}
+{{- $grace := include "meterline.ms" $c.windowGrace | int64 -}}
+{{- $maxDelay := include "meterline.ms" $c.windowMaxDelay | int64 -}}
+{{- $commit := include "meterline.ms" $c.commitInterval | int64 -}}
+{{- $margin := include "meterline.ms" $c.submitMargin | int64 -}}
+{{- if gt $grace $maxDelay -}}
+{{- fail "config.windowGrace must not exceed config.windowMaxDelay" -}}
+{{- end -}}
+{{- $windowH := ternary 6 24 (eq .Values.metering.mode "container") -}}
+{{- if ge (add $maxDelay $commit $margin) (mul $windowH 3600000) -}}
+{{- fail (printf "config.windowMaxDelay + config.commitInterval + config.submitMargin must stay under the %dh AWS acceptance window of metering.mode %s" $windowH .Values.metering.mode) -}}
+{{- end -}}
+{{- if and (not .Values.redis.cluster) (contains "," .Values.redis.url) -}}
+{{- fail "redis.url: a list of seed URLs needs redis.cluster: true" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* REDIS_URL with the password from the Secret, through Kubernetes' $(VAR) expansion. */}}
+{{- define "meterline.redisUrl" -}}
+{{- $auth := .Values.redis.auth -}}
+{{- if $auth.existingSecret -}}
+{{- $cred := printf "%s:$(METERLINE_REDIS_PASSWORD)@" $auth.username -}}
+{{- $urls := list -}}
+{{- range splitList "," .Values.redis.url -}}
+{{- $urls = append $urls (regexReplaceAll "^(rediss?://)" (trim .) (printf "${1}%s" $cred)) -}}
+{{- end -}}
+{{- join "," $urls -}}
+{{- else -}}
+{{- .Values.redis.url -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "meterline.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .Values.securityContext.runAsUser }}
+runAsGroup: {{ .Values.securityContext.runAsGroup }}
+fsGroup: {{ .Values.securityContext.fsGroup }}
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{- define "meterline.containerSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .Values.securityContext.runAsUser }}
+runAsGroup: {{ .Values.securityContext.runAsGroup }}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+privileged: false
+capabilities:
+  drop: [ALL]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}

@@ -1,0 +1,470 @@
+/**
+ * The Helm chart (helm/meterline): lint, render, offline schema validation and the properties every render
+ * must have. helm and kubeconform come from deploy/tools/tools.ts, which builds them on first use and caches
+ * them outside the clone: a cold machine spends about 3 min on helm and 2 min on kubeconform and the
+ * Kubernetes 1.35 + prometheus-operator schemas (hence the long beforeAll timeout); warm, this file takes a
+ * few seconds (one `helm template` and one kubeconform run per value set).
+ */
+import { execFile } from 'node:child_process';
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { parse, parseAllDocuments } from 'yaml';
+import { ensureK8sSchemas, ensureTool, KUBERNETES_VERSION, kubeconform } from '../../deploy/tools/tools.ts';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const CHART = path.join(ROOT, 'helm/meterline');
+const VALUES = path.join(ROOT, 'test/chart/values');
+const GOOD = ['minimal', 'saas', 'container', 'full'] as const;
+type SetName = (typeof GOOD)[number];
+const BAD = readdirSync(VALUES)
+  .filter((f) => f.startsWith('bad-') && f.endsWith('.yaml'))
+  .sort();
+const COLD_BUILD_MS = 20 * 60_000;
+const STATIC_KEY_ENV = ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN'];
+
+// biome-ignore lint/suspicious/noExplicitAny: rendered Kubernetes objects are walked as plain data.
+type Obj = Record<string, any>;
+
+let helm: string;
+const rendered = new Map<SetName, { text: string; objects: Obj[] }>();
+
+function run(cmd: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(cmd, args, { maxBuffer: 64 * 1024 * 1024 }, (error, stdout, stderr) => {
+      const code = error ? (typeof error.code === 'number' ? error.code : 1) : 0;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+const template = (valuesFile: string, extra: string[] = []) =>
+  run(helm, [
+    'template',
+    'ml',
+    CHART,
+    '--namespace',
+    'metering',
+    '--kube-version',
+    KUBERNETES_VERSION,
+    '-f',
+    valuesFile,
+    ...extra,
+  ]);
+
+function objectsOf(text: string): Obj[] {
+  return parseAllDocuments(text)
+    .map((d) => d.toJS() as Obj | null)
+    .filter((o): o is Obj => o !== null && typeof o === 'object');
+}
+
+const set = (name: SetName) => {
+  const r = rendered.get(name);
+  if (!r) throw new Error(`${name} was not rendered`);
+  return r;
+};
+const ofKind = (name: SetName, kind: string) => set(name).objects.filter((o) => o.kind === kind);
+const byName = (name: SetName, kind: string, objName: string) => {
+  const found = ofKind(name, kind).find((o) => o.metadata.name === objName);
+  if (!found) throw new Error(`${name}: no ${kind} ${objName}`);
+  return found;
+};
+
+/** The environment a container of a Deployment ends up with: envFrom ConfigMaps, then env. */
+function effectiveEnv(name: SetName, pod: Obj, container: Obj): Map<string, string | Obj> {
+  const env = new Map<string, string | Obj>();
+  for (const from of container.envFrom ?? []) {
+    expect(from.configMapRef, 'envFrom only from ConfigMaps').toBeDefined();
+    const cm = byName(name, 'ConfigMap', from.configMapRef.name);
+    for (const [k, v] of Object.entries(cm.data ?? {})) env.set(k, String(v));
+  }
+  for (const e of container.env ?? []) env.set(e.name, e.value ?? e.valueFrom);
+  expect(pod).toBeDefined();
+  return env;
+}
+
+/** Every leaf key path of a values document: maps are walked, lists and scalars are leaves. */
+function leafPaths(node: unknown, prefix = ''): string[] {
+  if (node && typeof node === 'object' && !Array.isArray(node) && Object.keys(node).length) {
+    return Object.entries(node).flatMap(([k, v]) => leafPaths(v, prefix ? `${prefix}.${k}` : k));
+  }
+  return [prefix];
+}
+
+beforeAll(async () => {
+  const log = (line: string) => process.stderr.write(`[chart test] ${line}\n`);
+  helm = await ensureTool('helm', { log });
+  await ensureTool('kubeconform', { log });
+  await ensureK8sSchemas({ log });
+  for (const name of GOOD) {
+    const r = await template(path.join(VALUES, `${name}.yaml`));
+    if (r.code !== 0) throw new Error(`helm template ${name} failed:\n${r.stderr}`);
+    rendered.set(name, { text: r.stdout, objects: objectsOf(r.stdout) });
+  }
+}, COLD_BUILD_MS);
+
+describe('helm lint and offline validation', () => {
+  it.each(GOOD)('helm lint --strict passes with %s values', async (name) => {
+    const r = await run(helm, [
+      'lint',
+      '--strict',
+      '--kube-version',
+      KUBERNETES_VERSION,
+      CHART,
+      '-f',
+      path.join(VALUES, `${name}.yaml`),
+    ]);
+    expect(r.stderr + r.stdout).toContain('0 chart(s) failed');
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+  });
+
+  it.each(GOOD)('kubeconform (strict, Kubernetes 1.35 + CRDs) finds every %s object valid', async (name) => {
+    const { text, objects } = set(name);
+    const r = await kubeconform(['-summary', '-verbose', '-output', 'json', '-'], text);
+    const report = JSON.parse(r.stdout) as {
+      resources: { kind: string; name: string; status: string; msg: string }[];
+      summary: { valid: number; invalid: number; errors: number; skipped: number };
+    };
+    const notValid = report.resources.filter((res) => res.status !== 'statusValid');
+    expect(notValid, JSON.stringify(notValid, null, 2)).toEqual([]);
+    expect(report.summary).toEqual({ valid: objects.length, invalid: 0, errors: 0, skipped: 0 });
+    expect(r.code).toBe(0);
+  });
+});
+
+describe('rendered objects', () => {
+  it('each value set renders the objects it asks for, and only those', () => {
+    const kinds = (name: SetName) => [...new Set(set(name).objects.map((o) => o.kind))].sort();
+    const base = ['ConfigMap', 'Deployment', 'PodDisruptionBudget', 'Service', 'ServiceAccount'];
+    expect(kinds('minimal')).toEqual(base);
+    expect(kinds('saas')).toEqual(base);
+    expect(kinds('container')).toEqual(base);
+    expect(kinds('full')).toEqual(
+      [...base, 'HorizontalPodAutoscaler', 'Job', 'NetworkPolicy', 'PrometheusRule', 'ServiceMonitor'].sort(),
+    );
+    for (const name of GOOD) {
+      expect(ofKind(name, 'Deployment').map((d) => d.metadata.name)).toEqual([
+        'ml-meterline-processor',
+        'ml-meterline-worker',
+      ]);
+      expect(ofKind(name, 'Secret'), 'the chart never makes a Secret').toEqual([]);
+    }
+  });
+
+  it.each(GOOD)('%s: every Deployment is locked down, probed on the ops port and sized', (name) => {
+    for (const d of ofKind(name, 'Deployment')) {
+      const role = d.metadata.labels['app.kubernetes.io/component'];
+      const pod = d.spec.template.spec;
+      expect(pod.securityContext.runAsNonRoot).toBe(true);
+      expect(pod.securityContext.runAsUser).toBeGreaterThan(0);
+      expect(pod.securityContext.seccompProfile).toEqual({ type: 'RuntimeDefault' });
+      expect(pod.terminationGracePeriodSeconds).toBeGreaterThanOrEqual(30);
+      expect(pod.containers).toHaveLength(1);
+      const c = pod.containers[0];
+      expect(c.args).toEqual([role]);
+      expect(c.securityContext).toMatchObject({
+        runAsNonRoot: true,
+        readOnlyRootFilesystem: true,
+        allowPrivilegeEscalation: false,
+        privileged: false,
+        capabilities: { drop: ['ALL'] },
+      });
+      expect(c.securityContext.capabilities.add).toBeUndefined();
+      expect(c.resources.requests.cpu).toBeTruthy();
+      expect(c.resources.requests.memory).toBeTruthy();
+      expect(c.resources.limits.memory).toBeTruthy();
+
+      const env = effectiveEnv(name, pod, c);
+      const port = c.ports.find((p: Obj) => p.name === 'metrics');
+      expect(port, 'a containerPort named metrics').toBeDefined();
+      expect(String(port.containerPort)).toBe(env.get('METERLINE_OPS_PORT'));
+      expect(c.livenessProbe.httpGet).toEqual({ path: '/healthz', port: 'metrics' });
+      expect(c.readinessProbe.httpGet).toEqual({ path: '/readyz', port: 'metrics' });
+      expect(c.startupProbe.httpGet).toEqual({ path: '/healthz', port: 'metrics' });
+
+      // /tmp is the one writable place: an emptyDir.
+      const tmp = c.volumeMounts.find((m: Obj) => m.mountPath === '/tmp');
+      expect(pod.volumes.find((v: Obj) => v.name === tmp?.name)?.emptyDir).toBeDefined();
+
+      // The plan (and for SaaS the customers file) are files from the chart's ConfigMap.
+      const files = pod.volumes.find((v: Obj) => v.configMap?.name === 'ml-meterline-files');
+      const mount = c.volumeMounts.find((m: Obj) => m.name === files?.name);
+      const data = byName(name, 'ConfigMap', 'ml-meterline-files').data;
+      const plan = String(env.get('METERLINE_PLAN'));
+      expect(path.dirname(plan)).toBe(mount.mountPath);
+      expect(JSON.parse(data[path.basename(plan)])).toEqual(
+        parse(readFileSync(path.join(VALUES, `${name}.yaml`), 'utf8')).metering.plan,
+      );
+      const customers = env.get('METERLINE_CUSTOMERS');
+      if (customers !== undefined) {
+        expect(path.dirname(String(customers))).toBe(mount.mountPath);
+        expect(data[path.basename(String(customers))]).toBeDefined();
+      }
+
+      expect(env.get('OTEL_SERVICE_NAME')).toBe(`meterline-${role}`);
+      for (const key of ['KAFKA_BROKERS', 'REDIS_URL', 'AWS_REGION']) expect(env.get(key)).toBeTruthy();
+      for (const key of STATIC_KEY_ENV) expect(env.has(key), key).toBe(false);
+      expect(d.spec.template.metadata.annotations['checksum/config']).toMatch(/^[a-f0-9]{64}$/);
+      expect(pod.serviceAccountName).toBe(`ml-meterline-${role}`);
+    }
+  });
+
+  it.each(GOOD)('%s: no AWS static credentials anywhere', (name) => {
+    const { text, objects } = set(name);
+    expect(text).not.toMatch(/\b(AKIA|ASIA)[A-Z0-9]{16}\b/);
+    for (const key of STATIC_KEY_ENV) expect(text).not.toContain(key);
+    expect(text).not.toMatch(/accessKeyId|secretAccessKey/i);
+    for (const o of objects) expect(o.kind).not.toBe('Secret');
+  });
+
+  it('the worker ServiceAccount carries the IRSA role in the saas and container sets; the processor none', () => {
+    for (const name of ['saas', 'container', 'full'] as const) {
+      const roleArn = parse(readFileSync(path.join(VALUES, `${name}.yaml`), 'utf8')).serviceAccount.roleArn;
+      const worker = byName(name, 'ServiceAccount', 'ml-meterline-worker');
+      expect(worker.metadata.annotations['eks.amazonaws.com/role-arn']).toBe(roleArn);
+      const processor = byName(name, 'ServiceAccount', 'ml-meterline-processor');
+      expect(processor.metadata.annotations?.['eks.amazonaws.com/role-arn']).toBeUndefined();
+    }
+    const minimal = byName('minimal', 'ServiceAccount', 'ml-meterline-worker');
+    expect(minimal.metadata.annotations?.['eks.amazonaws.com/role-arn']).toBeUndefined();
+  });
+
+  it('container mode sets METERLINE_METERING_MODE=container and needs no customers file', () => {
+    const config = byName('container', 'ConfigMap', 'ml-meterline-config').data;
+    expect(config.METERLINE_METERING_MODE).toBe('container');
+    expect(config.METERLINE_CUSTOMERS).toBeUndefined();
+    expect(byName('container', 'ConfigMap', 'ml-meterline-files').data['customers.json']).toBeUndefined();
+    const saas = byName('saas', 'ConfigMap', 'ml-meterline-config').data;
+    expect(saas.METERLINE_METERING_MODE).toBe('saas');
+    expect(saas.METERLINE_CUSTOMERS).toBe('/etc/meterline/customers.json');
+  });
+
+  it('the Redis password comes from the Secret reference, expanded into REDIS_URL by Kubernetes', () => {
+    const worker = byName('saas', 'Deployment', 'ml-meterline-worker').spec.template.spec.containers[0];
+    const names = worker.env.map((e: Obj) => e.name);
+    expect(names.indexOf('METERLINE_REDIS_PASSWORD')).toBeLessThan(names.indexOf('REDIS_URL'));
+    expect(worker.env.find((e: Obj) => e.name === 'METERLINE_REDIS_PASSWORD').valueFrom).toEqual({
+      secretKeyRef: { name: 'meterline-redis', key: 'password' },
+    });
+    expect(worker.env.find((e: Obj) => e.name === 'REDIS_URL').value).toBe(
+      'rediss://:$(METERLINE_REDIS_PASSWORD)@master.meterline.cache.amazonaws.com:6379',
+    );
+    const cluster = byName('full', 'Deployment', 'ml-meterline-processor').spec.template.spec.containers[0];
+    const url: string = cluster.env.find((e: Obj) => e.name === 'REDIS_URL').value;
+    expect(url.split(',')).toHaveLength(3);
+    for (const u of url.split(','))
+      expect(u).toMatch(/^rediss:\/\/meterline:\$\(METERLINE_REDIS_PASSWORD\)@/);
+  });
+
+  it('full: tracing, HPA, topics Job, NetworkPolicy and monitoring objects are wired as configured', () => {
+    const config = byName('full', 'ConfigMap', 'ml-meterline-config').data;
+    expect(config).toMatchObject({
+      OTEL_EXPORTER_OTLP_ENDPOINT: 'http://jaeger-collector.tracing:4318',
+      OTEL_TRACES_SAMPLER: 'parentbased_traceidratio',
+      OTEL_TRACES_SAMPLER_ARG: '0.25',
+    });
+    expect(
+      byName('minimal', 'ConfigMap', 'ml-meterline-config').data.OTEL_EXPORTER_OTLP_ENDPOINT,
+    ).toBeUndefined();
+
+    const hpa = byName('full', 'HorizontalPodAutoscaler', 'ml-meterline-worker');
+    expect(hpa.spec.scaleTargetRef).toEqual({
+      apiVersion: 'apps/v1',
+      kind: 'Deployment',
+      name: 'ml-meterline-worker',
+    });
+    expect(
+      byName('full', 'Deployment', 'ml-meterline-worker').spec.replicas,
+      'the HPA owns replicas',
+    ).toBeUndefined();
+    expect(byName('full', 'Deployment', 'ml-meterline-processor').spec.replicas).toBe(3);
+
+    const job = byName('full', 'Job', 'ml-meterline-topics');
+    expect(job.metadata.annotations['helm.sh/hook']).toBe('pre-install,pre-upgrade');
+    const jc = job.spec.template.spec.containers[0];
+    expect(jc.command).toEqual(['node', 'deploy/image/create-topics.ts']);
+    expect(jc.args).toContain('--usage-retention-hours=336');
+    expect(jc.args).toContain('--min-usage-retention-hours=72');
+    expect(jc.args).toContain('--replication-factor=3');
+    expect(jc.securityContext.readOnlyRootFilesystem).toBe(true);
+
+    const np = byName('full', 'NetworkPolicy', 'ml-meterline');
+    expect(np.spec.policyTypes).toEqual(['Ingress', 'Egress']);
+    const egressPorts = np.spec.egress.flatMap((r: Obj) =>
+      r.ports.map((p: Obj) => `${p.protocol}/${p.port}`),
+    );
+    expect(egressPorts.sort()).toEqual(
+      ['TCP/9092', 'TCP/9093', 'TCP/6379', 'TCP/8080', 'TCP/4318', 'TCP/443', 'UDP/53', 'TCP/53'].sort(),
+    );
+    expect(np.spec.ingress).toEqual([
+      {
+        ports: [{ port: 'metrics', protocol: 'TCP' }],
+        from: [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'monitoring' } } }],
+      },
+    ]);
+
+    const sm = byName('full', 'ServiceMonitor', 'ml-meterline');
+    expect(sm.metadata.labels.release).toBe('kube-prometheus-stack');
+    const services = ofKind('full', 'Service');
+    for (const svc of services) {
+      expect(svc.metadata.labels).toMatchObject(sm.spec.selector.matchLabels);
+      expect(svc.spec.ports[0].name).toBe(sm.spec.endpoints[0].port);
+    }
+    expect(services).toHaveLength(2);
+  });
+
+  it('the PrometheusRule holds exactly the alerts of files/alert-rules.yaml, and the dashboard the JSON', () => {
+    const file = parse(readFileSync(path.join(CHART, 'files/alert-rules.yaml'), 'utf8'));
+    const alerts = (spec: Obj) =>
+      spec.groups.flatMap((g: Obj) => g.rules.map((r: Obj) => r.alert)).filter(Boolean);
+    const rule = byName('full', 'PrometheusRule', 'ml-meterline');
+    expect(alerts(rule.spec).length).toBeGreaterThan(0);
+    expect(alerts(rule.spec)).toEqual(alerts(file));
+    expect(rule.spec).toEqual(file);
+
+    const dashboard = byName('full', 'ConfigMap', 'ml-meterline-dashboard');
+    expect(dashboard.metadata.labels.grafana_dashboard).toBe('1');
+    expect(dashboard.data['meterline.json']).toBe(
+      readFileSync(path.join(CHART, 'files/grafana-dashboard.json'), 'utf8'),
+    );
+  });
+
+  it('a change of the metering plan changes the checksum, so the pods roll', async () => {
+    const r = await template(path.join(VALUES, 'minimal.yaml'), [
+      '--set',
+      'metering.plan.productCode=prod-other',
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    const checksum = (objects: Obj[]) =>
+      objects.find((o) => o.kind === 'Deployment')?.spec.template.metadata.annotations['checksum/config'];
+    expect(checksum(objectsOf(r.stdout))).toMatch(/^[a-f0-9]{64}$/);
+    expect(checksum(objectsOf(r.stdout))).not.toBe(checksum(set('minimal').objects));
+  });
+});
+
+describe('NOTES.txt', () => {
+  /** `helm template` leaves NOTES.txt out: render it as a ConfigMap in a copy of the chart. */
+  async function renderNotes(valuesFile: string): Promise<string> {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'meterline-notes-'));
+    try {
+      const chart = path.join(dir, 'meterline');
+      cpSync(CHART, chart, { recursive: true });
+      const notes = readFileSync(path.join(chart, 'templates/NOTES.txt'), 'utf8');
+      rmSync(path.join(chart, 'templates/NOTES.txt'));
+      writeFileSync(
+        path.join(chart, 'templates/_notes.tpl'),
+        `{{- define "meterline.test.notes" -}}\n${notes}{{- end -}}\n`,
+      );
+      writeFileSync(
+        path.join(chart, 'templates/notes.yaml'),
+        'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n  notes: {{ include "meterline.test.notes" . | quote }}\n',
+      );
+      const r = await run(helm, [
+        'template',
+        'ml',
+        chart,
+        '--namespace',
+        'metering',
+        '--kube-version',
+        KUBERNETES_VERSION,
+        '-f',
+        valuesFile,
+        '--show-only',
+        'templates/notes.yaml',
+      ]);
+      expect(r.code, r.stderr).toBe(0);
+      return String(parse(r.stdout).data.notes);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  it('shows how to produce a first event with flags `meterline produce` has, and how to find its trace', async () => {
+    const produceSource = readFileSync(path.join(ROOT, 'src/cli/produce-command.ts'), 'utf8');
+    const notes = await renderNotes(path.join(VALUES, 'full.yaml'));
+    const command = notes.slice(
+      notes.indexOf('-- produce'),
+      notes.indexOf('--no-progress') + '--no-progress'.length,
+    );
+    const flags = [...command.matchAll(/\s(--?[a-z][a-z-]*)/g)].map((m) => m[1] as string);
+    expect(flags).toEqual(
+      expect.arrayContaining([
+        '--brokers',
+        '--topic',
+        '-n',
+        '--customers',
+        '--dimensions',
+        '--hours',
+        '--no-progress',
+      ]),
+    );
+    for (const flag of flags) {
+      const declared =
+        flag === '--no-progress' ? "'--no-progress'" : flag.startsWith('--') ? `${flag} <` : `${flag}, --`;
+      expect(produceSource, `meterline produce has no ${flag}`).toContain(declared);
+    }
+    expect(command).toContain('--brokers kafka-0.kafka:9092,kafka-1.kafka:9092,kafka-2.kafka:9092');
+    expect(command).toContain('--customers acme --dimensions api_calls');
+    expect(notes).toContain('--image=images.example.com/platform/meterline:0.1.0-rc.1');
+    expect(notes).toContain('--override-type=strategic');
+    expect(notes).toContain('service=meterline-worker');
+    expect(notes).toContain('"meterline.customer":"acme"');
+
+    const off = await renderNotes(path.join(VALUES, 'minimal.yaml'));
+    expect(off).toContain('tracing is off');
+    expect(off).toContain('customer_mapping_missing');
+  });
+});
+
+describe('values the chart refuses', () => {
+  it('has negative value sets', () => {
+    expect(BAD.length).toBeGreaterThanOrEqual(8);
+  });
+
+  it.each(BAD)('%s is rejected with its message', async (file) => {
+    const text = readFileSync(path.join(VALUES, file), 'utf8');
+    const expected = [...text.matchAll(/^# expect: (.+)$/gm)].map((m) => m[1] as string);
+    expect(expected.length, `${file} names its expected message in "# expect:" lines`).toBeGreaterThan(0);
+    const r = await template(path.join(VALUES, file));
+    expect(r.code).not.toBe(0);
+    for (const fragment of expected) expect(r.stderr).toContain(fragment);
+  });
+});
+
+describe('chart files', () => {
+  it('files/ holds byte-identical copies of deploy/monitoring', () => {
+    for (const f of ['alert-rules.yaml', 'grafana-dashboard.json']) {
+      const copy = readFileSync(path.join(CHART, 'files', f));
+      const canonical = readFileSync(path.join(ROOT, 'deploy/monitoring', f));
+      expect(
+        copy.equals(canonical),
+        `helm/meterline/files/${f} differs from deploy/monitoring/${f}: copy it again`,
+      ).toBe(true);
+    }
+  });
+
+  it('the chart README documents every leaf key of values.yaml', () => {
+    const values = parse(readFileSync(path.join(CHART, 'values.yaml'), 'utf8'));
+    const readme = readFileSync(path.join(CHART, 'README.md'), 'utf8');
+    const leaves = leafPaths(values);
+    expect(leaves.length).toBeGreaterThan(50);
+    const missing = leaves.filter((key) => !readme.includes(`\`${key}\``));
+    expect(missing).toEqual([]);
+  });
+
+  it('values.schema.json closes every object it defines', () => {
+    const schema = JSON.parse(readFileSync(path.join(CHART, 'values.schema.json'), 'utf8'));
+    const open: string[] = [];
+    const walk = (node: unknown, at: string) => {
+      if (!node || typeof node !== 'object') return;
+      const n = node as Obj;
+      if (n.type === 'object' && n.properties && n.additionalProperties !== false) open.push(at);
+      for (const [k, v] of Object.entries(n)) walk(v, `${at}/${k}`);
+    };
+    walk(schema, '#');
+    expect(open).toEqual([]);
+    expect(schema.$schema).toBe('http://json-schema.org/draft-07/schema#');
+  });
+});

@@ -1,0 +1,72 @@
+/** deploy/iam: each policy grants exactly the Metering call its role makes; the IRSA trust is scoped to one ServiceAccount. */
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+
+const IAM = fileURLToPath(new URL('../../deploy/iam/', import.meta.url));
+
+interface Statement {
+  Effect: string;
+  Action: string | string[];
+  Resource?: string;
+  Principal?: Record<string, string>;
+  Condition?: Record<string, Record<string, string>>;
+}
+const load = (file: string) =>
+  JSON.parse(readFileSync(`${IAM}${file}`, 'utf8')) as { Version: string; Statement: Statement[] };
+const actions = (file: string) => load(file).Statement.flatMap((s) => s.Action);
+
+describe('deploy/iam policies', () => {
+  it.each([
+    ['worker-policy-saas.json', ['aws-marketplace:BatchMeterUsage']],
+    ['worker-policy-container.json', ['aws-marketplace:MeterUsage']],
+    ['registration-policy-saas.json', ['aws-marketplace:ResolveCustomer']],
+  ])('%s allows exactly %j', (file, expected) => {
+    const policy = load(file);
+    expect(policy.Version).toBe('2012-10-17');
+    expect(actions(file)).toEqual(expected);
+    for (const s of policy.Statement) {
+      expect(s.Effect).toBe('Allow');
+      // The Metering actions have no resource-level permissions.
+      expect(s.Resource).toBe('*');
+    }
+  });
+
+  it('the IRSA trust policy lets only the worker ServiceAccount assume the role, through STS', () => {
+    const text = readFileSync(`${IAM}irsa-trust-policy.json`, 'utf8');
+    const placeholders = [...new Set([...text.matchAll(/\$\{([A-Z_]+)\}/g)].map((m) => m[1]))].sort();
+    expect(placeholders).toEqual([
+      'AWS_ACCOUNT_ID',
+      'AWS_PARTITION',
+      'NAMESPACE',
+      'OIDC_PROVIDER',
+      'SERVICE_ACCOUNT',
+    ]);
+    const values: Record<string, string> = {
+      AWS_PARTITION: 'aws',
+      AWS_ACCOUNT_ID: '123456789012',
+      OIDC_PROVIDER: 'oidc.example/id/ABC',
+      NAMESPACE: 'metering',
+      SERVICE_ACCOUNT: 'ml-meterline-worker',
+    };
+    const filled = JSON.parse(text.replace(/\$\{([A-Z_]+)\}/g, (_, k: string) => values[k] ?? '')) as {
+      Statement: Statement[];
+    };
+    expect(filled.Statement).toHaveLength(1);
+    const [s] = filled.Statement as [Statement];
+    expect(s.Action).toBe('sts:AssumeRoleWithWebIdentity');
+    expect(s.Principal).toEqual({ Federated: 'arn:aws:iam::123456789012:oidc-provider/oidc.example/id/ABC' });
+    expect(s.Condition).toEqual({
+      StringEquals: {
+        'oidc.example/id/ABC:sub': 'system:serviceaccount:metering:ml-meterline-worker',
+        'oidc.example/id/ABC:aud': 'sts.amazonaws.com',
+      },
+    });
+  });
+
+  it('the Pod Identity trust policy trusts the EKS Pod Identity service', () => {
+    const [s] = load('pod-identity-trust-policy.json').Statement as [Statement];
+    expect(s.Principal).toEqual({ Service: 'pods.eks.amazonaws.com' });
+    expect(s.Action).toEqual(['sts:AssumeRole', 'sts:TagSession']);
+  });
+});
