@@ -16,10 +16,12 @@
  * so there is no separate repartition topic.
  */
 import { parseArgs } from 'node:util';
-import { ConfigResourceTypes } from 'kafkajs';
+// kafkajs is CommonJS, and Node's named-export detection misses this enum: take it from the default export.
+import kafkajs from 'kafkajs';
 import { createKafka } from '../../src/kafka/client.ts';
 import { createLogger } from '../../src/log.ts';
 
+const { ConfigResourceTypes } = kafkajs;
 const HOUR_MS = 3_600_000;
 const TOPIC = /^[A-Za-z0-9._-]{1,249}$/;
 
