@@ -10,6 +10,7 @@ import { createKafka } from '../kafka/client.ts';
 import { createRedis } from '../redis/client.ts';
 import { Keys } from '../redis/keys.ts';
 import { acceptanceDeadline } from '../submit/aws-window.ts';
+import { Ledger } from '../submit/ledger.ts';
 import { WindowStore } from '../window/window-store.ts';
 import { loadConfigOrExit, roleLogger } from './lifecycle.ts';
 
@@ -24,12 +25,16 @@ export interface PipelineStatus {
     openHours: number;
     oldestOpenHour: string;
     pendingEmits: number;
+    /** Customer␟dimension fields whose model holds units for the next closed hour (above AWS's limit). */
+    held: number;
   }[];
   workerLag: string;
   deadLetters: Record<string, number>;
   oldestUnsubmittedHour: string | null;
   deadline: string | null;
   hoursToDeadline: number | null;
+  /** The latest hour AWS accepted per customer, newest first (top-N, optionally filtered). */
+  lastAccepted: { customer: string; hour: string }[];
 }
 
 export function registerStatusCommand(program: Command): void {
@@ -37,7 +42,9 @@ export function registerStatusCommand(program: Command): void {
     .command('status')
     .description('lag, open hours, failed records and the oldest unsubmitted hour against its deadline')
     .option('--json', 'print the status as JSON')
-    .action(async (o: { json?: boolean }) => {
+    .option('--top <n>', 'customers to list with their last accepted hour', (v) => Number(v), 10)
+    .option('--customer <text>', 'only customers whose tenant id contains this text')
+    .action(async (o: { json?: boolean; top: number; customer?: string }) => {
       const config = loadConfigOrExit([]);
       const logger = roleLogger('status', config);
       const kafka = createKafka({ brokers: config.kafka.brokers, clientId: config.kafka.clientId, logger });
@@ -60,10 +67,11 @@ export function registerStatusCommand(program: Command): void {
         for (const t of times) {
           const p = { topic: config.topics.usage, partition: t.partition };
           const k = keys.partition(p);
-          const [open, pending, hour] = await Promise.all([
+          const [open, pending, hour, held] = await Promise.all([
             redis.zcard(k.openHours()),
             redis.zcard(k.pendingEmit()),
             windows.oldestUnsubmittedHour(p),
+            redis.scard(k.due()),
           ]);
           if (hour !== undefined && (oldest === undefined || hour < oldest)) oldest = hour;
           const end = BigInt(usageEnds.find((e) => e.partition === t.partition)?.high ?? '0');
@@ -74,6 +82,7 @@ export function registerStatusCommand(program: Command): void {
             openHours: open,
             oldestOpenHour: iso(hour),
             pendingEmits: pending,
+            held,
           });
         }
         const subEnds = topics.has(config.topics.submissions)
@@ -91,6 +100,12 @@ export function registerStatusCommand(program: Command): void {
         for (const e of topics.has(config.topics.failed) ? await readDlq(kafka, config.topics.failed) : []) {
           deadLetters[e.envelope.reason] = (deadLetters[e.envelope.reason] ?? 0) + 1;
         }
+        // A filter reads every customer's entry: fine for thousands, and `status` is an operator's tool.
+        const ledger = new Ledger(redis, keys);
+        const lastAccepted = (await ledger.lastAccepted(o.customer ? Number.MAX_SAFE_INTEGER : o.top))
+          .filter((c) => !o.customer || c.customer.includes(o.customer))
+          .slice(0, o.top)
+          .map((c) => ({ customer: c.customer, hour: iso(c.hourMs) }));
         const deadline = oldest === undefined ? undefined : acceptanceDeadline(config.worker.api, oldest);
         const status: PipelineStatus = {
           partitions,
@@ -99,17 +114,34 @@ export function registerStatusCommand(program: Command): void {
           oldestUnsubmittedHour: oldest === undefined ? null : iso(oldest),
           deadline: deadline === undefined ? null : iso(deadline),
           hoursToDeadline: deadline === undefined ? null : Math.round((deadline - Date.now()) / 360_000) / 10,
+          lastAccepted,
         };
         if (o.json) {
           process.stdout.write(`${JSON.stringify(status)}\n`);
           return;
         }
         const table = new Table({
-          head: ['partition', 'lag', 'event time', 'open hours', 'oldest unsubmitted hour', 'unemitted'],
+          head: [
+            'partition',
+            'lag',
+            'event time',
+            'open hours',
+            'oldest unsubmitted hour',
+            'unemitted',
+            'held',
+          ],
           style: STYLE,
         });
         for (const p of partitions) {
-          table.push([p.partition, p.lag, p.eventTime, p.openHours, p.oldestOpenHour, p.pendingEmits]);
+          table.push([
+            p.partition,
+            p.lag,
+            p.eventTime,
+            p.openHours,
+            p.oldestOpenHour,
+            p.pendingEmits,
+            p.held,
+          ]);
         }
         process.stdout.write(`${config.topics.usage}\n${table.toString()}\n`);
         process.stdout.write(`worker lag on ${config.topics.submissions}: ${status.workerLag}\n`);
@@ -125,6 +157,13 @@ export function registerStatusCommand(program: Command): void {
             ? `oldest unsubmitted hour: ${status.oldestUnsubmittedHour}, deadline ${status.deadline} (${status.hoursToDeadline} h left)\n`
             : 'no hour waiting in the processor\n',
         );
+        if (lastAccepted.length) {
+          const last = new Table({ head: ['customer', 'last hour accepted by AWS'], style: STYLE });
+          for (const c of lastAccepted) last.push([c.customer, c.hour]);
+          process.stdout.write(`${last.toString()}\n`);
+        } else {
+          process.stdout.write('no hour accepted by AWS yet\n');
+        }
       } finally {
         await admin.disconnect();
         redis.disconnect();

@@ -2,10 +2,29 @@
  * The shipped alert rules and Grafana dashboard only name metrics meterline really exports, with labels
  * it really sets: a renamed metric must break this test, not an alert in production.
  */
+import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
+import { ensureTool } from '../../deploy/tools/tools.ts';
 import { metrics, register } from '../../src/observability/metrics.ts';
+
+const monitoringDir = fileURLToPath(new URL('../../deploy/monitoring/', import.meta.url));
+const run = promisify(execFile);
+
+/** Runs promtool (built from the Go module proxy on first use, about 6 min cold); never throws. */
+async function promtool(args: string[]): Promise<{ code: number; output: string }> {
+  const bin = await ensureTool('promtool');
+  try {
+    const { stdout, stderr } = await run(bin, args, { cwd: monitoringDir });
+    return { code: 0, output: stdout + stderr };
+  } catch (error) {
+    const e = error as { code?: number; stdout?: string; stderr?: string };
+    return { code: typeof e.code === 'number' ? e.code : 1, output: `${e.stdout ?? ''}${e.stderr ?? ''}` };
+  }
+}
 
 const read = (p: string) => readFileSync(new URL(`../../deploy/monitoring/${p}`, import.meta.url), 'utf8');
 
@@ -56,6 +75,47 @@ describe('monitoring as shipped', () => {
     for (const r of all) {
       checkExpr(r.expr, r.alert);
       expect(r.annotations.summary.length).toBeGreaterThan(10);
+    }
+  });
+
+  it('alert rules pass promtool check rules, and their unit tests fire as intended', async () => {
+    const check = await promtool(['check', 'rules', 'alert-rules.yaml']);
+    expect(check.output).toMatch(/SUCCESS: \d+ rules found/);
+    expect(check.code).toBe(0);
+    const tests = await promtool(['test', 'rules', 'alert-rules.test.yaml']);
+    expect(tests.output).toContain('SUCCESS');
+    expect(tests.code).toBe(0);
+  }, 900_000);
+
+  it('promtool rejects a broken rule: the check above can fail', async () => {
+    const { mkdtempSync, writeFileSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const dir = mkdtempSync(`${tmpdir()}/rules-`);
+    writeFileSync(
+      `${dir}/bad.yaml`,
+      'groups:\n  - name: x\n    rules:\n      - alert: Broken\n        expr: sum(rate(meterline_events_total[5m]) > \n',
+    );
+    const check = await promtool(['check', 'rules', `${dir}/bad.yaml`]);
+    expect(check.code).not.toBe(0);
+    expect(check.output).toMatch(/parse error|unexpected/i);
+  }, 900_000);
+
+  it('the Grafana dashboard is a valid dashboard model', () => {
+    const d = JSON.parse(read('grafana-dashboard.json')) as Record<string, unknown> & {
+      panels: Record<string, unknown>[];
+    };
+    expect(typeof d.title).toBe('string');
+    expect(d.schemaVersion).toBeGreaterThanOrEqual(36);
+    const ids = d.panels.map((p) => p.id);
+    expect(new Set(ids).size).toBe(ids.length);
+    for (const p of d.panels) {
+      expect(typeof p.id).toBe('number');
+      expect(['timeseries', 'stat', 'gauge', 'table', 'bargauge', 'text']).toContain(p.type);
+      const g = p.gridPos as { x: number; y: number; w: number; h: number };
+      expect(g.x + g.w).toBeLessThanOrEqual(24);
+      expect(g.w).toBeGreaterThan(0);
+      expect(g.h).toBeGreaterThan(0);
+      expect((p.targets as { refId: string; expr: string }[]).every((t) => t.refId && t.expr)).toBe(true);
     }
   });
 

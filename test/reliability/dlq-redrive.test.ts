@@ -7,6 +7,7 @@ import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
+import type { PipelineStatus } from '../../src/cli/status-command.ts';
 import { makeSubmissionRecord } from '../../src/commit/submission-record.ts';
 import { type RunningEmulator, startEmulator } from '../../src/emulator/server.ts';
 import { type RunningPipeline, startPipeline } from '../../src/pipeline.ts';
@@ -112,5 +113,23 @@ describe('the failed-records topic', () => {
     expect(again).toMatch(/total\s*│\s*0\s*│\s*1\s*│\s*1/);
     expect(emulator.state.snapshot().records).toHaveLength(1);
     expect(emulator.state.snapshot().duplicates).toBe(0);
+
+    // `status` lists the customer's last accepted hour: the redriven one; a filter that matches
+    // nobody lists nobody.
+    const after = JSON.parse(
+      (await exec(process.execPath, [MAIN, 'status', '--json'], { env: { ...process.env, ...tp.env } }))
+        .stdout,
+    ) as PipelineStatus;
+    expect(after.lastAccepted).toEqual([
+      { customer: 'globex', hour: new Date(accepted.timestamp).toISOString() },
+    ]);
+    const none = JSON.parse(
+      (
+        await exec(process.execPath, [MAIN, 'status', '--json', '--customer', 'nobody'], {
+          env: { ...process.env, ...tp.env },
+        })
+      ).stdout,
+    ) as PipelineStatus;
+    expect(none.lastAccepted).toEqual([]);
   });
 });
