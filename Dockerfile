@@ -37,6 +37,7 @@ COPY src/ ./src/
 COPY deploy/image/create-topics.ts ./deploy/image/create-topics.ts
 # Non-root, and nothing is written outside /tmp: the chart runs it with a read-only root filesystem.
 USER 65532:65532
-# The same flags as `npm run meterline`.
-ENTRYPOINT ["node", "--disable-warning=TimeoutNegativeWarning", "src/cli/main.ts"]
+# The same flags as `npm run meterline`: the OpenTelemetry preload starts the SDK before anything else is
+# loaded (it does nothing without OTEL_EXPORTER_OTLP_ENDPOINT).
+ENTRYPOINT ["node", "--disable-warning=TimeoutNegativeWarning", "--import", "./src/observability/otel-preload.ts", "src/cli/main.ts"]
 CMD ["run"]

@@ -50,7 +50,7 @@ spec:
         - name: {{ $role }}
           image: {{ include "meterline.image" $root | quote }}
           imagePullPolicy: {{ $root.Values.image.pullPolicy }}
-          # The image's entrypoint is `node --disable-warning=TimeoutNegativeWarning src/cli/main.ts`.
+          # The image's entrypoint is `npm run meterline`'s command: node with the OpenTelemetry preload, src/cli/main.ts.
           args: [{{ $role | quote }}]
           envFrom:
             - configMapRef:
