@@ -61,18 +61,22 @@ fi
 # Without CAP_SYS_RESOURCE the default rlimits cannot be set: give podman ones it may keep.
 limits=(--ulimit nofile=1024:1024 --ulimit nproc=1024:1024)
 
-version=$(node -p "require('./package.json').version")
+# One build at a time (the staging dir and the base are shared): a second run waits for the first.
+exec 9>"$cache/image/build.lock"
+flock 9
+
+nodebin=$repo/node_modules/node/bin/node
+if ! [ -x "$nodebin" ]; then
+  echo "build.sh: node_modules/node/bin/node is missing: running npm ci"
+  npm ci --no-audit --no-fund
+fi
+version=$("$nodebin" -p "require('./package.json').version")
 tag=${tag:-$version}
 image=localhost/meterline:$tag
 base=localhost/meterline-base:node24
 started=$(date +%s)
 
 # --- 1. the base ------------------------------------------------------------------------------------------
-nodebin=$repo/node_modules/node/bin/node
-if ! [ -x "$nodebin" ]; then
-  echo "build.sh: node_modules/node/bin/node is missing: running npm ci"
-  npm ci --no-audit --no-fund
-fi
 node_version=$("$nodebin" --version)
 case "$node_version" in v24.*) ;; *) echo "build.sh: $nodebin is $node_version, not Node 24" >&2; exit 1 ;; esac
 libs=$(ldd "$nodebin" | grep -o '/[^ ]*' | sort -u)

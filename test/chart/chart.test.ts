@@ -296,7 +296,17 @@ describe('rendered objects', () => {
       r.ports.map((p: Obj) => `${p.protocol}/${p.port}`),
     );
     expect(egressPorts.sort()).toEqual(
-      ['TCP/9092', 'TCP/9093', 'TCP/6379', 'TCP/8080', 'TCP/4318', 'TCP/443', 'UDP/53', 'TCP/53'].sort(),
+      [
+        'TCP/9092',
+        'TCP/9093',
+        'TCP/6379',
+        'TCP/8080',
+        'TCP/4318',
+        'TCP/443',
+        'UDP/53',
+        'TCP/53',
+        'TCP/80',
+      ].sort(),
     );
     expect(np.spec.ingress).toEqual([
       {
