@@ -337,11 +337,17 @@ function sweep(id: string): void {
 // Go tools
 
 const pending = new Map<string, Promise<unknown>>();
-/** Coalesces concurrent calls inside one process (the lock file handles other processes). */
+let queue: Promise<unknown> = Promise.resolve();
+/**
+ * Coalesces concurrent calls for the same thing inside one process (the lock file handles other processes), and
+ * runs different builds of one process one after another: the machines have 2 cores and each Go build already
+ * uses both.
+ */
 function once<T>(key: string, fn: () => Promise<T>): Promise<T> {
   const existing = pending.get(key) as Promise<T> | undefined;
   if (existing) return existing;
-  const p = fn().finally(() => pending.delete(key));
+  const p = queue.then(fn, fn).finally(() => pending.delete(key));
+  queue = p.catch(() => {});
   pending.set(key, p);
   return p;
 }
@@ -682,7 +688,8 @@ async function main(argv: string[]): Promise<number> {
   if (command === 'ensure') {
     const force = rest.includes('--force');
     const names = rest.filter((a) => a !== '--force');
-    const wanted = names.includes('all') ? [...TOOL_NAMES, 'schemas'] : names;
+    // `all`: quickest first, so helm + kubeconform + schemas are usable while jaeger still builds.
+    const wanted = names.includes('all') ? ['kubeconform', 'helm', 'schemas', 'promtool', 'jaeger'] : names;
     const bad = wanted.filter((n) => !isName(n));
     if (!wanted.length || bad.length) {
       err(bad.length ? `unknown name(s): ${bad.join(', ')}\n${USAGE}` : USAGE);
