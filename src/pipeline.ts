@@ -57,9 +57,9 @@ export async function startPipeline(
   logger: Logger,
   options: PipelineOptions,
 ): Promise<RunningPipeline> {
-  const kafka = createKafka({ brokers: config.kafka.brokers, clientId: config.kafka.clientId, logger });
+  const kafka = createKafka({ ...config.kafka, logger });
   await ensureTopics(kafka, pipelineTopics(config.topics));
-  const redis: ScriptedRedis = createRedis(config.redis.url, { cluster: config.redis.cluster });
+  const redis: ScriptedRedis = createRedis(config.redis.url, config.redis);
   const keys = new Keys(config.redis.prefix);
   const producer: Producer = idempotentProducer(kafka);
   await producer.connect();

@@ -157,8 +157,8 @@ async function withDlq(
 ): Promise<void> {
   const config = loadConfigOrExit([]);
   const logger = roleLogger('dlq', config);
-  const kafka = createKafka({ brokers: config.kafka.brokers, clientId: config.kafka.clientId, logger });
-  const redis = createRedis(config.redis.url, { cluster: config.redis.cluster });
+  const kafka = createKafka({ ...config.kafka, logger });
+  const redis = createRedis(config.redis.url, config.redis);
   const keys = new Keys(config.redis.prefix);
   try {
     const entries = await readDlq(kafka, config.topics.failed);

@@ -47,8 +47,8 @@ export function registerStatusCommand(program: Command): void {
     .action(async (o: { json?: boolean; top: number; customer?: string }) => {
       const config = loadConfigOrExit([]);
       const logger = roleLogger('status', config);
-      const kafka = createKafka({ brokers: config.kafka.brokers, clientId: config.kafka.clientId, logger });
-      const redis = createRedis(config.redis.url, { cluster: config.redis.cluster });
+      const kafka = createKafka({ ...config.kafka, logger });
+      const redis = createRedis(config.redis.url, config.redis);
       const keys = new Keys(config.redis.prefix);
       const windows = new WindowStore(redis, keys, { dedupeTtlMs: 1, finalizedTtlMs: 1 });
       const admin = kafka.admin();

@@ -3,8 +3,10 @@
  * YAML, with the same keys). The environment wins. Validated once at start-up; every violation is listed
  * with its key.
  */
+import { existsSync } from 'node:fs';
 import { z } from 'zod';
 import { ConfigError } from '../errors.ts';
+import { type KafkaSecurity, kafkaSecurityFromEnv } from '../kafka/security.ts';
 import { DEFAULT_ACCEPTANCE_WINDOW_MS, type MeteringApi } from '../submit/aws-window.ts';
 import { type Customers, loadCustomers } from './customers.ts';
 import { parseDuration } from './duration.ts';
@@ -39,6 +41,15 @@ export const EnvSchema = z.object({
     .string({ error: 'required: comma-separated host:port list' })
     .min(1, 'required: comma-separated host:port list'),
   KAFKA_CLIENT_ID: z.string().default('meterline'),
+  // TLS and SASL (checked, and turned into client options, by src/kafka/security.ts).
+  KAFKA_SSL: z.enum(['true', 'false']).optional(),
+  KAFKA_SSL_CA_FILE: z.string().optional(),
+  KAFKA_SSL_REJECT_UNAUTHORIZED: z.enum(['true', 'false']).optional(),
+  KAFKA_SASL_MECHANISM: z.string().optional(),
+  KAFKA_SASL_USERNAME: z.string().optional(),
+  KAFKA_SASL_PASSWORD: z.string().optional(),
+  // A private CA for rediss:// (TLS is on with a rediss:// URL).
+  REDIS_TLS_CA_FILE: z.string().optional(),
   REDIS_URL: z
     .string({ error: 'required: redis://[user:password@]host:port[/db]' })
     .regex(
@@ -102,8 +113,8 @@ export type Role = 'processor' | 'worker';
 
 export interface Config {
   env: Env;
-  kafka: { brokers: string[]; clientId: string };
-  redis: { url: string; prefix: string; cluster: boolean };
+  kafka: { brokers: string[]; clientId: string; security: KafkaSecurity };
+  redis: { url: string; prefix: string; cluster: boolean; tlsCaFile?: string };
   /** Confluent-compatible schema registry for Avro events; JSON only without it. */
   schemaRegistryUrl: string | undefined;
   topics: { usage: string; submissions: string; failed: string; partitions: number };
@@ -176,6 +187,10 @@ export function loadConfig(roles: readonly Role[], env: NodeJS.ProcessEnv = proc
   if (roles.includes('worker') && !container && !source.METERLINE_CUSTOMERS) {
     issues.push('METERLINE_CUSTOMERS: required by the metering worker: path of the customers file');
   }
+  const kafkaSecurity = kafkaSecurityFromEnv(source as NodeJS.ProcessEnv);
+  issues.push(...kafkaSecurity.issues);
+  if (source.REDIS_TLS_CA_FILE && !existsSync(source.REDIS_TLS_CA_FILE))
+    issues.push(`REDIS_TLS_CA_FILE: ${source.REDIS_TLS_CA_FILE} does not exist`);
   if (e && !e.REDIS_CLUSTER && e.REDIS_URL.includes(',')) {
     issues.push('REDIS_URL: a list of seed URLs needs REDIS_CLUSTER=true');
   }
@@ -228,8 +243,14 @@ export function loadConfig(roles: readonly Role[], env: NodeJS.ProcessEnv = proc
         .map((b) => b.trim())
         .filter(Boolean),
       clientId: e.KAFKA_CLIENT_ID,
+      security: kafkaSecurity.security,
     },
-    redis: { url: e.REDIS_URL, prefix: e.METERLINE_REDIS_PREFIX, cluster: e.REDIS_CLUSTER },
+    redis: {
+      url: e.REDIS_URL,
+      prefix: e.METERLINE_REDIS_PREFIX,
+      cluster: e.REDIS_CLUSTER,
+      ...(e.REDIS_TLS_CA_FILE ? { tlsCaFile: e.REDIS_TLS_CA_FILE } : {}),
+    },
     schemaRegistryUrl: e.SCHEMA_REGISTRY_URL,
     topics: {
       usage: e.METERLINE_TOPIC_USAGE,

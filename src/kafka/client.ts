@@ -1,7 +1,9 @@
 /** One place that builds kafkajs clients, so logging and retry settings stay consistent. */
 import { Kafka, type LogEntry, logLevel, type Producer } from 'kafkajs';
+import { ConfigError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { silenceKafkajsTimeoutWarning } from './quiet-warnings.ts';
+import { type KafkaSecurity, kafkaSecurityFromEnv } from './security.ts';
 
 const LEVEL: Record<number, 'error' | 'warn' | 'info' | 'debug'> = {
   [logLevel.ERROR]: 'error',
@@ -10,13 +12,30 @@ const LEVEL: Record<number, 'error' | 'warn' | 'info' | 'debug'> = {
   [logLevel.DEBUG]: 'debug',
 };
 
-export function createKafka(options: { brokers: string[]; clientId: string; logger: Logger }): Kafka {
+/**
+ * `security` comes from the validated config; tools that read no config take it from the environment
+ * (KAFKA_SSL, KAFKA_SSL_CA_FILE, KAFKA_SASL_*), where a mistake fails here, by name.
+ */
+export function createKafka(options: {
+  brokers: string[];
+  clientId: string;
+  logger: Logger;
+  security?: KafkaSecurity;
+}): Kafka {
   process.env.KAFKAJS_NO_PARTITIONER_WARNING ??= '1';
   silenceKafkajsTimeoutWarning();
   const log = options.logger.child({ component: 'kafkajs' });
+  let security = options.security;
+  if (!security) {
+    const fromEnv = kafkaSecurityFromEnv(process.env);
+    if (fromEnv.issues.length) throw new ConfigError('Kafka security settings', fromEnv.issues);
+    security = fromEnv.security;
+  }
   return new Kafka({
     clientId: options.clientId,
     brokers: options.brokers,
+    ...(security.ssl ? { ssl: security.ssl } : {}),
+    ...(security.sasl ? { sasl: security.sasl } : {}),
     // kafkajs logs rebalances and reconnects at ERROR; they are routine, so route them through pino at warn.
     logLevel: logLevel.WARN,
     logCreator:

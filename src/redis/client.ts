@@ -29,6 +29,8 @@ export interface RedisClientOptions {
   lazyConnect?: boolean;
   /** Connect to a Redis Cluster; `url` may then list several seed nodes, comma-separated. */
   cluster?: boolean;
+  /** PEM file of a private CA, for rediss:// URLs. */
+  tlsCaFile?: string;
 }
 
 const SOURCES = Object.fromEntries(
@@ -45,16 +47,21 @@ export function clusterSeeds(url: string): string[] {
 
 export function createRedis(url: string, options: RedisClientOptions = {}): ScriptedRedis {
   const lazyConnect = options.lazyConnect ?? false;
-  const redis = options.cluster ? createCluster(url, lazyConnect) : createStandalone(url, lazyConnect);
+  const tls = options.tlsCaFile ? { ca: [readFileSync(options.tlsCaFile, 'utf8')] } : undefined;
+  const redis = options.cluster
+    ? createCluster(url, lazyConnect, tls)
+    : createStandalone(url, lazyConnect, tls);
   for (const name of SCRIPT_NAMES) redis.defineCommand(name, { lua: SOURCES[name] });
   return redis as ScriptedRedis;
 }
 
-function createStandalone(url: string, lazyConnect: boolean): Redis {
-  return new Redis(url, { lazyConnect, maxRetriesPerRequest: 20, enableAutoPipelining: false });
+function createStandalone(url: string, lazyConnect: boolean, tls: { ca: string[] } | undefined): Redis {
+  // ioredis turns TLS on for rediss:// itself; a private CA is added to it.
+  const withCa = tls && url.startsWith('rediss:') ? { tls } : {};
+  return new Redis(url, { lazyConnect, maxRetriesPerRequest: 20, enableAutoPipelining: false, ...withCa });
 }
 
-function createCluster(url: string, lazyConnect: boolean): Cluster {
+function createCluster(url: string, lazyConnect: boolean, tls: { ca: string[] } | undefined): Cluster {
   const seeds = clusterSeeds(url);
   const first = seeds[0];
   if (!first) throw new Error('REDIS_URL lists no cluster seed');
@@ -63,7 +70,7 @@ function createCluster(url: string, lazyConnect: boolean): Cluster {
   const redisOptions: NonNullable<ClusterOptions['redisOptions']> = { maxRetriesPerRequest: 20 };
   if (parsed.username) redisOptions.username = decodeURIComponent(parsed.username);
   if (parsed.password) redisOptions.password = decodeURIComponent(parsed.password);
-  if (parsed.protocol === 'rediss:') redisOptions.tls = {};
+  if (parsed.protocol === 'rediss:') redisOptions.tls = tls ?? {};
   return new Cluster(seeds, {
     lazyConnect,
     enableAutoPipelining: false,

@@ -108,6 +108,37 @@ describe('configuration', () => {
     ]);
   });
 
+  it('builds Kafka TLS and SASL options, and lists every mistake in them', () => {
+    const ok = loadConfig(['processor'], {
+      ...base,
+      KAFKA_SSL: 'true',
+      KAFKA_SASL_MECHANISM: 'SCRAM-SHA-512',
+      KAFKA_SASL_USERNAME: 'meterline',
+      KAFKA_SASL_PASSWORD: 'pw',
+    });
+    expect(ok.kafka.security).toEqual({
+      ssl: true,
+      sasl: { mechanism: 'scram-sha-512', username: 'meterline', password: 'pw' },
+    });
+    expect(loadConfig(['processor'], base).kafka.security).toEqual({});
+    expect(
+      issuesOf(() =>
+        loadConfig(['processor'], {
+          ...base,
+          KAFKA_SSL_CA_FILE: '/nonexistent/ca.pem',
+          KAFKA_SASL_MECHANISM: 'gssapi',
+          REDIS_TLS_CA_FILE: '/nonexistent/redis-ca.pem',
+        }),
+      ),
+    ).toEqual([
+      'KAFKA_SSL_CA_FILE: cannot read /nonexistent/ca.pem (ENOENT)',
+      'KAFKA_SASL_MECHANISM: must be one of plain, scram-sha-256, scram-sha-512',
+      'KAFKA_SASL_USERNAME: required with KAFKA_SASL_MECHANISM',
+      'KAFKA_SASL_PASSWORD: required with KAFKA_SASL_MECHANISM',
+      'REDIS_TLS_CA_FILE: /nonexistent/redis-ca.pem does not exist',
+    ]);
+  });
+
   it('needs AWS_REGION and a customers file for the worker only', () => {
     expect(() => loadConfig(['processor'], base)).not.toThrow();
     const c = loadConfig(['worker'], { ...base, AWS_REGION: 'us-east-1', METERLINE_CUSTOMERS: customers });
