@@ -1,0 +1,188 @@
+/**
+ * One submission, traced end to end in a real Jaeger: events produced by the `meterline produce` CLI,
+ * windowed and finalized by a `meterline processor`, billed by a `meterline worker`, each a separate
+ * process exporting OTLP. The record's trace must run from the finalize span through the worker's
+ * consume span to the AWS call, carry our attributes, and link back to the producers' spans.
+ */
+import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ensureServices, OTLP_ENV } from '../../deploy/stack/index.ts';
+import type { SubmissionRecord } from '../../src/commit/submission-record.ts';
+import { type RunningEmulator, startEmulator } from '../../src/emulator/server.ts';
+import {
+  JaegerClient,
+  type JaegerSpan,
+  type JaegerTrace,
+  tagValue,
+} from '../../src/observability/jaeger-client.ts';
+import { ATTR } from '../../src/observability/trace-attributes.ts';
+import { spawnMeterline, stopGracefully } from '../support/child.ts';
+import { testKafka, uniqueId, waitFor } from '../support/harness.ts';
+import {
+  awsIdOf,
+  readAllMessages,
+  TEST_CUSTOMERS,
+  type TestPipeline,
+  testPipeline,
+} from '../support/pipeline-env.ts';
+
+const kafka = testKafka();
+const tenants = Object.keys(TEST_CUSTOMERS);
+
+describe('a submission traced from the producer to the AWS call, in Jaeger', () => {
+  let jaeger: JaegerClient;
+  let otlp: string;
+  let tp: TestPipeline | undefined;
+  let emulator: RunningEmulator | undefined;
+  const children: ReturnType<typeof spawnMeterline>[] = [];
+
+  beforeAll(async () => {
+    // A cold machine builds Jaeger from the Go module proxy first (about 9 minutes on 2 cores).
+    const { env } = await ensureServices(['jaeger'], { log: () => {} });
+    jaeger = new JaegerClient(env.METERLINE_JAEGER_URL as string);
+    otlp = env[OTLP_ENV] as string;
+  }, 1_500_000);
+
+  afterAll(async () => {
+    for (const child of children) await stopGracefully(child);
+    await emulator?.close();
+    await tp?.cleanup(kafka);
+  });
+
+  it('is one trace: finalize → worker → BatchMeterUsage, with links to the producer spans', async () => {
+    emulator = await startEmulator({ customers: tenants.map(awsIdOf) });
+    tp = testPipeline('tracing', {
+      env: {
+        AWS_ENDPOINT_URL_MARKETPLACE_METERING: emulator.url,
+        [OTLP_ENV]: otlp,
+        OTEL_BSP_SCHEDULE_DELAY: '100',
+        LOG_LEVEL: 'info',
+      },
+    });
+    await tp.createTopics(kafka);
+    const log = (role: string) => join(tmpdir(), `${uniqueId(`tracing-${role}`)}.log`);
+    const processorLog = log('processor');
+    children.push(spawnMeterline(['processor'], tp.env, processorLog));
+    children.push(spawnMeterline(['worker'], tp.env, log('worker')));
+
+    const producer = spawnMeterline(
+      ['produce', '--count', '300', '--customers', tenants.join(','), '--hours', '1', '--no-progress'],
+      tp.env,
+      log('produce'),
+    );
+    const [code] = (await once(producer, 'exit')) as [number | null];
+    expect(code).toBe(0);
+
+    // 3 tenants × 2 dimensions in one closed hour: six records, all accepted.
+    const accepted = () => emulator?.state.snapshot().records ?? [];
+    await waitFor(() => (accepted().length >= 6 ? true : undefined), {
+      timeoutMs: 120_000,
+      describe: () => `${accepted().length} of 6 records accepted (log: ${processorLog})`,
+    });
+    const submissions = (await readAllMessages(kafka, tp.topics.submissions)).map(
+      (m) => JSON.parse(String(m.value)) as SubmissionRecord,
+    );
+    const record = submissions[0] as SubmissionRecord;
+    expect(record.traceparent).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
+    const awsRecord = accepted().find(
+      (r) => r.dimension === record.dimension && r.customer === awsIdOf(record.customer),
+    );
+
+    // Spans are exported in batches: wait until the worker's AWS call span is in Jaeger.
+    let trace: JaegerTrace | undefined;
+    await waitFor(
+      async () => {
+        const [found] = await jaeger.tracesOfRecord(record.recordId, 3_600_000);
+        trace = found && (await jaeger.trace(found.traceID));
+        return trace?.spans.some((s) => s.operationName === 'BatchMeterUsage') ? true : undefined;
+      },
+      { timeoutMs: 60_000, describe: () => `trace of ${record.recordId}: ${spanNames(trace)}` },
+    );
+    const t = trace as JaegerTrace;
+    const service = (s: JaegerSpan) => t.processes[s.processID]?.serviceName;
+    const parentOf = (s: JaegerSpan) => s.references.find((r) => r.refType === 'CHILD_OF')?.spanID;
+
+    // The finalize span is the root, and it is the context the submission message carried.
+    const finalize = t.spans.find((s) => s.operationName === `finalize ${tp?.topics.usage}`) as JaegerSpan;
+    expect(finalize, spanNames(t)).toBeDefined();
+    expect(service(finalize)).toBe('meterline-processor');
+    expect(parentOf(finalize)).toBeUndefined();
+    expect(record.traceparent).toContain(t.traceID);
+    expect(tagValue(finalize, ATTR.windowStart)).toBe(record.hour);
+
+    const consume = t.spans.find(
+      (s) =>
+        s.operationName === `process ${tp?.topics.submissions}` &&
+        tagValue(s, ATTR.recordId) === record.recordId,
+    ) as JaegerSpan;
+    expect(consume, spanNames(t)).toBeDefined();
+    expect(service(consume)).toBe('meterline-worker');
+    expect(parentOf(consume)).toBe(finalize.spanID);
+    expect(tagValue(consume, ATTR.customer)).toBe(record.customer);
+    expect(tagValue(consume, ATTR.dimension)).toBe(record.dimension);
+    expect(tagValue(consume, ATTR.windowStart)).toBe(record.hour);
+    expect(tagValue(consume, ATTR.outcome)).toBe('accepted');
+    expect(tagValue(consume, ATTR.messagingSystem)).toBe('kafka');
+
+    const call = t.spans.find(
+      (s) => s.operationName === 'BatchMeterUsage' && parentOf(s) === consume.spanID,
+    ) as JaegerSpan;
+    expect(call, spanNames(t)).toBeDefined();
+    expect(tagValue(call, ATTR.awsStatus)).toBe('Success');
+    expect(tagValue(call, ATTR.meteringRecordId)).toBe(awsRecord?.meteringRecordId);
+    expect(tagValue(call, ATTR.recordId)).toBe(record.recordId);
+    expect(tagValue(call, ATTR.rpcMethod)).toBe('BatchMeterUsage');
+
+    // Links from the finalize span lead to producer spans of the hour's events, in their own traces.
+    const links = finalize.references.filter((r) => r.refType === 'FOLLOWS_FROM');
+    expect(links.length).toBeGreaterThan(0);
+    expect(links.length).toBeLessThanOrEqual(16);
+    const link = links[0] as { traceID: string; spanID: string };
+    const produced = await jaeger.trace(link.traceID);
+    const producerSpan = produced?.spans.find((s) => s.spanID === link.spanID) as JaegerSpan;
+    expect(producerSpan, `linked span ${link.traceID}/${link.spanID}`).toBeDefined();
+    expect(produced?.processes[producerSpan.processID]?.serviceName).toBe('meterline-produce');
+    expect(producerSpan.operationName).toBe(`send ${tp.topics.usage}`);
+    expect(tagValue(producerSpan, ATTR.messagingDestination)).toBe(tp.topics.usage);
+    expect(tenants).toContain(tagValue(producerSpan, ATTR.customer));
+
+    // The processor's log line for this hour names the same trace.
+    const lines = readFileSync(processorLog, 'utf8')
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    const finalized = lines.filter((l) => l.msg === 'hour finalized and emitted');
+    expect(finalized.map((l) => l.trace_id)).toContain(t.traceID);
+
+    // `meterline trace` finds and draws the same trace, with the producers behind the links.
+    const out = join(tmpdir(), `${uniqueId('trace-cli')}.json`);
+    const cli = spawnMeterline(
+      ['trace', record.recordId, '--json'],
+      { METERLINE_JAEGER_URL: jaeger.baseUrl },
+      out,
+    );
+    expect(((await once(cli, 'exit')) as [number | null])[0]).toBe(0);
+    const view = JSON.parse(readFileSync(out, 'utf8')) as {
+      traceId: string;
+      spans: { name: string; service: string; depth: number; attributes: Record<string, unknown> }[];
+      producers: { service: string; name: string }[];
+    };
+    expect(view.traceId).toBe(t.traceID);
+    expect(view.spans.map((s) => [s.depth, s.service, s.name])).toEqual(
+      expect.arrayContaining([
+        [0, 'meterline-processor', `finalize ${tp.topics.usage}`],
+        [1, 'meterline-worker', `process ${tp.topics.submissions}`],
+        [2, 'meterline-worker', 'BatchMeterUsage'],
+      ]),
+    );
+    expect(view.producers.length).toBeGreaterThan(0);
+    expect(view.producers.every((p) => p.service === 'meterline-produce')).toBe(true);
+  }, 300_000);
+});
+
+function spanNames(t: JaegerTrace | undefined): string {
+  return t ? t.spans.map((s) => s.operationName).join(', ') : 'not found yet';
+}
