@@ -12,7 +12,7 @@
  * (`.complete`) last and is renamed into place, so a half-finished build is never taken for a finished one and
  * two processes never build the same tool at once: the second waits, then reuses the first one's result.
  */
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
   chmodSync,
@@ -224,6 +224,9 @@ class BuildLog {
 const shellQuote = (arg: string) =>
   /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", `'\\''`)}'`;
 
+/** Build commands now running (the CLI stops them when it is interrupted). */
+const running = new Set<ChildProcess>();
+
 /** Runs a command with its stdout/stderr appended to the build log; throws a descriptive error on failure. */
 async function run(
   blog: BuildLog,
@@ -243,12 +246,19 @@ async function run(
           env: opts.env ?? process.env,
           stdio: ['ignore', opts.capture ? 'pipe' : logFd, logFd],
         });
+        running.add(child);
         let out = '';
         child.stdout?.setEncoding('utf8').on('data', (d: string) => {
           out += d;
         });
-        child.on('error', reject);
-        child.on('close', (code, signal) => resolve({ code, signal, out }));
+        child.on('error', (e) => {
+          running.delete(child);
+          reject(e);
+        });
+        child.on('close', (code, signal) => {
+          running.delete(child);
+          resolve({ code, signal, out });
+        });
       },
     ).catch((err: NodeJS.ErrnoException) => {
       const hint = err.code === 'ENOENT' ? ` (is ${cmd} installed and on PATH?)` : '';
@@ -738,6 +748,14 @@ async function main(argv: string[]): Promise<number> {
 }
 
 if (import.meta.main) {
+  // Interrupted (Ctrl-C, or a test runner's SIGTERM): stop the build commands too, so no orphan keeps writing into
+  // a staging dir. The staging dir and the lock are left to the next build, which sweeps them (owner dead).
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      for (const child of running) child.kill('SIGTERM');
+      process.exit(signal === 'SIGINT' ? 130 : 143);
+    });
+  }
   main(process.argv.slice(2)).then(
     (code) => {
       process.exitCode = code;
