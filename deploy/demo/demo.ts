@@ -7,6 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import Table from 'cli-table3';
+import { findTrace, renderTrace, traceView } from '../../src/cli/trace-command.ts';
 import type { SubmissionRecord } from '../../src/commit/submission-record.ts';
 import { loadConfig } from '../../src/config/config.ts';
 import { awsCustomerId, loadCustomers } from '../../src/config/customers.ts';
@@ -14,11 +15,13 @@ import type { FailedRecord } from '../../src/dlq/envelope.ts';
 import { createKafka } from '../../src/kafka/client.ts';
 import { ensureTopics, pipelineTopics } from '../../src/kafka/topics.ts';
 import { createLogger } from '../../src/log.ts';
+import { JaegerClient } from '../../src/observability/jaeger-client.ts';
+import { shutdownTracing } from '../../src/observability/tracing.ts';
 import { startPipeline } from '../../src/pipeline.ts';
 import { eventMessage, type Outgoing, produceMessages } from '../../src/produce/producer.ts';
 import { type RawEvent, seededRandom } from '../../src/produce/synthetic.ts';
 import { HOUR_MS, hourIso, hourStart } from '../../src/time/hours.ts';
-import { ensureStack } from '../stack/index.ts';
+import { ensureServices, ensureStack, OTLP_ENV, tracingWanted } from '../stack/index.ts';
 
 const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
 const PLAN = here('./plan.json');
@@ -164,8 +167,25 @@ async function main(): Promise<number> {
   say(
     'meterline demo: usage events → hourly windows in Redis → commit stage → metering worker → AWS Metering (emulator)\n',
   );
-  say('1. Starting the local stack (Kafka 4.4, Redis, Metering emulator)…');
-  const stack = await ensureStack();
+  const traced = tracingWanted();
+  say(
+    `1. Starting the local stack (Kafka 4.4, Redis, Metering emulator${traced ? ', Jaeger' : ''})…` +
+      (traced
+        ? '\n   (the first run builds Jaeger from the Go module proxy: about 9 minutes on 2 cores)'
+        : ''),
+  );
+  const [stack, jaegerEnv] = await Promise.all([
+    ensureStack(),
+    traced ? ensureServices(['jaeger']).then((r) => r.env) : undefined,
+  ]);
+  const jaegerUrl = jaegerEnv?.METERLINE_JAEGER_URL;
+  if (jaegerEnv?.[OTLP_ENV]) {
+    // Spans from this process (producer, processor, commit stage, worker) go to the stack's Jaeger.
+    process.env[OTLP_ENV] = jaegerEnv[OTLP_ENV];
+    process.env.OTEL_SERVICE_NAME ??= 'meterline-demo';
+    process.env.OTEL_BSP_SCHEDULE_DELAY ??= '500';
+    await import('../../src/observability/otel-preload.ts');
+  }
   const runId = randomBytes(4).toString('hex');
   const env = {
     ...process.env,
@@ -248,6 +268,7 @@ async function main(): Promise<number> {
     process.stdout.write('\n');
   } finally {
     await pipeline.stop();
+    await shutdownTracing();
   }
 
   const submissions = await readAll(kafka, config.topics.submissions);
@@ -321,6 +342,7 @@ async function main(): Promise<number> {
     `${expected.size} hourly records expected, ${submitted.size} submitted, ${[...expected.keys()].filter((k) => accepted.get(k) === expected.get(k)?.expected).length} accepted with the exact quantity`,
   );
   say(`in ${((Date.now() - started) / 1000).toFixed(1)} s from pipeline start.`);
+  if (jaegerUrl) await showTrace(jaegerUrl, submissions);
   say('\nThe stack keeps running. Look around:');
   say(`  npx meterline emulator records --endpoint ${emulatorUrl}`);
   say('  npm run stack:status      npm run stack:down');
@@ -330,6 +352,32 @@ async function main(): Promise<number> {
   }
   say('\n✓ every closed hour was billed exactly once, with the exact quantity.');
   return 0;
+}
+
+/** Draws one submitted record's trace, and says how to find any other one. */
+async function showTrace(jaegerUrl: string, submissions: string[]): Promise<void> {
+  const record = submissions
+    .map((m) => JSON.parse(m) as SubmissionRecord)
+    .find((r) => r.traceparent && r.quantity > 0);
+  if (!record?.traceparent) {
+    say('\n(no traced submission found: was OTEL_TRACES_SAMPLER set to sample nothing?)');
+    return;
+  }
+  const traceId = record.traceparent.split('-')[1] as string;
+  const jaeger = new JaegerClient(jaegerUrl);
+  // Spans were flushed when the pipeline stopped; Jaeger stores them within moments.
+  let trace: Awaited<ReturnType<typeof findTrace>>;
+  for (let i = 0; i < 40; i++) {
+    trace = await findTrace(jaeger, traceId);
+    if (trace?.spans.some((sp) => /MeterUsage$/.test(sp.operationName))) break;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  say(`\nThe trace of one record, ${record.recordId}, from Jaeger:\n`);
+  if (trace) say(renderTrace(await traceView(jaeger, trace, 3, record.recordId)));
+  else say('   (not in Jaeger yet: try the command below in a moment)');
+  say('Find it again, or any other record:');
+  say(`  METERLINE_JAEGER_URL=${jaegerUrl} npx meterline trace '${record.recordId}'`);
+  say(`  curl ${jaegerUrl}/api/traces/${traceId}`);
 }
 
 function tenantsByAwsId(): Map<string, string> {

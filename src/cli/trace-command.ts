@@ -48,6 +48,8 @@ export interface TraceView {
     attributes: Record<string, string | number | boolean>;
     links: { traceId: string; spanId: string }[];
   }[];
+  /** Records of the same finalize span left out when the view focuses on one record. */
+  otherRecords: number;
   /** The producer spans the links lead to (those Jaeger still holds). */
   producers: {
     traceId: string;
@@ -81,7 +83,7 @@ export function registerTraceCommand(program: Command): void {
         process.exitCode = 1;
         return;
       }
-      const view = await traceView(jaeger, trace, o.links);
+      const view = await traceView(jaeger, trace, o.links, isTraceId(id) ? undefined : id);
       if (o.json) process.stdout.write(`${JSON.stringify(view, null, 2)}\n`);
       else process.stdout.write(renderTrace(view));
     });
@@ -95,17 +97,41 @@ export async function findTrace(jaeger: JaegerClient, id: string): Promise<Jaege
   return newest ? ((await jaeger.trace(newest.traceID)) ?? newest) : undefined;
 }
 
+/**
+ * The trace as a tree. One finalize span is the parent of every record of its hour and partition; with
+ * `focusRecord`, only that record's branch (and its ancestors) is kept, and the others are counted.
+ */
 export async function traceView(
   jaeger: JaegerClient,
   trace: JaegerTrace,
   maxLinks: number,
+  focusRecord?: string,
 ): Promise<TraceView> {
   const byId = new Map(trace.spans.map((s) => [s.spanID, s]));
   const parentOf = (s: JaegerSpan) =>
     s.references.find((r) => r.refType === 'CHILD_OF' && r.traceID === trace.traceID && byId.has(r.spanID))
       ?.spanID;
+  const recordOf = (s: JaegerSpan) => {
+    const r = tagValue(s, ATTR.recordId);
+    return typeof r === 'string' ? r : undefined;
+  };
+  const records = new Set(trace.spans.flatMap((s) => recordOf(s) ?? []));
+  const ancestry = (s: JaegerSpan): JaegerSpan[] => {
+    const chain: JaegerSpan[] = [];
+    for (let cur: JaegerSpan | undefined = s; cur; cur = byId.get(parentOf(cur) ?? '')) chain.push(cur);
+    return chain;
+  };
+  let kept = trace.spans;
+  if (focusRecord && records.has(focusRecord)) {
+    const keep = new Set<string>();
+    for (const s of trace.spans) {
+      const chain = ancestry(s);
+      if (chain.some((c) => recordOf(c) === focusRecord)) for (const c of chain) keep.add(c.spanID);
+    }
+    kept = trace.spans.filter((s) => keep.has(s.spanID));
+  }
   const children = new Map<string | undefined, JaegerSpan[]>();
-  for (const s of trace.spans) {
+  for (const s of kept) {
     const p = parentOf(s);
     children.set(p, [...(children.get(p) ?? []), s]);
   }
@@ -154,7 +180,8 @@ export async function traceView(
       ),
     });
   }
-  return { traceId: trace.traceID, spans, producers };
+  const shown = new Set(kept.flatMap((s) => recordOf(s) ?? []));
+  return { traceId: trace.traceID, spans, otherRecords: records.size - shown.size, producers };
 }
 
 export function renderTrace(view: TraceView): string {
@@ -174,8 +201,14 @@ export function renderTrace(view: TraceView): string {
     if (s.links.length)
       lines.push(`${indent}links: ${s.links.length} event span(s), e.g. ${s.links[0]?.traceId}`);
   }
+  if (view.otherRecords > 0) {
+    lines.push(
+      '',
+      `(${view.otherRecords} more record(s) of this hour and partition share the finalize span: meterline trace ${view.traceId} shows all)`,
+    );
+  }
   if (view.producers.length) {
-    lines.push('', 'linked producer spans (the events this record counts):');
+    lines.push('', 'linked producer spans (a sample of the events of this hour and partition):');
     for (const p of view.producers) {
       const attrs = Object.entries(p.attributes)
         .map(([k, v]) => `${k}=${v}`)
