@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
 import { ensureK8sSchemas, ensureTool, KUBERNETES_VERSION, kubeconform } from '../../deploy/tools/tools.ts';
+import { EnvSchema } from '../../src/config/config.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const CHART = path.join(ROOT, 'helm/meterline');
@@ -211,6 +212,78 @@ describe('rendered objects', () => {
     }
   });
 
+  it.each(GOOD)(
+    '%s: every pod (Deployments and the topics Job) meets the restricted Pod Security Standard',
+    (name) => {
+      const pods = set(name)
+        .objects.filter((o) => o.kind === 'Deployment' || o.kind === 'Job')
+        .map((o) => ({ name: `${o.kind}/${o.metadata.name}`, spec: o.spec.template.spec as Obj }));
+      expect(pods.length).toBeGreaterThanOrEqual(2);
+      for (const { name: pod, spec } of pods) {
+        for (const host of ['hostNetwork', 'hostPID', 'hostIPC'])
+          expect(spec[host], `${pod} ${host}`).toBeUndefined();
+        for (const v of spec.volumes ?? []) {
+          const type = Object.keys(v).filter((k) => k !== 'name');
+          expect(['configMap', 'emptyDir', 'secret', 'projected'], `${pod} volume ${v.name}`).toEqual(
+            expect.arrayContaining(type),
+          );
+        }
+        expect(spec.securityContext.runAsNonRoot, pod).toBe(true);
+        expect(spec.securityContext.seccompProfile?.type, pod).toBe('RuntimeDefault');
+        for (const c of [...spec.containers, ...(spec.initContainers ?? [])]) {
+          const sc = c.securityContext;
+          expect(sc.allowPrivilegeEscalation, `${pod}/${c.name}`).toBe(false);
+          expect(sc.privileged, `${pod}/${c.name}`).toBe(false);
+          expect(sc.readOnlyRootFilesystem, `${pod}/${c.name}`).toBe(true);
+          expect(sc.capabilities, `${pod}/${c.name}`).toEqual({ drop: ['ALL'] });
+          expect(sc.runAsUser ?? spec.securityContext.runAsUser, `${pod}/${c.name}`).toBeGreaterThan(0);
+          expect(
+            c.ports?.some((p: Obj) => p.hostPort !== undefined) ?? false,
+            `${pod}/${c.name} hostPort`,
+          ).toBe(false);
+          expect(c.resources.requests, `${pod}/${c.name} requests`).toBeDefined();
+        }
+        expect(spec.automountServiceAccountToken, `${pod}: meterline never calls the Kubernetes API`).toBe(
+          false,
+        );
+      }
+    },
+  );
+
+  it('the containers get only variables meterline reads, and every key meterline reads has a value in the chart', async () => {
+    // Besides meterline's own keys (src/config/config.ts): the OpenTelemetry SDK's standard variables (the
+    // preload and the SDK read them), Node's NODE_EXTRA_CA_CERTS, and METERLINE_REDIS_PASSWORD, which exists
+    // only to be expanded into REDIS_URL by Kubernetes.
+    const extra = [
+      'OTEL_EXPORTER_OTLP_ENDPOINT',
+      'OTEL_TRACES_SAMPLER',
+      'OTEL_TRACES_SAMPLER_ARG',
+      'OTEL_SERVICE_NAME',
+      'NODE_EXTRA_CA_CERTS',
+      'METERLINE_REDIS_PASSWORD',
+    ];
+    const known = new Set([...Object.keys(EnvSchema.shape), ...extra]);
+    const r = await template(path.join(VALUES, 'full.yaml'), [
+      '--set',
+      'aws.meteringEndpoint=http://emulator:8080',
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    const objects = objectsOf(r.stdout);
+    const seen = new Set<string>();
+    for (const d of objects.filter((o) => o.kind === 'Deployment')) {
+      const pod = d.spec.template.spec;
+      for (const key of effectiveEnv('full', pod, pod.containers[0]).keys()) seen.add(key);
+    }
+    for (const cm of objects.filter(
+      (o) => o.kind === 'ConfigMap' && o.metadata.name === 'ml-meterline-config',
+    )) {
+      for (const key of Object.keys(cm.data)) seen.add(key);
+    }
+    expect([...seen].filter((k) => !known.has(k))).toEqual([]);
+    expect(Object.keys(EnvSchema.shape).filter((k) => !seen.has(k))).toEqual([]);
+    for (const key of extra) expect(seen.has(key), key).toBe(true);
+  });
+
   it.each(GOOD)('%s: no AWS static credentials anywhere', (name) => {
     const { text, objects } = set(name);
     expect(text).not.toMatch(/\b(AKIA|ASIA)[A-Z0-9]{16}\b/);
@@ -258,6 +331,54 @@ describe('rendered objects', () => {
       expect(u).toMatch(/^rediss:\/\/meterline:\$\(METERLINE_REDIS_PASSWORD\)@/);
   });
 
+  it('Kafka TLS and SASL reach every Kafka client (Deployments and the topics Job), credentials by reference', () => {
+    const pods = (name: SetName) =>
+      set(name)
+        .objects.filter((o) => o.kind === 'Deployment' || o.kind === 'Job')
+        .map((o) => o.spec.template.spec as Obj);
+    expect(pods('full')).toHaveLength(3);
+    for (const pod of pods('full')) {
+      const c = pod.containers[0];
+      const env = new Map<string, Obj>(c.env.map((e: Obj) => [e.name, e]));
+      expect(env.get('KAFKA_SSL')?.value).toBe('true');
+      expect(env.get('KAFKA_SSL_REJECT_UNAUTHORIZED')?.value).toBe('true');
+      expect(env.get('KAFKA_SASL_MECHANISM')?.value).toBe('plain');
+      expect(env.get('KAFKA_SASL_USERNAME')?.valueFrom).toEqual({
+        secretKeyRef: { name: 'kafka-user', key: 'user' },
+      });
+      expect(env.get('KAFKA_SASL_PASSWORD')?.valueFrom).toEqual({
+        secretKeyRef: { name: 'kafka-user', key: 'pass' },
+      });
+      // The CA file is the key of the Secret volume, where the container mounts it.
+      const caFile = String(env.get('KAFKA_SSL_CA_FILE')?.value);
+      const mount = c.volumeMounts.find((m: Obj) => m.mountPath === path.dirname(caFile));
+      const volume = pod.volumes.find((v: Obj) => v.name === mount?.name);
+      expect(volume?.secret).toEqual({
+        secretName: 'kafka-ca',
+        items: [{ key: 'ca.pem', path: path.basename(caFile) }],
+      });
+    }
+    for (const pod of pods('saas')) {
+      const names = pod.containers[0].env.map((e: Obj) => e.name);
+      expect(names).toEqual(
+        expect.arrayContaining(['KAFKA_SSL', 'KAFKA_SASL_MECHANISM', 'KAFKA_SASL_PASSWORD']),
+      );
+      expect(names).not.toContain('KAFKA_SSL_CA_FILE');
+    }
+    for (const pod of pods('minimal')) {
+      expect(
+        pod.containers[0].env.map((e: Obj) => e.name).filter((n: string) => n.startsWith('KAFKA_')),
+      ).toEqual([]);
+    }
+    // Redis TLS with a private CA, on the Deployments only (the Job does not use Redis).
+    for (const d of ofKind('full', 'Deployment')) {
+      const c = d.spec.template.spec.containers[0];
+      const caFile = c.env.find((e: Obj) => e.name === 'REDIS_TLS_CA_FILE')?.value;
+      expect(caFile).toBe('/etc/meterline-redis-ca/ca.crt');
+      expect(c.volumeMounts.map((m: Obj) => m.mountPath)).toContain('/etc/meterline-redis-ca');
+    }
+  });
+
   it('full: tracing, HPA, topics Job, NetworkPolicy and monitoring objects are wired as configured', () => {
     const config = byName('full', 'ConfigMap', 'ml-meterline-config').data;
     expect(config).toMatchObject({
@@ -296,17 +417,7 @@ describe('rendered objects', () => {
       r.ports.map((p: Obj) => `${p.protocol}/${p.port}`),
     );
     expect(egressPorts.sort()).toEqual(
-      [
-        'TCP/9092',
-        'TCP/9093',
-        'TCP/6379',
-        'TCP/8080',
-        'TCP/4318',
-        'TCP/443',
-        'UDP/53',
-        'TCP/53',
-        'TCP/80',
-      ].sort(),
+      ['TCP/9093', 'TCP/6379', 'TCP/8080', 'TCP/4318', 'TCP/443', 'UDP/53', 'TCP/53', 'TCP/80'].sort(),
     );
     expect(np.spec.ingress).toEqual([
       {
@@ -415,14 +526,17 @@ describe('NOTES.txt', () => {
         flag === '--no-progress' ? "'--no-progress'" : flag.startsWith('--') ? `${flag} <` : `${flag}, --`;
       expect(produceSource, `meterline produce has no ${flag}`).toContain(declared);
     }
-    expect(command).toContain('--brokers kafka-0.kafka:9092,kafka-1.kafka:9092,kafka-2.kafka:9092');
+    expect(command).toContain('--brokers kafka-0.kafka:9093,kafka-1.kafka:9093,kafka-2.kafka:9093');
     expect(command).toContain('--customers acme --dimensions api_calls');
     expect(notes).toContain('--image=images.example.com/platform/meterline:0.1.0-rc.1');
     expect(notes).toContain('--override-type=strategic');
     expect(notes).toContain('service=meterline-worker');
     expect(notes).toContain('"meterline.customer":"acme"');
 
+    expect(notes).toContain(`exec deployment/ml-meterline-worker -- node src/cli/main.ts produce`);
+
     const off = await renderNotes(path.join(VALUES, 'minimal.yaml'));
+    expect(off).not.toContain('Kafka needs TLS/SASL');
     expect(off).toContain('tracing is off');
     expect(off).toContain('customer_mapping_missing');
   });

@@ -67,6 +67,11 @@ spec:
             {{- end }}
             - name: REDIS_URL
               value: {{ include "meterline.redisUrl" $root | quote }}
+            {{- with $root.Values.redis.tls.caSecret.name }}
+            - name: REDIS_TLS_CA_FILE
+              value: /etc/meterline-redis-ca/{{ $root.Values.redis.tls.caSecret.key }}
+            {{- end }}
+            {{- include "meterline.kafkaSecurityEnv" $root | nindent 12 }}
             {{- if $root.Values.extraCaCerts.existingSecret }}
             - name: NODE_EXTRA_CA_CERTS
               value: /etc/meterline-ca/{{ $root.Values.extraCaCerts.key }}
@@ -110,6 +115,12 @@ spec:
               mountPath: /etc/meterline-ca
               readOnly: true
             {{- end }}
+            {{- if $root.Values.redis.tls.caSecret.name }}
+            - name: redis-ca
+              mountPath: /etc/meterline-redis-ca
+              readOnly: true
+            {{- end }}
+            {{- include "meterline.kafkaCaMount" $root | nindent 12 }}
       volumes:
         # The root filesystem is read-only; /tmp is the only writable place.
         - name: tmp
@@ -126,6 +137,17 @@ spec:
               - key: {{ $root.Values.extraCaCerts.key }}
                 path: {{ $root.Values.extraCaCerts.key }}
         {{- end }}
+        {{- with $root.Values.redis.tls.caSecret }}
+        {{- if .name }}
+        - name: redis-ca
+          secret:
+            secretName: {{ .name }}
+            items:
+              - key: {{ .key }}
+                path: {{ .key }}
+        {{- end }}
+        {{- end }}
+        {{- include "meterline.kafkaCaVolume" $root | nindent 8 }}
       {{- with $v.nodeSelector }}
       nodeSelector:
         {{- toYaml . | nindent 8 }}

@@ -136,3 +136,55 @@ capabilities:
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
+
+{{/*
+Kafka TLS and SASL (src/kafka/security.ts), for the Deployments and the topics Job alike. The SASL
+credentials come from the Secret by reference.
+*/}}
+{{- define "meterline.kafkaSecurityEnv" -}}
+{{- $k := .Values.kafka -}}
+{{- if $k.tls.enabled }}
+- name: KAFKA_SSL
+  value: "true"
+- name: KAFKA_SSL_REJECT_UNAUTHORIZED
+  value: {{ $k.tls.rejectUnauthorized | quote }}
+{{- if $k.tls.caSecret.name }}
+- name: KAFKA_SSL_CA_FILE
+  value: /etc/meterline-kafka-ca/{{ $k.tls.caSecret.key }}
+{{- end }}
+{{- end }}
+{{- if $k.sasl.mechanism }}
+- name: KAFKA_SASL_MECHANISM
+  value: {{ $k.sasl.mechanism | quote }}
+- name: KAFKA_SASL_USERNAME
+  valueFrom:
+    secretKeyRef:
+      name: {{ $k.sasl.existingSecret }}
+      key: {{ $k.sasl.usernameKey }}
+- name: KAFKA_SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $k.sasl.existingSecret }}
+      key: {{ $k.sasl.passwordKey }}
+{{- end }}
+{{- end -}}
+
+{{- define "meterline.kafkaCaMount" -}}
+{{- if and .Values.kafka.tls.enabled .Values.kafka.tls.caSecret.name }}
+- name: kafka-ca
+  mountPath: /etc/meterline-kafka-ca
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "meterline.kafkaCaVolume" -}}
+{{- $ca := .Values.kafka.tls.caSecret -}}
+{{- if and .Values.kafka.tls.enabled $ca.name }}
+- name: kafka-ca
+  secret:
+    secretName: {{ $ca.name }}
+    items:
+      - key: {{ $ca.key }}
+        path: {{ $ca.key }}
+{{- end }}
+{{- end -}}
