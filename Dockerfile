@@ -4,6 +4,7 @@
 #
 #   docker build -t meterline:0.1.0 .                      # node:24-bookworm-slim, npm ci in a build stage
 #   deploy/image/build.sh                                  # without Docker or a registry (podman, local base)
+#   deploy/image/smoke.sh                                  # the pipeline from the image, as the chart runs it
 #
 # BASE_IMAGE: the runtime base. It must have Node 24 as `node` on PATH.
 ARG BASE_IMAGE=node:24-bookworm-slim
