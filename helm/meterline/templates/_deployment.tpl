@@ -71,7 +71,9 @@ spec:
             - name: REDIS_TLS_CA_FILE
               value: /etc/meterline-redis-ca/{{ $root.Values.redis.tls.caSecret.key }}
             {{- end }}
-            {{- include "meterline.kafkaSecurityEnv" $root | nindent 12 }}
+            {{- with include "meterline.kafkaSecurityEnv" $root | trim }}
+            {{- . | nindent 12 }}
+            {{- end }}
             {{- if $root.Values.extraCaCerts.existingSecret }}
             - name: NODE_EXTRA_CA_CERTS
               value: /etc/meterline-ca/{{ $root.Values.extraCaCerts.key }}
@@ -120,7 +122,9 @@ spec:
               mountPath: /etc/meterline-redis-ca
               readOnly: true
             {{- end }}
-            {{- include "meterline.kafkaCaMount" $root | nindent 12 }}
+            {{- with include "meterline.kafkaCaMount" $root | trim }}
+            {{- . | nindent 12 }}
+            {{- end }}
       volumes:
         # The root filesystem is read-only; /tmp is the only writable place.
         - name: tmp
@@ -147,7 +151,9 @@ spec:
                 path: {{ .key }}
         {{- end }}
         {{- end }}
-        {{- include "meterline.kafkaCaVolume" $root | nindent 8 }}
+        {{- with include "meterline.kafkaCaVolume" $root | trim }}
+        {{- . | nindent 8 }}
+        {{- end }}
       {{- with $v.nodeSelector }}
       nodeSelector:
         {{- toYaml . | nindent 8 }}
