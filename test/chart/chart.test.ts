@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
 import { ensureK8sSchemas, ensureTool, KUBERNETES_VERSION, kubeconform } from '../../deploy/tools/tools.ts';
-import { EnvSchema } from '../../src/config/config.ts';
+import { EnvSchema, loadConfig, type Role } from '../../src/config/config.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const CHART = path.join(ROOT, 'helm/meterline');
@@ -283,6 +283,48 @@ describe('rendered objects', () => {
     expect(Object.keys(EnvSchema.shape).filter((k) => !seen.has(k))).toEqual([]);
     for (const key of extra) expect(seen.has(key), key).toBe(true);
   });
+
+  it.each(GOOD)(
+    "%s: each Deployment's environment and files pass meterline's own start-up checks",
+    (name) => {
+      // The pod as the kubelet would start it: the ConfigMap files and Secret keys written to a temp dir in
+      // place of the mounts, Secret values filled in, $(VAR) references expanded.
+      const dir = mkdtempSync(path.join(os.tmpdir(), 'meterline-chart-config-'));
+      try {
+        const files = byName(name, 'ConfigMap', 'ml-meterline-files').data as Record<string, string>;
+        for (const [file, text] of Object.entries(files)) writeFileSync(path.join(dir, file), text);
+        writeFileSync(path.join(dir, 'ca.pem'), '-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n');
+        const values = parse(readFileSync(path.join(VALUES, `${name}.yaml`), 'utf8'));
+        for (const d of ofKind(name, 'Deployment')) {
+          const role = d.metadata.labels['app.kubernetes.io/component'] as Role;
+          const pod = d.spec.template.spec;
+          const env: NodeJS.ProcessEnv = {};
+          for (const [key, value] of effectiveEnv(name, pod, pod.containers[0])) {
+            if (typeof value !== 'string') {
+              expect(value.secretKeyRef, `${key} comes from a Secret`).toBeDefined();
+              env[key] = `secret-${key.toLowerCase()}`;
+              continue;
+            }
+            env[key] = value
+              .replaceAll(/\$\((\w+)\)/g, (_, ref: string) => env[ref] ?? '')
+              .replace(/^\/etc\/meterline\//, `${dir}/`)
+              .replace(/^\/etc\/meterline-[a-z]+-?ca\/.+$/, path.join(dir, 'ca.pem'));
+          }
+          const config = loadConfig([role], env);
+          expect(config.worker.mode).toBe(values.metering.mode ?? 'saas');
+          expect(config.kafka.brokers).toEqual(values.kafka.brokers);
+          expect(config.plan.products.length).toBeGreaterThan(0);
+          expect(config.opsPort).toBe(9464);
+          if (values.redis.auth?.existingSecret)
+            expect(config.redis.url).toContain(':secret-meterline_redis_password@');
+          if (values.kafka.sasl?.mechanism)
+            expect(config.kafka.security.sasl?.mechanism).toBe(values.kafka.sasl.mechanism);
+        }
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+  );
 
   it.each(GOOD)('%s: no AWS static credentials anywhere', (name) => {
     const { text, objects } = set(name);
