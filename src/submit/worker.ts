@@ -27,6 +27,7 @@ import type { Logger } from '../log.ts';
 import { metrics, reportOldestHour } from '../observability/metrics.ts';
 import { ATTR } from '../observability/trace-attributes.ts';
 import {
+  context,
   contextFromTraceparent,
   failSpan,
   headerTraceparent,
@@ -642,7 +643,12 @@ export class MeteringWorker {
     for (const span of spans) span?.end();
     this.stats.deadLettered[reason] = (this.stats.deadLettered[reason] ?? 0) + records.length;
     metrics.deadLetters.inc({ stage: 'submit', reason }, records.length);
-    this.#o.logger.warn({ reason, records: records.map((r) => r.recordId) }, 'records dead-lettered');
+    // Inside the first record's span, so the log line carries its trace id.
+    const span = this.#spans.get(records[0]?.recordId ?? '');
+    const log = () =>
+      this.#o.logger.warn({ reason, records: records.map((r) => r.recordId) }, 'records dead-lettered');
+    if (span) context.with(trace.setSpan(ROOT_CONTEXT, span), log);
+    else log();
   }
 }
 
