@@ -19,6 +19,7 @@ import { parseArgs } from 'node:util';
 // kafkajs is CommonJS, and Node's named-export detection misses this enum: take it from the default export.
 import kafkajs from 'kafkajs';
 import { createKafka } from '../../src/kafka/client.ts';
+import { ensureTopics } from '../../src/kafka/topics.ts';
 import { createLogger } from '../../src/log.ts';
 
 const { ConfigResourceTypes } = kafkajs;
@@ -87,22 +88,18 @@ if (problems.length) {
 
 const logger = createLogger('meterline-create-topics');
 const kafka = createKafka({ brokers, clientId: 'meterline-create-topics', logger });
+const existing = await ensureTopics(
+  kafka,
+  specs.map((s) => ({
+    topic: s.topic,
+    numPartitions: s.numPartitions,
+    replicationFactor,
+    configEntries: [{ name: 'retention.ms', value: String(s.hours * HOUR_MS) }],
+  })),
+);
 const admin = kafka.admin();
 await admin.connect();
 try {
-  const existing = new Set(await admin.listTopics());
-  const missing = specs.filter((s) => !existing.has(s.topic));
-  if (missing.length) {
-    await admin.createTopics({
-      waitForLeaders: true,
-      topics: missing.map((s) => ({
-        topic: s.topic,
-        numPartitions: s.numPartitions,
-        replicationFactor,
-        configEntries: [{ name: 'retention.ms', value: String(s.hours * HOUR_MS) }],
-      })),
-    });
-  }
   for (const s of specs) {
     logger.info({ topic: s.topic, created: !existing.has(s.topic) }, 'topic ready');
   }

@@ -5,9 +5,12 @@ export interface TopicSpec {
   topic: string;
   numPartitions: number;
   configEntries?: { name: string; value: string }[];
+  /** -1 (default): the broker's default. */
+  replicationFactor?: number;
 }
 
-export async function ensureTopics(kafka: Kafka, specs: readonly TopicSpec[]): Promise<void> {
+/** Creates the topics that do not exist yet (existing ones are left as they are); returns those that did. */
+export async function ensureTopics(kafka: Kafka, specs: readonly TopicSpec[]): Promise<Set<string>> {
   const admin = kafka.admin();
   await admin.connect();
   try {
@@ -16,9 +19,10 @@ export async function ensureTopics(kafka: Kafka, specs: readonly TopicSpec[]): P
     if (missing.length) {
       await admin.createTopics({
         waitForLeaders: true,
-        topics: missing.map((s) => ({ ...s, replicationFactor: -1 })),
+        topics: missing.map((s) => ({ replicationFactor: -1, ...s })),
       });
     }
+    return existing;
   } finally {
     await admin.disconnect();
   }

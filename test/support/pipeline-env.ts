@@ -91,7 +91,9 @@ export function testPipeline(
     env,
     topics,
     config: (roles = ['processor', 'worker']) => loadConfig(roles, env),
-    createTopics: (kafka) => ensureTopics(kafka, pipelineTopics({ ...topics, partitions })),
+    createTopics: async (kafka) => {
+      await ensureTopics(kafka, pipelineTopics({ ...topics, partitions }));
+    },
     async cleanup(kafka) {
       await deleteTopics(kafka, Object.values(topics));
       await deleteKeys(run);
