@@ -500,7 +500,8 @@ async function ensureVenv(blog: BuildLog, log: (line: string) => void): Promise<
   const home = venvHome();
   const venv = path.join(home, 'venv');
   const recipe = recipeOf({ kv: KUBERNETES_VALIDATE_VERSION });
-  if (readStamp(home)?.recipe === recipe) return venv;
+  // existsSync follows the bin/python symlink: a venv whose base interpreter is gone is rebuilt.
+  if (readStamp(home)?.recipe === recipe && existsSync(path.join(venv, 'bin', 'python'))) return venv;
   const started = Date.now();
   log(`installing kubernetes-validate ${KUBERNETES_VALIDATE_VERSION} (PyPI, 22 MB) into a venv…`);
   rmSync(home, { recursive: true, force: true });
