@@ -757,7 +757,17 @@ async function startFresh(paths: ClusterPaths, log: Log): Promise<State> {
       `mounts are still under ${paths.run} (run \`down\` first):\n${leftover.join('\n')}`,
     );
   }
-  rmSync(paths.run, { recursive: true, force: true });
+  // Everything goes but containerd's image store: removing it (and importing the images again) costs a
+  // minute for an image with node_modules; containers and sandboxes in it were removed by `down`.
+  mkdirSync(paths.run, { recursive: true });
+  for (const entry of readdirSync(paths.run)) {
+    if (entry !== 'containerd') rmSync(path.join(paths.run, entry), { recursive: true, force: true });
+  }
+  for (const entry of existsSync(path.join(paths.run, 'containerd'))
+    ? readdirSync(path.join(paths.run, 'containerd'))
+    : []) {
+    if (entry !== 'root') rmSync(path.join(paths.run, 'containerd', entry), { recursive: true, force: true });
+  }
   for (const d of [
     paths.logs,
     'containerd',
