@@ -11,13 +11,7 @@ import { eventMessage, type Outgoing, produceMessages } from '../../src/produce/
 import { syntheticEvents } from '../../src/produce/synthetic.ts';
 import { hourStart } from '../../src/time/hours.ts';
 import { testKafka, testLogger, waitFor } from '../support/harness.ts';
-import {
-  awsIdOf,
-  readAllMessages,
-  TEST_CUSTOMERS,
-  type TestPipeline,
-  testPipeline,
-} from '../support/pipeline-env.ts';
+import { readAllMessages, type TestPipeline, testPipeline } from '../support/pipeline-env.ts';
 
 const kafka = testKafka();
 // Enough customers for a dozen BatchMeterUsage calls (25 records each), so the seeded faults land.
