@@ -5,7 +5,7 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { Redis } from 'ioredis';
-import { reuseOrPickPorts } from './ports.ts';
+import { LOCALHOST, reuseOrPickPorts } from './ports.ts';
 import { run, spawnDetached, which } from './proc.ts';
 import { type ServiceContext, StackError, type StackService } from './service.ts';
 import { rel, type ServiceRecord } from './state.ts';
@@ -102,8 +102,10 @@ export const redisService: StackService = {
         String(ports.port),
         '--bind',
         ctx.host,
+        // Protected mode refuses every non-loopback client of a password-less Redis. Bound to another
+        // address of this machine (METERLINE_STACK_HOST, for a local cluster's pods), it must let them in.
         '--protected-mode',
-        'yes',
+        ctx.host === LOCALHOST ? 'yes' : 'no',
         '--dir',
         dataDir,
         ...REDIS_DURABILITY_ARGS,
