@@ -13,6 +13,11 @@
  *      is submitted: every record accepted once, no duplicates
  *   8. helm uninstall, stack stop, cluster down with its leak checks        → "clean teardown"
  *
+ * With KUBECONFIG set (kind, EKS, …), the same steps run against that cluster. Its nodes cannot take an image
+ * from this machine's containerd, so load it yourself and name it in METERLINE_TEST_IMAGE (e.g. build with
+ * deploy/image/build.sh --save x.tar, then `kind load image-archive x.tar`); and its pods must reach this
+ * machine's stack: METERLINE_STACK_HOST names the address they can reach (default: the primary IPv4).
+ *
  * All waits are condition polls. Runs only under test/cluster/vitest.config.ts (`npm run test:cluster`),
  * which sets METERLINE_CLUSTER_TEST; the default suite skips it.
  */
@@ -393,9 +398,20 @@ async function startStack(nodeIp: string): Promise<void> {
   }
 }
 
+/** Our node has the image in containerd; a given cluster has whatever METERLINE_TEST_IMAGE names. */
+function testImage(): Record<string, string> {
+  const given = day.cluster?.external ? process.env.METERLINE_TEST_IMAGE : undefined;
+  if (!given) return { repository: 'localhost/meterline', tag: VERSION, pullPolicy: 'Never' };
+  const at = given.lastIndexOf(':');
+  const slash = given.lastIndexOf('/');
+  return at > slash
+    ? { repository: given.slice(0, at), tag: given.slice(at + 1), pullPolicy: 'IfNotPresent' }
+    : { repository: given, tag: VERSION, pullPolicy: 'IfNotPresent' };
+}
+
 function helmValues(overrides: Record<string, unknown> = {}): Record<string, unknown> {
   return {
-    image: { repository: 'localhost/meterline', tag: VERSION, pullPolicy: 'Never' },
+    image: testImage(),
     kafka: { brokers: (day.kafkaBrokers as string).split(',') },
     redis: { url: day.redisUrl },
     aws: { region: 'us-east-1', meteringEndpoint: day.emulatorUrl },
@@ -546,7 +562,7 @@ describe.skipIf(!ENABLED)('operator day on a single-node Kubernetes', () => {
       mkdirSync(day.stackRoot);
       day.cluster = await up({ log: (l) => log(`  cluster ${l}`) });
       const { primaryIPv4 } = await import('../../deploy/cluster/cluster.ts');
-      day.nodeIp = day.cluster.nodeIp ?? primaryIPv4();
+      day.nodeIp = process.env.METERLINE_STACK_HOST ?? day.cluster.nodeIp ?? primaryIPv4();
       const nodes = await kubectl('get', 'nodes', '-o', 'wide');
       log(`  ${nodes.trim().split('\n').join('\n  ')}`);
       expect(nodes).toMatch(/\sReady\s/);
@@ -556,6 +572,18 @@ describe.skipIf(!ENABLED)('operator day on a single-node Kubernetes', () => {
 
   it('2. image built, saved and imported', async () => {
     await step('image', async () => {
+      if (day.cluster?.external) {
+        const given = process.env.METERLINE_TEST_IMAGE;
+        if (!given) {
+          throw new Error(
+            'KUBECONFIG names a cluster this test cannot import images into: build the image ' +
+              '(deploy/image/build.sh --save meterline.tar), load it into that cluster (kind load image-archive ' +
+              'meterline.tar, or push it to a registry), and name it in METERLINE_TEST_IMAGE',
+          );
+        }
+        log(`image given: ${given} (METERLINE_TEST_IMAGE, loaded into the cluster beforehand)`);
+        return;
+      }
       const tar = path.join(day.tmp, 'meterline-image.tar');
       const t = Date.now();
       const out = await must(path.join(REPO, 'deploy', 'image', 'build.sh'), ['--save', tar]);

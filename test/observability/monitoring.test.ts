@@ -4,8 +4,11 @@
  */
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { Ajv } from 'ajv';
+import { createGenerator } from 'ts-json-schema-generator';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { ensureTool } from '../../deploy/tools/tools.ts';
@@ -13,6 +16,7 @@ import { metrics, register } from '../../src/observability/metrics.ts';
 
 const monitoringDir = fileURLToPath(new URL('../../deploy/monitoring/', import.meta.url));
 const run = promisify(execFile);
+const require = createRequire(import.meta.url);
 
 /** Runs promtool (built from the Go module proxy on first use, about 6 min cold); never throws. */
 async function promtool(args: string[]): Promise<{ code: number; output: string }> {
@@ -99,6 +103,28 @@ describe('monitoring as shipped', () => {
     expect(check.code).not.toBe(0);
     expect(check.output).toMatch(/parse error|unexpected/i);
   }, 900_000);
+
+  it('the Grafana dashboard validates against Grafana’s dashboard schema (from @grafana/schema)', () => {
+    // Grafana publishes its dashboard model as generated TypeScript; turn that into a JSON Schema here.
+    const schema = createGenerator({
+      path: require
+        .resolve('@grafana/schema')
+        .replace(/dist\/.*$/, 'dist/types/raw/dashboard/x/types.gen.d.ts'),
+      type: 'Dashboard',
+      skipTypeCheck: true,
+    }).createSchema('Dashboard');
+    const ajv = new Ajv({ strict: false, allErrors: true });
+    const validate = ajv.compile(schema);
+    const shipped = JSON.parse(read('grafana-dashboard.json')) as { panels: { gridPos: { w: unknown } }[] };
+    expect(validate(shipped), JSON.stringify(validate.errors?.slice(0, 5))).toBe(true);
+    // The check can fail: a mistyped field is refused.
+    const broken = structuredClone(shipped);
+    (broken.panels[0] as { gridPos: { w: unknown } }).gridPos.w = 'wide';
+    expect(validate(broken)).toBe(false);
+    expect(validate.errors?.map((e) => `${e.instancePath} ${e.message}`)).toContain(
+      '/panels/0/gridPos/w must be number',
+    );
+  }, 60_000);
 
   it('the Grafana dashboard is a valid dashboard model', () => {
     const d = JSON.parse(read('grafana-dashboard.json')) as Record<string, unknown> & {
