@@ -181,19 +181,24 @@ export class MeteringWorker {
     this.#inFlight.set(unique, oldest);
     this.#reportOldest();
     metrics.pendingRecords.inc(unique.length);
-    if (this.#traced) for (const r of unique) this.#spans.set(r.recordId, this.#consumeSpan(r));
+    // This call's spans; the shared map lets the call paths below find a record's span by its id.
+    const spans = new Map<string, Span>();
+    if (this.#traced) {
+      for (const r of unique) {
+        const span = this.#consumeSpan(r);
+        spans.set(r.recordId, span);
+        this.#spans.set(r.recordId, span);
+      }
+    }
     try {
       await this.#submitAll(unique, heartbeat);
     } catch (error) {
-      for (const r of unique) {
-        const span = this.#spans.get(r.recordId);
-        if (span) failSpan(span, error);
-      }
+      for (const span of spans.values()) failSpan(span, error);
       throw error;
     } finally {
-      for (const r of unique) {
-        this.#spans.get(r.recordId)?.end();
-        this.#spans.delete(r.recordId);
+      for (const [id, span] of spans) {
+        span.end();
+        if (this.#spans.get(id) === span) this.#spans.delete(id);
       }
       this.#inFlight.delete(unique);
       this.#reportOldest();
