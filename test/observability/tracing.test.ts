@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ensureServices, OTLP_ENV } from '../../deploy/stack/index.ts';
+import { ensureServices, OTLP_ENV, stopStack } from '../../deploy/stack/index.ts';
 import type { SubmissionRecord } from '../../src/commit/submission-record.ts';
 import { type RunningEmulator, startEmulator } from '../../src/emulator/server.ts';
 import {
@@ -35,13 +35,15 @@ const tenants = Object.keys(TEST_CUSTOMERS);
 describe('a submission traced from the producer to the AWS call, in Jaeger', () => {
   let jaeger: JaegerClient;
   let otlp: string;
+  let startedJaeger = false;
   let tp: TestPipeline | undefined;
   let emulator: RunningEmulator | undefined;
   const children: ReturnType<typeof spawnMeterline>[] = [];
 
   beforeAll(async () => {
     // A cold machine builds Jaeger from the Go module proxy first (about 9 minutes on 2 cores).
-    const { env } = await ensureServices(['jaeger'], { log: () => {} });
+    const { env, outcomes } = await ensureServices(['jaeger'], { log: () => {} });
+    startedJaeger = outcomes.jaeger === 'started';
     jaeger = new JaegerClient(env.METERLINE_JAEGER_URL as string);
     otlp = env[OTLP_ENV] as string;
   }, 1_500_000);
@@ -50,6 +52,8 @@ describe('a submission traced from the producer to the AWS call, in Jaeger', () 
     for (const child of children) await stopGracefully(child);
     await emulator?.close();
     await tp?.cleanup(kafka);
+    // Like the global setup: stop what this run started, unless the developer keeps the stack.
+    if (startedJaeger && process.env.METERLINE_KEEP_STACK !== '1') await stopStack({ only: ['jaeger'] });
   });
 
   it('is one trace: finalize → worker → BatchMeterUsage, with links to the producer spans', async () => {
