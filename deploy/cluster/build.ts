@@ -36,14 +36,8 @@ import {
 } from './paths.ts';
 import { ClusterError, cmd, type Log, seconds, timed, withLock, writeAtomic } from './util.ts';
 
-const K8S_COMMANDS: readonly Binary[] = [
-  'kube-apiserver',
-  'kube-controller-manager',
-  'kube-scheduler',
-  'kubelet',
-  'kube-proxy',
-  'kubectl',
-];
+/** Every binary but etcd comes from k8s.io/kubernetes/cmd/<name>. */
+const K8S_COMMANDS: readonly Binary[] = BINARIES.filter((b) => b !== 'etcd');
 
 function k8sLdflags(): string {
   const [major, minor] = K8S_VERSION.slice(1).split('.');

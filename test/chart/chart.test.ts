@@ -41,11 +41,11 @@ function run(cmd: string, args: string[]): Promise<{ code: number; stdout: strin
   });
 }
 
-const template = (valuesFile: string, extra: string[] = []) =>
+const template = (valuesFile: string, extra: string[] = [], chart = CHART) =>
   run(helm, [
     'template',
     'ml',
-    CHART,
+    chart,
     '--namespace',
     'metering',
     '--kube-version',
@@ -524,19 +524,7 @@ describe('NOTES.txt', () => {
         path.join(chart, 'templates/notes.yaml'),
         'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n  notes: {{ include "meterline.test.notes" . | quote }}\n',
       );
-      const r = await run(helm, [
-        'template',
-        'ml',
-        chart,
-        '--namespace',
-        'metering',
-        '--kube-version',
-        KUBERNETES_VERSION,
-        '-f',
-        valuesFile,
-        '--show-only',
-        'templates/notes.yaml',
-      ]);
+      const r = await template(valuesFile, ['--show-only', 'templates/notes.yaml'], chart);
       expect(r.code, r.stderr).toBe(0);
       return String(parse(r.stdout).data.notes);
     } finally {
