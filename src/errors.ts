@@ -41,6 +41,11 @@ export const ERROR_CODES = [
   // the schema registry could not answer (refused, timed out, 5xx): retry the batch, never dead-letter
   'registry_unavailable',
   'tracing_unavailable',
+  // subscription: Amazon SNS messages (AWS Marketplace subscription changes)
+  'sns_message_invalid',
+  'sns_signature_invalid',
+  // the signing certificate could not be fetched: retry the delivery
+  'sns_cert_unavailable',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];
