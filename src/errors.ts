@@ -32,6 +32,12 @@ export const ERROR_CODES = [
   'aws_unavailable',
   'aws_unprocessed',
   'aws_error',
+  // registration (the buyer's token) and subscription lifecycle events
+  'registration_token_invalid',
+  'registration_token_expired',
+  'product_not_in_plan',
+  'lifecycle_event_invalid',
+  'lifecycle_event_unauthorized',
   // state
   'fenced',
   'stale_batch',

@@ -21,6 +21,7 @@ import { Keys } from './redis/keys.ts';
 import { Ledger } from './submit/ledger.ts';
 import { SharedRateLimiter } from './submit/rate-limiter.ts';
 import { MeteringWorker } from './submit/worker.ts';
+import { CustomerDirectory } from './subscribe/customer-directory.ts';
 import { HOUR_MS } from './time/hours.ts';
 import { emptyStats, type ProcessorStats } from './window/hourly-window-store.ts';
 import { meteringTopology } from './window/metering-topology.ts';
@@ -61,6 +62,7 @@ export async function startPipeline(
   await ensureTopics(kafka, pipelineTopics(config.topics));
   const redis: ScriptedRedis = createRedis(config.redis.url, config.redis);
   const keys = new Keys(config.redis.prefix);
+  const directory = new CustomerDirectory(redis, keys);
   const producer: Producer = idempotentProducer(kafka);
   await producer.connect();
   const dlq = new DlqPublisher(producer, config.topics.failed);
@@ -110,6 +112,7 @@ export async function startPipeline(
         logger,
         now,
         tasks: async () => (app ? app.tasks() : []),
+        directory,
         ...(options.commitFaults ? { faults: options.commitFaults } : {}),
       });
       app = new StreamsApp({
@@ -149,6 +152,7 @@ export async function startPipeline(
         ledger: new Ledger(redis, keys),
         dlq,
         customers: config.customers,
+        directory,
         topic: config.topics.submissions,
         groupId: config.groups.worker,
         sessionTimeoutMs: config.groups.sessionTimeoutMs,

@@ -8,6 +8,7 @@ import { registerDlqCommand } from './dlq-command.ts';
 import { registerEmulatorCommand } from './emulator-command.ts';
 import { registerPipelineCommands } from './pipeline-commands.ts';
 import { registerProduceCommand } from './produce-command.ts';
+import { registerRegistrationCommand } from './registration-command.ts';
 import { registerStatusCommand } from './status-command.ts';
 import { registerTraceCommand } from './trace-command.ts';
 
@@ -18,6 +19,7 @@ const program = new Command()
 
 registerPipelineCommands(program);
 registerProduceCommand(program);
+registerRegistrationCommand(program);
 registerEmulatorCommand(program);
 registerDlqCommand(program);
 registerStatusCommand(program);

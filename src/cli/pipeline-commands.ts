@@ -5,7 +5,8 @@ import { loadConfigOrExit, roleLogger, untilSignal } from './lifecycle.ts';
 
 const ENV_HELP = `
 Configuration comes from the environment (or a file named by METERLINE_CONFIG); see README.md.
-Required: KAFKA_BROKERS, REDIS_URL, METERLINE_PLAN; the worker also needs AWS_REGION and METERLINE_CUSTOMERS.`;
+Required: KAFKA_BROKERS, REDIS_URL, METERLINE_PLAN; the worker also needs AWS_REGION. SaaS tenants are mapped
+to AWS by METERLINE_CUSTOMERS (a file) and by registration (meterline registration).`;
 
 export function registerPipelineCommands(program: Command): void {
   const roles = [

@@ -53,7 +53,7 @@ export interface CommitStageOptions extends EventTimeOptions {
   submissionsTopic: string;
   plan: Plan;
   /** Subscribed customers (tenant ids): each gets hourly zero records on dimensions that ask for them. */
-  subscribers: () => readonly Subscriber[];
+  subscribers: () => readonly Subscriber[] | Promise<readonly Subscriber[]>;
   /** A customer's contract, for contract-with-overage dimensions. */
   contractOf: (customer: string) => Contract | undefined;
   api: MeteringApi;
@@ -137,6 +137,9 @@ export class CommitStage {
   readonly #o: CommitStageOptions;
   readonly #now: () => number;
   #partitions = 0;
+  /** The subscriber list the zero fields were built from (it changes as customers register and leave). */
+  #subscribersKey = '';
+  #subscribers: readonly Subscriber[] = [];
   /** partition → customer␟dimension fields that get zero records there. */
   #zeroFields = new Map<number, ZeroField[]>();
   #gapsCheckedAt = Number.NEGATIVE_INFINITY;
@@ -159,7 +162,7 @@ export class CommitStage {
     const store0 = tasks[0]?.getStateStore<HourlyWindowStore>(HOURLY_WINDOWS);
     if (!store0) return;
     const logEnds = await this.#o.logEnds();
-    this.#setPartitionCount(logEnds.size);
+    this.#setZeroFields(logEnds.size, await this.#o.subscribers());
     const times = await store0.windows.partitionTimes(this.#o.usageTopic, logEnds.size);
     for (const t of times) {
       const lag = (logEnds.get(t.partition) ?? 0n) - ((t.checkpoint ?? -1n) + 1n);
@@ -211,13 +214,16 @@ export class CommitStage {
   }
 
   /** Zero records of a customer are made on the partition its events go to, so they meet its usage. */
-  #setPartitionCount(partitions: number): void {
-    if (partitions === this.#partitions) return;
+  #setZeroFields(partitions: number, subscribers: readonly Subscriber[]): void {
+    const key = subscribers.map((s) => `${s.customer}@${s.sinceMs ?? ''}`).join('\n');
+    if (partitions === this.#partitions && key === this.#subscribersKey) return;
     this.#partitions = partitions;
+    this.#subscribersKey = key;
+    this.#subscribers = subscribers;
     this.#zeroFields = new Map();
     const dims = [...this.#o.plan.dimensions.values()].filter((d) => d.zeroRecords);
     if (!dims.length) return;
-    for (const { customer, sinceMs } of this.#o.subscribers()) {
+    for (const { customer, sinceMs } of subscribers) {
       const p = partitionOfCustomer(customer, partitions);
       const list = this.#zeroFields.get(p) ?? [];
       const fromMs = sinceMs === undefined ? undefined : hourStart(sinceMs);
@@ -312,7 +318,7 @@ export class CommitStage {
     this.#gapsCheckedAt = now;
     const due = hourStart(now - this.#o.maxDelayMs) - 2 * HOUR_MS;
     const since = new Map<string, number>();
-    for (const { customer, sinceMs } of this.#o.subscribers()) {
+    for (const { customer, sinceMs } of this.#subscribers) {
       since.set(customer, sinceMs === undefined ? (zeroFrom ?? now) : hourStart(sinceMs));
     }
     const expected = [...since].filter(([, from]) => from <= due).map(([customer]) => customer);

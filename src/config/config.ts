@@ -37,9 +37,8 @@ const topic = (fallback: string) =>
 
 /** Every key this process reads, with its default. README's configuration table mirrors this list. */
 export const EnvSchema = z.object({
-  KAFKA_BROKERS: z
-    .string({ error: 'required: comma-separated host:port list' })
-    .min(1, 'required: comma-separated host:port list'),
+  // Required by the processor and the worker (checked per role below); registration needs no Kafka.
+  KAFKA_BROKERS: z.string().optional(),
   KAFKA_CLIENT_ID: z.string().default('meterline'),
   // TLS and SASL (checked, and turned into client options, by src/kafka/security.ts).
   KAFKA_SSL: z.enum(['true', 'false']).optional(),
@@ -89,7 +88,7 @@ export const EnvSchema = z.object({
   METERLINE_MAX_FUTURE_SKEW: duration('5m'),
   METERLINE_SUBMIT_MARGIN: duration('1h'),
   METERLINE_MAX_MESSAGE_BYTES: int(16_384, 256, 1_048_576),
-  // saas: BatchMeterUsage for the buyers in the customers file; container: MeterUsage from the buyer's account.
+  // saas: BatchMeterUsage for the buyers in the customers file or the registered ones; container: MeterUsage from the buyer's account.
   METERLINE_METERING_MODE: z.enum(['saas', 'container']).default('saas'),
   METERLINE_OPS_PORT: z
     .string()
@@ -105,11 +104,21 @@ export const EnvSchema = z.object({
     .positive()
     .max(1000)
     .default(10),
+  // Registration: the buyer-facing HTTP port, where the buyer goes next, and who may send lifecycle events.
+  METERLINE_REGISTRATION_PORT: int(8080, 0, 65_535),
+  METERLINE_REGISTRATION_REDIRECT_URL: z
+    .url({ protocol: /^https?$/, error: 'must be an http(s) URL' })
+    .optional(),
+  METERLINE_SNS_TOPIC_ARNS: z
+    .string()
+    .regex(/^arn:aws[a-z-]*:sns:[^,]+(,arn:aws[a-z-]*:sns:[^,]+)*$/, 'comma-separated SNS topic ARNs')
+    .optional(),
+  METERLINE_EVENTS_API_KEY: z.string().min(24, 'at least 24 characters').optional(),
   LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
 });
 
 export type Env = z.output<typeof EnvSchema>;
-export type Role = 'processor' | 'worker';
+export type Role = 'processor' | 'worker' | 'registration';
 
 export interface Config {
   env: Env;
@@ -141,6 +150,12 @@ export interface Config {
     /** Calls per second for the whole fleet of workers. */
     rateLimit: number;
     requestTimeoutMs: number;
+  };
+  registration: {
+    port: number;
+    redirectUrl: string | undefined;
+    snsTopicArns: string[];
+    eventsApiKey: string | undefined;
   };
   logLevel: Env['LOG_LEVEL'];
   /** Port of /metrics, /healthz and /readyz; undefined when off. */
@@ -181,12 +196,13 @@ export function loadConfig(roles: readonly Role[], env: NodeJS.ProcessEnv = proc
     ? []
     : parsed.error.issues.map((i) => `${String(i.path[0] ?? '(env)')}: ${i.message}`);
   const e = parsed.data;
+  if ((roles.includes('processor') || roles.includes('worker')) && !source.KAFKA_BROKERS)
+    issues.push('KAFKA_BROKERS: required: comma-separated host:port list');
   if (roles.includes('worker') && !source.AWS_REGION)
     issues.push('AWS_REGION: required by the metering worker');
+  if (roles.includes('registration') && !source.AWS_REGION)
+    issues.push('AWS_REGION: required by registration (it calls ResolveCustomer)');
   const container = source.METERLINE_METERING_MODE === 'container';
-  if (roles.includes('worker') && !container && !source.METERLINE_CUSTOMERS) {
-    issues.push('METERLINE_CUSTOMERS: required by the metering worker: path of the customers file');
-  }
   const kafkaSecurity = kafkaSecurityFromEnv(source as NodeJS.ProcessEnv);
   issues.push(...kafkaSecurity.issues);
   if (source.REDIS_TLS_CA_FILE && !existsSync(source.REDIS_TLS_CA_FILE))
@@ -239,7 +255,8 @@ export function loadConfig(roles: readonly Role[], env: NodeJS.ProcessEnv = proc
   return {
     env: e,
     kafka: {
-      brokers: e.KAFKA_BROKERS.split(',')
+      brokers: (e.KAFKA_BROKERS ?? '')
+        .split(',')
         .map((b) => b.trim())
         .filter(Boolean),
       clientId: e.KAFKA_CLIENT_ID,
@@ -284,6 +301,12 @@ export function loadConfig(roles: readonly Role[], env: NodeJS.ProcessEnv = proc
       api,
       rateLimit: e.METERLINE_RATE_LIMIT,
       requestTimeoutMs: e.METERLINE_AWS_REQUEST_TIMEOUT,
+    },
+    registration: {
+      port: e.METERLINE_REGISTRATION_PORT,
+      redirectUrl: e.METERLINE_REGISTRATION_REDIRECT_URL,
+      snsTopicArns: e.METERLINE_SNS_TOPIC_ARNS?.split(',') ?? [],
+      eventsApiKey: e.METERLINE_EVENTS_API_KEY,
     },
     logLevel: e.LOG_LEVEL,
     opsPort: e.METERLINE_OPS_PORT === 'off' ? undefined : Number(e.METERLINE_OPS_PORT),

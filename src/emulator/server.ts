@@ -137,6 +137,7 @@ export async function startEmulator(options: StartEmulatorOptions = {}): Promise
       let output: unknown;
       if (operation === 'BatchMeterUsage') output = state.batchMeterUsage(input);
       else if (operation === 'MeterUsage') output = state.meterUsage(input, caller);
+      else if (operation === 'ResolveCustomer') output = state.resolveCustomer(input);
       else
         throw new ServiceError(
           'UnknownOperationException',
@@ -165,6 +166,8 @@ export async function startEmulator(options: StartEmulatorOptions = {}): Promise
         case 'POST /_emulator/faults':
           state.configureFaults(body === undefined ? undefined : parseJson(body));
           return [200, state.faultSettings()];
+        case 'POST /_emulator/registration-tokens':
+          return [200, state.issueRegistrationToken(body === undefined ? undefined : parseJson(body))];
         case 'POST /_emulator/reset':
           state.reset();
           return [200, { ok: true }];

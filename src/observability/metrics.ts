@@ -100,6 +100,16 @@ export const metrics = {
     name: 'meterline_subscribed_customers_behind',
     help: 'Subscribed customers (with zero-record dimensions) whose latest hour accepted by AWS is older than the latest hour that should be billed by now',
   }),
+  registrations: new Counter({
+    name: 'meterline_registrations_total',
+    help: 'Buyer registrations through the registration URL, by outcome (registered, or why not)',
+    labelNames: ['outcome'] as const,
+  }),
+  lifecycleEvents: new Counter({
+    name: 'meterline_lifecycle_events_total',
+    help: 'Subscription lifecycle events received, by source (sns, eventbridge), status they carry and outcome',
+    labelNames: ['source', 'status', 'outcome'] as const,
+  }),
 };
 
 export { register };

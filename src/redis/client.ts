@@ -9,7 +9,13 @@
 import { readFileSync } from 'node:fs';
 import { Cluster, type ClusterOptions, Redis } from 'ioredis';
 
-export const SCRIPT_NAMES = ['applyBatch', 'finalizeHour', 'markEmitted', 'rateLimit'] as const;
+export const SCRIPT_NAMES = [
+  'applyBatch',
+  'finalizeHour',
+  'markEmitted',
+  'rateLimit',
+  'applyCustomerEvent',
+] as const;
 export type ScriptName = (typeof SCRIPT_NAMES)[number];
 
 type ScriptArg = string | number;
@@ -20,6 +26,7 @@ export interface ScriptMethods {
   finalizeHour(numKeys: number, ...args: ScriptArg[]): Promise<number[]>;
   markEmitted(numKeys: number, ...args: ScriptArg[]): Promise<number>;
   rateLimit(numKeys: number, ...args: ScriptArg[]): Promise<number>;
+  applyCustomerEvent(numKeys: number, ...args: ScriptArg[]): Promise<number>;
 }
 
 /** A standalone or cluster client with meterline's scripts defined on it. */

@@ -77,6 +77,19 @@ export class Keys {
     return `${this.prefix}:last-accepted`;
   }
 
+  /**
+   * The customer directory: tenant → AWS identity and subscription status, written by registration and
+   * lifecycle events. It and its index share one hash tag, so one script updates both on Redis Cluster.
+   */
+  customerDirectory(): string {
+    return `${this.prefix}:{customers}:directory`;
+  }
+
+  /** AWS identity (`account:<id>`, `license:<arn>`, `identifier:<product>:<id>`) → tenant. */
+  customerIndex(): string {
+    return `${this.prefix}:{customers}:index`;
+  }
+
   /** Idempotency ledger entry for one submission record. */
   ledger(recordId: string): string {
     return `${this.prefix}:ledger:${recordId}`;

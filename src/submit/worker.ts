@@ -40,6 +40,7 @@ import {
   tracer,
   tracingActive,
 } from '../observability/tracing.ts';
+import { type DirectoryEntry, mappingOf } from '../subscribe/customer-directory.ts';
 import { classifyAwsError } from './aws-errors.ts';
 import { isWithinAcceptanceWindow, type MeteringApi } from './aws-window.ts';
 import { type BackoffOptions, backoffDelay, DEFAULT_BACKOFF } from './backoff.ts';
@@ -54,7 +55,10 @@ export interface WorkerOptions {
   client: MarketplaceMeteringClient;
   ledger: Ledger;
   dlq: DlqPublisher;
+  /** The customers file: tenants in it are mapped from there, whatever the directory says. */
   customers: Customers;
+  /** Tenants that registered through the registration URL (looked up per batch for tenants not in the file). */
+  directory?: { get(tenants: readonly string[]): Promise<Map<string, DirectoryEntry>> };
   topic: string;
   groupId: string;
   /** Stop retrying this long before a record's AWS deadline. */
@@ -256,8 +260,27 @@ export class MeteringWorker {
     );
   }
 
+  /** Directory mappings of the batch's SaaS tenants the customers file does not name. */
+  async #registeredMappings(records: readonly SubmissionRecord[]): Promise<Map<string, CustomerMapping>> {
+    const out = new Map<string, CustomerMapping>();
+    const directory = this.#o.directory;
+    if (!directory) return out;
+    const tenants = new Set(
+      records.filter((r) => r.api !== 'MeterUsage' && !this.#o.customers[r.customer]).map((r) => r.customer),
+    );
+    if (!tenants.size) return out;
+    for (const [tenant, entry] of await directory.get([...tenants])) {
+      // A failed subscription has no agreement: AWS would refuse it. Any other status is billed, since
+      // the hours before an unsubscription are owed, and AWS itself refuses what comes after.
+      const mapping = entry.status === 'subscribe-failed' ? undefined : mappingOf(entry);
+      if (mapping) out.set(tenant, mapping);
+    }
+    return out;
+  }
+
   async #submitAll(unique: SubmissionRecord[], heartbeat: () => Promise<void>): Promise<void> {
     const done = await this.#o.ledger.accepted(unique.map((r) => r.recordId));
+    const registered = await this.#registeredMappings(unique);
     const prepared: Prepared[] = [];
     const now = this.#now();
     for (const record of unique) {
@@ -287,12 +310,12 @@ export class MeteringWorker {
         await heartbeat();
         continue;
       }
-      const mapping = this.#o.customers[record.customer];
+      const mapping = this.#o.customers[record.customer] ?? registered.get(record.customer);
       if (!mapping) {
         await this.#deadLetter(
           [record],
           'customer_mapping_missing',
-          `no AWS identity for tenant "${record.customer}"`,
+          `no AWS identity for tenant "${record.customer}": not in the customers file, and not registered through the registration URL`,
         );
         continue;
       }

@@ -8,7 +8,7 @@
  * emitted only after the producer's ack.
  */
 import type { Admin, Producer } from 'kafkajs';
-import { CommitStage, type CommitStageOptions } from '../commit/commit-stage.ts';
+import { CommitStage, type CommitStageOptions, type Subscriber } from '../commit/commit-stage.ts';
 import type { Config } from '../config/config.ts';
 import type { TaskId } from '../engine/processor.ts';
 import type { StreamTask } from '../engine/stream-task.ts';
@@ -16,6 +16,7 @@ import { Topology } from '../engine/topology.ts';
 import type { EventDecoder } from '../ingest/decoder.ts';
 import type { Logger } from '../log.ts';
 import { DEFAULT_ACCEPTANCE_WINDOW_MS } from '../submit/aws-window.ts';
+import type { CustomerDirectory, DirectoryEntry } from '../subscribe/customer-directory.ts';
 import {
   HOURLY_WINDOWS,
   HourlyWindowStore,
@@ -42,6 +43,8 @@ export function meteringTopology(deps: {
   logger: Logger;
   now: () => number;
   tasks: () => Promise<StreamTask[]>;
+  /** Tenants registered through the registration URL: subscribers beside the customers file. */
+  directory?: CustomerDirectory;
   faults?: CommitStageOptions['faults'];
 }): MeteringTopology {
   const { config, admin } = deps;
@@ -56,6 +59,16 @@ export function meteringTopology(deps: {
     partitions = topic?.partitions.length ?? 0;
   };
 
+  // The directory is read at most every 15 s: commit punctuations come every few seconds.
+  let registeredCache: { at: number; entries: DirectoryEntry[] } | undefined;
+  const registered = async (): Promise<DirectoryEntry[]> => {
+    if (!deps.directory) return [];
+    const at = Date.now();
+    if (!registeredCache || at - registeredCache.at >= 15_000) {
+      registeredCache = { at, entries: await deps.directory.all() };
+    }
+    return registeredCache.entries;
+  };
   const commitStage = new CommitStage({
     tasks: deps.tasks,
     logEnds: async () => {
@@ -67,10 +80,19 @@ export function meteringTopology(deps: {
     producer: deps.producer,
     submissionsTopic: config.topics.submissions,
     plan: config.plan,
-    subscribers: () =>
-      Object.entries(config.customers ?? {}).map(([customer, m]) =>
+    subscribers: async () => {
+      const file = config.customers ?? {};
+      const subscribers: Subscriber[] = Object.entries(file).map(([customer, m]) =>
         m.subscribedAt ? { customer, sinceMs: Date.parse(m.subscribedAt) } : { customer },
-      ),
+      );
+      // Registered tenants count while their agreement stands (or is ending: its last hours are owed).
+      for (const entry of await registered()) {
+        if (file[entry.tenant] || (entry.status !== 'subscribed' && entry.status !== 'unsubscribe-pending'))
+          continue;
+        subscribers.push({ customer: entry.tenant, sinceMs: Date.parse(entry.subscribedAt) });
+      }
+      return subscribers;
+    },
     contractOf: (customer) => config.customers?.[customer]?.contract,
     api: config.worker.api,
     submitMarginMs: config.window.submitMarginMs,

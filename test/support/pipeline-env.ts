@@ -5,7 +5,7 @@
  */
 import type { Kafka, KafkaMessage } from 'kafkajs';
 import type { SubmissionRecord } from '../../src/commit/submission-record.ts';
-import { type Config, loadConfig } from '../../src/config/config.ts';
+import { type Config, loadConfig, type Role } from '../../src/config/config.ts';
 import { ensureTopics, pipelineTopics } from '../../src/kafka/topics.ts';
 import type { RawEvent } from '../../src/produce/synthetic.ts';
 import { hourIso, hourStart } from '../../src/time/hours.ts';
@@ -14,7 +14,7 @@ import { deleteKeys, deleteTopics, stackEnv, uniqueId, writeTempJson } from './h
 export interface TestPipeline {
   run: string;
   env: Record<string, string>;
-  config(roles?: ('processor' | 'worker')[]): Config;
+  config(roles?: Role[]): Config;
   topics: { usage: string; submissions: string; failed: string };
   createTopics(kafka: Kafka): Promise<void>;
   cleanup(kafka: Kafka): Promise<void>;

@@ -1,0 +1,29 @@
+/** `meterline registration`: the SaaS registration URL and the subscription lifecycle endpoint. */
+import type { Command } from 'commander';
+import { startRegistration } from '../subscribe/registration.ts';
+import { loadConfigOrExit, roleLogger, untilSignal } from './lifecycle.ts';
+
+export function registerRegistrationCommand(program: Command): void {
+  program
+    .command('registration')
+    .description(
+      'registration URL (POST /marketplace/register → ResolveCustomer → customer directory) and lifecycle events (POST /marketplace/events)',
+    )
+    .addHelpText(
+      'after',
+      `
+Configuration comes from the environment (or a file named by METERLINE_CONFIG); see README.md.
+Required: REDIS_URL, METERLINE_PLAN, AWS_REGION. Optional: METERLINE_REGISTRATION_PORT (8080),
+METERLINE_REGISTRATION_REDIRECT_URL, METERLINE_SNS_TOPIC_ARNS, METERLINE_EVENTS_API_KEY.`,
+    )
+    .action(async () => {
+      const config = loadConfigOrExit(['registration']);
+      const logger = roleLogger('registration', config);
+      const running = await startRegistration(config, logger);
+      logger.info(
+        { port: running.server.port, redirect: config.registration.redirectUrl ?? null },
+        'meterline registration started: POST /marketplace/register, POST /marketplace/events',
+      );
+      await untilSignal(logger, () => running.stop());
+    });
+}

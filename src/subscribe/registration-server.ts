@@ -1,0 +1,295 @@
+/**
+ * The buyer-facing HTTP side of a SaaS listing:
+ * - `POST /marketplace/register`: the registration URL. AWS Marketplace sends the buyer's browser here
+ *   with the form field `x-amzn-marketplace-token`; ResolveCustomer turns it into the buyer's AWS identity,
+ *   which is stored in the customer directory under a tenant id. The buyer is then sent on to the seller's
+ *   onboarding page (or shown a confirmation).
+ * - `POST /marketplace/events`: subscription lifecycle events, from SNS (signature verified) or from an
+ *   EventBridge API destination (shared key in `x-meterline-api-key`).
+ * Every answer says what went wrong without echoing what was sent.
+ */
+import { timingSafeEqual } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { isMeterlineError, MeterlineError } from '../errors.ts';
+import type { Logger } from '../log.ts';
+import { metrics } from '../observability/metrics.ts';
+import {
+  type CustomerDirectory,
+  defaultTenant,
+  type ResolvedCustomer,
+  type SubscriptionStatus,
+} from './customer-directory.ts';
+import { type Parsed, parseEventBridge, parseSnsAction } from './lifecycle-events.ts';
+import type { SnsMessage } from './sns-message.ts';
+
+/** A registration form or an event is small; anything larger is refused before it is read. */
+const MAX_BODY_BYTES = 64 * 1024;
+export const TOKEN_FIELD = 'x-amzn-marketplace-token';
+export const API_KEY_HEADER = 'x-meterline-api-key';
+
+export interface RegistrationServerOptions {
+  port: number;
+  host?: string;
+  directory: CustomerDirectory;
+  resolve: (token: string) => Promise<ResolvedCustomer>;
+  /** The plan's product codes: a token for any other product is refused. */
+  productCodes: ReadonlySet<string>;
+  /** Where the buyer goes after registering; `customer` and `product` are added to its query. */
+  redirectUrl?: string | undefined;
+  /** EventBridge API destinations send this key; without one, only SNS events are taken. */
+  eventsApiKey?: string | undefined;
+  sns: {
+    verify(body: string): Promise<SnsMessage>;
+    /** Confirms an SNS subscription by fetching its SubscribeURL (after the message is verified). */
+    confirm(message: SnsMessage): Promise<void>;
+  };
+  logger: Logger;
+  now?: () => number;
+}
+
+export interface RegistrationServer {
+  port: number;
+  close(): Promise<void>;
+}
+
+class HttpAnswer extends Error {
+  readonly status: number;
+  constructor(status: number, message: string) {
+    super(message);
+    this.status = status;
+  }
+}
+
+export async function startRegistrationServer(o: RegistrationServerOptions): Promise<RegistrationServer> {
+  const now = o.now ?? Date.now;
+  const server: Server = createServer((req, res) => {
+    route(req, res).catch((error: unknown) => {
+      o.logger.error({ err: error }, 'registration request failed');
+      if (!res.headersSent) text(res, 500, 'internal error\n');
+    });
+  });
+
+  async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = new URL(req.url ?? '/', 'http://registration').pathname;
+    if (path !== '/marketplace/register' && path !== '/marketplace/events') {
+      return text(res, 404, 'not found\n');
+    }
+    if (req.method !== 'POST') {
+      res.setHeader('allow', 'POST');
+      return text(res, 405, `${path} takes POST\n`);
+    }
+    let body: string;
+    try {
+      body = await readBody(req);
+    } catch (error) {
+      if (error instanceof HttpAnswer) return text(res, error.status, `${error.message}\n`);
+      throw error;
+    }
+    if (path === '/marketplace/register') return register(req, res, body);
+    return lifecycle(req, res, body);
+  }
+
+  async function register(req: IncomingMessage, res: ServerResponse, body: string): Promise<void> {
+    const type = (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase();
+    const token =
+      type === 'application/x-www-form-urlencoded' ? new URLSearchParams(body).get(TOKEN_FIELD) : null;
+    if (!token) {
+      metrics.registrations.inc({ outcome: 'no_token' });
+      return page(res, 400, 'Registration link incomplete', [
+        `This page expects the ${TOKEN_FIELD} form field that AWS Marketplace sends.`,
+        'Open the product in AWS Marketplace and choose "Set up your account" again.',
+      ]);
+    }
+    let customer: ResolvedCustomer;
+    try {
+      customer = await o.resolve(token);
+      if (!o.productCodes.has(customer.productCode)) {
+        throw new MeterlineError(
+          'product_not_in_plan',
+          `product ${customer.productCode} is not in the metering plan`,
+          {
+            context: { productCode: customer.productCode },
+          },
+        );
+      }
+    } catch (error) {
+      if (!isMeterlineError(error)) throw error;
+      metrics.registrations.inc({ outcome: error.code });
+      o.logger.warn({ code: error.code, err: error }, 'registration refused');
+      return registrationFailure(res, error);
+    }
+    const tenant = defaultTenant(customer);
+    const entry = await o.directory.register(tenant, customer, now());
+    metrics.registrations.inc({ outcome: 'registered' });
+    o.logger.info(
+      {
+        tenant,
+        productCode: customer.productCode,
+        licenseArn: customer.licenseArn,
+        subscribedAt: entry.subscribedAt,
+      },
+      'customer registered',
+    );
+    if (o.redirectUrl) {
+      const next = new URL(o.redirectUrl);
+      next.searchParams.set('customer', tenant);
+      next.searchParams.set('product', customer.productCode);
+      res.writeHead(303, { location: next.toString(), 'cache-control': 'no-store' });
+      return void res.end();
+    }
+    return page(res, 200, 'Subscription registered', [
+      `Your AWS account is registered for product ${customer.productCode}.`,
+      `Your customer id is ${tenant}.`,
+    ]);
+  }
+
+  function registrationFailure(res: ServerResponse, error: MeterlineError): void {
+    if (error.code === 'registration_token_expired' || error.code === 'registration_token_invalid') {
+      page(res, 400, 'Registration link expired', [
+        'This registration link is no longer valid.',
+        'Open the product in AWS Marketplace and choose "Set up your account" again.',
+      ]);
+      return;
+    }
+    if (error.code === 'product_not_in_plan') {
+      page(res, 400, 'Unknown product', ['This registration is for a product this service does not meter.']);
+      return;
+    }
+    // Throttling or an AWS outage: the token is still good for a while, so the buyer can retry.
+    page(res, 503, 'Please try again', [
+      'We could not confirm your subscription with AWS just now.',
+      'Go back and submit the page again in a minute.',
+    ]);
+  }
+
+  async function lifecycle(req: IncomingMessage, res: ServerResponse, body: string): Promise<void> {
+    const snsType = req.headers['x-amz-sns-message-type'];
+    if (snsType !== undefined) return snsEvent(res, body);
+    const key = req.headers[API_KEY_HEADER];
+    if (!o.eventsApiKey || typeof key !== 'string' || !sameSecret(key, o.eventsApiKey)) {
+      metrics.lifecycleEvents.inc({ source: 'eventbridge', status: 'none', outcome: 'unauthorized' });
+      return text(
+        res,
+        401,
+        `an EventBridge event needs the ${API_KEY_HEADER} header with the configured key\n`,
+      );
+    }
+    let event: unknown;
+    try {
+      event = JSON.parse(body);
+    } catch {
+      metrics.lifecycleEvents.inc({ source: 'eventbridge', status: 'none', outcome: 'invalid' });
+      return text(res, 400, 'the event is not JSON\n');
+    }
+    return applyChange(res, 'eventbridge', parseEventBridge(event));
+  }
+
+  async function snsEvent(res: ServerResponse, body: string): Promise<void> {
+    let message: SnsMessage;
+    try {
+      message = await o.sns.verify(body);
+    } catch (error) {
+      if (!isMeterlineError(error)) throw error;
+      metrics.lifecycleEvents.inc({ source: 'sns', status: 'none', outcome: error.code });
+      o.logger.warn({ code: error.code, reason: error.message }, 'SNS message refused');
+      // 5xx makes SNS redeliver: only when the failure was on our side (the certificate fetch).
+      return text(
+        res,
+        error.retriable ? 503 : error.code === 'sns_signature_invalid' ? 403 : 400,
+        `${error.message}\n`,
+      );
+    }
+    if (message.Type === 'SubscriptionConfirmation') {
+      await o.sns.confirm(message);
+      o.logger.info({ topicArn: message.TopicArn }, 'SNS subscription confirmed');
+      return text(res, 200, 'subscription confirmed\n');
+    }
+    if (message.Type !== 'Notification') return text(res, 200, 'ignored\n');
+    return applyChange(res, 'sns', parseSnsAction(message.Message, message.Timestamp));
+  }
+
+  async function applyChange(res: ServerResponse, source: string, parsed: Parsed): Promise<void> {
+    if ('invalid' in parsed) {
+      metrics.lifecycleEvents.inc({ source, status: 'none', outcome: 'invalid' });
+      o.logger.warn({ source, reason: parsed.invalid }, 'lifecycle event unreadable');
+      return text(res, 400, `${parsed.invalid}\n`);
+    }
+    if ('ignored' in parsed) {
+      metrics.lifecycleEvents.inc({ source, status: 'none', outcome: 'ignored' });
+      o.logger.info({ source, event: parsed.ignored }, 'lifecycle event ignored');
+      return text(res, 200, 'ignored\n');
+    }
+    const { outcome, tenant } = await o.directory.applyStatus(parsed.ref, parsed.status, parsed.eventMs);
+    metrics.lifecycleEvents.inc({ source, status: parsed.status, outcome });
+    const log = { source, event: parsed.name, status: parsed.status, tenant, outcome, ref: parsed.ref };
+    if (outcome === 'unknown_customer')
+      o.logger.warn(log, 'lifecycle event for a customer that never registered');
+    else o.logger.info(log, statusMessage(parsed.status, outcome));
+    // 200 even for an unknown customer: a redelivery would not find it either.
+    return text(res, 200, `${outcome}\n`);
+  }
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(o.port, o.host ?? '0.0.0.0', () => resolve());
+  });
+  return {
+    port: (server.address() as AddressInfo).port,
+    close: () =>
+      new Promise((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections();
+      }),
+  };
+}
+
+function statusMessage(status: SubscriptionStatus, outcome: string): string {
+  if (outcome === 'stale') return 'lifecycle event older than the customer state: ignored';
+  // AWS gives about an hour after unsubscribe-pending for the last records; the open hour closes on its
+  // usual schedule (grace), which is inside it with the default settings.
+  if (status === 'unsubscribe-pending')
+    return 'customer unsubscribing: its last hours are billed as they close';
+  return `customer ${status}`;
+}
+
+function sameSecret(given: string, expected: string): boolean {
+  const a = Buffer.from(given);
+  const b = Buffer.from(expected);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+async function readBody(req: IncomingMessage): Promise<string> {
+  const declared = Number(req.headers['content-length'] ?? 0);
+  if (declared > MAX_BODY_BYTES) throw new HttpAnswer(413, `the body must be under ${MAX_BODY_BYTES} bytes`);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > MAX_BODY_BYTES) throw new HttpAnswer(413, `the body must be under ${MAX_BODY_BYTES} bytes`);
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+function text(res: ServerResponse, status: number, body: string): void {
+  res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' });
+  res.end(body);
+}
+
+function escapeHtml(s: string): string {
+  return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+function page(res: ServerResponse, status: number, title: string, lines: string[]): void {
+  res.writeHead(status, {
+    'content-type': 'text/html; charset=utf-8',
+    'cache-control': 'no-store',
+    'content-security-policy': "default-src 'none'",
+    'x-content-type-options': 'nosniff',
+  });
+  res.end(
+    `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${escapeHtml(title)}</title></head>` +
+      `<body><h1>${escapeHtml(title)}</h1>${lines.map((l) => `<p>${escapeHtml(l)}</p>`).join('')}</body></html>\n`,
+  );
+}

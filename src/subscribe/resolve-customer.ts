@@ -1,0 +1,53 @@
+/**
+ * ResolveCustomer, with the buyer waiting in a browser: a transient failure is retried briefly (backoff
+ * with full jitter), and the token errors become meterline errors the registration page can explain.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { type MarketplaceMeteringClient, ResolveCustomerCommand } from '@aws-sdk/client-marketplace-metering';
+import { MeterlineError } from '../errors.ts';
+import { classifyAwsError } from '../submit/aws-errors.ts';
+import { backoffDelay } from '../submit/backoff.ts';
+import type { ResolvedCustomer } from './customer-directory.ts';
+
+/** Attempts in all: the browser's request should not hang for more than a few seconds. */
+const ATTEMPTS = 4;
+
+export async function resolveCustomer(
+  client: MarketplaceMeteringClient,
+  token: string,
+): Promise<ResolvedCustomer> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const out = await client.send(new ResolveCustomerCommand({ RegistrationToken: token }));
+      if (!out.ProductCode || !(out.CustomerAWSAccountId || out.CustomerIdentifier)) {
+        throw new MeterlineError('aws_error', 'ResolveCustomer answered without a product code or customer');
+      }
+      return {
+        productCode: out.ProductCode,
+        ...(out.CustomerAWSAccountId ? { customerAwsAccountId: out.CustomerAWSAccountId } : {}),
+        ...(out.LicenseArn ? { licenseArn: out.LicenseArn } : {}),
+        ...(out.CustomerIdentifier ? { customerIdentifier: out.CustomerIdentifier } : {}),
+      };
+    } catch (error) {
+      const failure = toMeterlineError(error);
+      if (!failure.retriable || attempt + 1 >= ATTEMPTS) throw failure;
+      await sleep(backoffDelay(attempt, { baseMs: 200, maxMs: 1_500 }));
+    }
+  }
+}
+
+function toMeterlineError(error: unknown): MeterlineError {
+  if (error instanceof MeterlineError) return error;
+  const name = (error as { name?: string })?.name;
+  if (name === 'InvalidTokenException') {
+    return new MeterlineError('registration_token_invalid', 'AWS does not know this registration token', {
+      cause: error,
+    });
+  }
+  if (name === 'ExpiredTokenException') {
+    return new MeterlineError('registration_token_expired', 'the registration token has expired', {
+      cause: error,
+    });
+  }
+  return classifyAwsError(error);
+}
