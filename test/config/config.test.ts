@@ -70,7 +70,6 @@ describe('configuration', () => {
         'METERLINE_COMMIT_INTERVAL',
         'METERLINE_TOPIC_USAGE',
         'AWS_REGION',
-        'METERLINE_CUSTOMERS',
       ]),
     );
     const planIssues = issues.filter((i) => i.startsWith(`metering plan ${badPlan}`));
@@ -82,6 +81,50 @@ describe('configuration', () => {
         'dimensions.2.name',
       ]),
     );
+  });
+
+  it('asks registration for what it uses: no Kafka, but a Region for ResolveCustomer', () => {
+    const registration = { REDIS_URL: base.REDIS_URL, METERLINE_PLAN: plan };
+    expect(issuesOf(() => loadConfig(['registration'], registration))).toEqual([
+      'AWS_REGION: required by registration (it calls ResolveCustomer)',
+    ]);
+    const c = loadConfig(['registration'], {
+      ...registration,
+      AWS_REGION: 'us-east-1',
+      METERLINE_REGISTRATION_REDIRECT_URL: 'https://app.example.com/welcome',
+      METERLINE_SNS_TOPIC_ARNS:
+        'arn:aws:sns:us-east-1:287250355862:aws-mp-subscription-notification-p1,arn:aws:sns:us-east-1:287250355862:aws-mp-entitlement-notification-p1',
+      METERLINE_EVENTS_API_KEY: 'x'.repeat(32),
+    });
+    expect(c.registration).toEqual({
+      port: 8080,
+      redirectUrl: 'https://app.example.com/welcome',
+      snsTopicArns: [
+        'arn:aws:sns:us-east-1:287250355862:aws-mp-subscription-notification-p1',
+        'arn:aws:sns:us-east-1:287250355862:aws-mp-entitlement-notification-p1',
+      ],
+      eventsApiKey: 'x'.repeat(32),
+    });
+    const issues = issuesOf(() =>
+      loadConfig(['registration'], {
+        ...registration,
+        METERLINE_REGISTRATION_PORT: '70000',
+        METERLINE_REGISTRATION_REDIRECT_URL: 'javascript:alert(1)',
+        METERLINE_SNS_TOPIC_ARNS: 'my-topic',
+        METERLINE_EVENTS_API_KEY: 'short',
+      }),
+    );
+    expect(issues.map((i) => i.split(':')[0]).sort()).toEqual([
+      'AWS_REGION',
+      'METERLINE_EVENTS_API_KEY',
+      'METERLINE_REGISTRATION_PORT',
+      'METERLINE_REGISTRATION_REDIRECT_URL',
+      'METERLINE_SNS_TOPIC_ARNS',
+    ]);
+    // The processor and the worker still need Kafka.
+    expect(issuesOf(() => loadConfig(['processor'], registration))).toEqual([
+      'KAFKA_BROKERS: required: comma-separated host:port list',
+    ]);
   });
 
   it('layers the environment over a config file and rejects unknown keys in it', () => {
