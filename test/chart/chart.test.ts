@@ -25,6 +25,15 @@ const BAD = readdirSync(VALUES)
   .sort();
 const COLD_BUILD_MS = 20 * 60_000;
 const STATIC_KEY_ENV = ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN'];
+/** The registration service's own variables (its contract with the chart), set on its container only. */
+const REGISTRATION_ENV = [
+  'METERLINE_REGISTRATION_PORT',
+  'METERLINE_REGISTRATION_REDIRECT_URL',
+  'METERLINE_SNS_TOPIC_ARNS',
+  'METERLINE_EVENTS_API_KEY',
+];
+/** The value sets that run the registration service. */
+const WITH_REGISTRATION = ['saas', 'full'] as const;
 
 // biome-ignore lint/suspicious/noExplicitAny: rendered Kubernetes objects are walked as plain data.
 type Obj = Record<string, any>;
@@ -87,6 +96,14 @@ function effectiveEnv(name: SetName, pod: Obj, container: Obj): Map<string, stri
 }
 
 /** Every leaf key path of a values document: maps are walked, lists and scalars are leaves. */
+const valuesOf = (name: SetName) => parse(readFileSync(path.join(VALUES, `${name}.yaml`), 'utf8'));
+
+/** The ServiceAccount a role's pods run as, from the value set. */
+function serviceAccountOf(name: SetName, role: string): string {
+  const named = valuesOf(name).registration?.serviceAccount?.name;
+  return role === 'registration' && named ? named : `ml-meterline-${role}`;
+}
+
 function leafPaths(node: unknown, prefix = ''): string[] {
   if (node && typeof node === 'object' && !Array.isArray(node) && Object.keys(node).length) {
     return Object.entries(node).flatMap(([k, v]) => leafPaths(v, prefix ? `${prefix}.${k}` : k));
@@ -140,16 +157,31 @@ describe('rendered objects', () => {
     const kinds = (name: SetName) => [...new Set(set(name).objects.map((o) => o.kind))].sort();
     const base = ['ConfigMap', 'Deployment', 'PodDisruptionBudget', 'Service', 'ServiceAccount'];
     expect(kinds('minimal')).toEqual(base);
-    expect(kinds('saas')).toEqual(base);
+    expect(kinds('saas')).toEqual([...base, 'Ingress'].sort());
     expect(kinds('container')).toEqual(base);
     expect(kinds('full')).toEqual(
-      [...base, 'HorizontalPodAutoscaler', 'Job', 'NetworkPolicy', 'PrometheusRule', 'ServiceMonitor'].sort(),
+      [
+        ...base,
+        'HorizontalPodAutoscaler',
+        'Ingress',
+        'Job',
+        'NetworkPolicy',
+        'PrometheusRule',
+        'ServiceMonitor',
+      ].sort(),
     );
     for (const name of GOOD) {
-      expect(ofKind(name, 'Deployment').map((d) => d.metadata.name)).toEqual([
+      const registration = (WITH_REGISTRATION as readonly string[]).includes(name);
+      expect(
+        ofKind(name, 'Deployment')
+          .map((d) => d.metadata.name)
+          .sort(),
+      ).toEqual([
         'ml-meterline-processor',
+        ...(registration ? ['ml-meterline-registration'] : []),
         'ml-meterline-worker',
       ]);
+      expect(ofKind(name, 'PodDisruptionBudget')).toHaveLength(registration ? 3 : 2);
       expect(ofKind(name, 'Secret'), 'the chart never makes a Secret').toEqual([]);
     }
   });
@@ -208,7 +240,17 @@ describe('rendered objects', () => {
       for (const key of ['KAFKA_BROKERS', 'REDIS_URL', 'AWS_REGION']) expect(env.get(key)).toBeTruthy();
       for (const key of STATIC_KEY_ENV) expect(env.has(key), key).toBe(false);
       expect(d.spec.template.metadata.annotations['checksum/config']).toMatch(/^[a-f0-9]{64}$/);
-      expect(pod.serviceAccountName).toBe(`ml-meterline-${role}`);
+      expect(pod.serviceAccountName).toBe(serviceAccountOf(name, role));
+
+      // Only the registration service serves HTTP besides the ops port, and only it gets its variables.
+      const http = c.ports.find((p: Obj) => p.name === 'http');
+      if (role === 'registration') {
+        expect(String(http?.containerPort)).toBe(env.get('METERLINE_REGISTRATION_PORT'));
+        expect(http.containerPort).not.toBe(port.containerPort);
+      } else {
+        expect(http).toBeUndefined();
+        for (const key of REGISTRATION_ENV) expect(env.has(key), `${role} ${key}`).toBe(false);
+      }
     }
   });
 
@@ -262,7 +304,7 @@ describe('rendered objects', () => {
       'NODE_EXTRA_CA_CERTS',
       'METERLINE_REDIS_PASSWORD',
     ];
-    const known = new Set([...Object.keys(EnvSchema.shape), ...extra]);
+    const known = new Set([...Object.keys(EnvSchema.shape), ...extra, ...REGISTRATION_ENV]);
     const r = await template(path.join(VALUES, 'full.yaml'), [
       '--set',
       'aws.meteringEndpoint=http://emulator:8080',
@@ -281,7 +323,7 @@ describe('rendered objects', () => {
     }
     expect([...seen].filter((k) => !known.has(k))).toEqual([]);
     expect(Object.keys(EnvSchema.shape).filter((k) => !seen.has(k))).toEqual([]);
-    for (const key of extra) expect(seen.has(key), key).toBe(true);
+    for (const key of [...extra, ...REGISTRATION_ENV]) expect(seen.has(key), key).toBe(true);
   });
 
   it.each(GOOD)(
@@ -317,8 +359,11 @@ describe('rendered objects', () => {
           expect(config.opsPort).toBe(9464);
           if (values.redis.auth?.existingSecret)
             expect(config.redis.url).toContain(':secret-meterline_redis_password@');
+          // The registration service gets no Kafka credentials: it does not use Kafka.
           if (values.kafka.sasl?.mechanism)
-            expect(config.kafka.security.sasl?.mechanism).toBe(values.kafka.sasl.mechanism);
+            expect(config.kafka.security.sasl?.mechanism).toBe(
+              role === 'registration' ? undefined : values.kafka.sasl.mechanism,
+            );
         }
       } finally {
         rmSync(dir, { recursive: true, force: true });
@@ -336,7 +381,7 @@ describe('rendered objects', () => {
 
   it('the worker ServiceAccount carries the IRSA role in the saas and container sets; the processor none', () => {
     for (const name of ['saas', 'container', 'full'] as const) {
-      const roleArn = parse(readFileSync(path.join(VALUES, `${name}.yaml`), 'utf8')).serviceAccount.roleArn;
+      const roleArn = valuesOf(name).serviceAccount.roleArn;
       const worker = byName(name, 'ServiceAccount', 'ml-meterline-worker');
       expect(worker.metadata.annotations['eks.amazonaws.com/role-arn']).toBe(roleArn);
       const processor = byName(name, 'ServiceAccount', 'ml-meterline-processor');
@@ -345,6 +390,29 @@ describe('rendered objects', () => {
     const minimal = byName('minimal', 'ServiceAccount', 'ml-meterline-worker');
     expect(minimal.metadata.annotations?.['eks.amazonaws.com/role-arn']).toBeUndefined();
   });
+
+  it.each(WITH_REGISTRATION)(
+    "%s: the registration service has its own ServiceAccount with its own IRSA role, not the worker's",
+    (name) => {
+      const values = valuesOf(name);
+      const sa = byName(name, 'ServiceAccount', serviceAccountOf(name, 'registration'));
+      expect(sa.metadata.labels['app.kubernetes.io/component']).toBe('registration');
+      expect(sa.automountServiceAccountToken).toBe(false);
+      const roleArn = sa.metadata.annotations['eks.amazonaws.com/role-arn'];
+      expect(roleArn).toBe(values.registration.serviceAccount.roleArn);
+      expect(roleArn).toMatch(/^arn:aws:iam::\d{12}:role\/meterline-registration$/);
+      expect(roleArn).not.toBe(values.serviceAccount.roleArn);
+      const pod = byName(name, 'Deployment', 'ml-meterline-registration').spec.template.spec;
+      expect(pod.serviceAccountName).toBe(sa.metadata.name);
+      expect(pod.automountServiceAccountToken).toBe(false);
+      // The chart-wide annotations reach it too, besides its own.
+      for (const [k, v] of Object.entries({
+        ...(values.serviceAccount.annotations ?? {}),
+        ...(values.registration.serviceAccount.annotations ?? {}),
+      }))
+        expect(sa.metadata.annotations[k], k).toBe(v);
+    },
+  );
 
   it('container mode sets METERLINE_METERING_MODE=container and needs no customers file', () => {
     const config = byName('container', 'ConfigMap', 'ml-meterline-config').data;
@@ -378,8 +446,10 @@ describe('rendered objects', () => {
       set(name)
         .objects.filter((o) => o.kind === 'Deployment' || o.kind === 'Job')
         .map((o) => o.spec.template.spec as Obj);
-    expect(pods('full')).toHaveLength(3);
-    for (const pod of pods('full')) {
+    const kafkaPods = (name: SetName) =>
+      pods(name).filter((pod) => pod.containers[0].name !== 'registration');
+    expect(kafkaPods('full')).toHaveLength(3);
+    for (const pod of kafkaPods('full')) {
       const c = pod.containers[0];
       const env = new Map<string, Obj>(c.env.map((e: Obj) => [e.name, e]));
       expect(env.get('KAFKA_SSL')?.value).toBe('true');
@@ -400,7 +470,7 @@ describe('rendered objects', () => {
         items: [{ key: 'ca.pem', path: path.basename(caFile) }],
       });
     }
-    for (const pod of pods('saas')) {
+    for (const pod of kafkaPods('saas')) {
       const names = pod.containers[0].env.map((e: Obj) => e.name);
       expect(names).toEqual(
         expect.arrayContaining(['KAFKA_SSL', 'KAFKA_SASL_MECHANISM', 'KAFKA_SASL_PASSWORD']),
@@ -411,6 +481,13 @@ describe('rendered objects', () => {
       expect(
         pod.containers[0].env.map((e: Obj) => e.name).filter((n: string) => n.startsWith('KAFKA_')),
       ).toEqual([]);
+    }
+    // The registration service does not use Kafka: no Kafka TLS/SASL variable, Secret or CA reaches it.
+    for (const name of WITH_REGISTRATION) {
+      const pod = byName(name, 'Deployment', 'ml-meterline-registration').spec.template.spec;
+      const c = pod.containers[0];
+      expect(c.env.map((e: Obj) => e.name).filter((n: string) => n.startsWith('KAFKA_'))).toEqual([]);
+      expect(JSON.stringify(pod)).not.toMatch(/kafka-ca|kafka-user|meterline-kafka/);
     }
     // Redis TLS with a private CA, on the Deployments only (the Job does not use Redis).
     for (const d of ofKind('full', 'Deployment')) {
@@ -468,14 +545,79 @@ describe('rendered objects', () => {
       },
     ]);
 
+    // The processor, worker and Job policy leaves the registration pods to their own policy.
+    expect(np.spec.podSelector.matchExpressions).toEqual([
+      { key: 'app.kubernetes.io/component', operator: 'NotIn', values: ['registration'] },
+    ]);
+    const regNp = byName('full', 'NetworkPolicy', 'ml-meterline-registration');
+    expect(regNp.spec.podSelector.matchLabels['app.kubernetes.io/component']).toBe('registration');
+    expect(regNp.spec.policyTypes).toEqual(['Ingress', 'Egress']);
+    expect(regNp.spec.ingress).toEqual([
+      {
+        ports: [{ port: 'http', protocol: 'TCP' }],
+        from: [
+          {
+            namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'ingress-nginx' } },
+            podSelector: { matchLabels: { 'app.kubernetes.io/name': 'ingress-nginx' } },
+          },
+        ],
+      },
+      {
+        ports: [{ port: 'metrics', protocol: 'TCP' }],
+        from: [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'monitoring' } } }],
+      },
+    ]);
+    // Redis, OTLP, AWS, DNS and the extra rule: no Kafka (9093) and no schema registry (8080).
+    const regEgressPorts = regNp.spec.egress.flatMap((r: Obj) =>
+      r.ports.map((p: Obj) => `${p.protocol}/${p.port}`),
+    );
+    expect(regEgressPorts.sort()).toEqual(
+      ['TCP/6379', 'TCP/4318', 'TCP/443', 'UDP/53', 'TCP/53', 'TCP/80'].sort(),
+    );
+    // Every pod of the release is under exactly one of the two policies.
+    const selects = (policy: Obj, labels: Record<string, string>) =>
+      Object.entries(policy.spec.podSelector.matchLabels).every(([k, v]) => labels[k] === v) &&
+      (policy.spec.podSelector.matchExpressions ?? []).every(
+        (e: Obj) => e.operator === 'NotIn' && !e.values.includes(labels[e.key]),
+      );
+    const workloads = set('full').objects.filter((o) => o.kind === 'Deployment' || o.kind === 'Job');
+    expect(workloads).toHaveLength(4);
+    for (const w of workloads) {
+      const labels = w.spec.template.metadata.labels;
+      expect(
+        [np, regNp].filter((policy) => selects(policy, labels)).map((policy) => policy.metadata.name),
+        w.metadata.name,
+      ).toEqual([
+        labels['app.kubernetes.io/component'] === 'registration'
+          ? 'ml-meterline-registration'
+          : 'ml-meterline',
+      ]);
+    }
+
     const sm = byName('full', 'ServiceMonitor', 'ml-meterline');
     expect(sm.metadata.labels.release).toBe('kube-prometheus-stack');
+    // One metrics Service per role, all selected by the ServiceMonitor; the registration's HTTP Service is not.
     const services = ofKind('full', 'Service');
-    for (const svc of services) {
-      expect(svc.metadata.labels).toMatchObject(sm.spec.selector.matchLabels);
+    const metricsServices = services.filter((svc) => svc.metadata.name.endsWith('-metrics'));
+    expect(metricsServices.map((svc) => svc.metadata.name).sort()).toEqual([
+      'ml-meterline-processor-metrics',
+      'ml-meterline-registration-metrics',
+      'ml-meterline-worker-metrics',
+    ]);
+    const selected = (svc: Obj) =>
+      Object.entries(sm.spec.selector.matchLabels).every(([k, v]) => svc.metadata.labels[k] === v);
+    for (const svc of metricsServices) {
+      expect(selected(svc), svc.metadata.name).toBe(true);
       expect(svc.spec.ports[0].name).toBe(sm.spec.endpoints[0].port);
+      const role = svc.metadata.labels['app.kubernetes.io/component'];
+      expect(svc.spec.selector).toEqual(
+        byName('full', 'Deployment', `ml-meterline-${role}`).spec.selector.matchLabels,
+      );
     }
-    expect(services).toHaveLength(2);
+    expect(services.filter((svc) => !metricsServices.includes(svc)).map((svc) => svc.metadata.name)).toEqual([
+      'ml-meterline-registration',
+    ]);
+    expect(selected(byName('full', 'Service', 'ml-meterline-registration'))).toBe(false);
   });
 
   it('the PrometheusRule holds exactly the alerts of files/alert-rules.yaml, and the dashboard the JSON', () => {
@@ -507,9 +649,160 @@ describe('rendered objects', () => {
   });
 });
 
+describe('the registration service', () => {
+  it.each(WITH_REGISTRATION)(
+    '%s: its Deployment runs `registration`, locked down, probed on the ops port, sized as the values say',
+    (name) => {
+      const values = valuesOf(name);
+      const reg = { ...parse(readFileSync(path.join(CHART, 'values.yaml'), 'utf8')).registration };
+      const d = byName(name, 'Deployment', 'ml-meterline-registration');
+      expect(d.metadata.labels['app.kubernetes.io/component']).toBe('registration');
+      expect(d.spec.replicas).toBe(values.registration.replicas ?? reg.replicas);
+      const pod = d.spec.template.spec;
+      expect(pod.securityContext).toMatchObject({
+        runAsNonRoot: true,
+        seccompProfile: { type: 'RuntimeDefault' },
+      });
+      expect(pod.securityContext.runAsUser).toBeGreaterThan(0);
+      const c = pod.containers[0];
+      expect(c.name).toBe('registration');
+      // The image's entrypoint with the subcommand, exactly as the processor and the worker get theirs.
+      expect(c.command).toBeUndefined();
+      expect(c.args).toEqual(['registration']);
+      expect(c.securityContext).toEqual({
+        runAsNonRoot: true,
+        runAsUser: 65532,
+        runAsGroup: 65532,
+        allowPrivilegeEscalation: false,
+        readOnlyRootFilesystem: true,
+        privileged: false,
+        capabilities: { drop: ['ALL'] },
+        seccompProfile: { type: 'RuntimeDefault' },
+      });
+      expect(c.startupProbe.httpGet).toEqual({ path: '/healthz', port: 'metrics' });
+      expect(c.livenessProbe.httpGet).toEqual({ path: '/healthz', port: 'metrics' });
+      expect(c.readinessProbe.httpGet).toEqual({ path: '/readyz', port: 'metrics' });
+      expect(c.resources).toEqual(values.registration.resources ?? reg.resources);
+      expect(pod.terminationGracePeriodSeconds).toBe(
+        values.registration.terminationGracePeriodSeconds ?? reg.terminationGracePeriodSeconds,
+      );
+      expect(c.ports).toEqual([
+        { name: 'http', containerPort: values.registration.port ?? reg.port, protocol: 'TCP' },
+        { name: 'metrics', containerPort: 9464, protocol: 'TCP' },
+      ]);
+
+      const env = effectiveEnv(name, pod, c);
+      expect(env.get('METERLINE_REGISTRATION_PORT')).toBe(String(values.registration.port ?? reg.port));
+      expect(env.get('METERLINE_REGISTRATION_REDIRECT_URL')).toBe(values.registration.redirectUrl);
+      expect(env.get('METERLINE_SNS_TOPIC_ARNS')).toBe(values.registration.snsTopicArns.join(','));
+      expect(env.get('METERLINE_EVENTS_API_KEY')).toEqual({
+        secretKeyRef: {
+          name: values.registration.eventsApiKey.existingSecret,
+          key: values.registration.eventsApiKey.key ?? reg.eventsApiKey.key,
+        },
+      });
+      expect(env.get('METERLINE_PLAN')).toBe('/etc/meterline/plan.json');
+      expect(env.get('AWS_REGION')).toBe(values.aws.region);
+      for (const key of ['nodeSelector', 'tolerations', 'affinity'])
+        expect(pod[key], key).toEqual(values.registration[key]);
+    },
+  );
+
+  it.each(WITH_REGISTRATION)(
+    '%s: the Service and the Ingress route /marketplace, and only that, to the registration pods',
+    (name) => {
+      const values = valuesOf(name);
+      const defaults = parse(readFileSync(path.join(CHART, 'values.yaml'), 'utf8')).registration;
+      const d = byName(name, 'Deployment', 'ml-meterline-registration');
+      const svc = byName(name, 'Service', 'ml-meterline-registration');
+      expect(svc.spec.type).toBe('ClusterIP');
+      expect(svc.spec.selector).toEqual(d.spec.selector.matchLabels);
+      for (const [k, v] of Object.entries(svc.spec.selector))
+        expect(d.spec.template.metadata.labels[k], k).toBe(v);
+      const servicePort = values.registration.service?.port ?? defaults.service.port;
+      expect(svc.spec.ports).toEqual([
+        { name: 'http', port: servicePort, targetPort: 'http', protocol: 'TCP' },
+      ]);
+      expect(svc.metadata.labels['meterline.io/metrics']).toBeUndefined();
+
+      const ing = byName(name, 'Ingress', 'ml-meterline-registration');
+      expect(ing.apiVersion).toBe('networking.k8s.io/v1');
+      expect(ing.spec.ingressClassName).toBe(values.registration.ingress.className);
+      expect(ing.metadata.annotations).toEqual(values.registration.ingress.annotations);
+      expect(ing.spec.tls).toEqual(values.registration.ingress.tls);
+      expect(ing.spec.rules.map((r: Obj) => r.host)).toEqual(values.registration.ingress.hosts);
+      for (const rule of ing.spec.rules) {
+        expect(rule.http.paths).toEqual([
+          {
+            path: '/marketplace',
+            pathType: 'Prefix',
+            backend: { service: { name: svc.metadata.name, port: { number: servicePort } } },
+          },
+        ]);
+      }
+    },
+  );
+
+  it('is off by default, and an Ingress without hosts gets one rule for every host', async () => {
+    for (const name of ['minimal', 'container'] as const) {
+      const objects = set(name).objects;
+      expect(
+        objects.filter((o) => o.metadata.labels?.['app.kubernetes.io/component'] === 'registration'),
+      ).toEqual([]);
+      expect(objects.filter((o) => o.kind === 'Ingress')).toEqual([]);
+    }
+    const ingressOnly = await template(path.join(VALUES, 'minimal.yaml'), [
+      '--set',
+      'registration.ingress.enabled=true',
+    ]);
+    expect(ingressOnly.code, ingressOnly.stderr).toBe(0);
+    expect(objectsOf(ingressOnly.stdout).filter((o) => o.kind === 'Ingress')).toEqual([]);
+
+    const r = await template(path.join(VALUES, 'minimal.yaml'), [
+      '--set',
+      'registration.enabled=true',
+      '--set',
+      'registration.ingress.enabled=true',
+      '--set',
+      'registration.service.type=NodePort',
+      '--set',
+      'registration.service.nodePort=30080',
+      '--set',
+      'serviceAccount.create=false',
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    const objects = objectsOf(r.stdout);
+    const ing = objects.find((o) => o.kind === 'Ingress') as Obj;
+    expect(ing.spec.ingressClassName).toBeUndefined();
+    expect(ing.spec.tls).toBeUndefined();
+    expect(ing.spec.rules).toEqual([
+      {
+        http: {
+          paths: [
+            {
+              path: '/marketplace',
+              pathType: 'Prefix',
+              backend: { service: { name: 'ml-meterline-registration', port: { number: 80 } } },
+            },
+          ],
+        },
+      },
+    ]);
+    const svc = objects.find((o) => o.kind === 'Service' && o.metadata.name === 'ml-meterline-registration');
+    expect(svc?.spec.type).toBe('NodePort');
+    expect(svc?.spec.ports[0]).toMatchObject({ port: 80, targetPort: 'http', nodePort: 30080 });
+    // Its ServiceAccount is its own switch: the others off, the registration's still made (no role: no annotation).
+    const accounts = objects.filter((o) => o.kind === 'ServiceAccount');
+    expect(accounts.map((o) => o.metadata.name)).toEqual(['ml-meterline-registration']);
+    expect(accounts[0]?.metadata.annotations).toBeUndefined();
+    const kc = await kubeconform(['-summary', '-output', 'json', '-'], r.stdout);
+    expect(kc.code, kc.stdout).toBe(0);
+  });
+});
+
 describe('NOTES.txt', () => {
   /** `helm template` leaves NOTES.txt out: render it as a ConfigMap in a copy of the chart. */
-  async function renderNotes(valuesFile: string): Promise<string> {
+  async function renderNotes(valuesFile: string, extra: string[] = []): Promise<string> {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'meterline-notes-'));
     try {
       const chart = path.join(dir, 'meterline');
@@ -524,7 +817,7 @@ describe('NOTES.txt', () => {
         path.join(chart, 'templates/notes.yaml'),
         'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n  notes: {{ include "meterline.test.notes" . | quote }}\n',
       );
-      const r = await template(valuesFile, ['--show-only', 'templates/notes.yaml'], chart);
+      const r = await template(valuesFile, ['--show-only', 'templates/notes.yaml', ...extra], chart);
       expect(r.code, r.stderr).toBe(0);
       return String(parse(r.stdout).data.notes);
     } finally {
@@ -569,6 +862,38 @@ describe('NOTES.txt', () => {
     expect(off).not.toContain('Kafka needs TLS/SASL');
     expect(off).toContain('tracing is off');
     expect(off).toContain('customer_mapping_missing');
+    expect(off).not.toContain('/marketplace');
+  });
+
+  it('with registration: the URL to give AWS Marketplace, and how to point SNS and EventBridge at /marketplace/events', async () => {
+    const values = valuesOf('full');
+    const notes = await renderNotes(path.join(VALUES, 'full.yaml'));
+    expect(notes).toContain('rollout status deployment/ml-meterline-registration');
+    expect(notes).toContain('https://billing.example.com/marketplace/register');
+    expect(notes).toContain(`sends the buyer to\n   ${values.registration.redirectUrl}`);
+    for (const arn of values.registration.snsTopicArns) {
+      expect(notes).toContain(
+        `aws sns subscribe --region us-east-1 --protocol https --topic-arn ${arn} \\\n       --notification-endpoint https://billing.example.com/marketplace/events`,
+      );
+    }
+    expect(notes).toContain("get secret meterline-events -o jsonpath='{.data.eventbridge-key}'");
+    expect(notes).toContain('ApiKeyName=x-meterline-api-key');
+    expect(notes).toContain(
+      '--invocation-endpoint https://billing.example.com/marketplace/events --http-method POST',
+    );
+    expect(notes).toContain('"source":["aws.agreement-marketplace"]');
+    expect(notes).toContain(
+      `role ${values.registration.serviceAccount.roleArn} on ServiceAccount meterline-registration`,
+    );
+
+    // Nothing exposed, no topics, no key: the NOTES say what is missing.
+    const bare = await renderNotes(path.join(VALUES, 'minimal.yaml'), ['--set', 'registration.enabled=true']);
+    expect(bare).toContain('Nothing exposes it yet');
+    expect(bare).toContain('https://<your public host>/marketplace/register');
+    expect(bare).toContain('aws-mp-subscription-notification-prod-abc123');
+    expect(bare).toContain('registration.snsTopicArns is empty');
+    expect(bare).toContain('EventBridge events are refused (401)');
+    expect(bare).toContain('shows its own confirmation page');
   });
 });
 

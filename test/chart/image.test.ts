@@ -2,7 +2,7 @@
  * The Dockerfile against what the chart and the app expect of it. (Building the image needs podman and a few
  * minutes: deploy/image/build.sh does that and proves the image runs; these checks keep the files in step.)
  */
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
@@ -25,8 +25,22 @@ describe('Dockerfile', () => {
     expect(Number(user?.[1])).toBe(values.securityContext.runAsUser);
     expect(Number(user?.[2])).toBe(values.securityContext.runAsGroup);
     expect(Number(user?.[1])).toBeGreaterThan(0);
+    // Each role a Deployment template passes to meterline.deployment is a subcommand of src/cli/main.ts.
+    const templates = readdirSync(`${ROOT}helm/meterline/templates`).filter((f) =>
+      f.endsWith('-deployment.yaml'),
+    );
+    const roles = templates.flatMap((f) =>
+      [
+        ...read(`helm/meterline/templates/${f}`).matchAll(
+          /"meterline\.deployment" \(dict "root" \. "role" "(\w+)"\)/g,
+        ),
+      ].map((m) => m[1] as string),
+    );
+    expect(roles.sort()).toEqual(['processor', 'registration', 'worker']);
     const commands = read('src/cli/pipeline-commands.ts');
     for (const role of ['processor', 'worker']) expect(commands).toContain(`name: '${role}'`);
+    expect(read('src/cli/registration-command.ts')).toContain(".command('registration')");
+    expect(read('src/cli/main.ts')).toContain('registerRegistrationCommand(program)');
   });
 
   it('.dockerignore lets through every path the Dockerfile copies from the build context', () => {

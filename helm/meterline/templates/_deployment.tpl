@@ -1,9 +1,11 @@
-{{/* One role's Deployment: (dict "root" $ "role" "processor"|"worker"). */}}
+{{/* One role's Deployment: (dict "root" $ "role" "processor"|"worker"|"registration"). */}}
 {{- define "meterline.deployment" -}}
 {{- $root := .root -}}
 {{- $role := .role -}}
 {{- $v := index $root.Values $role -}}
 {{- $ctx := dict "root" $root "role" $role -}}
+{{- /* The registration service does not use Kafka: no Kafka credentials or CA reach it. */ -}}
+{{- $kafka := ne $role "registration" -}}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -71,14 +73,40 @@ spec:
             - name: REDIS_TLS_CA_FILE
               value: /etc/meterline-redis-ca/{{ $root.Values.redis.tls.caSecret.key }}
             {{- end }}
+            {{- if $kafka }}
             {{- with include "meterline.kafkaSecurityEnv" $root | trim }}
             {{- . | nindent 12 }}
+            {{- end }}
+            {{- end }}
+            {{- if eq $role "registration" }}
+            - name: METERLINE_REGISTRATION_PORT
+              value: {{ $v.port | quote }}
+            {{- with $v.redirectUrl }}
+            - name: METERLINE_REGISTRATION_REDIRECT_URL
+              value: {{ . | quote }}
+            {{- end }}
+            {{- with $v.snsTopicArns }}
+            - name: METERLINE_SNS_TOPIC_ARNS
+              value: {{ join "," . | quote }}
+            {{- end }}
+            {{- with $v.eventsApiKey.existingSecret }}
+            - name: METERLINE_EVENTS_API_KEY
+              valueFrom:
+                secretKeyRef:
+                  name: {{ . }}
+                  key: {{ $v.eventsApiKey.key }}
+            {{- end }}
             {{- end }}
             {{- if $root.Values.extraCaCerts.existingSecret }}
             - name: NODE_EXTRA_CA_CERTS
               value: /etc/meterline-ca/{{ $root.Values.extraCaCerts.key }}
             {{- end }}
           ports:
+            {{- if eq $role "registration" }}
+            - name: http
+              containerPort: {{ $v.port }}
+              protocol: TCP
+            {{- end }}
             - name: metrics
               containerPort: {{ $root.Values.ops.port }}
               protocol: TCP
@@ -122,8 +150,10 @@ spec:
               mountPath: /etc/meterline-redis-ca
               readOnly: true
             {{- end }}
+            {{- if $kafka }}
             {{- with include "meterline.kafkaCaMount" $root | trim }}
             {{- . | nindent 12 }}
+            {{- end }}
             {{- end }}
       volumes:
         # The root filesystem is read-only; /tmp is the only writable place.
@@ -151,8 +181,10 @@ spec:
                 path: {{ .key }}
         {{- end }}
         {{- end }}
+        {{- if $kafka }}
         {{- with include "meterline.kafkaCaVolume" $root | trim }}
         {{- . | nindent 8 }}
+        {{- end }}
         {{- end }}
       {{- with $v.nodeSelector }}
       nodeSelector:

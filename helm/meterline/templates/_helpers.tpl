@@ -51,12 +51,22 @@ app.kubernetes.io/component: {{ .role }}
 {{- end -}}
 {{- end -}}
 
+{{/*
+A role's ServiceAccount: (dict "root" $ "role" …). The registration's is set apart, under
+registration.serviceAccount, so that its IAM role is its own.
+*/}}
 {{- define "meterline.serviceAccountName" -}}
 {{- $root := .root -}}
-{{- $override := ternary $root.Values.serviceAccount.workerName $root.Values.serviceAccount.processorName (eq .role "worker") -}}
+{{- $sa := $root.Values.serviceAccount -}}
+{{- $override := ternary $sa.workerName $sa.processorName (eq .role "worker") -}}
+{{- $create := $sa.create -}}
+{{- if eq .role "registration" -}}
+{{- $override = $root.Values.registration.serviceAccount.name -}}
+{{- $create = $root.Values.registration.serviceAccount.create -}}
+{{- end -}}
 {{- if $override -}}
 {{- $override -}}
-{{- else if $root.Values.serviceAccount.create -}}
+{{- else if $create -}}
 {{- printf "%s-%s" (include "meterline.fullname" $root | trunc 52 | trimSuffix "-") .role -}}
 {{- else -}}
 default
@@ -97,6 +107,12 @@ release never rolls out pods that refuse to start.
 {{- end -}}
 {{- if and (not .Values.redis.cluster) (contains "," .Values.redis.url) -}}
 {{- fail "redis.url: a list of seed URLs needs redis.cluster: true" -}}
+{{- end -}}
+{{- if and .Values.registration.enabled (ne .Values.metering.mode "saas") -}}
+{{- fail "registration.enabled: the registration service (ResolveCustomer) is for SaaS products only; metering.mode is container" -}}
+{{- end -}}
+{{- if and .Values.registration.enabled (eq (int .Values.registration.port) (int .Values.ops.port)) -}}
+{{- fail (printf "registration.port: %d is already ops.port (metrics and health); choose another" (int .Values.registration.port)) -}}
 {{- end -}}
 {{- end -}}
 
@@ -186,5 +202,55 @@ credentials come from the Secret by reference.
     items:
       - key: {{ $ca.key }}
         path: {{ $ca.key }}
+{{- end }}
+{{- end -}}
+
+{{/*
+NetworkPolicy egress rules: (dict "root" $ "targets" (list (dict "name" <networkPolicy key> "on" <bool>) …)),
+each target on its ports (TCP), then DNS and networkPolicy.extraEgress.
+*/}}
+{{- define "meterline.networkPolicyEgress" -}}
+{{- $np := .root.Values.networkPolicy -}}
+{{- range .targets }}
+{{- if .on }}
+{{- $t := index $np .name }}
+# {{ .name }}
+- ports:
+    {{- range $t.ports }}
+    - port: {{ . }}
+      protocol: TCP
+    {{- end }}
+  {{- if or $t.cidrs $t.peers }}
+  to:
+    {{- range $t.cidrs }}
+    - ipBlock:
+        cidr: {{ . }}
+    {{- end }}
+    {{- with $t.peers }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  {{- end }}
+{{- end }}
+{{- end }}
+# DNS
+- ports:
+    {{- range $np.dns.ports }}
+    - port: {{ . }}
+      protocol: UDP
+    - port: {{ . }}
+      protocol: TCP
+    {{- end }}
+  {{- if or $np.dns.cidrs $np.dns.peers }}
+  to:
+    {{- range $np.dns.cidrs }}
+    - ipBlock:
+        cidr: {{ . }}
+    {{- end }}
+    {{- with $np.dns.peers }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  {{- end }}
+{{- with $np.extraEgress }}
+{{ toYaml . }}
 {{- end }}
 {{- end -}}
