@@ -64,6 +64,23 @@ describe('deploy/iam policies', () => {
     });
   });
 
+  it('the README says which ServiceAccount gets which role, and the chart annotates each with its own', () => {
+    const readme = readFileSync(`${IAM}README.md`, 'utf8');
+    const row = (serviceAccount: string) =>
+      readme.split('\n').find((l) => l.startsWith(`| \`<release>-meterline-${serviceAccount}\``)) ?? '';
+    expect(row('worker')).toContain('worker-policy-saas.json');
+    expect(row('worker')).toContain('worker-policy-container.json');
+    expect(row('worker')).toContain('`serviceAccount.roleArn`');
+    expect(row('registration')).toContain('registration-policy-saas.json');
+    expect(row('registration')).toContain('`registration.serviceAccount.roleArn`');
+    expect(row('registration')).not.toContain('worker-policy');
+    expect(row('processor')).not.toContain('.json');
+    const values = readFileSync(new URL('../../helm/meterline/values.yaml', import.meta.url), 'utf8');
+    expect(values).toMatch(
+      /^registration:\n(?: {2}.*\n|\s*\n)*? {2}serviceAccount:\n(?: {4}.*\n)*? {4}roleArn: ""/m,
+    );
+  });
+
   it('the Pod Identity trust policy trusts the EKS Pod Identity service', () => {
     const [s] = load('pod-identity-trust-policy.json').Statement as [Statement];
     expect(s.Principal).toEqual({ Service: 'pods.eks.amazonaws.com' });
