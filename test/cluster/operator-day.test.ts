@@ -7,11 +7,14 @@
  *      temporary root, apart from the default test stack
  *   4. helm install (topics Job on, emulator as the AWS endpoint, OTLP → Jaeger) --wait
  *                                                                           → "every meterline pod Ready"
- *   5. events for a past hour produced from outside the cluster; the emulator accepts exactly their sums
- *   6. the submission's trace in Jaeger, from the AWS call span back to the producer span
- *   7. helm upgrade (worker replicas, log level) and a rolling restart of the worker while a second batch
+ *   5. a buyer registers through the registration Service (the emulator's ResolveCustomer); the tenant is
+ *      in the customer directory, not in the chart's customers file
+ *   6. events for a past hour produced from outside the cluster, the registered tenant's too; the emulator
+ *      accepts exactly their sums; an EventBridge event through the Service unsubscribes that tenant
+ *   7. the submission's trace in Jaeger, from the AWS call span back to the producer span
+ *   8. helm upgrade (worker replicas, log level) and a rolling restart of the worker while a second batch
  *      is submitted: every record accepted once, no duplicates
- *   8. helm uninstall, stack stop, cluster down with its leak checks        → "clean teardown"
+ *   9. helm uninstall, stack stop, cluster down with its leak checks        → "clean teardown"
  *
  * With KUBECONFIG set (kind, EKS, …), the same steps run against that cluster. Its nodes cannot take an image
  * from this machine's containerd, so load it yourself and name it in METERLINE_TEST_IMAGE (e.g. build with
@@ -21,6 +24,8 @@
  * All waits are condition polls. Runs only under test/cluster/vitest.config.ts (`npm run test:cluster`),
  * which sets METERLINE_CLUSTER_TEST; the default suite skips it.
  */
+
+import type { ChildProcess } from 'node:child_process';
 import {
   chmodSync,
   existsSync,
@@ -33,6 +38,7 @@ import {
 } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { Redis } from 'ioredis';
 import type { Kafka } from 'kafkajs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { type ClusterInfo, down, importImage, up } from '../../deploy/cluster/cluster.ts';
@@ -89,6 +95,14 @@ const FLEET: Record<string, Customer> = Object.fromEntries(
 );
 const CUSTOMERS: Record<string, Customer> = { ...NAMED, ...FLEET };
 const TENANTS = Object.keys(NAMED);
+/** A buyer that registers through the registration URL during the day: in no customers file. */
+const REGISTERED: Record<string, Customer> = {
+  '555555555555': {
+    customerAwsAccountId: '555555555555',
+    licenseArn: 'arn:aws:license-manager::555555555555:license:l-registered0000000000000000005',
+  },
+};
+const EVENTS_API_KEY = 'operator-day-eventbridge-key-0123456789';
 const ALL_TENANTS = Object.keys(CUSTOMERS);
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -183,6 +197,10 @@ interface Day {
   jaegerQuery?: string;
   helm?: string;
   installed: boolean;
+  registrationUrl?: string;
+  /** The namespace exists (made before the install, for the Secret): teardown removes it even if the install failed. */
+  namespaceMade?: boolean;
+  portForward?: ChildProcess;
   kafka?: Kafka;
   batch1?: RawEvent[];
   batch2?: RawEvent[];
@@ -260,7 +278,7 @@ function expectedSums(events: readonly RawEvent[]): Map<string, number> {
   for (const e of events) {
     if (seen.has(e.id)) continue;
     seen.add(e.id);
-    const aws = (CUSTOMERS[e.customer] as Customer).customerAwsAccountId;
+    const aws = ((CUSTOMERS[e.customer] ?? REGISTERED[e.customer]) as Customer).customerAwsAccountId;
     const key = `${aws}|${e.dimension}|${hourIso(hourStart(Date.parse(String(e.timestamp))))}`;
     out.set(key, (out.get(key) ?? 0) + e.quantity);
   }
@@ -319,7 +337,6 @@ async function startOwnRedis(nodeIp: string): Promise<string> {
     logFile: path.join(dir, 'redis.log'),
   });
   day.ownRedis = proc;
-  const { Redis } = await import('ioredis');
   await poll(
     `redis on ${nodeIp}:${port}`,
     async () => {
@@ -439,6 +456,16 @@ function helmValues(overrides: Record<string, unknown> = {}): Record<string, unk
       resources: { requests: { cpu: '100m', memory: '128Mi' }, limits: { cpu: '1', memory: '512Mi' } },
       terminationGracePeriodSeconds: 30,
     },
+    registration: {
+      enabled: true,
+      replicas: 1,
+      resources: { requests: { cpu: '50m', memory: '128Mi' }, limits: { cpu: '1', memory: '512Mi' } },
+      terminationGracePeriodSeconds: 30,
+      redirectUrl: 'https://app.example.test/welcome',
+      eventsApiKey: { existingSecret: 'meterline-events', key: 'api-key' },
+      // Reached from this machine through the node's kube-proxy, as a load balancer would.
+      service: { type: 'NodePort' },
+    },
     ...overrides,
   };
 }
@@ -509,6 +536,45 @@ async function workerDeployment(): Promise<string> {
   );
   if (!out.trim()) throw new Error('no worker Deployment found');
   return out.trim();
+}
+
+/**
+ * Where this machine reaches the registration Service: its node port on our own node (through kube-proxy,
+ * as a load balancer would), or a `kubectl port-forward` on a cluster KUBECONFIG names.
+ */
+async function registrationUrl(): Promise<string> {
+  const service = `${RELEASE}-registration`;
+  if (!day.cluster?.external) {
+    const port = await kubectl(
+      '-n',
+      NAMESPACE,
+      'get',
+      'svc',
+      service,
+      '-o',
+      'jsonpath={.spec.ports[?(@.name=="http")].nodePort}',
+    );
+    return `http://${day.nodeIp}:${port.trim()}`;
+  }
+  const { spawn } = await import('node:child_process');
+  const c = day.cluster;
+  const child = spawn(
+    c.kubectl,
+    ['--kubeconfig', c.kubeconfig, '-n', NAMESPACE, 'port-forward', `service/${service}`, ':80'],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  day.portForward = child;
+  let out = '';
+  child.stdout?.on('data', (b: Buffer) => {
+    out += b.toString('utf8');
+  });
+  const port = await poll(
+    'kubectl port-forward',
+    () => out.match(/127\.0\.0\.1:(\d+)/)?.[1],
+    30_000,
+    () => out,
+  );
+  return `http://127.0.0.1:${port}`;
 }
 
 async function produceBatch(events: RawEvent[], batchSize = 1000): Promise<void> {
@@ -611,6 +677,25 @@ describe.skipIf(!ENABLED)('operator day on a single-node Kubernetes', () => {
     await step('helm install', async () => {
       const { ensureTool } = await import('../../deploy/tools/tools.ts');
       day.helm = await ensureTool('helm', { log: (l) => log(`  tools ${l}`) });
+      // The EventBridge key is a Secret the chart references, never a value: it must exist first.
+      const ns = await run((day.cluster as ClusterInfo).kubectl, [
+        '--kubeconfig',
+        (day.cluster as ClusterInfo).kubeconfig,
+        'create',
+        'namespace',
+        NAMESPACE,
+      ]);
+      if (ns.code !== 0 && !ns.out.includes('AlreadyExists')) throw new Error(ns.out);
+      day.namespaceMade = true;
+      await kubectl(
+        '-n',
+        NAMESPACE,
+        'create',
+        'secret',
+        'generic',
+        'meterline-events',
+        `--from-literal=api-key=${EVENTS_API_KEY}`,
+      );
       try {
         await helmDeploy('install', helmValues());
       } catch (err) {
@@ -619,13 +704,62 @@ describe.skipIf(!ENABLED)('operator day on a single-node Kubernetes', () => {
       day.installed = true;
       const ready = await deploymentsReady();
       log(`  ${ready.join(', ')}`);
-      expect(ready.length).toBeGreaterThanOrEqual(2);
+      expect(ready.length).toBeGreaterThanOrEqual(3);
+      expect(ready).toContain(`${RELEASE}-registration 1/1`);
       for (const line of ready) expect(line).toMatch(/ (\d+)\/\1$/);
       log('every meterline pod Ready');
     });
   });
 
-  it('5. events from outside → the emulator accepts exactly their sums', async () => {
+  it('5. a buyer registers through the registration Service → the tenant is in the directory', async () => {
+    await step('registration', async () => {
+      day.registrationUrl = await registrationUrl();
+      const [tenant, identity] = Object.entries(REGISTERED)[0] as [string, Customer];
+      const minted = await fetch(`${day.emulatorUrl}/_emulator/registration-tokens`, {
+        method: 'POST',
+        body: JSON.stringify({ productCode: PLAN.productCode, ...identity }),
+      });
+      expect(minted.status).toBe(200);
+      const { token } = (await minted.json()) as { token: string };
+      const register = (t: string) =>
+        fetch(`${day.registrationUrl}/marketplace/register`, {
+          method: 'POST',
+          redirect: 'manual',
+          headers: { 'content-type': 'application/x-www-form-urlencoded' },
+          body: new URLSearchParams({ 'x-amzn-marketplace-token': t }),
+        });
+      // kube-proxy may need a moment to program a new node port.
+      const res = await poll(
+        'the registration Service to answer',
+        async () => register(token).catch(() => undefined),
+        60_000,
+      );
+      expect(res.status).toBe(303);
+      expect(res.headers.get('location')).toBe(
+        `https://app.example.test/welcome?customer=${tenant}&product=${PLAN.productCode}`,
+      );
+      expect((await register('made-up-token')).status).toBe(400);
+      expect((await snapshot()).calls.ResolveCustomer).toBe(2);
+      const redis = new Redis(day.redisUrl as string);
+      try {
+        const entry = JSON.parse((await redis.hget('meterline:{customers}:directory', tenant)) ?? '{}');
+        expect(entry).toMatchObject({
+          tenant,
+          ...identity,
+          productCode: PLAN.productCode,
+          status: 'subscribed',
+        });
+      } finally {
+        redis.disconnect();
+      }
+      log(
+        `  buyer ${tenant} registered through ${day.registrationUrl}/marketplace/register (303 to the onboarding page)`,
+      );
+      log('registration stored');
+    });
+  });
+
+  it('6. events from outside → the emulator accepts exactly their sums', async () => {
     await step('first batch', async () => {
       // The producer spans (first link of the trace) go to Jaeger too: start the SDK in this process.
       if (day.otlpEndpoint && existsSync(path.join(REPO, 'src', 'observability', 'otel-preload.ts'))) {
@@ -638,7 +772,8 @@ describe.skipIf(!ENABLED)('operator day on a single-node Kubernetes', () => {
       const batch1 = [
         ...syntheticEvents({
           count: 600,
-          customers: TENANTS,
+          // The registered buyer's usage is billed from the directory: it is in no customers file.
+          customers: [...TENANTS, ...Object.keys(REGISTERED)],
           dimensions: ['api_calls', 'jobs'],
           hours: 1,
           nowMs: day.hour1 + HOUR_MS,
@@ -661,10 +796,31 @@ describe.skipIf(!ENABLED)('operator day on a single-node Kubernetes', () => {
       expect(snap.duplicates).toBe(0);
       for (const [k, n] of recordCounts(snap.records)) expect(n, k).toBe(1);
       log(`first batch: ${expected.size} records, totals exact`);
+      // The buyer leaves: EventBridge's API destination posts the event through the same Service.
+      const [tenant] = Object.keys(REGISTERED) as [string];
+      const left = await fetch(`${day.registrationUrl}/marketplace/events`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-meterline-api-key': EVENTS_API_KEY },
+        body: JSON.stringify({
+          source: 'aws.agreement-marketplace',
+          'detail-type': 'License Deprovisioned - Manager',
+          time: new Date().toISOString(),
+          detail: { license: { arn: REGISTERED[tenant]?.licenseArn }, product: { code: PLAN.productCode } },
+        }),
+      });
+      expect([left.status, (await left.text()).trim()]).toEqual([200, 'applied']);
+      const redis = new Redis(day.redisUrl as string);
+      try {
+        const entry = JSON.parse((await redis.hget('meterline:{customers}:directory', tenant)) ?? '{}');
+        expect(entry.status).toBe('unsubscribed');
+      } finally {
+        redis.disconnect();
+      }
+      log(`  lifecycle: License Deprovisioned through the Service → ${tenant} unsubscribed`);
     });
   });
 
-  it('6. the submission trace in Jaeger, from the AWS call back to the producer span', async () => {
+  it('7. the submission trace in Jaeger, from the AWS call back to the producer span', async () => {
     await step(
       'trace',
       async () => {
@@ -754,7 +910,7 @@ describe.skipIf(!ENABLED)('operator day on a single-node Kubernetes', () => {
     );
   });
 
-  it('7. helm upgrade, then a rolling restart of the worker during a second batch: each record once', async () => {
+  it('8. helm upgrade, then a rolling restart of the worker during a second batch: each record once', async () => {
     await step('upgrade and restart', async () => {
       const values = helmValues();
       (values.worker as Record<string, unknown>).replicas = 2;
@@ -860,7 +1016,7 @@ describe.skipIf(!ENABLED)('operator day on a single-node Kubernetes', () => {
     });
   });
 
-  it('8. teardown: helm uninstall, stack stop, cluster down, nothing left', async () => {
+  it('9. teardown: helm uninstall, stack stop, cluster down, nothing left', async () => {
     const t = Date.now();
     log('── teardown');
     await teardown();
@@ -880,6 +1036,12 @@ async function teardown(): Promise<void> {
       log(`  ${what} FAILED: ${(err as Error).message.split('\n')[0]}`);
     }
   };
+  day.portForward?.kill();
+  if (!day.installed && day.namespaceMade && day.cluster) {
+    await attempt('namespace delete', async () => {
+      await kubectl('delete', 'namespace', NAMESPACE, '--wait=true', '--timeout=120s');
+    });
+  }
   if (day.installed && day.cluster) {
     await attempt('helm uninstall', async () => {
       await helm('uninstall', RELEASE, '--namespace', NAMESPACE, '--wait', '--timeout', '5m');

@@ -3,7 +3,7 @@ import {
   BatchMeterUsageCommand,
   InternalServiceErrorException,
   MarketplaceMeteringServiceException,
-  ResolveCustomerCommand,
+  RegisterUsageCommand,
   ThrottlingException,
 } from '@aws-sdk/client-marketplace-metering';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -63,7 +63,9 @@ describe('awsJson1_1 wire format', () => {
   it('surfaces operations it does not emulate as UnknownOperationException through the SDK', async () => {
     const client = sdkClient(emulator.url);
     try {
-      const error = await rejection(client.send(new ResolveCustomerCommand({ RegistrationToken: 'x' })));
+      const error = await rejection(
+        client.send(new RegisterUsageCommand({ ProductCode: 'prod-x', PublicKeyVersion: 1 })),
+      );
       expect(error).toBeInstanceOf(MarketplaceMeteringServiceException);
       expect(error.name).toBe('UnknownOperationException');
     } finally {
