@@ -4,6 +4,7 @@
 // command also loads it with `node --import` (the same module, evaluated once).
 import '../observability/otel-preload.ts';
 import { Command } from 'commander';
+import { registerCustomersCommand } from './customers-command.ts';
 import { registerDlqCommand } from './dlq-command.ts';
 import { registerEmulatorCommand } from './emulator-command.ts';
 import { registerPipelineCommands } from './pipeline-commands.ts';
@@ -23,6 +24,7 @@ registerRegistrationCommand(program);
 registerEmulatorCommand(program);
 registerDlqCommand(program);
 registerStatusCommand(program);
+registerCustomersCommand(program);
 registerTraceCommand(program);
 
 try {

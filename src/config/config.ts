@@ -118,7 +118,9 @@ export const EnvSchema = z.object({
 });
 
 export type Env = z.output<typeof EnvSchema>;
-export type Role = 'processor' | 'worker' | 'registration';
+/** `directory`: tools that read only the customer directory in Redis (no Kafka, no AWS). */
+export type Role = 'processor' | 'worker' | 'registration' | 'directory';
+const WITHOUT_KAFKA: ReadonlySet<Role> = new Set(['registration', 'directory']);
 
 export interface Config {
   env: Env;
@@ -196,7 +198,9 @@ export function loadConfig(roles: readonly Role[], env: NodeJS.ProcessEnv = proc
     ? []
     : parsed.error.issues.map((i) => `${String(i.path[0] ?? '(env)')}: ${i.message}`);
   const e = parsed.data;
-  if ((roles.includes('processor') || roles.includes('worker')) && !source.KAFKA_BROKERS)
+  // Every role but registration (and Redis-only tools) talks to Kafka; so do tools with no role (status, dlq).
+  const needsKafka = roles.length === 0 || roles.some((r) => !WITHOUT_KAFKA.has(r));
+  if (needsKafka && !source.KAFKA_BROKERS)
     issues.push('KAFKA_BROKERS: required: comma-separated host:port list');
   if (roles.includes('worker') && !source.AWS_REGION)
     issues.push('AWS_REGION: required by the metering worker');

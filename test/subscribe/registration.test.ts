@@ -4,6 +4,8 @@
  * bills its usage with the identity ResolveCustomer gave, with no customers file entry. Lifecycle events
  * change who gets hourly zero records; forged or stale ones change nothing.
  */
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { type RunningEmulator, startEmulator } from '../../src/emulator/server.ts';
 import { type RunningPipeline, startPipeline } from '../../src/pipeline.ts';
@@ -15,6 +17,8 @@ import { testKafka, testLogger, waitFor } from '../support/harness.ts';
 import { type TestPipeline, testPipeline } from '../support/pipeline-env.ts';
 
 const kafka = testKafka();
+const exec = promisify(execFile);
+const MAIN = new URL('../../src/cli/main.ts', import.meta.url).pathname;
 const API_KEY = 'k3y-for-eventbridge-destinations-0123';
 const buyer = {
   customerAwsAccountId: '555555555555',
@@ -221,6 +225,26 @@ describe('registration and subscription lifecycle', () => {
       records().every((r) => r.licenseArn === (r.customer === '555555555555' ? buyer : idle).licenseArn),
     ).toBe(true);
     expect(emulator.state.snapshot().duplicates).toBe(0);
+
+    // The operator's view: `meterline customers` lists the directory (no Kafka needed), filtered by status.
+    const env = { ...process.env, ...tp.env, KAFKA_BROKERS: '' };
+    const listed = JSON.parse(
+      (await exec(process.execPath, [MAIN, 'customers', '--json'], { env })).stdout,
+    ) as {
+      tenant: string;
+      source: string;
+      status: string;
+    }[];
+    expect(listed.map((r) => [r.tenant, r.source, r.status])).toEqual([
+      ['555555555555', 'registration', 'subscribed'],
+      ['666666666666', 'registration', 'subscribed'],
+      ['777777777777', 'registration', 'unsubscribed'],
+    ]);
+    const gone = JSON.parse(
+      (await exec(process.execPath, [MAIN, 'customers', '--json', '--status', 'unsubscribed'], { env }))
+        .stdout,
+    ) as { tenant: string }[];
+    expect(gone.map((r) => r.tenant)).toEqual(['777777777777']);
 
     const metricsText = await (await fetch(`http://127.0.0.1:${registration.ops?.port}/metrics`)).text();
     expect(metricsText).toMatch(/^meterline_registrations_total\{outcome="registered"\} 1$/m);
