@@ -230,6 +230,9 @@ export async function startRegistrationServer(o: RegistrationServerOptions): Pro
     return text(res, 200, `${outcome}\n`);
   }
 
+  // A public endpoint: a client that trickles its headers or body is cut off, not waited for.
+  server.headersTimeout = 10_000;
+  server.requestTimeout = 30_000;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(o.port, o.host ?? '0.0.0.0', () => resolve());
