@@ -105,7 +105,7 @@ export const EnvSchema = z.object({
     .max(1000)
     .default(10),
   // Registration: the buyer-facing HTTP port, where the buyer goes next, and who may send lifecycle events.
-  METERLINE_REGISTRATION_PORT: int(8080, 0, 65_535),
+  METERLINE_REGISTRATION_LISTEN_PORT: int(8080, 0, 65_535),
   METERLINE_REGISTRATION_REDIRECT_URL: z
     .url({ protocol: /^https?$/, error: 'must be an http(s) URL' })
     .optional(),
@@ -307,7 +307,7 @@ export function loadConfig(roles: readonly Role[], env: NodeJS.ProcessEnv = proc
       requestTimeoutMs: e.METERLINE_AWS_REQUEST_TIMEOUT,
     },
     registration: {
-      port: e.METERLINE_REGISTRATION_PORT,
+      port: e.METERLINE_REGISTRATION_LISTEN_PORT,
       redirectUrl: e.METERLINE_REGISTRATION_REDIRECT_URL,
       snsTopicArns: e.METERLINE_SNS_TOPIC_ARNS?.split(',') ?? [],
       eventsApiKey: e.METERLINE_EVENTS_API_KEY,

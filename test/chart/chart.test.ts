@@ -27,7 +27,7 @@ const COLD_BUILD_MS = 20 * 60_000;
 const STATIC_KEY_ENV = ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN'];
 /** The registration service's own variables (its contract with the chart), set on its container only. */
 const REGISTRATION_ENV = [
-  'METERLINE_REGISTRATION_PORT',
+  'METERLINE_REGISTRATION_LISTEN_PORT',
   'METERLINE_REGISTRATION_REDIRECT_URL',
   'METERLINE_SNS_TOPIC_ARNS',
   'METERLINE_EVENTS_API_KEY',
@@ -245,7 +245,7 @@ describe('rendered objects', () => {
       // Only the registration service serves HTTP besides the ops port, and only it gets its variables.
       const http = c.ports.find((p: Obj) => p.name === 'http');
       if (role === 'registration') {
-        expect(String(http?.containerPort)).toBe(env.get('METERLINE_REGISTRATION_PORT'));
+        expect(String(http?.containerPort)).toBe(env.get('METERLINE_REGISTRATION_LISTEN_PORT'));
         expect(http.containerPort).not.toBe(port.containerPort);
       } else {
         expect(http).toBeUndefined();
@@ -272,6 +272,8 @@ describe('rendered objects', () => {
         }
         expect(spec.securityContext.runAsNonRoot, pod).toBe(true);
         expect(spec.securityContext.seccompProfile?.type, pod).toBe('RuntimeDefault');
+        // Service links would put METERLINE_REGISTRATION_* (from the Service's name) into every pod's config.
+        expect(spec.enableServiceLinks, pod).toBe(false);
         for (const c of [...spec.containers, ...(spec.initContainers ?? [])]) {
           const sc = c.securityContext;
           expect(sc.allowPrivilegeEscalation, `${pod}/${c.name}`).toBe(false);
@@ -692,7 +694,9 @@ describe('the registration service', () => {
       ]);
 
       const env = effectiveEnv(name, pod, c);
-      expect(env.get('METERLINE_REGISTRATION_PORT')).toBe(String(values.registration.port ?? reg.port));
+      expect(env.get('METERLINE_REGISTRATION_LISTEN_PORT')).toBe(
+        String(values.registration.port ?? reg.port),
+      );
       expect(env.get('METERLINE_REGISTRATION_REDIRECT_URL')).toBe(values.registration.redirectUrl);
       expect(env.get('METERLINE_SNS_TOPIC_ARNS')).toBe(values.registration.snsTopicArns.join(','));
       expect(env.get('METERLINE_EVENTS_API_KEY')).toEqual({

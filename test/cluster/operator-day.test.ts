@@ -259,7 +259,17 @@ async function podSummary(): Promise<string> {
   try {
     const pods = await kubectl('get', 'pods', '-n', NAMESPACE, '-o', 'wide');
     const events = await kubectl('get', 'events', '-n', NAMESPACE, '--sort-by=.lastTimestamp');
-    return `${pods}\n${events.split('\n').slice(-15).join('\n')}`;
+    // The last lines a restarting container wrote say why it exits.
+    const logs: string[] = [];
+    for (const line of pods.split('\n').slice(1)) {
+      const [name, , , restarts] = line.trim().split(/\s+/);
+      if (!name || !restarts || restarts === '0') continue;
+      const last = await kubectl('logs', '-n', NAMESPACE, name, '--previous', '--tail=15').catch(
+        (err: Error) => `(no logs: ${err.message.split('\n')[0]})`,
+      );
+      logs.push(`── ${name} (previous container):\n${last.trim()}`);
+    }
+    return [pods, events.split('\n').slice(-15).join('\n'), ...logs].join('\n');
   } catch (err) {
     return `(no pod summary: ${(err as Error).message.split('\n')[0]})`;
   }

@@ -108,7 +108,7 @@ describe('configuration', () => {
     const issues = issuesOf(() =>
       loadConfig(['registration'], {
         ...registration,
-        METERLINE_REGISTRATION_PORT: '70000',
+        METERLINE_REGISTRATION_LISTEN_PORT: '70000',
         METERLINE_REGISTRATION_REDIRECT_URL: 'javascript:alert(1)',
         METERLINE_SNS_TOPIC_ARNS: 'my-topic',
         METERLINE_EVENTS_API_KEY: 'short',
@@ -117,7 +117,7 @@ describe('configuration', () => {
     expect(issues.map((i) => i.split(':')[0]).sort()).toEqual([
       'AWS_REGION',
       'METERLINE_EVENTS_API_KEY',
-      'METERLINE_REGISTRATION_PORT',
+      'METERLINE_REGISTRATION_LISTEN_PORT',
       'METERLINE_REGISTRATION_REDIRECT_URL',
       'METERLINE_SNS_TOPIC_ARNS',
     ]);

@@ -54,7 +54,7 @@ describe('registration and subscription lifecycle', () => {
       customers: {},
       env: {
         AWS_ENDPOINT_URL_MARKETPLACE_METERING: emulator.url,
-        METERLINE_REGISTRATION_PORT: '0',
+        METERLINE_REGISTRATION_LISTEN_PORT: '0',
         METERLINE_REGISTRATION_REDIRECT_URL: 'https://seller.example/onboard?from=aws',
         METERLINE_EVENTS_API_KEY: API_KEY,
       },

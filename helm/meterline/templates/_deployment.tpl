@@ -41,6 +41,9 @@ spec:
     spec:
       serviceAccountName: {{ include "meterline.serviceAccountName" $ctx }}
       automountServiceAccountToken: {{ $root.Values.serviceAccount.automountToken }}
+      # No Docker-link variables: a Service named meterline-registration would otherwise inject
+      # METERLINE_REGISTRATION_* into every pod of the namespace, where they read as meterline config.
+      enableServiceLinks: false
       terminationGracePeriodSeconds: {{ $v.terminationGracePeriodSeconds }}
       securityContext:
         {{- include "meterline.podSecurityContext" $root | nindent 8 }}
@@ -79,7 +82,7 @@ spec:
             {{- end }}
             {{- end }}
             {{- if eq $role "registration" }}
-            - name: METERLINE_REGISTRATION_PORT
+            - name: METERLINE_REGISTRATION_LISTEN_PORT
               value: {{ $v.port | quote }}
             {{- with $v.redirectUrl }}
             - name: METERLINE_REGISTRATION_REDIRECT_URL
