@@ -21,7 +21,7 @@ import {
   type SubscriptionStatus,
 } from './customer-directory.ts';
 import { type Parsed, parseEventBridge, parseSnsAction } from './lifecycle-events.ts';
-import type { SnsMessage } from './sns-message.ts';
+import { type SnsMessage, subscribeUrlAllowed } from './sns-message.ts';
 
 /** A registration form or an event is small; anything larger is refused before it is read. */
 const MAX_BODY_BYTES = 64 * 1024;
@@ -41,7 +41,7 @@ export interface RegistrationServerOptions {
   eventsApiKey?: string | undefined;
   sns: {
     verify(body: string): Promise<SnsMessage>;
-    /** Confirms an SNS subscription by fetching its SubscribeURL (after the message is verified). */
+    /** Confirms an SNS subscription by fetching its SubscribeURL (verified, and on an SNS host). */
     confirm(message: SnsMessage): Promise<void>;
   };
   logger: Logger;
@@ -201,6 +201,15 @@ export async function startRegistrationServer(o: RegistrationServerOptions): Pro
       );
     }
     if (message.Type === 'SubscriptionConfirmation') {
+      // Only an SNS endpoint is ever fetched, whatever a (signed) message names.
+      if (!subscribeUrlAllowed(message.SubscribeURL ?? '')) {
+        metrics.lifecycleEvents.inc({ source: 'sns', status: 'none', outcome: 'sns_signature_invalid' });
+        o.logger.warn(
+          { topicArn: message.TopicArn },
+          'SNS confirmation refused: SubscribeURL is not an SNS endpoint',
+        );
+        return text(res, 403, 'SubscribeURL is not an SNS endpoint\n');
+      }
       await o.sns.confirm(message);
       o.logger.info({ topicArn: message.TopicArn }, 'SNS subscription confirmed');
       return text(res, 200, 'subscription confirmed\n');

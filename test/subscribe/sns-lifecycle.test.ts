@@ -108,6 +108,21 @@ describe('SNS subscription lifecycle', () => {
     expect(confirmed).toEqual([
       `https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription&TopicArn=${TOPIC}&Token=tok`,
     ]);
+    // A signed confirmation naming any other host is refused, and nothing is fetched.
+    expect(
+      await send(
+        sign({
+          Type: 'SubscriptionConfirmation',
+          MessageId: 'c-2',
+          TopicArn: TOPIC,
+          Timestamp: new Date().toISOString(),
+          Message: 'You have chosen to subscribe to the topic.',
+          Token: 'tok',
+          SubscribeURL: 'https://sns.us-east-1.amazonaws.com.attacker.example/?Action=ConfirmSubscription',
+        }),
+      ),
+    ).toEqual([403, 'SubscribeURL is not an SNS endpoint']);
+    expect(confirmed).toHaveLength(1);
 
     const t0 = Date.now() - 10 * 60_000;
     // A legacy (CustomerIdentifier) buyer that registered ten minutes ago.
