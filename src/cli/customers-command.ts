@@ -4,10 +4,10 @@
  */
 import Table from 'cli-table3';
 import type { Command } from 'commander';
-import { awsCustomerId } from '../config/customers.ts';
+import { awsCustomerId, type Customers } from '../config/customers.ts';
 import { createRedis } from '../redis/client.ts';
 import { Keys } from '../redis/keys.ts';
-import { CustomerDirectory, type DirectoryEntry } from '../subscribe/customer-directory.ts';
+import { CustomerDirectory, type DirectoryEntry, defaultTenant } from '../subscribe/customer-directory.ts';
 import { loadConfigOrExit } from './lifecycle.ts';
 
 const STYLE = process.stdout.isTTY ? {} : { head: [], border: [] };
@@ -30,7 +30,7 @@ export function registerCustomersCommand(program: Command): void {
     .option('--json', 'print the list as JSON')
     .option(
       '--status <status>',
-      'only registered tenants with this status (subscribed, unsubscribe-pending, …)',
+      'only tenants with this status (subscribed, unsubscribe-pending, …; file tenants count as subscribed)',
     )
     .action(async (o: { json?: boolean; status?: string }) => {
       const config = loadConfigOrExit(['directory']);
@@ -67,16 +67,13 @@ export function registerCustomersCommand(program: Command): void {
 }
 
 /** The file's tenants win where both name one (as in the worker); sorted by tenant. */
-export function customerRows(
-  file: Record<string, Parameters<typeof awsCustomerId>[0]>,
-  registered: readonly DirectoryEntry[],
-): CustomerRow[] {
+export function customerRows(file: Customers, registered: readonly DirectoryEntry[]): CustomerRow[] {
   const rows = new Map<string, CustomerRow>();
   for (const e of registered) {
     rows.set(e.tenant, {
       tenant: e.tenant,
       source: 'registration',
-      awsId: e.customerAwsAccountId ?? e.customerIdentifier ?? '',
+      awsId: defaultTenant(e),
       licenseArn: e.licenseArn ?? '',
       productCode: e.productCode,
       status: e.status,

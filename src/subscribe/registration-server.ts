@@ -16,6 +16,7 @@ import type { Logger } from '../log.ts';
 import { metrics } from '../observability/metrics.ts';
 import {
   type CustomerDirectory,
+  type DirectoryEntry,
   defaultTenant,
   type ResolvedCustomer,
   type SubscriptionStatus,
@@ -120,7 +121,19 @@ export async function startRegistrationServer(o: RegistrationServerOptions): Pro
       return registrationFailure(res, error);
     }
     const tenant = defaultTenant(customer);
-    const entry = await o.directory.register(tenant, customer, now());
+    let entry: DirectoryEntry;
+    try {
+      entry = await o.directory.register(tenant, customer, now());
+    } catch (error) {
+      // Redis unreachable: the token stays valid for a while, so the buyer can submit again.
+      metrics.registrations.inc({ outcome: 'redis_error' });
+      o.logger.error({ err: error, tenant }, 'registration not stored');
+      registrationFailure(
+        res,
+        new MeterlineError('redis_error', 'the customer directory is unavailable', { retriable: true }),
+      );
+      return;
+    }
     metrics.registrations.inc({ outcome: 'registered' });
     o.logger.info(
       {

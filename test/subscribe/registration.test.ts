@@ -11,7 +11,9 @@ import { type RunningEmulator, startEmulator } from '../../src/emulator/server.t
 import { type RunningPipeline, startPipeline } from '../../src/pipeline.ts';
 import { eventMessage, produceMessages } from '../../src/produce/producer.ts';
 import { syntheticEvents } from '../../src/produce/synthetic.ts';
+import type { CustomerDirectory } from '../../src/subscribe/customer-directory.ts';
 import { type RunningRegistration, startRegistration } from '../../src/subscribe/registration.ts';
+import { startRegistrationServer } from '../../src/subscribe/registration-server.ts';
 import { HOUR_MS, hourIso, hourStart } from '../../src/time/hours.ts';
 import { testKafka, testLogger, waitFor } from '../support/harness.ts';
 import { type TestPipeline, testPipeline } from '../support/pipeline-env.ts';
@@ -252,5 +254,33 @@ describe('registration and subscription lifecycle', () => {
     expect(metricsText).toMatch(
       /^meterline_lifecycle_events_total\{source="sns",status="none",outcome="sns_signature_invalid"\} 1$/m,
     );
+  });
+
+  it('asks the buyer to retry when the directory cannot store the registration', async () => {
+    const server = await startRegistrationServer({
+      port: 0,
+      host: '127.0.0.1',
+      // Redis down: the directory's write fails after ResolveCustomer succeeded.
+      directory: {
+        register: async () => {
+          throw new Error('connect ECONNREFUSED');
+        },
+      } as unknown as CustomerDirectory,
+      resolve: async () => ({ productCode: 'prod-test', ...buyer }),
+      productCodes: new Set(['prod-test']),
+      sns: { verify: async () => Promise.reject(new Error('unused')), confirm: async () => undefined },
+      logger: testLogger(),
+    });
+    try {
+      const res = await fetch(`http://127.0.0.1:${server.port}/marketplace/register`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ 'x-amzn-marketplace-token': 'tok' }),
+      });
+      expect(res.status).toBe(503);
+      expect(await res.text()).toContain('Please try again');
+    } finally {
+      await server.close();
+    }
   });
 });
