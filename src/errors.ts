@@ -28,6 +28,15 @@ export const ERROR_CODES = [
   'timestamp_out_of_bounds',
   'deadline_exceeded',
   'invalid_request',
+  // AWS's own Invalid* exceptions, one code each, so the DLQ says which rule a record broke
+  'invalid_license',
+  'invalid_customer_identifier',
+  'invalid_tag',
+  'invalid_usage_allocations',
+  'invalid_usage_dimension',
+  'invalid_product_code',
+  // AWS refused the API call itself, whatever its records (DisabledApi, wrong Region endpoint)
+  'aws_api_refused',
   'aws_throttled',
   'aws_unavailable',
   'aws_unprocessed',

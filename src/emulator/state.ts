@@ -6,6 +6,11 @@
  * - BatchMeterUsage: ≤ 25 records; one out-of-window record rejects the whole call; one record per
  *   (product or license, customer, dimension, hour), resent with the same quantity → the same
  *   MeteringRecordId, with another quantity → `DuplicateRecord` (the first one stands).
+ * - Licenses: AWS knows the licenses it granted (a subscription's `licenseArn`, kept after the agreement
+ *   ends). A record whose LicenseArn was granted to another customer, or is not the license of a customer
+ *   AWS holds one for, rejects the whole call with InvalidLicenseException. A customer subscribed by id
+ *   alone has no license on record here, so any LicenseArn not granted to someone else passes for it; a
+ *   customer AWS has never heard of gets `CustomerNotSubscribed` ("the customer identifier is invalid").
  * - MeterUsage: one record per (caller, product, dimension, hour); `ClientToken` idempotency.
  * - The acceptance windows come from `submit/aws-window.ts`, the same rule the pipeline plans with.
  */
@@ -137,6 +142,10 @@ export class EmulatorState {
   readonly #dimensions: ReadonlySet<string> | undefined;
   readonly #newRecordId: () => string;
   readonly #customers = new Map<string, CustomerSubscription>();
+  /** Every license granted, with the account it was granted to; an unsubscription does not erase it. */
+  readonly #licenses = new Map<string, string>();
+  /** Accounts by the licenses granted to them (the reverse of #licenses). */
+  readonly #licensed = new Map<string, Set<string>>();
   /** Accepted records by dedupe key, in acceptance order. */
   readonly #records = new Map<string, AcceptedRecord>();
   /** MeterUsage ClientTokens, per caller. */
@@ -144,9 +153,10 @@ export class EmulatorState {
   /** Registration tokens the buyer's browser would carry to the seller's registration URL. */
   readonly #registrations = new Map<string, RegistrationGrant>();
   #duplicates = 0;
-  #calls: Record<string, number> = {};
-  #errors: Record<string, number> = {};
-  #throttled: Record<string, number> = {};
+  // Keyed by names from the wire (X-Amz-Target): Maps, so no name can reach Object.prototype.
+  readonly #calls = new Map<string, number>();
+  readonly #errors = new Map<string, number>();
+  readonly #throttled = new Map<string, number>();
 
   constructor(options: EmulatorStateOptions = {}) {
     const windowMs = { ...DEFAULT_ACCEPTANCE_WINDOW_MS, ...options.windowMs };
@@ -173,6 +183,11 @@ export class EmulatorState {
     for (const c of customers) {
       const sub = typeof c === 'string' ? { id: c } : c;
       this.#customers.set(sub.id, sub);
+      if (sub.licenseArn !== undefined) {
+        this.#licenses.set(sub.licenseArn, sub.id);
+        const granted = this.#licensed.get(sub.id) ?? new Set<string>();
+        this.#licensed.set(sub.id, granted.add(sub.licenseArn));
+      }
     }
   }
 
@@ -187,20 +202,21 @@ export class EmulatorState {
   // ── bookkeeping (the server reports every call and every error answer) ─────────────────────────
 
   noteCall(operation: string): void {
-    this.#calls[operation] = (this.#calls[operation] ?? 0) + 1;
+    count(this.#calls, operation);
   }
 
   noteError(type: string): void {
-    this.#errors[type] = (this.#errors[type] ?? 0) + 1;
+    count(this.#errors, type);
   }
 
   snapshot(): EmulatorSnapshot {
     return {
       records: [...this.#records.values()].map((r) => structuredClone(r)),
       duplicates: this.#duplicates,
-      calls: { ...this.#calls },
-      errors: { ...this.#errors },
-      throttled: { ...this.#throttled },
+      // Object.fromEntries defines own properties: a `__proto__` operation name stays a plain key.
+      calls: Object.fromEntries(this.#calls),
+      errors: Object.fromEntries(this.#errors),
+      throttled: Object.fromEntries(this.#throttled),
       injected: this.injector.counts,
     };
   }
@@ -210,9 +226,9 @@ export class EmulatorState {
     this.#records.clear();
     this.#tokens.clear();
     this.#duplicates = 0;
-    this.#calls = {};
-    this.#errors = {};
-    this.#throttled = {};
+    this.#calls.clear();
+    this.#errors.clear();
+    this.#throttled.clear();
     this.injector.resetCounts();
     this.quota.reset();
   }
@@ -222,7 +238,7 @@ export class EmulatorState {
   /** Takes a quota token for `operation`; `false` (counted in `throttled`) means answer throttling. */
   admit(operation: string): boolean {
     if (this.quota.tryTake(operation)) return true;
-    this.#throttled[operation] = (this.#throttled[operation] ?? 0) + 1;
+    count(this.#throttled, operation);
     return false;
   }
 
@@ -288,11 +304,25 @@ export class EmulatorState {
     if (input.ProductCode !== undefined) this.#checkProductCode(input.ProductCode);
     this.#checkDimension(record.Dimension);
     checkAllocations(record.UsageAllocations, record.Quantity ?? 0);
-    const sub = hasAccount ? this.#customers.get(record.CustomerAWSAccountId ?? '') : undefined;
-    if (sub?.licenseArn !== undefined && sub.licenseArn !== record.LicenseArn) {
+    if (hasAccount) this.#checkLicense(record.CustomerAWSAccountId ?? '', record.LicenseArn ?? '');
+  }
+
+  /** InvalidLicenseException: "Ensure the LicenseArn is valid, matches the customer…" (AWS's model). */
+  #checkLicense(account: string, licenseArn: string): void {
+    const owner = this.#licenses.get(licenseArn);
+    const sub = this.#customers.get(account);
+    // The customer's current license, or (agreement ended) any license it was ever granted.
+    const known = sub
+      ? sub.licenseArn === undefined
+        ? undefined
+        : [sub.licenseArn]
+      : this.#licensed.get(account);
+    if ((owner !== undefined && owner !== account) || (known && ![...known].includes(licenseArn))) {
       throw new ServiceError(
         'InvalidLicenseException',
-        `LicenseArn ${record.LicenseArn} does not match customer ${record.CustomerAWSAccountId}`,
+        owner === undefined
+          ? `LicenseArn ${licenseArn} is not a license granted to customer ${account}`
+          : `LicenseArn ${licenseArn} does not match customer ${account}`,
       );
     }
   }
@@ -499,6 +529,10 @@ export class EmulatorState {
     }
     return record;
   }
+}
+
+function count(counts: Map<string, number>, key: string): void {
+  counts.set(key, (counts.get(key) ?? 0) + 1);
 }
 
 /**

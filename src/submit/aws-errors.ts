@@ -2,22 +2,38 @@
  * Maps AWS Metering SDK failures onto meterline errors. The worker decides retry or dead-letter from the
  * resulting `retriable` flag and `code` only.
  */
-import { MeterlineError } from '../errors.ts';
+import { type ErrorCode, MeterlineError } from '../errors.ts';
 
-const FINAL_INVALID = new Set([
-  'InvalidProductCodeException',
-  'InvalidUsageDimensionException',
-  'InvalidTagException',
-  'InvalidUsageAllocationsException',
-  'InvalidCustomerIdentifierException',
-  'InvalidLicenseException',
-  'InvalidEndpointRegionException',
-  'InvalidRegionException',
-  'CustomerNotEntitledException',
-  'DisabledApiException',
-  'PlatformNotSupportedException',
-  'ValidationException',
+/**
+ * Final answers, each with its reason code. Those AWS raises for one record's content reject the whole
+ * BatchMeterUsage call all the same; the worker narrows them down to the records that caused them.
+ */
+const FINAL: ReadonlyMap<string, ErrorCode> = new Map<string, ErrorCode>([
+  ['InvalidLicenseException', 'invalid_license'],
+  ['InvalidCustomerIdentifierException', 'invalid_customer_identifier'],
+  ['InvalidTagException', 'invalid_tag'],
+  ['InvalidUsageAllocationsException', 'invalid_usage_allocations'],
+  ['InvalidUsageDimensionException', 'invalid_usage_dimension'],
+  ['ValidationException', 'invalid_request'],
+  ['CustomerNotEntitledException', 'invalid_request'],
+  // The call's own fields or the account: no record of the call could pass.
+  ['InvalidProductCodeException', 'invalid_product_code'],
+  ['DisabledApiException', 'aws_api_refused'],
+  ['InvalidEndpointRegionException', 'aws_api_refused'],
+  ['InvalidRegionException', 'aws_api_refused'],
+  ['PlatformNotSupportedException', 'aws_api_refused'],
 ]);
+
+/** Final answers about the call as a whole (its ProductCode, the API, the Region): resending fewer records cannot help. */
+const CALL_LEVEL: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['invalid_product_code', 'aws_api_refused']);
+
+/**
+ * Whether a final error that rejected a whole BatchMeterUsage call may have been caused by some of its
+ * records only, so that resending them apart can bill the others.
+ */
+export function mayBeCausedByRecords(failure: MeterlineError): boolean {
+  return !failure.retriable && !CALL_LEVEL.has(failure.code);
+}
 
 const TRANSIENT_NETWORK = new Set([
   'ECONNRESET',
@@ -60,9 +76,8 @@ export function classifyAwsError(error: unknown): MeterlineError {
   if (name === 'DuplicateRequestException' || name === 'IdempotencyConflictException') {
     return new MeterlineError('duplicate_record', message, { retriable: false, cause: error, context });
   }
-  if (FINAL_INVALID.has(name)) {
-    return new MeterlineError('invalid_request', message, { retriable: false, cause: error, context });
-  }
+  const final = FINAL.get(name);
+  if (final) return new MeterlineError(final, message, { retriable: false, cause: error, context });
   // Unknown failures without an HTTP answer are most likely transport faults: retry within the deadline.
   return new MeterlineError('aws_error', message, { retriable: status === undefined, cause: error, context });
 }

@@ -272,6 +272,38 @@ describe('BatchMeterUsage: customer identification', () => {
     expect((await send({ UsageRecords: [right] })).Results?.[0]?.Status).toBe('Success');
   });
 
+  it('rejects the WHOLE call for one record with a license AWS never granted that customer, and records nothing', async () => {
+    const good = accountRecord(HOUR_START, {
+      CustomerAWSAccountId: LICENSED_ACCOUNT,
+      LicenseArn: LICENSED_ACCOUNT_LICENSE,
+    });
+    const unknown = { ...good, Dimension: 'jobs', LicenseArn: `${LICENSED_ACCOUNT_LICENSE}-typo` };
+    const error = await rejection(send({ UsageRecords: [good, unknown, { ...good, Dimension: 'other' }] }));
+    expect(error).toBeInstanceOf(InvalidLicenseException);
+    expect(error.message).toContain(`${LICENSED_ACCOUNT_LICENSE}-typo`);
+    expect((await snapshot(emulator.url)).records).toEqual([]);
+  });
+
+  it("rejects another customer's license, even for a customer subscribed by id alone", async () => {
+    // ACCOUNT has no license on record; LICENSED_ACCOUNT_LICENSE was granted to LICENSED_ACCOUNT.
+    const borrowed = accountRecord(HOUR_START, { LicenseArn: LICENSED_ACCOUNT_LICENSE });
+    expect(await rejection(send({ UsageRecords: [borrowed] }))).toBeInstanceOf(InvalidLicenseException);
+    expect((await send({ UsageRecords: [accountRecord(HOUR_START)] })).Results?.[0]?.Status).toBe('Success');
+  });
+
+  it('knows a license after its agreement ended: its own license answers CustomerNotSubscribed, another one InvalidLicense', async () => {
+    const account = '777788889999';
+    const license = 'arn:aws:license-manager::123456789012:license:l-ended';
+    const post = (body: unknown) =>
+      fetch(`${emulator.url}/_emulator/customers`, { method: 'POST', body: JSON.stringify(body) });
+    await post({ subscribe: [{ id: account, licenseArn: license }] });
+    await post({ unsubscribe: [account] });
+    const own = accountRecord(HOUR_START, { CustomerAWSAccountId: account, LicenseArn: license });
+    expect((await send({ UsageRecords: [own] })).Results?.[0]?.Status).toBe('CustomerNotSubscribed');
+    const other = { ...own, LicenseArn: `${license}-other` };
+    expect(await rejection(send({ UsageRecords: [other] }))).toBeInstanceOf(InvalidLicenseException);
+  });
+
   it('meters legacy CustomerIdentifier records, which need the request ProductCode', async () => {
     const legacy = {
       Timestamp: new Date(HOUR_START),

@@ -74,14 +74,15 @@ describe('meterline emulator', () => {
             {
               Timestamp: new Date(now),
               CustomerAWSAccountId: '555',
-              LicenseArn: LICENSE,
+              // Each buyer has its own license: one granted to acme would be refused for anyone else.
+              LicenseArn: `${LICENSE}5`,
               Dimension: 'd',
               Quantity: 5,
             },
             {
               Timestamp: new Date(now),
               CustomerAWSAccountId: '666',
-              LicenseArn: LICENSE,
+              LicenseArn: `${LICENSE}6`,
               Dimension: 'd',
               Quantity: 6,
             },
