@@ -51,6 +51,8 @@ export const ERROR_CODES = [
   'fenced',
   'stale_batch',
   'state_lost',
+  // Redis holds an older state than the task saw (failover to a lagging replica, an older snapshot)
+  'store_behind',
   'redis_error',
   'kafka_error',
   // the schema registry could not answer (refused, timed out, 5xx): retry the batch, never dead-letter

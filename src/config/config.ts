@@ -78,6 +78,8 @@ export const EnvSchema = z.object({
   METERLINE_PROCESSOR_GROUP: z.string().min(1).default('meterline-processor'),
   METERLINE_WORKER_GROUP: z.string().min(1).default('meterline-worker'),
   METERLINE_SESSION_TIMEOUT: duration('30s'),
+  // A Redis reply lost on a silent network path would otherwise hang the stage for ever.
+  METERLINE_REDIS_COMMAND_TIMEOUT: duration('5s'),
   METERLINE_PROCESSOR_CONCURRENCY: int(3, 1, 64),
   METERLINE_WINDOW_GRACE: duration('5m'),
   METERLINE_WINDOW_MAX_DELAY: duration('3h'),
@@ -125,7 +127,7 @@ const WITHOUT_KAFKA: ReadonlySet<Role> = new Set(['registration', 'directory']);
 export interface Config {
   env: Env;
   kafka: { brokers: string[]; clientId: string; security: KafkaSecurity };
-  redis: { url: string; prefix: string; cluster: boolean; tlsCaFile?: string };
+  redis: { url: string; prefix: string; cluster: boolean; tlsCaFile?: string; commandTimeoutMs: number };
   /** Confluent-compatible schema registry for Avro events; JSON only without it. */
   schemaRegistryUrl: string | undefined;
   topics: { usage: string; submissions: string; failed: string; partitions: number };
@@ -270,6 +272,7 @@ export function loadConfig(roles: readonly Role[], env: NodeJS.ProcessEnv = proc
       url: e.REDIS_URL,
       prefix: e.METERLINE_REDIS_PREFIX,
       cluster: e.REDIS_CLUSTER,
+      commandTimeoutMs: e.METERLINE_REDIS_COMMAND_TIMEOUT,
       ...(e.REDIS_TLS_CA_FILE ? { tlsCaFile: e.REDIS_TLS_CA_FILE } : {}),
     },
     schemaRegistryUrl: e.SCHEMA_REGISTRY_URL,

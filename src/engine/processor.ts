@@ -56,7 +56,7 @@ export interface RestorePoint {
   seekTo?: string;
   /** Offsets below this were processed before a state loss and are now replayed. */
   replayUntil?: bigint;
-  /** Last offset applied; batches at or below it are skipped. */
+  /** Last offset applied, as the store says; records at or below it are skipped. */
   checkpoint?: bigint;
 }
 
@@ -68,8 +68,12 @@ export interface StateStore {
   readonly name: string;
   /** Claims the partition (fencing) and says where to resume. */
   open(task: TaskId): Promise<RestorePoint>;
-  /** Makes the batch's changes durable together with the offsets. Throws MeterlineError on fencing. */
-  commit(batch: { first: string; last: string; nowMs: number }): Promise<void>;
+  /**
+   * Makes the batch's changes durable together with its last offset, if the store's checkpoint still is
+   * `after` (the task's). Throws MeterlineError: `fenced`; `stale_batch` when the store is ahead (a lost
+   * reply applied part of the input already); `store_behind` / `state_lost` when it lost writes.
+   */
+  commit(batch: { after: bigint | undefined; last: string; nowMs: number }): Promise<void>;
   /** Drops uncommitted changes (the batch will be redelivered). */
   abort(): void;
   close(): Promise<void>;

@@ -49,6 +49,13 @@ export class StreamTask {
     return this.#restore;
   }
 
+  /** The store applied input up to `offset` already (its reply was lost): resume after it. */
+  advanceTo(offset: bigint): void {
+    if (this.#restore.checkpoint === undefined || offset > this.#restore.checkpoint) {
+      this.#restore.checkpoint = offset;
+    }
+  }
+
   getStateStore<S extends StateStore>(name: string): S {
     const store = this.#stores.get(name);
     if (!store) throw new Error(`no state store "${name}" in task ${this.id.topic}/${this.id.partition}`);
@@ -84,8 +91,8 @@ export class StreamTask {
    * Processes records (all above the checkpoint) and commits them. With tracing on, the batch is one
    * consumer span linked to (a bounded number of) the producers' spans: a batch has many parents.
    */
-  processBatch(records: SourceRecord[], nowMs: number): Promise<void> {
-    if (!tracingActive()) return this.exclusive(() => this.#process(records, nowMs));
+  processBatch(records: SourceRecord[], nowMs: number, through?: string): Promise<void> {
+    if (!tracingActive()) return this.exclusive(() => this.#process(records, nowMs, through));
     return this.exclusive(() =>
       inSpan(
         `process ${this.id.topic}`,
@@ -106,12 +113,13 @@ export class StreamTask {
           },
         },
         ROOT_CONTEXT,
-        () => this.#process(records, nowMs),
+        () => this.#process(records, nowMs, through),
       ),
     );
   }
 
-  async #process(records: SourceRecord[], nowMs: number): Promise<void> {
+  /** `through`: the offset the batch covers (its last record, or a transaction marker after it). */
+  async #process(records: SourceRecord[], nowMs: number, through?: string): Promise<void> {
     const outbox = new Map<string, SinkMessage[]>();
     const replayUntil = this.#restore.replayUntil;
     const state = { record: records[0] as SourceRecord, replaying: false };
@@ -127,9 +135,10 @@ export class StreamTask {
       for (const [sink, messages] of outbox) {
         await this.#producer.send({ topic: this.#sinks.get(sink) as string, acks: -1, messages });
       }
-      const first = records[0]?.offset as string;
-      const last = records[records.length - 1]?.offset as string;
-      for (const store of this.#stores.values()) await store.commit({ first, last, nowMs });
+      const lastRecord = records[records.length - 1]?.offset as string;
+      const last = through !== undefined && BigInt(through) > BigInt(lastRecord) ? through : lastRecord;
+      const after = this.#restore.checkpoint;
+      for (const store of this.#stores.values()) await store.commit({ after, last, nowMs });
       this.#restore.checkpoint = BigInt(last);
     } catch (error) {
       for (const store of this.#stores.values()) store.abort();

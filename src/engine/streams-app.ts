@@ -27,8 +27,11 @@ export interface StreamsAppOptions {
 }
 
 export class StreamsApp {
-  /** Batches refused because another instance had taken the partition, and state losses recovered. */
-  readonly stats = { fencedBatches: 0, stateLosses: 0, redelivered: 0 };
+  /**
+   * Batches refused because another instance had taken the partition, state losses (or a Redis behind the
+   * task) recovered, batches left for redelivery, and batches Redis had applied before (a lost reply).
+   */
+  readonly stats = { fencedBatches: 0, stateLosses: 0, redelivered: 0, replyLost: 0 };
   readonly #o: StreamsAppOptions;
   readonly #now: () => number;
   readonly #topic: string;
@@ -63,6 +66,8 @@ export class StreamsApp {
       // Bigger fetches mean fewer fetch round trips between batches; one script call per partition batch.
       maxBytesPerPartition: 2_097_152,
       maxBytes: 16_777_216,
+      // Aborted transactions are never counted: committed data only (also kafkajs's default).
+      readUncommitted: false,
     });
     this.#consumer = consumer;
     consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
@@ -152,54 +157,71 @@ export class StreamsApp {
       this.#consumer?.seek({ topic: batch.topic, partition, offset: to });
       return;
     }
-    const ckpt = restore.checkpoint;
-    // Usually the whole batch is new: compare offsets one by one only when it straddles the checkpoint.
-    const records: SourceRecord[] =
-      ckpt === undefined || BigInt(batch.messages[0]?.offset ?? '0') > ckpt
-        ? batch.messages
-        : batch.messages.filter((m) => BigInt(m.offset) > ckpt);
-    const last = batch.messages[batch.messages.length - 1]?.offset as string;
-    if (!records.length) {
-      resolveOffset(last);
-      return;
-    }
-    const first = records[0] as SourceRecord;
-    if (ckpt !== undefined && BigInt(first.offset) > ckpt + 1n) {
-      // The group offset ran ahead of the store (state restored from an older snapshot): never skip input.
-      this.#o.logger.warn(
-        { partition, checkpoint: String(ckpt), first: first.offset },
-        'rewinding to checkpoint',
-      );
-      this.#consumer?.seek({ topic: batch.topic, partition, offset: String(ckpt + 1n) });
-      return;
-    }
-    try {
-      if (this.#o.beforeCommit) await this.#o.beforeCommit(task);
-      await task.processBatch(records, this.#now());
-    } catch (error) {
-      if (isMeterlineError(error) && error.code === 'fenced') {
-        this.stats.fencedBatches += 1;
-        this.#o.logger.warn({ partition }, 'fenced: another instance owns this partition now');
-        if (this.#tasks.get(partition) === pending) this.#tasks.delete(partition);
-        this.#fencedOut.add(partition);
-        return;
+    // The batch's last offset, past any transaction markers after its last record: stored as the
+    // checkpoint, so a caught-up partition shows no lag and counts as idle.
+    const through = batch.lastOffset();
+    // Since the task's seek, the consumer reads on from where it resolved: the fetch is continuous with the
+    // checkpoint whatever the offsets (transaction markers, aborted records and compaction leave gaps).
+    // Redis's checkpoint is checked by the batch script; when it is ahead, only what follows it is applied.
+    for (;;) {
+      const ckpt = restore.checkpoint;
+      const records: SourceRecord[] =
+        ckpt === undefined || BigInt(batch.messages[0]?.offset ?? '0') > ckpt
+          ? batch.messages
+          : batch.messages.filter((m) => BigInt(m.offset) > ckpt);
+      if (!records.length) break;
+      try {
+        if (this.#o.beforeCommit) await this.#o.beforeCommit(task);
+        await task.processBatch(records, this.#now(), through);
+        break;
+      } catch (error) {
+        if (!isMeterlineError(error)) throw error;
+        if (error.code === 'stale_batch') {
+          // The store says how far it applied (its error carries its checkpoint).
+          const applied = BigInt(String(error.context.checkpoint));
+          if (ckpt !== undefined && applied <= ckpt) throw error;
+          this.stats.replyLost += 1;
+          this.#o.logger.warn(
+            { partition, checkpoint: applied.toString(), task: ckpt?.toString() ?? null },
+            "Redis had applied input past the task's checkpoint (a lost reply): applying only what follows",
+          );
+          task.advanceTo(applied);
+          continue;
+        }
+        if (error.code === 'fenced') {
+          this.stats.fencedBatches += 1;
+          this.#o.logger.warn({ partition }, 'fenced: another instance owns this partition now');
+          if (this.#tasks.get(partition) === pending) this.#tasks.delete(partition);
+          this.#fencedOut.add(partition);
+          return;
+        }
+        if (error.code === 'state_lost' || error.code === 'store_behind') {
+          this.stats.stateLosses += 1;
+          this.#o.logger.error(
+            { partition, code: error.code, ...error.context },
+            error.code === 'state_lost'
+              ? 'Redis lost this partition state; recovering from Kafka'
+              : 'Redis is behind this task (failover or restore): re-claiming and replaying from its checkpoint',
+          );
+          await this.#reopen(partition, pending, task);
+          return;
+        }
+        if (error.retriable) {
+          this.stats.redelivered += 1;
+          this.#o.logger.warn({ partition, code: error.code }, 'batch not committed; it will be redelivered');
+          return;
+        }
+        throw error;
       }
-      if (isMeterlineError(error) && error.code === 'state_lost') {
-        this.stats.stateLosses += 1;
-        this.#o.logger.error({ partition }, 'Redis lost this partition state; recovering from Kafka');
-        await task.close().catch(() => undefined);
-        if (this.#tasks.get(partition) === pending) this.#openTask(partition);
-        return;
-      }
-      if (isMeterlineError(error) && error.retriable) {
-        this.stats.redelivered += 1;
-        this.#o.logger.warn({ partition, code: error.code }, 'batch not committed; it will be redelivered');
-        return;
-      }
-      throw error;
     }
-    resolveOffset(last);
+    resolveOffset(through);
     await commitOffsetsIfNecessary();
+  }
+
+  /** Re-claims a partition whose Redis state was lost or fell behind; its task seeks where the store says. */
+  async #reopen(partition: number, pending: Promise<StreamTask>, task: StreamTask): Promise<void> {
+    await task.close().catch(() => undefined);
+    if (this.#tasks.get(partition) === pending) this.#openTask(partition);
   }
 
   #assignedHere(partition: number): boolean {

@@ -22,7 +22,7 @@ type ScriptArg = string | number;
 
 /** meterline's scripts, defined on a client. Keys are passed with their count first. */
 export interface ScriptMethods {
-  applyBatch(numKeys: number, ...args: ScriptArg[]): Promise<number[]>;
+  applyBatch(numKeys: number, ...args: ScriptArg[]): Promise<(number | string)[]>;
   finalizeHour(numKeys: number, ...args: ScriptArg[]): Promise<number[]>;
   markEmitted(numKeys: number, ...args: ScriptArg[]): Promise<number>;
   rateLimit(numKeys: number, ...args: ScriptArg[]): Promise<number>;
@@ -38,6 +38,13 @@ export interface RedisClientOptions {
   cluster?: boolean;
   /** PEM file of a private CA, for rediss:// URLs. */
   tlsCaFile?: string;
+  /**
+   * A command without a reply by then fails (a late reply is discarded), so a reply lost on a silent
+   * network path cannot stall a stage for ever: the stage retries, and the scripts' checkpoints and fences
+   * make a retry of a write that did land harmless. Redis itself reports a script busy after 5 s.
+   * @defaultValue none
+   */
+  commandTimeoutMs?: number;
 }
 
 const SOURCES = Object.fromEntries(
@@ -55,26 +62,45 @@ export function clusterSeeds(url: string): string[] {
 export function createRedis(url: string, options: RedisClientOptions = {}): ScriptedRedis {
   const lazyConnect = options.lazyConnect ?? false;
   const tls = options.tlsCaFile ? { ca: [readFileSync(options.tlsCaFile, 'utf8')] } : undefined;
+  const timeout = options.commandTimeoutMs ? { commandTimeout: options.commandTimeoutMs } : {};
   const redis = options.cluster
-    ? createCluster(url, lazyConnect, tls)
-    : createStandalone(url, lazyConnect, tls);
+    ? createCluster(url, lazyConnect, tls, timeout)
+    : createStandalone(url, lazyConnect, tls, timeout);
   for (const name of SCRIPT_NAMES) redis.defineCommand(name, { lua: SOURCES[name] });
   return redis as ScriptedRedis;
 }
 
-function createStandalone(url: string, lazyConnect: boolean, tls: { ca: string[] } | undefined): Redis {
+type Timeout = { commandTimeout?: number };
+
+function createStandalone(
+  url: string,
+  lazyConnect: boolean,
+  tls: { ca: string[] } | undefined,
+  timeout: Timeout,
+): Redis {
   // ioredis turns TLS on for rediss:// itself; a private CA is added to it.
   const withCa = tls && url.startsWith('rediss:') ? { tls } : {};
-  return new Redis(url, { lazyConnect, maxRetriesPerRequest: 20, enableAutoPipelining: false, ...withCa });
+  return new Redis(url, {
+    lazyConnect,
+    maxRetriesPerRequest: 20,
+    enableAutoPipelining: false,
+    ...timeout,
+    ...withCa,
+  });
 }
 
-function createCluster(url: string, lazyConnect: boolean, tls: { ca: string[] } | undefined): Cluster {
+function createCluster(
+  url: string,
+  lazyConnect: boolean,
+  tls: { ca: string[] } | undefined,
+  timeout: Timeout,
+): Cluster {
   const seeds = clusterSeeds(url);
   const first = seeds[0];
   if (!first) throw new Error('REDIS_URL lists no cluster seed');
   // Credentials and TLS of the seeds apply to every node the cluster discovers (not only the seeds).
   const parsed = new URL(first);
-  const redisOptions: NonNullable<ClusterOptions['redisOptions']> = { maxRetriesPerRequest: 20 };
+  const redisOptions: NonNullable<ClusterOptions['redisOptions']> = { maxRetriesPerRequest: 20, ...timeout };
   if (parsed.username) redisOptions.username = decodeURIComponent(parsed.username);
   if (parsed.password) redisOptions.password = decodeURIComponent(parsed.password);
   if (parsed.protocol === 'rediss:') redisOptions.tls = tls ?? {};

@@ -6,7 +6,6 @@
  */
 
 import type { RestorePoint, StateStore, TaskId } from '../engine/processor.ts';
-import { MeterlineError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { metrics } from '../observability/metrics.ts';
 import { HOUR_MS, hourIso, hourStart } from '../time/hours.ts';
@@ -171,7 +170,7 @@ export class HourlyWindowStore implements StateStore {
     return fin;
   }
 
-  async commit(batch: { first: string; last: string; nowMs: number }): Promise<void> {
+  async commit(batch: { after: bigint | undefined; last: string; nowMs: number }): Promise<void> {
     const groups = [...this.#batch].map(([hourMs, fields]) => ({
       hourMs,
       aggregates: [...fields].map(([field, p]) => ({ field, op: p.op, ids: p.ids, micros: p.micros })),
@@ -180,23 +179,24 @@ export class HourlyWindowStore implements StateStore {
     let res: ApplyResult;
     try {
       res = await this.#o.windows.applyBatch(this.task, this.token, {
-        offsets: { first: batch.first, last: batch.last },
+        offsets: { after: batch.after?.toString(), last: batch.last },
         groups,
         carryHourMs: hourStart(batch.nowMs),
         policy: this.#o.latePolicy,
         maxEventTimeMs: this.#maxEventTime,
         nowMs: batch.nowMs,
       });
-    } catch (error) {
-      if (error instanceof MeterlineError && error.code === 'stale_batch') {
-        res = { applied: 0, duplicates: 0, carried: 0 };
-      } else {
-        throw error;
-      }
     } finally {
       this.abort();
     }
-    if (links.size && res.applied) await this.#o.windows.addTraceLinks(this.task, links);
+    // The batch is durable: a tracing sample that fails to land must not make it look unapplied.
+    if (links.size && res.applied) {
+      await this.#o.windows
+        .addTraceLinks(this.task, links)
+        .catch((err: unknown) =>
+          this.#o.logger.warn({ err, partition: this.task.partition }, 'could not keep trace links'),
+        );
+    }
     const s = this.#o.stats;
     s.applied += res.applied;
     s.duplicates += res.duplicates;

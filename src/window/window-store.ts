@@ -56,6 +56,7 @@ const STALE = -2;
 const HOUR_FINALIZED = -3;
 const STATE_LOST = -4;
 const MOVED = -5;
+const BEHIND = -6;
 
 export type LatePolicy = 'carry-forward' | 'dead-letter';
 
@@ -101,7 +102,8 @@ export class WindowStore {
     p: PartitionRef,
     token: string,
     batch: {
-      offsets: { first: string; last: string };
+      /** `after`: the checkpoint the task holds (undefined when none); `last`: the batch's last offset. */
+      offsets: { after: string | undefined; last: string };
       groups: HourGroup[];
       /** The open hour that events for finalized hours move into (carry-forward policy). */
       carryHourMs: number;
@@ -118,7 +120,7 @@ export class WindowStore {
     const keys: string[] = [k.checkpoint(), k.fence(), k.openHours(), k.lateAudit(), k.time()];
     const args: (string | number)[] = [
       token,
-      offsets.first,
+      offsets.after ?? '',
       offsets.last,
       Math.ceil(this.options.dedupeTtlMs / 1000),
       Math.ceil(this.options.finalizedTtlMs / 1000),
@@ -137,9 +139,13 @@ export class WindowStore {
         for (let i = 0; i < agg.ids.length; i++) args.push(agg.ids[i] as string, agg.micros[i] as number);
       }
     }
-    const res = await this.redis.applyBatch(keys.length, ...keys, ...args);
+    const res = (await this.redis.applyBatch(keys.length, ...keys, ...args).catch((cause: unknown) => {
+      // Whether it landed is unknown (a lost reply): the retry learns it from the checkpoint.
+      throw new MeterlineError('redis_error', 'applying the batch failed', { retriable: true, cause });
+    })) as number[];
     if (res[0] === FENCED) throw fenced(p);
     if (res[0] === STATE_LOST) throw stateLost(p);
+    if (res[0] === BEHIND) throw storeBehind(p, offsets.after, String(res[1] ?? ''));
     if (res[0] === HOUR_FINALIZED) {
       throw new MeterlineError('late_event', `hour ${res[1]} was finalized while the batch was prepared`, {
         retriable: true,
@@ -147,12 +153,11 @@ export class WindowStore {
       });
     }
     if (res[0] === STALE) {
+      // Not a failure: a lost reply (or a resend of one) applied these offsets already.
       throw new MeterlineError(
         'stale_batch',
-        `batch starting at ${offsets.first} is at or below checkpoint ${res[1]}`,
-        {
-          context: { ...p, checkpoint: res[1] },
-        },
+        `Redis's checkpoint ${res[1]} is ahead of the task's ${offsets.after ?? '(none)'}`,
+        { context: { ...p, checkpoint: String(res[1]) } },
       );
     }
     return { applied: res[0] ?? 0, duplicates: res[1] ?? 0, carried: res[2] ?? 0 };
@@ -365,6 +370,14 @@ function stateLost(p: PartitionRef): MeterlineError {
     retriable: true,
     context: { ...p },
   });
+}
+
+function storeBehind(p: PartitionRef, held: string | undefined, checkpoint: string): MeterlineError {
+  return new MeterlineError(
+    'store_behind',
+    `Redis is behind partition ${p.topic}/${p.partition}: checkpoint ${checkpoint || '(none)'}, the task had ${held ?? '(none)'}`,
+    { retriable: true, context: { ...p, checkpoint, held: held ?? '' } },
+  );
 }
 
 function fenced(p: PartitionRef): MeterlineError {

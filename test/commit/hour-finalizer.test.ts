@@ -58,7 +58,7 @@ async function usage(
     },
   ];
   await store.applyBatch(p, token, {
-    offsets: { first: String(offset), last: String(offset) },
+    offsets: { after: offset === 0 ? undefined : String(offset - 1), last: String(offset) },
     groups,
     carryHourMs: hourMs + 10 * HOUR_MS,
     policy: 'carry-forward',

@@ -39,11 +39,15 @@ const group = (
   hourMs,
   aggregates: [{ field, op, ids: events.map(([id]) => id), micros: events.map(([, micros]) => micros) }],
 });
-const offsets = (first: number, last: number) => ({ first: String(first), last: String(last) });
+/** A contiguous batch: the task holds the checkpoint just before `first`. */
+const offsets = (first: number, last: number) => ({
+  after: first === 0 ? undefined : String(first - 1),
+  last: String(last),
+});
 const calls = aggregateField('acme', 'calls');
 const apply = (
   token: string,
-  o: { first: string; last: string },
+  o: { after: string | undefined; last: string },
   groups: HourGroup[],
   policy: LatePolicy = 'carry-forward',
 ) =>
@@ -91,14 +95,54 @@ describe('applyBatch', () => {
     expect(await redis.get(new Keys(prefix).partition(p).checkpoint())).toBe('4');
   });
 
-  it('refuses a batch at or below the checkpoint, changing nothing', async () => {
+  it('tells a task whose checkpoint is behind Redis (a lost reply) how far Redis applied, changing nothing', async () => {
     const { token } = await store.claim(p);
     await apply(token, offsets(0, 9), [group(H0, calls, [['a', 5]])]);
-    await expect(apply(token, offsets(9, 12), [group(H0, calls, [['z', 5]])])).rejects.toMatchObject({
-      code: 'stale_batch',
+    // The reply of 0..9 was lost: the task still holds 4, and its re-fetched batch runs to 12.
+    await expect(
+      apply(token, { after: '4', last: '12' }, [group(H0, calls, [['z', 5]])]),
+    ).rejects.toMatchObject({ code: 'stale_batch', context: { checkpoint: '9' } });
+    await expect(
+      apply(token, { after: undefined, last: '12' }, [group(H0, calls, [['z', 5]])]),
+    ).rejects.toMatchObject({ code: 'stale_batch', context: { checkpoint: '9' } });
+    expect(await redis.hget(new Keys(prefix).partition(p).aggregates(H0), calls)).toBe('5');
+    expect(await redis.sismember(new Keys(prefix).partition(p).seen(H0), 'z')).toBe(0);
+    // What follows Redis's checkpoint applies.
+    await apply(token, { after: '9', last: '12' }, [group(H0, calls, [['z', 5]])]);
+    expect(await redis.hget(new Keys(prefix).partition(p).aggregates(H0), calls)).toBe('10');
+  });
+
+  it('compares offsets as decimal strings, beyond double precision', async () => {
+    const { token } = await store.claim(p);
+    await apply(token, { after: undefined, last: '9007199254740993' }, [group(H0, calls, [['a', 5]])]);
+    await expect(
+      apply(token, { after: '9007199254740992', last: '9007199254740999' }, [group(H0, calls, [['b', 5]])]),
+    ).rejects.toMatchObject({ code: 'stale_batch', context: { checkpoint: '9007199254740993' } });
+    await expect(
+      apply(token, { after: '10000000000000000', last: '10000000000000001' }, [group(H0, calls, [['b', 5]])]),
+    ).rejects.toMatchObject({ code: 'store_behind' });
+  });
+
+  it('tells a task that Redis is behind it (older checkpoint or older fence), changing nothing', async () => {
+    const { token } = await store.claim(p);
+    await apply(token, offsets(0, 9), [group(H0, calls, [['a', 5]])]);
+    // A replica that missed batches 10..19 was promoted: the task holds 19, Redis 9.
+    await expect(apply(token, offsets(20, 24), [group(H0, calls, [['z', 5]])])).rejects.toMatchObject({
+      code: 'store_behind',
+      context: { checkpoint: '9', held: '19' },
+    });
+    // A snapshot from before this task's claim: its fence is older than the task's token.
+    await redis.set(new Keys(prefix).partition(p).fence(), String(Number(token) - 1));
+    await expect(apply(token, offsets(10, 12), [group(H0, calls, [['z', 5]])])).rejects.toMatchObject({
+      code: 'store_behind',
     });
     expect(await redis.hget(new Keys(prefix).partition(p).aggregates(H0), calls)).toBe('5');
     expect(await redis.sismember(new Keys(prefix).partition(p).seen(H0), 'z')).toBe(0);
+    // Re-claiming gives a token Redis knows, from its own checkpoint.
+    const again = await store.claim(p);
+    expect(again.checkpoint).toBe('9');
+    await apply(again.token, offsets(10, 12), [group(H0, calls, [['z', 5]])]);
+    expect(await redis.hget(new Keys(prefix).partition(p).aggregates(H0), calls)).toBe('10');
   });
 
   it('refuses a writer whose fencing token is stale', async () => {

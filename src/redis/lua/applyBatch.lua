@@ -6,7 +6,8 @@
   KEYS[1] checkpoint   KEYS[2] fence   KEYS[3] open hours   KEYS[4] late audit   KEYS[5] partition time
   then, per hour group g = 1..G:  aggregates(hour), seen(hour), finalized(hour)
 
-  ARGV[1] fencing token        ARGV[2] first offset of the batch   ARGV[3] last offset of the batch
+  ARGV[1] fencing token        ARGV[2] the checkpoint the task holds ('' when none)
+  ARGV[3] last offset of the batch
   ARGV[4] dedupe ttl (s)       ARGV[5] finalized-hour ttl (s)      ARGV[6] G (hour groups)
   ARGV[7] index of the carry-forward group (the open hour late events move into)
   ARGV[8] late audit cap       ARGV[9] late policy: 'carry' | 'strict' (the caller dead-lettered them)
@@ -14,24 +15,41 @@
   then per group: hourMs, A (aggregates in the group), then per aggregate:
     field, op ('s' sum | 'm' max), E (events), then E pairs of (event id, micro-units)
 
+  Redis's checkpoint is the truth, checked on every batch: the task's own must equal it.
+
   Returns { applied events, duplicate events, carried late events }, or
-    { -1 } the fencing token is stale (another instance owns the partition),
-    { -2, checkpoint } the batch is at or below the checkpoint,
+    { -1 } the fencing token is stale (a newer owner claimed the partition),
+    { -2, checkpoint } Redis is ahead of the task (a reply was lost): records up to it are applied,
     { -3, hour } strict policy and an hour of the batch is already finalized,
-    { -4 } the partition's state is gone (Redis lost its data): recover before writing.
+    { -4 } the partition's state is gone (Redis lost its data): recover before writing,
+    { -6, checkpoint or '' } Redis is behind the task (failover to a lagging replica, an older
+      snapshot): its fence or checkpoint predates what the task saw; re-claim and replay from it.
 ]]
+
+-- Offsets are decimal strings up to 2^63: compare them as such, not as doubles.
+local function cmp(a, b)
+  if #a ~= #b then return #a < #b and -1 or 1 end
+  if a == b then return 0 end
+  return a < b and -1 or 1
+end
+
 local token = ARGV[1]
 local fence = redis.call('GET', KEYS[2])
 if not fence then
   return { -4 }
 end
 if fence ~= token then
+  -- Tokens only grow: one below ours was issued before our claim, so Redis lost writes since.
+  if cmp(fence, token) < 0 then return { -6, redis.call('GET', KEYS[1]) or '' } end
   return { -1 }
 end
-local firstOffset = tonumber(ARGV[2])
-local checkpoint = redis.call('GET', KEYS[1])
-if checkpoint and firstOffset <= tonumber(checkpoint) then
-  return { -2, tonumber(checkpoint) }
+local held = ARGV[2]
+local checkpoint = redis.call('GET', KEYS[1]) or ''
+if checkpoint ~= held then
+  if held == '' or (checkpoint ~= '' and cmp(checkpoint, held) > 0) then
+    return { -2, checkpoint }
+  end
+  return { -6, checkpoint }
 end
 
 local G0 = 5

@@ -1,0 +1,99 @@
+/**
+ * Invariant 1 when Redis's answer is lost: a proxy between the processor (the real CLI, in a child
+ * process) and Redis loses the reply of the batch script 20 times at random moments while usage flows,
+ * half of them with a reset connection and half on a mute one. The script ran each time; the processor
+ * cannot know it did. Kafka re-delivers (often a longer batch than the one that landed), and every window
+ * must still come out exact: nothing lost past the checkpoint, nothing counted twice.
+ */
+import { readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { describe, expect, it } from 'vitest';
+import { recordId } from '../../src/commit/submission-record.ts';
+import { eventMessage, produceMessages } from '../../src/produce/producer.ts';
+import { type RawEvent, seededRandom, syntheticEvents } from '../../src/produce/synthetic.ts';
+import { hourStart } from '../../src/time/hours.ts';
+import { killHard, spawnMeterline, stopGracefully } from '../support/child.ts';
+import { stackEnv, testKafka, uniqueId, waitFor } from '../support/harness.ts';
+import { frozenRecords, readAllMessages, testPipeline } from '../support/pipeline-env.ts';
+import { startRedisFaultProxy } from '../support/redis-fault-proxy.ts';
+
+const LOSSES = 20;
+
+describe('lost Redis replies', () => {
+  it(`counts every event once through ${LOSSES} lost replies of the batch script`, async () => {
+    const kafka = testKafka();
+    const proxy = await startRedisFaultProxy(stackEnv().redisUrl, 'applyBatch');
+    const tp = testPipeline('lost-reply', { partitions: 3, env: { REDIS_URL: proxy.url } });
+    const seed = Number(process.env.LOST_REPLY_SEED ?? Date.now() % 100_000);
+    const random = seededRandom(seed);
+    const logFile = join(tmpdir(), `${uniqueId('lost-reply')}.log`);
+    const child = spawnMeterline(['processor'], tp.env, logFile);
+    try {
+      const events = [
+        ...syntheticEvents({
+          count: 400_000,
+          customers: Array.from({ length: 300 }, (_, i) => `tenant-${i}`),
+          dimensions: ['api_calls', 'jobs'],
+          hours: 3,
+          nowMs: Date.now(),
+          duplicateRate: 0.01,
+          seed,
+          idPrefix: tp.run,
+        }),
+      ].sort((a, b) => Date.parse(String(a.timestamp)) - Date.parse(String(b.timestamp)));
+      await tp.createTopics(kafka);
+
+      // Usage flows, in small sends, until every loss has happened.
+      const produced: RawEvent[] = [];
+      const producing = (async () => {
+        for (let i = 0; i < events.length && proxy.lost < LOSSES; i += 500) {
+          const chunk = events.slice(i, i + 500);
+          await produceMessages(chunk.map(eventMessage), { kafka, topic: tp.topics.usage, batchSize: 500 });
+          produced.push(...chunk);
+          await sleep(20);
+        }
+      })();
+      for (let n = 0; n < LOSSES; n++) {
+        await sleep(Math.floor(random() * 400));
+        proxy.loseNextReply(n % 2 === 0 ? 'reset' : 'silent');
+        await waitFor(() => (proxy.lost > n ? true : undefined), {
+          timeoutMs: 60_000,
+          describe: () => `loss ${n + 1} of ${LOSSES} never happened (seed ${seed}; log ${logFile})`,
+        });
+      }
+      await producing;
+      expect(proxy.lost).toBe(LOSSES);
+
+      const truth = new Map<string, number>();
+      const seen = new Set<string>();
+      for (const e of produced) {
+        if (seen.has(e.id)) continue;
+        seen.add(e.id);
+        const id = recordId('prod-test', e.customer, e.dimension, hourStart(Date.parse(String(e.timestamp))));
+        truth.set(id, (truth.get(id) ?? 0) + e.quantity);
+      }
+      const records = await waitFor(
+        async () => {
+          const r = frozenRecords(await readAllMessages(kafka, tp.topics.submissions));
+          return r.size >= truth.size ? r : undefined;
+        },
+        { timeoutMs: 240_000, intervalMs: 2_000, describe: () => `seed ${seed}; log ${logFile}` },
+      );
+      expect(await stopGracefully(child)).toBe(0);
+      const billed = new Map([...records].map(([id, r]) => [id, r.quantity]));
+      const wrong = [...truth]
+        .filter(([id, q]) => billed.get(id) !== q)
+        .map(([id, q]) => `${id}: ${billed.get(id)} ≠ ${q}`);
+      expect(wrong, `seed ${seed}; ${wrong.length} wrong; log ${logFile}`).toEqual([]);
+      expect(billed).toEqual(truth);
+      // The losses did land after Redis ran the script: the processor learnt it from Redis's checkpoint.
+      expect(readFileSync(logFile, 'utf8')).toContain('a lost reply');
+    } finally {
+      await killHard(child);
+      await proxy.close();
+      await tp.cleanup(kafka);
+    }
+  }, 600_000);
+});
