@@ -151,7 +151,7 @@ export async function startPipeline(
         client,
         ledger: new Ledger(redis, keys),
         dlq,
-        customers: config.customers,
+        customers: config.customerMap,
         directory,
         topic: config.topics.submissions,
         groupId: config.groups.worker,

@@ -4,7 +4,7 @@
  */
 import Table from 'cli-table3';
 import type { Command } from 'commander';
-import { awsCustomerId, type Customers } from '../config/customers.ts';
+import { awsCustomerId, type CustomerMap } from '../config/customers.ts';
 import { createRedis } from '../redis/client.ts';
 import { Keys } from '../redis/keys.ts';
 import { CustomerDirectory, type DirectoryEntry, defaultTenant } from '../subscribe/customer-directory.ts';
@@ -37,7 +37,7 @@ export function registerCustomersCommand(program: Command): void {
       const redis = createRedis(config.redis.url, config.redis);
       try {
         const registered = await new CustomerDirectory(redis, new Keys(config.redis.prefix)).all();
-        const rows = customerRows(config.customers, registered).filter(
+        const rows = customerRows(config.customerMap, registered).filter(
           (r) => !o.status || r.status === o.status,
         );
         if (o.json) {
@@ -67,7 +67,7 @@ export function registerCustomersCommand(program: Command): void {
 }
 
 /** The file's tenants win where both name one (as in the worker); sorted by tenant. */
-export function customerRows(file: Customers, registered: readonly DirectoryEntry[]): CustomerRow[] {
+export function customerRows(file: CustomerMap, registered: readonly DirectoryEntry[]): CustomerRow[] {
   const rows = new Map<string, CustomerRow>();
   for (const e of registered) {
     rows.set(e.tenant, {
@@ -81,7 +81,7 @@ export function customerRows(file: Customers, registered: readonly DirectoryEntr
       unsubscribedAt: e.unsubscribedAt ?? '',
     });
   }
-  for (const [tenant, m] of Object.entries(file)) {
+  for (const [tenant, m] of file) {
     rows.set(tenant, {
       tenant,
       source: 'file',

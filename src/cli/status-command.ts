@@ -96,10 +96,12 @@ export function registerStatusCommand(program: Command): void {
           const c = committed?.partitions.find((x) => x.partition === e.partition)?.offset ?? '-1';
           workerLag += BigInt(e.high) - (BigInt(c) < 0n ? BigInt(e.low) : BigInt(c));
         }
-        const deadLetters: Record<string, number> = {};
+        // Counted in a Map: reasons are read off the topic, whatever wrote them.
+        const reasons = new Map<string, number>();
         for (const e of topics.has(config.topics.failed) ? await readDlq(kafka, config.topics.failed) : []) {
-          deadLetters[e.envelope.reason] = (deadLetters[e.envelope.reason] ?? 0) + 1;
+          reasons.set(e.envelope.reason, (reasons.get(e.envelope.reason) ?? 0) + 1);
         }
+        const deadLetters: Record<string, number> = Object.fromEntries(reasons);
         // A filter reads every customer's entry: fine for thousands, and `status` is an operator's tool.
         const ledger = new Ledger(redis, keys);
         const lastAccepted = (await ledger.lastAccepted(o.customer ? Number.MAX_SAFE_INTEGER : o.top))

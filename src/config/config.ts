@@ -8,7 +8,7 @@ import { z } from 'zod';
 import { ConfigError } from '../errors.ts';
 import { type KafkaSecurity, kafkaSecurityFromEnv } from '../kafka/security.ts';
 import { DEFAULT_ACCEPTANCE_WINDOW_MS, type MeteringApi } from '../submit/aws-window.ts';
-import { type Customers, loadCustomers } from './customers.ts';
+import { type CustomerMap, type Customers, customersObject, loadCustomers } from './customers.ts';
 import { parseDuration } from './duration.ts';
 import { readStructuredFile } from './load-file.ts';
 import { loadPlan, type Plan } from './plan.ts';
@@ -132,6 +132,9 @@ export interface Config {
   schemaRegistryUrl: string | undefined;
   topics: { usage: string; submissions: string; failed: string; partitions: number };
   plan: Plan;
+  /** Tenant → AWS identity, from the customers file. */
+  customerMap: CustomerMap;
+  /** The same, as a null-prototype object, for code that still indexes it. */
   customers: Customers;
   window: {
     graceMs: number;
@@ -244,9 +247,9 @@ export function loadConfig(roles: readonly Role[], env: NodeJS.ProcessEnv = proc
   const plan = source.METERLINE_PLAN ? attempt(() => loadPlan(source.METERLINE_PLAN as string)) : undefined;
   const customers = source.METERLINE_CUSTOMERS
     ? attempt(() => loadCustomers(source.METERLINE_CUSTOMERS as string))
-    : {};
+    : new Map();
   if (plan && customers) {
-    for (const [tenant, mapping] of Object.entries(customers)) {
+    for (const [tenant, mapping] of customers) {
       for (const dimension of Object.keys(mapping.contract?.entitlements ?? {})) {
         if (plan.dimensions.get(dimension)?.model !== 'contract') {
           issues.push(
@@ -283,7 +286,8 @@ export function loadConfig(roles: readonly Role[], env: NodeJS.ProcessEnv = proc
       partitions: e.METERLINE_TOPIC_PARTITIONS,
     },
     plan,
-    customers,
+    customerMap: customers,
+    customers: customersObject(customers),
     window: {
       graceMs: e.METERLINE_WINDOW_GRACE,
       maxDelayMs: e.METERLINE_WINDOW_MAX_DELAY,

@@ -37,16 +37,17 @@ export async function readDlq(kafka: Kafka, topic: string): Promise<DlqEntry[]> 
 /** `key=value` filters on stage, reason, customer, dimension or hour; all must match. */
 export function matches(entry: DlqEntry, filters: readonly string[]): boolean {
   const e = entry.envelope;
-  const fields: Record<string, string | undefined> = {
-    stage: e.stage,
-    reason: e.reason,
-    customer: e.record?.customer,
-    dimension: e.record?.dimension,
-    hour: e.record?.hour,
-  };
+  // A Map: the key is the operator's text, and `constructor=…` must match nothing.
+  const fields = new Map<string, string | undefined>([
+    ['stage', e.stage],
+    ['reason', e.reason],
+    ['customer', e.record?.customer],
+    ['dimension', e.record?.dimension],
+    ['hour', e.record?.hour],
+  ]);
   return filters.every((f) => {
     const [key, ...rest] = f.split('=');
-    return key !== undefined && fields[key] === rest.join('=');
+    return key !== undefined && fields.get(key) === rest.join('=');
   });
 }
 

@@ -23,19 +23,22 @@ const entry = z
     message: 'needs customerAwsAccountId or customerIdentifier',
   });
 
-const mapping = z.record(z.string(), entry);
-
 /** Every AWS id in the mapping becomes a subscription (an entry may carry both during a migration). */
 export function subscriptionsFromMapping(json: unknown, source = 'customer mapping'): CustomerSubscription[] {
-  const parsed = mapping.safeParse(json);
-  if (!parsed.success) {
-    throw new ConfigError(
-      source,
-      parsed.error.issues.map((i) => `${i.path.map(String).join('.') || '(root)'}: ${i.message}`),
-    );
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) {
+    throw new ConfigError(source, ['(root): expected an object of tenant → mapping']);
   }
+  const problems: string[] = [];
   const subs: CustomerSubscription[] = [];
-  for (const e of Object.values(parsed.data)) {
+  // Own keys, each checked: zod's record would skip (and drop) a tenant named `__proto__`.
+  for (const [tenant, value] of Object.entries(json)) {
+    const parsed = entry.safeParse(value);
+    if (!parsed.success) {
+      for (const i of parsed.error.issues)
+        problems.push(`${[tenant, ...i.path].map(String).join('.')}: ${i.message}`);
+      continue;
+    }
+    const e = parsed.data;
     if (e.customerAwsAccountId !== undefined) {
       subs.push(withDefined({ id: e.customerAwsAccountId, licenseArn: e.licenseArn }));
     }
@@ -43,6 +46,7 @@ export function subscriptionsFromMapping(json: unknown, source = 'customer mappi
       subs.push(withDefined({ id: e.customerIdentifier, productCode: e.productCode }));
     }
   }
+  if (problems.length) throw new ConfigError(source, problems);
   return subs;
 }
 

@@ -82,6 +82,8 @@ const RULES: Record<keyof FaultUpdate, (v: unknown) => string | undefined> = {
 };
 
 const FAULT_UPDATE_KEYS = Object.keys(RULES) as (keyof FaultUpdate)[];
+// Keys come from the admin API's body: a Map, so `constructor` or `__proto__` is just an unknown key.
+const RULE_OF: ReadonlyMap<string, (v: unknown) => string | undefined> = new Map(Object.entries(RULES));
 
 /**
  * Checks an untrusted update (admin body, CLI flags, options) against `current` and returns it typed.
@@ -95,7 +97,7 @@ export function parseFaultUpdate(input: unknown, current: Readonly<FaultSettings
   // `undefined` means "not given" (optional options), never "unset".
   const given = Object.entries(input).filter(([, value]) => value !== undefined);
   for (const [key, value] of given) {
-    const rule = RULES[key as keyof FaultUpdate] as ((v: unknown) => string | undefined) | undefined;
+    const rule = RULE_OF.get(key);
     if (!rule) problems.push(`${key} is not a fault setting (known: ${FAULT_UPDATE_KEYS.join(', ')})`);
     else {
       const expected = rule(value);

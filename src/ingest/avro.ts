@@ -129,9 +129,8 @@ async function isUnknownSchemaId(registryUrl: string, id: number, timeoutMs: num
 /** Avro's `null` for an absent optional field becomes an absent property, as in the JSON contract. */
 function toPlainEvent(record: unknown): unknown {
   if (typeof record !== 'object' || record === null || Array.isArray(record)) return record;
-  const out: Record<string, unknown> = {};
-  for (const [field, value] of Object.entries(record)) if (value !== null) out[field] = value;
-  return out;
+  // fromEntries defines own keys: a writer's field named `__proto__` cannot become the prototype.
+  return Object.fromEntries(Object.entries(record).filter(([, value]) => value !== null));
 }
 
 export interface AvroDecoderOptions extends RegistryClientOptions {

@@ -19,7 +19,7 @@ import {
 import type { Consumer, EachBatchPayload, Kafka } from 'kafkajs';
 import type { Allocation } from '../commit/allocations.ts';
 import { parseSubmissionRecord, type SubmissionRecord } from '../commit/submission-record.ts';
-import type { CustomerMapping, Customers } from '../config/customers.ts';
+import type { CustomerMap, CustomerMapping } from '../config/customers.ts';
 import { type ErrorNote, type FailedRecord, sourceOf } from '../dlq/envelope.ts';
 import type { DlqPublisher } from '../dlq/publisher.ts';
 import type { ErrorCode, MeterlineError } from '../errors.ts';
@@ -64,7 +64,7 @@ export interface WorkerOptions {
   ledger: Ledger;
   dlq: DlqPublisher;
   /** The customers file: tenants in it are mapped from there, whatever the directory says. */
-  customers: Customers;
+  customers: CustomerMap;
   /** Tenants that registered through the registration URL (looked up per batch for tenants not in the file). */
   directory?: { get(tenants: readonly string[]): Promise<Map<string, DirectoryEntry>> };
   topic: string;
@@ -274,7 +274,9 @@ export class MeteringWorker {
     const directory = this.#o.directory;
     if (!directory) return out;
     const tenants = new Set(
-      records.filter((r) => r.api !== 'MeterUsage' && !this.#o.customers[r.customer]).map((r) => r.customer),
+      records
+        .filter((r) => r.api !== 'MeterUsage' && !this.#o.customers.has(r.customer))
+        .map((r) => r.customer),
     );
     if (!tenants.size) return out;
     for (const [tenant, entry] of await directory.get([...tenants])) {
@@ -318,7 +320,7 @@ export class MeteringWorker {
         await heartbeat();
         continue;
       }
-      const mapping = this.#o.customers[record.customer] ?? registered.get(record.customer);
+      const mapping = this.#o.customers.get(record.customer) ?? registered.get(record.customer);
       if (!mapping) {
         await this.#deadLetter(
           [record],

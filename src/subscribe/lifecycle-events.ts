@@ -26,12 +26,13 @@ export interface Unreadable {
 
 export type Parsed = LifecycleChange | Ignored | Unreadable;
 
-const ACTIONS: Readonly<Record<string, SubscriptionStatus>> = {
-  'subscribe-success': 'subscribed',
-  'subscribe-fail': 'subscribe-failed',
-  'unsubscribe-pending': 'unsubscribe-pending',
-  'unsubscribe-success': 'unsubscribed',
-};
+// A Map: the action comes from the message, and `constructor` must not find Object's.
+const ACTIONS: ReadonlyMap<string, SubscriptionStatus> = new Map<string, SubscriptionStatus>([
+  ['subscribe-success', 'subscribed'],
+  ['subscribe-fail', 'subscribe-failed'],
+  ['unsubscribe-pending', 'unsubscribe-pending'],
+  ['unsubscribe-success', 'unsubscribed'],
+]);
 
 type Json = Record<string, unknown>;
 const obj = (v: unknown): Json | undefined =>
@@ -49,7 +50,7 @@ export function parseSnsAction(message: string, timestamp: string): Parsed {
   if (!body) return { invalid: 'the SNS Message is not a JSON object' };
   const action = str(body.action);
   if (!action) return { invalid: 'the SNS Message has no action' };
-  const status = ACTIONS[action];
+  const status = ACTIONS.get(action);
   if (!status) return { ignored: action };
   const productCode = str(body['product-code']);
   const licenseArn = str(body['license-arn']);

@@ -58,9 +58,12 @@ let pipeline: RunningPipeline | undefined;
 
 beforeAll(async () => {
   emulator = await startEmulator({
-    customers: [acme, globex, initech, { customerAwsAccountId: STALE_ACCOUNT, licenseArn: STALE_LICENSE }].map(
-      (c) => ({ id: c.customerAwsAccountId, licenseArn: c.licenseArn }),
-    ),
+    customers: [
+      acme,
+      globex,
+      initech,
+      { customerAwsAccountId: STALE_ACCOUNT, licenseArn: STALE_LICENSE },
+    ].map((c) => ({ id: c.customerAwsAccountId, licenseArn: c.licenseArn })),
     tps: 10,
   });
   // One partition: the 25 records reach the worker in one batch, and so go to AWS in one call.
@@ -86,11 +89,15 @@ afterAll(async () => {
 describe('a BatchMeterUsage call rejected for one record', () => {
   it('bills the 24 good records and dead-letters only the one with the unknown license, with its AWS code', async () => {
     const failed = async () =>
-      (await readAllMessages(kafka, tp.topics.failed)).map((m) => JSON.parse(String(m.value)) as FailedRecord);
+      (await readAllMessages(kafka, tp.topics.failed)).map(
+        (m) => JSON.parse(String(m.value)) as FailedRecord,
+      );
     // Every record answered: accepted by AWS or on the failed-records topic.
     await waitFor(
       async () =>
-        emulator.state.snapshot().records.length + (await failed()).length >= records.length ? true : undefined,
+        emulator.state.snapshot().records.length + (await failed()).length >= records.length
+          ? true
+          : undefined,
       {
         timeoutMs: 60_000,
         describe: async () =>
@@ -101,9 +108,14 @@ describe('a BatchMeterUsage call rejected for one record', () => {
     const snap = emulator.state.snapshot();
     // AWS really refused a call as a whole: the records travelled together.
     expect(snap.errors.InvalidLicenseException).toBeGreaterThanOrEqual(1);
-    const accepted = new Map(snap.records.map((r) => [`${r.customer}|${r.dimension}|${r.timestamp}`, r.quantity]));
+    const accepted = new Map(
+      snap.records.map((r) => [`${r.customer}|${r.dimension}|${r.timestamp}`, r.quantity]),
+    );
     const want = new Map(
-      good.map((r) => [`${accountOf.get(r.customer)}|${r.dimension}|${r.hour.replace('.000Z', 'Z')}`, r.quantity]),
+      good.map((r) => [
+        `${accountOf.get(r.customer)}|${r.dimension}|${r.hour.replace('.000Z', 'Z')}`,
+        r.quantity,
+      ]),
     );
     expect(accepted).toEqual(want);
     expect(snap.duplicates).toBe(0);

@@ -191,7 +191,7 @@ describe.skipIf(skipReason !== undefined)(
         client,
         ledger,
         dlq: new DlqPublisher(producer, dlqTopic),
-        customers: CUSTOMERS,
+        customers: new Map(Object.entries(CUSTOMERS)),
         topic: 'unused',
         groupId: 'unused',
         deadlineMarginMs: 5 * 60_000,

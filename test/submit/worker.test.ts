@@ -60,13 +60,15 @@ function worker(now: () => number = Date.now, via: MarketplaceMeteringClient = c
     client: via,
     ledger: new Ledger(redis, new Keys(`${run}:${uniqueId('l')}`)),
     dlq: new DlqPublisher(producer, dlqTopic),
-    customers: {
-      ...TEST_CUSTOMERS,
-      hooli: {
-        customerAwsAccountId: '444444444444',
-        licenseArn: 'arn:aws:license-manager::444444444444:license:l-d4',
-      },
-    },
+    customers: new Map(
+      Object.entries({
+        ...TEST_CUSTOMERS,
+        hooli: {
+          customerAwsAccountId: '444444444444',
+          licenseArn: 'arn:aws:license-manager::444444444444:license:l-d4',
+        },
+      }),
+    ),
     topic: 'unused',
     groupId: 'unused',
     deadlineMarginMs: 5 * 60_000,
