@@ -3,7 +3,6 @@
  * `meterline run` starts both in one process; each can also run alone.
  */
 import { MarketplaceMeteringClient } from '@aws-sdk/client-marketplace-metering';
-import type { Producer } from 'kafkajs';
 import type { CommitStage } from './commit/commit-stage.ts';
 import type { Config } from './config/config.ts';
 import { DlqPublisher } from './dlq/publisher.ts';
@@ -11,7 +10,8 @@ import type { StreamTask } from './engine/stream-task.ts';
 import { StreamsApp } from './engine/streams-app.ts';
 import { createAvroDecoder } from './ingest/avro.ts';
 import { EventDecoder } from './ingest/decoder.ts';
-import { createKafka, idempotentProducer } from './kafka/client.ts';
+import { createKafka } from './kafka/client.ts';
+import { GuardedProducer, ProduceHealth } from './kafka/guarded-producer.ts';
 import { ensureTopics, pipelineTopics } from './kafka/topics.ts';
 import type { Logger } from './log.ts';
 import { collectProcessMetrics } from './observability/metrics.ts';
@@ -63,16 +63,32 @@ export async function startPipeline(
   const redis: ScriptedRedis = createRedis(config.redis.url, config.redis);
   const keys = new Keys(config.redis.prefix);
   const directory = new CustomerDirectory(redis, keys);
-  const producer: Producer = idempotentProducer(kafka);
-  await producer.connect();
-  const dlq = new DlqPublisher(producer, config.topics.failed);
+  // One producer per stage, each with bounded sends: a topic that cannot be written (deleted, denied)
+  // stops only the stage that writes to it, loudly (/readyz, then /healthz, and a metric). Idempotent,
+  // so their own retries neither duplicate nor reorder (the submission topic is the durable record of
+  // what was frozen).
+  const health = new ProduceHealth(config.produce.unhealthyAfterMs);
+  const producers: GuardedProducer[] = [];
+  const producer = (name: string) => {
+    const p = new GuardedProducer({
+      kafka,
+      name,
+      idempotent: true,
+      timeoutMs: config.produce.timeoutMs,
+      health,
+      logger: logger.child({ stage: name }),
+    });
+    producers.push(p);
+    return p;
+  };
   const stops: (() => Promise<void>)[] = [];
   const running: RunningPipeline = {
     async stop() {
       running.ops?.setReady(false);
       for (const stop of stops.reverse())
         await stop().catch((err) => logger.warn({ err }, 'error while stopping'));
-      await producer.disconnect();
+      for (const p of producers)
+        await p.disconnect().catch((err) => logger.warn({ err }, 'error while stopping'));
       redis.disconnect();
       await running.ops?.close();
     },
@@ -80,6 +96,7 @@ export async function startPipeline(
   if (config.opsPort !== undefined) {
     collectProcessMetrics();
     running.ops = await startOpsServer(config.opsPort);
+    running.ops.addCheck(health);
     logger.info({ port: running.ops.port }, 'metrics and health on /metrics, /healthz, /readyz');
   }
 
@@ -92,6 +109,10 @@ export async function startPipeline(
       const admin = kafka.admin();
       await admin.connect();
       stops.push(() => admin.disconnect());
+      // The batches' sinks (failed records, misrouted events), apart from the commit stage's submissions.
+      const sinks = producer('processor');
+      const submissions = producer('commit');
+      await Promise.all([sinks.connect(), submissions.connect()]);
       const stats = emptyStats();
       const now = options.now ?? Date.now;
       // The app is created after the topology, which needs its task list: bind late.
@@ -107,7 +128,7 @@ export async function startPipeline(
               : undefined,
           ),
         admin,
-        producer,
+        producer: submissions,
         stats,
         logger,
         now,
@@ -117,7 +138,7 @@ export async function startPipeline(
       });
       app = new StreamsApp({
         kafka,
-        producer,
+        producer: sinks,
         groupId: config.groups.processor,
         sessionTimeoutMs: config.groups.sessionTimeoutMs,
         concurrency: config.groups.concurrency,
@@ -146,11 +167,13 @@ export async function startPipeline(
           connectionTimeout: 3_000,
         },
       });
+      const dlqProducer = producer('worker');
+      await dlqProducer.connect();
       const worker = new MeteringWorker({
         kafka,
         client,
         ledger: new Ledger(redis, keys),
-        dlq,
+        dlq: new DlqPublisher(dlqProducer, config.topics.failed),
         customers: config.customerMap,
         directory,
         topic: config.topics.submissions,

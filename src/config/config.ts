@@ -99,6 +99,11 @@ export const EnvSchema = z.object({
       (v) => v === 'off' || (/^\d+$/.test(v) && Number(v) <= 65_535),
       'a port (0 = any free one) or "off"',
     ),
+  // A Kafka send not done by then fails (bounded retries included): its stage keeps the input and retries,
+  // and /readyz fails until a send succeeds.
+  METERLINE_PRODUCE_TIMEOUT: duration('10s'),
+  // Sends failing this long without a success fail /healthz too, so Kubernetes restarts the pod.
+  METERLINE_PRODUCE_UNHEALTHY_AFTER: duration('5m'),
   // A call AWS has not answered by then is retried (the record's id makes the resend safe).
   METERLINE_AWS_REQUEST_TIMEOUT: duration('10s'),
   METERLINE_RATE_LIMIT: z.coerce
@@ -148,6 +153,8 @@ export interface Config {
   };
   groups: { processor: string; worker: string; sessionTimeoutMs: number; concurrency: number };
   maxMessageBytes: number;
+  /** Kafka sends: the deadline of one, and how long failing ones may last before /healthz fails. */
+  produce: { timeoutMs: number; unhealthyAfterMs: number };
   worker: {
     region: string | undefined;
     endpoint: string | undefined;
@@ -222,6 +229,12 @@ export function loadConfig(roles: readonly Role[], env: NodeJS.ProcessEnv = proc
   // Windows must close early enough to leave the worker room to retry inside AWS's acceptance window.
   if (e && e.METERLINE_WINDOW_GRACE > e.METERLINE_WINDOW_MAX_DELAY) {
     issues.push('METERLINE_WINDOW_GRACE: must not exceed METERLINE_WINDOW_MAX_DELAY');
+  }
+  if (e && e.METERLINE_PRODUCE_TIMEOUT < 1_000) issues.push('METERLINE_PRODUCE_TIMEOUT: must be at least 1s');
+  if (e && e.METERLINE_PRODUCE_UNHEALTHY_AFTER <= e.METERLINE_PRODUCE_TIMEOUT) {
+    issues.push(
+      'METERLINE_PRODUCE_UNHEALTHY_AFTER: must be longer than METERLINE_PRODUCE_TIMEOUT (one failed send must not restart the pod)',
+    );
   }
   const api: MeteringApi = container ? 'MeterUsage' : 'BatchMeterUsage';
   if (
@@ -305,6 +318,10 @@ export function loadConfig(roles: readonly Role[], env: NodeJS.ProcessEnv = proc
       concurrency: e.METERLINE_PROCESSOR_CONCURRENCY,
     },
     maxMessageBytes: e.METERLINE_MAX_MESSAGE_BYTES,
+    produce: {
+      timeoutMs: e.METERLINE_PRODUCE_TIMEOUT,
+      unhealthyAfterMs: e.METERLINE_PRODUCE_UNHEALTHY_AFTER,
+    },
     worker: {
       region: e.AWS_REGION,
       endpoint: e.AWS_ENDPOINT_URL_MARKETPLACE_METERING,

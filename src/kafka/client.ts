@@ -42,15 +42,22 @@ export function createKafka(options: {
       () =>
       ({ level, log: entry }: LogEntry) => {
         const { message, ...rest } = entry;
+        // Guarded producers bound an idempotent producer's retries on purpose, and replace it after a
+        // failed send (src/kafka/guarded-producer.ts), which keeps the guarantee this warns about.
+        if (message === BOUNDED_IDEMPOTENT_WARNING) return void log.debug(rest, message);
         log[LEVEL[level] === 'error' ? 'warn' : (LEVEL[level] ?? 'info')](rest, message);
       },
     retry: { retries: 8, initialRetryTime: 300, maxRetryTime: 10_000 },
   });
 }
 
+const BOUNDED_IDEMPOTENT_WARNING =
+  'Limiting retries for the idempotent producer may invalidate EoS guarantees';
+
 /**
- * An idempotent producer. It retries until the broker answers: a message that was not acknowledged must
- * never be given up on, since callers only move their own checkpoints after the ack.
+ * An idempotent producer that retries until the broker answers, for command-line tools (produce, dlq
+ * redrive), whose user sees them wait. Pipeline stages use `GuardedProducer` (bounded sends) instead: an
+ * endless retry there hangs the stage while the process looks healthy.
  */
 export function idempotentProducer(kafka: Kafka): Producer {
   return kafka.producer({

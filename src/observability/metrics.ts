@@ -105,6 +105,17 @@ export const metrics = {
     help: 'Buyer registrations through the registration URL, by outcome (registered, or why not)',
     labelNames: ['outcome'] as const,
   }),
+  /** A stage whose sends fail does not advance past them: alert, it will not catch up by itself. */
+  produceFailures: new Counter({
+    name: 'meterline_produce_failures_total',
+    help: 'Kafka sends that failed after their bounded retries or deadline, by producer (processor, commit, worker) and topic; the stage keeps the input and tries again',
+    labelNames: ['producer', 'topic'] as const,
+  }),
+  producerFailing: new Gauge({
+    name: 'meterline_producer_failing',
+    help: '1 while the last send of this producer to this topic failed (its stage is stuck there; /readyz fails), 0 once a send succeeds',
+    labelNames: ['producer', 'topic'] as const,
+  }),
   lifecycleEvents: new Counter({
     name: 'meterline_lifecycle_events_total',
     help: 'Subscription lifecycle events received, by source (sns, eventbridge), status they carry and outcome',

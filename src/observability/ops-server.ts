@@ -1,19 +1,34 @@
 /**
  * The operations endpoint of a meterline process: `/metrics` for Prometheus, `/healthz` (alive) and
- * `/readyz` (started and not stopping) for Kubernetes probes.
+ * `/readyz` (started, not stopping, and no check failing) for Kubernetes probes. A failing check answers
+ * 503 with its reasons, one a line.
  */
-import { createServer, type Server } from 'node:http';
+import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { register } from './metrics.ts';
+
+/** A condition the probes report. Each returns the reasons it fails (none: fine). */
+export interface HealthCheck {
+  /** Reasons to take this process out of service for now (it may recover by itself). */
+  notReady(): string[];
+  /** Reasons to restart this process (Kubernetes does after the liveness probe's failure threshold). */
+  notLive(): string[];
+}
 
 export interface OpsServer {
   port: number;
   setReady(ready: boolean): void;
+  addCheck(check: HealthCheck): void;
   close(): Promise<void>;
 }
 
 export async function startOpsServer(port: number, host = '0.0.0.0'): Promise<OpsServer> {
   let ready = false;
+  const checks: HealthCheck[] = [];
+  const answer = (res: ServerResponse, ok: string, reasons: string[]) => {
+    res.writeHead(reasons.length ? 503 : 200, { 'content-type': 'text/plain' });
+    res.end(reasons.length ? `${reasons.join('\n')}\n` : `${ok}\n`);
+  };
   const server: Server = createServer((req, res) => {
     const path = new URL(req.url ?? '/', 'http://ops').pathname;
     if (path === '/metrics') {
@@ -29,10 +44,14 @@ export async function startOpsServer(port: number, host = '0.0.0.0'): Promise<Op
       );
       return;
     }
-    if (path === '/healthz') return void res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
+    if (path === '/healthz')
+      return answer(
+        res,
+        'ok',
+        checks.flatMap((c) => c.notLive()),
+      );
     if (path === '/readyz') {
-      res.writeHead(ready ? 200 : 503, { 'content-type': 'text/plain' });
-      return void res.end(ready ? 'ready\n' : 'not ready\n');
+      return answer(res, 'ready', ready ? checks.flatMap((c) => c.notReady()) : ['not ready']);
     }
     res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
   });
@@ -44,6 +63,9 @@ export async function startOpsServer(port: number, host = '0.0.0.0'): Promise<Op
     port: (server.address() as AddressInfo).port,
     setReady: (r) => {
       ready = r;
+    },
+    addCheck: (check) => {
+      checks.push(check);
     },
     close: () => new Promise((resolve) => server.close(() => resolve())),
   };

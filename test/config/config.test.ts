@@ -151,6 +151,22 @@ describe('configuration', () => {
     ]);
   });
 
+  it('bounds Kafka sends: a deadline per send, and a longer one before /healthz fails', () => {
+    expect(loadConfig(['processor'], base).produce).toEqual({ timeoutMs: 10_000, unhealthyAfterMs: 300_000 });
+    expect(
+      issuesOf(() =>
+        loadConfig(['processor'], {
+          ...base,
+          METERLINE_PRODUCE_TIMEOUT: '500ms',
+          METERLINE_PRODUCE_UNHEALTHY_AFTER: '400ms',
+        }),
+      ),
+    ).toEqual([
+      'METERLINE_PRODUCE_TIMEOUT: must be at least 1s',
+      'METERLINE_PRODUCE_UNHEALTHY_AFTER: must be longer than METERLINE_PRODUCE_TIMEOUT (one failed send must not restart the pod)',
+    ]);
+  });
+
   it('builds Kafka TLS and SASL options, and lists every mistake in them', () => {
     const ok = loadConfig(['processor'], {
       ...base,

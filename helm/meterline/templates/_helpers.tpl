@@ -105,6 +105,13 @@ release never rolls out pods that refuse to start.
 {{- if ge (add $maxDelay $commit $margin) (mul $windowH 3600000) -}}
 {{- fail (printf "config.windowMaxDelay + config.commitInterval + config.submitMargin must stay under the %dh AWS acceptance window of metering.mode %s" $windowH .Values.metering.mode) -}}
 {{- end -}}
+{{- $produceTimeout := include "meterline.ms" $c.produceTimeout | int64 -}}
+{{- if lt $produceTimeout 1000 -}}
+{{- fail "config.produceTimeout must be at least 1s" -}}
+{{- end -}}
+{{- if le (include "meterline.ms" $c.produceUnhealthyAfter | int64) $produceTimeout -}}
+{{- fail "config.produceUnhealthyAfter must be longer than config.produceTimeout (one failed send must not restart the pod)" -}}
+{{- end -}}
 {{- if and (not .Values.redis.cluster) (contains "," .Values.redis.url) -}}
 {{- fail "redis.url: a list of seed URLs needs redis.cluster: true" -}}
 {{- end -}}
