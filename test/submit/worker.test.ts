@@ -67,6 +67,11 @@ function worker(now: () => number = Date.now, via: MarketplaceMeteringClient = c
           customerAwsAccountId: '444444444444',
           licenseArn: 'arn:aws:license-manager::444444444444:license:l-d4',
         },
+        // initech's account with a license ARN AWS never granted it.
+        stale: {
+          customerAwsAccountId: '333333333333',
+          licenseArn: 'arn:aws:license-manager::333333333333:license:l-unknown',
+        },
       }),
     ),
     topic: 'unused',
@@ -203,6 +208,59 @@ describe('metering worker', () => {
     } finally {
       strictClient.destroy();
       await strict.close();
+    }
+  });
+
+  it('narrows a call AWS rejects for two records to those two, each dead-lettered with its own AWS code', async () => {
+    // AWS knows each buyer's license here, so a license it never granted is refused.
+    const strict = await startEmulator({
+      customers: Object.values(TEST_CUSTOMERS).flatMap((c) =>
+        'licenseArn' in c ? [{ id: c.customerAwsAccountId, licenseArn: c.licenseArn }] : [],
+      ),
+    });
+    const strictClient = sdkClient(strict.url);
+    try {
+      const w = worker(Date.now, strictClient);
+      const good = many(23);
+      const unknownLicense = record('stale', 'api_calls', hourAgo(1), 4);
+      const badTag = {
+        ...record('globex', 'tagged', hourAgo(1), 6),
+        allocations: [{ tags: { team: 'a|b' }, quantity: 6 }],
+      };
+      await w.submit([...good.slice(0, 5), unknownLicense, ...good.slice(5, 17), badTag, ...good.slice(17)]);
+      const snap = strict.state.snapshot();
+      expect(snap.errors.InvalidLicenseException).toBeGreaterThanOrEqual(1);
+      expect(snap.errors.InvalidTagException).toBeGreaterThanOrEqual(1);
+      expect(snap.records.map((r) => r.dimension).sort()).toEqual(good.map((r) => r.dimension).sort());
+      const dead = await deadLetters([
+        unknownLicense.recordId,
+        badTag.recordId,
+        ...good.map((r) => r.recordId),
+      ]);
+      expect(Object.fromEntries(dead.map((d) => [d.record?.recordId, d.reason]))).toEqual({
+        [unknownLicense.recordId]: 'invalid_license',
+        [badTag.recordId]: 'invalid_tag',
+      });
+      expect(w.stats.deadLettered).toEqual({ invalid_license: 1, invalid_tag: 1 });
+    } finally {
+      strictClient.destroy();
+      await strict.close();
+    }
+  });
+
+  it('does not split a call AWS refuses as a whole (its product code): every record dead-lettered at once', async () => {
+    const other = await startEmulator({ customers: subscribed, productCodes: ['prod-other'] });
+    const otherClient = sdkClient(other.url);
+    try {
+      const w = worker(Date.now, otherClient);
+      const records = Array.from({ length: 8 }, (_, i) => record('acme', `product_${i}`, hourAgo(1), i + 1));
+      await w.submit(records);
+      expect(other.state.snapshot().calls.BatchMeterUsage).toBe(1);
+      const dead = await deadLetters(records.map((r) => r.recordId));
+      expect(dead.map((d) => d.reason)).toEqual(records.map(() => 'invalid_product_code'));
+    } finally {
+      otherClient.destroy();
+      await other.close();
     }
   });
 
