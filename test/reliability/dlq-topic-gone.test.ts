@@ -310,3 +310,67 @@ describe('the failed-records topic disappears while the worker dead-letters', ()
     expect((await scrape()).get(series('meterline_producer_failing'))).toBe(0);
   }, 420_000);
 });
+
+describe('METERLINE_PRODUCE_UNHEALTHY_AFTER', () => {
+  let tp: TestPipeline | undefined;
+  let pipeline: RunningPipeline | undefined;
+  afterAll(async () => {
+    if (tp) await tp.createTopics(kafka);
+    await pipeline?.stop();
+    await tp?.cleanup(kafka);
+  });
+
+  it('fails /healthz once sends have failed that long, and clears it with the first success', async () => {
+    // The setting under test, set just above the (default) send deadline it must exceed.
+    tp = testPipeline('dlq-gone-liveness', { customers, env: { METERLINE_PRODUCE_UNHEALTHY_AFTER: '15s' } });
+    const topics = tp.topics;
+    await tp.createTopics(kafka);
+    pipeline = await startPipeline(tp.config(['worker']), testLogger(), { processor: false, worker: true });
+    const ops = `http://127.0.0.1:${pipeline.ops?.port}`;
+    const probe = async (path: string) => {
+      const res = await fetch(`${ops}${path}`);
+      return { status: res.status, body: await res.text() };
+    };
+    await deleteTopics(kafka, [topics.failed]);
+    await waitFor(async () => ((await topicExists(topics.failed)) ? undefined : true));
+    const unmapped = makeSubmissionRecord({
+      productCode: 'prod-test',
+      customer: 'tenant-without-mapping',
+      dimension: 'api_calls',
+      hourMs: hourStart(Date.now()) - HOUR_MS,
+      quantity: 1,
+      api: 'BatchMeterUsage',
+      finalizedAtMs: Date.now(),
+    });
+    await produceMessages([{ key: unmapped.customer, value: JSON.stringify(unmapped) }], {
+      kafka,
+      topic: topics.submissions,
+    });
+
+    // Not ready at once, still alive: one failed send must not restart the pod.
+    const notReady = await waitFor(async () => {
+      const r = await probe('/readyz');
+      return r.status === 503 ? r : undefined;
+    });
+    expect(notReady.body).toContain(`producer worker cannot send to ${topics.failed}`);
+    expect((await probe('/healthz')).status).toBe(200);
+    const dead = await waitFor(
+      async () => {
+        const r = await probe('/healthz');
+        return r.status === 503 ? r : undefined;
+      },
+      { timeoutMs: 90_000, describe: () => '/healthz still answers 200' },
+    );
+    expect(dead.body).toContain(`producer worker cannot send to ${topics.failed}`);
+
+    await tp.createTopics(kafka);
+    await waitFor(async () => ((await probe('/healthz')).status === 200 ? true : undefined), {
+      describe: () => '/healthz still answers 503 with the topic back',
+    });
+    expect((await probe('/readyz')).status).toBe(200);
+    const failed = await readAllMessages(kafka, topics.failed);
+    expect(new Set(failed.map((m) => (JSON.parse(String(m.value)) as FailedRecord).reason))).toEqual(
+      new Set(['customer_mapping_missing']),
+    );
+  }, 300_000);
+});
