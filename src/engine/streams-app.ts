@@ -75,6 +75,23 @@ export class StreamsApp {
       this.#o.logger.info({ partitions: mine, memberId: payload.memberId }, 'partitions assigned');
       this.#assign(mine);
     });
+    // kafkajs resolves a fetch that holds no records (an aborted transaction, a lone marker) by itself and
+    // commits it only with a later batch: commit it now, so the group's offset (which the commit stage reads
+    // to tell a caught-up partition) reaches the log end.
+    consumer.on(consumer.events.END_BATCH_PROCESS, ({ payload }) => {
+      if (payload.batchSize !== 0 || payload.topic !== this.#topic || this.#stopped) return;
+      consumer
+        .commitOffsets([
+          {
+            topic: payload.topic,
+            partition: payload.partition,
+            offset: String(BigInt(payload.lastOffset) + 1n),
+          },
+        ])
+        .catch((err: unknown) =>
+          this.#o.logger.debug({ err, partition: payload.partition }, 'could not commit an empty fetch'),
+        );
+    });
     consumer.on(consumer.events.CRASH, ({ payload }) => {
       this.#o.logger.error({ err: payload.error, restart: payload.restart }, 'consumer crashed');
     });
