@@ -78,7 +78,8 @@ export const EnvSchema = z.object({
   METERLINE_PROCESSOR_GROUP: z.string().min(1).default('meterline-processor'),
   METERLINE_WORKER_GROUP: z.string().min(1).default('meterline-worker'),
   METERLINE_SESSION_TIMEOUT: duration('30s'),
-  // A Redis reply lost on a silent network path would otherwise hang the stage for ever.
+  // A Redis reply lost on a silent network path would otherwise hang the stage for ever (min 100ms: 0 would
+  // turn the timeout off).
   METERLINE_REDIS_COMMAND_TIMEOUT: duration('5s'),
   METERLINE_PROCESSOR_CONCURRENCY: int(3, 1, 64),
   METERLINE_WINDOW_GRACE: duration('5m'),
@@ -225,6 +226,11 @@ export function loadConfig(roles: readonly Role[], env: NodeJS.ProcessEnv = proc
     issues.push(`REDIS_TLS_CA_FILE: ${source.REDIS_TLS_CA_FILE} does not exist`);
   if (e && !e.REDIS_CLUSTER && e.REDIS_URL.includes(',')) {
     issues.push('REDIS_URL: a list of seed URLs needs REDIS_CLUSTER=true');
+  }
+  // 0 would silently mean no timeout at all (a lost reply stalls the stage for ever); less than 100ms would
+  // fail healthy commands.
+  if (e && e.METERLINE_REDIS_COMMAND_TIMEOUT < 100) {
+    issues.push('METERLINE_REDIS_COMMAND_TIMEOUT: must be at least 100ms (0 would turn the timeout off)');
   }
   // Windows must close early enough to leave the worker room to retry inside AWS's acceptance window.
   if (e && e.METERLINE_WINDOW_GRACE > e.METERLINE_WINDOW_MAX_DELAY) {

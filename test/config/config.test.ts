@@ -167,6 +167,21 @@ describe('configuration', () => {
     ]);
   });
 
+  it('bounds Redis commands: 5s by default, never 0 (which would turn the timeout off)', () => {
+    expect(loadConfig(['processor'], base).redis.commandTimeoutMs).toBe(5_000);
+    expect(
+      loadConfig(['processor'], { ...base, METERLINE_REDIS_COMMAND_TIMEOUT: '100ms' }).redis.commandTimeoutMs,
+    ).toBe(100);
+    for (const value of ['0s', '0', '99ms', '0.01s']) {
+      expect(
+        issuesOf(() => loadConfig(['processor'], { ...base, METERLINE_REDIS_COMMAND_TIMEOUT: value })),
+      ).toEqual(['METERLINE_REDIS_COMMAND_TIMEOUT: must be at least 100ms (0 would turn the timeout off)']);
+    }
+    expect(
+      issuesOf(() => loadConfig(['processor'], { ...base, METERLINE_REDIS_COMMAND_TIMEOUT: '-1s' })),
+    ).toEqual([expect.stringMatching(/^METERLINE_REDIS_COMMAND_TIMEOUT: must be a duration/)]);
+  });
+
   it('builds Kafka TLS and SASL options, and lists every mistake in them', () => {
     const ok = loadConfig(['processor'], {
       ...base,

@@ -112,6 +112,9 @@ release never rolls out pods that refuse to start.
 {{- if le (include "meterline.ms" $c.produceUnhealthyAfter | int64) $produceTimeout -}}
 {{- fail "config.produceUnhealthyAfter must be longer than config.produceTimeout (one failed send must not restart the pod)" -}}
 {{- end -}}
+{{- if lt (include "meterline.ms" .Values.redis.commandTimeout | int64) 100 -}}
+{{- fail "redis.commandTimeout must be at least 100ms (0 would turn the timeout off)" -}}
+{{- end -}}
 {{- if and (not .Values.redis.cluster) (contains "," .Values.redis.url) -}}
 {{- fail "redis.url: a list of seed URLs needs redis.cluster: true" -}}
 {{- end -}}
