@@ -1,0 +1,195 @@
+/**
+ * Redis behind the task: real Redis replication, with a replica held back and then promoted while usage
+ * flows. The processor (the real CLI, in a child process) reaches Redis through one address that moves
+ * to the new primary, as a managed failover does. The new primary lacks the last acknowledged batches
+ * (and perhaps the latest fencing token): the processor must notice on its next batch, re-claim the
+ * partition and replay from the checkpoint the new primary holds. Every window must come out exact.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { type AddressInfo, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Redis } from 'ioredis';
+import { afterAll, describe, expect, it } from 'vitest';
+import { recordId } from '../../src/commit/submission-record.ts';
+import { eventMessage, produceMessages } from '../../src/produce/producer.ts';
+import { type RawEvent, syntheticEvents } from '../../src/produce/synthetic.ts';
+import { createRedis } from '../../src/redis/client.ts';
+import { Keys } from '../../src/redis/keys.ts';
+import { hourStart } from '../../src/time/hours.ts';
+import { WindowStore } from '../../src/window/window-store.ts';
+import { killHard, spawnMeterline, stopGracefully } from '../support/child.ts';
+import { testKafka, uniqueId, waitFor } from '../support/harness.ts';
+import { frozenRecords, readAllMessages, type TestPipeline, testPipeline } from '../support/pipeline-env.ts';
+import { startTcpRelay, type TcpRelay } from '../support/tcp-relay.ts';
+
+const PARTITIONS = 3;
+
+/** A free loopback port, from the OS. */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+/** A redis-server of the test's own, without persistence. */
+async function startRedisServer(args: string[] = []): Promise<{ port: number; proc: ChildProcess }> {
+  const dir = mkdtempSync(join(tmpdir(), 'failover-redis-'));
+  const port = await freePort();
+  const proc = spawn(
+    'redis-server',
+    [
+      '--port',
+      String(port),
+      '--bind',
+      '127.0.0.1',
+      '--save',
+      '',
+      '--appendonly',
+      'no',
+      '--dir',
+      dir,
+      ...args,
+    ],
+    { stdio: ['ignore', 'ignore', 'ignore'] },
+  );
+  const client = new Redis(port, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 0 });
+  try {
+    await waitFor(async () => ((await client.ping().catch(() => undefined)) === 'PONG' ? true : undefined));
+  } finally {
+    client.disconnect();
+  }
+  return { port, proc };
+}
+
+describe('Redis failover to a replica that lags behind', () => {
+  const kafka = testKafka();
+  const stop: (() => Promise<void>)[] = [];
+  let tp: TestPipeline | undefined;
+  afterAll(async () => {
+    for (const f of stop.reverse()) await f().catch(() => undefined);
+    await tp?.cleanup(kafka);
+  });
+
+  it('replays what the new primary lacks: every window exact, no partition left fenced', async () => {
+    const primary = await startRedisServer();
+    stop.push(async () => {
+      primary.proc.kill('SIGKILL');
+    });
+    // The replica follows the primary through a link the test can break.
+    const link: TcpRelay = await startTcpRelay(primary.port);
+    stop.push(() => link.close());
+    const replica = await startRedisServer(['--replicaof', '127.0.0.1', String(link.port)]);
+    stop.push(async () => {
+      replica.proc.kill('SIGKILL');
+    });
+    const replicaAdmin = new Redis(replica.port, '127.0.0.1');
+    replicaAdmin.on('error', () => undefined);
+    stop.push(async () => replicaAdmin.disconnect());
+    await waitFor(async () =>
+      (await replicaAdmin.info('replication')).includes('master_link_status:up') ? true : undefined,
+    );
+
+    // The processor's one address for Redis; it moves at the failover.
+    const front = await startTcpRelay(primary.port);
+    stop.push(() => front.close());
+    tp = testPipeline('failover', {
+      partitions: PARTITIONS,
+      env: { REDIS_URL: `redis://127.0.0.1:${front.port}` },
+    });
+    await tp.createTopics(kafka);
+    const events = [
+      ...syntheticEvents({
+        count: 90_000,
+        customers: Array.from({ length: 200 }, (_, i) => `tenant-${i}`),
+        dimensions: ['api_calls', 'jobs'],
+        hours: 3,
+        nowMs: Date.now(),
+        duplicateRate: 0.01,
+        seed: 11,
+        idPrefix: tp.run,
+      }),
+    ].sort((a, b) => Date.parse(String(a.timestamp)) - Date.parse(String(b.timestamp)));
+    const logFile = join(tmpdir(), `${uniqueId('failover')}.log`);
+    const child = spawnMeterline(['processor'], tp.env, logFile);
+    stop.push(() => killHard(child));
+
+    const applied = async (port: number) => {
+      const redis = createRedis(`redis://127.0.0.1:${port}`);
+      try {
+        const windows = new WindowStore(redis, new Keys(tp?.run as string), {
+          dedupeTtlMs: 1,
+          finalizedTtlMs: 1,
+        });
+        const times = await windows.partitionTimes(tp?.topics.usage as string, PARTITIONS);
+        return times.reduce((n, t) => n + Number((t.checkpoint ?? -1n) + 1n), 0);
+      } finally {
+        redis.disconnect();
+      }
+    };
+
+    const produced: RawEvent[] = [];
+    const producing = (async () => {
+      for (let i = 0; i < events.length; i += 1_500) {
+        const chunk = events.slice(i, i + 1_500);
+        await produceMessages(chunk.map(eventMessage), { kafka, topic: tp?.topics.usage as string });
+        produced.push(...chunk);
+        await sleep(100);
+      }
+    })();
+
+    // Progress on the primary, replicated; then the link breaks and the primary moves on without it.
+    await waitFor(async () => ((await applied(primary.port)) >= 10_000 ? true : undefined), {
+      timeoutMs: 120_000,
+    });
+    link.refuse(true);
+    link.cutAll();
+    const frozenAt = await applied(replica.port);
+    await waitFor(async () => ((await applied(primary.port)) >= frozenAt + 15_000 ? true : undefined), {
+      timeoutMs: 120_000,
+    });
+    // Failover: the lagging replica becomes the primary, the address moves, the old primary is gone.
+    await replicaAdmin.replicaof('NO', 'ONE');
+    front.setTarget(replica.port);
+    front.cutAll();
+    const onPrimary = await applied(primary.port);
+    primary.proc.kill('SIGKILL');
+    // The new primary lacks acknowledged batches (it stopped at `frozenAt`).
+    expect(frozenAt).toBeLessThan(onPrimary);
+    await producing;
+
+    const truth = new Map<string, number>();
+    const seen = new Set<string>();
+    for (const e of produced) {
+      if (seen.has(e.id)) continue;
+      seen.add(e.id);
+      const id = recordId('prod-test', e.customer, e.dimension, hourStart(Date.parse(String(e.timestamp))));
+      truth.set(id, (truth.get(id) ?? 0) + e.quantity);
+    }
+    // Every offset of every partition is applied on the new primary: none stayed fenced or stuck.
+    await waitFor(async () => ((await applied(replica.port)) >= produced.length ? true : undefined), {
+      timeoutMs: 180_000,
+      describe: () => `log ${logFile}`,
+    });
+    const records = await waitFor(
+      async () => {
+        const r = frozenRecords(await readAllMessages(kafka, tp?.topics.submissions as string));
+        return r.size >= truth.size ? r : undefined;
+      },
+      { timeoutMs: 180_000, intervalMs: 2_000, describe: () => `log ${logFile}` },
+    );
+    expect(await stopGracefully(child)).toBe(0);
+    const billed = new Map([...records].map(([id, r]) => [id, r.quantity]));
+    const wrong = [...truth]
+      .filter(([id, q]) => billed.get(id) !== q)
+      .map(([id, q]) => `${id}: ${billed.get(id)} ≠ ${q}`);
+    expect(wrong, `${wrong.length} wrong; log ${logFile}`).toEqual([]);
+    expect(billed).toEqual(truth);
+    // The log says what happened and from where it replayed.
+    expect(readFileSync(logFile, 'utf8')).toMatch(/Redis is behind this task/);
+  }, 600_000);
+});
