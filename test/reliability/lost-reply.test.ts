@@ -10,13 +10,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
-import { recordId } from '../../src/commit/submission-record.ts';
 import { eventMessage, produceMessages } from '../../src/produce/producer.ts';
 import { type RawEvent, seededRandom, syntheticEvents } from '../../src/produce/synthetic.ts';
-import { hourStart } from '../../src/time/hours.ts';
 import { killHard, spawnMeterline, stopGracefully } from '../support/child.ts';
 import { stackEnv, testKafka, uniqueId, waitFor } from '../support/harness.ts';
-import { frozenRecords, readAllMessages, testPipeline } from '../support/pipeline-env.ts';
+import { expectedFrozen, testPipeline, waitForFrozen, wrongRecords } from '../support/pipeline-env.ts';
 import { startRedisFaultProxy } from '../support/redis-fault-proxy.ts';
 
 const LOSSES = 20;
@@ -66,26 +64,12 @@ describe('lost Redis replies', () => {
       await producing;
       expect(proxy.lost).toBe(LOSSES);
 
-      const truth = new Map<string, number>();
-      const seen = new Set<string>();
-      for (const e of produced) {
-        if (seen.has(e.id)) continue;
-        seen.add(e.id);
-        const id = recordId('prod-test', e.customer, e.dimension, hourStart(Date.parse(String(e.timestamp))));
-        truth.set(id, (truth.get(id) ?? 0) + e.quantity);
-      }
-      const records = await waitFor(
-        async () => {
-          const r = frozenRecords(await readAllMessages(kafka, tp.topics.submissions));
-          return r.size >= truth.size ? r : undefined;
-        },
-        { timeoutMs: 240_000, intervalMs: 2_000, describe: () => `seed ${seed}; log ${logFile}` },
-      );
+      const truth = expectedFrozen(produced);
+      const billed = await waitForFrozen(kafka, tp.topics.submissions, truth, {
+        describe: () => `seed ${seed}; log ${logFile}`,
+      });
       expect(await stopGracefully(child)).toBe(0);
-      const billed = new Map([...records].map(([id, r]) => [id, r.quantity]));
-      const wrong = [...truth]
-        .filter(([id, q]) => billed.get(id) !== q)
-        .map(([id, q]) => `${id}: ${billed.get(id)} ≠ ${q}`);
+      const wrong = wrongRecords(billed, truth);
       expect(wrong, `seed ${seed}; ${wrong.length} wrong; log ${logFile}`).toEqual([]);
       expect(billed).toEqual(truth);
       // The losses did land after Redis ran the script: the processor learnt it from Redis's checkpoint.

@@ -13,16 +13,20 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
-import { recordId } from '../../src/commit/submission-record.ts';
 import { eventMessage, produceMessages } from '../../src/produce/producer.ts';
 import { type RawEvent, syntheticEvents } from '../../src/produce/synthetic.ts';
 import { createRedis } from '../../src/redis/client.ts';
 import { Keys } from '../../src/redis/keys.ts';
-import { hourStart } from '../../src/time/hours.ts';
 import { WindowStore } from '../../src/window/window-store.ts';
 import { killHard, spawnMeterline, stopGracefully } from '../support/child.ts';
 import { testKafka, uniqueId, waitFor } from '../support/harness.ts';
-import { frozenRecords, readAllMessages, type TestPipeline, testPipeline } from '../support/pipeline-env.ts';
+import {
+  expectedFrozen,
+  type TestPipeline,
+  testPipeline,
+  waitForFrozen,
+  wrongRecords,
+} from '../support/pipeline-env.ts';
 import { startTcpRelay, type TcpRelay } from '../support/tcp-relay.ts';
 
 const PARTITIONS = 3;
@@ -162,31 +166,18 @@ describe('Redis failover to a replica that lags behind', () => {
     expect(frozenAt).toBeLessThan(onPrimary);
     await producing;
 
-    const truth = new Map<string, number>();
-    const seen = new Set<string>();
-    for (const e of produced) {
-      if (seen.has(e.id)) continue;
-      seen.add(e.id);
-      const id = recordId('prod-test', e.customer, e.dimension, hourStart(Date.parse(String(e.timestamp))));
-      truth.set(id, (truth.get(id) ?? 0) + e.quantity);
-    }
+    const truth = expectedFrozen(produced);
     // Every offset of every partition is applied on the new primary: none stayed fenced or stuck.
     await waitFor(async () => ((await applied(replica.port)) >= produced.length ? true : undefined), {
       timeoutMs: 180_000,
       describe: () => `log ${logFile}`,
     });
-    const records = await waitFor(
-      async () => {
-        const r = frozenRecords(await readAllMessages(kafka, tp?.topics.submissions as string));
-        return r.size >= truth.size ? r : undefined;
-      },
-      { timeoutMs: 180_000, intervalMs: 2_000, describe: () => `log ${logFile}` },
-    );
+    const billed = await waitForFrozen(kafka, tp.topics.submissions, truth, {
+      timeoutMs: 180_000,
+      describe: () => `log ${logFile}`,
+    });
     expect(await stopGracefully(child)).toBe(0);
-    const billed = new Map([...records].map(([id, r]) => [id, r.quantity]));
-    const wrong = [...truth]
-      .filter(([id, q]) => billed.get(id) !== q)
-      .map(([id, q]) => `${id}: ${billed.get(id)} ≠ ${q}`);
+    const wrong = wrongRecords(billed, truth);
     expect(wrong, `${wrong.length} wrong; log ${logFile}`).toEqual([]);
     expect(billed).toEqual(truth);
     // The log says what happened and from where it replayed.

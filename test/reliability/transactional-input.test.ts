@@ -4,14 +4,18 @@
  * to the end of every partition (no lag left behind a marker or an aborted transaction at the end).
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { recordId } from '../../src/commit/submission-record.ts';
 import { metrics } from '../../src/observability/metrics.ts';
 import { type RunningPipeline, startPipeline } from '../../src/pipeline.ts';
 import { eventMessage } from '../../src/produce/producer.ts';
 import { type RawEvent, syntheticEvents } from '../../src/produce/synthetic.ts';
-import { hourStart } from '../../src/time/hours.ts';
 import { testKafka, testLogger, uniqueId, waitFor } from '../support/harness.ts';
-import { frozenRecords, readAllMessages, type TestPipeline, testPipeline } from '../support/pipeline-env.ts';
+import {
+  expectedFrozen,
+  type TestPipeline,
+  testPipeline,
+  waitForFrozen,
+  wrongRecords,
+} from '../support/pipeline-env.ts';
 
 const kafka = testKafka();
 const TRANSACTIONS = 50;
@@ -72,25 +76,11 @@ describe('a transactional producer on the usage topic', () => {
       worker: false,
     });
 
-    const truth = new Map<string, number>();
-    for (const e of committed) {
-      const id = recordId('prod-test', e.customer, e.dimension, hourStart(Date.parse(String(e.timestamp))));
-      truth.set(id, (truth.get(id) ?? 0) + e.quantity);
-    }
+    const truth = expectedFrozen(committed);
     const usage = tp.topics.usage;
-    const records = await waitFor(
-      async () => {
-        const r = frozenRecords(await readAllMessages(kafka, tp?.topics.submissions as string));
-        return r.size >= truth.size ? r : undefined;
-      },
-      {
-        timeoutMs: 180_000,
-        intervalMs: 1_000,
-        describe: async () =>
-          `frozen ${frozenRecords(await readAllMessages(kafka, tp?.topics.submissions as string)).size} of ${truth.size}`,
-      },
-    );
-    expect(new Map([...records].map(([id, r]) => [id, r.quantity]))).toEqual(truth);
+    const billed = await waitForFrozen(kafka, tp.topics.submissions, truth, { timeoutMs: 180_000 });
+    expect(wrongRecords(billed, truth)).toEqual([]);
+    expect(billed).toEqual(truth);
 
     // Caught up to the log end of every partition: the group's lag and the processor's own gauge are 0.
     const admin = kafka.admin();

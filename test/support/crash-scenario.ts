@@ -7,16 +7,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { expect } from 'vitest';
-import { recordId } from '../../src/commit/submission-record.ts';
 import { eventMessage, produceMessages } from '../../src/produce/producer.ts';
 import { seededRandom, syntheticEvents } from '../../src/produce/synthetic.ts';
 import { createRedis } from '../../src/redis/client.ts';
 import { Keys } from '../../src/redis/keys.ts';
-import { hourStart } from '../../src/time/hours.ts';
 import { WindowStore } from '../../src/window/window-store.ts';
 import { killHard, spawnMeterline, stopGracefully } from './child.ts';
 import { deleteKeys, type RedisTarget, stackEnv, testKafka, uniqueId, waitFor } from './harness.ts';
-import { frozenRecords, readAllMessages, testPipeline } from './pipeline-env.ts';
+import { expectedFrozen, testPipeline, waitForFrozen, wrongRecords } from './pipeline-env.ts';
 
 export const CRASH_EVENTS = Number(process.env.CRASH_EVENTS ?? 200_000);
 export const KILLS = 5;
@@ -56,14 +54,7 @@ export async function crashTest(
         idPrefix: tp.run,
       }),
     ].sort((a, b) => Date.parse(String(a.timestamp)) - Date.parse(String(b.timestamp)));
-    const truth = new Map<string, number>();
-    const seen = new Set<string>();
-    for (const e of events) {
-      if (seen.has(e.id)) continue;
-      seen.add(e.id);
-      const id = recordId('prod-test', e.customer, e.dimension, hourStart(Date.parse(String(e.timestamp))));
-      truth.set(id, (truth.get(id) ?? 0) + e.quantity);
-    }
+    const truth = expectedFrozen(events);
     await tp.createTopics(kafka);
     const redis = createRedis(redisTarget.url, { cluster: redisTarget.cluster === true });
     const windows = new WindowStore(redis, new Keys(tp.run), { dedupeTtlMs: 1, finalizedTtlMs: 1 });
@@ -104,18 +95,11 @@ export async function crashTest(
     // The kills landed mid-stream: progress was made between them, and input was still left each time.
     expect(new Set(progress).size).toBe(KILLS);
     expect(Math.max(...progress)).toBeLessThan(events.length);
-    const records = await waitFor(
-      async () => {
-        const r = frozenRecords(await readAllMessages(kafka, tp.topics.submissions));
-        return r.size >= truth.size ? r : undefined;
-      },
-      { timeoutMs: 240_000, intervalMs: 2_000, describe: () => `seed ${seed}; child log ${logFile}` },
-    );
+    const billed = await waitForFrozen(kafka, tp.topics.submissions, truth, {
+      describe: () => `seed ${seed}; child log ${logFile}`,
+    });
     expect(await stopGracefully(child)).toBe(0);
-    const billed = new Map([...records].map(([id, r]) => [id, r.quantity]));
-    const wrong = [...truth]
-      .filter(([id, q]) => billed.get(id) !== q)
-      .map(([id, q]) => `${id}: ${billed.get(id)} ≠ ${q}`);
+    const wrong = wrongRecords(billed, truth);
     expect(wrong, `seed ${seed}; ${wrong.length} wrong; log ${logFile}`).toEqual([]);
     expect(billed).toEqual(truth);
     await options.afterVerify?.(tp.run);

@@ -4,12 +4,13 @@
  * child process.
  */
 import type { Kafka, KafkaMessage } from 'kafkajs';
-import type { SubmissionRecord } from '../../src/commit/submission-record.ts';
+import { recordId, type SubmissionRecord } from '../../src/commit/submission-record.ts';
 import { type Config, loadConfig, type Role } from '../../src/config/config.ts';
+import { readAllMessages } from '../../src/kafka/read-topic.ts';
 import { ensureTopics, pipelineTopics } from '../../src/kafka/topics.ts';
 import type { RawEvent } from '../../src/produce/synthetic.ts';
 import { hourIso, hourStart } from '../../src/time/hours.ts';
-import { deleteKeys, deleteTopics, stackEnv, uniqueId, writeTempJson } from './harness.ts';
+import { deleteKeys, deleteTopics, stackEnv, uniqueId, waitFor, writeTempJson } from './harness.ts';
 
 export interface TestPipeline {
   run: string;
@@ -137,4 +138,44 @@ export function expectedAccepted(events: readonly RawEvent[]): Map<string, numbe
     out.set(key, (out.get(key) ?? 0) + e.quantity);
   }
   return out;
+}
+
+/** What each frozen record must hold: per record id, the sum over the events' distinct ids. */
+export function expectedFrozen(events: readonly RawEvent[], productCode = 'prod-test'): Map<string, number> {
+  const seen = new Set<string>();
+  const truth = new Map<string, number>();
+  for (const e of events) {
+    if (seen.has(e.id)) continue;
+    seen.add(e.id);
+    const id = recordId(productCode, e.customer, e.dimension, hourStart(Date.parse(String(e.timestamp))));
+    truth.set(id, (truth.get(id) ?? 0) + e.quantity);
+  }
+  return truth;
+}
+
+/** Waits until the submission topic holds as many records as `truth`, and gives their quantities. */
+export async function waitForFrozen(
+  kafka: Kafka,
+  topic: string,
+  truth: ReadonlyMap<string, number>,
+  options: { timeoutMs?: number; describe?: () => string } = {},
+): Promise<Map<string, number>> {
+  const records = await waitFor(
+    async () => {
+      const r = frozenRecords(await readAllMessages(kafka, topic));
+      return r.size >= truth.size ? r : undefined;
+    },
+    { timeoutMs: options.timeoutMs ?? 240_000, intervalMs: 2_000, describe: options.describe },
+  );
+  return new Map([...records].map(([id, r]) => [id, r.quantity]));
+}
+
+/** The records whose quantity is not the truth's, as "id: billed ≠ expected" (empty when exact). */
+export function wrongRecords(
+  billed: ReadonlyMap<string, number>,
+  truth: ReadonlyMap<string, number>,
+): string[] {
+  return [...truth]
+    .filter(([id, q]) => billed.get(id) !== q)
+    .map(([id, q]) => `${id}: ${billed.get(id)} ≠ ${q}`);
 }
