@@ -50,50 +50,73 @@ async function records(tp: TestPipeline) {
 
 describe('an idle partition', () => {
   it('stops holding the watermark back, so its neighbours and its own hours close', async () => {
-    const tp = testPipeline('idle', { env: { METERLINE_IDLE_TIMEOUT: '3s' } });
+    const idleMs = 3_000;
+    const tp = testPipeline('idle', { env: { METERLINE_IDLE_TIMEOUT: `${idleMs}ms` } });
     const p = await setUp(tp);
     const last = hourStart(Date.now()) - HOUR_MS;
     // One customer per partition: a customer's events are counted on the partition its key hashes to.
-    const c = [0, 1, 2].map((partition) => customerOn(partition, 3));
+    const c = [0, 1, 2].map((partition) => customerOn(partition, 3)) as [string, string, string];
+    // Every event sent, as (customer, event time): the ground truth of what each hour must bill.
+    const sent: { customer: string; at: number }[] = [];
+    const send = async (messages: { partition: number; id: string; at: number }[]) => {
+      await p.send({
+        topic: tp.topics.usage,
+        messages: messages.map((m) => {
+          const customer = c[m.partition] as string;
+          return { partition: m.partition, key: customer, value: event(m.id, customer, m.at) };
+        }),
+      });
+      for (const m of messages) sent.push({ customer: c[m.partition] as string, at: m.at });
+    };
     // Partition 2 sees one event early in the last closed hour, then nothing: its event time stalls there.
-    await p.send({
-      topic: tp.topics.usage,
-      messages: [{ partition: 2, key: c[2], value: event('p2-a', c[2] as string, last + 600_000) }],
-    });
-    await p.send({
-      topic: tp.topics.usage,
-      messages: [0, 1].map((partition) => ({
-        partition,
-        key: c[partition],
-        value: event(`p${partition}-a`, c[partition] as string, last + 1_800_000),
-      })),
-    });
-    // Partitions 0 and 1 keep receiving current usage, so they stay active and their event time is now.
+    await send([{ partition: 2, id: 'p2-a', at: last + 600_000 }]);
+    await waitFor(() => ((pipeline?.processor?.stats.applied ?? 0) >= 1 ? true : undefined));
+    // From here on partition 2 is quiet: it counts as idle once the timeout has passed.
+    const idleFrom = Date.now() + idleMs;
+    await send([0, 1].map((partition) => ({ partition, id: `p${partition}-a`, at: last + 1_800_000 })));
+    // Partition 0 keeps receiving current usage. Partition 1 is active too, but works through a backlog of
+    // the last hour (a producer catching up): its event time is still inside that hour, so the hour must
+    // stay open for it after partition 2 went idle, and every one of those events must count in it.
+    let behind = true;
+    let backlogAfterIdle = 0;
     let ticking = true;
     const ticker = (async () => {
       for (let i = 0; ticking; i++) {
-        await p.send({
-          topic: tp.topics.usage,
-          messages: [0, 1].map((partition) => ({
-            partition,
-            key: c[partition],
-            value: event(`t${partition}-${i}`, c[partition] as string, Date.now()),
-          })),
-        });
+        const p1At = behind ? last + 2_400_000 + i * 1_000 : Date.now();
+        await send([
+          { partition: 0, id: `t0-${i}`, at: Date.now() },
+          { partition: 1, id: `t1-${i}`, at: p1At },
+        ]);
+        if (behind && Date.now() > idleFrom && ++backlogAfterIdle >= 10) behind = false;
         await sleep(300);
       }
     })();
     try {
+      // Partition 1 has sent its whole backlog (10 events of it after partition 2 went idle), and the last
+      // hour has closed on all three partitions.
       const closed = await waitFor(
         async () => {
+          if (behind) return undefined;
           const r = await records(tp);
           return c.every((name) => r.has(`prod-test|${name}|api_calls|${hourIso(last)}`)) ? r : undefined;
         },
         { timeoutMs: 60_000, describe: () => 'hours of all three partitions closed' },
       );
-      expect([...closed.values()].map((r) => r.hour)).toEqual([hourIso(last), hourIso(last), hourIso(last)]);
-      // Closed by the watermark: the wall-clock bound (12 h past the hour) is nowhere near.
-      expect(Date.now()).toBeLessThan(last + HOUR_MS + 12 * HOUR_MS);
+      // Each partition's last hour bills exactly what was sent for it: the idle partition's event, and all
+      // of the backlog, including what arrived after partition 2 went idle.
+      const billed = Object.fromEntries(
+        c.map((name) => [name, closed.get(`prod-test|${name}|api_calls|${hourIso(last)}`)?.quantity]),
+      );
+      const truth = Object.fromEntries(
+        c.map((name) => [
+          name,
+          sent.filter((e) => e.customer === name && Math.floor(e.at / HOUR_MS) * HOUR_MS === last).length,
+        ]),
+      );
+      expect.soft(billed).toEqual(truth);
+      // No event reached an hour that had closed before it: none was carried forward or dead-lettered.
+      expect.soft(pipeline?.processor?.stats.carriedLate, 'events carried forward').toBe(0);
+      expect(await readAllMessages(kafka, tp.topics.failed)).toEqual([]);
     } finally {
       ticking = false;
       await ticker;
