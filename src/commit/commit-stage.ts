@@ -48,11 +48,6 @@ export interface CommitStageOptions extends EventTimeOptions {
   tasks: () => Promise<StreamTask[]>;
   /** Log end offset of every partition of the usage topic (all of them count for the watermark). */
   logEnds: () => Promise<Map<number, bigint>>;
-  /**
-   * The processor group's committed offset of each partition. It also moves over input with no records
-   * (aborted transactions, markers) that never reaches the store, so a caught-up partition is seen as such.
-   */
-  consumedOffsets?: () => Promise<Map<number, bigint>>;
   usageTopic: string;
   producer: Producer;
   submissionsTopic: string;
@@ -168,13 +163,7 @@ export class CommitStage {
     if (!store0) return;
     const logEnds = await this.#o.logEnds();
     this.#setZeroFields(logEnds.size, await this.#o.subscribers());
-    const consumed = (await this.#o.consumedOffsets?.()) ?? new Map<number, bigint>();
-    const times = (await store0.windows.partitionTimes(this.#o.usageTopic, logEnds.size)).map((t) => {
-      const next = consumed.get(t.partition);
-      return next !== undefined && (t.checkpoint === undefined || next - 1n > t.checkpoint)
-        ? { ...t, checkpoint: next - 1n }
-        : t;
-    });
+    const times = await store0.windows.partitionTimes(this.#o.usageTopic, logEnds.size);
     for (const t of times) {
       const lag = (logEnds.get(t.partition) ?? 0n) - ((t.checkpoint ?? -1n) + 1n);
       metrics.processorLag.set({ partition: String(t.partition) }, Number(lag > 0n ? lag : 0n));

@@ -66,18 +66,29 @@ export interface RestorePoint {
  */
 export interface StateStore {
   readonly name: string;
-  /** Claims the partition (fencing) and says where to resume. */
-  open(task: TaskId): Promise<RestorePoint>;
+  /**
+   * Claims the partition (fencing) and says where to resume. `processedUntil`: input below this offset was
+   * processed before, as the caller knows (a store with no checkpoint left must replay it).
+   */
+  open(task: TaskId, processedUntil?: bigint): Promise<RestorePoint>;
   /**
    * Makes the batch's changes durable together with its last offset, if the store's checkpoint still is
    * `after` (the task's). Throws MeterlineError: `fenced`; `stale_batch` when the store is ahead (a lost
    * reply applied part of the input already); `store_behind` / `state_lost` when it lost writes.
    */
   commit(batch: { after: bigint | undefined; last: string; nowMs: number }): Promise<void>;
+  /**
+   * Whether the store still holds what the task committed last (`after`), asked on a wall-clock beat so a
+   * loss is noticed without traffic: 'lost' (its state is gone), 'behind' (an older checkpoint or fence:
+   * failover, restore), 'fenced' (a newer owner took the partition), or 'ok'.
+   */
+  verify?(after: bigint | undefined): Promise<StoreHealth>;
   /** Drops uncommitted changes (the batch will be redelivered). */
   abort(): void;
   close(): Promise<void>;
 }
+
+export type StoreHealth = 'ok' | 'lost' | 'behind' | 'fenced';
 
 export type PunctuationType = 'wall-clock' | 'stream-time';
 

@@ -20,6 +20,7 @@ import type {
   SinkMessage,
   SourceRecord,
   StateStore,
+  StoreHealth,
   TaskId,
 } from './processor.ts';
 import type { Topology } from './topology.ts';
@@ -62,9 +63,12 @@ export class StreamTask {
     return store as S;
   }
 
-  /** Opens the stores (claiming the partition) and initializes the processors. */
-  async open(): Promise<RestorePoint> {
-    const points = await Promise.all([...this.#stores.values()].map((s) => s.open(this.id)));
+  /**
+   * Opens the stores (claiming the partition) and initializes the processors. `processedUntil`: input
+   * below it was processed by this instance before (a store that lost its state replays it).
+   */
+  async open(processedUntil?: bigint): Promise<RestorePoint> {
+    const points = await Promise.all([...this.#stores.values()].map((s) => s.open(this.id, processedUntil)));
     // With several stores, resume from the earliest point any of them needs.
     this.#restore = points.reduce<RestorePoint>((acc, p) => {
       if (p.seekTo !== undefined && (acc.seekTo === undefined || BigInt(p.seekTo) < BigInt(acc.seekTo))) {
@@ -78,6 +82,39 @@ export class StreamTask {
       await p.init?.({ task: this.id, getStateStore: (name) => this.getStateStore(name) });
     }
     return this.#restore;
+  }
+
+  /**
+   * Moves the checkpoint over input that holds no records (an aborted transaction, a lone marker), so a
+   * caught-up partition shows no lag and counts as idle. Only when that input follows the checkpoint
+   * directly (`first` = checkpoint + 1): after a seek or across a gap, nothing is assumed.
+   */
+  skipThrough(first: string, last: string, nowMs: number): Promise<void> {
+    return this.exclusive(async () => {
+      const ckpt = this.#restore.checkpoint;
+      if (this.#restore.seekTo !== undefined || ckpt === undefined) return;
+      if (BigInt(first) !== ckpt + 1n || BigInt(last) <= ckpt) return;
+      try {
+        for (const store of this.#stores.values()) await store.commit({ after: ckpt, last, nowMs });
+        this.#restore.checkpoint = BigInt(last);
+      } catch (error) {
+        for (const store of this.#stores.values()) store.abort();
+        throw error;
+      }
+    });
+  }
+
+  /** The worst health any store reports, read between batches (never mid-commit). */
+  verify(): Promise<StoreHealth> {
+    return this.exclusive(async () => {
+      const order: StoreHealth[] = ['ok', 'fenced', 'behind', 'lost'];
+      let worst: StoreHealth = 'ok';
+      for (const store of this.#stores.values()) {
+        const health = (await store.verify?.(this.#restore.checkpoint)) ?? 'ok';
+        if (order.indexOf(health) > order.indexOf(worst)) worst = health;
+      }
+      return worst;
+    });
   }
 
   /** Runs `fn` exclusively on this task (batches and punctuations take turns). */

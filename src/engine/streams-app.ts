@@ -22,6 +22,11 @@ export interface StreamsAppOptions {
   concurrency?: number;
   /** A member silent this long is dropped from the group; a rebalance waits twice that for members. */
   sessionTimeoutMs?: number;
+  /**
+   * How often each task's stores are checked for a state loss, without waiting for traffic.
+   * @defaultValue 5 s
+   */
+  stateCheckIntervalMs?: number;
   /** Test seam: runs before a task commits a batch (to pause an instance mid-batch). */
   beforeCommit?: (task: StreamTask) => Promise<void>;
 }
@@ -75,21 +80,19 @@ export class StreamsApp {
       this.#o.logger.info({ partitions: mine, memberId: payload.memberId }, 'partitions assigned');
       this.#assign(mine);
     });
-    // kafkajs resolves a fetch that holds no records (an aborted transaction, a lone marker) by itself and
-    // commits it only with a later batch: commit it now, so the group's offset (which the commit stage reads
-    // to tell a caught-up partition) reaches the log end.
+    // kafkajs resolves a fetch that holds no records (an aborted transaction, a lone marker) by itself,
+    // without calling eachBatch: move the task's checkpoint over it, so a caught-up partition shows no lag
+    // and counts as idle (the watermark would wait for it otherwise).
     consumer.on(consumer.events.END_BATCH_PROCESS, ({ payload }) => {
       if (payload.batchSize !== 0 || payload.topic !== this.#topic || this.#stopped) return;
-      consumer
-        .commitOffsets([
-          {
-            topic: payload.topic,
-            partition: payload.partition,
-            offset: String(BigInt(payload.lastOffset) + 1n),
-          },
-        ])
+      const first = payload.firstOffset;
+      if (first === null) return;
+      const partition = payload.partition;
+      this.#tasks
+        .get(partition)
+        ?.then((task) => task.skipThrough(first, payload.lastOffset, this.#now()))
         .catch((err: unknown) =>
-          this.#o.logger.debug({ err, partition: payload.partition }, 'could not commit an empty fetch'),
+          this.#o.logger.debug({ err, partition }, 'could not move the checkpoint over an empty fetch'),
         );
     });
     consumer.on(consumer.events.CRASH, ({ payload }) => {
@@ -108,20 +111,45 @@ export class StreamsApp {
       eachBatch: (payload) => this.#eachBatch(payload),
     });
     for (const p of this.#o.topology.punctuators.filter((x) => x.type === 'wall-clock')) {
-      const loop = () => {
-        if (this.#stopped) return;
-        const run = p
-          .punctuator(this.#now())
-          .catch((err) =>
-            this.#o.logger.error({ err, punctuator: p.name }, 'punctuation failed; next tick retries'),
-          );
-        this.#punctuating.push(run);
-        run.finally(() => {
-          this.#punctuating = this.#punctuating.filter((x) => x !== run);
-          if (!this.#stopped) this.#timers.push(setTimeout(loop, p.intervalMs));
-        });
-      };
-      this.#timers.push(setTimeout(loop, 0));
+      this.#every(p.name, p.intervalMs, () => p.punctuator(this.#now()));
+    }
+    // A partition whose state Redis lost (or rolled back) while no usage arrives would otherwise wait for
+    // its next record: check every task's stores on a beat of their own.
+    this.#every('state-check', this.#o.stateCheckIntervalMs ?? 5_000, () => this.#checkStates());
+  }
+
+  /** Runs `fn` now and then `intervalMs` after each run ends, until stop(); a failure waits for the next. */
+  #every(name: string, intervalMs: number, fn: () => Promise<void>): void {
+    const loop = () => {
+      if (this.#stopped) return;
+      const run = fn().catch((err) =>
+        this.#o.logger.error({ err, punctuator: name }, 'punctuation failed; next tick retries'),
+      );
+      this.#punctuating.push(run);
+      run.finally(() => {
+        this.#punctuating = this.#punctuating.filter((x) => x !== run);
+        if (!this.#stopped) this.#timers.push(setTimeout(loop, intervalMs));
+      });
+    };
+    this.#timers.push(setTimeout(loop, 0));
+  }
+
+  /** Re-claims every task whose store lost its state or fell behind, and seeks it at once. */
+  async #checkStates(): Promise<void> {
+    for (const [partition, pending] of this.#tasks) {
+      const task = await pending.catch(() => undefined);
+      if (!task || this.#tasks.get(partition) !== pending) continue;
+      const health = await task.verify();
+      // 'fenced': a newer owner has it, and the group's rebalance will take it from this instance.
+      if (health === 'ok' || health === 'fenced') continue;
+      this.stats.stateLosses += 1;
+      this.#o.logger.error(
+        { partition, health, checkpoint: task.restorePoint.checkpoint?.toString() ?? null },
+        health === 'lost'
+          ? 'Redis lost this partition state (found without traffic); recovering from Kafka'
+          : 'Redis is behind this task (found without traffic): re-claiming and replaying from its checkpoint',
+      );
+      await this.#reopen(partition, pending, task, true);
     }
   }
 
@@ -144,9 +172,10 @@ export class StreamsApp {
     for (const partition of partitions) this.#openTask(partition);
   }
 
-  #openTask(partition: number): Promise<StreamTask> {
+  /** `processedUntil`: input below this offset was processed before (the store may have lost it). */
+  #openTask(partition: number, processedUntil?: bigint): Promise<StreamTask> {
     const task = new StreamTask({ topic: this.#topic, partition }, this.#o.topology, this.#o.producer);
-    const opened = task.open().then(() => task);
+    const opened = task.open(processedUntil).then(() => task);
     opened.catch((err) => {
       this.#o.logger.error({ err, partition }, 'could not open task; retrying on the next batch');
       if (this.#tasks.get(partition) === opened) this.#tasks.delete(partition);
@@ -235,10 +264,28 @@ export class StreamsApp {
     await commitOffsetsIfNecessary();
   }
 
-  /** Re-claims a partition whose Redis state was lost or fell behind; its task seeks where the store says. */
-  async #reopen(partition: number, pending: Promise<StreamTask>, task: StreamTask): Promise<void> {
+  /**
+   * Re-claims a partition whose Redis state was lost or fell behind; its task seeks where the store says,
+   * on its next batch, or at once (`seekNow`) when the partition may have no traffic to bring one.
+   */
+  async #reopen(
+    partition: number,
+    pending: Promise<StreamTask>,
+    task: StreamTask,
+    seekNow = false,
+  ): Promise<void> {
+    // What this task applied, so a store that lost everything knows input was processed before.
+    const progress = task.restorePoint.checkpoint;
     await task.close().catch(() => undefined);
-    if (this.#tasks.get(partition) === pending) this.#openTask(partition);
+    if (this.#tasks.get(partition) !== pending) return;
+    const opened = this.#openTask(partition, progress === undefined ? undefined : progress + 1n);
+    if (!seekNow) return;
+    const reopened = await opened.catch(() => undefined);
+    const to = reopened?.restorePoint.seekTo;
+    if (!reopened || to === undefined || this.#tasks.get(partition) !== opened) return;
+    reopened.restorePoint.seekTo = undefined;
+    this.#o.logger.warn({ partition, offset: to }, 'seeking to the restore point');
+    this.#consumer?.seek({ topic: this.#topic, partition, offset: to });
   }
 
   #assignedHere(partition: number): boolean {

@@ -5,7 +5,7 @@
  * replay from Kafka.
  */
 
-import type { RestorePoint, StateStore, TaskId } from '../engine/processor.ts';
+import type { RestorePoint, StateStore, StoreHealth, TaskId } from '../engine/processor.ts';
 import type { Logger } from '../log.ts';
 import { metrics } from '../observability/metrics.ts';
 import { HOUR_MS, hourIso, hourStart } from '../time/hours.ts';
@@ -100,7 +100,7 @@ export class HourlyWindowStore implements StateStore {
     return this.#o.windows;
   }
 
-  async open(task: TaskId): Promise<RestorePoint> {
+  async open(task: TaskId, processedUntil?: bigint): Promise<RestorePoint> {
     this.#task = task;
     const { token, checkpoint } = await this.#o.windows.claim(task);
     this.#token = token;
@@ -114,7 +114,12 @@ export class HourlyWindowStore implements StateStore {
         ...(replayUntil !== undefined && ckpt + 1n < replayUntil ? { replayUntil } : {}),
       };
     }
-    const committed = await this.#o.recovery.committedOffset(task);
+    const group = await this.#o.recovery.committedOffset(task);
+    // The group's offset may lag (it is committed every few seconds): what this instance knows counts too.
+    const committed =
+      processedUntil !== undefined && (group === undefined || processedUntil > group)
+        ? processedUntil
+        : group;
     if (committed === undefined || committed <= 0n) return {};
     // Progress existed, but Redis has no checkpoint: the state was lost. Kafka is the source of truth:
     // re-read from the oldest hour AWS can still accept; records re-emitted with the same id and quantity
@@ -211,6 +216,10 @@ export class HourlyWindowStore implements StateStore {
         'late events carried into the open hour',
       );
     }
+  }
+
+  verify(after: bigint | undefined): Promise<StoreHealth> {
+    return this.#o.windows.verify(this.task, this.token, after);
   }
 
   abort(): void {

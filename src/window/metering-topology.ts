@@ -76,17 +76,6 @@ export function meteringTopology(deps: {
       partitions = offsets.length;
       return new Map(offsets.map((o) => [o.partition, BigInt(o.high)]));
     },
-    consumedOffsets: async () => {
-      const [topic] = await admin.fetchOffsets({
-        groupId: config.groups.processor,
-        topics: [config.topics.usage],
-      });
-      return new Map(
-        (topic?.partitions ?? [])
-          .filter((p) => Number(p.offset) >= 0)
-          .map((p) => [p.partition, BigInt(p.offset)]),
-      );
-    },
     usageTopic: config.topics.usage,
     producer: deps.producer,
     submissionsTopic: config.topics.submissions,

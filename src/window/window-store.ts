@@ -163,6 +163,27 @@ export class WindowStore {
     return { applied: res[0] ?? 0, duplicates: res[1] ?? 0, carried: res[2] ?? 0 };
   }
 
+  /**
+   * Whether Redis still holds what the task holding `token` committed through `held`: the batch script's
+   * checks, without a batch (a quiet partition's state counts too).
+   */
+  async verify(
+    p: PartitionRef,
+    token: string,
+    held: bigint | undefined,
+  ): Promise<'ok' | 'lost' | 'behind' | 'fenced'> {
+    const k = this.keys.partition(p);
+    const res = await this.redis.multi().get(k.fence()).get(k.checkpoint()).exec();
+    if (!res || res.some(([e]) => e))
+      throw new MeterlineError('redis_error', 'reading the partition state failed', { retriable: true });
+    const fence = res[0]?.[1] as string | null;
+    const checkpoint = res[1]?.[1] as string | null;
+    if (fence === null) return 'lost';
+    if (fence !== token) return BigInt(fence) < BigInt(token) ? 'behind' : 'fenced';
+    if (held !== undefined && (checkpoint === null || BigInt(checkpoint) < held)) return 'behind';
+    return 'ok';
+  }
+
   /** Hours with open aggregates whose end is at or before `closedBeforeMs`, oldest first. */
   async hoursEndingBy(p: PartitionRef, closedBeforeMs: number): Promise<number[]> {
     const hours = await this.redis.zrangebyscore(
