@@ -179,9 +179,18 @@ export class CommitStage {
       ? await store0.windows.zeroRecordsFrom(this.#o.usageTopic, hourStart(now))
       : undefined;
     for (const task of tasks) {
+      // A partition re-reading its input after a state loss closes nothing until the replay has reached
+      // where processing stood when the loss was found: an hour closed halfway would freeze short.
+      const { replayUntil, checkpoint } = task.restorePoint;
+      const replaying = replayUntil !== undefined && (checkpoint ?? -1n) + 1n < replayUntil;
       await task
         .exclusive(() =>
-          this.#closeDue(task.getStateStore<HourlyWindowStore>(HOURLY_WINDOWS), boundary, zeroFrom),
+          this.#closeDue(
+            task.getStateStore<HourlyWindowStore>(HOURLY_WINDOWS),
+            boundary,
+            zeroFrom,
+            replaying,
+          ),
         )
         .catch((error: unknown) => {
           if (isMeterlineError(error) && (error.code === 'fenced' || error.code === 'state_lost')) {
@@ -232,14 +241,23 @@ export class CommitStage {
     }
   }
 
-  /** `zeroFrom`: the hour zero records start at for subscribers without a subscription time. */
-  async #closeDue(store: HourlyWindowStore, boundary: number, zeroFrom: number | undefined): Promise<void> {
+  /**
+   * `zeroFrom`: the hour zero records start at for subscribers without a subscription time. `replaying`:
+   * only hours frozen before are emitted.
+   */
+  async #closeDue(
+    store: HourlyWindowStore,
+    boundary: number,
+    zeroFrom: number | undefined,
+    replaying: boolean,
+  ): Promise<void> {
     const task = store.task;
     const w = store.windows;
     for (const hour of await w.pendingEmits(task)) {
       this.stats.reEmitted += 1;
       await this.#emit(store, hour);
     }
+    if (replaying) return;
     const zeroFields = (this.#zeroFields.get(task.partition) ?? []).map((z) => ({
       field: z.field,
       fromMs: z.fromMs ?? (zeroFrom as number),
