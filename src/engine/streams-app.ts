@@ -7,6 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Consumer, EachBatchPayload, Kafka, Producer } from 'kafkajs';
 import { isMeterlineError } from '../errors.ts';
 import type { Logger } from '../log.ts';
+import { metrics } from '../observability/metrics.ts';
 import type { SourceRecord } from './processor.ts';
 import { StreamTask } from './stream-task.ts';
 import type { Topology } from './topology.ts';
@@ -143,6 +144,7 @@ export class StreamsApp {
       // 'fenced': a newer owner has it, and the group's rebalance will take it from this instance.
       if (health === 'ok' || health === 'fenced') continue;
       this.stats.stateLosses += 1;
+      metrics.stateRecoveries.inc({ kind: health });
       this.#o.logger.error(
         { partition, health, checkpoint: task.restorePoint.checkpoint?.toString() ?? null },
         health === 'lost'
@@ -227,6 +229,7 @@ export class StreamsApp {
           const applied = BigInt(String(error.context.checkpoint));
           if (ckpt !== undefined && applied <= ckpt) throw error;
           this.stats.replyLost += 1;
+          metrics.stateRecoveries.inc({ kind: 'reply_lost' });
           this.#o.logger.warn(
             { partition, checkpoint: applied.toString(), task: ckpt?.toString() ?? null },
             "Redis had applied input past the task's checkpoint (a lost reply): applying only what follows",
@@ -243,6 +246,7 @@ export class StreamsApp {
         }
         if (error.code === 'state_lost' || error.code === 'store_behind') {
           this.stats.stateLosses += 1;
+          metrics.stateRecoveries.inc({ kind: error.code === 'state_lost' ? 'lost' : 'behind' });
           this.#o.logger.error(
             { partition, code: error.code, ...error.context },
             error.code === 'state_lost'

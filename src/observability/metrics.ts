@@ -25,6 +25,12 @@ export const metrics = {
     help: 'Records sent to the failed-records topic, by stage and reason code',
     labelNames: ['stage', 'reason'] as const,
   }),
+  /** Alert on any `lost` or `behind`: Redis lost acknowledged state, and a replay from Kafka is running. */
+  stateRecoveries: new Counter({
+    name: 'meterline_state_recoveries_total',
+    help: "Processor partitions recovered from Redis's state: lost (Redis lost it; replayed from Kafka), behind (an older checkpoint or fence: failover, restore; replayed from it), reply_lost (Redis had applied a batch whose reply was lost)",
+    labelNames: ['kind'] as const,
+  }),
   awsCalls: new Counter({
     name: 'meterline_aws_calls_total',
     help: 'AWS Metering calls, by API and outcome (ok, or the error code)',

@@ -9,6 +9,7 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { type RunningEmulator, startEmulator } from '../../src/emulator/server.ts';
+import { metrics } from '../../src/observability/metrics.ts';
 import { type RunningPipeline, startPipeline } from '../../src/pipeline.ts';
 import { eventMessage, produceMessages } from '../../src/produce/producer.ts';
 import { type RawEvent, seededRandom, syntheticEvents } from '../../src/produce/synthetic.ts';
@@ -111,5 +112,7 @@ describe('Redis wiped on a quiet topic', () => {
     expect(emulator.state.snapshot().duplicates).toBe(0);
     expect(pipeline.processor?.app.stats.stateLosses).toBeGreaterThanOrEqual(1);
     expect(pipeline.processor?.stats.replays).toBeGreaterThanOrEqual(1);
+    const lost = (await metrics.stateRecoveries.get()).values.find((v) => v.labels.kind === 'lost');
+    expect(lost?.value).toBeGreaterThanOrEqual(1);
   }, 300_000);
 });
