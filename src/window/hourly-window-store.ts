@@ -105,8 +105,21 @@ export class HourlyWindowStore implements StateStore {
     const { token, checkpoint } = await this.#o.windows.claim(task);
     this.#token = token;
     if (checkpoint !== undefined) {
-      const replayUntil = await this.#o.windows.replayUntil(task);
       const ckpt = BigInt(checkpoint);
+      if (processedUntil !== undefined && processedUntil > ckpt + 1n) {
+        // Redis fell behind what this instance had processed (failover, restore): what lies between is a
+        // replay (no second dead letter, no hour closed before it is through).
+        const known = await this.#o.windows.replayUntil(task);
+        if (known === undefined || known < processedUntil) {
+          await this.#o.windows.setReplayUntil(task, processedUntil);
+        }
+        this.#o.stats.replays += 1;
+        this.#o.logger.error(
+          { partition: task.partition, from: (ckpt + 1n).toString(), replayUntil: processedUntil.toString() },
+          'Redis is behind: replaying the partition from its checkpoint',
+        );
+      }
+      const replayUntil = await this.#o.windows.replayUntil(task);
       // Resume right after the last applied offset, whatever the group offset says.
       return {
         checkpoint: ckpt,

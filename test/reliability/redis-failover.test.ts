@@ -124,6 +124,8 @@ describe('Redis failover to a replica that lags behind', () => {
 
     const applied = async (port: number) => {
       const redis = createRedis(`redis://127.0.0.1:${port}`);
+      // The old primary is killed during the test: its client's reconnect errors are expected.
+      redis.on('error', () => undefined);
       try {
         const windows = new WindowStore(redis, new Keys(tp?.run as string), {
           dedupeTtlMs: 1,
