@@ -13,11 +13,13 @@ import { EventDecoder } from './ingest/decoder.ts';
 import { createKafka } from './kafka/client.ts';
 import { GuardedProducer, ProduceHealth } from './kafka/guarded-producer.ts';
 import { ensureTopics, pipelineTopics } from './kafka/topics.ts';
+import { checkUsageRetention } from './kafka/usage-retention.ts';
 import type { Logger } from './log.ts';
 import { collectProcessMetrics } from './observability/metrics.ts';
 import { type OpsServer, startOpsServer } from './observability/ops-server.ts';
 import { createRedis, type ScriptedRedis } from './redis/client.ts';
 import { Keys } from './redis/keys.ts';
+import { DEFAULT_ACCEPTANCE_WINDOW_MS } from './submit/aws-window.ts';
 import { Ledger } from './submit/ledger.ts';
 import { SharedRateLimiter } from './submit/rate-limiter.ts';
 import { MeteringWorker } from './submit/worker.ts';
@@ -109,6 +111,15 @@ export async function startPipeline(
       const admin = kafka.admin();
       await admin.connect();
       stops.push(() => admin.disconnect());
+      // Invariant 5: a replay after a Redis loss re-reads the usage topic back to the horizon the
+      // topology gives the store (AWS's acceptance window): refuse a topic that no longer holds it.
+      if (!config.allowShortUsageRetention) {
+        await checkUsageRetention(admin, {
+          topic: config.topics.usage,
+          replayHorizonMs: DEFAULT_ACCEPTANCE_WINDOW_MS[config.worker.api],
+          logger,
+        });
+      }
       // The batches' sinks (failed records, misrouted events), apart from the commit stage's submissions.
       const sinks = producer('processor');
       const submissions = producer('commit');

@@ -71,6 +71,12 @@ export const EnvSchema = z.object({
   METERLINE_TOPIC_SUBMISSIONS: topic('metering-submissions'),
   METERLINE_TOPIC_FAILED: topic('metering-failed'),
   METERLINE_TOPIC_PARTITIONS: int(6, 1, 1000),
+  // The processor refuses a usage topic that keeps less than a replay after a Redis loss needs
+  // (src/kafka/usage-retention.ts); true starts it anyway, accepting that such a replay may lose usage.
+  METERLINE_ALLOW_SHORT_RETENTION: z
+    .enum(['true', 'false'])
+    .default('false')
+    .transform((v) => v === 'true'),
   METERLINE_REDIS_PREFIX: z
     .string()
     .regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'letters, digits and _ . : - only')
@@ -137,6 +143,8 @@ export interface Config {
   /** Confluent-compatible schema registry for Avro events; JSON only without it. */
   schemaRegistryUrl: string | undefined;
   topics: { usage: string; submissions: string; failed: string; partitions: number };
+  /** Start the processor even if the usage topic keeps less than a replay needs. */
+  allowShortUsageRetention: boolean;
   plan: Plan;
   /** Tenant → AWS identity, from the customers file. */
   customerMap: CustomerMap;
@@ -304,6 +312,7 @@ export function loadConfig(roles: readonly Role[], env: NodeJS.ProcessEnv = proc
       failed: e.METERLINE_TOPIC_FAILED,
       partitions: e.METERLINE_TOPIC_PARTITIONS,
     },
+    allowShortUsageRetention: e.METERLINE_ALLOW_SHORT_RETENTION,
     plan,
     customerMap: customers,
     customers: customersObject(customers),

@@ -30,7 +30,10 @@ export async function ensureTopics(kafka: Kafka, specs: readonly TopicSpec[]): P
 
 const WEEK_MS = String(7 * 24 * 3_600_000);
 
-/** The usage topic keeps a week, so a Redis loss can be replayed from Kafka. */
+/**
+ * The usage topic keeps a week, so a Redis loss can be replayed from Kafka: well above what the processor's
+ * start-up check requires (src/kafka/usage-retention.ts: 72 h for SaaS).
+ */
 export function usageTopic(topic: string, partitions: number): TopicSpec {
   return { topic, numPartitions: partitions, configEntries: [{ name: 'retention.ms', value: WEEK_MS }] };
 }
