@@ -28,6 +28,11 @@ export const ERROR_CODES = [
   'timestamp_out_of_bounds',
   'deadline_exceeded',
   'invalid_request',
+  // commit reason codes (stage=commit): a frozen hour that never reached the submission topic.
+  // emit_failed: still not emitted at its AWS deadline minus the submit margin (the envelope holds each
+  // record: redrive it); frozen_hour_lost: its frozen records were gone before the emit (nothing to redrive)
+  'emit_failed',
+  'frozen_hour_lost',
   // AWS's own Invalid* exceptions, one code each, so the DLQ says which rule a record broke
   'invalid_license',
   'invalid_customer_identifier',

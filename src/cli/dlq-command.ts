@@ -77,7 +77,9 @@ export function registerDlqCommand(program: Command): void {
     });
   dlq
     .command('redrive')
-    .description('send failed records back (ingest → usage topic, submit → submission topic), once each')
+    .description(
+      'send failed records back (ingest → usage topic, commit and submit → submission topic), once each',
+    )
     .option('--filter <key=value>', `only entries with this ${FILTER_KEYS.join(' | ')} (repeatable)`, filter)
     .option('--dry-run', 'say what would be sent, send nothing')
     .action(async (o: { filter?: string[]; dryRun?: boolean }) => {

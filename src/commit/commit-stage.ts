@@ -3,6 +3,8 @@
  * the event-time watermark passes its end + grace, or when the wall clock passes its end + maxDelay,
  * whichever comes first. Closing freezes the hour in Redis, emits its records, then marks it emitted;
  * hours frozen but not yet marked (a crash in between) are emitted again: same id, same quantity.
+ * An hour whose emit fails waits, kept in Redis, and is tried again every tick; once its AWS deadline
+ * minus the submit margin is reached it is dead-lettered (emit_failed) instead, never dropped in silence.
  *
  * The watermark is the lowest event time over the topic's active partitions, minus the allowed
  * out-of-orderness. A partition without valid events for `idleTimeout` stops holding it back; when
@@ -14,8 +16,10 @@
 import type { Producer } from 'kafkajs';
 import type { Contract } from '../config/customers.ts';
 import type { Plan } from '../config/plan.ts';
+import type { FailedRecord } from '../dlq/envelope.ts';
+import { DlqPublisher } from '../dlq/publisher.ts';
 import type { StreamTask } from '../engine/stream-task.ts';
-import { isMeterlineError } from '../errors.ts';
+import { isMeterlineError, type MeterlineError } from '../errors.ts';
 import { partitionOfCustomer } from '../kafka/partitioner.ts';
 import type { Logger } from '../log.ts';
 import { metrics, reportOldestHour } from '../observability/metrics.ts';
@@ -51,13 +55,18 @@ export interface CommitStageOptions extends EventTimeOptions {
   usageTopic: string;
   producer: Producer;
   submissionsTopic: string;
+  /** Where an hour goes when it cannot be emitted before its AWS deadline minus the submit margin. */
+  failedTopic: string;
   plan: Plan;
   /** Subscribed customers (tenant ids): each gets hourly zero records on dimensions that ask for them. */
   subscribers: () => readonly Subscriber[] | Promise<readonly Subscriber[]>;
   /** A customer's contract, for contract-with-overage dimensions. */
   contractOf: (customer: string) => Contract | undefined;
   api: MeteringApi;
-  /** A record must reach AWS this long before its deadline: older empty hours get no zero record. */
+  /**
+   * A record must reach AWS this long before its deadline: older empty hours get no zero record, and an
+   * hour still not emitted by then is dead-lettered.
+   */
   submitMarginMs: number;
   logger: Logger;
   now?: () => number;
@@ -132,8 +141,11 @@ export class CommitStage {
     recordsEmitted: 0,
     reEmitted: 0,
     closeBoundary: 0,
+    /** Hours that could not be emitted in time (or whose frozen records were gone): on the DLQ instead. */
+    hoursDeadLettered: 0,
   };
   readonly #finalizer: HourFinalizer;
+  readonly #dlq: DlqPublisher;
   readonly #o: CommitStageOptions;
   readonly #now: () => number;
   #partitions = 0;
@@ -148,6 +160,7 @@ export class CommitStage {
     this.#o = options;
     this.#now = options.now ?? Date.now;
     this.#finalizer = new HourFinalizer(options);
+    this.#dlq = new DlqPublisher(options.producer, options.failedTopic);
   }
 
   /** Zero records made, units held back by the AWS cap, allocations merged, entitlements missing. */
@@ -210,6 +223,8 @@ export class CommitStage {
   /** The oldest hour this instance still holds open or unemitted: the processor's side of the deadline gauge. */
   async #reportOldestOpenHour(tasks: StreamTask[]): Promise<void> {
     let oldest: number | undefined;
+    let oldestWaiting: number | undefined;
+    const waiting: [partition: string, hours: number][] = [];
     for (const task of tasks) {
       const store = task.getStateStore<HourlyWindowStore>(HOURLY_WINDOWS);
       const hour = await store.windows.oldestUnsubmittedHour(store.task);
@@ -218,8 +233,19 @@ export class CommitStage {
         await store.windows.redis.zcard(store.windows.keys.partition(store.task).openHours()),
       );
       if (hour !== undefined && (oldest === undefined || hour < oldest)) oldest = hour;
+      const pending = await store.windows.pendingEmits(store.task);
+      waiting.push([String(store.task.partition), pending.length]);
+      for (const h of pending) if (oldestWaiting === undefined || h < oldestWaiting) oldestWaiting = h;
     }
-    reportOldestHour('processor', oldest, this.#o.api, this.#now());
+    const now = this.#now();
+    reportOldestHour('processor', oldest, this.#o.api, now);
+    // Reset and set with no await in between: partitions this instance no longer owns drop out (a stale
+    // count would keep the alert firing), and a scrape never sees the owned ones missing.
+    metrics.pendingEmitHours.reset();
+    for (const [partition, hours] of waiting) metrics.pendingEmitHours.set({ partition }, hours);
+    metrics.oldestPendingEmitHourAgeSeconds.set(
+      oldestWaiting === undefined ? 0 : Math.max(0, now - oldestWaiting) / 1000,
+    );
   }
 
   /** Zero records of a customer are made on the partition its events go to, so they meet its usage. */
@@ -255,7 +281,9 @@ export class CommitStage {
     const w = store.windows;
     for (const hour of await w.pendingEmits(task)) {
       this.stats.reEmitted += 1;
-      await this.#emit(store, hour);
+      // Not emitted (the submission topic cannot be written): this task's later hours would fail alike.
+      // Other tasks still get their turn, so their hours at risk are dead-lettered in time.
+      if ((await this.#emit(store, hour)) === undefined) return;
     }
     if (replaying) return;
     const zeroFields = (this.#zeroFields.get(task.partition) ?? []).map((z) => ({
@@ -279,25 +307,25 @@ export class CommitStage {
     });
     for (const hour of hours) {
       const zero = zeroFields.filter((z) => z.fromMs <= hour).map((z) => z.field);
-      await this.#finalizeHour(store, hour, zero);
+      if (!(await this.#finalizeHour(store, hour, zero))) return;
     }
   }
 
   /**
    * Freezes and emits one hour. With tracing on this is the `finalize` span: it links to a sample of the
    * hour's events (their producer spans), and its context is frozen with the records, so the worker's
-   * spans and the AWS call continue this trace, even after a crash and a re-emission.
+   * spans and the AWS call continue this trace, even after a crash and a re-emission. Returns false when
+   * the hour was frozen but could not be emitted (it waits for the next tick).
    */
-  async #finalizeHour(store: HourlyWindowStore, hour: number, zero: string[]): Promise<void> {
+  async #finalizeHour(store: HourlyWindowStore, hour: number, zero: string[]): Promise<boolean> {
     const task = store.task;
     if (!tracingActive()) {
       await this.#finalizer.freeze(store.windows, task, store.token, hour, zero);
       this.#o.faults?.afterFreeze?.();
-      await this.#emit(store, hour);
-      return;
+      return (await this.#emit(store, hour)) !== undefined;
     }
     const links = boundedLinks(await store.windows.traceLinks(task, hour), TRACE_LINKS_PER_HOUR);
-    await inSpan(
+    return inSpan(
       `finalize ${this.#o.usageTopic}`,
       {
         kind: SpanKind.INTERNAL,
@@ -320,8 +348,10 @@ export class CommitStage {
         );
         this.#o.faults?.afterFreeze?.();
         const emitted = await this.#emit(store, hour);
-        span.setAttribute(ATTR.records, emitted);
+        if (emitted === undefined) span.setAttribute(ATTR.outcome, 'emit_pending');
+        else span.setAttribute(ATTR.records, emitted);
         if (!frozen) span.setAttribute(ATTR.outcome, 'already_frozen');
+        return emitted !== undefined;
       },
     );
   }
@@ -353,24 +383,37 @@ export class CommitStage {
     return h;
   }
 
-  /** Puts an hour's frozen records on the submission topic, then marks the hour emitted. */
-  async #emit(store: HourlyWindowStore, hourMs: number): Promise<number> {
+  /**
+   * Puts an hour's frozen records on the submission topic, then marks the hour emitted (only then do its
+   * frozen records start to expire). Returns how many records were emitted, or undefined when the topic
+   * did not take them: the hour waits for the next tick (or is dead-lettered once at risk, returning 0).
+   */
+  async #emit(store: HourlyWindowStore, hourMs: number): Promise<number | undefined> {
     const task = store.task;
     const finalizedAtMs = this.#now();
     const records: SubmissionRecord[] = [];
     for (const frozen of await this.#finalizer.frozen(store.windows, task, hourMs)) {
       records.push(makeSubmissionRecord({ ...frozen, hourMs, api: this.#o.api, finalizedAtMs }));
     }
+    // A frozen hour always holds its `__hour` field: no records and no hash means they are gone, not 0.
+    if (!records.length && !(await store.windows.finalizedAmong(task, [hourMs])).has(hourMs)) {
+      return this.#deadLetterLostHour(store, hourMs);
+    }
     if (records.length) {
-      await this.#o.producer.send({
-        topic: this.#o.submissionsTopic,
-        acks: -1,
-        messages: records.map((r) => ({
-          key: r.customer,
-          value: JSON.stringify(r),
-          ...(r.traceparent ? { headers: { traceparent: r.traceparent } } : {}),
-        })),
-      });
+      try {
+        await this.#o.producer.send({
+          topic: this.#o.submissionsTopic,
+          acks: -1,
+          messages: records.map((r) => ({
+            key: r.customer,
+            value: JSON.stringify(r),
+            ...(r.traceparent ? { headers: { traceparent: r.traceparent } } : {}),
+          })),
+        });
+      } catch (error) {
+        if (!isMeterlineError(error) || error.code !== 'kafka_error' || !error.retriable) throw error;
+        return this.#emitFailed(store, hourMs, records, error);
+      }
     }
     this.#o.faults?.afterEmit?.();
     if (records.length) metrics.finalizeLagSeconds.observe((this.#now() - (hourMs + HOUR_MS)) / 1000);
@@ -384,5 +427,95 @@ export class CommitStage {
       );
     }
     return records.length;
+  }
+
+  /**
+   * The submission topic did not take an hour's records. The hour waits, its frozen records kept from
+   * expiring, and is tried again every tick until its AWS deadline minus the submit margin. From then on
+   * it goes to the failed-records topic, one envelope per record, so it can be redriven in the time left.
+   * Returns 0 once dead-lettered, undefined while it waits.
+   */
+  async #emitFailed(
+    store: HourlyWindowStore,
+    hourMs: number,
+    records: readonly SubmissionRecord[],
+    error: MeterlineError,
+  ): Promise<number | undefined> {
+    const task = store.task;
+    await store.windows.keepFrozen(task, hourMs);
+    const now = this.#now();
+    const riskAt = acceptanceDeadline(this.#o.api, hourMs) - this.#o.submitMarginMs;
+    const where = { partition: task.partition, hour: hourIso(hourMs), records: records.length };
+    if (now <= riskAt) {
+      this.#o.logger.warn(
+        { ...where, code: error.code, deadLetterAt: new Date(riskAt).toISOString() },
+        'the hour could not be emitted: it waits, and is tried again next tick',
+      );
+      return undefined;
+    }
+    const at = new Date(now).toISOString();
+    const envelopes = records.map(
+      (record): FailedRecord => ({
+        version: 1,
+        stage: 'commit',
+        reason: 'emit_failed',
+        detail: `the frozen records of ${this.#o.usageTopic}/${task.partition} hour ${hourIso(hourMs)} could not be put on ${this.#o.submissionsTopic} by ${new Date(riskAt).toISOString()} (the AWS deadline minus the submit margin): redrive before ${record.deadline}`,
+        retriable: true,
+        failedAt: at,
+        record,
+        lastError: { code: error.code, message: error.message, at },
+        deadline: record.deadline,
+        ...(record.traceparent ? { traceContext: { traceparent: record.traceparent } } : {}),
+      }),
+    );
+    if (!(await this.#deadLetter(envelopes, where))) return undefined;
+    await store.windows.markEmitted(task, store.token, hourMs);
+    this.stats.hoursDeadLettered += 1;
+    this.#o.logger.error(
+      where,
+      'the hour could not be emitted before its AWS deadline was at risk: its records are on the failed-records topic (emit_failed), redrive them',
+    );
+    return 0;
+  }
+
+  /**
+   * A waiting hour whose frozen records are gone (given a TTL at freeze by an older version, evicted,
+   * deleted) is never marked emitted as if it held none: one envelope names the partition and hour.
+   */
+  async #deadLetterLostHour(store: HourlyWindowStore, hourMs: number): Promise<number | undefined> {
+    const task = store.task;
+    const where = { partition: task.partition, hour: hourIso(hourMs) };
+    const envelope: FailedRecord = {
+      version: 1,
+      stage: 'commit',
+      reason: 'frozen_hour_lost',
+      detail: `the frozen records of ${this.#o.usageTopic}/${task.partition} hour ${hourIso(hourMs)} were gone from Redis before they were emitted: unless ${this.#o.submissionsTopic} holds them already, that hour was not billed`,
+      retriable: false,
+      failedAt: new Date(this.#now()).toISOString(),
+    };
+    if (!(await this.#deadLetter([envelope], where))) return undefined;
+    await store.windows.markEmitted(task, store.token, hourMs);
+    this.stats.hoursDeadLettered += 1;
+    this.#o.logger.error(
+      where,
+      'the frozen records of a waiting hour were gone: dead-lettered (frozen_hour_lost)',
+    );
+    return 0;
+  }
+
+  /** False when the failed-records topic cannot be written either: the hour keeps waiting. */
+  async #deadLetter(envelopes: readonly FailedRecord[], where: Record<string, unknown>): Promise<boolean> {
+    try {
+      await this.#dlq.publish(envelopes);
+    } catch (error) {
+      if (!isMeterlineError(error) || error.code !== 'kafka_error' || !error.retriable) throw error;
+      this.#o.logger.error(
+        { ...where, code: error.code },
+        'the hour could not be dead-lettered either: it waits, and is tried again next tick',
+      );
+      return false;
+    }
+    for (const e of envelopes) metrics.deadLetters.inc({ stage: e.stage, reason: e.reason });
+    return true;
   }
 }

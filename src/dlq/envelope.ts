@@ -6,7 +6,8 @@ import type { IHeaders } from 'kafkajs';
 import type { SubmissionRecord } from '../commit/submission-record.ts';
 import type { ErrorCode } from '../errors.ts';
 
-export type FailureStage = 'ingest' | 'submit';
+/** ingest: a usage event; commit: a frozen hour that could not be emitted; submit: a record AWS did not take. */
+export type FailureStage = 'ingest' | 'commit' | 'submit';
 
 export interface FailedRecord {
   version: 1;
@@ -25,7 +26,7 @@ export interface FailedRecord {
   };
   /** The original message value, base64; null for a tombstone. */
   originalBase64?: string | null;
-  /** For stage=submit: the frozen record that could not be billed. */
+  /** For stage=submit and commit: the frozen record that could not be billed (or emitted). */
   record?: SubmissionRecord;
   /** Calls made before giving up (stage=submit). */
   attempts?: number;

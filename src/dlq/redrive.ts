@@ -72,7 +72,10 @@ export interface RedriveOptions {
   now?: () => number;
 }
 
-/** Redrives one entry: ingest failures go back to the usage topic, submit failures to the submission topic. */
+/**
+ * Redrives one entry: ingest failures go back to the usage topic; submit failures, and frozen records the
+ * commit stage could not emit, to the submission topic.
+ */
 export async function redrive(entry: DlqEntry, o: RedriveOptions): Promise<RedriveOutcome> {
   const now = (o.now ?? Date.now)();
   const e = entry.envelope;
@@ -80,7 +83,7 @@ export async function redrive(entry: DlqEntry, o: RedriveOptions): Promise<Redri
   if (await o.redis.exists(marker)) return { kind: 'already-redriven' };
 
   let message: { topic: string; key: string | null; value: string | Buffer; headers: Record<string, string> };
-  if (e.stage === 'submit' && e.record) {
+  if ((e.stage === 'submit' || e.stage === 'commit') && e.record) {
     const deadline = Date.parse(e.record.deadline);
     if (now > deadline - o.marginMs) {
       return {

@@ -73,6 +73,20 @@ export const metrics = {
     help: 'Seconds left until the AWS deadline of that oldest hour (negative: missed)',
     labelNames: ['stage'] as const,
   }),
+  /**
+   * Frozen hours whose records are not on the submission topic yet. Emits take milliseconds: an hour that
+   * stays here means the topic cannot be written. It is kept (it does not expire) and dead-lettered
+   * (emit_failed) once its AWS deadline minus the submit margin is reached.
+   */
+  pendingEmitHours: new Gauge({
+    name: 'meterline_pending_emit_hours',
+    help: 'Frozen hours whose records could not be put on the submission topic yet, per partition of the usage topic (this instance)',
+    labelNames: ['partition'] as const,
+  }),
+  oldestPendingEmitHourAgeSeconds: new Gauge({
+    name: 'meterline_oldest_pending_emit_hour_age_seconds',
+    help: 'Age of the start of the oldest frozen hour still waiting for its emit on this instance; 0 when none',
+  }),
   processorLag: new Gauge({
     name: 'meterline_processor_lag_messages',
     help: 'Usage messages not yet applied to Redis, per partition of the usage topic',

@@ -79,6 +79,7 @@ export function meteringTopology(deps: {
     usageTopic: config.topics.usage,
     producer: deps.producer,
     submissionsTopic: config.topics.submissions,
+    failedTopic: config.topics.failed,
     plan: config.plan,
     subscribers: async () => {
       const file = config.customers ?? {};

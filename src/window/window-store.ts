@@ -43,7 +43,10 @@ export interface HourSnapshot {
 export interface WindowStoreOptions {
   /** How long event ids are remembered for dedupe. */
   dedupeTtlMs: number;
-  /** How long a finalized hour is remembered (late events are carried forward while it is). */
+  /**
+   * How long a finalized hour is remembered once emitted (late events are carried forward while it is);
+   * it never expires while it waits for its emit.
+   */
   finalizedTtlMs: number;
   lateAuditCap?: number;
 }
@@ -257,13 +260,7 @@ export class WindowStore {
       k.due(),
       k.closedThrough(),
     ];
-    const args: (string | number)[] = [
-      token,
-      snapshotCheckpoint,
-      hourMs,
-      Math.ceil(this.options.finalizedTtlMs / 1000),
-      records.length,
-    ];
+    const args: (string | number)[] = [token, snapshotCheckpoint, hourMs, records.length];
     for (const [field, frozen] of records) args.push(field, frozen);
     args.push(states.length);
     for (const [field, encoded, owes] of states) args.push(field, encoded, owes ? '1' : '0');
@@ -336,11 +333,35 @@ export class WindowStore {
     return (await this.redis.scard(this.keys.partition(p).due())) > 0;
   }
 
+  /**
+   * Marks a frozen hour emitted (or dead-lettered): it no longer waits, and its frozen records start to
+   * expire after the finalized-hour TTL, not before.
+   */
   async markEmitted(p: PartitionRef, token: string, hourMs: number): Promise<void> {
     const k = this.keys.partition(p);
-    const res = await this.redis.markEmitted(2, k.fence(), k.pendingEmit(), token, hourMs);
+    const res = await this.redis.markEmitted(
+      3,
+      k.fence(),
+      k.pendingEmit(),
+      k.finalized(hourMs),
+      token,
+      hourMs,
+      Math.ceil(this.options.finalizedTtlMs / 1000),
+    );
     if (res === FENCED) throw fenced(p);
     if (res === STATE_LOST) throw stateLost(p);
+  }
+
+  /**
+   * Keeps a frozen hour that waits for its emit from expiring: hours frozen by an older version carry a
+   * TTL from the start. Returns whether its frozen records are still there.
+   */
+  async keepFrozen(p: PartitionRef, hourMs: number): Promise<boolean> {
+    const k = this.keys.partition(p).finalized(hourMs);
+    const res = await this.redis.multi().persist(k).exists(k).exec();
+    if (!res || res.some(([e]) => e))
+      throw new MeterlineError('redis_error', 'keeping the frozen hour failed', { retriable: true });
+    return res[1]?.[1] === 1;
   }
 
   /** Which of these hours are already finalized on the partition. */

@@ -1,6 +1,8 @@
 --[[
   Freezes one hour of one partition in one atomic step: stores the frozen records the commit stage
   computed, the metering-model state they leave behind, and marks the hour "finalized, not yet emitted".
+  The frozen records get no TTL here: they must outlive any emit failure, and start to expire only once
+  the hour is emitted or dead-lettered (markEmitted.lua).
   The records were computed from the aggregates and state read at checkpoint ARGV[2]; if the partition
   moved on since (it cannot while the task holds its queue, but a bug must not double-apply a model),
   nothing is written and the caller reads again. A finalized hour never changes: a second call is a no-op.
@@ -8,8 +10,8 @@
   KEYS[1] fence  KEYS[2] checkpoint  KEYS[3] aggregates(hour)  KEYS[4] finalized(hour)  KEYS[5] open hours
   KEYS[6] pending emit  KEYS[7] model state  KEYS[8] due  KEYS[9] closed-through
 
-  ARGV[1] fencing token  ARGV[2] checkpoint read ('' when none)  ARGV[3] hourMs  ARGV[4] finalized ttl (s)
-  ARGV[5] R, then R pairs (field, frozen record)
+  ARGV[1] fencing token  ARGV[2] checkpoint read ('' when none)  ARGV[3] hourMs
+  ARGV[4] R, then R pairs (field, frozen record)
   then S, then S triples (field, encoded state or '' to delete, '1' when it owes the next hour | '0')
 
   Returns { 1 } frozen now, { 0 } already frozen, { -1 } fenced, { -4 } state gone, { -5 } state moved on.
@@ -30,19 +32,18 @@ if (redis.call('GET', KEYS[2]) or '') ~= ARGV[2] then
   return { -5 }
 end
 
-local records = tonumber(ARGV[5])
+local records = tonumber(ARGV[4])
 local frozen = { '__hour', hour }
 for i = 1, records do
-  frozen[#frozen + 1] = ARGV[5 + (i - 1) * 2 + 1]
-  frozen[#frozen + 1] = ARGV[5 + (i - 1) * 2 + 2]
+  frozen[#frozen + 1] = ARGV[4 + (i - 1) * 2 + 1]
+  frozen[#frozen + 1] = ARGV[4 + (i - 1) * 2 + 2]
 end
 -- One HSET per chunk: unpack() of a large table overflows Lua's C stack.
 for i = 1, #frozen, 1000 do
   redis.call('HSET', KEYS[4], unpack(frozen, i, math.min(i + 999, #frozen)))
 end
-redis.call('EXPIRE', KEYS[4], tonumber(ARGV[4]))
 
-local s0 = 5 + records * 2 + 1
+local s0 = 4 + records * 2 + 1
 for i = 1, tonumber(ARGV[s0]) do
   local field, state, owes = ARGV[s0 + (i - 1) * 3 + 1], ARGV[s0 + (i - 1) * 3 + 2], ARGV[s0 + (i - 1) * 3 + 3]
   if state == '' then
