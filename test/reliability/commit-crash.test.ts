@@ -14,6 +14,7 @@ import { syntheticEvents } from '../../src/produce/synthetic.ts';
 import { spawnMeterline, stopGracefully } from '../support/child.ts';
 import { testKafka, uniqueId, waitFor } from '../support/harness.ts';
 import {
+  acceptedAtAws,
   awsIdOf,
   expectedAccepted,
   frozenRecords,
@@ -66,12 +67,7 @@ describe('a crash between freezing and emitting, and between emitting and markin
     const child = spawnMeterline(['run'], tp.env, logFile);
     try {
       const expected = expectedAccepted(events);
-      const accepted = () =>
-        new Map(
-          emulator?.state
-            .snapshot()
-            .records.map((r) => [`${r.customer}|${r.dimension}|${r.timestamp}`, r.quantity]),
-        );
+      const accepted = () => acceptedAtAws(emulator);
       await waitFor(() => (accepted().size >= expected.size ? true : undefined), {
         timeoutMs: 120_000,
         describe: () => `${accepted().size} of ${expected.size} records accepted (log: ${logFile})`,

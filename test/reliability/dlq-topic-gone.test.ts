@@ -14,7 +14,7 @@ import { eventMessage, type Outgoing, produceMessages } from '../../src/produce/
 import type { RawEvent } from '../../src/produce/synthetic.ts';
 import { HOUR_MS, hourIso, hourStart } from '../../src/time/hours.ts';
 import { deleteTopics, testKafka, testLogger, waitFor } from '../support/harness.ts';
-import { readAllMessages, type TestPipeline, testPipeline } from '../support/pipeline-env.ts';
+import { acceptedAtAws, readAllMessages, type TestPipeline, testPipeline } from '../support/pipeline-env.ts';
 
 const kafka = testKafka();
 // Their keys spread over all three partitions of the usage topic.
@@ -105,12 +105,7 @@ describe('the failed-records topic disappears while bad events arrive', () => {
     const status = async (path: string) => (await fetch(`${ops}${path}`)).status;
     const scrape = async () => parseMetrics(await (await fetch(`${ops}/metrics`)).text());
     const series = (name: string) => `${name}{producer="processor",topic="${topics.failed}"}`;
-    const accepted = () =>
-      new Map(
-        emulator?.state
-          .snapshot()
-          .records.map((r) => [`${r.customer}|${r.dimension}|${r.timestamp}`, r.quantity]),
-      );
+    const accepted = () => acceptedAtAws(emulator);
     const now = Date.now();
     const h3 = hourStart(now) - 3 * HOUR_MS;
     const h2 = hourStart(now) - 2 * HOUR_MS;
@@ -292,12 +287,7 @@ describe('the failed-records topic disappears while the worker dead-letters', ()
       new Set([`submit|customer_mapping_missing|${unmapped.recordId}`]),
     );
     const expected = new Map(billable.map((r) => [`cust-${r.customer}|api_calls|${r.hour}`, r.quantity]));
-    const accepted = () =>
-      new Map(
-        emulator?.state
-          .snapshot()
-          .records.map((r) => [`${r.customer}|${r.dimension}|${r.timestamp}`, r.quantity]),
-      );
+    const accepted = () => acceptedAtAws(emulator);
     await waitFor(() => (accepted().size >= expected.size ? true : undefined), {
       timeoutMs: 120_000,
       describe: () => `${accepted().size} of ${expected.size} records accepted`,

@@ -35,6 +35,7 @@ import {
   waitFor,
 } from '../support/harness.ts';
 import {
+  acceptedAtAws,
   awsIdOf,
   expectedAccepted,
   expectedFrozen,
@@ -275,12 +276,7 @@ describe('an hour whose emit keeps failing', () => {
       now,
     });
     const expected = expectedAccepted(events);
-    const accepted = () =>
-      new Map(
-        emulator?.state
-          .snapshot()
-          .records.map((r) => [`${r.customer}|${r.dimension}|${r.timestamp}`, r.quantity]),
-      );
+    const accepted = () => acceptedAtAws(emulator);
     await waitFor(() => (accepted().size >= expected.size ? true : undefined), {
       timeoutMs: 90_000,
       describe: () => `${accepted().size} of ${expected.size} records accepted`,

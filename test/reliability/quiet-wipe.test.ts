@@ -19,6 +19,7 @@ import { HOUR_MS, hourStart } from '../../src/time/hours.ts';
 import { WindowStore } from '../../src/window/window-store.ts';
 import { deleteKeys, stackEnv, testKafka, testLogger, waitFor } from '../support/harness.ts';
 import {
+  acceptedAtAws,
   awsIdOf,
   expectedAccepted,
   TEST_CUSTOMERS,
@@ -75,12 +76,7 @@ describe('Redis wiped on a quiet topic', () => {
     const all = [...closed, ...current].sort(
       (a, b) => Date.parse(String(a.timestamp)) - Date.parse(String(b.timestamp)),
     );
-    const accepted = () =>
-      new Map(
-        emulator?.state
-          .snapshot()
-          .records.map((r) => [`${r.customer}|${r.dimension}|${r.timestamp}`, r.quantity]),
-      );
+    const accepted = () => acceptedAtAws(emulator);
 
     await tp.createTopics(kafka);
     await produceMessages(all.map(eventMessage), { kafka, topic: tp.topics.usage });

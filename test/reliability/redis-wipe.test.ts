@@ -13,6 +13,7 @@ import { Keys } from '../../src/redis/keys.ts';
 import { HOUR_MS, hourStart } from '../../src/time/hours.ts';
 import { deleteKeys, stackEnv, testKafka, testLogger, waitFor } from '../support/harness.ts';
 import {
+  acceptedAtAws,
   awsIdOf,
   expectedAccepted,
   frozenRecords,
@@ -57,12 +58,7 @@ describe('Redis wiped mid-stream', () => {
     const lastHour = hourStart(now) - HOUR_MS;
     const before = all.filter((e) => Date.parse(String(e.timestamp)) < lastHour);
     const after = all.filter((e) => Date.parse(String(e.timestamp)) >= lastHour);
-    const accepted = () =>
-      new Map(
-        emulator?.state
-          .snapshot()
-          .records.map((r) => [`${r.customer}|${r.dimension}|${r.timestamp}`, r.quantity]),
-      );
+    const accepted = () => acceptedAtAws(emulator);
 
     await tp.createTopics(kafka);
     await produceMessages(before.map(eventMessage), { kafka, topic: tp.topics.usage });
@@ -115,12 +111,7 @@ describe('Redis wiped mid-stream', () => {
         idPrefix: tp.run,
       }),
     ].sort((a, b) => Date.parse(String(a.timestamp)) - Date.parse(String(b.timestamp)));
-    const accepted = () =>
-      new Map(
-        emulator?.state
-          .snapshot()
-          .records.map((r) => [`${r.customer}|${r.dimension}|${r.timestamp}`, r.quantity]),
-      );
+    const accepted = () => acceptedAtAws(emulator);
     await tp.createTopics(kafka);
     await produceMessages(all.map(eventMessage), { kafka, topic: tp.topics.usage });
     pipeline = await startPipeline(tp.config(), testLogger(), { processor: true, worker: true, now });

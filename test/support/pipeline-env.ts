@@ -6,6 +6,7 @@
 import type { Kafka, KafkaMessage } from 'kafkajs';
 import { recordId, type SubmissionRecord } from '../../src/commit/submission-record.ts';
 import { type Config, loadConfig, type Role } from '../../src/config/config.ts';
+import type { RunningEmulator } from '../../src/emulator/server.ts';
 import { readAllMessages } from '../../src/kafka/read-topic.ts';
 import { ensureTopics, pipelineTopics } from '../../src/kafka/topics.ts';
 import type { RawEvent } from '../../src/produce/synthetic.ts';
@@ -125,6 +126,15 @@ export function frozenRecords(messages: KafkaMessage[]): Map<string, SubmissionR
 export function awsIdOf(tenant: string): string {
   const m = TEST_CUSTOMERS[tenant as keyof typeof TEST_CUSTOMERS];
   return 'customerAwsAccountId' in m ? m.customerAwsAccountId : m.customerIdentifier;
+}
+
+/** What AWS (the emulator) holds: per (AWS id, dimension, hour), keyed as `expectedAccepted` keys it. */
+export function acceptedAtAws(emulator: RunningEmulator | undefined): Map<string, number> {
+  return new Map(
+    emulator?.state
+      .snapshot()
+      .records.map((r) => [`${r.customer}|${r.dimension}|${r.timestamp}`, r.quantity]),
+  );
 }
 
 /** What AWS must hold after the events: per (AWS id, dimension, hour), the sum of distinct event ids. */
