@@ -1,48 +1,42 @@
 /**
- * pino JSON logs. Secrets are redacted wherever they appear in a logged object, and every line written
- * inside a recording span carries its `trace_id` and `span_id`, so a log line leads to its trace.
+ * pino JSON logs. Secrets never reach a line, wherever they sit: every argument of a log call (the object at
+ * any depth, errors with their message, stack and cause, the message and its interpolated values) and every
+ * child logger's bindings (and setBindings) go through src/redact.ts first. Every line written inside a recording span carries
+ * its `trace_id` and `span_id`, so a line leads to its trace.
  */
-import { type DestinationStream, type Logger, pino } from 'pino';
+import { type DestinationStream, type Logger, type LoggerOptions, pino } from 'pino';
 import { activeTraceIds } from './observability/tracing.ts';
+import { redactLogArgs, redactSecrets } from './redact.ts';
 
 export type { Logger };
-
-/** Keys whose values never reach a log line, at the top level or one level down. */
-const SECRET_KEYS = [
-  'password',
-  'secretAccessKey',
-  'sessionToken',
-  'authorization',
-  'token',
-  'saslPassword',
-  'REDIS_URL',
-  'KAFKA_SASL_PASSWORD',
-  'AWS_SECRET_ACCESS_KEY',
-  'AWS_SESSION_TOKEN',
-];
-
-export const REDACT_PATHS = [
-  ...SECRET_KEYS,
-  ...SECRET_KEYS.map((k) => `*.${k}`),
-  'config.env.REDIS_URL',
-  'headers.authorization',
-  '*.headers.authorization',
-  'sasl.password',
-  '*.sasl.password',
-];
 
 export function createLogger(
   name: string,
   level = process.env.LOG_LEVEL ?? 'info',
   destination?: DestinationStream,
 ): Logger {
-  const options = {
+  const options: LoggerOptions = {
     name,
     level,
-    redact: { paths: REDACT_PATHS, censor: '[redacted]' },
     mixin: activeTraceIds,
+    // Runs only for enabled levels: a disabled debug call costs nothing more than before.
+    hooks: {
+      logMethod(args, method) {
+        method.apply(this, redactLogArgs(args) as Parameters<typeof method>);
+      },
+    },
   };
-  return destination ? pino(options, destination) : pino(options);
+  const logger = destination ? pino(options, destination) : pino(options);
+  // pino writes a child's bindings once, when it is made, past the hook (and children reset
+  // formatters.bindings): redact them there. Children inherit from their parent, so this covers them all.
+  const { child, setBindings } = logger;
+  logger.child = function (this: Logger, bindings, childOptions) {
+    return child.call(this, redactSecrets(bindings), childOptions);
+  } as typeof child;
+  logger.setBindings = function (this: Logger, bindings) {
+    setBindings.call(this, redactSecrets(bindings));
+  };
+  return logger;
 }
 
 /** A URL with its password (and user) replaced, for log lines that must name an endpoint. */
