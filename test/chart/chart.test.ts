@@ -104,6 +104,19 @@ function serviceAccountOf(name: SetName, role: string): string {
   return role === 'registration' && named ? named : `ml-meterline-${role}`;
 }
 
+/** A NetworkPolicy's egress as `PROTOCOL/port` strings, one per port of each rule. */
+const portsOf = (policy: Obj): string[] =>
+  (policy.spec.egress ?? []).flatMap((r: Obj) => (r.ports ?? []).map((p: Obj) => `${p.protocol}/${p.port}`));
+
+/** Whether a NetworkPolicy's podSelector selects pods with these labels. */
+const selects = (policy: Obj, labels: Record<string, string>) =>
+  Object.entries(policy.spec.podSelector.matchLabels ?? {}).every(([k, v]) => labels[k] === v) &&
+  (policy.spec.podSelector.matchExpressions ?? []).every((e: Obj) =>
+    e.operator === 'NotIn'
+      ? !e.values.includes(labels[e.key])
+      : e.operator === 'In' && e.values.includes(labels[e.key]),
+  );
+
 function leafPaths(node: unknown, prefix = ''): string[] {
   if (node && typeof node === 'object' && !Array.isArray(node) && Object.keys(node).length) {
     return Object.entries(node).flatMap(([k, v]) => leafPaths(v, prefix ? `${prefix}.${k}` : k));
@@ -155,20 +168,20 @@ describe('helm lint and offline validation', () => {
 describe('rendered objects', () => {
   it('each value set renders the objects it asks for, and only those', () => {
     const kinds = (name: SetName) => [...new Set(set(name).objects.map((o) => o.kind))].sort();
-    const base = ['ConfigMap', 'Deployment', 'PodDisruptionBudget', 'Service', 'ServiceAccount'];
+    // The NetworkPolicies are on by default.
+    const base = [
+      'ConfigMap',
+      'Deployment',
+      'NetworkPolicy',
+      'PodDisruptionBudget',
+      'Service',
+      'ServiceAccount',
+    ];
     expect(kinds('minimal')).toEqual(base);
     expect(kinds('saas')).toEqual([...base, 'Ingress'].sort());
     expect(kinds('container')).toEqual(base);
     expect(kinds('full')).toEqual(
-      [
-        ...base,
-        'HorizontalPodAutoscaler',
-        'Ingress',
-        'Job',
-        'NetworkPolicy',
-        'PrometheusRule',
-        'ServiceMonitor',
-      ].sort(),
+      [...base, 'HorizontalPodAutoscaler', 'Ingress', 'Job', 'PrometheusRule', 'ServiceMonitor'].sort(),
     );
     for (const name of GOOD) {
       const registration = (WITH_REGISTRATION as readonly string[]).includes(name);
@@ -532,25 +545,20 @@ describe('rendered objects', () => {
     expect(jc.args).toContain('--replication-factor=3');
     expect(jc.securityContext.readOnlyRootFilesystem).toBe(true);
 
-    const np = byName('full', 'NetworkPolicy', 'ml-meterline');
-    expect(np.spec.policyTypes).toEqual(['Ingress', 'Egress']);
-    const egressPorts = np.spec.egress.flatMap((r: Obj) =>
-      r.ports.map((p: Obj) => `${p.protocol}/${p.port}`),
+    // Each role's policy, with the full set's peers and ports (the per-role rules: describe 'the NetworkPolicies').
+    const processorNp = byName('full', 'NetworkPolicy', 'ml-meterline-processor');
+    expect(portsOf(processorNp).sort()).toEqual(
+      ['TCP/9093', 'TCP/6379', 'TCP/8080', 'TCP/4318', 'UDP/53', 'TCP/53', 'TCP/80'].sort(),
     );
-    expect(egressPorts.sort()).toEqual(
-      ['TCP/9093', 'TCP/6379', 'TCP/8080', 'TCP/4318', 'TCP/443', 'UDP/53', 'TCP/53', 'TCP/80'].sort(),
-    );
-    expect(np.spec.ingress).toEqual([
-      {
-        ports: [{ port: 'metrics', protocol: 'TCP' }],
-        from: [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'monitoring' } } }],
-      },
-    ]);
-
-    // The processor, worker and Job policy leaves the registration pods to their own policy.
-    expect(np.spec.podSelector.matchExpressions).toEqual([
-      { key: 'app.kubernetes.io/component', operator: 'NotIn', values: ['registration'] },
-    ]);
+    const kafkaRule = processorNp.spec.egress.find((r: Obj) => r.ports.some((p: Obj) => p.port === 9093));
+    expect(kafkaRule.to).toEqual([{ ipBlock: { cidr: '10.20.0.0/16' } }]);
+    const monitoring = [
+      { namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'monitoring' } } },
+    ];
+    for (const role of ['processor', 'worker'])
+      expect(byName('full', 'NetworkPolicy', `ml-meterline-${role}`).spec.ingress).toEqual([
+        { ports: [{ port: 'metrics', protocol: 'TCP' }], from: monitoring },
+      ]);
     const regNp = byName('full', 'NetworkPolicy', 'ml-meterline-registration');
     expect(regNp.spec.podSelector.matchLabels['app.kubernetes.io/component']).toBe('registration');
     expect(regNp.spec.policyTypes).toEqual(['Ingress', 'Egress']);
@@ -564,37 +572,16 @@ describe('rendered objects', () => {
           },
         ],
       },
-      {
-        ports: [{ port: 'metrics', protocol: 'TCP' }],
-        from: [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'monitoring' } } }],
-      },
+      { ports: [{ port: 'metrics', protocol: 'TCP' }], from: monitoring },
     ]);
-    // Redis, OTLP, AWS, DNS and the extra rule: no Kafka (9093) and no schema registry (8080).
-    const regEgressPorts = regNp.spec.egress.flatMap((r: Obj) =>
-      r.ports.map((p: Obj) => `${p.protocol}/${p.port}`),
-    );
-    expect(regEgressPorts.sort()).toEqual(
+    // Redis, OTLP, AWS and SNS, DNS and the extra rule: no Kafka (9093) and no schema registry (8080).
+    expect([...new Set(portsOf(regNp))].sort()).toEqual(
       ['TCP/6379', 'TCP/4318', 'TCP/443', 'UDP/53', 'TCP/53', 'TCP/80'].sort(),
     );
-    // Every pod of the release is under exactly one of the two policies.
-    const selects = (policy: Obj, labels: Record<string, string>) =>
-      Object.entries(policy.spec.podSelector.matchLabels).every(([k, v]) => labels[k] === v) &&
-      (policy.spec.podSelector.matchExpressions ?? []).every(
-        (e: Obj) => e.operator === 'NotIn' && !e.values.includes(labels[e.key]),
-      );
-    const workloads = set('full').objects.filter((o) => o.kind === 'Deployment' || o.kind === 'Job');
-    expect(workloads).toHaveLength(4);
-    for (const w of workloads) {
-      const labels = w.spec.template.metadata.labels;
-      expect(
-        [np, regNp].filter((policy) => selects(policy, labels)).map((policy) => policy.metadata.name),
-        w.metadata.name,
-      ).toEqual([
-        labels['app.kubernetes.io/component'] === 'registration'
-          ? 'ml-meterline-registration'
-          : 'ml-meterline',
-      ]);
-    }
+    // The topics Job: Kafka and DNS (and the extra rule), no ingress at all.
+    const topicsNp = byName('full', 'NetworkPolicy', 'ml-meterline-topics');
+    expect(portsOf(topicsNp).sort()).toEqual(['TCP/9093', 'UDP/53', 'TCP/53', 'TCP/80'].sort());
+    expect(topicsNp.spec.ingress ?? []).toEqual([]);
 
     const sm = byName('full', 'ServiceMonitor', 'ml-meterline');
     expect(sm.metadata.labels.release).toBe('kube-prometheus-stack');
@@ -648,6 +635,174 @@ describe('rendered objects', () => {
       objects.find((o) => o.kind === 'Deployment')?.spec.template.metadata.annotations['checksum/config'];
     expect(checksum(objectsOf(r.stdout))).toMatch(/^[a-f0-9]{64}$/);
     expect(checksum(objectsOf(r.stdout))).not.toBe(checksum(set('minimal').objects));
+  });
+});
+
+describe('the NetworkPolicies', () => {
+  const policies = (objects: Obj[]) => objects.filter((o) => o.kind === 'NetworkPolicy');
+  const policy = (objects: Obj[], name: string) => {
+    const found = policies(objects).find((o) => o.metadata.name === name);
+    if (!found) throw new Error(`no NetworkPolicy ${name}`);
+    return found;
+  };
+  /** The egress rules that allow a port (TCP), with their peers (undefined: any address). */
+  const rulesFor = (np: Obj, port: number) =>
+    (np.spec.egress ?? []).filter((r: Obj) => (r.ports ?? []).some((p: Obj) => p.port === port));
+
+  it.each(GOOD)(
+    '%s: on by default; every pod of the release is under the deny-all baseline plus exactly its own role policy',
+    (name) => {
+      const objects = set(name).objects;
+      const baseline = policy(objects, 'ml-meterline');
+      expect(baseline.spec.policyTypes).toEqual(['Ingress', 'Egress']);
+      expect(baseline.spec.ingress ?? []).toEqual([]);
+      expect(baseline.spec.egress ?? []).toEqual([]);
+      expect(baseline.spec.podSelector).toEqual({
+        matchLabels: { 'app.kubernetes.io/name': 'meterline', 'app.kubernetes.io/instance': 'ml' },
+      });
+      const workloads = objects.filter((o) => o.kind === 'Deployment' || o.kind === 'Job');
+      expect(workloads.length).toBeGreaterThanOrEqual(2);
+      for (const w of workloads) {
+        const labels = w.spec.template.metadata.labels;
+        const role = labels['app.kubernetes.io/component'];
+        expect(
+          policies(objects)
+            .filter((np) => selects(np, labels))
+            .map((np) => np.metadata.name)
+            .sort(),
+          w.metadata.name,
+        ).toEqual(['ml-meterline', `ml-meterline-${role}`]);
+        const own = policy(objects, `ml-meterline-${role}`);
+        expect(own.spec.policyTypes).toEqual(['Ingress', 'Egress']);
+        // No egress rule without ports: every rule names its ports.
+        for (const rule of own.spec.egress)
+          expect(rule.ports?.length, `${role}: ${JSON.stringify(rule)}`).toBeGreaterThan(0);
+        // DNS, to the cluster DNS pods, for everyone.
+        expect(portsOf(own)).toEqual(expect.arrayContaining(['UDP/53', 'TCP/53']));
+      }
+      // The topics Job runs before the release's objects exist: its policy is a hook that comes first.
+      const topics = policies(objects).find((np) => np.metadata.name === 'ml-meterline-topics');
+      if (topics) {
+        expect(topics.metadata.annotations['helm.sh/hook']).toBe('pre-install,pre-upgrade');
+        expect(Number(topics.metadata.annotations['helm.sh/hook-weight'])).toBeLessThan(
+          Number(byName('full', 'Job', 'ml-meterline-topics').metadata.annotations['helm.sh/hook-weight']),
+        );
+      }
+    },
+  );
+
+  it.each(GOOD)(
+    '%s: egress per role — processor: Kafka, Redis, OTLP, DNS and nothing on 443; worker adds AWS on 443; registration AWS and SNS on 443, no Kafka',
+    (name) => {
+      const objects = set(name).objects;
+      const values = valuesOf(name);
+      const brokerPorts = values.kafka.brokers.map((b: string) => Number(b.split(':').pop()));
+      const processor = policy(objects, 'ml-meterline-processor');
+      const ports = portsOf(processor);
+      expect(ports).not.toContain('TCP/443');
+      for (const p of brokerPorts) expect(ports, `broker port ${p}`).toContain(`TCP/${p}`);
+      expect(ports).toContain('TCP/6379');
+      expect(ports.some((p) => p === 'TCP/4318')).toBe(Boolean(values.tracing?.otlpEndpoint));
+      // Only Kafka, Redis, the schema registry, OTLP and DNS (and what extraEgress adds).
+      const extra = (values.networkPolicy?.extraEgress ?? []).flatMap((r: Obj) =>
+        r.ports.map((p: Obj) => `${p.protocol}/${p.port}`),
+      );
+      const allowed = new Set([
+        ...brokerPorts.map((p: number) => `TCP/${p}`),
+        'TCP/9092',
+        'TCP/6379',
+        'TCP/4318',
+        'TCP/8080',
+        'UDP/53',
+        'TCP/53',
+        ...extra,
+      ]);
+      expect(ports.filter((p) => !allowed.has(p))).toEqual([]);
+
+      const worker = policy(objects, 'ml-meterline-worker');
+      expect(portsOf(worker)).toContain('TCP/443');
+      for (const p of brokerPorts) expect(portsOf(worker)).toContain(`TCP/${p}`);
+      // Default: 443 to any address (AWS has no fixed ranges), through an explicit 0.0.0.0/0 or no peers.
+      for (const rule of rulesFor(worker, 443))
+        for (const to of rule.to ?? []) expect(to).toEqual({ ipBlock: { cidr: '0.0.0.0/0' } });
+      expect(portsOf(worker)).not.toContain('TCP/8080');
+
+      if ((WITH_REGISTRATION as readonly string[]).includes(name)) {
+        const reg = policy(objects, 'ml-meterline-registration');
+        expect(portsOf(reg)).toContain('TCP/443');
+        for (const p of brokerPorts) expect(portsOf(reg)).not.toContain(`TCP/${p}`);
+      } else {
+        expect(policies(objects).map((np) => np.metadata.name)).not.toContain('ml-meterline-registration');
+      }
+    },
+  );
+
+  it('the Kafka, Redis and OTLP ports come from the configured addresses too, so a default install reaches them', async () => {
+    // saas: MSK on 9096, ElastiCache on 6379; none of it in networkPolicy.*.ports.
+    const saas = policy(set('saas').objects, 'ml-meterline-processor');
+    expect(rulesFor(saas, 9096)).toHaveLength(1);
+    expect(rulesFor(saas, 9096)[0].to).toBeUndefined();
+    const r = await template(path.join(VALUES, 'minimal.yaml'), [
+      '--set',
+      'kafka.brokers={broker-0.example.net:19094}',
+      '--set',
+      'redis.url=rediss://cache.example.net:16380',
+      '--set',
+      'tracing.otlpEndpoint=https://otel.example.net',
+      '--set',
+      'aws.meteringEndpoint=http://meterline-emulator.test:4566',
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    const objects = objectsOf(r.stdout);
+    const processor = policy(objects, 'ml-meterline-processor');
+    expect(portsOf(processor)).toEqual(expect.arrayContaining(['TCP/19094', 'TCP/16380']));
+    // An https OTLP endpoint without a port is 443, for the processor too: only to that port, as OTLP.
+    expect(portsOf(processor)).toContain('TCP/443');
+    // The emulator's port for the roles that call AWS.
+    expect(portsOf(policy(objects, 'ml-meterline-worker'))).toEqual(
+      expect.arrayContaining(['TCP/4566', 'TCP/443']),
+    );
+    expect(portsOf(processor)).not.toContain('TCP/4566');
+  });
+
+  it('narrowing: aws.cidrs and sns.cidrs replace "any address" on 443; peers for Kafka/Redis/OTLP are used as given', async () => {
+    const r = await template(path.join(VALUES, 'minimal.yaml'), [
+      '--set',
+      'registration.enabled=true',
+      '--set',
+      'networkPolicy.aws.cidrs={10.50.0.0/24}',
+      '--set',
+      'networkPolicy.sns.cidrs={10.60.0.0/24}',
+      '--set-json',
+      'networkPolicy.kafka.peers=[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"kafka"}},"podSelector":{"matchLabels":{"app":"kafka"}}}]',
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    const objects = objectsOf(r.stdout);
+    const worker = policy(objects, 'ml-meterline-worker');
+    expect(rulesFor(worker, 443).map((rule: Obj) => rule.to)).toEqual([
+      [{ ipBlock: { cidr: '10.50.0.0/24' } }],
+    ]);
+    const reg = policy(objects, 'ml-meterline-registration');
+    expect(rulesFor(reg, 443).map((rule: Obj) => rule.to)).toEqual([
+      [{ ipBlock: { cidr: '10.50.0.0/24' } }],
+      [{ ipBlock: { cidr: '10.60.0.0/24' } }],
+    ]);
+    expect(rulesFor(worker, 9092).map((rule: Obj) => rule.to)).toEqual([
+      [
+        {
+          namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'kafka' } },
+          podSelector: { matchLabels: { app: 'kafka' } },
+        },
+      ],
+    ]);
+    const kc = await kubeconform(['-summary', '-output', 'json', '-'], r.stdout);
+    expect(kc.code, kc.stdout).toBe(0);
+  });
+
+  it('networkPolicy.enabled=false renders none', async () => {
+    const r = await template(path.join(VALUES, 'full.yaml'), ['--set', 'networkPolicy.enabled=false']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(policies(objectsOf(r.stdout))).toEqual([]);
   });
 });
 
@@ -831,7 +986,11 @@ describe('NOTES.txt', () => {
 
   it('shows how to produce a first event with flags `meterline produce` has, and how to find its trace', async () => {
     const produceSource = readFileSync(path.join(ROOT, 'src/cli/produce-command.ts'), 'utf8');
-    const notes = await renderNotes(path.join(VALUES, 'full.yaml'));
+    // Against the emulator: the NOTES may name a real tenant of the customers file.
+    const notes = await renderNotes(path.join(VALUES, 'full.yaml'), [
+      '--set',
+      'aws.meteringEndpoint=http://meterline-emulator.metering:8080',
+    ]);
     const command = notes.slice(
       notes.indexOf('-- produce'),
       notes.indexOf('--no-progress') + '--no-progress'.length,
@@ -867,6 +1026,46 @@ describe('NOTES.txt', () => {
     expect(off).toContain('tracing is off');
     expect(off).toContain('customer_mapping_missing');
     expect(off).not.toContain('/marketplace');
+  });
+
+  it('with a real AWS endpoint, no command produces an event for a real tenant; the command has a placeholder and says it bills', async () => {
+    const produceCommands = (notes: string) =>
+      notes
+        .replaceAll('\\\n', ' ')
+        .split('\n')
+        .filter((line) => /\bproduce\b/.test(line) && line.includes('--customers'));
+    const cases: [string, string[]][] = [
+      ['saas.yaml', []],
+      ['full.yaml', []],
+      ['minimal.yaml', []],
+      // An endpoint override that is still AWS (e.g. a VPC endpoint's name) bills like AWS.
+      [
+        'full.yaml',
+        ['--set', 'aws.meteringEndpoint=https://vpce-0abc.metering.marketplace.us-east-1.vpce.amazonaws.com'],
+      ],
+      ['full.yaml', ['--set', 'aws.meteringEndpoint=https://metering.marketplace.us-east-1.amazonaws.com']],
+    ];
+    for (const [file, extra] of cases) {
+      const values = valuesOf(file.replace('.yaml', '') as SetName);
+      const tenants = Object.keys(values.metering.customers ?? {});
+      const notes = await renderNotes(path.join(VALUES, file), extra);
+      const commands = produceCommands(notes);
+      expect(commands.length, `${file} ${extra}`).toBeGreaterThan(0);
+      for (const command of commands) {
+        expect(command, `${file} ${extra}`).toMatch(/--customers <tenant-id> /);
+        for (const tenant of [...tenants, 'tenant-a']) expect(command).not.toContain(`--customers ${tenant}`);
+      }
+      expect(notes).toContain('bills');
+      for (const tenant of tenants)
+        expect(notes, `${file}: ${tenant}`).not.toMatch(new RegExp(`\\b${tenant}\\b`));
+    }
+    // The emulator: a tenant of the customers file, and the NOTES say nothing is billed.
+    const emulated = await renderNotes(path.join(VALUES, 'saas.yaml'), [
+      '--set',
+      'aws.meteringEndpoint=http://meterline-emulator.metering:8080',
+    ]);
+    for (const command of produceCommands(emulated)) expect(command).toContain('--customers acme ');
+    expect(emulated).toContain('the emulator');
   });
 
   it('with registration: the URL to give AWS Marketplace, and how to point SNS and EventBridge at /marketplace/events', async () => {
