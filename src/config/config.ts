@@ -123,9 +123,13 @@ export const EnvSchema = z.object({
   METERLINE_REGISTRATION_REDIRECT_URL: z
     .url({ protocol: /^https?$/, error: 'must be an http(s) URL' })
     .optional(),
+  // Unset: AWS Marketplace's own topics for the plan's products; '*' (alone) takes any topic, on purpose.
   METERLINE_SNS_TOPIC_ARNS: z
     .string()
-    .regex(/^arn:aws[a-z-]*:sns:[^,]+(,arn:aws[a-z-]*:sns:[^,]+)*$/, 'comma-separated SNS topic ARNs')
+    .regex(
+      /^(\*|arn:aws[a-z-]*:sns:[^,*]+(,arn:aws[a-z-]*:sns:[^,*]+)*)$/,
+      "comma-separated SNS topic ARNs, or '*' alone for any topic",
+    )
     .optional(),
   METERLINE_EVENTS_API_KEY: z.string().min(24, 'at least 24 characters').optional(),
   LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
@@ -177,7 +181,8 @@ export interface Config {
   registration: {
     port: number;
     redirectUrl: string | undefined;
-    snsTopicArns: string[];
+    /** Empty: AWS Marketplace's topics for the plan's products; '*': any topic. */
+    snsTopicArns: string[] | '*';
     eventsApiKey: string | undefined;
   };
   logLevel: Env['LOG_LEVEL'];
@@ -348,7 +353,7 @@ export function loadConfig(roles: readonly Role[], env: NodeJS.ProcessEnv = proc
     registration: {
       port: e.METERLINE_REGISTRATION_LISTEN_PORT,
       redirectUrl: e.METERLINE_REGISTRATION_REDIRECT_URL,
-      snsTopicArns: e.METERLINE_SNS_TOPIC_ARNS?.split(',') ?? [],
+      snsTopicArns: e.METERLINE_SNS_TOPIC_ARNS === '*' ? '*' : (e.METERLINE_SNS_TOPIC_ARNS?.split(',') ?? []),
       eventsApiKey: e.METERLINE_EVENTS_API_KEY,
     },
     logLevel: e.LOG_LEVEL,

@@ -89,16 +89,25 @@ export class CustomerDirectory {
     this.#keys = keys;
   }
 
-  /** Stores a registration: the identity, status subscribed. A repeat registration keeps `subscribedAt`. */
+  /**
+   * Stores a registration. A new tenant starts subscribed. A known one keeps its status and event time: only
+   * lifecycle events subscribe and unsubscribe, so a still-valid token posted again after unsubscribe-success
+   * or subscribe-fail does not bring the buyer back. Its identity is refreshed, and `subscribedAt` kept.
+   */
   async register(tenant: string, customer: ResolvedCustomer, atMs: number): Promise<DirectoryEntry> {
     const existing = (await this.get([tenant])).get(tenant);
-    const patch: Omit<DirectoryEntry, 'eventMs'> = {
-      tenant,
-      ...customer,
-      status: 'subscribed',
-      subscribedAt: existing?.subscribedAt ?? new Date(atMs).toISOString(),
-    };
-    await this.#apply(tenant, patch, Math.max(atMs, existing?.eventMs ?? 0), true, indexFields(customer));
+    if (existing) {
+      // Same event time: the script takes it (not older), and a lifecycle event that lands meanwhile wins.
+      await this.#apply(tenant, { ...customer }, existing.eventMs, false, indexFields(customer));
+    } else {
+      const patch: Omit<DirectoryEntry, 'eventMs'> = {
+        tenant,
+        ...customer,
+        status: 'subscribed',
+        subscribedAt: new Date(atMs).toISOString(),
+      };
+      await this.#apply(tenant, patch, atMs, true, indexFields(customer));
+    }
     return (await this.get([tenant])).get(tenant) as DirectoryEntry;
   }
 

@@ -6,7 +6,8 @@
  *   onboarding page (or shown a confirmation).
  * - `POST /marketplace/events`: subscription lifecycle events, from SNS (signature verified) or from an
  *   EventBridge API destination (shared key in `x-meterline-api-key`).
- * Every answer says what went wrong without echoing what was sent.
+ * Every answer says what went wrong in a fixed text, never echoing what was sent, and carries nosniff and a
+ * CSP that allows nothing, errors included.
  */
 import { timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -78,7 +79,7 @@ export async function startRegistrationServer(o: RegistrationServerOptions): Pro
     }
     if (req.method !== 'POST') {
       res.setHeader('allow', 'POST');
-      return text(res, 405, `${path} takes POST\n`);
+      return text(res, 405, 'this endpoint takes POST\n');
     }
     let body: string;
     try {
@@ -134,6 +135,18 @@ export async function startRegistrationServer(o: RegistrationServerOptions): Pro
       );
       return;
     }
+    if (entry.status !== 'subscribed' && entry.status !== 'unsubscribe-pending') {
+      // The lifecycle ended or failed this subscription: a token, however valid, does not restart it.
+      metrics.registrations.inc({ outcome: 'not_subscribed' });
+      o.logger.warn(
+        { tenant, productCode: customer.productCode, status: entry.status },
+        'registration refused: the subscription is not active',
+      );
+      return page(res, 403, 'Subscription not active', [
+        'AWS Marketplace reports that this subscription has ended or did not complete.',
+        'If you have just subscribed again, wait a minute and submit this page again.',
+      ]);
+    }
     metrics.registrations.inc({ outcome: 'registered' });
     o.logger.info(
       {
@@ -148,7 +161,7 @@ export async function startRegistrationServer(o: RegistrationServerOptions): Pro
       const next = new URL(o.redirectUrl);
       next.searchParams.set('customer', tenant);
       next.searchParams.set('product', customer.productCode);
-      res.writeHead(303, { location: next.toString(), 'cache-control': 'no-store' });
+      res.writeHead(303, { ...SECURITY_HEADERS, location: next.toString(), 'cache-control': 'no-store' });
       return void res.end();
     }
     return page(res, 200, 'Subscription registered', [
@@ -207,11 +220,13 @@ export async function startRegistrationServer(o: RegistrationServerOptions): Pro
       metrics.lifecycleEvents.inc({ source: 'sns', status: 'none', outcome: error.code });
       o.logger.warn({ code: error.code, reason: error.message }, 'SNS message refused');
       // 5xx makes SNS redeliver: only when the failure was on our side (the certificate fetch).
-      return text(
-        res,
-        error.retriable ? 503 : error.code === 'sns_signature_invalid' ? 403 : 400,
-        `${error.message}\n`,
-      );
+      // Fixed texts: the error's message quotes the sender's fields (clipped, but theirs).
+      if (error.retriable)
+        return text(res, 503, 'the signing certificate could not be fetched; deliver again\n');
+      if (error.code === 'sns_signature_invalid') {
+        return text(res, 403, 'not accepted: signature, certificate or topic\n');
+      }
+      return text(res, 400, 'not a valid SNS message\n');
     }
     if (message.Type === 'SubscriptionConfirmation') {
       // Only an SNS endpoint is ever fetched, whatever a (signed) message names.
@@ -235,7 +250,7 @@ export async function startRegistrationServer(o: RegistrationServerOptions): Pro
     if ('invalid' in parsed) {
       metrics.lifecycleEvents.inc({ source, status: 'none', outcome: 'invalid' });
       o.logger.warn({ source, reason: parsed.invalid }, 'lifecycle event unreadable');
-      return text(res, 400, `${parsed.invalid}\n`);
+      return text(res, 400, 'the lifecycle event could not be read\n');
     }
     if ('ignored' in parsed) {
       metrics.lifecycleEvents.inc({ source, status: 'none', outcome: 'ignored' });
@@ -297,8 +312,20 @@ async function readBody(req: IncomingMessage): Promise<string> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
+/** On every answer: no content sniffing, nothing loaded, framed or submitted from our pages. */
+const SECURITY_HEADERS = {
+  'x-content-type-options': 'nosniff',
+  'content-security-policy':
+    "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+  'referrer-policy': 'no-referrer',
+} as const;
+
 function text(res: ServerResponse, status: number, body: string): void {
-  res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' });
+  res.writeHead(status, {
+    ...SECURITY_HEADERS,
+    'content-type': 'text/plain; charset=utf-8',
+    'cache-control': 'no-store',
+  });
   res.end(body);
 }
 
@@ -308,10 +335,9 @@ function escapeHtml(s: string): string {
 
 function page(res: ServerResponse, status: number, title: string, lines: string[]): void {
   res.writeHead(status, {
+    ...SECURITY_HEADERS,
     'content-type': 'text/html; charset=utf-8',
     'cache-control': 'no-store',
-    'content-security-policy': "default-src 'none'",
-    'x-content-type-options': 'nosniff',
   });
   res.end(
     `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${escapeHtml(title)}</title></head>` +

@@ -11,13 +11,9 @@ import { type OpsServer, startOpsServer } from '../observability/ops-server.ts';
 import { createRedis } from '../redis/client.ts';
 import { Keys } from '../redis/keys.ts';
 import { CustomerDirectory } from './customer-directory.ts';
-import {
-  type RegistrationServer,
-  type RegistrationServerOptions,
-  startRegistrationServer,
-} from './registration-server.ts';
+import { type RegistrationServer, startRegistrationServer } from './registration-server.ts';
 import { resolveCustomer } from './resolve-customer.ts';
-import { type SnsMessage, SnsVerifier } from './sns-message.ts';
+import { marketplaceTopicArns, type SnsMessage, SnsVerifier } from './sns-message.ts';
 
 export interface RunningRegistration {
   server: RegistrationServer;
@@ -26,21 +22,46 @@ export interface RunningRegistration {
   stop(): Promise<void>;
 }
 
-/** GETs a verified confirmation's SubscribeURL (the server checked it is an SNS endpoint). */
-async function confirmSubscription(message: SnsMessage): Promise<void> {
-  const url = message.SubscribeURL as string;
+/** One outbound GET: the body, or a throw for anything but a 2xx answer. */
+export type HttpGet = (url: string) => Promise<Uint8Array>;
+
+async function httpGet(url: string): Promise<Uint8Array> {
   const res = await fetch(url, { redirect: 'error', signal: AbortSignal.timeout(5_000) });
-  if (!res.ok)
-    throw new MeterlineError('aws_unavailable', `SNS answered ${res.status} to the confirmation`, {
+  if (!res.ok) throw new Error(`HTTP ${res.status}`);
+  return new Uint8Array(await res.arrayBuffer());
+}
+
+/** GETs a verified confirmation's SubscribeURL (the server checked it is an SNS endpoint). */
+async function confirmSubscription(get: HttpGet, message: SnsMessage): Promise<void> {
+  try {
+    await get(message.SubscribeURL as string);
+  } catch (error) {
+    throw new MeterlineError('aws_unavailable', 'SNS did not accept the subscription confirmation', {
       retriable: true,
+      cause: error,
     });
+  }
+}
+
+/**
+ * The topics whose SNS messages are taken: METERLINE_SNS_TOPIC_ARNS when set ('*' = any), otherwise AWS
+ * Marketplace's own topics for the plan's products. Never open by default.
+ */
+export function snsTopics(config: Config): readonly string[] | '*' {
+  const configured = config.registration.snsTopicArns;
+  if (configured === '*') return '*';
+  if (configured.length > 0) return configured;
+  return marketplaceTopicArns(config.plan.products.map((p) => p.productCode));
 }
 
 export async function startRegistration(
   config: Config,
   logger: Logger,
-  /** Test seam: SNS verification with another trust root. */
-  overrides: { sns?: RegistrationServerOptions['sns'] } = {},
+  /**
+   * Test seams, which no configuration key reaches: trusted roots for SNS certificates (a test CA), and the
+   * one function every outbound GET goes through (certificates, issuers, subscription confirmations).
+   */
+  overrides: { sns?: { roots?: readonly string[]; get?: HttpGet } } = {},
 ): Promise<RunningRegistration> {
   const redis = createRedis(config.redis.url, config.redis);
   const directory = new CustomerDirectory(redis, new Keys(config.redis.prefix));
@@ -51,7 +72,19 @@ export async function startRegistration(
     maxAttempts: 1,
     requestHandler: { requestTimeout: 5_000, throwOnRequestTimeout: true, connectionTimeout: 3_000 },
   });
-  const verifier = new SnsVerifier({ topicArns: config.registration.snsTopicArns });
+  const get = overrides.sns?.get ?? httpGet;
+  const topicArns = snsTopics(config);
+  if (topicArns === '*') {
+    logger.warn(
+      'METERLINE_SNS_TOPIC_ARNS=*: SNS messages from any topic are taken; anyone can create a topic, subscribe this endpoint and publish lifecycle events for any buyer',
+    );
+  } else logger.info({ topicArns }, 'SNS messages are taken from these topics only');
+  const verifier = new SnsVerifier({
+    topicArns,
+    fetchText: async (url) => Buffer.from(await get(url)).toString('utf8'),
+    fetchBytes: get,
+    ...(overrides.sns?.roots ? { roots: overrides.sns.roots } : {}),
+  });
   let ops: OpsServer | undefined;
   let server: RegistrationServer | undefined;
   const stop = async () => {
@@ -74,7 +107,10 @@ export async function startRegistration(
       productCodes: new Set(config.plan.products.map((p) => p.productCode)),
       redirectUrl: config.registration.redirectUrl,
       eventsApiKey: config.registration.eventsApiKey,
-      sns: overrides.sns ?? { verify: (body) => verifier.verify(body), confirm: confirmSubscription },
+      sns: {
+        verify: (body) => verifier.verify(body),
+        confirm: (message) => confirmSubscription(get, message),
+      },
       logger: logger.child({ stage: 'registration' }),
     });
   } catch (error) {

@@ -1,17 +1,21 @@
 /**
  * Verification of Amazon SNS HTTP(S) messages, as AWS documents it ("Verifying the signatures of Amazon SNS
- * messages"). AWS Marketplace announces SaaS subscription changes (subscribe-success, unsubscribe-pending, …)
- * through SNS, which POSTs a JSON envelope to our endpoint. An endpoint that trusts the body lets anyone
- * unsubscribe a customer, so every message goes through `SnsVerifier.verify` before anything reads it.
+ * messages", https://docs.aws.amazon.com/sns/latest/dg/sns-verify-signature-of-message.html: check the topic,
+ * that the certificate is issued to SNS and that its chain of trust is valid). AWS Marketplace announces SaaS
+ * subscription changes (subscribe-success, unsubscribe-pending, …) through SNS, which POSTs a JSON envelope to
+ * our endpoint. An endpoint that trusts the body lets anyone unsubscribe a customer, so every message goes
+ * through `SnsVerifier.verify` before anything reads it.
  *
  * The checks, in order; nothing is fetched before the message has passed the cheap ones:
  * 1. the body is a JSON object with every field its Type needs (`sns_message_invalid`);
  * 2. its Timestamp is no older than `maxAgeMs` and at most 5 minutes ahead: a captured message cannot be
  *    replayed later (`sns_message_invalid`);
- * 3. SigningCertURL matches `certUrlPattern` (by default only AWS's own SNS hosts over https), and TopicArn is
- *    in `topicArns` when that list is given (`sns_signature_invalid`);
+ * 3. SigningCertURL matches `certUrlPattern` (by default an SNS regional host over https, never an S3 virtual
+ *    host such as `sns.s3.amazonaws.com`), and TopicArn is one of `topicArns` (`sns_signature_invalid`). There
+ *    is no open default: a caller names the topics, or passes `'*'` on purpose;
  * 4. the certificate is fetched (once per URL, cached; a failed fetch is `sns_cert_unavailable`, retriable, and
- *    not cached), must hold an RSA key and be valid now (`sns_signature_invalid`);
+ *    not cached), must name SNS as its subject (CN=sns.amazonaws.com), chain to a trusted root (Node's store)
+ *    and be valid now (`sns_signature_invalid`);
  * 5. the signature (RSA-SHA1 for SignatureVersion 1, RSA-SHA256 for 2) must verify over the canonical string
  *    (`sns_signature_invalid`).
  *
@@ -19,6 +23,7 @@
  * first, so no message can make us GET an arbitrary URL.
  */
 import { createVerify, X509Certificate } from 'node:crypto';
+import { rootCertificates } from 'node:tls';
 import { MeterlineError } from '../errors.ts';
 
 export type SnsMessageType = 'Notification' | 'SubscriptionConfirmation' | 'UnsubscribeConfirmation';
@@ -44,25 +49,73 @@ export type SnsMessage = {
   UnsubscribeURL?: string;
 };
 
-/** An SNS endpoint host: `sns.<region>.amazonaws.com`, or `.amazonaws.com.cn` in the China regions. */
-export const SNS_HOST_PATTERN = /^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$/;
+/**
+ * An SNS regional endpoint host: `sns.<region>.amazonaws.com` (GovCloud regions too: `us-gov-west-1`), or
+ * `.amazonaws.com.cn` in the China regions. The region part has the shape of a region name, so an S3 virtual
+ * host (`sns.s3.amazonaws.com`, `sns.s3-website.…`: a bucket called "sns") never matches.
+ */
+export const SNS_HOST_PATTERN = /^sns\.[a-z]{2}(-gov)?-[a-z]+-\d{1,2}\.amazonaws\.com(\.cn)?$/;
 
-/** A signing certificate URL: an SNS host over https, a `.pem` path, no port, user, query or fragment. */
-export const SNS_CERT_URL_PATTERN = /^https:\/\/sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?\/[^?#]*\.pem$/;
+/**
+ * A signing certificate URL: an SNS host over https, no port, user, query or fragment, and the path AWS uses
+ * (`/SimpleNotificationService-<32 characters>.pem`, the form the sns-payload-validator package checks daily
+ * against live SNS).
+ */
+export const SNS_CERT_URL_PATTERN =
+  /^https:\/\/sns\.[a-z]{2}(-gov)?-[a-z]+-\d{1,2}\.amazonaws\.com(\.cn)?\/SimpleNotificationService-[A-Za-z0-9]{32}\.pem$/;
+
+/** The subject (CN) of SNS's signing certificates. */
+export const SNS_CERT_SUBJECTS: readonly string[] = ['sns.amazonaws.com', 'sns.amazonaws.com.cn'];
+
+/**
+ * Where an SNS certificate's issuer may be fetched from when the PEM does not carry it (its Authority
+ * Information Access URL): Amazon Trust Services' certificate hosts only. What is fetched there adds no trust:
+ * it must itself chain to a trusted root.
+ */
+export const ISSUER_HOST_PATTERN = /^crt\.[a-z0-9-]+\.amazontrust\.com$/;
+
+/**
+ * AWS Marketplace's account, which owns every product's SNS topics (in us-east-1). AWS's own SaaS integration
+ * sample subscribes to exactly these ARNs: https://github.com/aws-samples/aws-marketplace-serverless-saas-integration/blob/6454403d225dddf63cf95cd629633afadd15aaba/template.yaml
+ * (AWS's seller guide shows only a placeholder account and says the ARN is given at product creation, hence
+ * METERLINE_SNS_TOPIC_ARNS to replace this default.)
+ */
+export const MARKETPLACE_SNS_ACCOUNT = '287250355862';
+
+/** The topics AWS Marketplace announces a product's subscription and entitlement changes on. */
+export function marketplaceTopicArns(productCodes: Iterable<string>): string[] {
+  return [...productCodes].flatMap((code) => [
+    `arn:aws:sns:us-east-1:${MARKETPLACE_SNS_ACCOUNT}:aws-mp-subscription-notification-${code}`,
+    `arn:aws:sns:us-east-1:${MARKETPLACE_SNS_ACCOUNT}:aws-mp-entitlement-notification-${code}`,
+  ]);
+}
 
 export interface SnsVerifierOptions {
+  /**
+   * The topics whose messages are taken; any other is refused before anything is fetched. `'*'` takes every
+   * topic (the signature is still checked). Required: there is no open default.
+   */
+  topicArns: readonly string[] | '*';
   /**
    * The SigningCertURL a message may name, checked before anything is fetched.
    * @defaultValue {@link SNS_CERT_URL_PATTERN}
    */
   certUrlPattern?: RegExp;
-  /** When given and not empty, a message from any other topic is refused. */
-  topicArns?: readonly string[];
   /**
    * Fetches a certificate's PEM text; throws when it cannot.
    * @defaultValue global fetch, 5 s timeout, no redirects, a 2xx answer required
    */
   fetchText?: (url: string) => Promise<string>;
+  /**
+   * Fetches an issuer certificate (DER or PEM) named by a certificate's Authority Information Access.
+   * @defaultValue global fetch, as fetchText
+   */
+  fetchBytes?: (url: string) => Promise<Uint8Array>;
+  /**
+   * Trusted roots (PEM). A test seam: no configuration key sets it, so production always uses Node's store.
+   * @defaultValue `tls.rootCertificates`
+   */
+  roots?: readonly string[];
   /** @defaultValue Date.now */
   now?: () => number;
   /**
@@ -160,10 +213,50 @@ export function snsStringToSign(message: SnsMessage): string {
   return out;
 }
 
-async function defaultFetchText(url: string): Promise<string> {
+async function defaultFetchBytes(url: string): Promise<Uint8Array> {
   const response = await fetch(url, { redirect: 'error', signal: AbortSignal.timeout(FETCH_TIMEOUT_MS) });
   if (!response.ok) throw new Error(`HTTP ${response.status} ${response.statusText}`.trim());
-  return response.text();
+  return new Uint8Array(await response.arrayBuffer());
+}
+
+async function defaultFetchText(url: string): Promise<string> {
+  return Buffer.from(await defaultFetchBytes(url)).toString('utf8');
+}
+
+/** Node's trust store, parsed once for every verifier. */
+let nodeRoots: readonly X509Certificate[] | undefined;
+function parseRoots(pems: readonly string[]): X509Certificate[] {
+  return pems.map((pem) => new X509Certificate(pem));
+}
+
+/** Every certificate in a PEM text, in order (SNS serves the signing certificate first). */
+function splitPem(pem: string): string[] {
+  return pem.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
+}
+
+function issuedBy(cert: X509Certificate, issuer: X509Certificate): boolean {
+  try {
+    return cert.checkIssued(issuer) && cert.verify(issuer.publicKey);
+  } catch {
+    return false;
+  }
+}
+
+/** The CNs of a certificate's subject; Node escapes special characters, so one line is one attribute. */
+function commonNames(cert: X509Certificate): string[] {
+  return cert.subject
+    .split('\n')
+    .filter((line) => line.startsWith('CN='))
+    .map((line) => line.slice(3));
+}
+
+/** The certificate's "CA Issuers" URL, when it has exactly one. */
+function issuerUrl(cert: X509Certificate): string | undefined {
+  const urls = (cert.infoAccess ?? '')
+    .split('\n')
+    .filter((line) => line.startsWith('CA Issuers - URI:'))
+    .map((line) => line.slice('CA Issuers - URI:'.length));
+  return urls.length === 1 ? urls[0] : undefined;
 }
 
 function invalid(message: string, context: Record<string, unknown> = {}): MeterlineError {
@@ -264,22 +357,39 @@ export function parseSnsMessage(body: string): SnsMessage {
 
 export class SnsVerifier {
   readonly #certUrlPattern: RegExp;
-  readonly #topicArns: ReadonlySet<string> | undefined;
+  readonly #topicArns: ReadonlySet<string> | '*';
   readonly #fetchText: (url: string) => Promise<string>;
+  readonly #fetchBytes: (url: string) => Promise<Uint8Array>;
+  readonly #roots: readonly X509Certificate[];
   readonly #now: () => number;
   readonly #maxAgeMs: number;
   /** By URL, oldest first; holds the fetch in flight too, so a burst of messages fetches a certificate once. */
   readonly #certs = new Map<string, Promise<X509Certificate>>();
+  /** Issuers fetched through Authority Information Access, by URL (a handful exist). */
+  readonly #issuers = new Map<string, X509Certificate>();
 
-  constructor(options: SnsVerifierOptions = {}) {
+  constructor(options: SnsVerifierOptions) {
     const maxAgeMs = options.maxAgeMs ?? 60 * 60_000;
     if (!(maxAgeMs > 0)) throw new RangeError('maxAgeMs must be greater than 0');
-    if (options.topicArns?.some((arn) => typeof arn !== 'string' || arn === '')) {
-      throw new RangeError('topicArns must be non-empty strings');
+    const topics = options.topicArns;
+    if (topics !== '*') {
+      // An empty list would be read as "any topic" by someone: say which topics, or '*'.
+      if (!Array.isArray(topics) || topics.length === 0) {
+        throw new RangeError("topicArns must name at least one topic, or be '*' for any topic");
+      }
+      if (topics.some((arn) => typeof arn !== 'string' || arn === '' || arn === '*')) {
+        throw new RangeError('topicArns must be non-empty strings');
+      }
     }
     this.#certUrlPattern = statelessPattern(options.certUrlPattern ?? SNS_CERT_URL_PATTERN);
-    this.#topicArns = options.topicArns?.length ? new Set(options.topicArns) : undefined;
+    this.#topicArns = topics === '*' ? '*' : new Set(topics);
     this.#fetchText = options.fetchText ?? defaultFetchText;
+    this.#fetchBytes = options.fetchBytes ?? defaultFetchBytes;
+    if (options.roots) this.#roots = parseRoots(options.roots);
+    else {
+      nodeRoots ??= parseRoots(rootCertificates);
+      this.#roots = nodeRoots;
+    }
     this.#now = options.now ?? Date.now;
     this.#maxAgeMs = maxAgeMs;
   }
@@ -314,7 +424,7 @@ export class SnsVerifier {
         context,
       );
     }
-    if (this.#topicArns && !this.#topicArns.has(message.TopicArn)) {
+    if (this.#topicArns !== '*' && !this.#topicArns.has(message.TopicArn)) {
       throw badSignature(`${what}: topic ${clip(message.TopicArn)} is not one we subscribed to`, context);
     }
 
@@ -402,8 +512,10 @@ export class SnsVerifier {
     if (typeof pem !== 'string' || pem.length > MAX_CERT_CHARS) {
       throw badSignature(`signing certificate ${clip(url)} is not a PEM certificate`, context);
     }
+    let certs: X509Certificate[];
     try {
-      return new X509Certificate(pem);
+      const blocks = splitPem(pem);
+      certs = (blocks.length > 0 ? blocks : [pem]).map((block) => new X509Certificate(block));
     } catch (error) {
       throw badSignature(
         `signing certificate ${clip(url)} is not a PEM certificate: ${(error as Error).message}`,
@@ -411,5 +523,86 @@ export class SnsVerifier {
         error,
       );
     }
+    const [leaf, ...bundled] = certs as [X509Certificate, ...X509Certificate[]];
+    const names = commonNames(leaf);
+    // Exactly one CN, and SNS's: a certificate a public CA issued to anyone else proves nothing about SNS.
+    if (names.length !== 1 || !SNS_CERT_SUBJECTS.includes(names[0] as string)) {
+      throw badSignature(
+        `signing certificate ${clip(url)} is not issued to SNS (subject CN ${clip(names.join(', ') || 'none', 80)})`,
+        context,
+      );
+    }
+    if (!(await this.#chainsToRoot(leaf, bundled, context))) {
+      throw badSignature(`signing certificate ${clip(url)} does not chain to a trusted root`, context);
+    }
+    return leaf;
+  }
+
+  /** Whether `leaf` chains to a trusted root through valid CA certificates (bundled, or fetched by AIA). */
+  async #chainsToRoot(
+    leaf: X509Certificate,
+    bundled: readonly X509Certificate[],
+    context: Record<string, unknown>,
+  ): Promise<boolean> {
+    const now = this.#now();
+    const usableCa = (c: X509Certificate) =>
+      c.ca && Date.parse(c.validFrom) <= now && now <= Date.parse(c.validTo);
+    let cert = leaf;
+    // Leaf, at most two intermediates, root: AWS's chains are shorter.
+    for (let depth = 0; depth < 3; depth++) {
+      if (this.#roots.some((root) => issuedBy(cert, root))) return true;
+      let next = bundled.find((c) => c !== cert && usableCa(c) && issuedBy(cert, c));
+      if (!next) {
+        const fetched = await this.#issuerOf(cert, context);
+        if (fetched && usableCa(fetched) && issuedBy(cert, fetched)) next = fetched;
+      }
+      if (!next) return false;
+      cert = next;
+    }
+    return false;
+  }
+
+  /** The issuer named by `cert`'s Authority Information Access, from Amazon Trust Services' hosts only. */
+  async #issuerOf(
+    cert: X509Certificate,
+    context: Record<string, unknown>,
+  ): Promise<X509Certificate | undefined> {
+    const url = issuerUrl(cert);
+    if (url === undefined) return undefined;
+    let parsed: URL;
+    try {
+      parsed = new URL(url);
+    } catch {
+      return undefined;
+    }
+    const allowed =
+      (parsed.protocol === 'http:' || parsed.protocol === 'https:') &&
+      parsed.port === '' &&
+      parsed.username === '' &&
+      parsed.password === '' &&
+      ISSUER_HOST_PATTERN.test(parsed.hostname);
+    if (!allowed) return undefined;
+    const cached = this.#issuers.get(url);
+    if (cached) return cached;
+    let bytes: Uint8Array;
+    try {
+      bytes = await this.#fetchBytes(url);
+    } catch (error) {
+      throw new MeterlineError(
+        'sns_cert_unavailable',
+        `issuer certificate ${clip(url)} could not be fetched: ${(error as Error)?.message ?? String(error)}`,
+        { retriable: true, cause: error, context: { ...context, issuerUrl: url } },
+      );
+    }
+    if (bytes.length > MAX_CERT_CHARS) return undefined;
+    let issuer: X509Certificate;
+    try {
+      issuer = new X509Certificate(Buffer.from(bytes));
+    } catch {
+      return undefined;
+    }
+    if (this.#issuers.size >= 8) this.#issuers.delete(this.#issuers.keys().next().value as string);
+    this.#issuers.set(url, issuer);
+    return issuer;
   }
 }

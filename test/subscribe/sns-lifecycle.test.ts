@@ -1,65 +1,53 @@
 /**
  * Legacy SNS lifecycle messages through the registration service's HTTP endpoint, signed for real: a key
- * and certificate made with openssl stand in for SNS's, served to the verifier under an SNS certificate
- * URL (the default URL rule applies). The confirmation is confirmed, each action moves the tenant's
- * status in Redis, and tampered or older messages change nothing.
+ * and certificate (CN=sns.amazonaws.com) issued by a test CA made with openssl stand in for SNS's, served
+ * under an SNS certificate URL (the default URL rule applies); the CA reaches the verifier only through the
+ * registration's test seam. The confirmation is confirmed, each action moves the tenant's status in Redis,
+ * and tampered or older messages change nothing.
  */
-import { execFileSync } from 'node:child_process';
 import { createSign } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { type RunningRegistration, startRegistration } from '../../src/subscribe/registration.ts';
-import { type SnsMessage, SnsVerifier, snsStringToSign } from '../../src/subscribe/sns-message.ts';
+import { type SnsMessage, snsStringToSign } from '../../src/subscribe/sns-message.ts';
 import { deleteKeys, testLogger } from '../support/harness.ts';
 import { type TestPipeline, testPipeline } from '../support/pipeline-env.ts';
+import { certPath, makeTestCa } from './sns-test-ca.ts';
 
-const TOPIC = 'arn:aws:sns:us-east-1:287250355862:aws-mp-subscription-notification-prodtest';
-const CERT_URL = 'https://sns.us-east-1.amazonaws.com/SimpleNotificationService-test.pem';
+// The plan's product (prod-test) has this topic by default: no METERLINE_SNS_TOPIC_ARNS needed.
+const TOPIC = 'arn:aws:sns:us-east-1:287250355862:aws-mp-subscription-notification-prod-test';
+const CERT_URL = `https://sns.us-east-1.amazonaws.com${certPath('lifecycle')}`;
 
 describe('SNS subscription lifecycle', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'meterline-sns-lifecycle-'));
+  const ca = makeTestCa('sns-lifecycle');
   let tp: TestPipeline | undefined;
   let registration: RunningRegistration | undefined;
   afterAll(async () => {
     await registration?.stop();
     // No topics were made: only this run's keys to remove.
     if (tp) await deleteKeys(tp.run);
-    rmSync(dir, { recursive: true, force: true });
+    ca.cleanup();
   });
 
   it('confirms the subscription and applies signed actions in event-time order', async () => {
-    execFileSync(
-      'openssl',
-      ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'sns.key', '-out', 'sns.pem'].concat([
-        '-days',
-        '2',
-        '-subj',
-        '/CN=sns.amazonaws.com',
-      ]),
-      { cwd: dir, stdio: 'ignore' },
-    );
-    const key = readFileSync(join(dir, 'sns.key'), 'utf8');
-    const pem = readFileSync(join(dir, 'sns.pem'), 'utf8');
+    const key = ca.sns.key;
     const fetched: string[] = [];
-    const verifier = new SnsVerifier({
-      topicArns: [TOPIC],
-      fetchText: async (url) => {
-        fetched.push(url);
-        return pem;
-      },
-    });
     const confirmed: string[] = [];
     tp = testPipeline('sns-lifecycle', { customers: {} });
     registration = await startRegistration(
       tp.config(['registration']),
       testLogger(),
-      // The real verifier, with the certificate fetch answered locally; confirmation recorded, not fetched.
+      // The real verifier and confirmation, with every outbound GET answered locally and recorded.
       {
         sns: {
-          verify: (body) => verifier.verify(body),
-          confirm: async (m) => void confirmed.push(m.SubscribeURL ?? ''),
+          roots: [ca.root],
+          get: async (url) => {
+            if (url.endsWith('.pem')) {
+              fetched.push(url);
+              return Buffer.from(ca.sns.cert);
+            }
+            confirmed.push(url);
+            return Buffer.from('<ConfirmSubscriptionResponse/>');
+          },
         },
       },
     );

@@ -1,10 +1,11 @@
 /**
- * SNS message verification against real signatures: RSA keys and X.509 certificates made with the openssl CLI,
- * served from a local HTTP server that counts requests, messages signed with node:crypto over the string AWS
- * documents. No services needed.
+ * SNS message verification against real signatures: RSA keys and X.509 certificates made with the openssl CLI
+ * (a test root CA, given to the verifier as its `roots`, issues the SNS certificates), served from a local HTTP
+ * server that counts requests, messages signed with node:crypto over the string AWS documents. No services
+ * needed.
  */
 import { execFileSync } from 'node:child_process';
-import { createSign } from 'node:crypto';
+import { createSign, X509Certificate } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -13,12 +14,14 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { MeterlineError } from '../../src/errors.ts';
 import {
+  marketplaceTopicArns,
   type SnsMessage,
   SnsVerifier,
   type SnsVerifierOptions,
   snsStringToSign,
   subscribeUrlAllowed,
 } from '../../src/subscribe/sns-message.ts';
+import { certPath, makeTestCa, type TestCa } from './sns-test-ca.ts';
 
 const TOPIC = 'arn:aws:sns:us-east-1:287250355862:aws-mp-subscription-notification-prod123';
 const OTHER_TOPIC = 'arn:aws:sns:us-east-1:111122223333:someone-else';
@@ -30,7 +33,8 @@ interface Identity {
 }
 
 let dir: string;
-/** A valid certificate and its key; a second, unrelated one; one that expired in 2020. */
+let ca: TestCa;
+/** SNS certificates our root issued, and their keys; one self-signed that expired in 2020. */
 let good: Identity;
 let other: Identity;
 let expired: Identity;
@@ -39,18 +43,6 @@ let NOW: number;
 
 function openssl(args: string[]): void {
   execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
-}
-
-function selfSigned(name: string): Identity {
-  openssl(
-    ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.pem`].concat(
-      ['-days', '2', '-subj', `/CN=${name}`],
-    ),
-  );
-  return {
-    key: readFileSync(join(dir, `${name}.key`), 'utf8'),
-    cert: readFileSync(join(dir, `${name}.pem`), 'utf8'),
-  };
 }
 
 /** `req -x509` cannot back-date (no -not_before before OpenSSL 3.4); `ca -selfsign` takes any dates. */
@@ -105,14 +97,16 @@ function expiredSelfSigned(name: string): Identity {
 
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'meterline-sns-'));
-  good = selfSigned('good');
-  other = selfSigned('other');
+  ca = makeTestCa('sns-message');
+  good = ca.sns;
+  other = ca.issue('other', 'sns.amazonaws.com');
   expired = expiredSelfSigned('expired');
   NOW = Date.now() + 1_000;
 });
 
 afterAll(() => {
   if (dir) rmSync(dir, { recursive: true, force: true });
+  ca?.cleanup();
 });
 
 /** A certificate server: serves PEM text by path, counts every request, can be made to fail. */
@@ -238,8 +232,15 @@ function confirmation(
 
 const body = (fields: Fields) => JSON.stringify(fields);
 
-function verifier(options: SnsVerifierOptions = {}): SnsVerifier {
-  return new SnsVerifier({ certUrlPattern: LOCAL_CERT_URL, now: () => NOW, ...options });
+/** Our local certificate URLs, our root, our topic; each test overrides what it is about. */
+function verifier(options: Partial<SnsVerifierOptions> = {}): SnsVerifier {
+  return new SnsVerifier({
+    certUrlPattern: LOCAL_CERT_URL,
+    now: () => NOW,
+    topicArns: [TOPIC],
+    roots: [ca.root],
+    ...options,
+  });
 }
 
 async function rejection(promise: Promise<unknown>): Promise<MeterlineError> {
@@ -370,17 +371,25 @@ describe('SNS message verification: forged messages', () => {
 
   it('the default pattern refuses our local certificate URL without fetching it', async () => {
     const server = await certServer({ '/c.pem': good.cert });
-    const v = new SnsVerifier({ now: () => NOW });
+    const v = new SnsVerifier({ now: () => NOW, topicArns: [TOPIC] });
     const error = await rejection(v.verify(body(notification(server.url('/c.pem'), good.key))));
     expect(error.code).toBe('sns_signature_invalid');
     expect(error.message).toContain('SigningCertURL');
     expect(server.requests()).toBe(0);
   });
 
-  it('the default pattern refuses http, a query string, other and look-alike hosts, before any fetch', async () => {
+  it('the default pattern refuses http, a query string, other, look-alike and S3 hosts, other paths, before any fetch', async () => {
     const spy = noFetch();
-    const v = new SnsVerifier({ now: () => NOW, fetchText: spy.fetchText });
+    const v = new SnsVerifier({ now: () => NOW, fetchText: spy.fetchText, topicArns: [TOPIC] });
+    const pem = certPath('abc');
     for (const url of [
+      // S3 virtual hosts: buckets called "sns", which anyone can create.
+      `https://sns.s3.amazonaws.com${pem}`,
+      `https://sns.s3-website.amazonaws.com${pem}`,
+      `https://sns.s3.us-east-1.amazonaws.com${pem}`,
+      `https://sns.s3-us-west-2.amazonaws.com${pem}`,
+      'https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem',
+      `https://sns.us-east-1.amazonaws.com/other${pem}`,
       'http://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem',
       'https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem?x=.pem',
       'https://sns.us-east-1.amazonaws.com/?Action=Get&x=SimpleNotificationService-abc.pem',
@@ -398,15 +407,17 @@ describe('SNS message verification: forged messages', () => {
     }
     expect(spy.calls).toEqual([]);
 
-    // AWS's own URLs pass the pattern (and only then reach the fetch).
+    // AWS's own URLs pass the pattern (and only then reach the fetch): commercial, China, GovCloud.
     for (const url of [
       'https://sns.us-east-1.amazonaws.com/SimpleNotificationService-9c6465fa7f48f5cacd23014631ec1136.pem',
-      'https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-abc.pem',
+      `https://sns.cn-north-1.amazonaws.com.cn${pem}`,
+      `https://sns.us-gov-west-1.amazonaws.com${pem}`,
+      `https://sns.ap-southeast-5.amazonaws.com${pem}`,
     ]) {
       const error = await rejection(v.verify(body(notification(url, good.key))));
       expect(error.code).toBe('sns_cert_unavailable');
     }
-    expect(spy.calls).toHaveLength(2);
+    expect(spy.calls).toHaveLength(4);
   });
 
   it('refuses a topic outside the allow-list, before any fetch', async () => {
@@ -418,10 +429,97 @@ describe('SNS message verification: forged messages', () => {
     expect(error.code).toBe('sns_signature_invalid');
     expect(error.message).toContain(OTHER_TOPIC);
     expect(server.requests()).toBe(0);
-    // Without a list (or with an empty one), any topic whose signature holds is accepted.
-    await verifier({ topicArns: [] }).verify(
+    // A confirmation from that topic is refused the same way: never confirmed, nothing fetched.
+    const confirmError = await rejection(
+      v.verify(body({ ...confirmation(server.url('/c.pem'), good.key), TopicArn: OTHER_TOPIC })),
+    );
+    expect(confirmError.code).toBe('sns_signature_invalid');
+    expect(server.requests()).toBe(0);
+    // Any topic only when asked for by name: '*'.
+    await verifier({ topicArns: '*' }).verify(
       body(notification(server.url('/c.pem'), good.key, { TopicArn: OTHER_TOPIC })),
     );
+  });
+
+  it("AWS Marketplace's default topics are a product's subscription and entitlement topics in us-east-1", () => {
+    expect(marketplaceTopicArns(['p1', 'p2'])).toEqual([
+      'arn:aws:sns:us-east-1:287250355862:aws-mp-subscription-notification-p1',
+      'arn:aws:sns:us-east-1:287250355862:aws-mp-entitlement-notification-p1',
+      'arn:aws:sns:us-east-1:287250355862:aws-mp-subscription-notification-p2',
+      'arn:aws:sns:us-east-1:287250355862:aws-mp-entitlement-notification-p2',
+    ]);
+  });
+
+  it('refuses a certificate issued to another subject, or chaining to no trusted root', async () => {
+    const untrustedRoot = ca.issue('lookalike', 'sns.amazonaws.com', { issuer: ca.untrusted });
+    const twoNames = ca.issue('two-names', 'sns.amazonaws.com/CN=attacker.example');
+    const server = await certServer({
+      '/subject.pem': ca.otherSubject.cert,
+      '/self.pem': ca.untrusted.cert,
+      '/lookalike.pem': untrustedRoot.cert,
+      '/two.pem': twoNames.cert,
+      '/good.pem': good.cert,
+    });
+    const cases: [string, string, RegExp][] = [
+      ['/subject.pem', ca.otherSubject.key, /not issued to SNS/],
+      ['/two.pem', twoNames.key, /not issued to SNS/],
+      ['/self.pem', ca.untrusted.key, /does not chain to a trusted root/],
+      ['/lookalike.pem', untrustedRoot.key, /does not chain to a trusted root/],
+    ];
+    for (const [path, key, reason] of cases) {
+      const error = await rejection(verifier().verify(body(notification(server.url(path), key))));
+      expect(error.code, path).toBe('sns_signature_invalid');
+      expect(error.message).toMatch(reason);
+    }
+    // Node's own store (no roots given) does not hold our test root either.
+    const error = await rejection(
+      new SnsVerifier({ certUrlPattern: LOCAL_CERT_URL, now: () => NOW, topicArns: [TOPIC] }).verify(
+        body(notification(server.url('/good.pem'), good.key)),
+      ),
+    );
+    expect(error.message).toMatch(/does not chain to a trusted root/);
+  });
+
+  it('follows an intermediate served with the certificate, or named by its AIA on Amazon Trust Services only', async () => {
+    const intermediate = ca.issue('intermediate', 'meterline test intermediate', { ca: true });
+    const leaf = ca.issue('via-intermediate', 'sns.amazonaws.com', { issuer: intermediate });
+    const server = await certServer({
+      '/bundle.pem': `${leaf.cert}${intermediate.cert}`,
+      '/leaf.pem': leaf.cert,
+    });
+    // These certificates were made after NOW: a clock just past them.
+    const later = () => Date.now() + 1_000;
+    await verifier({ now: later }).verify(body(notification(server.url('/bundle.pem'), leaf.key)));
+    // Alone, the leaf does not reach the root: it names no issuer URL.
+    const alone = await rejection(
+      verifier({ now: later }).verify(body(notification(server.url('/leaf.pem'), leaf.key))),
+    );
+    expect(alone.message).toMatch(/does not chain/);
+    // A leaf whose AIA names Amazon Trust Services: its issuer is fetched (once) and must chain itself.
+    const aia = ca.issue('aia', 'sns.amazonaws.com', {
+      issuer: intermediate,
+      aia: 'http://crt.test1.amazontrust.com/t1.cer',
+    });
+    const evil = ca.issue('aia-evil', 'sns.amazonaws.com', {
+      issuer: intermediate,
+      aia: 'http://127.0.0.1:1/t1.cer',
+    });
+    server.serve('/aia.pem', aia.cert);
+    server.serve('/evil.pem', evil.cert);
+    const fetchedIssuers: string[] = [];
+    const der = new X509Certificate(intermediate.cert).raw;
+    const v = verifier({
+      now: later,
+      fetchBytes: async (url) => {
+        fetchedIssuers.push(url);
+        return new Uint8Array(der);
+      },
+    });
+    await v.verify(body(notification(server.url('/aia.pem'), aia.key)));
+    await v.verify(body(notification(server.url('/aia.pem'), aia.key, { version: '2' })));
+    const refused = await rejection(v.verify(body(notification(server.url('/evil.pem'), evil.key))));
+    expect(refused.message).toMatch(/does not chain/);
+    expect(fetchedIssuers).toEqual(['http://crt.test1.amazontrust.com/t1.cer']);
   });
 
   it('refuses a certificate that has expired, and a cached one once it expires', async () => {
@@ -429,8 +527,8 @@ describe('SNS message verification: forged messages', () => {
     const error = await rejection(
       verifier().verify(body(notification(server.url('/expired.pem'), expired.key))),
     );
+    // Self-signed as well as expired: refused either way.
     expect(error.code).toBe('sns_signature_invalid');
-    expect(error.message).toMatch(/not valid now .*2020/);
 
     // The good certificate, fetched and cached, is checked against the clock on every message.
     let now = NOW;
@@ -519,8 +617,13 @@ describe('SNS message verification: malformed and stale messages', () => {
   });
 
   it('checks its options', () => {
-    expect(() => new SnsVerifier({ maxAgeMs: 0 })).toThrow('maxAgeMs must be greater than 0');
+    expect(() => new SnsVerifier({ maxAgeMs: 0, topicArns: [TOPIC] })).toThrow(
+      'maxAgeMs must be greater than 0',
+    );
     expect(() => new SnsVerifier({ topicArns: [''] })).toThrow('topicArns must be non-empty strings');
+    // No open default: an empty list is refused, not read as "any topic".
+    expect(() => new SnsVerifier({ topicArns: [] })).toThrow("or be '*' for any topic");
+    expect(() => new SnsVerifier({} as SnsVerifierOptions)).toThrow("or be '*' for any topic");
   });
 });
 
