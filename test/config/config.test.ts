@@ -121,6 +121,18 @@ describe('configuration', () => {
       'METERLINE_REGISTRATION_REDIRECT_URL',
       'METERLINE_SNS_TOPIC_ARNS',
     ]);
+    // SNS topics: unset means AWS Marketplace's (empty list here), '*' alone is any topic, never mixed.
+    const withRegion = { ...registration, AWS_REGION: 'us-east-1' };
+    expect(loadConfig(['registration'], withRegion).registration.snsTopicArns).toEqual([]);
+    expect(
+      loadConfig(['registration'], { ...withRegion, METERLINE_SNS_TOPIC_ARNS: '*' }).registration
+        .snsTopicArns,
+    ).toBe('*');
+    for (const mixed of ['*,arn:aws:sns:us-east-1:111122223333:t', 'arn:aws:sns:us-east-1:111122223333:*']) {
+      expect(
+        issuesOf(() => loadConfig(['registration'], { ...withRegion, METERLINE_SNS_TOPIC_ARNS: mixed })),
+      ).toEqual(["METERLINE_SNS_TOPIC_ARNS: comma-separated SNS topic ARNs, or '*' alone for any topic"]);
+    }
     // The processor and the worker still need Kafka.
     expect(issuesOf(() => loadConfig(['processor'], registration))).toEqual([
       'KAFKA_BROKERS: required: comma-separated host:port list',
