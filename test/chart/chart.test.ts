@@ -730,6 +730,8 @@ describe('the NetworkPolicies', () => {
       if ((WITH_REGISTRATION as readonly string[]).includes(name)) {
         const reg = policy(objects, 'ml-meterline-registration');
         expect(portsOf(reg)).toContain('TCP/443');
+        // Amazon Trust Services serves a signing certificate's issuer over http.
+        expect(portsOf(reg)).toContain('TCP/80');
         for (const p of brokerPorts) expect(portsOf(reg)).not.toContain(`TCP/${p}`);
       } else {
         expect(policies(objects).map((np) => np.metadata.name)).not.toContain('ml-meterline-registration');
