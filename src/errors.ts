@@ -68,6 +68,10 @@ export const ERROR_CODES = [
   'sns_signature_invalid',
   // the signing certificate could not be fetched: retry the delivery
   'sns_cert_unavailable',
+  // the signed hand-off to the seller's onboarding page: forged or malformed, expired, already used
+  'handoff_token_invalid',
+  'handoff_token_expired',
+  'handoff_token_reused',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];

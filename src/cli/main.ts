@@ -7,6 +7,7 @@ import { Command } from 'commander';
 import { registerCustomersCommand } from './customers-command.ts';
 import { registerDlqCommand } from './dlq-command.ts';
 import { registerEmulatorCommand } from './emulator-command.ts';
+import { registerHandoffCommand } from './handoff-command.ts';
 import { registerPipelineCommands } from './pipeline-commands.ts';
 import { registerProduceCommand } from './produce-command.ts';
 import { registerRegistrationCommand } from './registration-command.ts';
@@ -26,6 +27,7 @@ registerDlqCommand(program);
 registerStatusCommand(program);
 registerCustomersCommand(program);
 registerTraceCommand(program);
+registerHandoffCommand(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -120,6 +120,14 @@ export const EnvSchema = z.object({
     .default(10),
   // Registration: the buyer-facing HTTP port, where the buyer goes next, and who may send lifecycle events.
   METERLINE_REGISTRATION_LISTEN_PORT: int(8080, 0, 65_535),
+  // Registration POSTs per minute, shared by every replica through Redis: from one client address (a
+  // buyer needs one or two; a retry or a colleague behind the same NAT a few more), and from everyone (a
+  // seller's launch-day burst, well under ResolveCustomer's quota).
+  METERLINE_REGISTRATION_RATE_PER_ADDRESS: int(10, 1, 10_000),
+  METERLINE_REGISTRATION_RATE_TOTAL: int(600, 1, 1_000_000),
+  // How many proxies in front of the service append to X-Forwarded-For (an ingress: 1). 0: the header is
+  // ignored and the socket's address is the client, since anyone can send the header.
+  METERLINE_REGISTRATION_TRUSTED_PROXY_HOPS: int(0, 0, 10),
   METERLINE_REGISTRATION_REDIRECT_URL: z
     .url({ protocol: /^https?$/, error: 'must be an http(s) URL' })
     .optional(),
@@ -180,6 +188,11 @@ export interface Config {
   };
   registration: {
     port: number;
+    /** Registration POSTs per minute from one client address, and from all; shared through Redis. */
+    ratePerAddress: number;
+    rateTotal: number;
+    /** Proxies whose X-Forwarded-For entries are trusted; 0: the socket's address. */
+    trustedProxyHops: number;
     redirectUrl: string | undefined;
     /** Empty: AWS Marketplace's topics for the plan's products; '*': any topic. */
     snsTopicArns: string[] | '*';
@@ -352,6 +365,9 @@ export function loadConfig(roles: readonly Role[], env: NodeJS.ProcessEnv = proc
     },
     registration: {
       port: e.METERLINE_REGISTRATION_LISTEN_PORT,
+      ratePerAddress: e.METERLINE_REGISTRATION_RATE_PER_ADDRESS,
+      rateTotal: e.METERLINE_REGISTRATION_RATE_TOTAL,
+      trustedProxyHops: e.METERLINE_REGISTRATION_TRUSTED_PROXY_HOPS,
       redirectUrl: e.METERLINE_REGISTRATION_REDIRECT_URL,
       snsTopicArns: e.METERLINE_SNS_TOPIC_ARNS === '*' ? '*' : (e.METERLINE_SNS_TOPIC_ARNS?.split(',') ?? []),
       eventsApiKey: e.METERLINE_EVENTS_API_KEY,

@@ -15,6 +15,7 @@ export const SCRIPT_NAMES = [
   'markEmitted',
   'rateLimit',
   'applyCustomerEvent',
+  'rateWindow',
 ] as const;
 export type ScriptName = (typeof SCRIPT_NAMES)[number];
 
@@ -27,6 +28,7 @@ export interface ScriptMethods {
   markEmitted(numKeys: number, ...args: ScriptArg[]): Promise<number>;
   rateLimit(numKeys: number, ...args: ScriptArg[]): Promise<number>;
   applyCustomerEvent(numKeys: number, ...args: ScriptArg[]): Promise<number>;
+  rateWindow(numKeys: number, ...args: ScriptArg[]): Promise<number>;
 }
 
 /** A standalone or cluster client with meterline's scripts defined on it. */

@@ -67,6 +67,19 @@ export class Keys {
     return `${this.prefix}:rate:${api}`;
   }
 
+  /**
+   * A registration rate window: `address:<ip or /64>` or `total`. One key per call (never two in one
+   * script), so no hash tag is needed on Redis Cluster.
+   */
+  registrationRate(scope: string): string {
+    return `${this.prefix}:registration-rate:${scope}`;
+  }
+
+  /** ResolveCustomer's answer for one registration token, by the token's SHA-256 (never the token itself). */
+  resolvedToken(tokenSha256: string): string {
+    return `${this.prefix}:resolved:${tokenSha256}`;
+  }
+
   /** Set when a failed-records entry was redriven, so it is sent back at most once. */
   redriven(dlqTopic: string, entryId: string): string {
     return `${this.prefix}:redriven:${dlqTopic}:${entryId}`;

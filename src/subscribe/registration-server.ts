@@ -41,6 +41,11 @@ export interface RegistrationServerOptions {
   redirectUrl?: string | undefined;
   /** EventBridge API destinations send this key; without one, only SNS events are taken. */
   eventsApiKey?: string | undefined;
+  /**
+   * Whether a registration POST may go on: 0, or the ms until the client may try again (answered 429).
+   * Asked before the body is read, so a refused request costs one Redis call and nothing else.
+   */
+  admit?: (req: IncomingMessage) => Promise<number>;
   sns: {
     verify(body: string): Promise<SnsMessage>;
     /** Confirms an SNS subscription by fetching its SubscribeURL (verified, and on an SNS host). */
@@ -80,6 +85,24 @@ export async function startRegistrationServer(o: RegistrationServerOptions): Pro
     if (req.method !== 'POST') {
       res.setHeader('allow', 'POST');
       return text(res, 405, 'this endpoint takes POST\n');
+    }
+    if (path === '/marketplace/register' && o.admit) {
+      let waitMs: number;
+      try {
+        waitMs = await o.admit(req);
+      } catch (error) {
+        // Without Redis nothing could be stored either: the buyer is asked to come back.
+        o.logger.error({ err: error }, 'registration rate limit unavailable');
+        return page(res, 503, 'Please try again', ['Go back and submit the page again in a minute.']);
+      }
+      if (waitMs > 0) {
+        metrics.registrations.inc({ outcome: 'rate_limited' });
+        res.setHeader('retry-after', String(Math.ceil(waitMs / 1000)));
+        return page(res, 429, 'Too many requests', [
+          'Too many registrations were submitted from your network just now.',
+          'Wait a minute, then submit the page again.',
+        ]);
+      }
     }
     let body: string;
     try {

@@ -11,6 +11,7 @@ import { type OpsServer, startOpsServer } from '../observability/ops-server.ts';
 import { createRedis } from '../redis/client.ts';
 import { Keys } from '../redis/keys.ts';
 import { CustomerDirectory } from './customer-directory.ts';
+import { cachedResolve, clientAddress, RegistrationLimiter } from './registration-limits.ts';
 import { type RegistrationServer, startRegistrationServer } from './registration-server.ts';
 import { resolveCustomer } from './resolve-customer.ts';
 import { marketplaceTopicArns, type SnsMessage, SnsVerifier } from './sns-message.ts';
@@ -64,7 +65,12 @@ export async function startRegistration(
   overrides: { sns?: { roots?: readonly string[]; get?: HttpGet } } = {},
 ): Promise<RunningRegistration> {
   const redis = createRedis(config.redis.url, config.redis);
-  const directory = new CustomerDirectory(redis, new Keys(config.redis.prefix));
+  const keys = new Keys(config.redis.prefix);
+  const directory = new CustomerDirectory(redis, keys);
+  const limiter = new RegistrationLimiter(redis, keys, {
+    perAddress: config.registration.ratePerAddress,
+    total: config.registration.rateTotal,
+  });
   const client = new MarketplaceMeteringClient({
     ...(config.worker.region ? { region: config.worker.region } : {}),
     ...(config.worker.endpoint ? { endpoint: config.worker.endpoint } : {}),
@@ -103,7 +109,8 @@ export async function startRegistration(
     server = await startRegistrationServer({
       port: config.registration.port,
       directory,
-      resolve: (token) => resolveCustomer(client, token),
+      resolve: cachedResolve(redis, keys, (token) => resolveCustomer(client, token)),
+      admit: (req) => limiter.admit(clientAddress(req, config.registration.trustedProxyHops)),
       productCodes: new Set(config.plan.products.map((p) => p.productCode)),
       redirectUrl: config.registration.redirectUrl,
       eventsApiKey: config.registration.eventsApiKey,

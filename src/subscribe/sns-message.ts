@@ -13,9 +13,12 @@
  * 3. SigningCertURL matches `certUrlPattern` (by default an SNS regional host over https, never an S3 virtual
  *    host such as `sns.s3.amazonaws.com`), and TopicArn is one of `topicArns` (`sns_signature_invalid`). There
  *    is no open default: a caller names the topics, or passes `'*'` on purpose;
- * 4. the certificate is fetched (once per URL, cached; a failed fetch is `sns_cert_unavailable`, retriable, and
- *    not cached), must name SNS as its subject (CN=sns.amazonaws.com), chain to a trusted root (Node's store)
- *    and be valid now (`sns_signature_invalid`);
+ * 4. the certificate is fetched (once per URL; a failed fetch is `sns_cert_unavailable`, retriable), must name SNS
+ *    as its subject (CN=sns.amazonaws.com), chain to a trusted root (Node's store) and be valid now
+ *    (`sns_signature_invalid`). Any path of the right shape can be named, so fetches are capped per minute
+ *    (over the cap: `sns_cert_unavailable`, and SNS delivers again), a failure is remembered for
+ *    `certFailureTtlMs`, and a certificate that has verified a signature is kept apart, where neither
+ *    failures nor fresh fetches can push it out;
  * 5. the signature (RSA-SHA1 for SignatureVersion 1, RSA-SHA256 for 2) must verify over the canonical string
  *    (`sns_signature_invalid`).
  *
@@ -123,12 +126,28 @@ export interface SnsVerifierOptions {
    * @defaultValue 3_600_000 (1 hour)
    */
   maxAgeMs?: number;
+  /**
+   * Certificate fetches (of URLs not cached) per minute, for this verifier.
+   * @defaultValue {@link SNS_CERT_FETCHES_PER_MINUTE}
+   */
+  certFetchesPerMinute?: number;
+  /**
+   * How long a URL whose certificate could not be fetched or was refused is answered from memory.
+   * @defaultValue {@link SNS_CERT_FAILURE_TTL_MS}
+   */
+  certFailureTtlMs?: number;
 }
 
 /** How far ahead of our clock a Timestamp may be (clock skew). */
 export const SNS_MAX_FUTURE_SKEW_MS = 5 * 60_000;
 /** Certificates kept, by URL; SNS signs with one certificate per region at a time. */
 export const SNS_CERT_CACHE_SIZE = 16;
+/** SNS rotates a region's certificate rarely: a handful of fresh URLs a minute is plenty. */
+export const SNS_CERT_FETCHES_PER_MINUTE = 10;
+/** Short enough that SNS's redelivery of a message after our outage finds the certificate. */
+export const SNS_CERT_FAILURE_TTL_MS = 60_000;
+/** URLs whose failure is remembered; past this the oldest are forgotten (they only cost a fetch again). */
+const MAX_REMEMBERED_FAILURES = 1024;
 const FETCH_TIMEOUT_MS = 5_000;
 /** A PEM certificate is a few KB; anything far larger is not one. */
 const MAX_CERT_CHARS = 64 * 1024;
@@ -363,8 +382,18 @@ export class SnsVerifier {
   readonly #roots: readonly X509Certificate[];
   readonly #now: () => number;
   readonly #maxAgeMs: number;
-  /** By URL, oldest first; holds the fetch in flight too, so a burst of messages fetches a certificate once. */
-  readonly #certs = new Map<string, Promise<X509Certificate>>();
+  /** Certificates that verified a message's signature, by URL, unused the longest first. */
+  readonly #verified = new Map<string, X509Certificate>();
+  /** Fetched and chain-checked, no signature verified yet: evictable by other fetches, never `#verified`. */
+  readonly #candidates = new Map<string, X509Certificate>();
+  /** Fetches in flight, so a burst of messages fetches a certificate once. */
+  readonly #loading = new Map<string, Promise<X509Certificate>>();
+  /** URLs that failed, with the error to answer until `until`. */
+  readonly #failures = new Map<string, { until: number; error: MeterlineError }>();
+  /** Start times of the fetches in the last minute. */
+  #fetchTimes: number[] = [];
+  readonly #fetchesPerMinute: number;
+  readonly #failureTtlMs: number;
   /** Issuers fetched through Authority Information Access, by URL (a handful exist). */
   readonly #issuers = new Map<string, X509Certificate>();
 
@@ -392,6 +421,8 @@ export class SnsVerifier {
     }
     this.#now = options.now ?? Date.now;
     this.#maxAgeMs = maxAgeMs;
+    this.#fetchesPerMinute = options.certFetchesPerMinute ?? SNS_CERT_FETCHES_PER_MINUTE;
+    this.#failureTtlMs = options.certFailureTtlMs ?? SNS_CERT_FAILURE_TTL_MS;
   }
 
   /** The verified message; throws MeterlineError (`sns_*`) for anything not provably sent by SNS just now. */
@@ -473,28 +504,59 @@ export class SnsVerifier {
         context,
       );
     }
+    this.#keepVerified(message.SigningCertURL, cert);
     return message;
   }
 
-  #certificate(url: string): Promise<X509Certificate> {
-    const cached = this.#certs.get(url);
-    if (cached) {
-      // Most recently used last, so eviction drops the certificate unused the longest.
-      this.#certs.delete(url);
-      this.#certs.set(url, cached);
-      return cached;
+  #keepVerified(url: string, cert: X509Certificate): void {
+    this.#candidates.delete(url);
+    // Most recently used last, so eviction drops the certificate unused the longest.
+    this.#verified.delete(url);
+    this.#verified.set(url, cert);
+    while (this.#verified.size > SNS_CERT_CACHE_SIZE) {
+      this.#verified.delete(this.#verified.keys().next().value as string);
     }
+  }
+
+  async #certificate(url: string): Promise<X509Certificate> {
+    const known = this.#verified.get(url) ?? this.#candidates.get(url);
+    if (known) return known;
+    const now = this.#now();
+    const failed = this.#failures.get(url);
+    if (failed && failed.until > now) throw failed.error;
+    if (failed) this.#failures.delete(url);
+    const inFlight = this.#loading.get(url);
+    if (inFlight) return inFlight;
+    this.#fetchTimes = this.#fetchTimes.filter((t) => t > now - 60_000);
+    if (this.#fetchTimes.length >= this.#fetchesPerMinute) {
+      // Not remembered as a failure: the URL was never tried.
+      throw new MeterlineError(
+        'sns_cert_unavailable',
+        `signing certificate ${clip(url)} not fetched: ${this.#fetchesPerMinute} fetches in the last minute`,
+        { retriable: true, context: { certUrl: url } },
+      );
+    }
+    this.#fetchTimes.push(now);
     const loading = this.#load(url);
-    this.#certs.set(url, loading);
-    // A failure is not kept: the next message asks again.
-    loading.catch(() => {
-      if (this.#certs.get(url) === loading) this.#certs.delete(url);
-    });
-    while (this.#certs.size > SNS_CERT_CACHE_SIZE) {
-      const oldest = this.#certs.keys().next().value as string;
-      this.#certs.delete(oldest);
+    this.#loading.set(url, loading);
+    try {
+      const cert = await loading;
+      this.#candidates.set(url, cert);
+      while (this.#candidates.size > SNS_CERT_CACHE_SIZE) {
+        this.#candidates.delete(this.#candidates.keys().next().value as string);
+      }
+      return cert;
+    } catch (error) {
+      if (error instanceof MeterlineError) {
+        this.#failures.set(url, { until: this.#now() + this.#failureTtlMs, error });
+        while (this.#failures.size > MAX_REMEMBERED_FAILURES) {
+          this.#failures.delete(this.#failures.keys().next().value as string);
+        }
+      }
+      throw error;
+    } finally {
+      this.#loading.delete(url);
     }
-    return loading;
   }
 
   async #load(url: string): Promise<X509Certificate> {

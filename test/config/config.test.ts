@@ -95,6 +95,7 @@ describe('configuration', () => {
       METERLINE_SNS_TOPIC_ARNS:
         'arn:aws:sns:us-east-1:287250355862:aws-mp-subscription-notification-p1,arn:aws:sns:us-east-1:287250355862:aws-mp-entitlement-notification-p1',
       METERLINE_EVENTS_API_KEY: 'x'.repeat(32),
+      METERLINE_HANDOFF_SIGNING_SECRET: 'h'.repeat(32),
     });
     expect(c.registration).toEqual({
       port: 8080,
@@ -104,6 +105,7 @@ describe('configuration', () => {
         'arn:aws:sns:us-east-1:287250355862:aws-mp-entitlement-notification-p1',
       ],
       eventsApiKey: 'x'.repeat(32),
+      handoffSecret: 'h'.repeat(32),
     });
     const issues = issuesOf(() =>
       loadConfig(['registration'], {
@@ -117,9 +119,27 @@ describe('configuration', () => {
     expect(issues.map((i) => i.split(':')[0]).sort()).toEqual([
       'AWS_REGION',
       'METERLINE_EVENTS_API_KEY',
+      'METERLINE_HANDOFF_SIGNING_SECRET',
       'METERLINE_REGISTRATION_LISTEN_PORT',
       'METERLINE_REGISTRATION_REDIRECT_URL',
       'METERLINE_SNS_TOPIC_ARNS',
+    ]);
+    // The hand-off signing secret: required with a redirect URL and by the verifier, at least 32 bytes.
+    const redirecting = {
+      ...registration,
+      AWS_REGION: 'us-east-1',
+      METERLINE_REGISTRATION_REDIRECT_URL: 'https://a.example/w',
+    };
+    expect(issuesOf(() => loadConfig(['registration'], redirecting))).toEqual([
+      'METERLINE_HANDOFF_SIGNING_SECRET: required with METERLINE_REGISTRATION_REDIRECT_URL (it signs the hand-off token)',
+    ]);
+    expect(
+      issuesOf(() =>
+        loadConfig(['registration'], { ...redirecting, METERLINE_HANDOFF_SIGNING_SECRET: 'h'.repeat(31) }),
+      ),
+    ).toEqual(['METERLINE_HANDOFF_SIGNING_SECRET: at least 32 bytes (an HS256 key)']);
+    expect(issuesOf(() => loadConfig(['handoff'], registration))).toEqual([
+      'METERLINE_HANDOFF_SIGNING_SECRET: required to verify hand-off tokens',
     ]);
     // SNS topics: unset means AWS Marketplace's (empty list here), '*' alone is any topic, never mixed.
     const withRegion = { ...registration, AWS_REGION: 'us-east-1' };

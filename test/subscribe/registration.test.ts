@@ -59,6 +59,7 @@ describe('registration and subscription lifecycle', () => {
         METERLINE_REGISTRATION_LISTEN_PORT: '0',
         METERLINE_REGISTRATION_REDIRECT_URL: 'https://seller.example/onboard?from=aws',
         METERLINE_EVENTS_API_KEY: API_KEY,
+        METERLINE_HANDOFF_SIGNING_SECRET: 'registration-test-handoff-secret-0123456789',
       },
     });
     registration = await startRegistration(tp.config(['registration']), testLogger());
@@ -82,8 +83,9 @@ describe('registration and subscription lifecycle', () => {
     // The buyer's browser posts the token and is sent on to the seller's onboarding page.
     const ok = await post(await mint(buyer));
     expect(ok.status).toBe(303);
-    expect(ok.headers.get('location')).toBe(
-      'https://seller.example/onboard?from=aws&customer=555555555555&product=prod-test',
+    // With a signed hand-off token only (test/subscribe/handoff.test.ts): never the bare account id.
+    expect(ok.headers.get('location')).toMatch(
+      /^https:\/\/seller\.example\/onboard\?from=aws&handoff_token=[\w-]+\.[\w-]+\.[\w-]+$/,
     );
     const [entry] = [...(await registration.directory.get(['555555555555'])).values()];
     expect(entry).toMatchObject({

@@ -85,6 +85,7 @@ describe('registration endpoints under attack (default configuration)', () => {
         AWS_ENDPOINT_URL_MARKETPLACE_METERING: emulator.url,
         METERLINE_REGISTRATION_LISTEN_PORT: '0',
         METERLINE_REGISTRATION_REDIRECT_URL: 'https://seller.example/onboard',
+        METERLINE_HANDOFF_SIGNING_SECRET: 'sns-adversarial-handoff-secret-0123456789',
       },
     });
     const config = tp.config(['registration']);

@@ -15,6 +15,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { MeterlineError } from '../../src/errors.ts';
 import {
   marketplaceTopicArns,
+  SNS_CERT_FAILURE_TTL_MS,
   type SnsMessage,
   SnsVerifier,
   type SnsVerifierOptions,
@@ -628,9 +629,10 @@ describe('SNS message verification: malformed and stale messages', () => {
 });
 
 describe('SNS message verification: fetching certificates', () => {
-  it('an unreachable certificate is retriable and not cached: the retry after recovery succeeds', async () => {
+  it('an unreachable certificate is retriable, its failure remembered for a minute: the retry after that succeeds', async () => {
     const server = await certServer({ '/c.pem': good.cert });
-    const v = verifier();
+    let clock = NOW;
+    const v = verifier({ now: () => clock });
     const message = body(notification(server.url('/c.pem'), good.key));
     server.failWith(500);
     const error = await rejection(v.verify(message));
@@ -640,6 +642,11 @@ describe('SNS message verification: fetching certificates', () => {
     expect(error.context).toMatchObject({ certUrl: server.url('/c.pem'), topicArn: TOPIC });
 
     server.failWith(undefined);
+    // Within the failure's minute the answer comes from memory: no fetch.
+    clock = NOW + SNS_CERT_FAILURE_TTL_MS - 1;
+    expect((await rejection(v.verify(message))).code).toBe('sns_cert_unavailable');
+    expect(server.requests('/c.pem')).toBe(1);
+    clock = NOW + SNS_CERT_FAILURE_TTL_MS;
     await expect(v.verify(message)).resolves.toMatchObject({ TopicArn: TOPIC });
     expect(server.requests('/c.pem')).toBe(2);
   });
@@ -676,7 +683,7 @@ describe('SNS message verification: fetching certificates', () => {
     const server = await certServer();
     const paths = Array.from({ length: 17 }, (_, i) => `/cert-${i}.pem`);
     for (const path of paths) server.serve(path, good.cert);
-    const v = verifier();
+    const v = verifier({ certFetchesPerMinute: 100 });
     const verifyAt = (path: string) => v.verify(body(notification(server.url(path), good.key)));
     for (const path of paths.slice(0, 16)) await verifyAt(path);
     // cert-0 is used again, so cert-1 is now the one unused the longest, and the 17th drops it.
