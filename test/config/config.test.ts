@@ -83,6 +83,30 @@ describe('configuration', () => {
     );
   });
 
+  it('registration limits: defaults, overrides and refusals', () => {
+    const registration = { REDIS_URL: base.REDIS_URL, METERLINE_PLAN: plan, AWS_REGION: 'us-east-1' };
+    const c = loadConfig(['registration'], {
+      ...registration,
+      METERLINE_REGISTRATION_RATE_PER_ADDRESS: '3',
+      METERLINE_REGISTRATION_RATE_TOTAL: '100',
+      METERLINE_REGISTRATION_TRUSTED_PROXY_HOPS: '1',
+    });
+    expect(c.registration).toMatchObject({ ratePerAddress: 3, rateTotal: 100, trustedProxyHops: 1 });
+    const issues = issuesOf(() =>
+      loadConfig(['registration'], {
+        ...registration,
+        METERLINE_REGISTRATION_RATE_PER_ADDRESS: '0',
+        METERLINE_REGISTRATION_RATE_TOTAL: 'many',
+        METERLINE_REGISTRATION_TRUSTED_PROXY_HOPS: '-1',
+      }),
+    );
+    expect(issues.map((i) => i.split(':')[0]).sort()).toEqual([
+      'METERLINE_REGISTRATION_RATE_PER_ADDRESS',
+      'METERLINE_REGISTRATION_RATE_TOTAL',
+      'METERLINE_REGISTRATION_TRUSTED_PROXY_HOPS',
+    ]);
+  });
+
   it('asks registration for what it uses: no Kafka, but a Region for ResolveCustomer', () => {
     const registration = { REDIS_URL: base.REDIS_URL, METERLINE_PLAN: plan };
     expect(issuesOf(() => loadConfig(['registration'], registration))).toEqual([
@@ -99,6 +123,9 @@ describe('configuration', () => {
     });
     expect(c.registration).toEqual({
       port: 8080,
+      ratePerAddress: 10,
+      rateTotal: 600,
+      trustedProxyHops: 0,
       redirectUrl: 'https://app.example.com/welcome',
       snsTopicArns: [
         'arn:aws:sns:us-east-1:287250355862:aws-mp-subscription-notification-p1',
