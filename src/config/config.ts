@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { ConfigError } from '../errors.ts';
 import { type KafkaSecurity, kafkaSecurityFromEnv } from '../kafka/security.ts';
 import { DEFAULT_ACCEPTANCE_WINDOW_MS, type MeteringApi } from '../submit/aws-window.ts';
+import { MIN_SECRET_BYTES } from '../subscribe/handoff.ts';
 import { type CustomerMap, type Customers, customersObject, loadCustomers } from './customers.ts';
 import { parseDuration } from './duration.ts';
 import { readStructuredFile } from './load-file.ts';
@@ -140,13 +141,18 @@ export const EnvSchema = z.object({
     )
     .optional(),
   METERLINE_EVENTS_API_KEY: z.string().min(24, 'at least 24 characters').optional(),
+  // HS256 key of the hand-off token to the onboarding page (src/subscribe/handoff.ts); checked below.
+  METERLINE_HANDOFF_SIGNING_SECRET: z.string().optional(),
   LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
 });
 
 export type Env = z.output<typeof EnvSchema>;
-/** `directory`: tools that read only the customer directory in Redis (no Kafka, no AWS). */
-export type Role = 'processor' | 'worker' | 'registration' | 'directory';
-const WITHOUT_KAFKA: ReadonlySet<Role> = new Set(['registration', 'directory']);
+/**
+ * `directory`: tools that read only the customer directory in Redis (no Kafka, no AWS); `handoff`: the
+ * hand-off verifier (the signing secret and Redis for its nonces).
+ */
+export type Role = 'processor' | 'worker' | 'registration' | 'directory' | 'handoff';
+const WITHOUT_KAFKA: ReadonlySet<Role> = new Set(['registration', 'directory', 'handoff']);
 
 export interface Config {
   env: Env;
@@ -197,6 +203,8 @@ export interface Config {
     /** Empty: AWS Marketplace's topics for the plan's products; '*': any topic. */
     snsTopicArns: string[] | '*';
     eventsApiKey: string | undefined;
+    /** Signs the hand-off token on the redirect; required with a redirect URL. */
+    handoffSecret: string | undefined;
   };
   logLevel: Env['LOG_LEVEL'];
   /** Port of /metrics, /healthz and /readyz; undefined when off. */
@@ -245,6 +253,20 @@ export function loadConfig(roles: readonly Role[], env: NodeJS.ProcessEnv = proc
     issues.push('AWS_REGION: required by the metering worker');
   if (roles.includes('registration') && !source.AWS_REGION)
     issues.push('AWS_REGION: required by registration (it calls ResolveCustomer)');
+  // Without a signed token the onboarding page could only get bare ids, which anyone can type.
+  const handoffSecret = source.METERLINE_HANDOFF_SIGNING_SECRET;
+  if (handoffSecret !== undefined && Buffer.byteLength(handoffSecret) < MIN_SECRET_BYTES)
+    issues.push(`METERLINE_HANDOFF_SIGNING_SECRET: at least ${MIN_SECRET_BYTES} bytes (an HS256 key)`);
+  else if (handoffSecret === undefined && roles.includes('handoff'))
+    issues.push('METERLINE_HANDOFF_SIGNING_SECRET: required to verify hand-off tokens');
+  else if (
+    handoffSecret === undefined &&
+    roles.includes('registration') &&
+    source.METERLINE_REGISTRATION_REDIRECT_URL
+  )
+    issues.push(
+      'METERLINE_HANDOFF_SIGNING_SECRET: required with METERLINE_REGISTRATION_REDIRECT_URL (it signs the hand-off token)',
+    );
   const container = source.METERLINE_METERING_MODE === 'container';
   const kafkaSecurity = kafkaSecurityFromEnv(source as NodeJS.ProcessEnv);
   issues.push(...kafkaSecurity.issues);
@@ -371,6 +393,7 @@ export function loadConfig(roles: readonly Role[], env: NodeJS.ProcessEnv = proc
       redirectUrl: e.METERLINE_REGISTRATION_REDIRECT_URL,
       snsTopicArns: e.METERLINE_SNS_TOPIC_ARNS === '*' ? '*' : (e.METERLINE_SNS_TOPIC_ARNS?.split(',') ?? []),
       eventsApiKey: e.METERLINE_EVENTS_API_KEY,
+      handoffSecret: e.METERLINE_HANDOFF_SIGNING_SECRET,
     },
     logLevel: e.LOG_LEVEL,
     opsPort: e.METERLINE_OPS_PORT === 'off' ? undefined : Number(e.METERLINE_OPS_PORT),

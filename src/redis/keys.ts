@@ -103,6 +103,11 @@ export class Keys {
     return `${this.prefix}:{customers}:index`;
   }
 
+  /** A spent hand-off token's nonce (jti): set once, expiring with the token. */
+  handoffNonce(jti: string): string {
+    return `${this.prefix}:handoff:${jti}`;
+  }
+
   /** Idempotency ledger entry for one submission record. */
   ledger(recordId: string): string {
     return `${this.prefix}:ledger:${recordId}`;

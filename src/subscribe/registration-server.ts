@@ -22,6 +22,7 @@ import {
   type ResolvedCustomer,
   type SubscriptionStatus,
 } from './customer-directory.ts';
+import { HANDOFF_QUERY_PARAM, signHandoff } from './handoff.ts';
 import { type Parsed, parseEventBridge, parseSnsAction } from './lifecycle-events.ts';
 import { type SnsMessage, subscribeUrlAllowed } from './sns-message.ts';
 
@@ -37,8 +38,10 @@ export interface RegistrationServerOptions {
   resolve: (token: string) => Promise<ResolvedCustomer>;
   /** The plan's product codes: a token for any other product is refused. */
   productCodes: ReadonlySet<string>;
-  /** Where the buyer goes after registering; `customer` and `product` are added to its query. */
+  /** Where the buyer goes after registering, with a signed hand-off token (`handoff_token`) in its query. */
   redirectUrl?: string | undefined;
+  /** Signs the hand-off token; required with redirectUrl. */
+  handoffSecret?: string | undefined;
   /** EventBridge API destinations send this key; without one, only SNS events are taken. */
   eventsApiKey?: string | undefined;
   /**
@@ -70,6 +73,8 @@ class HttpAnswer extends Error {
 
 export async function startRegistrationServer(o: RegistrationServerOptions): Promise<RegistrationServer> {
   const now = o.now ?? Date.now;
+  // Bare ids on the redirect could be typed by anyone: no redirect without a signed hand-off.
+  if (o.redirectUrl && !o.handoffSecret) throw new Error('a redirect URL needs a hand-off signing secret');
   const server: Server = createServer((req, res) => {
     route(req, res).catch((error: unknown) => {
       o.logger.error({ err: error }, 'registration request failed');
@@ -180,10 +185,12 @@ export async function startRegistrationServer(o: RegistrationServerOptions): Pro
       },
       'customer registered',
     );
-    if (o.redirectUrl) {
+    if (o.redirectUrl && o.handoffSecret) {
       const next = new URL(o.redirectUrl);
-      next.searchParams.set('customer', tenant);
-      next.searchParams.set('product', customer.productCode);
+      next.searchParams.set(
+        HANDOFF_QUERY_PARAM,
+        signHandoff(customer, tenant, o.handoffSecret, { nowMs: now() }),
+      );
       res.writeHead(303, { ...SECURITY_HEADERS, location: next.toString(), 'cache-control': 'no-store' });
       return void res.end();
     }

@@ -113,6 +113,7 @@ export async function startRegistration(
       admit: (req) => limiter.admit(clientAddress(req, config.registration.trustedProxyHops)),
       productCodes: new Set(config.plan.products.map((p) => p.productCode)),
       redirectUrl: config.registration.redirectUrl,
+      handoffSecret: config.registration.handoffSecret,
       eventsApiKey: config.registration.eventsApiKey,
       sns: {
         verify: (body) => verifier.verify(body),

@@ -31,6 +31,7 @@ const REGISTRATION_ENV = [
   'METERLINE_REGISTRATION_REDIRECT_URL',
   'METERLINE_SNS_TOPIC_ARNS',
   'METERLINE_EVENTS_API_KEY',
+  'METERLINE_HANDOFF_SIGNING_SECRET',
 ];
 /** The value sets that run the registration service. */
 const WITH_REGISTRATION = ['saas', 'full'] as const;
@@ -860,6 +861,13 @@ describe('the registration service', () => {
         secretKeyRef: {
           name: values.registration.eventsApiKey.existingSecret,
           key: values.registration.eventsApiKey.key ?? reg.eventsApiKey.key,
+        },
+      });
+      // The hand-off signing key, like the API key, only ever from a Secret.
+      expect(env.get('METERLINE_HANDOFF_SIGNING_SECRET')).toEqual({
+        secretKeyRef: {
+          name: values.registration.handoffSecret.existingSecret,
+          key: values.registration.handoffSecret.key ?? reg.handoffSecret.key,
         },
       });
       expect(env.get('METERLINE_PLAN')).toBe('/etc/meterline/plan.json');

@@ -99,6 +99,13 @@ spec:
                   name: {{ . }}
                   key: {{ $v.eventsApiKey.key }}
             {{- end }}
+            {{- with $v.handoffSecret.existingSecret }}
+            - name: METERLINE_HANDOFF_SIGNING_SECRET
+              valueFrom:
+                secretKeyRef:
+                  name: {{ . }}
+                  key: {{ $v.handoffSecret.key }}
+            {{- end }}
             {{- end }}
             {{- if $root.Values.extraCaCerts.existingSecret }}
             - name: NODE_EXTRA_CA_CERTS
