@@ -48,6 +48,7 @@ import { readAllMessages } from '../../src/kafka/read-topic.ts';
 import { createLogger } from '../../src/log.ts';
 import { eventMessage, produceMessages } from '../../src/produce/producer.ts';
 import { type RawEvent, syntheticEvents } from '../../src/produce/synthetic.ts';
+import { HANDOFF_QUERY_PARAM, verifyHandoff } from '../../src/subscribe/handoff.ts';
 import { HOUR_MS, hourIso, hourStart } from '../../src/time/hours.ts';
 
 const REPO = path.resolve(import.meta.dirname, '..', '..');
@@ -103,6 +104,8 @@ const REGISTERED: Record<string, Customer> = {
   },
 };
 const EVENTS_API_KEY = 'operator-day-eventbridge-key-0123456789';
+/** Signs the hand-off to the onboarding page; the seller's backend would hold the same key. */
+const HANDOFF_SECRET = 'operator-day-handoff-signing-secret-0123456789';
 const ALL_TENANTS = Object.keys(CUSTOMERS);
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -473,6 +476,7 @@ function helmValues(overrides: Record<string, unknown> = {}): Record<string, unk
       terminationGracePeriodSeconds: 30,
       redirectUrl: 'https://app.example.test/welcome',
       eventsApiKey: { existingSecret: 'meterline-events', key: 'api-key' },
+      handoffSecret: { existingSecret: 'meterline-handoff', key: 'signing-secret' },
       // Reached from this machine through the node's kube-proxy, as a load balancer would.
       service: { type: 'NodePort' },
     },
@@ -706,6 +710,15 @@ describe.skipIf(!ENABLED)('operator day on a single-node Kubernetes', () => {
         'meterline-events',
         `--from-literal=api-key=${EVENTS_API_KEY}`,
       );
+      await kubectl(
+        '-n',
+        NAMESPACE,
+        'create',
+        'secret',
+        'generic',
+        'meterline-handoff',
+        `--from-literal=signing-secret=${HANDOFF_SECRET}`,
+      );
       try {
         await helmDeploy('install', helmValues());
       } catch (err) {
@@ -745,9 +758,12 @@ describe.skipIf(!ENABLED)('operator day on a single-node Kubernetes', () => {
         60_000,
       );
       expect(res.status).toBe(303);
-      expect(res.headers.get('location')).toBe(
-        `https://app.example.test/welcome?customer=${tenant}&product=${PLAN.productCode}`,
-      );
+      // The onboarding page gets a signed hand-off, verified with the key from the Secret, and no bare ids.
+      const location = new URL(res.headers.get('location') ?? '');
+      expect(`${location.origin}${location.pathname}`).toBe('https://app.example.test/welcome');
+      expect([...location.searchParams.keys()]).toEqual([HANDOFF_QUERY_PARAM]);
+      const claims = verifyHandoff(location.searchParams.get(HANDOFF_QUERY_PARAM) ?? '', HANDOFF_SECRET);
+      expect(claims).toMatchObject({ tenant, productCode: PLAN.productCode, ...identity });
       expect((await register('made-up-token')).status).toBe(400);
       expect((await snapshot()).calls.ResolveCustomer).toBe(2);
       const redis = new Redis(day.redisUrl as string);
