@@ -108,6 +108,14 @@ export class Keys {
     return `${this.prefix}:handoff:${jti}`;
   }
 
+  /**
+   * Set once an SNS Notification (by its MessageId, which SNS signs) was handled, expiring when no copy of
+   * it could pass the verifier's age check any more: a delivery seen again is answered, not applied.
+   */
+  snsMessage(messageId: string): string {
+    return `${this.prefix}:sns-handled:${messageId}`;
+  }
+
   /** Idempotency ledger entry for one submission record. */
   ledger(recordId: string): string {
     return `${this.prefix}:ledger:${recordId}`;

@@ -53,6 +53,15 @@ export interface RegistrationServerOptions {
     verify(body: string): Promise<SnsMessage>;
     /** Confirms an SNS subscription by fetching its SubscribeURL (verified, and on an SNS host). */
     confirm(message: SnsMessage): Promise<void>;
+    /**
+     * The Notifications already handled, by MessageId: one seen again (SNS redelivering after a lost
+     * answer, or a captured copy posted again within the max age) is answered 200 and not applied again.
+     * `remember` is called only after the message was handled, so a failed attempt is applied on retry.
+     */
+    handled?: {
+      seen(messageId: string): Promise<boolean>;
+      remember(messageId: string): Promise<void>;
+    };
   };
   logger: Logger;
   now?: () => number;
@@ -273,10 +282,34 @@ export async function startRegistrationServer(o: RegistrationServerOptions): Pro
       return text(res, 200, 'subscription confirmed\n');
     }
     if (message.Type !== 'Notification') return text(res, 200, 'ignored\n');
-    return applyChange(res, 'sns', parseSnsAction(message.Message, message.Timestamp));
+    const parsed = parseSnsAction(message.Message, message.Timestamp);
+    const handled = o.sns.handled;
+    if (handled && (await handled.seen(message.MessageId))) {
+      const status = 'status' in parsed ? parsed.status : 'none';
+      metrics.lifecycleEvents.inc({ source: 'sns', status, outcome: 'replayed' });
+      o.logger.info(
+        { messageId: message.MessageId, topicArn: message.TopicArn, status },
+        'SNS message already handled: answered, not applied again',
+      );
+      return text(res, 200, 'replayed\n');
+    }
+    return applyChange(res, 'sns', parsed, async () => {
+      try {
+        await handled?.remember(message.MessageId);
+      } catch (error) {
+        // Handled already: a redelivery would only be applied once more, which changes nothing.
+        o.logger.warn({ err: error, messageId: message.MessageId }, 'SNS message id not remembered');
+      }
+    });
   }
 
-  async function applyChange(res: ServerResponse, source: string, parsed: Parsed): Promise<void> {
+  async function applyChange(
+    res: ServerResponse,
+    source: string,
+    parsed: Parsed,
+    /** Called once the event was handled (applied, stale, ignored or for an unknown customer). */
+    done?: () => Promise<void>,
+  ): Promise<void> {
     if ('invalid' in parsed) {
       metrics.lifecycleEvents.inc({ source, status: 'none', outcome: 'invalid' });
       o.logger.warn({ source, reason: parsed.invalid }, 'lifecycle event unreadable');
@@ -285,9 +318,11 @@ export async function startRegistrationServer(o: RegistrationServerOptions): Pro
     if ('ignored' in parsed) {
       metrics.lifecycleEvents.inc({ source, status: 'none', outcome: 'ignored' });
       o.logger.info({ source, event: parsed.ignored }, 'lifecycle event ignored');
+      await done?.();
       return text(res, 200, 'ignored\n');
     }
     const { outcome, tenant } = await o.directory.applyStatus(parsed.ref, parsed.status, parsed.eventMs);
+    await done?.();
     metrics.lifecycleEvents.inc({ source, status: parsed.status, outcome });
     const log = { source, event: parsed.name, status: parsed.status, tenant, outcome, ref: parsed.ref };
     if (outcome === 'unknown_customer')

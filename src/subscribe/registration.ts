@@ -14,7 +14,13 @@ import { CustomerDirectory } from './customer-directory.ts';
 import { cachedResolve, clientAddress, RegistrationLimiter } from './registration-limits.ts';
 import { type RegistrationServer, startRegistrationServer } from './registration-server.ts';
 import { resolveCustomer } from './resolve-customer.ts';
-import { marketplaceTopicArns, type SnsMessage, SnsVerifier } from './sns-message.ts';
+import {
+  marketplaceTopicArns,
+  SNS_MAX_AGE_MS,
+  SNS_MAX_FUTURE_SKEW_MS,
+  type SnsMessage,
+  SnsVerifier,
+} from './sns-message.ts';
 
 export interface RunningRegistration {
   server: RegistrationServer;
@@ -118,6 +124,13 @@ export async function startRegistration(
       sns: {
         verify: (body) => verifier.verify(body),
         confirm: (message) => confirmSubscription(get, message),
+        // Kept while a copy could still pass the age check: its Timestamp may be up to the skew ahead.
+        handled: {
+          seen: async (id) => (await redis.exists(keys.snsMessage(id))) === 1,
+          remember: async (id) => {
+            await redis.set(keys.snsMessage(id), '1', 'PX', SNS_MAX_AGE_MS + SNS_MAX_FUTURE_SKEW_MS);
+          },
+        },
       },
       logger: logger.child({ stage: 'registration' }),
     });

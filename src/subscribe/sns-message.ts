@@ -9,7 +9,8 @@
  * The checks, in order; nothing is fetched before the message has passed the cheap ones:
  * 1. the body is a JSON object with every field its Type needs (`sns_message_invalid`);
  * 2. its Timestamp is no older than `maxAgeMs` and at most 5 minutes ahead: a captured message cannot be
- *    replayed later (`sns_message_invalid`);
+ *    replayed later (`sns_message_invalid`); within that time the registration server remembers each
+ *    MessageId it handled, and answers one seen again without applying it;
  * 3. SigningCertURL matches `certUrlPattern` (by default an SNS regional host over https, never an S3 virtual
  *    host such as `sns.s3.amazonaws.com`), and TopicArn is one of `topicArns` (`sns_signature_invalid`). There
  *    is no open default: a caller names the topics, or passes `'*'` on purpose;
@@ -138,6 +139,8 @@ export interface SnsVerifierOptions {
   certFailureTtlMs?: number;
 }
 
+/** A message whose Timestamp is older than this is refused, unless the verifier is given another maxAgeMs. */
+export const SNS_MAX_AGE_MS = 60 * 60_000;
 /** How far ahead of our clock a Timestamp may be (clock skew). */
 export const SNS_MAX_FUTURE_SKEW_MS = 5 * 60_000;
 /** Certificates kept, by URL; SNS signs with one certificate per region at a time. */
@@ -398,7 +401,7 @@ export class SnsVerifier {
   readonly #issuers = new Map<string, X509Certificate>();
 
   constructor(options: SnsVerifierOptions) {
-    const maxAgeMs = options.maxAgeMs ?? 60 * 60_000;
+    const maxAgeMs = options.maxAgeMs ?? SNS_MAX_AGE_MS;
     if (!(maxAgeMs > 0)) throw new RangeError('maxAgeMs must be greater than 0');
     const topics = options.topicArns;
     if (topics !== '*') {

@@ -169,6 +169,18 @@ describe('registration endpoints under attack (default configuration)', () => {
   };
   const statusOf = async (tenant: string) =>
     (await registration?.directory.get([tenant]))?.get(tenant)?.status;
+  /** meterline_lifecycle_events_total for SNS, summed over the status it carried, for one outcome. */
+  const snsCount = async (outcome: string) => {
+    const text = await (await fetch(`http://127.0.0.1:${registration?.ops?.port}/metrics`)).text();
+    return text
+      .split('\n')
+      .filter(
+        (l) =>
+          l.startsWith('meterline_lifecycle_events_total{source="sns",') &&
+          l.includes(`,outcome="${outcome}"}`),
+      )
+      .reduce((sum, l) => sum + Number(l.split(' ').pop()), 0);
+  };
 
   it('takes the product Marketplace topics; refuses any other topic, S3-style hosts, other subjects and untrusted roots, each before acting and counted', async () => {
     const tenant = 'cust-adv-1';
@@ -239,6 +251,62 @@ describe('registration endpoints under attack (default configuration)', () => {
     const real = await send(notification(SUBSCRIPTION_TOPIC, action('unsubscribe-success')));
     expect([real.status, real.body]).toEqual([200, 'applied']);
     expect(await statusOf(tenant)).toBe('unsubscribed');
+  });
+
+  it('the same signed Notification posted again is answered 200, counted as replayed, and not applied again', async () => {
+    const tenant = 'cust-adv-replay';
+    await registration?.directory.register(
+      tenant,
+      { productCode: PRODUCT, customerIdentifier: tenant },
+      Date.now() - 60_000,
+    );
+    const message = notification(SUBSCRIPTION_TOPIC, {
+      action: 'unsubscribe-pending',
+      'customer-identifier': tenant,
+      'product-code': PRODUCT,
+    });
+    const first = await send(message);
+    expect([first.status, first.body]).toEqual([200, 'applied']);
+    const entry = (await registration?.directory.get([tenant]))?.get(tenant);
+    expect(entry?.status).toBe('unsubscribe-pending');
+    const counts = async () => ({
+      applied: await snsCount('applied'),
+      stale: await snsCount('stale'),
+      replayed: await snsCount('replayed'),
+    });
+    const before = await counts();
+
+    // SNS delivers again (an answer lost on the way), or someone who captured it posts it again.
+    const again = await send(message);
+    expect([again.status, again.body]).toEqual([200, 'replayed']);
+    expect(await counts()).toEqual({ ...before, replayed: before.replayed + 1 });
+    expect((await registration?.directory.get([tenant]))?.get(tenant)).toEqual(entry);
+  });
+
+  it('a correctly signed message older than the max age is refused before anything is fetched, and counted', async () => {
+    const tenant = 'cust-adv-expired';
+    await registration?.directory.register(
+      tenant,
+      { productCode: PRODUCT, customerIdentifier: tenant },
+      Date.now() - 3 * 60 * 60_000,
+    );
+    // SNS's certificate under a path not fetched yet: the message is valid in every way but its age, and a
+    // refusal that fetched anything would show as a hit.
+    out.serve.set(certPath('expired'), ca.sns.cert);
+    const refusedBefore = await snsCount('sns_message_invalid');
+    const hitsBefore = out.hits.length;
+    const old = await send(
+      notification(
+        SUBSCRIPTION_TOPIC,
+        { action: 'unsubscribe-success', 'customer-identifier': tenant, 'product-code': PRODUCT },
+        { at: Date.now() - 60 * 60_000 - 60_000, certUrl: `${SNS_HOST}${certPath('expired')}` },
+      ),
+    );
+    expect([old.status, old.body]).toEqual([400, 'not a valid SNS message']);
+    expect(old.headers.get('x-content-type-options')).toBe('nosniff');
+    expect(out.hits.slice(hitsBefore)).toEqual([]);
+    expect(await snsCount('sns_message_invalid')).toBe(refusedBefore + 1);
+    expect(await statusOf(tenant)).toBe('subscribed');
   });
 
   it('a valid token posted again after unsubscribe-success or subscribe-fail leaves the buyer as the lifecycle left it', async () => {
