@@ -192,19 +192,29 @@ export class CommitStage {
       ? await store0.windows.zeroRecordsFrom(this.#o.usageTopic, hourStart(now))
       : undefined;
     for (const task of tasks) {
-      // A partition re-reading its input after a state loss closes nothing until the replay has reached
-      // where processing stood when the loss was found: an hour closed halfway would freeze short.
-      const { replayUntil, checkpoint } = task.restorePoint;
-      const replaying = replayUntil !== undefined && (checkpoint ?? -1n) + 1n < replayUntil;
       await task
-        .exclusive(() =>
-          this.#closeDue(
+        .exclusive(async () => {
+          // Redis must still hold what this task applied: a Redis that fell behind (failover, restore)
+          // would freeze an hour from part of its usage. The state check or the next batch recovers it.
+          const health = await task.verifyHeld();
+          if (health !== 'ok') {
+            this.#o.logger.warn(
+              { partition: task.id.partition, health },
+              'not closing hours: Redis is not in step',
+            );
+            return;
+          }
+          // A partition re-reading its input after a state loss closes nothing until the replay reached
+          // where processing stood when the loss was found: an hour closed halfway would freeze short.
+          const { replayUntil, checkpoint } = task.restorePoint;
+          const replaying = replayUntil !== undefined && (checkpoint ?? -1n) + 1n < replayUntil;
+          await this.#closeDue(
             task.getStateStore<HourlyWindowStore>(HOURLY_WINDOWS),
             boundary,
             zeroFrom,
             replaying,
-          ),
-        )
+          );
+        })
         .catch((error: unknown) => {
           if (isMeterlineError(error) && (error.code === 'fenced' || error.code === 'state_lost')) {
             this.#o.logger.warn(

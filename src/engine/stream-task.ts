@@ -106,15 +106,18 @@ export class StreamTask {
 
   /** The worst health any store reports, read between batches (never mid-commit). */
   verify(): Promise<StoreHealth> {
-    return this.exclusive(async () => {
-      const order: StoreHealth[] = ['ok', 'fenced', 'behind', 'lost'];
-      let worst: StoreHealth = 'ok';
-      for (const store of this.#stores.values()) {
-        const health = (await store.verify?.(this.#restore.checkpoint)) ?? 'ok';
-        if (order.indexOf(health) > order.indexOf(worst)) worst = health;
-      }
-      return worst;
-    });
+    return this.exclusive(() => this.verifyHeld());
+  }
+
+  /** The same, for a caller that already runs exclusively on this task (a punctuator). */
+  async verifyHeld(): Promise<StoreHealth> {
+    const order: StoreHealth[] = ['ok', 'fenced', 'behind', 'lost'];
+    let worst: StoreHealth = 'ok';
+    for (const store of this.#stores.values()) {
+      const health = (await store.verify?.(this.#restore.checkpoint)) ?? 'ok';
+      if (order.indexOf(health) > order.indexOf(worst)) worst = health;
+    }
+    return worst;
   }
 
   /** Runs `fn` exclusively on this task (batches and punctuations take turns). */

@@ -103,7 +103,8 @@ describe('Redis failover to a replica that lags behind', () => {
     stop.push(() => front.close());
     tp = testPipeline('failover', {
       partitions: PARTITIONS,
-      env: { REDIS_URL: `redis://127.0.0.1:${front.port}` },
+      // The default idle timeout: a pause of the test's own producer must not close hours early.
+      env: { REDIS_URL: `redis://127.0.0.1:${front.port}`, METERLINE_IDLE_TIMEOUT: '1m' },
     });
     await tp.createTopics(kafka);
     const events = [
