@@ -19,7 +19,7 @@ import { parseArgs } from 'node:util';
 // kafkajs is CommonJS, and Node's named-export detection misses this enum: take it from the default export.
 import kafkajs from 'kafkajs';
 import { createKafka } from '../../src/kafka/client.ts';
-import { ensureTopics } from '../../src/kafka/topics.ts';
+import { changelogTopic, ensureTopics, type TopicSpec } from '../../src/kafka/topics.ts';
 import { createLogger } from '../../src/log.ts';
 
 const { ConfigResourceTypes } = kafkajs;
@@ -35,6 +35,10 @@ const { values } = parseArgs({
       default: process.env.METERLINE_TOPIC_SUBMISSIONS ?? 'metering-submissions',
     },
     failed: { type: 'string', default: process.env.METERLINE_TOPIC_FAILED ?? 'metering-failed' },
+    changelog: {
+      type: 'string',
+      default: process.env.METERLINE_TOPIC_CHANGELOG ?? 'meterline-window-changelog',
+    },
     partitions: { type: 'string', default: process.env.METERLINE_TOPIC_PARTITIONS ?? '6' },
     'replication-factor': { type: 'string', default: '-1' },
     'usage-retention-hours': { type: 'string', default: '168' },
@@ -56,7 +60,7 @@ const brokers = String(values.brokers)
   .map((b) => b.trim())
   .filter(Boolean);
 if (!brokers.length) problems.push('--brokers (or KAFKA_BROKERS): required');
-for (const name of ['usage', 'submissions', 'failed'] as const) {
+for (const name of ['usage', 'submissions', 'failed', 'changelog'] as const) {
   if (!TOPIC.test(String(values[name]))) problems.push(`--${name}: not a valid Kafka topic name`);
 }
 const partitions = intArg('partitions', 1);
@@ -90,12 +94,20 @@ const logger = createLogger('meterline-create-topics');
 const kafka = createKafka({ brokers, clientId: 'meterline-create-topics', logger });
 const existing = await ensureTopics(
   kafka,
-  specs.map((s) => ({
-    topic: s.topic,
-    numPartitions: s.numPartitions,
-    replicationFactor,
-    configEntries: [{ name: 'retention.ms', value: String(s.hours * HOUR_MS) }],
-  })),
+  specs
+    .map(
+      (s): TopicSpec => ({
+        topic: s.topic,
+        numPartitions: s.numPartitions,
+        replicationFactor,
+        configEntries: [{ name: 'retention.ms', value: String(s.hours * HOUR_MS) }],
+      }),
+    )
+    .concat({
+      // Compacted, no time-based retention: model state of a quiet customer must outlive any window.
+      ...changelogTopic(String(values.changelog), partitions),
+      replicationFactor,
+    }),
 );
 const admin = kafka.admin();
 await admin.connect();

@@ -71,6 +71,8 @@ export const EnvSchema = z.object({
   METERLINE_TOPIC_USAGE: topic('usage-events'),
   METERLINE_TOPIC_SUBMISSIONS: topic('metering-submissions'),
   METERLINE_TOPIC_FAILED: topic('metering-failed'),
+  // Compacted: the frozen hours and metering-model state the processor rebuilds Redis from after a loss.
+  METERLINE_TOPIC_CHANGELOG: topic('meterline-window-changelog'),
   METERLINE_TOPIC_PARTITIONS: int(6, 1, 1000),
   // The processor refuses a usage topic that keeps less than a replay after a Redis loss needs
   // (src/kafka/usage-retention.ts); true starts it anyway, accepting that such a replay may lose usage.
@@ -160,7 +162,7 @@ export interface Config {
   redis: { url: string; prefix: string; cluster: boolean; tlsCaFile?: string; commandTimeoutMs: number };
   /** Confluent-compatible schema registry for Avro events; JSON only without it. */
   schemaRegistryUrl: string | undefined;
-  topics: { usage: string; submissions: string; failed: string; partitions: number };
+  topics: { usage: string; submissions: string; failed: string; changelog: string; partitions: number };
   /** Start the processor even if the usage topic keeps less than a replay needs. */
   allowShortUsageRetention: boolean;
   plan: Plan;
@@ -350,6 +352,7 @@ export function loadConfig(roles: readonly Role[], env: NodeJS.ProcessEnv = proc
       usage: e.METERLINE_TOPIC_USAGE,
       submissions: e.METERLINE_TOPIC_SUBMISSIONS,
       failed: e.METERLINE_TOPIC_FAILED,
+      changelog: e.METERLINE_TOPIC_CHANGELOG,
       partitions: e.METERLINE_TOPIC_PARTITIONS,
     },
     allowShortUsageRetention: e.METERLINE_ALLOW_SHORT_RETENTION,

@@ -38,11 +38,28 @@ export function usageTopic(topic: string, partitions: number): TopicSpec {
   return { topic, numPartitions: partitions, configEntries: [{ name: 'retention.ms', value: WEEK_MS }] };
 }
 
-/** The three pipeline topics. */
+/**
+ * The window changelog: compacted, one partition per usage partition (the processor writes partition p's
+ * frozen hours and model state to partition p), kept until compaction replaces a key.
+ */
+export function changelogTopic(topic: string, partitions: number): TopicSpec {
+  return {
+    topic,
+    numPartitions: partitions,
+    configEntries: [
+      { name: 'cleanup.policy', value: 'compact' },
+      // A frozen hour of a large partition is one message: room for tens of thousands of records.
+      { name: 'max.message.bytes', value: String(16 * 1024 * 1024) },
+    ],
+  };
+}
+
+/** The four pipeline topics. */
 export function pipelineTopics(t: {
   usage: string;
   submissions: string;
   failed: string;
+  changelog: string;
   partitions: number;
 }): TopicSpec[] {
   return [
@@ -57,5 +74,6 @@ export function pipelineTopics(t: {
       numPartitions: 1,
       configEntries: [{ name: 'retention.ms', value: String(30 * 24 * 3_600_000) }],
     },
+    changelogTopic(t.changelog, t.partitions),
   ];
 }

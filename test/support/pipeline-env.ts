@@ -17,7 +17,7 @@ export interface TestPipeline {
   run: string;
   env: Record<string, string>;
   config(roles?: Role[]): Config;
-  topics: { usage: string; submissions: string; failed: string };
+  topics: { usage: string; submissions: string; failed: string; changelog: string };
   createTopics(kafka: Kafka): Promise<void>;
   cleanup(kafka: Kafka): Promise<void>;
 }
@@ -49,7 +49,12 @@ export function testPipeline(
   } = {},
 ): TestPipeline {
   const run = uniqueId(label);
-  const topics = { usage: `${run}-usage`, submissions: `${run}-submissions`, failed: `${run}-failed` };
+  const topics = {
+    usage: `${run}-usage`,
+    submissions: `${run}-submissions`,
+    failed: `${run}-failed`,
+    changelog: `${run}-changelog`,
+  };
   const partitions = options.partitions ?? 3;
   const plan = writeTempJson('plan.json', {
     productCode: 'prod-test',
@@ -72,6 +77,7 @@ export function testPipeline(
     METERLINE_TOPIC_USAGE: topics.usage,
     METERLINE_TOPIC_SUBMISSIONS: topics.submissions,
     METERLINE_TOPIC_FAILED: topics.failed,
+    METERLINE_TOPIC_CHANGELOG: topics.changelog,
     METERLINE_TOPIC_PARTITIONS: String(partitions),
     METERLINE_REDIS_PREFIX: run,
     METERLINE_PROCESSOR_GROUP: `${run}-processor`,
