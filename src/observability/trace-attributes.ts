@@ -1,23 +1,46 @@
 /**
  * Every span attribute name meterline sets, in one place: the OpenTelemetry messaging and RPC semantic
  * conventions, plus our own `meterline.*` names. Dashboards and `meterline trace` search by these.
+ *
+ * The OpenTelemetry names come from @opentelemetry/semantic-conventions (pinned to an exact version in
+ * package.json: its `incubating` entry point may rename or drop constants in a minor release). In 1.45 these
+ * are marked deprecated there, with the replacement named, and are kept as emitted so that saved searches
+ * and dashboards keep working until the conventions change is made on purpose: messaging.system
+ * (→ messaging.system.name), messaging.kafka.message.key (→ kafka.message.key), messaging.kafka.offset
+ * (→ kafka.offset), rpc.system (→ rpc.system.name) and rpc.service (folded into a fully qualified rpc.method).
  */
+import { ATTR_RPC_METHOD } from '@opentelemetry/semantic-conventions';
+import {
+  ATTR_CLOUD_REGION,
+  ATTR_MESSAGING_BATCH_MESSAGE_COUNT,
+  ATTR_MESSAGING_CONSUMER_GROUP_NAME,
+  ATTR_MESSAGING_DESTINATION_NAME,
+  ATTR_MESSAGING_DESTINATION_PARTITION_ID,
+  ATTR_MESSAGING_KAFKA_MESSAGE_KEY,
+  ATTR_MESSAGING_KAFKA_OFFSET,
+  ATTR_MESSAGING_OPERATION_NAME,
+  ATTR_MESSAGING_OPERATION_TYPE,
+  ATTR_MESSAGING_SYSTEM,
+  ATTR_RPC_SERVICE,
+  ATTR_RPC_SYSTEM,
+} from '@opentelemetry/semantic-conventions/incubating';
+
 export const ATTR = {
   // Messaging (semantic conventions 1.3x).
-  messagingSystem: 'messaging.system',
-  messagingOperationType: 'messaging.operation.type',
-  messagingOperationName: 'messaging.operation.name',
-  messagingDestination: 'messaging.destination.name',
-  messagingPartition: 'messaging.destination.partition.id',
-  messagingConsumerGroup: 'messaging.consumer.group.name',
-  messagingBatchCount: 'messaging.batch.message_count',
-  messagingKafkaKey: 'messaging.kafka.message.key',
-  messagingKafkaOffset: 'messaging.kafka.offset',
+  messagingSystem: ATTR_MESSAGING_SYSTEM,
+  messagingOperationType: ATTR_MESSAGING_OPERATION_TYPE,
+  messagingOperationName: ATTR_MESSAGING_OPERATION_NAME,
+  messagingDestination: ATTR_MESSAGING_DESTINATION_NAME,
+  messagingPartition: ATTR_MESSAGING_DESTINATION_PARTITION_ID,
+  messagingConsumerGroup: ATTR_MESSAGING_CONSUMER_GROUP_NAME,
+  messagingBatchCount: ATTR_MESSAGING_BATCH_MESSAGE_COUNT,
+  messagingKafkaKey: ATTR_MESSAGING_KAFKA_MESSAGE_KEY,
+  messagingKafkaOffset: ATTR_MESSAGING_KAFKA_OFFSET,
   // AWS calls (RPC conventions).
-  rpcSystem: 'rpc.system',
-  rpcService: 'rpc.service',
-  rpcMethod: 'rpc.method',
-  cloudRegion: 'cloud.region',
+  rpcSystem: ATTR_RPC_SYSTEM,
+  rpcService: ATTR_RPC_SERVICE,
+  rpcMethod: ATTR_RPC_METHOD,
+  cloudRegion: ATTR_CLOUD_REGION,
   // meterline's own.
   customer: 'meterline.customer',
   dimension: 'meterline.dimension',
