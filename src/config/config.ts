@@ -10,7 +10,7 @@ import { type KafkaSecurity, kafkaSecurityFromEnv } from '../kafka/security.ts';
 import { DEFAULT_ACCEPTANCE_WINDOW_MS, type MeteringApi } from '../submit/aws-window.ts';
 import { MIN_SECRET_BYTES } from '../subscribe/handoff.ts';
 import { type CustomerMap, type Customers, customersObject, loadCustomers } from './customers.ts';
-import { parseDuration } from './duration.ts';
+import { lacksUnit, parseDuration } from './duration.ts';
 import { readStructuredFile } from './load-file.ts';
 import { loadPlan, type Plan } from './plan.ts';
 
@@ -20,6 +20,10 @@ const duration = (fallback: string) =>
     .default(fallback)
     .transform((text, ctx) => {
       const ms = parseDuration(text);
+      if (ms === undefined && lacksUnit(text)) {
+        ctx.addIssue({ code: 'custom', message: `needs a unit, like 300ms, 30s, 5m or 2h (got "${text}")` });
+        return z.NEVER;
+      }
       if (ms === undefined) {
         ctx.addIssue({ code: 'custom', message: `must be a duration like 30s, 5m or 2h (got "${text}")` });
         return z.NEVER;
@@ -102,11 +106,12 @@ export const EnvSchema = z.object({
   METERLINE_MAX_MESSAGE_BYTES: int(16_384, 256, 1_048_576),
   // saas: BatchMeterUsage for the buyers in the customers file or the registered ones; container: MeterUsage from the buyer's account.
   METERLINE_METERING_MODE: z.enum(['saas', 'container']).default('saas'),
+  // Unset: a port per role (DEFAULT_OPS_PORT), so a processor and a worker on one host both start.
   METERLINE_OPS_PORT: z
     .string()
-    .default('9464')
+    .optional()
     .refine(
-      (v) => v === 'off' || (/^\d+$/.test(v) && Number(v) <= 65_535),
+      (v) => v === undefined || v === 'off' || (/^\d+$/.test(v) && Number(v) <= 65_535),
       'a port (0 = any free one) or "off"',
     ),
   // A Kafka send not done by then fails (bounded retries included): its stage keeps the input and retries,
@@ -211,6 +216,86 @@ export interface Config {
   logLevel: Env['LOG_LEVEL'];
   /** Port of /metrics, /healthz and /readyz; undefined when off. */
   opsPort: number | undefined;
+  /** Things worth telling the operator that do not stop the start (unknown METERLINE_* variables). */
+  warnings: string[];
+}
+
+/**
+ * The ops port of each role when METERLINE_OPS_PORT is unset: a processor (or `run`) and a worker started
+ * side by side on one host must not collide. The chart sets METERLINE_OPS_PORT itself.
+ */
+export const DEFAULT_OPS_PORT = { processor: 9464, worker: 9465, registration: 9466 } as const;
+
+function defaultOpsPort(roles: readonly Role[]): number {
+  if (roles.includes('processor')) return DEFAULT_OPS_PORT.processor;
+  if (roles.includes('worker')) return DEFAULT_OPS_PORT.worker;
+  return DEFAULT_OPS_PORT.registration;
+}
+
+/**
+ * METERLINE_* variables read outside the configuration: by the CLI's tools, the local stack, the tests and
+ * the chart (METERLINE_REDIS_PASSWORD is interpolated into REDIS_URL by Kubernetes). Never warned about.
+ */
+const OTHER_METERLINE_VARIABLES: ReadonlySet<string> = new Set([
+  'METERLINE_CONFIG',
+  'METERLINE_JAEGER_URL',
+  'METERLINE_REDIS_PASSWORD',
+  'METERLINE_TRACING',
+  'METERLINE_STACK_HOST',
+  'METERLINE_JAVA',
+  'METERLINE_NODE_IP',
+  'METERLINE_KEEP_STACK',
+  'METERLINE_NO_STACK',
+  'METERLINE_FAULT_TESTS',
+  'METERLINE_CLUSTER_TEST',
+  'METERLINE_TEST_IMAGE',
+  'METERLINE_TEST_KILL_AT',
+]);
+
+/** One warning per METERLINE_* variable nothing reads, with the closest known name when one is close. */
+export function unknownVariableWarnings(env: NodeJS.ProcessEnv): string[] {
+  const known = [...KEYS.filter((k) => k.startsWith('METERLINE_')), ...OTHER_METERLINE_VARIABLES];
+  return Object.keys(env)
+    .filter((k) => k.startsWith('METERLINE_') && !known.includes(k))
+    .sort()
+    .map((k) => {
+      const [best] = known
+        .map((name) => ({ name, d: editDistance(k, name) }))
+        .sort((a, b) => a.d - b.d || (a.name < b.name ? -1 : 1));
+      const close = best && best.d <= Math.max(2, Math.floor(k.length / 5));
+      return `${k} is not a meterline setting${close ? ` (did you mean ${best.name}?)` : ''}`;
+    });
+}
+
+/** Levenshtein distance: insertions, deletions and substitutions. */
+function editDistance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) {
+      next[j] = Math.min(
+        (row[j] ?? 0) + 1,
+        (next[j - 1] ?? 0) + 1,
+        (row[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1),
+      );
+    }
+    row = next;
+  }
+  return row[b.length] ?? 0;
+}
+
+/** Each entry host:port (IPv6 as [addr]:port); kafkajs would otherwise loop on "Port should be >= 0". */
+export function brokerIssues(brokers: string): string[] {
+  return brokers
+    .split(',')
+    .map((b) => b.trim())
+    .filter(Boolean)
+    .flatMap((b) => {
+      const m = /^(\[[0-9A-Fa-f:.]+\]|[^:\s[\]]+):(\d{1,5})$/.exec(b);
+      if (m && Number(m[2]) >= 1 && Number(m[2]) <= 65_535) return [];
+      const host = m?.[1] ?? b.replace(/:[^:\]]*$/, '');
+      return [`KAFKA_BROKERS: "${b}" has no port: write host:port, such as ${host}:9092`];
+    });
 }
 
 const KEYS = Object.keys(EnvSchema.shape) as (keyof Env)[];
@@ -251,6 +336,7 @@ export function loadConfig(roles: readonly Role[], env: NodeJS.ProcessEnv = proc
   const needsKafka = roles.length === 0 || roles.some((r) => !WITHOUT_KAFKA.has(r));
   if (needsKafka && !source.KAFKA_BROKERS)
     issues.push('KAFKA_BROKERS: required: comma-separated host:port list');
+  if (source.KAFKA_BROKERS) issues.push(...brokerIssues(source.KAFKA_BROKERS));
   if (roles.includes('worker') && !source.AWS_REGION)
     issues.push('AWS_REGION: required by the metering worker');
   if (roles.includes('registration') && !source.AWS_REGION)
@@ -399,6 +485,12 @@ export function loadConfig(roles: readonly Role[], env: NodeJS.ProcessEnv = proc
       handoffSecret: e.METERLINE_HANDOFF_SIGNING_SECRET,
     },
     logLevel: e.LOG_LEVEL,
-    opsPort: e.METERLINE_OPS_PORT === 'off' ? undefined : Number(e.METERLINE_OPS_PORT),
+    opsPort:
+      e.METERLINE_OPS_PORT === 'off'
+        ? undefined
+        : e.METERLINE_OPS_PORT === undefined
+          ? defaultOpsPort(roles)
+          : Number(e.METERLINE_OPS_PORT),
+    warnings: unknownVariableWarnings(env),
   };
 }

@@ -5,6 +5,7 @@
  */
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { ConfigError } from '../errors.ts';
 import { register } from './metrics.ts';
 
 /** A condition the probes report. Each returns the reasons it fails (none: fine). */
@@ -56,7 +57,15 @@ export async function startOpsServer(port: number, host = '0.0.0.0'): Promise<Op
     res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
   });
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
+    server.once('error', (error: NodeJS.ErrnoException) =>
+      reject(
+        error.code === 'EADDRINUSE'
+          ? new ConfigError('METERLINE_OPS_PORT', [
+              `port ${port} is in use on this host (another meterline process?): set METERLINE_OPS_PORT to a free port, 0 for any, or off`,
+            ])
+          : error,
+      ),
+    );
     server.listen(port, host, () => resolve());
   });
   return {

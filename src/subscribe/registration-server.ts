@@ -12,7 +12,7 @@
 import { timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { isMeterlineError, MeterlineError } from '../errors.ts';
+import { ConfigError, isMeterlineError, MeterlineError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { metrics } from '../observability/metrics.ts';
 import {
@@ -336,7 +336,15 @@ export async function startRegistrationServer(o: RegistrationServerOptions): Pro
   server.headersTimeout = 10_000;
   server.requestTimeout = 30_000;
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
+    server.once('error', (error: NodeJS.ErrnoException) =>
+      reject(
+        error.code === 'EADDRINUSE'
+          ? new ConfigError('METERLINE_REGISTRATION_LISTEN_PORT', [
+              `port ${o.port} is in use on this host: set METERLINE_REGISTRATION_LISTEN_PORT to a free port`,
+            ])
+          : error,
+      ),
+    );
     server.listen(o.port, o.host ?? '0.0.0.0', () => resolve());
   });
   return {

@@ -34,6 +34,7 @@ describe('configuration', () => {
       usage: 'usage-events',
       submissions: 'metering-submissions',
       failed: 'metering-failed',
+      changelog: 'meterline-window-changelog',
       partitions: 6,
     });
     expect(c.window.graceMs).toBe(5 * 60_000);
@@ -231,7 +232,7 @@ describe('configuration', () => {
     expect(
       loadConfig(['processor'], { ...base, METERLINE_REDIS_COMMAND_TIMEOUT: '100ms' }).redis.commandTimeoutMs,
     ).toBe(100);
-    for (const value of ['0s', '0', '99ms', '0.01s']) {
+    for (const value of ['0s', '0ms', '99ms', '0.01s']) {
       expect(
         issuesOf(() => loadConfig(['processor'], { ...base, METERLINE_REDIS_COMMAND_TIMEOUT: value })),
       ).toEqual(['METERLINE_REDIS_COMMAND_TIMEOUT: must be at least 100ms (0 would turn the timeout off)']);
@@ -270,6 +271,63 @@ describe('configuration', () => {
       'KAFKA_SASL_PASSWORD: required with KAFKA_SASL_MECHANISM',
       'REDIS_TLS_CA_FILE: /nonexistent/redis-ca.pem does not exist',
     ]);
+  });
+
+  // Issue 20: a bare number was read as milliseconds, so METERLINE_WINDOW_GRACE=300 meant 0.3 s.
+  it('refuses a duration without a unit, naming the key', () => {
+    for (const value of ['300', '0', '1.5']) {
+      expect(issuesOf(() => loadConfig(['processor'], { ...base, METERLINE_WINDOW_GRACE: value }))).toEqual([
+        `METERLINE_WINDOW_GRACE: needs a unit, like 300ms, 30s, 5m or 2h (got "${value}")`,
+      ]);
+    }
+    expect(loadConfig(['processor'], { ...base, METERLINE_WINDOW_GRACE: '300ms' }).window.graceMs).toBe(300);
+  });
+
+  // Issue 20: KAFKA_BROKERS=broker was accepted, then kafkajs looped on "Port should be >= 0".
+  it('refuses Kafka brokers without a port', () => {
+    expect(issuesOf(() => loadConfig(['processor'], { ...base, KAFKA_BROKERS: 'broker' }))).toEqual([
+      'KAFKA_BROKERS: "broker" has no port: write host:port, such as broker:9092',
+    ]);
+    expect(
+      issuesOf(() => loadConfig(['processor'], { ...base, KAFKA_BROKERS: 'a:9092, b:x, c:70000' })),
+    ).toEqual([
+      'KAFKA_BROKERS: "b:x" has no port: write host:port, such as b:9092',
+      'KAFKA_BROKERS: "c:70000" has no port: write host:port, such as c:9092',
+    ]);
+    expect(
+      loadConfig(['processor'], { ...base, KAFKA_BROKERS: '[::1]:9092,k-0.k:19092' }).kafka.brokers,
+    ).toEqual(['[::1]:9092', 'k-0.k:19092']);
+  });
+
+  // Issue 20: a misspelled METERLINE_* variable was ignored in silence.
+  it('warns about unknown METERLINE_* variables, with the closest known name', () => {
+    const c = loadConfig(['processor'], {
+      ...base,
+      METERLINE_WINDOW_GRAC: '1m',
+      METERLINE_OPS_PROT: '1',
+      METERLINE_XYZZY: '1',
+      // Read by tools and the chart, not by the config: never warned about.
+      METERLINE_JAEGER_URL: 'http://127.0.0.1:16686',
+      METERLINE_REDIS_PASSWORD: 'pw',
+      METERLINE_CONFIG: '',
+    });
+    expect(c.warnings).toEqual([
+      'METERLINE_OPS_PROT is not a meterline setting (did you mean METERLINE_OPS_PORT?)',
+      'METERLINE_WINDOW_GRAC is not a meterline setting (did you mean METERLINE_WINDOW_GRACE?)',
+      'METERLINE_XYZZY is not a meterline setting',
+    ]);
+    expect(loadConfig(['processor'], base).warnings).toEqual([]);
+  });
+
+  // Issue 20: processor and worker both took 9464, so the second one on a host died with EADDRINUSE.
+  it('gives each role its own default ops port', () => {
+    const worker = { ...base, AWS_REGION: 'us-east-1' };
+    expect(loadConfig(['processor'], base).opsPort).toBe(9464);
+    expect(loadConfig(['processor', 'worker'], worker).opsPort).toBe(9464);
+    expect(loadConfig(['worker'], worker).opsPort).toBe(9465);
+    expect(loadConfig(['registration'], worker).opsPort).toBe(9466);
+    expect(loadConfig(['worker'], { ...worker, METERLINE_OPS_PORT: '9500' }).opsPort).toBe(9500);
+    expect(loadConfig(['worker'], { ...worker, METERLINE_OPS_PORT: 'off' }).opsPort).toBeUndefined();
   });
 
   it('needs AWS_REGION and a customers file for the worker only', () => {
