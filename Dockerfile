@@ -36,6 +36,8 @@ COPY schemas/ ./schemas/
 COPY src/ ./src/
 # The optional topics Job of the Helm chart runs this (there is no meterline subcommand for it).
 COPY deploy/image/create-topics.ts ./deploy/image/create-topics.ts
+# The chart's `helm test` pod runs this: each role's health, Kafka and Redis reachable.
+COPY deploy/image/helm-test.ts ./deploy/image/helm-test.ts
 # Non-root, and nothing is written outside /tmp: the chart runs it with a read-only root filesystem.
 USER 65532:65532
 # The same flags as `npm run meterline`: the OpenTelemetry preload starts the SDK before anything else is

@@ -169,11 +169,12 @@ describe('helm lint and offline validation', () => {
 describe('rendered objects', () => {
   it('each value set renders the objects it asks for, and only those', () => {
     const kinds = (name: SetName) => [...new Set(set(name).objects.map((o) => o.kind))].sort();
-    // The NetworkPolicies are on by default.
+    // The NetworkPolicies are on by default; the Pod is the helm test hook (test/chart/conventions.test.ts).
     const base = [
       'ConfigMap',
       'Deployment',
       'NetworkPolicy',
+      'Pod',
       'PodDisruptionBudget',
       'Service',
       'ServiceAccount',
@@ -553,8 +554,18 @@ describe('rendered objects', () => {
     );
     const kafkaRule = processorNp.spec.egress.find((r: Obj) => r.ports.some((p: Obj) => p.port === 9093));
     expect(kafkaRule.to).toEqual([{ ipBlock: { cidr: '10.20.0.0/16' } }]);
+    // metricsFrom, plus the helm test pod of the release (test/chart/conventions.test.ts).
     const monitoring = [
       { namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'monitoring' } } },
+      {
+        podSelector: {
+          matchLabels: {
+            'app.kubernetes.io/name': 'meterline',
+            'app.kubernetes.io/instance': 'ml',
+            'app.kubernetes.io/component': 'test',
+          },
+        },
+      },
     ];
     for (const role of ['processor', 'worker'])
       expect(byName('full', 'NetworkPolicy', `ml-meterline-${role}`).spec.ingress).toEqual([
@@ -1002,7 +1013,7 @@ describe('NOTES.txt', () => {
       'aws.meteringEndpoint=http://meterline-emulator.metering:8080',
     ]);
     const command = notes.slice(
-      notes.indexOf('-- produce'),
+      notes.indexOf('node src/cli/main.ts produce'),
       notes.indexOf('--no-progress') + '--no-progress'.length,
     );
     const flags = [...command.matchAll(/\s(--?[a-z][a-z-]*)/g)].map((m) => m[1] as string);
@@ -1024,16 +1035,13 @@ describe('NOTES.txt', () => {
     }
     expect(command).toContain('--brokers kafka-0.kafka:9093,kafka-1.kafka:9093,kafka-2.kafka:9093');
     expect(command).toContain('--customers acme --dimensions api_calls');
-    expect(notes).toContain('--image=images.example.com/platform/meterline:0.1.0-rc.1');
-    expect(notes).toContain('--override-type=strategic');
-    expect(notes).toContain('service=meterline-worker');
-    expect(notes).toContain('"meterline.customer":"acme"');
-
+    // From a worker pod: it has the Kafka TLS and SASL settings, and its NetworkPolicy allows Kafka.
     expect(notes).toContain(`exec deployment/ml-meterline-worker -- node src/cli/main.ts produce`);
+    expect(notes).toContain('service meterline-worker, tag meterline.customer=acme');
 
     const off = await renderNotes(path.join(VALUES, 'minimal.yaml'));
     expect(off).not.toContain('Kafka needs TLS/SASL');
-    expect(off).toContain('tracing is off');
+    expect(off).toContain('Tracing is off');
     expect(off).toContain('customer_mapping_missing');
     expect(off).not.toContain('/marketplace');
   });
@@ -1078,35 +1086,25 @@ describe('NOTES.txt', () => {
     expect(emulated).toContain('the emulator');
   });
 
-  it('with registration: the URL to give AWS Marketplace, and how to point SNS and EventBridge at /marketplace/events', async () => {
-    const values = valuesOf('full');
+  it('with registration: the URL to give AWS Marketplace and the events endpoint; the wiring is in the README', async () => {
     const notes = await renderNotes(path.join(VALUES, 'full.yaml'));
-    expect(notes).toContain('rollout status deployment/ml-meterline-registration');
     expect(notes).toContain('https://billing.example.com/marketplace/register');
-    expect(notes).toContain(`sends the buyer to\n   ${values.registration.redirectUrl}`);
-    for (const arn of values.registration.snsTopicArns) {
-      expect(notes).toContain(
-        `aws sns subscribe --region us-east-1 --protocol https --topic-arn ${arn} \\\n       --notification-endpoint https://billing.example.com/marketplace/events`,
-      );
-    }
-    expect(notes).toContain("get secret meterline-events -o jsonpath='{.data.eventbridge-key}'");
-    expect(notes).toContain('ApiKeyName=x-meterline-api-key');
-    expect(notes).toContain(
-      '--invocation-endpoint https://billing.example.com/marketplace/events --http-method POST',
-    );
-    expect(notes).toContain('"source":["aws.agreement-marketplace"]');
-    expect(notes).toContain(
-      `role ${values.registration.serviceAccount.roleArn} on ServiceAccount meterline-registration`,
-    );
+    expect(notes).toContain('https://billing.example.com/marketplace/events');
+    expect(notes).not.toContain('Nothing exposes it yet');
 
-    // Nothing exposed, no topics, no key: the NOTES say what is missing.
+    // Nothing exposed: the NOTES say so.
     const bare = await renderNotes(path.join(VALUES, 'minimal.yaml'), ['--set', 'registration.enabled=true']);
     expect(bare).toContain('Nothing exposes it yet');
     expect(bare).toContain('https://<your public host>/marketplace/register');
-    expect(bare).toContain('aws-mp-subscription-notification-prod-abc123');
-    expect(bare).toContain('registration.snsTopicArns is empty');
-    expect(bare).toContain('EventBridge events are refused (401)');
-    expect(bare).toContain('shows its own confirmation page');
+
+    // The SNS and EventBridge commands the NOTES used to print are in the chart README's "After the install".
+    const readme = readFileSync(path.join(CHART, 'README.md'), 'utf8');
+    const after = readme.slice(readme.indexOf('## After the install'));
+    expect(after).toContain('aws sns subscribe --region us-east-1 --protocol https --topic-arn');
+    expect(after).toContain('--notification-endpoint https://<host>/marketplace/events');
+    expect(after).toContain('ApiKeyName=x-meterline-api-key');
+    expect(after).toContain('--invocation-endpoint https://<host>/marketplace/events --http-method POST');
+    expect(after).toContain('"source":["aws.agreement-marketplace"]');
   });
 });
 

@@ -47,9 +47,16 @@ spec:
       terminationGracePeriodSeconds: {{ $v.terminationGracePeriodSeconds }}
       securityContext:
         {{- include "meterline.podSecurityContext" $root | nindent 8 }}
-      {{- with $root.Values.imagePullSecrets }}
+      {{- with include "meterline.imagePullSecrets" $root | trim }}
       imagePullSecrets:
-        {{- toYaml . | nindent 8 }}
+        {{- . | nindent 8 }}
+      {{- end }}
+      {{- with $v.priorityClassName }}
+      priorityClassName: {{ . | quote }}
+      {{- end }}
+      {{- with include "meterline.topologySpreadConstraints" $ctx | trim }}
+      topologySpreadConstraints:
+        {{- . | nindent 8 }}
       {{- end }}
       containers:
         - name: {{ $role }}
@@ -60,6 +67,9 @@ spec:
           envFrom:
             - configMapRef:
                 name: {{ include "meterline.fullname" $root }}-config
+            {{- with $v.extraEnvFrom }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
           env:
             - name: OTEL_SERVICE_NAME
               value: meterline-{{ $role }}
@@ -111,6 +121,10 @@ spec:
             - name: NODE_EXTRA_CA_CERTS
               value: /etc/meterline-ca/{{ $root.Values.extraCaCerts.key }}
             {{- end }}
+            {{- with $v.extraEnv }}
+            # extraEnv: the operator's own, after the chart's.
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
           ports:
             {{- if eq $role "registration" }}
             - name: http
@@ -124,22 +138,17 @@ spec:
             httpGet:
               path: /healthz
               port: metrics
-            periodSeconds: 5
-            failureThreshold: 36
+            {{- toYaml $v.probes.startup | nindent 12 }}
           livenessProbe:
             httpGet:
               path: /healthz
               port: metrics
-            periodSeconds: 10
-            timeoutSeconds: 3
-            failureThreshold: 3
+            {{- toYaml $v.probes.liveness | nindent 12 }}
           readinessProbe:
             httpGet:
               path: /readyz
               port: metrics
-            periodSeconds: 5
-            timeoutSeconds: 3
-            failureThreshold: 2
+            {{- toYaml $v.probes.readiness | nindent 12 }}
           resources:
             {{- toYaml $v.resources | nindent 12 }}
           securityContext:
@@ -164,6 +173,9 @@ spec:
             {{- with include "meterline.kafkaCaMount" $root | trim }}
             {{- . | nindent 12 }}
             {{- end }}
+            {{- end }}
+            {{- with $v.extraVolumeMounts }}
+            {{- toYaml . | nindent 12 }}
             {{- end }}
       volumes:
         # The root filesystem is read-only; /tmp is the only writable place.
@@ -195,6 +207,9 @@ spec:
         {{- with include "meterline.kafkaCaVolume" $root | trim }}
         {{- . | nindent 8 }}
         {{- end }}
+        {{- end }}
+        {{- with $v.extraVolumes }}
+        {{- toYaml . | nindent 8 }}
         {{- end }}
       {{- with $v.nodeSelector }}
       nodeSelector:

@@ -52,6 +52,41 @@ app.kubernetes.io/component: {{ .role }}
 {{- end -}}
 
 {{/*
+The pull secrets of every pod: imagePullSecrets, then a parent chart's global.imagePullSecrets (entries
+{name: …} or plain names), each name once.
+*/}}
+{{- define "meterline.imagePullSecrets" -}}
+{{- $global := .Values.global | default dict -}}
+{{- $names := list -}}
+{{- range concat (.Values.imagePullSecrets | default list) ($global.imagePullSecrets | default list) -}}
+{{- $name := "" -}}
+{{- if kindIs "string" . }}{{ $name = . }}{{ else if kindIs "map" . }}{{ $name = get . "name" }}{{ end -}}
+{{- if and $name (not (has $name $names)) -}}
+{{- $names = append $names $name -}}
+{{- end -}}
+{{- end -}}
+{{- range $names }}
+- name: {{ . }}
+{{- end -}}
+{{- end -}}
+
+{{/*
+A role's topologySpreadConstraints: (dict "root" $ "role" …). A constraint without labelSelector spreads the
+role's own pods.
+*/}}
+{{- define "meterline.topologySpreadConstraints" -}}
+{{- $v := index .root.Values .role -}}
+{{- $selector := include "meterline.roleSelectorLabels" . | fromYaml -}}
+{{- range $v.topologySpreadConstraints }}
+{{- $c := deepCopy . -}}
+{{- if not (hasKey $c "labelSelector") -}}
+{{- $_ := set $c "labelSelector" (dict "matchLabels" $selector) -}}
+{{- end }}
+- {{- toYaml $c | nindent 2 }}
+{{- end -}}
+{{- end -}}
+
+{{/*
 A role's ServiceAccount: (dict "root" $ "role" …). The registration's is set apart, under
 registration.serviceAccount, so that its IAM role is its own.
 */}}

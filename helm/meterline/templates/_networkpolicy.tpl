@@ -107,7 +107,7 @@ Egress rules: (dict "root" $ "targets" (list <target name> …)), each target on
 
 {{/*
 One role's NetworkPolicy: (dict "root" $ "role" <role> "targets" (list …) "ingress" <ingress rules YAML or "">
-"annotations" <dict>).
+"annotations" <dict> "extraEgress" <list of egress rules>).
 */}}
 {{- define "meterline.np.rolePolicy" -}}
 {{- $ctx := dict "root" .root "role" .role -}}
@@ -134,6 +134,9 @@ spec:
   {{- end }}
   egress:
     {{- include "meterline.np.egress" (dict "root" .root "targets" .targets) | trim | nindent 4 }}
+    {{- with .extraEgress }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
 {{- end -}}
 
 {{/* Ingress to a named container port from a list of peers (empty: from anywhere): (dict "port" … "from" …). */}}
