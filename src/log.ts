@@ -2,7 +2,7 @@
  * pino JSON logs. Secrets never reach a line, wherever they sit: every argument of a log call (the object at
  * any depth, errors with their message, stack and cause, the message and its interpolated values) and every
  * child logger's bindings (and setBindings) go through src/redact.ts first. Every line written inside a recording span carries
- * its `trace_id` and `span_id`, so a line leads to its trace.
+ * its `trace_id` and `span_id`, so a line leads to its trace. Lines go to stderr unless a destination is given.
  */
 import { type DestinationStream, type Logger, type LoggerOptions, pino } from 'pino';
 import { activeTraceIds } from './observability/tracing.ts';
@@ -26,7 +26,8 @@ export function createLogger(
       },
     },
   };
-  const logger = destination ? pino(options, destination) : pino(options);
+  // stderr: stdout carries only a command's data (`meterline status -o json | jq`).
+  const logger = pino(options, destination ?? pino.destination({ dest: 2, sync: true }));
   // pino writes a child's bindings once, when it is made, past the hook (and children reset
   // formatters.bindings): redact them there. Children inherit from their parent, so this covers them all.
   const { child, setBindings } = logger;

@@ -2,15 +2,20 @@
  * `meterline customers`: the customer directory that registration fills (tenant, AWS identity, status),
  * next to the tenants of the customers file, so an operator sees who is billed under which identity.
  */
-import Table from 'cli-table3';
 import type { Command } from 'commander';
 import { awsCustomerId, type CustomerMap } from '../config/customers.ts';
-import { createRedis } from '../redis/client.ts';
 import { Keys } from '../redis/keys.ts';
 import { CustomerDirectory, type DirectoryEntry, defaultTenant } from '../subscribe/customer-directory.ts';
 import { loadConfigOrExit } from './lifecycle.ts';
-
-const STYLE = process.stdout.isTTY ? {} : { head: [], border: [] };
+import { oneShotRedis, reach, type TimeoutOptions, timeoutMs, withTimeout } from './one-shot.ts';
+import {
+  type OutputOptions,
+  outputFormat,
+  printData,
+  renderTable,
+  withExamples,
+  withOutput,
+} from './output.ts';
 
 export interface CustomerRow {
   tenant: string;
@@ -24,32 +29,29 @@ export interface CustomerRow {
 }
 
 export function registerCustomersCommand(program: Command): void {
-  program
+  const customers = program
     .command('customers')
     .description('tenants and their AWS identities: the customers file and the registered customer directory')
-    .option('--json', 'print the list as JSON')
     .option(
       '--status <status>',
       'only tenants with this status (subscribed, unsubscribe-pending, …; file tenants count as subscribed)',
-    )
-    .action(async (o: { json?: boolean; status?: string }) => {
-      const config = loadConfigOrExit(['directory']);
-      const redis = createRedis(config.redis.url, config.redis);
-      try {
-        const registered = await new CustomerDirectory(redis, new Keys(config.redis.prefix)).all();
-        const rows = customerRows(config.customerMap, registered).filter(
-          (r) => !o.status || r.status === o.status,
-        );
-        if (o.json) {
-          process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
-          return;
-        }
-        const table = new Table({
-          head: ['tenant', 'source', 'AWS id', 'product', 'status', 'subscribed at', 'unsubscribed at'],
-          style: STYLE,
-        });
-        for (const r of rows) {
-          table.push([
+    );
+  withExamples(withTimeout(withOutput(customers)), [
+    'meterline customers',
+    'meterline customers --status unsubscribe-pending -o json',
+  ]).action(async (o: OutputOptions & TimeoutOptions & { status?: string }) => {
+    const config = loadConfigOrExit(['directory']);
+    const { redis, check } = oneShotRedis(config.redis);
+    try {
+      await reach(timeoutMs(o), [check]);
+      const registered = await new CustomerDirectory(redis, new Keys(config.redis.prefix)).all();
+      const rows = customerRows(config.customerMap, registered).filter(
+        (r) => !o.status || r.status === o.status,
+      );
+      printData(outputFormat(o), rows, () => {
+        const table = renderTable(
+          ['tenant', 'source', 'AWS id', 'product', 'status', 'subscribed at', 'unsubscribed at'],
+          rows.map((r) => [
             r.tenant,
             r.source,
             r.awsId,
@@ -57,13 +59,14 @@ export function registerCustomersCommand(program: Command): void {
             r.status,
             r.subscribedAt,
             r.unsubscribedAt,
-          ]);
-        }
-        process.stdout.write(`${table.toString()}\n${rows.length} tenant(s)\n`);
-      } finally {
-        redis.disconnect();
-      }
-    });
+          ]),
+        );
+        return `${table}\n${rows.length} tenant(s)\n`;
+      });
+    } finally {
+      redis.disconnect();
+    }
+  });
 }
 
 /** The file's tenants win where both name one (as in the worker); sorted by tenant. */

@@ -1,7 +1,7 @@
 /** `meterline dlq list | inspect <id> | redrive`: the failed-records topic, for the operator. */
 import { SingleBar } from 'cli-progress';
-import Table from 'cli-table3';
 import { type Command, InvalidArgumentError } from 'commander';
+import type { Kafka } from 'kafkajs';
 import type { Config } from '../config/config.ts';
 import {
   type DlqEntry,
@@ -11,13 +11,26 @@ import {
   readDlq,
   redrive,
 } from '../dlq/redrive.ts';
-import { createKafka, idempotentProducer } from '../kafka/client.ts';
-import { createRedis } from '../redis/client.ts';
+import { idempotentProducer } from '../kafka/client.ts';
+import type { ScriptedRedis } from '../redis/client.ts';
 import { Keys } from '../redis/keys.ts';
-import { loadConfigOrExit, roleLogger } from './lifecycle.ts';
-
-/** Colours only for a terminal: piped output stays plain text. */
-const STYLE = process.stdout.isTTY ? {} : { head: [], border: [] };
+import { loadConfigOrExit } from './lifecycle.ts';
+import {
+  oneShotKafka,
+  oneShotRedis,
+  reach,
+  type TimeoutOptions,
+  timeoutMs,
+  withTimeout,
+} from './one-shot.ts';
+import {
+  type OutputOptions,
+  outputFormat,
+  printData,
+  renderTable,
+  withExamples,
+  withOutput,
+} from './output.ts';
 
 const filter = (v: string, previous: string[] = []) => {
   const [key, ...rest] = v.split('=');
@@ -27,100 +40,126 @@ const filter = (v: string, previous: string[] = []) => {
   return [...previous, v];
 };
 
+/** An entry id as `dlq list` shows it, partition:offset; checked before anything is contacted. */
+const entryId = (v: string) => {
+  if (!/^\d{1,9}:\d{1,19}$/.test(v)) {
+    throw new InvalidArgumentError(
+      'an entry id is partition:offset, such as 0:42, as `meterline dlq list` shows it',
+    );
+  }
+  return v;
+};
+
+type ListOptions = OutputOptions & TimeoutOptions & { filter?: string[] };
+
 export function registerDlqCommand(program: Command): void {
   const dlq = program.command('dlq').description('list, inspect and redrive the failed-records topic');
-  dlq
+  withExamples(dlq, ['meterline dlq list', 'meterline dlq inspect 0:42', 'meterline dlq redrive --dry-run']);
+  const list = dlq
     .command('list')
     .description('list failed records, newest last')
-    .option('--filter <key=value>', `only entries with this ${FILTER_KEYS.join(' | ')} (repeatable)`, filter)
-    .option('--json', 'one JSON envelope per line, with its id')
-    .action(async (o: { filter?: string[]; json?: boolean }) => {
-      await withDlq(async ({ config, entries, redriven }) => {
-        const shown = entries.filter((e) => matches(e, o.filter ?? []));
-        if (o.json) {
-          for (const e of shown) process.stdout.write(`${JSON.stringify({ id: e.id, ...e.envelope })}\n`);
-          return;
-        }
-        const table = new Table({
-          head: ['id', 'failed at', 'stage', 'reason', 'what', 'redriven'],
-          style: STYLE,
-        });
-        for (const e of shown) {
-          table.push([
-            e.id,
-            e.envelope.failedAt,
-            e.envelope.stage,
-            e.envelope.reason,
-            what(e),
-            redriven(e) ? 'yes' : '',
-          ]);
-        }
-        process.stdout.write(`${table.toString()}\n`);
-        process.stdout.write(`${shown.length} of ${entries.length} entries on ${config.topics.failed}\n`);
-      });
+    .option('--filter <key=value>', `only entries with this ${FILTER_KEYS.join(' | ')} (repeatable)`, filter);
+  withExamples(withTimeout(withOutput(list)), [
+    'meterline dlq list',
+    'meterline dlq list --filter reason=customer_not_subscribed',
+    'meterline dlq list --filter stage=submit -o json',
+  ]).action(async (o: ListOptions) => {
+    await withDlq(o, async ({ config, entries, redriven }) => {
+      const shown = entries.filter((e) => matches(e, o.filter ?? []));
+      printData(
+        outputFormat(o),
+        shown.map((e) => ({ id: e.id, ...e.envelope, redriven: redriven(e) })),
+        () =>
+          `${renderTable(
+            ['id', 'failed at', 'stage', 'reason', 'what', 'redriven'],
+            shown.map((e) => [
+              e.id,
+              e.envelope.failedAt,
+              e.envelope.stage,
+              e.envelope.reason,
+              what(e),
+              redriven(e) ? 'yes' : '',
+            ]),
+          )}\n${shown.length} of ${entries.length} entries on ${config.topics.failed}\n`,
+      );
     });
-  dlq
-    .command('inspect <id>')
+  });
+  const inspect = dlq
+    .command('inspect')
     .description('show one entry (id = partition:offset, as listed) with its original message')
-    .action(async (id: string) => {
-      await withDlq(async ({ entries }) => {
-        const entry = entries.find((e) => e.id === id);
-        if (!entry) throw new Error(`no entry ${id} on the failed-records topic`);
-        const { originalBase64, ...rest } = entry.envelope;
-        process.stdout.write(`${JSON.stringify({ id, ...rest }, null, 2)}\n`);
-        if (originalBase64) {
-          process.stdout.write(
-            `original message:\n${Buffer.from(originalBase64, 'base64').toString('utf8')}\n`,
-          );
-        }
-      });
+    .argument('<id>', 'partition:offset, as `meterline dlq list` shows it', entryId);
+  withExamples(withTimeout(withOutput(inspect)), [
+    'meterline dlq inspect 0:42',
+    'meterline dlq inspect 0:42 -o yaml',
+  ]).action(async (id: string, o: OutputOptions & TimeoutOptions) => {
+    await withDlq(o, async ({ entries, redriven }) => {
+      const entry = entries.find((e) => e.id === id);
+      if (!entry) throw new Error(`no entry ${id} on the failed-records topic`);
+      const { originalBase64, ...rest } = entry.envelope;
+      const original = originalBase64 ? Buffer.from(originalBase64, 'base64').toString('utf8') : null;
+      printData(
+        outputFormat(o),
+        { id, ...rest, redriven: redriven(entry), original },
+        () =>
+          `${JSON.stringify({ id, ...rest }, null, 2)}\n${original === null ? '' : `original message:\n${original}\n`}`,
+      );
     });
-  dlq
+  });
+  const redriveCommand = dlq
     .command('redrive')
     .description(
       'send failed records back (ingest → usage topic, commit and submit → submission topic), once each',
     )
     .option('--filter <key=value>', `only entries with this ${FILTER_KEYS.join(' | ')} (repeatable)`, filter)
-    .option('--dry-run', 'say what would be sent, send nothing')
-    .action(async (o: { filter?: string[]; dryRun?: boolean }) => {
-      await withDlq(async ({ config, entries, kafka, redis, keys }) => {
-        const chosen = entries.filter((e) => matches(e, o.filter ?? []));
-        const producer = idempotentProducer(kafka);
-        await producer.connect();
-        const bar = process.stderr.isTTY
-          ? new SingleBar({ format: 'redrive {bar} {value}/{total} entries', stream: process.stderr })
-          : undefined;
-        bar?.start(chosen.length, 0);
-        const results: [DlqEntry, RedriveOutcome][] = [];
-        try {
-          for (const entry of chosen) {
-            results.push([
-              entry,
-              await redrive(entry, {
-                kafka,
-                producer,
-                redis,
-                keys,
-                dlqTopic: config.topics.failed,
-                topics: config.topics,
-                api: config.worker.api,
-                marginMs: 5 * 60_000,
-                dryRun: Boolean(o.dryRun),
-              }),
-            ]);
-            bar?.increment();
-          }
-        } finally {
-          bar?.stop();
-          await producer.disconnect();
+    .option('--dry-run', 'say what would be sent, send nothing');
+  withExamples(withTimeout(withOutput(redriveCommand)), [
+    'meterline dlq redrive --dry-run',
+    'meterline dlq redrive --filter reason=customer_not_subscribed',
+    'meterline dlq redrive --filter stage=submit --filter customer=acme -o json',
+  ]).action(async (o: ListOptions & { dryRun?: boolean }) => {
+    await withDlq(o, async ({ config, entries, kafka, redis, keys }) => {
+      const chosen = entries.filter((e) => matches(e, o.filter ?? []));
+      const producer = idempotentProducer(kafka);
+      await producer.connect();
+      const bar = process.stderr.isTTY
+        ? new SingleBar({ format: 'redrive {bar} {value}/{total} entries', stream: process.stderr })
+        : undefined;
+      bar?.start(chosen.length, 0);
+      const results: [DlqEntry, RedriveOutcome][] = [];
+      try {
+        for (const entry of chosen) {
+          results.push([
+            entry,
+            await redrive(entry, {
+              kafka,
+              producer,
+              redis,
+              keys,
+              dlqTopic: config.topics.failed,
+              topics: config.topics,
+              api: config.worker.api,
+              marginMs: 5 * 60_000,
+              dryRun: Boolean(o.dryRun),
+            }),
+          ]);
+          bar?.increment();
         }
-        process.stdout.write(`${summary(results, Boolean(o.dryRun))}\n`);
-        for (const [entry, r] of results) {
-          if (r.kind === 'refused')
-            process.stdout.write(`refused ${entry.id} (${entry.envelope.reason}): ${r.why}\n`);
-        }
-      });
+      } finally {
+        bar?.stop();
+        await producer.disconnect();
+      }
+      const dryRun = Boolean(o.dryRun);
+      const refused = results.flatMap(([entry, r]) =>
+        r.kind === 'refused' ? [{ id: entry.id, reason: entry.envelope.reason, why: r.why }] : [],
+      );
+      printData(
+        outputFormat(o),
+        { dryRun, byReason: summary(results, dryRun), refused },
+        () =>
+          `${summaryTable(results, dryRun)}\n${refused.map((r) => `refused ${r.id} (${r.reason}): ${r.why}\n`).join('')}`,
+      );
     });
+  });
 }
 
 /** What failed: the record's customer, dimension and hour, or where the input came from. */
@@ -131,39 +170,67 @@ function what(e: DlqEntry): string {
   return s ? `${s.topic} ${s.partition}:${s.offset}` : '';
 }
 
-function summary(results: readonly [DlqEntry, RedriveOutcome][], dryRun: boolean): string {
-  const kinds = dryRun
+function kindsOf(dryRun: boolean) {
+  return dryRun
     ? (['would-redrive', 'refused', 'already-redriven'] as const)
     : (['redriven', 'refused', 'already-redriven'] as const);
+}
+
+/** Per reason, how many entries had each outcome; the last row is the total. */
+function summary(
+  results: readonly [DlqEntry, RedriveOutcome][],
+  dryRun: boolean,
+): ({ reason: string } & Record<string, number | string>)[] {
+  const kinds = kindsOf(dryRun);
   const rows = new Map<string, Record<string, number>>();
   for (const [entry, r] of results) {
-    const row = rows.get(entry.envelope.reason) ?? {};
+    const row = rows.get(entry.envelope.reason) ?? Object.fromEntries(kinds.map((k) => [k, 0]));
     row[r.kind] = (row[r.kind] ?? 0) + 1;
     rows.set(entry.envelope.reason, row);
   }
-  const table = new Table({ head: ['reason', ...kinds], style: STYLE });
-  for (const [reason, row] of rows) table.push([reason, ...kinds.map((k) => row[k] ?? 0)]);
-  table.push(['total', ...kinds.map((k) => results.filter(([, r]) => r.kind === k).length)]);
-  return table.toString();
+  return [
+    ...[...rows].map(([reason, row]) => ({ reason, ...row })),
+    {
+      reason: 'total',
+      ...Object.fromEntries(kinds.map((k) => [k, results.filter(([, r]) => r.kind === k).length])),
+    },
+  ];
 }
 
+function summaryTable(results: readonly [DlqEntry, RedriveOutcome][], dryRun: boolean): string {
+  const kinds = kindsOf(dryRun);
+  return renderTable(
+    ['reason', ...kinds],
+    summary(results, dryRun).map((row) => [row.reason, ...kinds.map((k) => row[k] ?? 0)]),
+  );
+}
+
+/**
+ * Reaches Kafka and Redis within the --timeout, then reads the failed-records topic (none yet: no
+ * entries) and which entries were redriven.
+ */
 async function withDlq(
+  o: TimeoutOptions,
   run: (ctx: {
     config: Config;
     entries: DlqEntry[];
     redriven: (e: DlqEntry) => boolean;
-    kafka: ReturnType<typeof createKafka>;
-    redis: ReturnType<typeof createRedis>;
+    kafka: Kafka;
+    redis: ScriptedRedis;
     keys: Keys;
   }) => Promise<void>,
 ): Promise<void> {
   const config = loadConfigOrExit([]);
-  const logger = roleLogger('dlq', config);
-  const kafka = createKafka({ ...config.kafka, logger });
-  const redis = createRedis(config.redis.url, config.redis);
+  const { kafka, check: kafkaUp } = oneShotKafka(config.kafka, 'dlq');
+  const { redis, check: redisUp } = oneShotRedis(config.redis);
   const keys = new Keys(config.redis.prefix);
   try {
-    const entries = await readDlq(kafka, config.topics.failed);
+    await reach(timeoutMs(o), [kafkaUp, redisUp]);
+    const admin = kafka.admin();
+    await admin.connect();
+    const exists = (await admin.listTopics()).includes(config.topics.failed);
+    await admin.disconnect();
+    const entries = exists ? await readDlq(kafka, config.topics.failed) : [];
     const marks = await Promise.all(
       entries.map((e) => redis.exists(keys.redriven(config.topics.failed, e.id))),
     );

@@ -4,7 +4,6 @@
  * AWS_ENDPOINT_URL_MARKETPLACE_METERING=<printed url>. Unlike `startEmulator`, the CLI enforces AWS's
  * 10 TPS quota by default; fault flags set the initial rates (change them later via /_emulator/faults).
  */
-import Table from 'cli-table3';
 import { type Command, InvalidArgumentError } from 'commander';
 import { pino } from 'pino';
 import { loadCustomersFile } from '../emulator/customers-file.ts';
@@ -12,6 +11,21 @@ import { type FaultUpdate, NO_FAULTS, parseFaultUpdate } from '../emulator/fault
 import { type RunningEmulator, startEmulator } from '../emulator/server.ts';
 import type { CustomerSubscription, EmulatorSnapshot } from '../emulator/state.ts';
 import { HOUR_MS } from '../time/hours.ts';
+import {
+  ServiceUnavailableError,
+  type TimeoutOptions,
+  timeoutMs,
+  type Unreachable,
+  withTimeout,
+} from './one-shot.ts';
+import {
+  type OutputOptions,
+  outputFormat,
+  printData,
+  renderTable,
+  withExamples,
+  withOutput,
+} from './output.ts';
 
 const ENDPOINT_ENV = 'AWS_ENDPOINT_URL_MARKETPLACE_METERING';
 
@@ -38,9 +52,8 @@ interface ServeOptions {
 /** AWS's quota for each Metering API (per account and Region). */
 const AWS_TPS = 10;
 
-interface RecordsOptions {
+interface RecordsOptions extends OutputOptions, TimeoutOptions {
   endpoint?: string;
-  json?: boolean;
 }
 
 export function registerEmulatorCommand(program: Command): void {
@@ -74,13 +87,19 @@ export function registerEmulatorCommand(program: Command): void {
     )
     .option('--fault-seed <n>', 'seed for the fault draws, for reproducible runs', number)
     .action((options: ServeOptions, command: Command) => serve(options, command));
+  withExamples(emulator, [
+    'meterline emulator --port 4566 --subscribe 111111111111',
+    'meterline emulator --customers customers.json --throttle-rate 0.2 --fault-seed 7',
+  ]);
 
-  emulator
+  const records = emulator
     .command('records')
     .description('list the records a running emulator accepted')
-    .option('--endpoint <url>', `emulator URL (default: $${ENDPOINT_ENV})`)
-    .option('--json', 'print the raw JSON instead of a table')
-    .action((options: RecordsOptions, command: Command) => printRecords(options, command));
+    .option('--endpoint <url>', `emulator URL (default: $${ENDPOINT_ENV})`);
+  withExamples(withTimeout(withOutput(records)), [
+    'meterline emulator records --endpoint http://127.0.0.1:4566',
+    'meterline emulator records -o json',
+  ]).action((options: RecordsOptions, command: Command) => printRecords(options, command));
 }
 
 /** Runs until SIGINT/SIGTERM, then closes the server and resolves (so the process exits 0). */
@@ -93,7 +112,7 @@ async function serve(options: ServeOptions, command: Command): Promise<void> {
   try {
     fromFile = options.customers ? await loadCustomersFile(options.customers) : [];
   } catch (error) {
-    command.error(`error: ${(error as Error).message}`);
+    command.error(`${(error as Error).message}`, { exitCode: 2 });
   }
   const customers = [...fromFile, ...(options.subscribe ?? []).map((id) => ({ id }))];
   const windowMs: { BatchMeterUsage?: number; MeterUsage?: number } = {};
@@ -105,7 +124,7 @@ async function serve(options: ServeOptions, command: Command): Promise<void> {
   try {
     parseFaultUpdate({ ...faults, tps: options.tps }, NO_FAULTS);
   } catch (error) {
-    command.error(`error: ${(error as Error).message}`);
+    command.error(`${(error as Error).message}`, { exitCode: 2 });
   }
 
   let running: RunningEmulator;
@@ -122,8 +141,12 @@ async function serve(options: ServeOptions, command: Command): Promise<void> {
       logger,
     });
   } catch (error) {
+    const inUse = (error as NodeJS.ErrnoException).code === 'EADDRINUSE';
     command.error(
-      `error: cannot start the emulator on ${options.host}:${options.port}: ${(error as Error).message}`,
+      `cannot start the emulator on ${options.host}:${options.port}: ${
+        inUse ? 'the port is in use: pass another --port (0: any free one)' : (error as Error).message
+      }`,
+      { exitCode: 2 },
     );
   }
   // Plain stdout line, so scripts can `grep -o 'http://.*'`; structured logs go to stderr.
@@ -143,45 +166,55 @@ async function serve(options: ServeOptions, command: Command): Promise<void> {
 
 async function printRecords(options: RecordsOptions, command: Command): Promise<void> {
   const endpoint = options.endpoint ?? process.env[ENDPOINT_ENV];
-  // command.error prints a one-line message and exits 1: these are operator mistakes, not crashes.
-  if (!endpoint) command.error(`error: no emulator endpoint: pass --endpoint or set ${ENDPOINT_ENV}`);
+  if (!endpoint)
+    command.error(`no emulator endpoint: pass --endpoint or set ${ENDPOINT_ENV}`, { exitCode: 2 });
+  const service: Unreachable = {
+    service: 'the Metering emulator',
+    target: endpoint,
+    setting: options.endpoint ? '--endpoint' : ENDPOINT_ENV,
+  };
+  const ms = timeoutMs(options);
   let response: Response;
   try {
-    response = await fetch(new URL('/_emulator/records', endpoint));
-  } catch (error) {
-    const reason = (error as Error).cause ?? error;
-    command.error(`error: cannot reach the emulator at ${endpoint}: ${(reason as Error).message}`);
+    response = await fetch(new URL('/_emulator/records', endpoint), { signal: AbortSignal.timeout(ms) });
+  } catch {
+    throw new ServiceUnavailableError([service], ms);
   }
-  if (!response.ok) command.error(`error: ${endpoint} answered ${response.status}: ${await response.text()}`);
+  if (!response.ok) command.error(`${endpoint} answered ${response.status}: ${await response.text()}`);
   const snapshot = (await response.json()) as EmulatorSnapshot;
-  if (options.json) {
-    process.stdout.write(`${JSON.stringify(snapshot, null, 2)}\n`);
-    return;
-  }
-  const table = new Table({
-    head: ['hour (UTC)', 'customer', 'dimension', 'quantity', 'metering record id', 'api'],
-    style: { head: [], border: [] }, // no ANSI colours: the output is often piped or diffed
-  });
-  for (const r of snapshot.records) {
-    table.push([r.timestamp, r.customer, r.dimension, String(r.quantity), r.meteringRecordId, r.api]);
-  }
-  process.stdout.write(`${table.toString()}\n`);
+  printData(outputFormat(options), snapshot, () => recordsTable(snapshot));
+}
+
+function recordsTable(snapshot: EmulatorSnapshot): string {
+  const table = renderTable(
+    ['hour (UTC)', 'customer', 'dimension', 'quantity', 'metering record id', 'api'],
+    snapshot.records.map((r) => [
+      r.timestamp,
+      r.customer,
+      r.dimension,
+      String(r.quantity),
+      r.meteringRecordId,
+      r.api,
+    ]),
+  );
   const calls = Object.entries(snapshot.calls)
     .map(([op, n]) => `${op}=${n}`)
     .join(' ');
-  process.stdout.write(
-    `${snapshot.records.length} record(s), ${snapshot.duplicates} duplicate(s); calls: ${calls || 'none'}\n`,
-  );
+  const lines = [
+    table,
+    `${snapshot.records.length} record(s), ${snapshot.duplicates} duplicate(s); calls: ${calls || 'none'}`,
+  ];
   // Absent from emulators older than the quota; shown only when something was throttled or injected.
   const throttled = Object.entries(snapshot.throttled ?? {}).map(([op, n]) => `${op}=${n}`);
   const injected = Object.entries(snapshot.injected ?? {})
     .filter(([, n]) => n > 0)
     .map(([kind, n]) => `${kind}=${n}`);
   if (throttled.length > 0 || injected.length > 0) {
-    process.stdout.write(
-      `throttled by quota: ${throttled.join(' ') || 'none'}; injected faults: ${injected.join(' ') || 'none'}\n`,
+    lines.push(
+      `throttled by quota: ${throttled.join(' ') || 'none'}; injected faults: ${injected.join(' ') || 'none'}`,
     );
   }
+  return `${lines.join('\n')}\n`;
 }
 
 /** The fault flags that were given, under their `FaultSettings` names. */

@@ -4,16 +4,25 @@
  * is one line on stderr with its reason code and exit 1. Needs the signing secret and Redis, no Kafka.
  */
 import type { Command } from 'commander';
-import { createRedis } from '../redis/client.ts';
 import { Keys } from '../redis/keys.ts';
 import { verifyHandoffOnce } from '../subscribe/handoff.ts';
 import { loadConfigOrExit } from './lifecycle.ts';
+import { oneShotRedis, reach, type TimeoutOptions, timeoutMs, withTimeout } from './one-shot.ts';
+import {
+  type OutputOptions,
+  outputFormat,
+  printData,
+  renderTable,
+  withExamples,
+  withOutput,
+} from './output.ts';
 
 export function registerHandoffCommand(program: Command): void {
   const handoff = program
     .command('handoff')
     .description('the signed hand-off token that registration adds to the onboarding redirect');
-  handoff
+  withExamples(handoff, ['meterline handoff verify "$HANDOFF_TOKEN"']);
+  const verify = handoff
     .command('verify <token>')
     .description(
       'verify a hand-off token once: prints its claims as JSON, or refuses it (forged, expired, reused) with exit 1',
@@ -22,21 +31,31 @@ export function registerHandoffCommand(program: Command): void {
       'after',
       `
 Required: METERLINE_HANDOFF_SIGNING_SECRET (the registration service's), REDIS_URL and METERLINE_PLAN;
-METERLINE_REDIS_PREFIX as the registration service's if it is not the default. A token verifies once.`,
-    )
-    .action(async (token: string) => {
-      const config = loadConfigOrExit(['handoff']);
-      const redis = createRedis(config.redis.url, config.redis);
-      try {
-        const claims = await verifyHandoffOnce(
-          token,
-          config.registration.handoffSecret as string,
-          redis,
-          new Keys(config.redis.prefix),
-        );
-        process.stdout.write(`${JSON.stringify(claims, null, 2)}\n`);
-      } finally {
-        redis.disconnect();
-      }
-    });
+METERLINE_REDIS_PREFIX as the registration service's if it is not the default. A token verifies once.
+The claims print as JSON unless -o says otherwise.`,
+    );
+  // JSON by default: a seller's backend reads the claims.
+  withExamples(withTimeout(withOutput(verify, 'json')), [
+    'meterline handoff verify "$HANDOFF_TOKEN"',
+    'meterline handoff verify "$HANDOFF_TOKEN" -o table',
+  ]).action(async (token: string, o: OutputOptions & TimeoutOptions) => {
+    const config = loadConfigOrExit(['handoff']);
+    const { redis, check } = oneShotRedis(config.redis);
+    try {
+      await reach(timeoutMs(o), [check]);
+      const claims = await verifyHandoffOnce(
+        token,
+        config.registration.handoffSecret as string,
+        redis,
+        new Keys(config.redis.prefix),
+      );
+      printData(
+        outputFormat(o),
+        claims,
+        () => `${renderTable(['claim', 'value'], Object.entries(claims))}\n`,
+      );
+    } finally {
+      redis.disconnect();
+    }
+  });
 }

@@ -4,9 +4,11 @@ import { ConfigError } from '../errors.ts';
 import { createLogger, type Logger } from '../log.ts';
 import { shutdownTracing } from '../observability/tracing.ts';
 
+/** The validated config; its warnings on stderr. A ConfigError prints its list and exits 2 (usage). */
 export function loadConfigOrExit(roles: readonly Role[]): Config {
+  let config: Config;
   try {
-    return loadConfig(roles);
+    config = loadConfig(roles);
   } catch (error) {
     if (error instanceof ConfigError) {
       process.stderr.write(`meterline: ${error.message}\n`);
@@ -14,6 +16,8 @@ export function loadConfigOrExit(roles: readonly Role[]): Config {
     }
     throw error;
   }
+  for (const warning of config.warnings) process.stderr.write(`meterline: warning: ${warning}\n`);
+  return config;
 }
 
 /** Runs until SIGINT/SIGTERM, then calls stop once; a second signal exits at once. */

@@ -3,7 +3,8 @@
  * it in the terminal: a waterfall of spans with durations and statuses, the attributes that matter, and
  * the links from the finalize span back to the producers of the hour's events.
  */
-import type { Command } from 'commander';
+import { type Command, InvalidArgumentError } from 'commander';
+import { isMeterlineError } from '../errors.ts';
 import {
   DEFAULT_JAEGER_URL,
   isTraceId,
@@ -13,6 +14,15 @@ import {
   tagValue,
 } from '../observability/jaeger-client.ts';
 import { ATTR } from '../observability/trace-attributes.ts';
+import {
+  ServiceUnavailableError,
+  type TimeoutOptions,
+  timeoutMs,
+  type Unreachable,
+  withinTimeout,
+  withTimeout,
+} from './one-shot.ts';
+import { type OutputOptions, outputFormat, printData, withExamples, withOutput } from './output.ts';
 
 /** Attributes shown under a span, in this order. */
 const SHOWN = [
@@ -60,33 +70,58 @@ export interface TraceView {
   }[];
 }
 
+/** A trace id (16 or 32 hex digits) or a record id, product|customer|dimension|hour; checked before Jaeger. */
+const traceOrRecordId = (v: string) => {
+  if (isTraceId(v) || /^[^|\s]+\|[^|]+\|[^|\s]+\|\d{4}-\d\d-\d\dT\d\d:00:00(\.000)?Z$/.test(v)) return v;
+  throw new InvalidArgumentError(
+    'give a trace id (32 hex digits) or a record id, product|customer|dimension|hour such as prod-x|acme|api_calls|2026-01-01T10:00:00.000Z',
+  );
+};
+
 export function registerTraceCommand(program: Command): void {
-  program
-    .command('trace <id>')
+  const trace = program
+    .command('trace')
     .description(
       "draw a submission's trace from Jaeger: by record id (product|customer|dimension|hour) or trace id",
     )
+    .argument('<id>', 'record id (product|customer|dimension|hour) or trace id', traceOrRecordId)
     .option(
       '--jaeger <url>',
       'Jaeger query API base URL (default: METERLINE_JAEGER_URL, else 127.0.0.1:16686)',
     )
-    .option('--json', 'print the trace as JSON')
-    .option('--links <n>', 'producer spans to fetch through the links (default 5)', (v) => Number(v), 5)
-    .action(async (id: string, o: { jaeger?: string; json?: boolean; links: number }) => {
-      const jaeger = new JaegerClient(o.jaeger ?? process.env.METERLINE_JAEGER_URL ?? DEFAULT_JAEGER_URL);
-      const trace = await findTrace(jaeger, id);
-      if (!trace) {
-        process.stderr.write(
-          `meterline: no trace for ${id} in Jaeger at ${jaeger.baseUrl}` +
-            ' (is tracing on, OTEL_EXPORTER_OTLP_ENDPOINT set, and the record submitted?)\n',
-        );
-        process.exitCode = 1;
-        return;
-      }
-      const view = await traceView(jaeger, trace, o.links, isTraceId(id) ? undefined : id);
-      if (o.json) process.stdout.write(`${JSON.stringify(view, null, 2)}\n`);
-      else process.stdout.write(renderTrace(view));
-    });
+    .option('--links <n>', 'producer spans to fetch through the links (default 5)', (v) => Number(v), 5);
+  withExamples(withTimeout(withOutput(trace)), [
+    "meterline trace 'prod-x|acme|api_calls|2026-01-01T10:00:00.000Z'",
+    'meterline trace 4bf92f3577b34da6a3ce929d0e0e4736 -o json',
+  ]).action(async (id: string, o: OutputOptions & TimeoutOptions & { jaeger?: string; links: number }) => {
+    const jaeger = new JaegerClient(o.jaeger ?? process.env.METERLINE_JAEGER_URL ?? DEFAULT_JAEGER_URL);
+    const service: Unreachable = {
+      service: 'Jaeger',
+      target: jaeger.baseUrl,
+      setting: o.jaeger ? '--jaeger' : 'METERLINE_JAEGER_URL',
+    };
+    const ms = timeoutMs(o);
+    const unavailable = (error: unknown) => {
+      throw isMeterlineError(error) && error.code === 'tracing_unavailable'
+        ? new ServiceUnavailableError([service], ms)
+        : error;
+    };
+    const found = await withinTimeout(ms, service, findTrace(jaeger, id)).catch(unavailable);
+    if (!found) {
+      process.stderr.write(
+        `meterline: no trace for ${id} in Jaeger at ${jaeger.baseUrl}` +
+          ' (is tracing on, OTEL_EXPORTER_OTLP_ENDPOINT set, and the record submitted?)\n',
+      );
+      process.exitCode = 1;
+      return;
+    }
+    const view = await withinTimeout(
+      ms,
+      service,
+      traceView(jaeger, found, o.links, isTraceId(id) ? undefined : id),
+    ).catch(unavailable);
+    printData(outputFormat(o), view, () => renderTrace(view));
+  });
 }
 
 /** A trace id is fetched directly; anything else is searched as a record id (the newest trace wins). */

@@ -5,10 +5,10 @@
  *   OTEL_TRACES_SAMPLER / _ARG                        sampling (default parentbased_always_on)
  *   OTEL_SERVICE_NAME                                 default meterline-<role> (processor, worker, run, …)
  *   OTEL_SDK_DISABLED=true                            off
- * Without an OTLP endpoint nothing starts: a process with nowhere to send spans pays nothing for them.
+ * Without an OTLP endpoint nothing starts, and the SDK is not even loaded: a process with nowhere to send
+ * spans pays nothing for them.
  * Metrics stay on Prometheus (/metrics), so the SDK's metric and log exporters are off unless asked for.
  */
-import { NodeSDK } from '@opentelemetry/sdk-node';
 import { registerTracingShutdown } from './tracing.ts';
 
 const ROLES = ['processor', 'worker', 'run', 'produce', 'registration', 'dlq', 'status', 'trace'];
@@ -26,6 +26,9 @@ function roleOf(argv: readonly string[]): string {
 if (enabled(process.env)) {
   process.env.OTEL_METRICS_EXPORTER ??= 'none';
   process.env.OTEL_LOGS_EXPORTER ??= 'none';
+  // Loaded only when used: the SDK takes seconds to load on a busy host, which `meterline --version` and
+  // every one-shot command without tracing would otherwise pay.
+  const { NodeSDK } = await import('@opentelemetry/sdk-node');
   const sdk = new NodeSDK({
     serviceName: process.env.OTEL_SERVICE_NAME ?? `meterline-${roleOf(process.argv)}`,
   });

@@ -47,6 +47,12 @@ export interface RedisClientOptions {
    * @defaultValue none
    */
   commandTimeoutMs?: number;
+  /**
+   * No reconnection: a failed connection fails its commands at once. For one-shot commands, which must
+   * end within their timeout rather than wait for a Redis that is down.
+   * @defaultValue false
+   */
+  failFast?: boolean;
 }
 
 const SOURCES = Object.fromEntries(
@@ -64,15 +70,18 @@ export function clusterSeeds(url: string): string[] {
 export function createRedis(url: string, options: RedisClientOptions = {}): ScriptedRedis {
   const lazyConnect = options.lazyConnect ?? false;
   const tls = options.tlsCaFile ? { ca: [readFileSync(options.tlsCaFile, 'utf8')] } : undefined;
-  const timeout = options.commandTimeoutMs ? { commandTimeout: options.commandTimeoutMs } : {};
+  const timeout: Timeout = {
+    ...(options.commandTimeoutMs ? { commandTimeout: options.commandTimeoutMs } : {}),
+    ...(options.failFast ? { retryStrategy: () => null, maxRetriesPerRequest: 0 } : {}),
+  };
   const redis = options.cluster
-    ? createCluster(url, lazyConnect, tls, timeout)
+    ? createCluster(url, lazyConnect, tls, timeout, options.failFast === true)
     : createStandalone(url, lazyConnect, tls, timeout);
   for (const name of SCRIPT_NAMES) redis.defineCommand(name, { lua: SOURCES[name] });
   return redis as ScriptedRedis;
 }
 
-type Timeout = { commandTimeout?: number };
+type Timeout = { commandTimeout?: number; retryStrategy?: () => null; maxRetriesPerRequest?: number };
 
 function createStandalone(
   url: string,
@@ -96,6 +105,7 @@ function createCluster(
   lazyConnect: boolean,
   tls: { ca: string[] } | undefined,
   timeout: Timeout,
+  failFast: boolean,
 ): Cluster {
   const seeds = clusterSeeds(url);
   const first = seeds[0];
@@ -110,5 +120,6 @@ function createCluster(
     lazyConnect,
     enableAutoPipelining: false,
     redisOptions,
+    ...(failFast ? { clusterRetryStrategy: () => null } : {}),
   });
 }

@@ -215,11 +215,12 @@ describe('meterline emulator fault flags', () => {
       failure(['--error-rate', '0.6', '--timeout-rate', '0.6']),
       failure(['--latency-ms', 'soon']),
     ]);
-    expect(range.code).toBe(1);
+    // Usage errors: exit 2, as `meterline --help` documents.
+    expect(range.code).toBe(2);
     expect(range.stderr).toContain('throttleRate must be a number from 0 to 1 (got 1.5)');
     expect(range.stderr).toContain('tps must be a non-negative number');
     expect(sum.stderr).toContain('throttleRate + errorRate + timeoutRate must be at most 1');
-    expect(nan.code).toBe(1);
+    expect(nan.code).toBe(2);
     expect(nan.stderr).toMatch(/--latency-ms <ms>' argument 'soon' is invalid\. must be a number/);
   });
 });
