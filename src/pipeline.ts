@@ -10,6 +10,7 @@ import type { StreamTask } from './engine/stream-task.ts';
 import { StreamsApp } from './engine/streams-app.ts';
 import { createAvroDecoder } from './ingest/avro.ts';
 import { EventDecoder } from './ingest/decoder.ts';
+import { checkChangelogTopic } from './kafka/changelog-topic.ts';
 import { createKafka } from './kafka/client.ts';
 import { GuardedProducer, ProduceHealth } from './kafka/guarded-producer.ts';
 import { ensureTopics, pipelineTopics } from './kafka/topics.ts';
@@ -120,6 +121,10 @@ export async function startPipeline(
           logger,
         });
       }
+      await checkChangelogTopic(admin, {
+        usageTopic: config.topics.usage,
+        changelogTopic: config.topics.changelog,
+      });
       // The batches' sinks (failed records, misrouted events), apart from the commit stage's submissions.
       const sinks = producer('processor');
       const submissions = producer('commit');
@@ -131,6 +136,7 @@ export async function startPipeline(
       const metering = meteringTopology({
         config,
         windows,
+        kafka,
         decoder:
           options.decoder ??
           new EventDecoder(

@@ -5,6 +5,8 @@
  * hours frozen but not yet marked (a crash in between) are emitted again: same id, same quantity.
  * An hour whose emit fails waits, kept in Redis, and is tried again every tick; once its AWS deadline
  * minus the submit margin is reached it is dead-lettered (emit_failed) instead, never dropped in silence.
+ * Before its records go out, the frozen hour and the model state it left go to the window changelog
+ * (window-changelog.ts): whatever may have been billed, a Redis rebuilt after a loss knows exactly.
  *
  * The watermark is the lowest event time over the topic's active partitions, minus the allowed
  * out-of-orderness. A partition without valid events for `idleTimeout` stops holding it back; when
@@ -37,6 +39,7 @@ import { acceptanceDeadline, DEFAULT_ACCEPTANCE_WINDOW_MS, type MeteringApi } fr
 import { Ledger } from '../submit/ledger.ts';
 import { HOUR_MS, hourIso, hourStart } from '../time/hours.ts';
 import { HOURLY_WINDOWS, type HourlyWindowStore } from '../window/hourly-window-store.ts';
+import { type ChangelogMessage, emittedMessages, frozenHourMessages } from '../window/window-changelog.ts';
 import { type PartitionTime, TRACE_LINKS_PER_HOUR } from '../window/window-store.ts';
 import { HourFinalizer } from './hour-finalizer.ts';
 import { makeSubmissionRecord, type SubmissionRecord } from './submission-record.ts';
@@ -55,6 +58,8 @@ export interface CommitStageOptions extends EventTimeOptions {
   usageTopic: string;
   producer: Producer;
   submissionsTopic: string;
+  /** The window changelog (compacted; partition p holds usage partition p's frozen hours). */
+  changelogTopic: string;
   /** Where an hour goes when it cannot be emitted before its AWS deadline minus the submit margin. */
   failedTopic: string;
   plan: Plan;
@@ -206,8 +211,9 @@ export class CommitStage {
           }
           // A partition re-reading its input after a state loss closes nothing until the replay reached
           // where processing stood when the loss was found: an hour closed halfway would freeze short.
-          const { replayUntil, checkpoint } = task.restorePoint;
-          const replaying = replayUntil !== undefined && (checkpoint ?? -1n) + 1n < replayUntil;
+          const { replayUntil, holdUntil, checkpoint } = task.restorePoint;
+          const hold = holdUntil ?? replayUntil;
+          const replaying = hold !== undefined && (checkpoint ?? -1n) + 1n < hold;
           await this.#closeDue(
             task.getStateStore<HourlyWindowStore>(HOURLY_WINDOWS),
             boundary,
@@ -331,6 +337,7 @@ export class CommitStage {
     const task = store.task;
     if (!tracingActive()) {
       await this.#finalizer.freeze(store.windows, task, store.token, hour, zero);
+      await store.noteFrozen(hour);
       this.#o.faults?.afterFreeze?.();
       return (await this.#emit(store, hour)) !== undefined;
     }
@@ -356,6 +363,7 @@ export class CommitStage {
           zero,
           traceparentOf(span),
         );
+        await store.noteFrozen(hour);
         this.#o.faults?.afterFreeze?.();
         const emitted = await this.#emit(store, hour);
         if (emitted === undefined) span.setAttribute(ATTR.outcome, 'emit_pending');
@@ -401,13 +409,20 @@ export class CommitStage {
   async #emit(store: HourlyWindowStore, hourMs: number): Promise<number | undefined> {
     const task = store.task;
     const finalizedAtMs = this.#now();
+    const hour = await store.windows.frozenHour(task, hourMs);
+    // A frozen hour always holds its `__hour` field: no hash means its records are gone, not 0.
+    if (!hour) return this.#deadLetterLostHour(store, hourMs);
     const records: SubmissionRecord[] = [];
-    for (const frozen of await this.#finalizer.frozen(store.windows, task, hourMs)) {
+    for (const frozen of this.#finalizer.parse(hour.records)) {
       records.push(makeSubmissionRecord({ ...frozen, hourMs, api: this.#o.api, finalizedAtMs }));
     }
-    // A frozen hour always holds its `__hour` field: no records and no hash means they are gone, not 0.
-    if (!records.length && !(await store.windows.finalizedAmong(task, [hourMs])).has(hourMs)) {
-      return this.#deadLetterLostHour(store, hourMs);
+    // The changelog first: once any record may be on the submission topic, a Redis rebuilt after a loss
+    // must know the hour is frozen, with exactly these records and the model state they left.
+    try {
+      await this.#toChangelog(store, frozenHourMessages(task, hour));
+    } catch (error) {
+      if (!isMeterlineError(error) || error.code !== 'kafka_error' || !error.retriable) throw error;
+      return this.#emitFailed(store, hourMs, records, error);
     }
     if (records.length) {
       try {
@@ -427,6 +442,7 @@ export class CommitStage {
     }
     this.#o.faults?.afterEmit?.();
     if (records.length) metrics.finalizeLagSeconds.observe((this.#now() - (hourMs + HOUR_MS)) / 1000);
+    await this.#changelogEmitted(store, hourMs);
     await store.windows.markEmitted(task, store.token, hourMs);
     this.stats.hoursFinalized += 1;
     this.stats.recordsEmitted += records.length;
@@ -479,6 +495,7 @@ export class CommitStage {
       }),
     );
     if (!(await this.#deadLetter(envelopes, where))) return undefined;
+    await this.#changelogEmitted(store, hourMs);
     await store.windows.markEmitted(task, store.token, hourMs);
     this.stats.hoursDeadLettered += 1;
     this.#o.logger.error(
@@ -511,6 +528,28 @@ export class CommitStage {
       'the frozen records of a waiting hour were gone: dead-lettered (frozen_hour_lost)',
     );
     return 0;
+  }
+
+  /** Sends to the task's changelog partition, in one call (one batch: the state lands with its hour). */
+  async #toChangelog(store: HourlyWindowStore, messages: readonly ChangelogMessage[]): Promise<void> {
+    await this.#o.producer.send({
+      topic: this.#o.changelogTopic,
+      acks: -1,
+      messages: messages.map((m) => ({ key: m.key, value: m.value, partition: store.task.partition })),
+    });
+  }
+
+  /**
+   * Notes in the changelog that the hour left (so a rebuilt Redis does not emit it again). Only an
+   * optimisation: without it a rebuild re-emits the hour, same ids and quantities, which is harmless.
+   */
+  async #changelogEmitted(store: HourlyWindowStore, hourMs: number): Promise<void> {
+    await this.#toChangelog(store, emittedMessages(store.task, hourMs)).catch((err: unknown) =>
+      this.#o.logger.warn(
+        { err, partition: store.task.partition, hour: hourIso(hourMs) },
+        'could not note the emitted hour in the changelog: a rebuild after a Redis loss would emit it again',
+      ),
+    );
   }
 
   /** False when the failed-records topic cannot be written either: the hour keeps waiting. */

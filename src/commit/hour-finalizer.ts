@@ -82,8 +82,13 @@ export class HourFinalizer {
 
   /** The frozen records of a finalized hour. */
   async frozen(windows: WindowStore, p: PartitionRef, hourMs: number): Promise<FrozenRecordOf[]> {
+    return this.parse(await windows.frozenRecords(p, hourMs));
+  }
+
+  /** Frozen records as stored (field → text), parsed. */
+  parse(stored: readonly [field: string, frozen: string][]): FrozenRecordOf[] {
     const out: FrozenRecordOf[] = [];
-    for (const [field, text] of await windows.frozenRecords(p, hourMs)) {
+    for (const [field, text] of stored) {
       const key = splitAggregateField(field);
       if (key)
         out.push({ customer: key.customer, dimension: key.dimension, ...parseFrozen(text, this.#o.plan) });

@@ -56,6 +56,8 @@ export interface RestorePoint {
   seekTo?: string;
   /** Offsets below this were processed before a state loss and are now replayed. */
   replayUntil?: bigint;
+  /** No hour closes until the input below this offset is through (the log end when recovery began). */
+  holdUntil?: bigint;
   /** Last offset applied, as the store says; records at or below it are skipped. */
   checkpoint?: bigint;
 }

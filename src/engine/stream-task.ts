@@ -75,6 +75,7 @@ export class StreamTask {
         acc.seekTo = p.seekTo;
       }
       if (p.replayUntil !== undefined) acc.replayUntil = p.replayUntil;
+      if (p.holdUntil !== undefined) acc.holdUntil = p.holdUntil;
       if (p.checkpoint !== undefined) acc.checkpoint = p.checkpoint;
       return acc;
     }, {});

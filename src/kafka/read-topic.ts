@@ -39,3 +39,49 @@ export async function readAllMessages(
   }
   return out;
 }
+
+/**
+ * Every message of one partition, up to its end offset at the time of the call (the window store reads
+ * its changelog with it). Nothing is read when the partition is empty.
+ */
+export async function readPartition(kafka: Kafka, topic: string, partition: number): Promise<KafkaMessage[]> {
+  const admin = kafka.admin();
+  await admin.connect();
+  let end: bigint;
+  let start: bigint;
+  try {
+    const offsets = await admin.fetchTopicOffsets(topic);
+    const o = offsets.find((x) => x.partition === partition);
+    end = BigInt(o?.high ?? '0');
+    start = BigInt(o?.low ?? '0');
+  } finally {
+    await admin.disconnect();
+  }
+  const out: KafkaMessage[] = [];
+  if (end <= start) return out;
+  const consumer = kafka.consumer({
+    groupId: `meterline-read-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`,
+  });
+  await consumer.connect();
+  try {
+    await consumer.subscribe({ topic, fromBeginning: true });
+    await new Promise<void>((resolve, reject) => {
+      consumer
+        .run({
+          eachBatch: async ({ batch }) => {
+            if (batch.partition !== partition) return;
+            for (const message of batch.messages) {
+              if (BigInt(message.offset) >= end) continue;
+              out.push(message);
+            }
+            // Compaction and transaction markers leave gaps: the batch's last offset says how far it read.
+            if (BigInt(batch.lastOffset()) + 1n >= end) resolve();
+          },
+        })
+        .catch(reject);
+    });
+  } finally {
+    await consumer.disconnect();
+  }
+  return out;
+}

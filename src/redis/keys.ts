@@ -180,6 +180,10 @@ export class PartitionKeys {
   replay(): string {
     return `${this.base}:replay`;
   }
+  /** No hour closes until the replay after a state loss reaches this offset (the log end back then). */
+  replayHold(): string {
+    return `${this.base}:replay-hold`;
+  }
   /** A bounded sample of the hour's events' trace contexts: the finalize span links to them. */
   traceLinks(hourMs: number): string {
     return `${this.base}:links:${hourMs}`;

@@ -1,15 +1,31 @@
 /**
  * The hourly window state store of one partition task. Processors add events to an in-memory batch
  * (pre-aggregated per hour, customer and dimension); commit applies the whole batch with its offsets in
- * one Redis script. Opening the store claims the partition and, when Redis lost its state, plans the
- * replay from Kafka.
+ * one Redis script. Opening the store claims the partition and, when Redis lost its state, rebuilds the
+ * frozen hours and model state from the changelog and plans the replay from Kafka.
+ *
+ * Where an event's quantity goes depends only on the input and the frozen hours (each with the offset it
+ * was frozen through), never on the processor's clock: its own hour while that hour is open at the
+ * event's offset; else (a late event, carried forward) the hour it arrived in by its Kafka timestamp, the
+ * customer's open hour then, or the first one after it still open at that offset; and nowhere when that
+ * hour's frozen record counts it already (a replay). So a replay after a loss puts every unit where it
+ * went the first time. The task keeps the frozen hours in memory: it is their only writer while it holds
+ * the partition.
  */
 
 import type { RestorePoint, StateStore, StoreHealth, TaskId } from '../engine/processor.ts';
+import { isMeterlineError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { metrics } from '../observability/metrics.ts';
 import { HOUR_MS, hourIso, hourStart } from '../time/hours.ts';
-import type { AggregationOp, ApplyResult, LatePolicy, WindowStore } from './window-store.ts';
+import type {
+  AggregationOp,
+  ApplyResult,
+  HourGroup,
+  LatePolicy,
+  PartitionSnapshot,
+  WindowStore,
+} from './window-store.ts';
 
 export const HOURLY_WINDOWS = 'hourly-windows';
 
@@ -21,6 +37,8 @@ export interface ProcessorStats {
   failed: Record<string, number>;
   /** Input re-read after a state loss that was already handled before it (bad or too old). */
   replaySkipped: number;
+  /** Replayed events that a frozen record counts already (remembered for dedupe only). */
+  replayCounted: number;
   /** Events whose tags AWS would refuse, billed untagged. */
   untagged: number;
   /** Events forwarded to their customer's partition. */
@@ -37,6 +55,7 @@ export function emptyStats(): ProcessorStats {
     carriedLate: 0,
     failed: {},
     replaySkipped: 0,
+    replayCounted: 0,
     untagged: 0,
     forwarded: 0,
     replays: 0,
@@ -50,6 +69,13 @@ export interface RecoverySource {
   committedOffset(task: TaskId): Promise<bigint | undefined>;
   /** The first offset whose broker timestamp is at or after `timestampMs`. */
   offsetForTime(task: TaskId, timestampMs: number): Promise<string>;
+  /** The partition's log end offset now (the next offset to be written). */
+  logEnd(task: TaskId): Promise<bigint>;
+  /**
+   * The partition's changelog, folded (window-changelog.ts): frozen hours from `fromHourMs` on, and the
+   * model state. Empty when the changelog holds nothing for it.
+   */
+  readChangelog(task: TaskId, fromHourMs: number): Promise<PartitionSnapshot>;
 }
 
 export interface HourlyWindowStoreOptions {
@@ -69,17 +95,23 @@ const LINKS_PER_HOUR_PER_BATCH = 4;
 /** One aggregate of the batch: ids and micro-units in parallel arrays (no object per event). */
 type Pending = { op: AggregationOp; ids: string[]; micros: number[] };
 
+/** Where an event's quantity goes: see the module comment. */
+export type Disposition = 'on-time' | 'late' | 'counted';
+
 export class HourlyWindowStore implements StateStore {
   readonly name = HOURLY_WINDOWS;
   readonly #o: HourlyWindowStoreOptions;
   #task: TaskId | undefined;
   #token: string | undefined;
-  /** hour → aggregate field (customer␟dimension) → pending aggregate. */
+  /** hour → aggregate field (customer␟dimension) → pending aggregate: events counted in their own hour. */
   #batch = new Map<number, Map<string, Pending>>();
+  /** `hour>target` → events of a frozen hour: carried to a later hour, or (no target) counted already. */
+  #moved = new Map<string, { hourMs: number; targetMs: number | undefined; fields: Map<string, Pending> }>();
+  /** Hours frozen on the partition → the checkpoint each was frozen through (-1 when not known). */
+  #frozen = new Map<number, bigint>();
   #maxEventTime: number | undefined;
   /** hour → a few of the batch's event trace contexts (only while tracing is on). */
   #links = new Map<number, string[]>();
-  #finalized = new Map<number, boolean>();
 
   constructor(options: HourlyWindowStoreOptions) {
     this.#o = options;
@@ -104,9 +136,15 @@ export class HourlyWindowStore implements StateStore {
     this.#task = task;
     const { token, checkpoint } = await this.#o.windows.claim(task);
     this.#token = token;
+    const replayFrom = hourStart(this.#o.now() - this.#o.replayHorizonMs) + HOUR_MS;
     if (checkpoint !== undefined) {
       const ckpt = BigInt(checkpoint);
       if (processedUntil !== undefined && processedUntil > ckpt + 1n) {
+        // Hours frozen (and maybe billed) after the point Redis fell back to come back from the changelog.
+        const restored = await this.#o.windows.restore(
+          task,
+          await this.#o.recovery.readChangelog(task, replayFrom - HOUR_MS),
+        );
         // Redis fell behind what this instance had processed (failover, restore): what lies between is a
         // replay (no second dead letter, no hour closed before it is through).
         const known = await this.#o.windows.replayUntil(task);
@@ -115,16 +153,24 @@ export class HourlyWindowStore implements StateStore {
         }
         this.#o.stats.replays += 1;
         this.#o.logger.error(
-          { partition: task.partition, from: (ckpt + 1n).toString(), replayUntil: processedUntil.toString() },
+          {
+            partition: task.partition,
+            from: (ckpt + 1n).toString(),
+            replayUntil: processedUntil.toString(),
+            hoursRestored: restored,
+          },
           'Redis is behind: replaying the partition from its checkpoint',
         );
       }
       const replayUntil = await this.#o.windows.replayUntil(task);
+      const holdUntil = await this.#o.windows.replayHold(task);
+      await this.#loadFrozen();
       // Resume right after the last applied offset, whatever the group offset says.
       return {
         checkpoint: ckpt,
         seekTo: (ckpt + 1n).toString(),
         ...(replayUntil !== undefined && ckpt + 1n < replayUntil ? { replayUntil } : {}),
+        ...(holdUntil !== undefined && ckpt + 1n < holdUntil ? { holdUntil } : {}),
       };
     }
     const group = await this.#o.recovery.committedOffset(task);
@@ -133,19 +179,84 @@ export class HourlyWindowStore implements StateStore {
       processedUntil !== undefined && (group === undefined || processedUntil > group)
         ? processedUntil
         : group;
-    if (committed === undefined || committed <= 0n) return {};
-    // Progress existed, but Redis has no checkpoint: the state was lost. Kafka is the source of truth:
-    // re-read from the oldest hour AWS can still accept; records re-emitted with the same id and quantity
-    // are idempotent, and the ledger skips those already accepted.
-    const from = hourStart(this.#o.now() - this.#o.replayHorizonMs) + HOUR_MS;
-    const seekTo = await this.#o.recovery.offsetForTime(task, from);
-    await this.#o.windows.setReplayUntil(task, committed);
+    const snapshot = await this.#o.recovery.readChangelog(task, replayFrom - HOUR_MS);
+    if ((committed === undefined || committed <= 0n) && !snapshot.hours.length && !snapshot.states.size) {
+      await this.#loadFrozen();
+      return {};
+    }
+    // Progress existed, but Redis has no checkpoint: the state was lost. First the changelog gives back
+    // every hour frozen (so none is frozen again with other usage) and the model state; then the usage
+    // topic is re-read from the oldest hour AWS can still accept. Nothing closes until the replay reaches
+    // the log end of now: an hour closed halfway would freeze short.
+    const started = this.#o.now();
+    const restored = await this.#o.windows.restore(task, snapshot);
+    const seekTo = await this.#o.recovery.offsetForTime(task, replayFrom);
+    const logEnd = await this.#o.recovery.logEnd(task);
+    const replayUntil = committed ?? 0n;
+    const holdUntil = logEnd > replayUntil ? logEnd : replayUntil;
+    await this.#o.windows.setReplayUntil(task, replayUntil);
+    await this.#o.windows.setReplayHold(task, holdUntil);
+    await this.#loadFrozen();
     this.#o.stats.replays += 1;
     this.#o.logger.error(
-      { partition: task.partition, from: hourIso(from), seekTo, replayUntil: committed.toString() },
-      'state lost: replaying the partition from Kafka',
+      {
+        partition: task.partition,
+        from: hourIso(replayFrom),
+        seekTo,
+        replayUntil: replayUntil.toString(),
+        holdUntil: holdUntil.toString(),
+        hoursRestored: restored,
+        statesRestored: snapshot.states.size,
+        restoreMs: this.#o.now() - started,
+      },
+      'state lost: rebuilt the frozen hours from the changelog, replaying the partition from Kafka',
     );
-    return { seekTo, replayUntil: committed };
+    return { seekTo, replayUntil, holdUntil };
+  }
+
+  /** Reads which hours are frozen (all an event can reach: AWS's window up to now). */
+  async #loadFrozen(): Promise<void> {
+    const now = this.#o.now();
+    this.#frozen = await this.#o.windows.frozenThrough(
+      this.task,
+      hourStart(now - this.#o.replayHorizonMs) - HOUR_MS,
+      hourStart(now),
+    );
+  }
+
+  /** The commit stage froze an hour (it runs on this task, between batches). */
+  async noteFrozen(hourMs: number): Promise<void> {
+    const known = await this.#o.windows.frozenThrough(this.task, hourMs, hourMs);
+    const through = known.get(hourMs);
+    if (through !== undefined) this.#frozen.set(hourMs, through);
+    const oldest = hourStart(this.#o.now() - this.#o.replayHorizonMs) - 2 * HOUR_MS;
+    for (const h of this.#frozen.keys()) if (h < oldest) this.#frozen.delete(h);
+  }
+
+  /**
+   * Where an event of `hourMs` at `offset` goes: its own hour, carried to a later one ('late'), or
+   * nowhere ('counted': a replayed event that a frozen record counts already).
+   */
+  disposition(hourMs: number, offset: string, arrivalMs: number): Disposition {
+    const through = this.#frozen.get(hourMs);
+    if (through === undefined) return 'on-time';
+    const o = BigInt(offset);
+    if (o <= through) return 'counted';
+    return this.#carryTarget(hourMs, o, arrivalMs) === undefined ? 'counted' : 'late';
+  }
+
+  /**
+   * Where a late event goes: the hour it arrived in (never before the hour after its own), or the first
+   * later one still open at offset `o`; undefined when a frozen one counts it already.
+   */
+  #carryTarget(hourMs: number, o: bigint, arrivalMs: number): number | undefined {
+    const arrived = hourStart(arrivalMs);
+    for (let h = arrived > hourMs ? arrived : hourMs + HOUR_MS; ; h += HOUR_MS) {
+      const through = this.#frozen.get(h);
+      if (through === undefined) return h;
+      // Frozen through this offset or later: that hour's record counts the event already.
+      if (through >= o) return undefined;
+    }
   }
 
   /** Buffers one event of the current batch. Resends within the batch are left to the script. */
@@ -156,17 +267,35 @@ export class HourlyWindowStore implements StateStore {
     id: string,
     micros: number,
     eventTimeMs: number,
+    offset: string,
+    /** The record's Kafka timestamp (when it arrived): where a late event goes. */
+    arrivalMs: number,
     traceparent?: string,
   ): void {
-    if (traceparent) {
-      const links = this.#links.get(hourMs);
-      if (!links) this.#links.set(hourMs, [traceparent]);
-      else if (links.length < LINKS_PER_HOUR_PER_BATCH) links.push(traceparent);
-    }
-    let hour = this.#batch.get(hourMs);
-    if (!hour) {
-      hour = new Map();
-      this.#batch.set(hourMs, hour);
+    let hour: Map<string, Pending> | undefined;
+    const through = this.#frozen.get(hourMs);
+    if (through === undefined) {
+      if (traceparent) {
+        const links = this.#links.get(hourMs);
+        if (!links) this.#links.set(hourMs, [traceparent]);
+        else if (links.length < LINKS_PER_HOUR_PER_BATCH) links.push(traceparent);
+      }
+      hour = this.#batch.get(hourMs);
+      if (!hour) {
+        hour = new Map();
+        this.#batch.set(hourMs, hour);
+      }
+    } else {
+      // The hour is frozen: the event was counted in it, or goes to the first later hour open at its offset.
+      const o = BigInt(offset);
+      const targetMs = o <= through ? undefined : this.#carryTarget(hourMs, o, arrivalMs);
+      const key = `${hourMs}>${targetMs ?? ''}`;
+      let moved = this.#moved.get(key);
+      if (!moved) {
+        moved = { hourMs, targetMs, fields: new Map() };
+        this.#moved.set(key, moved);
+      }
+      hour = moved.fields;
     }
     let agg = hour.get(field);
     if (!agg) {
@@ -179,31 +308,31 @@ export class HourlyWindowStore implements StateStore {
       this.#maxEventTime = eventTimeMs;
   }
 
-  /** Whether an hour is finalized (asked once per hour per batch, for the dead-letter late policy). */
-  async isFinalized(hourMs: number): Promise<boolean> {
-    const known = this.#finalized.get(hourMs);
-    if (known !== undefined) return known;
-    const fin = (await this.#o.windows.finalizedAmong(this.task, [hourMs])).has(hourMs);
-    this.#finalized.set(hourMs, fin);
-    return fin;
-  }
-
   async commit(batch: { after: bigint | undefined; last: string; nowMs: number }): Promise<void> {
-    const groups = [...this.#batch].map(([hourMs, fields]) => ({
+    const aggregates = (fields: Map<string, Pending>) =>
+      [...fields].map(([field, p]) => ({ field, op: p.op, ids: p.ids, micros: p.micros }));
+    const groups: HourGroup[] = [...this.#batch].map(([hourMs, fields]) => ({
       hourMs,
-      aggregates: [...fields].map(([field, p]) => ({ field, op: p.op, ids: p.ids, micros: p.micros })),
+      targetMs: hourMs,
+      aggregates: aggregates(fields),
     }));
+    for (const m of this.#moved.values()) {
+      groups.push({ hourMs: m.hourMs, targetMs: m.targetMs, aggregates: aggregates(m.fields) });
+    }
     const links = this.#links;
     let res: ApplyResult;
     try {
       res = await this.#o.windows.applyBatch(this.task, this.token, {
         offsets: { after: batch.after?.toString(), last: batch.last },
         groups,
-        carryHourMs: hourStart(batch.nowMs),
-        policy: this.#o.latePolicy,
         maxEventTimeMs: this.#maxEventTime,
         nowMs: batch.nowMs,
       });
+    } catch (error) {
+      // A target hour was frozen after all: this task's view of frozen hours is off. Read it again; the
+      // batch is redelivered.
+      if (isMeterlineError(error) && error.code === 'late_event') await this.#loadFrozen();
+      throw error;
     } finally {
       this.abort();
     }
@@ -219,6 +348,7 @@ export class HourlyWindowStore implements StateStore {
     s.applied += res.applied;
     s.duplicates += res.duplicates;
     s.carriedLate += res.carried;
+    s.replayCounted += res.counted;
     s.batches += 1;
     metrics.events.inc({ result: 'applied' }, res.applied);
     if (res.duplicates) metrics.events.inc({ result: 'duplicate' }, res.duplicates);
@@ -237,8 +367,8 @@ export class HourlyWindowStore implements StateStore {
 
   abort(): void {
     this.#batch = new Map();
+    this.#moved = new Map();
     this.#maxEventTime = undefined;
-    this.#finalized = new Map();
     this.#links = new Map();
   }
 

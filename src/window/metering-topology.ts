@@ -7,13 +7,14 @@
  * The commit stage produces its records itself: it runs per hour, not per record, and must mark an hour
  * emitted only after the producer's ack.
  */
-import type { Admin, Producer } from 'kafkajs';
+import type { Admin, Kafka, Producer } from 'kafkajs';
 import { CommitStage, type CommitStageOptions, type Subscriber } from '../commit/commit-stage.ts';
 import type { Config } from '../config/config.ts';
 import type { TaskId } from '../engine/processor.ts';
 import type { StreamTask } from '../engine/stream-task.ts';
 import { Topology } from '../engine/topology.ts';
 import type { EventDecoder } from '../ingest/decoder.ts';
+import { readPartition } from '../kafka/read-topic.ts';
 import type { Logger } from '../log.ts';
 import { DEFAULT_ACCEPTANCE_WINDOW_MS } from '../submit/aws-window.ts';
 import type { CustomerDirectory, DirectoryEntry } from '../subscribe/customer-directory.ts';
@@ -23,6 +24,7 @@ import {
   type ProcessorStats,
   type RecoverySource,
 } from './hourly-window-store.ts';
+import { foldChangelog } from './window-changelog.ts';
 import { FAILED_SINK, REPARTITION_SINK, WindowProcessor } from './window-processor.ts';
 import type { AggregationOp, WindowStore } from './window-store.ts';
 
@@ -37,6 +39,7 @@ export function meteringTopology(deps: {
   config: Config;
   windows: WindowStore;
   decoder: EventDecoder;
+  kafka: Kafka;
   admin: Admin;
   producer: Producer;
   stats: ProcessorStats;
@@ -51,7 +54,7 @@ export function meteringTopology(deps: {
   const ops = new Map<string, AggregationOp>(
     [...config.plan.dimensions.values()].map((d) => [d.name, d.aggregation === 'max' ? 'm' : 's']),
   );
-  const recovery = kafkaRecoverySource(admin, config.groups.processor);
+  const recovery = kafkaRecoverySource(deps.kafka, admin, config.groups.processor, config.topics.changelog);
   // The usage topic's partition count, read at start and on every commit punctuation.
   let partitions = 0;
   const refreshPartitions = async () => {
@@ -79,6 +82,7 @@ export function meteringTopology(deps: {
     usageTopic: config.topics.usage,
     producer: deps.producer,
     submissionsTopic: config.topics.submissions,
+    changelogTopic: config.topics.changelog,
     failedTopic: config.topics.failed,
     plan: config.plan,
     subscribers: async () => {
@@ -142,8 +146,15 @@ export function meteringTopology(deps: {
   return { topology, commitStage, refreshPartitions };
 }
 
-function kafkaRecoverySource(admin: Admin, groupId: string): RecoverySource {
+function kafkaRecoverySource(kafka: Kafka, admin: Admin, groupId: string, changelog: string): RecoverySource {
   return {
+    async logEnd(task: TaskId) {
+      const offsets = await admin.fetchTopicOffsets(task.topic);
+      return BigInt(offsets.find((o) => o.partition === task.partition)?.high ?? '0');
+    },
+    async readChangelog(task: TaskId, fromHourMs: number) {
+      return foldChangelog(task, await readPartition(kafka, changelog, task.partition), fromHourMs);
+    },
     async committedOffset(task: TaskId) {
       const [topic] = await admin.fetchOffsets({ groupId, topics: [task.topic] });
       const p = topic?.partitions.find((x) => x.partition === task.partition);

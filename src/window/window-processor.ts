@@ -100,13 +100,17 @@ export class WindowProcessor implements Processor<SourceRecord> {
     // Sums keep one aggregate per allocation tag set; a peak has no per-tag split.
     const field = aggregateField(e.customer, e.dimension, op === 's' ? e.tags : undefined);
     const traceparent = this.#traced ? headerTraceparent(record.headers) : undefined;
-    const add = () => store.add(hour, field, op, e.id, e.micros, e.timestampMs, traceparent);
-    if (this.#o.latePolicy !== 'dead-letter') return add();
-    return store.isFinalized(hour).then((finalized) => {
-      if (finalized)
-        this.#deadLetter(record, context, 'late_event', `hour ${hourIso(hour)} is already finalized`);
-      else add();
-    });
+    const arrivalMs = Number(record.timestamp);
+    if (
+      this.#o.latePolicy === 'dead-letter' &&
+      store.disposition(hour, record.offset, arrivalMs) === 'late'
+    ) {
+      // Dead-lettered when it first came; a replay only counts it as seen.
+      if (context.replaying) this.#o.stats.replaySkipped += 1;
+      else this.#deadLetter(record, context, 'late_event', `hour ${hourIso(hour)} is already finalized`);
+      return;
+    }
+    store.add(hour, field, op, e.id, e.micros, e.timestampMs, record.offset, arrivalMs, traceparent);
   }
 
   /**

@@ -4,7 +4,7 @@
  */
 import { MeterlineError } from '../errors.ts';
 import type { ScriptedRedis } from '../redis/client.ts';
-import { baseField, type Keys, type PartitionRef } from '../redis/keys.ts';
+import { baseField, FIELD_SEPARATOR, type Keys, type PartitionRef } from '../redis/keys.ts';
 
 export type AggregationOp = 's' | 'm';
 
@@ -16,8 +16,15 @@ export interface PendingAggregate {
   micros: number[];
 }
 
+/** Events of one hour that go to one place. */
 export interface HourGroup {
+  /** The events' own hour (its dedupe set). */
   hourMs: number;
+  /**
+   * Where their quantities go: their own hour, a later open hour (late events carried forward), or
+   * nowhere (undefined: a frozen record counts them already; only their ids are remembered).
+   */
+  targetMs: number | undefined;
   aggregates: PendingAggregate[];
 }
 
@@ -25,6 +32,27 @@ export interface ApplyResult {
   applied: number;
   duplicates: number;
   carried: number;
+  /** Replayed events a frozen record counts already: remembered for dedupe, not counted again. */
+  counted: number;
+}
+
+/** A frozen hour as kept in Redis and in the changelog. */
+export interface FrozenHour {
+  hourMs: number;
+  /** The partition checkpoint it was frozen at (-1 before any input): later events were carried. */
+  through: bigint;
+  /** Field (customer␟dimension) → frozen record, as stored. */
+  records: [field: string, frozen: string][];
+  /** The model state it left: field, encoded state ('' when none), whether it owes the next hour. */
+  states: [field: string, encoded: string, owes: boolean][];
+}
+
+/** What a Redis that lost a partition's state is rebuilt with (from the changelog). */
+export interface PartitionSnapshot {
+  /** Frozen hours, and whether each reached the submission topic. */
+  hours: (FrozenHour & { emitted: boolean })[];
+  /** Field → encoded model state ('' when empty), whether it owes the next hour, the hour it is as of. */
+  states: Map<string, { encoded: string; owes: boolean; hourMs: number }>;
 }
 
 /** One hour of one partition as the commit stage reads it before freezing. */
@@ -108,35 +136,27 @@ export class WindowStore {
       /** `after`: the checkpoint the task holds (undefined when none); `last`: the batch's last offset. */
       offsets: { after: string | undefined; last: string };
       groups: HourGroup[];
-      /** The open hour that events for finalized hours move into (carry-forward policy). */
-      carryHourMs: number;
-      policy: LatePolicy;
       maxEventTimeMs: number | undefined;
       nowMs: number;
     },
   ): Promise<ApplyResult> {
     const k = this.keys.partition(p);
-    const { offsets, carryHourMs } = batch;
-    const groups = batch.groups.some((g) => g.hourMs === carryHourMs)
-      ? batch.groups
-      : [...batch.groups, { hourMs: carryHourMs, aggregates: [] }];
+    const { offsets, groups } = batch;
     const keys: string[] = [k.checkpoint(), k.fence(), k.openHours(), k.lateAudit(), k.time()];
     const args: (string | number)[] = [
       token,
       offsets.after ?? '',
       offsets.last,
       Math.ceil(this.options.dedupeTtlMs / 1000),
-      Math.ceil(this.options.finalizedTtlMs / 1000),
       groups.length,
-      groups.findIndex((g) => g.hourMs === carryHourMs) + 1,
       this.options.lateAuditCap,
-      batch.policy === 'carry-forward' ? 'carry' : 'strict',
       batch.maxEventTimeMs ?? '',
       batch.nowMs,
     ];
     for (const g of groups) {
-      keys.push(k.aggregates(g.hourMs), k.seen(g.hourMs), k.finalized(g.hourMs));
-      args.push(g.hourMs, g.aggregates.length);
+      const target = g.targetMs ?? g.hourMs;
+      keys.push(k.aggregates(target), k.seen(g.hourMs), k.finalized(target));
+      args.push(g.hourMs, g.targetMs ?? '', g.aggregates.length);
       for (const agg of g.aggregates) {
         args.push(agg.field, agg.op, agg.ids.length);
         for (let i = 0; i < agg.ids.length; i++) args.push(agg.ids[i] as string, agg.micros[i] as number);
@@ -163,7 +183,7 @@ export class WindowStore {
         { context: { ...p, checkpoint: String(res[1]) } },
       );
     }
-    return { applied: res[0] ?? 0, duplicates: res[1] ?? 0, carried: res[2] ?? 0 };
+    return { applied: res[0] ?? 0, duplicates: res[1] ?? 0, carried: res[2] ?? 0, counted: res[3] ?? 0 };
   }
 
   /**
@@ -296,8 +316,110 @@ export class WindowStore {
 
   /** The frozen records of a finalized hour, field → stored record. */
   async frozenRecords(p: PartitionRef, hourMs: number): Promise<[field: string, frozen: string][]> {
+    return (await this.frozenHour(p, hourMs))?.records ?? [];
+  }
+
+  /** A finalized hour with what it was frozen through and the model state it left; undefined when gone. */
+  async frozenHour(p: PartitionRef, hourMs: number): Promise<FrozenHour | undefined> {
     const all = await this.redis.hgetall(this.keys.partition(p).finalized(hourMs));
-    return Object.entries(all).filter(([field]) => field !== '__hour');
+    if (all.__hour === undefined) return undefined;
+    const states = all.__states ? (JSON.parse(all.__states) as [string, string, string][] | object) : [];
+    return {
+      hourMs,
+      // Hours frozen by an older version: every later event was carried.
+      through: all.__through === undefined ? -1n : BigInt(all.__through),
+      // Real fields hold a separator; the hour's own entries (__hour, __through, __states) never do.
+      records: Object.entries(all).filter(([field]) => field.includes(FIELD_SEPARATOR)),
+      states: Array.isArray(states)
+        ? states.map(([f, e, o]) => [f, e, o === '1'] as [string, string, boolean])
+        : [],
+    };
+  }
+
+  /**
+   * The hours from `fromMs` to `toMs` frozen on the partition, each with the checkpoint it was frozen
+   * at (-1 when not recorded: an hour frozen by an older version).
+   */
+  async frozenThrough(p: PartitionRef, fromMs: number, toMs: number): Promise<Map<number, bigint>> {
+    const k = this.keys.partition(p);
+    const hours: number[] = [];
+    for (let h = fromMs; h <= toMs; h += 3_600_000) hours.push(h);
+    const pipeline = this.redis.pipeline();
+    for (const h of hours) pipeline.hmget(k.finalized(h), '__hour', '__through');
+    const res = (await pipeline.exec()) ?? [];
+    const out = new Map<number, bigint>();
+    hours.forEach((h, i) => {
+      const [err, value] = res[i] ?? [new Error('no reply'), null];
+      if (err)
+        throw new MeterlineError('redis_error', 'reading the frozen hours failed', {
+          retriable: true,
+          cause: err,
+        });
+      const [hour, through] = value as (string | null)[];
+      if (hour != null) out.set(h, through == null ? -1n : BigInt(through));
+    });
+    return out;
+  }
+
+  /**
+   * Brings a partition's Redis state up to its changelog, before any batch applies: after a loss, every
+   * frozen hour (emitted ones expire like any emitted hour; the others wait for their emit), the latest
+   * hour closed and the model state; after a fall-back (failover to a lagging replica, an older snapshot),
+   * only the hours frozen after the latest one Redis still has, and the state they left. Idempotent: a
+   * restore cut short is simply run again. Returns how many hours were restored.
+   */
+  async restore(p: PartitionRef, snapshot: PartitionSnapshot): Promise<number> {
+    const k = this.keys.partition(p);
+    const known = await this.closedThrough(p);
+    const hours = snapshot.hours.filter((h) => known === undefined || h.hourMs > known);
+    if (!hours.length) return 0;
+    const ttl = Math.ceil(this.options.finalizedTtlMs / 1000);
+    let pipeline = this.redis.pipeline();
+    let queued = 0;
+    const flush = async () => {
+      const res = (await pipeline.exec()) ?? [];
+      const failed = res.find(([e]) => e);
+      if (failed) {
+        throw new MeterlineError('redis_error', 'restoring the partition failed', {
+          retriable: true,
+          cause: failed[0],
+        });
+      }
+      pipeline = this.redis.pipeline();
+      queued = 0;
+    };
+    let closed: number | undefined;
+    for (const h of hours) {
+      const key = k.finalized(h.hourMs);
+      const fields: string[] = [
+        '__hour',
+        String(h.hourMs),
+        '__through',
+        h.through.toString(),
+        '__states',
+        JSON.stringify(h.states.map(([f, e, o]) => [f, e, o ? '1' : '0'])),
+      ];
+      for (const [field, frozen] of h.records) fields.push(field, frozen);
+      for (let i = 0; i < fields.length; i += 2_000) pipeline.hset(key, ...fields.slice(i, i + 2_000));
+      if (h.emitted) pipeline.expire(key, ttl);
+      else pipeline.zadd(k.pendingEmit(), h.hourMs, String(h.hourMs));
+      // Usage of the hour Redis still held (it fell behind) is in the frozen records: drop it.
+      pipeline.del(k.aggregates(h.hourMs));
+      pipeline.zrem(k.openHours(), String(h.hourMs));
+      if (closed === undefined || h.hourMs > closed) closed = h.hourMs;
+      if (++queued >= 100) await flush();
+    }
+    for (const [field, { encoded, owes, hourMs }] of snapshot.states) {
+      if (known !== undefined && hourMs <= known) continue;
+      if (encoded) pipeline.hset(k.modelState(), field, encoded);
+      else pipeline.hdel(k.modelState(), field);
+      if (owes) pipeline.sadd(k.due(), field);
+      else pipeline.srem(k.due(), field);
+      if (++queued >= 1_000) await flush();
+    }
+    if (closed !== undefined) pipeline.set(k.closedThrough(), String(closed));
+    await flush();
+    return hours.length;
   }
 
   /** The oldest hour of the partition not yet on the submission topic: open, or frozen but not emitted. */
@@ -404,6 +526,16 @@ export class WindowStore {
 
   async setReplayUntil(p: PartitionRef, offset: bigint): Promise<void> {
     await this.redis.set(this.keys.partition(p).replay(), offset.toString(), 'EX', 7 * 24 * 3600);
+  }
+
+  /** Until the replay reaches this offset (the log end when recovery began), no hour closes. */
+  async replayHold(p: PartitionRef): Promise<bigint | undefined> {
+    const v = await this.redis.get(this.keys.partition(p).replayHold());
+    return v === null ? undefined : BigInt(v);
+  }
+
+  async setReplayHold(p: PartitionRef, offset: bigint): Promise<void> {
+    await this.redis.set(this.keys.partition(p).replayHold(), offset.toString(), 'EX', 7 * 24 * 3600);
   }
 }
 

@@ -49,6 +49,7 @@ async function usage(
   const groups: HourGroup[] = [
     {
       hourMs,
+      targetMs: hourMs,
       aggregates: events.map(([customer, dimension, units, tags]) => ({
         field: aggregateField(customer, dimension, tags),
         op: plan.dimensions.get(dimension)?.aggregation === 'max' ? ('m' as const) : ('s' as const),
@@ -60,8 +61,6 @@ async function usage(
   await store.applyBatch(p, token, {
     offsets: { after: offset === 0 ? undefined : String(offset - 1), last: String(offset) },
     groups,
-    carryHourMs: hourMs + 10 * HOUR_MS,
-    policy: 'carry-forward',
     maxEventTimeMs: hourMs,
     nowMs: hourMs,
   });

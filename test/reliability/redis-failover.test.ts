@@ -5,9 +5,7 @@
  * (and perhaps the latest fencing token): the processor must notice on its next batch, re-claim the
  * partition and replay from the checkpoint the new primary holds. Every window must come out exact.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
-import { type AddressInfo, createServer } from 'node:net';
+import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -27,48 +25,10 @@ import {
   waitForFrozen,
   wrongRecords,
 } from '../support/pipeline-env.ts';
+import { startRedisServer } from '../support/redis-server.ts';
 import { startTcpRelay, type TcpRelay } from '../support/tcp-relay.ts';
 
 const PARTITIONS = 3;
-
-/** A free loopback port, from the OS. */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
-/** A redis-server of the test's own, without persistence. */
-async function startRedisServer(args: string[] = []): Promise<{ port: number; proc: ChildProcess }> {
-  const dir = mkdtempSync(join(tmpdir(), 'failover-redis-'));
-  const port = await freePort();
-  const proc = spawn(
-    'redis-server',
-    [
-      '--port',
-      String(port),
-      '--bind',
-      '127.0.0.1',
-      '--save',
-      '',
-      '--appendonly',
-      'no',
-      '--dir',
-      dir,
-      ...args,
-    ],
-    { stdio: ['ignore', 'ignore', 'ignore'] },
-  );
-  const client = new Redis(port, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 0 });
-  try {
-    await waitFor(async () => ((await client.ping().catch(() => undefined)) === 'PONG' ? true : undefined));
-  } finally {
-    client.disconnect();
-  }
-  return { port, proc };
-}
 
 describe('Redis failover to a replica that lags behind', () => {
   const kafka = testKafka();

@@ -44,11 +44,10 @@ async function frozenHour(): Promise<string> {
     groups: [
       {
         hourMs: H0,
+        targetMs: H0,
         aggregates: [{ field: aggregateField('acme', 'calls'), op: 's', ids: ['a'], micros: [3_000_000] }],
       },
     ],
-    carryHourMs: H0 + HOUR_MS,
-    policy: 'carry-forward',
     maxEventTimeMs: H0,
     nowMs: H0 + HOUR_MS,
   });

@@ -9,7 +9,7 @@ import { parsePlan } from '../../src/config/plan.ts';
 import { createRedis } from '../../src/redis/client.ts';
 import { aggregateField, Keys } from '../../src/redis/keys.ts';
 import { HOUR_MS } from '../../src/time/hours.ts';
-import { type HourGroup, type LatePolicy, WindowStore } from '../../src/window/window-store.ts';
+import { type HourGroup, WindowStore } from '../../src/window/window-store.ts';
 import { deleteKeys, stackEnv, testLogger, uniqueId } from '../support/harness.ts';
 
 const redis = createRedis(stackEnv().redisUrl);
@@ -35,8 +35,11 @@ const group = (
   field: string,
   events: [string, number][],
   op: 's' | 'm' = 's',
+  /** null: a frozen record counts these already. */
+  targetMs: number | null = hourMs,
 ): HourGroup => ({
   hourMs,
+  targetMs: targetMs ?? undefined,
   aggregates: [{ field, op, ids: events.map(([id]) => id), micros: events.map(([, micros]) => micros) }],
 });
 /** A contiguous batch: the task holds the checkpoint just before `first`. */
@@ -45,17 +48,10 @@ const offsets = (first: number, last: number) => ({
   last: String(last),
 });
 const calls = aggregateField('acme', 'calls');
-const apply = (
-  token: string,
-  o: { after: string | undefined; last: string },
-  groups: HourGroup[],
-  policy: LatePolicy = 'carry-forward',
-) =>
+const apply = (token: string, o: { after: string | undefined; last: string }, groups: HourGroup[]) =>
   store.applyBatch(p, token, {
     offsets: o,
     groups,
-    carryHourMs: NOW_HOUR,
-    policy,
     maxEventTimeMs: Math.max(...groups.map((g) => g.hourMs)),
     nowMs: NOW_HOUR + 60_000,
   });
@@ -89,8 +85,8 @@ describe('applyBatch', () => {
         ['c', 4],
       ]),
     ]);
-    expect(r1).toEqual({ applied: 2, duplicates: 1, carried: 0 });
-    expect(r2).toEqual({ applied: 1, duplicates: 1, carried: 0 });
+    expect(r1).toEqual({ applied: 2, duplicates: 1, carried: 0, counted: 0 });
+    expect(r2).toEqual({ applied: 1, duplicates: 1, carried: 0, counted: 0 });
     expect(await redis.hget(new Keys(prefix).partition(p).aggregates(H0), calls)).toBe('7');
     expect(await redis.get(new Keys(prefix).partition(p).checkpoint())).toBe('4');
   });
@@ -181,32 +177,57 @@ describe('applyBatch', () => {
     await apply(token, offsets(0, 0), [group(H0, calls, [['a', 1_000_000]])]);
     await finalizer.finalize(store, p, token, H0);
     const r = await apply(token, offsets(1, 2), [
-      group(H0, calls, [
-        ['late', 2_000_000],
-        ['a', 1_000_000],
-      ]),
+      group(
+        H0,
+        calls,
+        [
+          ['late', 2_000_000],
+          ['a', 1_000_000],
+        ],
+        's',
+        NOW_HOUR,
+      ),
     ]);
-    expect(r).toEqual({ applied: 1, duplicates: 1, carried: 1 });
+    expect(r).toEqual({ applied: 1, duplicates: 1, carried: 1, counted: 0 });
     const k = new Keys(prefix).partition(p);
     expect(await redis.hget(k.aggregates(NOW_HOUR), calls)).toBe('2000000');
     expect(JSON.parse((await redis.hget(k.finalized(H0), calls)) ?? '')).toMatchObject({ quantity: 1 });
     expect(await redis.lrange(k.lateAudit(), 0, -1)).toEqual([`late|${calls}|${H0}|${NOW_HOUR}`]);
     expect(await store.hoursEndingBy(p, NOW_HOUR + 2 * HOUR_MS)).toEqual([NOW_HOUR]);
   });
+
+  it('remembers replayed events a frozen record counts already, without counting them again', async () => {
+    const { token } = await store.claim(p);
+    const r = await apply(token, offsets(0, 1), [
+      group(
+        H0,
+        calls,
+        [
+          ['x', 5_000_000],
+          ['y', 1_000_000],
+        ],
+        's',
+        null,
+      ),
+    ]);
+    expect(r).toEqual({ applied: 0, duplicates: 0, carried: 0, counted: 2 });
+    const k = new Keys(prefix).partition(p);
+    expect(await redis.exists(k.aggregates(H0))).toBe(0);
+    expect(await store.hoursEndingBy(p, NOW_HOUR + 2 * HOUR_MS)).toEqual([]);
+    // A resend of one of them later is a duplicate, wherever the caller would put it.
+    const again = await apply(token, offsets(2, 2), [group(H0, calls, [['x', 5_000_000]], 's', H1)]);
+    expect(again).toEqual({ applied: 0, duplicates: 1, carried: 0, counted: 0 });
+    expect(await redis.exists(k.aggregates(H1))).toBe(0);
+  });
 });
 
-describe('applyBatch under the dead-letter late policy, and after state loss', () => {
-  it('refuses, changing nothing, a batch that touches an hour finalized since it was prepared', async () => {
+describe('applyBatch against a stale view of frozen hours, and after state loss', () => {
+  it('refuses, changing nothing, a batch that puts usage into an hour finalized since it was prepared', async () => {
     const { token } = await store.claim(p);
     await apply(token, offsets(0, 0), [group(H0, calls, [['a', 1_000_000]])]);
     await finalizer.finalize(store, p, token, H0);
     await expect(
-      apply(
-        token,
-        offsets(1, 2),
-        [group(H1, calls, [['b', 1]]), group(H0, calls, [['late', 1]])],
-        'dead-letter',
-      ),
+      apply(token, offsets(1, 2), [group(H1, calls, [['b', 1]]), group(H0, calls, [['late', 1]])]),
     ).rejects.toMatchObject({ code: 'late_event', retriable: true });
     const k = new Keys(prefix).partition(p);
     expect(await redis.exists(k.aggregates(H1))).toBe(0);
@@ -241,7 +262,7 @@ describe('finalizeHour', () => {
     const { token } = await store.claim(p);
     await apply(token, offsets(0, 0), [group(H0, calls, [['a', 3_000_000]])]);
     const first = await finalizer.finalize(store, p, token, H0);
-    await apply(token, offsets(1, 1), [group(H0, calls, [['b', 9_000_000]])]);
+    await apply(token, offsets(1, 1), [group(H0, calls, [['b', 9_000_000]], 's', H1)]);
     const again = await finalizer.finalize(store, p, token, H0);
     expect(first).toEqual([{ customer: 'acme', dimension: 'calls', productCode: 'prod-t', quantity: 3 }]);
     expect(again).toEqual(first);
@@ -295,7 +316,7 @@ describe('finalizeHour', () => {
       ids: [`e${i}`],
       micros: [1_000_000],
     }));
-    await apply(token, offsets(0, 5999), [{ hourMs: H0, aggregates: events }]);
+    await apply(token, offsets(0, 5999), [{ hourMs: H0, targetMs: H0, aggregates: events }]);
     const records = await finalizer.finalize(store, p, token, H0);
     expect(records).toHaveLength(6000);
     expect(records.every((r) => r.quantity === 1)).toBe(true);

@@ -3,24 +3,28 @@
   the partition checkpoint and advances the partition's event time. Either all of it lands or none of it
   does, so an event id is never claimed before its quantity is durable.
 
+  The caller decides where each event's quantity goes (hourly-window-store.ts), from the hours frozen on
+  the partition and the offset each was frozen through: its own hour; the first hour after it not frozen
+  before the event's offset (a late event, carried forward); or nowhere (a replay of an event a frozen
+  record already counts: only its id is remembered). The same input and the same frozen hours give the
+  same answer, so a replay after a state loss puts every unit where it went the first time.
+
   KEYS[1] checkpoint   KEYS[2] fence   KEYS[3] open hours   KEYS[4] late audit   KEYS[5] partition time
-  then, per hour group g = 1..G:  aggregates(hour), seen(hour), finalized(hour)
+  then, per group g = 1..G:  aggregates(target), seen(event hour), finalized(target)
 
   ARGV[1] fencing token        ARGV[2] the checkpoint the task holds ('' when none)
   ARGV[3] last offset of the batch
-  ARGV[4] dedupe ttl (s)       ARGV[5] finalized-hour ttl (s)      ARGV[6] G (hour groups)
-  ARGV[7] index of the carry-forward group (the open hour late events move into)
-  ARGV[8] late audit cap       ARGV[9] late policy: 'carry' | 'strict' (the caller dead-lettered them)
-  ARGV[10] highest event time in the batch, ms ('' when none)      ARGV[11] wall clock, ms
-  then per group: hourMs, A (aggregates in the group), then per aggregate:
-    field, op ('s' sum | 'm' max), E (events), then E pairs of (event id, micro-units)
+  ARGV[4] dedupe ttl (s)       ARGV[5] G (groups)       ARGV[6] late audit cap
+  ARGV[7] highest event time in the batch, ms ('' when none)      ARGV[8] wall clock, ms
+  then per group: event hourMs, target hourMs ('' when counted already), A (aggregates in the group),
+    then per aggregate: field, op ('s' sum | 'm' max), E (events), then E pairs of (event id, micro-units)
 
   Redis's checkpoint is the truth, checked on every batch: the task's own must equal it.
 
-  Returns { applied events, duplicate events, carried late events }, or
+  Returns { applied events, duplicate events, carried late events, events counted already }, or
     { -1 } the fencing token is stale (a newer owner claimed the partition),
     { -2, checkpoint } Redis is ahead of the task (a reply was lost): records up to it are applied,
-    { -3, hour } strict policy and an hour of the batch is already finalized,
+    { -3, hour } a target hour is finalized (the caller's view of frozen hours is out of date),
     { -4 } the partition's state is gone (Redis lost its data): recover before writing,
     { -6, checkpoint or '' } Redis is behind the task (failover to a lagging replica, an older
       snapshot): its fence or checkpoint predates what the task saw; re-claim and replay from it.
@@ -53,29 +57,23 @@ if checkpoint ~= held then
 end
 
 local G0 = 5
-local A0 = 12
+local A0 = 9
 -- unpack() of more than ~8000 values overflows Lua's C stack.
 local CHUNK = 4000
 local dedupeTtl = tonumber(ARGV[4])
-local groups = tonumber(ARGV[6])
-local carryGroup = tonumber(ARGV[7])
-local auditCap = tonumber(ARGV[8])
-local strict = ARGV[9] == 'strict'
-local carryAggKey = KEYS[G0 + (carryGroup - 1) * 3 + 1]
-local carryHour = nil
+local groups = tonumber(ARGV[5])
+local auditCap = tonumber(ARGV[6])
 
--- First pass, before any write: find the carry-forward hour, and under the strict policy refuse the
--- batch if one of its hours was finalized since the caller checked.
+-- First pass, before any write: every target hour must still be open.
 do
   local a = A0
   for g = 1, groups do
-    local hour = ARGV[a]
-    if g == carryGroup then carryHour = hour end
-    if strict and redis.call('EXISTS', KEYS[G0 + (g - 1) * 3 + 3]) == 1 then
-      return { -3, tonumber(hour) }
+    local target = ARGV[a + 1]
+    if target ~= '' and redis.call('EXISTS', KEYS[G0 + (g - 1) * 3 + 3]) == 1 then
+      return { -3, tonumber(target) }
     end
-    local aggs = tonumber(ARGV[a + 1])
-    a = a + 2
+    local aggs = tonumber(ARGV[a + 2])
+    a = a + 3
     for _ = 1, aggs do
       local events = tonumber(ARGV[a + 2])
       a = a + 3 + events * 2
@@ -83,20 +81,15 @@ do
   end
 end
 
-local applied, duplicates, carried = 0, 0, 0
+local applied, duplicates, carried, counted = 0, 0, 0, 0
 local a = A0
 for g = 1, groups do
-  local hour = ARGV[a]
+  local hour, target = ARGV[a], ARGV[a + 1]
   local aggKey = KEYS[G0 + (g - 1) * 3 + 1]
   local seenKey = KEYS[G0 + (g - 1) * 3 + 2]
-  local finKey = KEYS[G0 + (g - 1) * 3 + 3]
-  local aggs = tonumber(ARGV[a + 1])
-  a = a + 2
-  local finalized = redis.call('EXISTS', finKey) == 1
-  local targetKey, targetHour = aggKey, hour
-  if finalized then
-    targetKey, targetHour = carryAggKey, carryHour
-  end
+  local aggs = tonumber(ARGV[a + 2])
+  a = a + 3
+  local late = target ~= '' and target ~= hour
   local touched = false
   for _ = 1, aggs do
     local field, op, events = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
@@ -114,14 +107,18 @@ for g = 1, groups do
       -- New to Redis and not already earlier in this batch (a resend inside one fetch).
       if known[e] == 0 and not inBatch[ids[e]] then
         inBatch[ids[e]] = true
-        local micros = tonumber(ARGV[a + (e - 1) * 2 + 1])
-        applied = applied + 1
-        delta = delta + micros
-        if micros > peak then peak = micros end
         fresh[#fresh + 1] = ids[e]
-        if finalized then
-          carried = carried + 1
-          redis.call('LPUSH', KEYS[4], ids[e] .. '|' .. field .. '|' .. hour .. '|' .. targetHour)
+        if target == '' then
+          counted = counted + 1
+        else
+          local micros = tonumber(ARGV[a + (e - 1) * 2 + 1])
+          applied = applied + 1
+          delta = delta + micros
+          if micros > peak then peak = micros end
+          if late then
+            carried = carried + 1
+            redis.call('LPUSH', KEYS[4], ids[e] .. '|' .. field .. '|' .. hour .. '|' .. target)
+          end
         end
       else
         duplicates = duplicates + 1
@@ -134,24 +131,24 @@ for g = 1, groups do
     if peak >= 0 then
       touched = true
       if op == 'm' then
-        local current = tonumber(redis.call('HGET', targetKey, field) or '-1')
-        if peak > current then redis.call('HSET', targetKey, field, string.format('%d', peak)) end
+        local current = tonumber(redis.call('HGET', aggKey, field) or '-1')
+        if peak > current then redis.call('HSET', aggKey, field, string.format('%d', peak)) end
       else
-        redis.call('HINCRBY', targetKey, field, string.format('%d', delta))
+        redis.call('HINCRBY', aggKey, field, string.format('%d', delta))
       end
     end
   end
   redis.call('EXPIRE', seenKey, dedupeTtl)
   if touched then
-    redis.call('ZADD', KEYS[3], targetHour, targetHour)
+    redis.call('ZADD', KEYS[3], target, target)
   end
 end
 if carried > 0 then redis.call('LTRIM', KEYS[4], 0, auditCap - 1) end
 
-if ARGV[10] ~= '' then
+if ARGV[7] ~= '' then
   local previous = tonumber(redis.call('HGET', KEYS[5], 'maxEventTime') or '0')
-  if tonumber(ARGV[10]) > previous then redis.call('HSET', KEYS[5], 'maxEventTime', ARGV[10]) end
-  redis.call('HSET', KEYS[5], 'activeAt', ARGV[11])
+  if tonumber(ARGV[7]) > previous then redis.call('HSET', KEYS[5], 'maxEventTime', ARGV[7]) end
+  redis.call('HSET', KEYS[5], 'activeAt', ARGV[8])
 end
 redis.call('SET', KEYS[1], ARGV[3])
-return { applied, duplicates, carried }
+return { applied, duplicates, carried, counted }

@@ -14,6 +14,12 @@
   ARGV[4] R, then R pairs (field, frozen record)
   then S, then S triples (field, encoded state or '' to delete, '1' when it owes the next hour | '0')
 
+  Besides the records, the frozen hour keeps `__through` (the checkpoint it was frozen at: events of the
+  partition up to that offset are in it, later ones were carried forward) and `__states` (the model
+  state it left, as a JSON list of [field, state, owes]): the changelog written before the emit carries
+  both, so a Redis rebuilt after a loss knows the hour exactly. Real fields always hold a separator;
+  these never do.
+
   Returns { 1 } frozen now, { 0 } already frozen, { -1 } fenced, { -4 } state gone, { -5 } state moved on.
 ]]
 local fence = redis.call('GET', KEYS[1])
@@ -33,7 +39,17 @@ if (redis.call('GET', KEYS[2]) or '') ~= ARGV[2] then
 end
 
 local records = tonumber(ARGV[4])
-local frozen = { '__hour', hour }
+local s0 = 4 + records * 2 + 1
+local states = {}
+for i = 1, tonumber(ARGV[s0]) do
+  states[i] = { ARGV[s0 + (i - 1) * 3 + 1], ARGV[s0 + (i - 1) * 3 + 2], ARGV[s0 + (i - 1) * 3 + 3] }
+end
+local frozen = {
+  '__hour', hour,
+  '__through', ARGV[2] == '' and '-1' or ARGV[2],
+  -- cjson writes an empty table as {}: readers take it as no states.
+  '__states', cjson.encode(states),
+}
 for i = 1, records do
   frozen[#frozen + 1] = ARGV[4 + (i - 1) * 2 + 1]
   frozen[#frozen + 1] = ARGV[4 + (i - 1) * 2 + 2]
@@ -43,9 +59,8 @@ for i = 1, #frozen, 1000 do
   redis.call('HSET', KEYS[4], unpack(frozen, i, math.min(i + 999, #frozen)))
 end
 
-local s0 = 4 + records * 2 + 1
-for i = 1, tonumber(ARGV[s0]) do
-  local field, state, owes = ARGV[s0 + (i - 1) * 3 + 1], ARGV[s0 + (i - 1) * 3 + 2], ARGV[s0 + (i - 1) * 3 + 3]
+for i = 1, #states do
+  local field, state, owes = states[i][1], states[i][2], states[i][3]
   if state == '' then
     redis.call('HDEL', KEYS[7], field)
   else
