@@ -506,6 +506,7 @@ async function runProcessor(ctx: Ctx): Promise<ProcessorResult> {
     METERLINE_TOPIC_USAGE: ctx.topic,
     METERLINE_TOPIC_SUBMISSIONS: `${ctx.runId}-submissions`,
     METERLINE_TOPIC_FAILED: `${ctx.runId}-failed`,
+    METERLINE_TOPIC_CHANGELOG: `${ctx.runId}-changelog`,
     METERLINE_TOPIC_PARTITIONS: String(PARTITIONS),
     METERLINE_REDIS_PREFIX: ctx.runId,
     METERLINE_PROCESSOR_GROUP: `${ctx.runId}-processor`,

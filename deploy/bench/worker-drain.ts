@@ -82,6 +82,7 @@ export async function runWorkerDrain(o: {
     METERLINE_TOPIC_SUBMISSIONS: topic,
     METERLINE_TOPIC_FAILED: `${o.runId}-drain-failed`,
     METERLINE_TOPIC_USAGE: `${o.runId}-drain-usage`,
+    METERLINE_TOPIC_CHANGELOG: `${o.runId}-drain-changelog`,
     METERLINE_REDIS_PREFIX: prefix,
     METERLINE_WORKER_GROUP: `${o.runId}-drain-worker`,
     LOG_LEVEL: 'warn',
@@ -156,7 +157,9 @@ export async function runWorkerDrain(o: {
     };
   } finally {
     await admin
-      .deleteTopics({ topics: [topic, env.METERLINE_TOPIC_FAILED, env.METERLINE_TOPIC_USAGE] })
+      .deleteTopics({
+        topics: [topic, env.METERLINE_TOPIC_FAILED, env.METERLINE_TOPIC_USAGE, env.METERLINE_TOPIC_CHANGELOG],
+      })
       .catch(() => {});
     await admin.disconnect();
     for (;;) {

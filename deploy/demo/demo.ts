@@ -201,6 +201,7 @@ async function main(): Promise<number> {
     METERLINE_TOPIC_USAGE: `demo-${runId}.usage-events`,
     METERLINE_TOPIC_SUBMISSIONS: `demo-${runId}.metering-submissions`,
     METERLINE_TOPIC_FAILED: `demo-${runId}.metering-failed`,
+    METERLINE_TOPIC_CHANGELOG: `demo-${runId}.window-changelog`,
     METERLINE_REDIS_PREFIX: `meterline-demo-${runId}`,
     METERLINE_PROCESSOR_GROUP: `demo-${runId}-processor`,
     METERLINE_WORKER_GROUP: `demo-${runId}-worker`,
