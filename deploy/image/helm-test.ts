@@ -9,6 +9,10 @@
  *     settings the roles use (KAFKA_SSL, KAFKA_SSL_CA_FILE, KAFKA_SASL_*);
  *   - Redis answers PING at REDIS_URL (REDIS_CLUSTER, REDIS_TLS_CA_FILE), password included as the roles get it.
  *
+ * A health URL on a Service's cluster name (`<service>.<namespace>.svc`) is reached at the address Kubernetes
+ * gives the Pod in `<SERVICE>_SERVICE_HOST` when it has one (the Pod runs with service links; the Services exist
+ * before `helm test`), so the check does not depend on cluster DNS; otherwise the name is resolved as usual.
+ *
  * Exit 0 when every check passed, 1 when one failed (each failure says what and why), 2 on bad arguments.
  * `--no-health` skips the health checks (the chart passes it when the roles have no metrics Service).
  */
@@ -44,7 +48,21 @@ function within<T>(ms: number, what: string, p: Promise<T>): Promise<T> {
   return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }
 
-async function checkHealth(role: string, url: string, deadline: number): Promise<CheckResult> {
+/**
+ * `http://<service>.<ns>.svc…` → the Service's cluster IP from `<SERVICE>_SERVICE_HOST` when the environment has
+ * it (Kubernetes' service links); any other URL as it is.
+ */
+export function serviceUrl(url: string, env: NodeJS.ProcessEnv = process.env): string {
+  const u = new URL(url);
+  const m = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?)\.[a-z0-9-]+\.svc(\.cluster\.local)?$/.exec(u.hostname);
+  const host = m ? env[`${(m[1] as string).toUpperCase().replaceAll('-', '_')}_SERVICE_HOST`] : undefined;
+  if (!host) return url;
+  u.hostname = host.includes(':') ? `[${host}]` : host;
+  return u.toString();
+}
+
+async function checkHealth(role: string, given: string, deadline: number): Promise<CheckResult> {
+  const url = serviceUrl(given);
   let last = '';
   do {
     try {

@@ -402,6 +402,8 @@ describe('the helm test pod', () => {
         find(objects, 'Deployment', 'ml-meterline-processor').spec.template.spec.securityContext,
       );
       expect(pod.spec.automountServiceAccountToken).toBe(false);
+      // Service links: the script reaches the roles' Services without cluster DNS.
+      expect(pod.spec.enableServiceLinks).toBe(true);
       const health = c.args.filter((a: string) => a.startsWith('--health=')).map((a: string) => a.slice(9));
       expect(health).toEqual(
         roles.map((role) => `${role}=http://ml-meterline-${role}-metrics.metering.svc:9464/readyz`),

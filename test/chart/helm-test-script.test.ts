@@ -9,6 +9,7 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { serviceUrl } from '../../deploy/image/helm-test.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const SCRIPT = path.join(ROOT, 'deploy/image/helm-test.ts');
@@ -84,6 +85,28 @@ describe('the helm test script', () => {
     expect(r.out).not.toContain('s3cret-pass');
     // Every check ends by the timeout, however long the clients would retry.
     expect(r.ms).toBeLessThan(20_000);
+  });
+
+  it('reaches a Service by its cluster name through <SERVICE>_SERVICE_HOST, with no cluster DNS', async () => {
+    const port = new URL(base).port;
+    const r = await helmTest(
+      [`--health=worker=http://ml-meterline-worker-metrics.metering.svc:${port}/readyz`, '--timeout=20s'],
+      { ...stackEnv(), ML_METERLINE_WORKER_METRICS_SERVICE_HOST: '127.0.0.1' },
+    );
+    expect(r.code, r.out).toBe(0);
+    expect(r.out).toContain(`ok   worker health: http://127.0.0.1:${port}/readyz answered 200`);
+    expect(
+      serviceUrl('http://ml-meterline-worker-metrics.metering.svc.cluster.local:9464/readyz', {
+        ML_METERLINE_WORKER_METRICS_SERVICE_HOST: 'fd00::10',
+      }),
+    ).toBe('http://[fd00::10]:9464/readyz');
+    // Without the variable, or for a name that is not a Service's, the URL stays as it is.
+    expect(serviceUrl('http://ml-meterline-worker-metrics.metering.svc:9464/readyz', {})).toBe(
+      'http://ml-meterline-worker-metrics.metering.svc:9464/readyz',
+    );
+    expect(serviceUrl('http://10.0.0.1:9464/readyz', { X_SERVICE_HOST: '1.2.3.4' })).toBe(
+      'http://10.0.0.1:9464/readyz',
+    );
   });
 
   it('refuses bad arguments with exit 2; --no-health checks only Kafka and Redis', async () => {

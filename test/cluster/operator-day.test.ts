@@ -7,6 +7,8 @@
  *      temporary root, apart from the default test stack
  *   4. helm install (topics Job on, emulator as the AWS endpoint, OTLP → Jaeger) --wait
  *                                                                           → "every meterline pod Ready"
+ *      then `helm test`: the chart's test Pod (the image's deploy/image/helm-test.ts) finds each role ready,
+ *      Kafka and Redis reachable                                            → "helm test passed"
  *   5. a buyer registers through the registration Service (the emulator's ResolveCustomer); the tenant is
  *      in the customer directory, not in the chart's customers file
  *   6. events for a past hour produced from outside the cluster, the registered tenant's too; the emulator
@@ -731,6 +733,29 @@ describe.skipIf(!ENABLED)('operator day on a single-node Kubernetes', () => {
       expect(ready).toContain(`${RELEASE}-registration 1/1`);
       for (const line of ready) expect(line).toMatch(/ (\d+)\/\1$/);
       log('every meterline pod Ready');
+    });
+  });
+
+  it('4b. helm test → each role ready, Kafka and Redis reachable from a pod of the image', async () => {
+    await step('helm test', async () => {
+      // The release is named like the chart, so its full name is the release's: the Pod <release>-test.
+      const pod = `${RELEASE}-test`;
+      try {
+        const out = await helm('test', RELEASE, '--namespace', NAMESPACE, '--timeout', '5m');
+        expect(out).toMatch(/Phase:\s+Succeeded/);
+        log(`  ${pod}: ${out.match(/Phase:\s+\w+/)?.[0] ?? '?'}`);
+      } catch (err) {
+        // The Pod is kept when it fails (hook-delete-policy hook-succeeded): its lines say which check failed.
+        const lines = await kubectl('logs', '-n', NAMESPACE, pod).catch(
+          (e: Error) => `(no logs: ${e.message.split('\n')[0]})`,
+        );
+        // Teardown waits for the namespace to hold no pod: remove the failed test's Pod and policy.
+        await kubectl('delete', '-n', NAMESPACE, 'pod,networkpolicy', pod, '--ignore-not-found').catch(
+          () => '',
+        );
+        throw new Error(`${(err as Error).message}\n${lines}\n${await podSummary()}`);
+      }
+      log('helm test passed');
     });
   });
 
