@@ -73,6 +73,7 @@ beforeAll(async () => {
     METERLINE_JAEGER_URL: `http://127.0.0.1:${(jaeger.address() as AddressInfo).port}`,
     METERLINE_HANDOFF_SIGNING_SECRET: SECRET,
     LOG_LEVEL: 'warn',
+    OTEL_SDK_DISABLED: 'true',
   };
   // One failed record on the test's failed-records topic: a submission AWS refused.
   const hourMs = hourStart(Date.now()) - HOUR_MS;

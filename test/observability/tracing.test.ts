@@ -99,8 +99,11 @@ describe('a submission traced from the producer to the AWS call, in Jaeger', () 
     let trace: JaegerTrace | undefined;
     await waitFor(
       async () => {
-        const [found] = await jaeger.tracesOfRecord(record.recordId, 3_600_000);
-        trace = found && (await jaeger.trace(found.traceID));
+        // Record ids repeat across runs in the same hour: only this run's trace (its own usage topic) counts.
+        const own = (await jaeger.tracesOfRecord(record.recordId, 3_600_000)).find((found) =>
+          found.spans.some((s) => s.operationName === `finalize ${tp?.topics.usage}`),
+        );
+        trace = own && (await jaeger.trace(own.traceID));
         return trace?.spans.some((s) => s.operationName === 'BatchMeterUsage') ? true : undefined;
       },
       { timeoutMs: 60_000, describe: () => `trace of ${record.recordId}: ${spanNames(trace)}` },
