@@ -5,7 +5,7 @@
  */
 import type { Command } from 'commander';
 import { Keys } from '../redis/keys.ts';
-import { verifyHandoffOnce } from '../subscribe/handoff.ts';
+import { verifyHandoff, verifyHandoffOnce } from '../subscribe/handoff.ts';
 import { loadConfigOrExit } from './lifecycle.ts';
 import { oneShotRedis, reach, type TimeoutOptions, timeoutMs, withTimeout } from './one-shot.ts';
 import {
@@ -40,6 +40,8 @@ The claims print as JSON unless -o says otherwise.`,
     'meterline handoff verify "$HANDOFF_TOKEN" -o table',
   ]).action(async (token: string, o: OutputOptions & TimeoutOptions) => {
     const config = loadConfigOrExit(['handoff']);
+    // A forged, malformed or expired token is refused before Redis is contacted.
+    verifyHandoff(token, config.registration.handoffSecret as string);
     const { redis, check } = oneShotRedis(config.redis);
     try {
       await reach(timeoutMs(o), [check]);

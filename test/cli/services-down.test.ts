@@ -120,6 +120,23 @@ describe('usage and configuration mistakes', () => {
     }
   });
 
+  it('a forged or expired hand-off token is refused without Redis', async () => {
+    const expired = signHandoff({ productCode: 'prod-test', customerIdentifier: 'c-1' }, 'acme', SECRET, {
+      nowMs: Date.now() - 3_600_000,
+    });
+    for (const [token, code] of [
+      ['a.b.c', 'handoff_token_invalid'],
+      [expired, 'handoff_token_expired'],
+    ] as const) {
+      const r = await cli(['handoff', 'verify', token, '--timeout', TIMEOUT], down, {
+        hardLimitMs: HARD_LIMIT_MS,
+      });
+      expect(r.code, JSON.stringify(r)).toBe(EXIT.failed);
+      expect(r.stdout).toBe('');
+      expect(r.stderrLines).toEqual([expect.stringContaining(code)]);
+    }
+  });
+
   it('a broker without a port is refused by name, before connecting', async () => {
     const r = await cli(['status'], { ...down, KAFKA_BROKERS: 'broker' }, { hardLimitMs: HARD_LIMIT_MS });
     expect(r.code).toBe(EXIT.usage);

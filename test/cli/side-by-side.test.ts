@@ -26,6 +26,7 @@ import {
   type TestPipeline,
   testPipeline,
 } from '../support/pipeline-env.ts';
+import { cli } from './support.ts';
 
 const kafka = testKafka();
 const KILLS = 3;
@@ -34,6 +35,7 @@ const PARTITIONS = 3;
 const PORTS = { processor: 9464, worker: 9465 } as const;
 
 let tp: TestPipeline | undefined;
+let clash: TestPipeline | undefined;
 let emulator: RunningEmulator | undefined;
 const children: ChildProcess[] = [];
 const redis = createRedis(stackEnv().redisUrl);
@@ -42,6 +44,7 @@ afterAll(async () => {
   for (const c of children) await killHard(c);
   await emulator?.close();
   await tp?.cleanup(kafka);
+  await clash?.cleanup(kafka);
   redis.disconnect();
 });
 
@@ -150,4 +153,24 @@ describe('processor and worker side by side, no port settings', () => {
     expect(em.state.snapshot().duplicates).toBe(0);
     expect(await readAllMessages(kafka, tp.topics.failed)).toEqual([]);
   }, 900_000);
+
+  it('a port in use is refused with the key to set', async () => {
+    const blocker = createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, '0.0.0.0', resolve));
+    const port = (blocker.address() as { port: number }).port;
+    try {
+      clash = testPipeline('port-clash');
+      const r = await cli(['worker'], {
+        ...clash.env,
+        METERLINE_OPS_PORT: String(port),
+        OTEL_SDK_DISABLED: 'true',
+      });
+      expect(r.code, r.stderr).toBe(2);
+      expect(r.stdout).toBe('');
+      expect(r.stderr).toContain(`port ${port} is in use on this host`);
+      expect(r.stderr).toContain('set METERLINE_OPS_PORT to a free port');
+    } finally {
+      await new Promise((resolve) => blocker.close(resolve));
+    }
+  });
 });
