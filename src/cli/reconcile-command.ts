@@ -1,0 +1,154 @@
+/**
+ * `meterline reconcile internal | aws | gaps`: where every unit went. Each prints a report (a table on a
+ * terminal, plain columns piped, or -o json|yaml|csv) and exits 1 when it finds an imbalance, so cron
+ * and CI can run it.
+ */
+import { SingleBar } from 'cli-progress';
+import type { Command } from 'commander';
+import { collectInternal, type Progress } from '../reconcile/collect.ts';
+import { type ReconcileRow, reconcileInternal, summarize } from '../reconcile/internal.ts';
+import {
+  type Column,
+  num,
+  printReport,
+  type ReportFormat,
+  reportFormat,
+  withReportOutput,
+} from '../reconcile/report.ts';
+import { instantArg, parseInstant } from '../reconcile/time-range.ts';
+import { Keys } from '../redis/keys.ts';
+import { HOUR_MS, hourIso, hourStart } from '../time/hours.ts';
+import { loadConfigOrExit } from './lifecycle.ts';
+import {
+  EXIT,
+  oneShotKafka,
+  oneShotRedis,
+  reach,
+  type TimeoutOptions,
+  timeoutMs,
+  withTimeout,
+} from './one-shot.ts';
+import { withExamples } from './output.ts';
+
+type ReportOptions = TimeoutOptions & { output: ReportFormat; json?: boolean };
+
+const INTERNAL_COLUMNS: Column<ReconcileRow>[] = [
+  { head: 'hour', value: (r) => r.hour },
+  { head: 'customer', value: (r) => r.customer },
+  { head: 'dimension', value: (r) => r.dimension },
+  { head: 'measured', value: (r) => num(r.measured) },
+  { head: 'carried out', value: (r) => num(r.carriedOut ?? (r.lateEventsOut || undefined)) },
+  { head: 'carried in', value: (r) => num(r.carriedIn ?? (r.lateEventsIn || undefined)) },
+  { head: 'remainder', value: (r) => num(r.remainderOut) },
+  { head: 'held', value: (r) => num(r.held) },
+  { head: 'frozen', value: (r) => num(r.frozen) },
+  { head: 'emitted', value: (r) => num(r.emitted) },
+  { head: 'accepted', value: (r) => num(r.accepted) },
+  { head: 'dead-lettered', value: (r) => num(r.deadLettered) },
+  { head: 'redriven', value: (r) => num(r.redriven) },
+  { head: 'status', value: (r) => r.status },
+  { head: 'reasons', value: (r) => r.reasons.join(' ') },
+];
+
+/** A bar with counts and an ETA on stderr when it is a terminal; nothing otherwise. */
+export function progressBar(): { progress: Progress | undefined; stop: () => void } {
+  if (!process.stderr.isTTY) return { progress: undefined, stop: () => {} };
+  let bar: SingleBar | undefined;
+  let current = '';
+  return {
+    progress: (stage, done, total) => {
+      if (stage !== current) {
+        bar?.stop();
+        current = stage;
+        bar = new SingleBar({
+          format: `reading ${stage} {bar} {value}/{total} messages, ETA {eta_formatted}`,
+          stream: process.stderr,
+          etaBuffer: 50,
+        });
+        bar.start(total, done);
+      } else bar?.update(done);
+    },
+    stop: () => bar?.stop(),
+  };
+}
+
+export function registerReconcileCommand(program: Command): void {
+  const reconcile = program
+    .command('reconcile')
+    .description('account for every unit: internally, against AWS evidence, and for missing hours');
+  withExamples(reconcile, [
+    'meterline reconcile internal --from 48h',
+    'meterline reconcile aws --cloudtrail ./trail/ --report usage.csv',
+    'meterline reconcile gaps --from 7d -o json',
+  ]);
+
+  const internal = reconcile
+    .command('internal')
+    .description(
+      'for each customer, dimension and hour: measured, carried, frozen, emitted, accepted, dead-lettered and redriven units; exit 1 on any imbalance',
+    )
+    .option('--from <time>', 'first hour: an ISO time with a zone or a duration ago', instantArg, '48h')
+    .option('--to <time>', 'end (exclusive): an ISO time with a zone or a duration ago', instantArg)
+    .option('--measure', 're-read the usage topic and measure every hour from its events')
+    .option('--carried-ok', 'late units carried to a later hour count as balanced')
+    .option('--all', 'list balanced rows too (by default only pending and unbalanced ones)');
+  withExamples(withTimeout(withReportOutput(internal)), [
+    'meterline reconcile internal --from 48h',
+    'meterline reconcile internal --from 2026-12-01T00:00Z --to 2026-12-02T00:00Z --measure -o csv',
+    'meterline reconcile internal --from 24h --all -o json',
+  ]).action(
+    async (
+      o: ReportOptions & { from: string; to?: string; measure?: boolean; carriedOk?: boolean; all?: boolean },
+    ) => {
+      const config = loadConfigOrExit([]);
+      const nowMs = Date.now();
+      const fromMs = hourStart(parseInstant(o.from, nowMs));
+      const toMs =
+        o.to === undefined ? hourStart(nowMs) + HOUR_MS : hourStart(parseInstant(o.to, nowMs) - 1) + HOUR_MS;
+      const { kafka, check: kafkaUp } = oneShotKafka(config.kafka, 'reconcile');
+      const { redis, check: redisUp } = oneShotRedis(config.redis);
+      const bar = progressBar();
+      try {
+        await reach(timeoutMs(o), [kafkaUp, redisUp]);
+        const inputs = await collectInternal({
+          config,
+          kafka,
+          redis,
+          keys: new Keys(config.redis.prefix),
+          fromMs,
+          toMs,
+          nowMs,
+          measure: Boolean(o.measure),
+          ...(bar.progress ? { progress: bar.progress } : {}),
+        });
+        bar.stop();
+        const rows = reconcileInternal(inputs, { carriedOk: Boolean(o.carriedOk) });
+        const counts = summarize(rows);
+        const shown = o.all ? rows : rows.filter((r) => r.status !== 'balanced');
+        printReport(
+          reportFormat(o),
+          {
+            from: hourIso(fromMs),
+            to: hourIso(toMs),
+            measured: Boolean(o.measure),
+            summary: counts,
+            rows: shown,
+          },
+          shown,
+          INTERNAL_COLUMNS,
+          `${rows.length} rows from ${hourIso(fromMs)} to ${hourIso(toMs)}: ${counts.balanced} balanced, ${counts.pending} pending, ${counts.unbalanced} unbalanced${
+            Object.keys(counts.reasons).length
+              ? ` (${Object.entries(counts.reasons)
+                  .map(([r, n]) => `${r} ${n}`)
+                  .join(', ')})`
+              : ''
+          }\n`,
+        );
+        if (counts.unbalanced) process.exitCode = EXIT.failed;
+      } finally {
+        bar.stop();
+        redis.disconnect();
+      }
+    },
+  );
+}

@@ -1,0 +1,356 @@
+/**
+ * Reads what `reconcile internal` and `reconcile gaps` account with: the window changelog (frozen hours,
+ * their model state, emitted marks), the open windows and late-event audit in Redis, the submission
+ * topic with the worker group's committed offsets, the ledger, the failed-records topic with its redrive
+ * marks, and (on request) the usage topic itself. Read-only: nothing here writes to Kafka or Redis.
+ */
+import type { Admin, Kafka, KafkaMessage } from 'kafkajs';
+import { decodeState } from '../commit/metering-models.ts';
+import { parseSubmissionRecord } from '../commit/submission-record.ts';
+import type { Config } from '../config/config.ts';
+import { readDlq } from '../dlq/redrive.ts';
+import { EventDecoder } from '../ingest/decoder.ts';
+import { parseEventTimestamp } from '../ingest/timestamp.ts';
+import { partitionOfCustomer } from '../kafka/partitioner.ts';
+import type { ScriptedRedis } from '../redis/client.ts';
+import { FIELD_SEPARATOR, type Keys, splitAggregateField } from '../redis/keys.ts';
+import type { LedgerEntry } from '../submit/ledger.ts';
+import { hourStart } from '../time/hours.ts';
+import { foldChangelog } from '../window/window-changelog.ts';
+import type {
+  DlqSeen,
+  FrozenHourInfo,
+  InternalInputs,
+  LateSeen,
+  SubmissionSeen,
+  UsageSeen,
+} from './internal.ts';
+
+/** Called while topics are read: messages read so far, and in all (for a bar with an ETA). */
+export type Progress = (stage: string, done: number, total: number) => void;
+
+export interface CollectOptions {
+  config: Config;
+  kafka: Kafka;
+  redis: ScriptedRedis;
+  keys: Keys;
+  fromMs: number;
+  toMs: number;
+  nowMs: number;
+  /** Re-read the usage topic to measure every hour from the events themselves. */
+  measure: boolean;
+  progress?: Progress;
+}
+
+export async function collectInternal(o: CollectOptions): Promise<InternalInputs> {
+  const { config, kafka, redis, keys } = o;
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    const existing = new Set(await admin.listTopics());
+    const partitions = existing.has(config.topics.usage)
+      ? await partitionCount(admin, config.topics.usage)
+      : config.topics.partitions;
+    const usageParts = Array.from({ length: partitions }, (_, p) => ({
+      topic: config.topics.usage,
+      partition: p,
+    }));
+
+    const frozen: FrozenHourInfo[] = [];
+    if (existing.has(config.topics.changelog)) {
+      const messages = await readTopicWithProgress(
+        kafka,
+        admin,
+        config.topics.changelog,
+        'changelog',
+        o.progress,
+      );
+      for (const part of usageParts) {
+        const snapshot = foldChangelog(part, messages, 0);
+        for (const h of snapshot.hours) {
+          frozen.push({
+            partition: part.partition,
+            hourMs: h.hourMs,
+            emitted: h.emitted,
+            records: new Map(
+              h.records.map(([field, text]) => [
+                field,
+                /^\d+$/.test(text) ? Number(text) : (JSON.parse(text) as { quantity: number }).quantity,
+              ]),
+            ),
+            states: new Map(h.states.map(([field, encoded]) => [field, decodeState(encoded)])),
+          });
+        }
+      }
+    }
+
+    const open: InternalInputs['open'] = [];
+    const late: LateSeen[] = [];
+    for (const part of usageParts) {
+      const k = keys.partition(part);
+      const hours = (await redis.zrange(k.openHours(), '0', '-1')).map(Number);
+      for (const h of hours) {
+        if (h < o.fromMs || h >= o.toMs) continue;
+        const aggs = await redis.hgetall(k.aggregates(h));
+        for (const [field, micros] of Object.entries(aggs)) {
+          const key = splitAggregateField(field);
+          if (key)
+            open.push({
+              customer: key.customer,
+              dimension: key.dimension,
+              hourMs: h,
+              micros: BigInt(micros),
+            });
+        }
+      }
+      for (const entry of await redis.lrange(k.lateAudit(), 0, -1)) {
+        // eventId|field|fromHour|toHour; the id itself may hold '|'.
+        const parts = entry.split('|');
+        if (parts.length < 4) continue;
+        const toHourMs = Number(parts.pop());
+        const fromHourMs = Number(parts.pop());
+        const field = parts.pop() as string;
+        const key = splitAggregateField(field);
+        if (!key) continue;
+        late.push({
+          eventId: parts.join('|'),
+          customer: key.customer,
+          dimension: key.dimension,
+          fromHourMs,
+          toHourMs,
+        });
+      }
+    }
+
+    const submissions: SubmissionSeen[] = [];
+    const workerCommitted = new Map<number, bigint>();
+    if (existing.has(config.topics.submissions)) {
+      for (const m of await readTopicWithProgress(
+        kafka,
+        admin,
+        config.topics.submissions,
+        'submissions',
+        o.progress,
+      )) {
+        const r = parseSubmissionRecord(m.value);
+        if (!r) continue;
+        submissions.push({
+          recordId: r.recordId,
+          customer: r.customer,
+          dimension: r.dimension,
+          hourMs: Date.parse(r.hour),
+          quantity: r.quantity,
+          deadlineMs: Date.parse(r.deadline),
+          partition: m.partition,
+          offset: BigInt(m.offset),
+        });
+      }
+      const committed = await admin.fetchOffsets({
+        groupId: config.groups.worker,
+        topics: [config.topics.submissions],
+      });
+      for (const t of committed)
+        for (const p of t.partitions)
+          if (Number(p.offset) >= 0) workerCommitted.set(p.partition, BigInt(p.offset));
+    }
+
+    const dlq: DlqSeen[] = [];
+    if (existing.has(config.topics.failed)) {
+      const entries = await readDlq(kafka, config.topics.failed);
+      const marks = await Promise.all(
+        entries.map((e) => redis.exists(keys.redriven(config.topics.failed, e.id))),
+      );
+      entries.forEach((e, i) => {
+        const env = e.envelope;
+        const seen: DlqSeen = { id: e.id, stage: env.stage, reason: env.reason, redriven: marks[i] === 1 };
+        if (env.record) {
+          seen.record = {
+            recordId: env.record.recordId,
+            customer: env.record.customer,
+            dimension: env.record.dimension,
+            hourMs: Date.parse(env.record.hour),
+            quantity: env.record.quantity,
+          };
+        } else if (env.stage === 'ingest') {
+          if (env.source)
+            seen.source = {
+              topic: env.source.topic,
+              partition: env.source.partition,
+              offset: env.source.offset,
+            };
+          const event = readableEvent(env.originalBase64);
+          if (event) seen.event = event;
+        }
+        dlq.push(seen);
+      });
+    }
+
+    const ledger = await scanLedger(redis, keys);
+
+    let usage: UsageSeen[] | undefined;
+    if (o.measure && existing.has(config.topics.usage)) {
+      usage = [];
+      const decoder = new EventDecoder();
+      const ctx = {
+        // Measured as of each message's write: the clock guards then are the ones that held.
+        nowMs: o.nowMs,
+        maxFutureSkewMs: Number.MAX_SAFE_INTEGER,
+        submitMarginMs: 0,
+        dimensions: new Set(config.plan.dimensions.keys()),
+        maxMessageBytes: config.maxMessageBytes,
+        api: config.worker.api,
+      };
+      for (const m of await readTopicWithProgress(kafka, admin, config.topics.usage, 'usage', o.progress)) {
+        const res = await decoder.decode(m.value, { ...ctx, nowMs: Number(m.timestamp) });
+        if (!res.ok) continue;
+        const e = res.event;
+        usage.push({
+          id: e.id,
+          customer: e.customer,
+          dimension: e.dimension,
+          hourMs: hourStart(e.timestampMs),
+          micros: BigInt(e.micros),
+          partition: m.partition,
+          offset: m.offset,
+        });
+      }
+    }
+
+    return {
+      plan: config.plan,
+      api: config.worker.api,
+      fromMs: o.fromMs,
+      toMs: o.toMs,
+      nowMs: o.nowMs,
+      frozen,
+      open,
+      submissions,
+      workerCommitted,
+      ledger,
+      dlq,
+      late,
+      ...(usage ? { usage } : {}),
+      partitionOf: (customer) => partitionOfCustomer(customer, partitions),
+    };
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+async function partitionCount(admin: Admin, topic: string): Promise<number> {
+  const meta = await admin.fetchTopicMetadata({ topics: [topic] });
+  return meta.topics[0]?.partitions.length ?? 0;
+}
+
+/** A dead-lettered input that is still a readable event (a too_old one, say), for its row. */
+function readableEvent(base64: string | null | undefined): DlqSeen['event'] | undefined {
+  if (!base64) return undefined;
+  try {
+    const raw = JSON.parse(Buffer.from(base64, 'base64').toString('utf8')) as Record<string, unknown>;
+    const ts = parseEventTimestamp(raw.timestamp);
+    if (
+      !ts.ok ||
+      typeof raw.id !== 'string' ||
+      typeof raw.customer !== 'string' ||
+      typeof raw.dimension !== 'string' ||
+      typeof raw.quantity !== 'number' ||
+      !Number.isFinite(raw.quantity) ||
+      raw.quantity < 0
+    )
+      return undefined;
+    return {
+      id: raw.id,
+      customer: raw.customer,
+      dimension: raw.dimension,
+      hourMs: hourStart(ts.ms),
+      micros: BigInt(Math.round(raw.quantity * 1_000_000)),
+    };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Every ledger entry under the prefix (SCAN; on a Redis Cluster, every master). */
+export async function scanLedger(
+  redis: ScriptedRedis,
+  keys: Keys,
+): Promise<Map<string, { quantity: number; meteringRecordId: string }>> {
+  const out = new Map<string, { quantity: number; meteringRecordId: string }>();
+  const prefix = keys.ledger('');
+  const nodes =
+    'nodes' in redis && typeof redis.nodes === 'function' && redis.isCluster
+      ? redis.nodes('master')
+      : [redis];
+  for (const node of nodes) {
+    let cursor = '0';
+    do {
+      const [next, found] = await node.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+      cursor = next;
+      if (!found.length) continue;
+      const values = await Promise.all(found.map((k) => node.get(k)));
+      found.forEach((k, i) => {
+        const v = values[i];
+        if (typeof v !== 'string') return;
+        const entry = JSON.parse(v) as LedgerEntry;
+        out.set(k.slice(prefix.length), {
+          quantity: entry.quantity,
+          meteringRecordId: entry.meteringRecordId,
+        });
+      });
+    } while (cursor !== '0');
+  }
+  return out;
+}
+
+/**
+ * Every message of a topic up to its end offsets at the call, reporting progress (messages read of the
+ * total between the low and high watermarks) as it goes.
+ */
+export async function readTopicWithProgress(
+  kafka: Kafka,
+  admin: Admin,
+  topic: string,
+  stage: string,
+  progress?: Progress,
+): Promise<(KafkaMessage & { partition: number })[]> {
+  const offsets = await admin.fetchTopicOffsets(topic);
+  const remaining = new Map(
+    offsets.filter((o) => BigInt(o.high) > BigInt(o.low)).map((o) => [o.partition, BigInt(o.high)]),
+  );
+  const total = offsets.reduce((s, o) => s + Number(BigInt(o.high) - BigInt(o.low)), 0);
+  const out: (KafkaMessage & { partition: number })[] = [];
+  progress?.(stage, 0, total);
+  if (!remaining.size) return out;
+  const consumer = kafka.consumer({
+    groupId: `meterline-reconcile-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`,
+  });
+  await consumer.connect();
+  let read = 0;
+  try {
+    await consumer.subscribe({ topic, fromBeginning: true });
+    await new Promise<void>((resolve, reject) => {
+      consumer
+        .run({
+          eachBatch: async ({ batch }) => {
+            const end = remaining.get(batch.partition);
+            if (end === undefined) return;
+            for (const m of batch.messages) {
+              if (BigInt(m.offset) >= end) continue;
+              out.push(Object.assign(m, { partition: batch.partition }));
+              read += 1;
+            }
+            progress?.(stage, read, total);
+            // Compaction and transaction markers leave gaps: the batch's last offset says how far it read.
+            if (BigInt(batch.lastOffset()) + 1n >= end) remaining.delete(batch.partition);
+            if (!remaining.size) resolve();
+          },
+        })
+        .catch(reject);
+    });
+  } finally {
+    await consumer.disconnect();
+  }
+  return out;
+}
+
+export { FIELD_SEPARATOR };
