@@ -25,8 +25,7 @@ export const EXIT = {
   interrupted: 130,
 } as const;
 
-export const EXIT_CODES_HELP = `
-Exit codes:
+export const EXIT_CODES_HELP = `Exit codes:
   0    done
   1    the command ran and failed (an entry not found, a token refused, a send that failed)
   2    usage or configuration error, found before anything was contacted (unknown option, bad id,

@@ -20,9 +20,7 @@ export interface OutputOptions {
 export function withOutput(command: Command, defaultFormat: OutputFormat = 'table'): Command {
   return command
     .addOption(
-      new Option('-o, --output <format>', 'output format: table, json or yaml')
-        .choices(OUTPUT_FORMATS)
-        .default(defaultFormat),
+      new Option('-o, --output <format>', 'output format').choices(OUTPUT_FORMATS).default(defaultFormat),
     )
     .addOption(new Option('--json', 'same as -o json').hideHelp());
 }
