@@ -22,6 +22,7 @@ import { EXIT, EXIT_CODES_HELP, ServiceUnavailableError } from './one-shot.ts';
 import { withExamples } from './output.ts';
 import { registerPipelineCommands } from './pipeline-commands.ts';
 import { registerProduceCommand } from './produce-command.ts';
+import { registerReconcileCommand } from './reconcile-command.ts';
 import { registerRegistrationCommand } from './registration-command.ts';
 import { registerStatusCommand } from './status-command.ts';
 import { registerTraceCommand } from './trace-command.ts';
@@ -41,6 +42,7 @@ registerStatusCommand(program);
 registerCustomersCommand(program);
 registerTraceCommand(program);
 registerHandoffCommand(program);
+registerReconcileCommand(program);
 
 withExamples(program, [
   'meterline run',
