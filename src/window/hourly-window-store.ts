@@ -179,6 +179,7 @@ export class HourlyWindowStore implements StateStore {
       processedUntil !== undefined && (group === undefined || processedUntil > group)
         ? processedUntil
         : group;
+    const started = this.#o.now();
     const snapshot = await this.#o.recovery.readChangelog(task, replayFrom - HOUR_MS);
     if ((committed === undefined || committed <= 0n) && !snapshot.hours.length && !snapshot.states.size) {
       await this.#loadFrozen();
@@ -188,7 +189,6 @@ export class HourlyWindowStore implements StateStore {
     // every hour frozen (so none is frozen again with other usage) and the model state; then the usage
     // topic is re-read from the oldest hour AWS can still accept. Nothing closes until the replay reaches
     // the log end of now: an hour closed halfway would freeze short.
-    const started = this.#o.now();
     const restored = await this.#o.windows.restore(task, snapshot);
     const seekTo = await this.#o.recovery.offsetForTime(task, replayFrom);
     const logEnd = await this.#o.recovery.logEnd(task);
