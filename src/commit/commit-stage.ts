@@ -37,7 +37,7 @@ import {
 import { aggregateField } from '../redis/keys.ts';
 import { acceptanceDeadline, DEFAULT_ACCEPTANCE_WINDOW_MS, type MeteringApi } from '../submit/aws-window.ts';
 import { Ledger } from '../submit/ledger.ts';
-import { HOUR_MS, hourIso, hourStart } from '../time/hours.ts';
+import { formatElapsed, HOUR_MS, hourIso, hourStart } from '../time/hours.ts';
 import { HOURLY_WINDOWS, type HourlyWindowStore } from '../window/hourly-window-store.ts';
 import { type ChangelogMessage, emittedMessages, frozenHourMessages } from '../window/window-changelog.ts';
 import { type PartitionTime, TRACE_LINKS_PER_HOUR } from '../window/window-store.ts';
@@ -67,6 +67,11 @@ export interface CommitStageOptions extends EventTimeOptions {
   subscribers: () => readonly Subscriber[] | Promise<readonly Subscriber[]>;
   /** A customer's contract, for contract-with-overage dimensions. */
   contractOf: (customer: string) => Contract | undefined;
+  /**
+   * Which tenants have an AWS identity now (asked once per punctuation). Records of the others are held,
+   * frozen with their hour, until they have one or their deadline margin comes. Absent: all of them.
+   */
+  mapped?: () => Promise<(customer: string) => boolean>;
   api: MeteringApi;
   /**
    * A record must reach AWS this long before its deadline: older empty hours get no zero record, and an
@@ -160,6 +165,9 @@ export class CommitStage {
   /** partition → customer␟dimension fields that get zero records there. */
   #zeroFields = new Map<number, ZeroField[]>();
   #gapsCheckedAt = Number.NEGATIVE_INFINITY;
+  #isMapped: (customer: string) => boolean = () => true;
+  /** `partition:hour` of frozen hours already in the changelog (written once per process and hour). */
+  #changelogged = new Set<string>();
 
   constructor(options: CommitStageOptions) {
     this.#o = options;
@@ -181,6 +189,7 @@ export class CommitStage {
     if (!store0) return;
     const logEnds = await this.#o.logEnds();
     this.#setZeroFields(logEnds.size, await this.#o.subscribers());
+    this.#isMapped = this.#o.mapped ? await this.#o.mapped() : () => true;
     const times = await store0.windows.partitionTimes(this.#o.usageTopic, logEnds.size);
     for (const t of times) {
       const lag = (logEnds.get(t.partition) ?? 0n) - ((t.checkpoint ?? -1n) + 1n);
@@ -241,6 +250,8 @@ export class CommitStage {
     let oldest: number | undefined;
     let oldestWaiting: number | undefined;
     const waiting: [partition: string, hours: number][] = [];
+    const held: [partition: string, records: number][] = [];
+    let oldestHeld: number | undefined;
     for (const task of tasks) {
       const store = task.getStateStore<HourlyWindowStore>(HOURLY_WINDOWS);
       const hour = await store.windows.oldestUnsubmittedHour(store.task);
@@ -251,6 +262,12 @@ export class CommitStage {
       if (hour !== undefined && (oldest === undefined || hour < oldest)) oldest = hour;
       const pending = await store.windows.pendingEmits(store.task);
       waiting.push([String(store.task.partition), pending.length]);
+      const heldHere = await store.windows.heldRecords(store.task);
+      held.push([String(store.task.partition), heldHere.size]);
+      for (const key of heldHere.keys()) {
+        const h = Number(key.slice(0, key.indexOf('|')));
+        if (oldestHeld === undefined || h < oldestHeld) oldestHeld = h;
+      }
       for (const h of pending) if (oldestWaiting === undefined || h < oldestWaiting) oldestWaiting = h;
     }
     const now = this.#now();
@@ -259,6 +276,13 @@ export class CommitStage {
     // count would keep the alert firing), and a scrape never sees the owned ones missing.
     metrics.pendingEmitHours.reset();
     for (const [partition, hours] of waiting) metrics.pendingEmitHours.set({ partition }, hours);
+    metrics.heldRecords.reset();
+    for (const [partition, records] of held) metrics.heldRecords.set({ partition }, records);
+    metrics.heldDeadLetterInSeconds.reset();
+    if (oldestHeld !== undefined) {
+      const at = acceptanceDeadline(this.#o.api, oldestHeld) - this.#o.submitMarginMs;
+      metrics.heldDeadLetterInSeconds.set(Math.max(0, at - now) / 1000);
+    }
     metrics.oldestPendingEmitHourAgeSeconds.set(
       oldestWaiting === undefined ? 0 : Math.max(0, now - oldestWaiting) / 1000,
     );
@@ -408,21 +432,38 @@ export class CommitStage {
    */
   async #emit(store: HourlyWindowStore, hourMs: number): Promise<number | undefined> {
     const task = store.task;
-    const finalizedAtMs = this.#now();
+    const now = this.#now();
     const hour = await store.windows.frozenHour(task, hourMs);
     // A frozen hour always holds its `__hour` field: no hash means its records are gone, not 0.
     if (!hour) return this.#deadLetterLostHour(store, hourMs);
-    const records: SubmissionRecord[] = [];
+    const all: SubmissionRecord[] = [];
     for (const frozen of this.#finalizer.parse(hour.records)) {
-      records.push(makeSubmissionRecord({ ...frozen, hourMs, api: this.#o.api, finalizedAtMs }));
+      all.push(makeSubmissionRecord({ ...frozen, hourMs, api: this.#o.api, finalizedAtMs: now }));
     }
     // The changelog first: once any record may be on the submission topic, a Redis rebuilt after a loss
     // must know the hour is frozen, with exactly these records and the model state they left.
-    try {
-      await this.#toChangelog(store, frozenHourMessages(task, hour));
-    } catch (error) {
-      if (!isMeterlineError(error) || error.code !== 'kafka_error' || !error.retriable) throw error;
-      return this.#emitFailed(store, hourMs, records, error);
+    const memo = `${task.partition}:${hourMs}`;
+    if (!this.#changelogged.has(memo)) {
+      try {
+        await this.#toChangelog(store, frozenHourMessages(task, hour));
+      } catch (error) {
+        if (!isMeterlineError(error) || error.code !== 'kafka_error' || !error.retriable) throw error;
+        return this.#emitFailed(store, hourMs, all, error);
+      }
+      if (this.#changelogged.size > 10_000) this.#changelogged.clear();
+      this.#changelogged.add(memo);
+    }
+    // Records of tenants without an AWS identity yet are held; those sent (or dead-lettered) before are done.
+    const done = await store.windows.sentFields(task, hourMs);
+    const records: SubmissionRecord[] = [];
+    const held: SubmissionRecord[] = [];
+    for (const r of all) {
+      if (done.has(aggregateField(r.customer, r.dimension))) continue;
+      (this.#isMapped(r.customer) ? records : held).push(r);
+    }
+    if (held.length) {
+      const released = await this.#hold(store, hourMs, held);
+      if (released === undefined) return undefined;
     }
     if (records.length) {
       try {
@@ -442,10 +483,27 @@ export class CommitStage {
     }
     this.#o.faults?.afterEmit?.();
     if (records.length) metrics.finalizeLagSeconds.observe((this.#now() - (hourMs + HOUR_MS)) / 1000);
-    await this.#changelogEmitted(store, hourMs);
-    await store.windows.markEmitted(task, store.token, hourMs);
-    this.stats.hoursFinalized += 1;
     this.stats.recordsEmitted += records.length;
+    if (held.length && !(await this.#heldDone(store, hourMs, held))) {
+      // Part of the hour still waits for its tenants: what went out is noted, the hour stays pending.
+      await store.windows.markSent(
+        task,
+        hourMs,
+        records.map((r) => aggregateField(r.customer, r.dimension)),
+      );
+      return records.length;
+    }
+    await this.#changelogEmitted(store, hourMs);
+    // Records held before and released now are held no more.
+    await store.windows.releaseHeld(
+      task,
+      hourMs,
+      records.map((r) => aggregateField(r.customer, r.dimension)),
+    );
+    await store.windows.markEmitted(task, store.token, hourMs);
+    if (done.size || held.length) await store.windows.forgetSent(task, hourMs);
+    this.#changelogged.delete(memo);
+    this.stats.hoursFinalized += 1;
     if (records.length) {
       this.#o.logger.info(
         { partition: task.partition, hour: hourIso(hourMs), records: records.length },
@@ -453,6 +511,75 @@ export class CommitStage {
       );
     }
     return records.length;
+  }
+
+  /**
+   * Holds records whose tenant has no AWS identity yet: they wait, frozen with their hour, and go out at
+   * their own hour as soon as the tenant is mapped (registration, a lifecycle event, the customers file).
+   * Once the hour's AWS deadline minus the submit margin is reached they are dead-lettered instead
+   * (customer_mapping_missing, with how long they were held), so a redrive can still bill them. Returns
+   * how many were dead-lettered (0 while they wait), undefined when the DLQ could not be written.
+   */
+  async #hold(
+    store: HourlyWindowStore,
+    hourMs: number,
+    held: readonly SubmissionRecord[],
+  ): Promise<number | undefined> {
+    const task = store.task;
+    const now = this.#now();
+    const fields = held.map((r) => aggregateField(r.customer, r.dimension));
+    const since = await store.windows.heldSince(task, hourMs, fields, now);
+    const riskAt = acceptanceDeadline(this.#o.api, hourMs) - this.#o.submitMarginMs;
+    if (now <= riskAt) {
+      const fresh = held.filter((r) => since.get(aggregateField(r.customer, r.dimension)) === now);
+      if (fresh.length) {
+        this.#o.logger.warn(
+          {
+            partition: task.partition,
+            hour: hourIso(hourMs),
+            tenants: [...new Set(fresh.map((r) => r.customer))].slice(0, 20),
+            records: fresh.length,
+            deadLetterAt: new Date(riskAt).toISOString(),
+          },
+          'usage of tenants without an AWS identity is held until they register (or the deadline margin)',
+        );
+      }
+      return 0;
+    }
+    const at = new Date(now).toISOString();
+    const envelopes = held.map((record): FailedRecord => {
+      const from = since.get(aggregateField(record.customer, record.dimension)) ?? now;
+      return {
+        version: 1,
+        stage: 'commit',
+        reason: 'customer_mapping_missing',
+        detail: `no AWS identity for tenant "${record.customer}" (not in the customers file, not registered): held ${formatElapsed(now - from)} from ${new Date(from).toISOString()}, dead-lettered at the deadline margin; map the tenant and redrive before ${record.deadline}`,
+        retriable: true,
+        failedAt: at,
+        record,
+        heldSince: new Date(from).toISOString(),
+        deadline: record.deadline,
+        ...(record.traceparent ? { traceContext: { traceparent: record.traceparent } } : {}),
+      };
+    });
+    if (!(await this.#deadLetter(envelopes, { partition: task.partition, hour: hourIso(hourMs) })))
+      return undefined;
+    await store.windows.markSent(task, hourMs, fields);
+    this.#o.logger.error(
+      { partition: task.partition, hour: hourIso(hourMs), records: held.length },
+      'held usage reached its deadline margin without a tenant mapping: dead-lettered (customer_mapping_missing)',
+    );
+    return held.length;
+  }
+
+  /** Whether every held record of the hour was dead-lettered just now (nothing of the hour waits). */
+  async #heldDone(
+    store: HourlyWindowStore,
+    hourMs: number,
+    held: readonly SubmissionRecord[],
+  ): Promise<boolean> {
+    const done = await store.windows.sentFields(store.task, hourMs);
+    return held.every((r) => done.has(aggregateField(r.customer, r.dimension)));
   }
 
   /**

@@ -35,6 +35,8 @@ export interface FailedRecord {
   lastError?: ErrorNote;
   /** The last instant AWS accepts the record; a redrive after it is refused. */
   deadline?: string;
+  /** customer_mapping_missing at the commit stage: since when the record waited for its tenant's mapping. */
+  heldSince?: string;
   /** W3C trace context of the failed input, so its trace can be found. */
   traceContext?: { traceparent: string; tracestate?: string };
 }

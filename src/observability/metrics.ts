@@ -87,6 +87,16 @@ export const metrics = {
     name: 'meterline_oldest_pending_emit_hour_age_seconds',
     help: 'Age of the start of the oldest frozen hour still waiting for its emit on this instance; 0 when none',
   }),
+  /** Frozen records waiting for their tenant's AWS identity (registration, the customers file). */
+  heldRecords: new Gauge({
+    name: 'meterline_held_records',
+    help: 'Frozen records held because their tenant has no AWS identity yet, per partition of the usage topic (this instance)',
+    labelNames: ['partition'] as const,
+  }),
+  heldDeadLetterInSeconds: new Gauge({
+    name: 'meterline_held_dead_letter_in_seconds',
+    help: 'Time until the oldest held record of this instance is dead-lettered (its AWS deadline minus the submit margin); absent when none is held',
+  }),
   processorLag: new Gauge({
     name: 'meterline_processor_lag_messages',
     help: 'Usage messages not yet applied to Redis, per partition of the usage topic',

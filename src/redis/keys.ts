@@ -180,6 +180,17 @@ export class PartitionKeys {
   replay(): string {
     return `${this.base}:replay`;
   }
+  /**
+   * Set: fields of a frozen hour already on the submission topic (or dead-lettered) while others of it are
+   * held (their tenant has no AWS identity yet).
+   */
+  sent(hourMs: number): string {
+    return `${this.base}:sent:${hourMs}`;
+  }
+  /** Hash: `<hour>|<field>` → when that frozen record was first held for want of a tenant mapping (ms). */
+  held(): string {
+    return `${this.base}:held`;
+  }
   /** No hour closes until the replay after a state loss reaches this offset (the log end back then). */
   replayHold(): string {
     return `${this.base}:replay-hold`;

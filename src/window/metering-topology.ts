@@ -17,7 +17,7 @@ import type { EventDecoder } from '../ingest/decoder.ts';
 import { readPartition } from '../kafka/read-topic.ts';
 import type { Logger } from '../log.ts';
 import { DEFAULT_ACCEPTANCE_WINDOW_MS } from '../submit/aws-window.ts';
-import type { CustomerDirectory, DirectoryEntry } from '../subscribe/customer-directory.ts';
+import { type CustomerDirectory, type DirectoryEntry, mappingOf } from '../subscribe/customer-directory.ts';
 import {
   HOURLY_WINDOWS,
   HourlyWindowStore,
@@ -99,6 +99,17 @@ export function meteringTopology(deps: {
       return subscribers;
     },
     contractOf: (customer) => config.customers?.[customer]?.contract,
+    // The worker's rule: the customers file, or a registration that did not fail. Container products
+    // bill the caller's own account: nothing to wait for.
+    mapped: async () => {
+      if (config.worker.api === 'MeterUsage') return () => true;
+      const entries = new Map((await registered()).map((e) => [e.tenant, e]));
+      return (customer) => {
+        if (config.customerMap.has(customer)) return true;
+        const entry = entries.get(customer);
+        return entry !== undefined && entry.status !== 'subscribe-failed' && mappingOf(entry) !== undefined;
+      };
+    },
     api: config.worker.api,
     submitMarginMs: config.window.submitMarginMs,
     graceMs: config.window.graceMs,
