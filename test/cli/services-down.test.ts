@@ -59,6 +59,7 @@ describe('one-shot commands with their services down', () => {
     { args: () => ['dlq', 'inspect', '0:12'], service: /Kafka/, setting: 'KAFKA_BROKERS' },
     { args: () => ['dlq', 'redrive', '--dry-run'], service: /Kafka/, setting: 'KAFKA_BROKERS' },
     { args: () => ['produce', '-n', '1'], service: /Kafka/, setting: 'KAFKA_BROKERS' },
+    { args: () => ['reconcile', 'internal'], service: /Kafka/, setting: 'KAFKA_BROKERS' },
     {
       args: () => ['trace', '0123456789abcdef0123456789abcdef'],
       service: /Jaeger/,
@@ -182,6 +183,7 @@ describe('help and version', () => {
       'emulator',
       'emulator records',
       'handoff verify',
+      'reconcile internal',
     ]) {
       const r = await cli([...command.split(' '), '--help'], down);
       expect(r.code, command).toBe(EXIT.ok);
