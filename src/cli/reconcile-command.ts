@@ -5,8 +5,19 @@
  */
 import { SingleBar } from 'cli-progress';
 import type { Command } from 'commander';
-import { collectInternal, type Progress } from '../reconcile/collect.ts';
-import { type ReconcileRow, reconcileInternal, summarize } from '../reconcile/internal.ts';
+import { awsCustomerId } from '../config/customers.ts';
+import {
+  type AcceptedRecord,
+  type AwsRow,
+  listTrailFiles,
+  matchCloudTrail,
+  matchUsageFeed,
+  readAccountMap,
+  readCloudTrail,
+  readUsageFeed,
+} from '../reconcile/aws.ts';
+import { collectInternal, type Progress, scanLedger } from '../reconcile/collect.ts';
+import { parseRecordId, type ReconcileRow, reconcileInternal, summarize } from '../reconcile/internal.ts';
 import {
   type Column,
   num,
@@ -151,4 +162,117 @@ export function registerReconcileCommand(program: Command): void {
       }
     },
   );
+
+  const aws = reconcile
+    .command('aws')
+    .description(
+      "the ledger against AWS's evidence: CloudTrail log files (gzipped or not) and the Daily Usage data feed; exit 1 on any finding",
+    )
+    .option('--cloudtrail <paths...>', 'CloudTrail log files or folders of them (*.json, *.json.gz)')
+    .option('--usage-feed <file>', 'the Daily Usage data feed (CSV) of the Seller Delivery Data Feeds')
+    .option(
+      '--account-map <file>',
+      "CSV of the feed's end_user_account_id and the AWS account id, for per-customer totals",
+    )
+    .option(
+      '--from <time>',
+      'first hour compared (default: the earliest hour in the CloudTrail files)',
+      instantArg,
+    )
+    .option(
+      '--to <time>',
+      'end, exclusive (default: after the latest hour in the CloudTrail files)',
+      instantArg,
+    );
+  withExamples(withTimeout(withReportOutput(aws)), [
+    'meterline reconcile aws --cloudtrail ./AWSLogs/123456789012/CloudTrail/us-east-1/2026/12/01/',
+    'meterline reconcile aws --usage-feed daily_usage.csv --account-map accounts.csv -o csv',
+  ]).action(
+    async (
+      o: ReportOptions & {
+        cloudtrail?: string[];
+        usageFeed?: string;
+        accountMap?: string;
+        from?: string;
+        to?: string;
+      },
+    ) => {
+      if (!o.cloudtrail && !o.usageFeed)
+        aws.error('give --cloudtrail, --usage-feed or both', { exitCode: EXIT.usage });
+      const config = loadConfigOrExit([]);
+      // Files first: a file that cannot be read fails before anything is contacted.
+      const trail = o.cloudtrail ? readCloudTrail(listTrailFiles(o.cloudtrail)) : undefined;
+      const feed = o.usageFeed ? readUsageFeed(o.usageFeed) : undefined;
+      const accountOf = o.accountMap ? readAccountMap(o.accountMap) : undefined;
+      const { redis, check } = oneShotRedis(config.redis);
+      try {
+        await reach(timeoutMs(o), [check]);
+        const awsIdOf = new Map([...config.customerMap].map(([tenant, m]) => [tenant, awsCustomerId(m)]));
+        const ours: AcceptedRecord[] = [];
+        for (const [id, entry] of await scanLedger(redis, new Keys(config.redis.prefix))) {
+          const r = parseRecordId(id);
+          if (!r) continue;
+          ours.push({
+            recordId: id,
+            tenant: r.customer,
+            customer: awsIdOf.get(r.customer),
+            dimension: r.dimension,
+            hourMs: r.hourMs,
+            quantity: entry.quantity,
+            meteringRecordId: entry.meteringRecordId,
+          });
+        }
+        const hours = trail?.records.map((t) => t.hourMs) ?? [];
+        const nowMs = Date.now();
+        const fromMs = o.from
+          ? hourStart(parseInstant(o.from, nowMs))
+          : hours.length
+            ? Math.min(...hours)
+            : 0;
+        const toMs = o.to
+          ? hourStart(parseInstant(o.to, nowMs) - 1) + HOUR_MS
+          : hours.length
+            ? Math.max(...hours) + HOUR_MS
+            : 0;
+        const rows: AwsRow[] = [
+          ...(trail ? matchCloudTrail(trail.records, ours, { fromMs, toMs }) : []),
+          ...(feed ? matchUsageFeed(feed, ours, o.usageFeed as string, accountOf) : []),
+        ];
+        printReport(
+          reportFormat(o),
+          {
+            cloudtrail: trail
+              ? {
+                  records: trail.records.length,
+                  skipped: trail.skipped,
+                  from: hourIso(fromMs),
+                  to: hourIso(toMs),
+                }
+              : null,
+            usageFeed: feed ? { rows: feed.length } : null,
+            rows,
+          },
+          rows,
+          AWS_COLUMNS,
+          `${rows.length} findings${trail ? `; ${trail.records.length} CloudTrail records from ${hourIso(fromMs)} to ${hourIso(toMs)}` : ''}${feed ? `; ${feed.length} usage feed rows` : ''}\n`,
+        );
+        if (rows.length) process.exitCode = EXIT.failed;
+      } finally {
+        redis.disconnect();
+      }
+    },
+  );
 }
+
+const AWS_COLUMNS: Column<AwsRow>[] = [
+  { head: 'finding', value: (r) => r.finding },
+  { head: 'period', value: (r) => r.period },
+  { head: 'customer', value: (r) => r.customer },
+  { head: 'tenant', value: (r) => r.tenant },
+  { head: 'dimension', value: (r) => r.dimension },
+  { head: 'ours', value: (r) => num(r.ours) },
+  { head: 'aws', value: (r) => num(r.aws) },
+  { head: 'aws status', value: (r) => r.status },
+  { head: 'metering record id', value: (r) => r.meteringRecordId },
+  { head: 'source', value: (r) => r.source },
+];
