@@ -7,7 +7,9 @@
  *   next hour, so over any span the billed total is the measured total within one unit.
  * - monthly: only increases of the calendar month's (UTC) high-water mark are billed; reset each month.
  * - contract: only cumulative usage in the contract period above the entitlement is billed, hour by
- *   hour, minus what was already billed; reset each period.
+ *   hour, minus what was already billed; reset each period. The entitlement may change within a period
+ *   (GetEntitlements refreshed): each hour bills against the one in force when it closes, and an increase
+ *   bills nothing until usage passes it again (what was billed is never taken back).
  *
  * AWS takes at most 2^31-1 per record: anything above is held back and billed in the next hours.
  */
@@ -28,6 +30,11 @@ export interface ModelState {
   level?: bigint;
   /** Units billed in the period so far. */
   billed?: bigint;
+  /**
+   * contract: the entitlement (micro-units) the period was last billed against, so a period that ends
+   * settles with its own entitlement rather than the next period's (an expired entitlement has none).
+   */
+  allowance?: bigint;
 }
 
 export interface HourInput {
@@ -80,13 +87,17 @@ export function applyModel(input: HourInput): HourOutcome {
   let s: ModelState = { ...state };
   if (s.period !== period) {
     // A new period: whatever the old one still owed stays due; its level and billing start over.
-    const owed = s.period === undefined ? 0n : target(s, input) - (s.billed ?? 0n);
+    const owed = s.period === undefined ? 0n : target(s, d, s.allowance ?? 0n) - (s.billed ?? 0n);
     s = { held: (s.held ?? 0n) + (owed > 0n ? owed : 0n), period, level: 0n, billed: 0n };
   }
   const usage = input.usage ?? 0n;
   s.level =
     d.model === 'monthly' ? (usage > (s.level ?? 0n) ? usage : (s.level ?? 0n)) : (s.level ?? 0n) + usage;
-  const fresh = target(s, input) - (s.billed ?? 0n);
+  const entitlement = input.contract?.entitlementMicros ?? 0n;
+  if (d.model === 'contract') s.allowance = entitlement;
+  // Never below zero: after an entitlement grows, the period may already have billed more than is due now.
+  const earned = target(s, d, entitlement) - (s.billed ?? 0n);
+  const fresh = earned > 0n ? earned : 0n;
   const held = s.held ?? 0n;
   const due = fresh + held;
   const quantity = due > CAP ? CAP : due;
@@ -102,10 +113,9 @@ export function applyModel(input: HourInput): HourOutcome {
 }
 
 /** Units the period has earned so far: the converted peak (monthly) or overage (contract). */
-function target(s: ModelState, input: HourInput): bigint {
-  const d = input.dimension;
+function target(s: ModelState, d: HourInput['dimension'], entitlementMicros: bigint): bigint {
   const level = s.level ?? 0n;
-  const over = d.model === 'contract' ? level - (input.contract?.entitlementMicros ?? 0n) : level;
+  const over = d.model === 'contract' ? level - entitlementMicros : level;
   return over > 0n ? divRound(over, d.unitMicros, d.rounding) : 0n;
 }
 
@@ -139,6 +149,7 @@ function tidy(s: ModelState): ModelState {
     out.period = s.period;
     if (s.level) out.level = s.level;
     if (s.billed) out.billed = s.billed;
+    if (s.allowance) out.allowance = s.allowance;
   }
   return out;
 }
@@ -160,6 +171,7 @@ export function decodeState(text: string | null | undefined): ModelState {
   if (o.period) s.period = o.period;
   if (o.level) s.level = BigInt(o.level);
   if (o.billed) s.billed = BigInt(o.billed);
+  if (o.allowance) s.allowance = BigInt(o.allowance);
   return s;
 }
 

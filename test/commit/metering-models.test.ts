@@ -253,6 +253,59 @@ describe('contract model (overage above the entitlement)', () => {
   });
 });
 
+describe('contract model: entitlements that change (GetEntitlements refreshes)', () => {
+  const dim: Dim = {
+    model: 'contract',
+    aggregation: 'sum',
+    rounding: 'floor',
+    unitMicros: 1_000_000n,
+    zeroRecords: true,
+  };
+  const M = 1_000_000n;
+
+  it('bills the overage above the entitlement in force when each hour closes, never a negative quantity', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(fc.bigInt({ min: 0n, max: 200n }), fc.bigInt({ min: 0n, max: 300n })), {
+          minLength: 1,
+          maxLength: 60,
+        }),
+        (hours) => {
+          // [usage, entitlement in force] per hour, in whole units; one period.
+          const { quantities } = run(
+            dim,
+            hours.map(([u]) => u * M),
+            (h) => ({ period: 'p', entitlementMicros: (hours[(h - START) / HOUR_MS]?.[1] ?? 0n) * M }),
+          );
+          checkQuantities(quantities);
+          // Independently: what is due is the cumulative overage under the current entitlement, less
+          // what was billed; an entitlement that grows bills nothing until usage passes it again.
+          let cumulative = 0n;
+          let paid = 0n;
+          hours.forEach(([u, e], i) => {
+            cumulative += u;
+            const over = cumulative > e ? cumulative - e : 0n;
+            const due = over > paid ? over - paid : 0n;
+            paid += due;
+            expect(BigInt(quantities[i] ?? 0)).toBe(due);
+          });
+        },
+      ),
+    );
+  });
+
+  it('closes a period with the entitlement it had: usage it covered is not billed when the next has none', () => {
+    // Hours 0-1 under an entitlement of 100 (used 80); from hour 2 a new period (the entitlement expired) with none.
+    const usages = [50n * M, 30n * M, 20n * M, 5n * M];
+    const { quantities } = run(dim, usages, (h) =>
+      h < START + 2 * HOUR_MS
+        ? { period: 'a', entitlementMicros: 100n * M }
+        : { period: 'b', entitlementMicros: 0n },
+    );
+    expect(quantities).toEqual([0, 0, 20, 5]);
+  });
+});
+
 describe('contract periods', () => {
   it('repeat monthly from the start, clamping the day to short months', () => {
     const c = { start: '2026-01-31T00:00:00Z', period: 'month' as const };
