@@ -1,5 +1,5 @@
 /**
- * Rate-based fault injection: a fraction of metering calls is throttled, fails with a 5xx or times out,
+ * Rate-based fault injection: a fraction of metering calls (and GetEntitlements calls) is throttled, fails with a 5xx or times out,
  * a fraction of BatchMeterUsage records comes back unprocessed, and every call can be slowed down. A
  * seed makes the draws reproducible. The settings are validated the same way whether they come from
  * `startEmulator`, the CLI or the admin API, and every problem is listed at once.

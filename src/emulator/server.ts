@@ -1,6 +1,7 @@
 /**
- * The emulator over HTTP: AWS's awsJson1_1 wire protocol on `POST /` (so the real SDK v3 client can
- * talk to it through `endpoint` or `AWS_ENDPOINT_URL_MARKETPLACE_METERING`), plus a small JSON admin
+ * The emulator over HTTP: AWS's awsJson1_1 wire protocol on `POST /` (so the real SDK v3 clients can
+ * talk to it through `endpoint`, `AWS_ENDPOINT_URL_MARKETPLACE_METERING` or, for GetEntitlements,
+ * `AWS_ENDPOINT_URL_MARKETPLACE_ENTITLEMENT_SERVICE`), plus a small JSON admin
  * API under `/_emulator/` for tests and the CLI. All metering rules live in `state.ts`; the TPS quota
  * in `quota.ts`, rate-based faults in `faults.ts`.
  */
@@ -12,10 +13,18 @@ import { ConfigError } from '../errors.ts';
 import { ServiceError, serializationError } from './service-error.ts';
 import { type CustomerSubscription, EmulatorState, type EmulatorStateOptions } from './state.ts';
 
-const TARGET_PREFIX = 'AWSMPMeteringService.';
+/** X-Amz-Target prefix → the operations of that service (Metering, and the Entitlement Service). */
+const SERVICES: ReadonlyMap<string, ReadonlySet<string>> = new Map([
+  ['AWSMPMeteringService.', new Set(['BatchMeterUsage', 'MeterUsage', 'ResolveCustomer'])],
+  ['AWSMPEntitlementService.', new Set(['GetEntitlements'])],
+]);
 const JSON_CONTENT_TYPE = 'application/x-amz-json-1.1';
-/** The operations the quota, latency and rate-based faults apply to. */
-const METERING_OPERATIONS: ReadonlySet<string> = new Set(['BatchMeterUsage', 'MeterUsage']);
+/** The operations the quota, latency and rate-based faults apply to (the "metering calls" of faults.ts). */
+const METERING_OPERATIONS: ReadonlySet<string> = new Set([
+  'BatchMeterUsage',
+  'MeterUsage',
+  'GetEntitlements',
+]);
 /** AWS's limit is "under 1 MB" per call. */
 export const MAX_BODY_BYTES = 1024 * 1024;
 
@@ -77,9 +86,11 @@ export async function startEmulator(options: StartEmulatorOptions = {}): Promise
     }
 
     const target = header(req, 'x-amz-target') ?? '';
-    const operation = target.startsWith(TARGET_PREFIX)
-      ? target.slice(TARGET_PREFIX.length)
-      : target || '(none)';
+    const prefix = [...SERVICES.keys()].find((p) => target.startsWith(p));
+    const named = prefix === undefined ? undefined : target.slice(prefix.length);
+    // An operation only under its own service's target: `AWSMPMeteringService.GetEntitlements` is unknown.
+    const known = prefix !== undefined && SERVICES.get(prefix)?.has(named as string) === true;
+    const operation = named ?? (target || '(none)');
     state.noteCall(operation);
     const answer = (error: ServiceError) => {
       state.noteError(error.type);
@@ -135,9 +146,10 @@ export async function startEmulator(options: StartEmulatorOptions = {}): Promise
     try {
       const input = parseJson(body);
       let output: unknown;
-      if (operation === 'BatchMeterUsage') output = state.batchMeterUsage(input);
-      else if (operation === 'MeterUsage') output = state.meterUsage(input, caller);
-      else if (operation === 'ResolveCustomer') output = state.resolveCustomer(input);
+      if (known && operation === 'BatchMeterUsage') output = state.batchMeterUsage(input);
+      else if (known && operation === 'MeterUsage') output = state.meterUsage(input, caller);
+      else if (known && operation === 'ResolveCustomer') output = state.resolveCustomer(input);
+      else if (known && operation === 'GetEntitlements') output = state.entitlements.getEntitlements(input);
       else
         throw new ServiceError(
           'UnknownOperationException',
@@ -168,6 +180,11 @@ export async function startEmulator(options: StartEmulatorOptions = {}): Promise
           return [200, state.faultSettings()];
         case 'POST /_emulator/registration-tokens':
           return [200, state.issueRegistrationToken(body === undefined ? undefined : parseJson(body))];
+        case 'GET /_emulator/entitlements':
+          return [200, { entitlements: state.entitlements.list() }];
+        case 'POST /_emulator/entitlements':
+          state.entitlements.change(body === undefined ? undefined : parseJson(body));
+          return [200, { entitlements: state.entitlements.list() }];
         case 'POST /_emulator/reset':
           state.reset();
           return [200, { ok: true }];

@@ -22,6 +22,7 @@ import {
   type MeteringApi,
 } from '../submit/aws-window.ts';
 import { hourIso, hourStart } from '../time/hours.ts';
+import { EmulatedEntitlements } from './entitlements.ts';
 import { FaultInjector, type FaultSettings, type InjectedCounts, parseFaultUpdate } from './faults.ts';
 import { RequestQuota } from './quota.ts';
 import { ServiceError } from './service-error.ts';
@@ -122,6 +123,8 @@ export interface EmulatorStateOptions {
   quotaClock?: () => number;
   /** @defaultValue `crypto.randomUUID` */
   newRecordId?: () => string;
+  /** GetEntitlements' page when the request gives no MaxResults. @defaultValue DEFAULT_ENTITLEMENTS_PAGE */
+  entitlementsPageSize?: number;
 }
 
 const MAX_TAGS = 5;
@@ -136,6 +139,8 @@ export class EmulatorState {
   readonly faults: FaultHooks;
   readonly quota: RequestQuota;
   readonly injector: FaultInjector;
+  /** What GetEntitlements answers from; set through the admin API. Kept by `reset`, like subscriptions. */
+  readonly entitlements: EmulatedEntitlements;
   readonly #now: () => number;
   readonly #windowMs: Record<MeteringApi, number>;
   readonly #productCodes: ReadonlySet<string> | undefined;
@@ -174,6 +179,7 @@ export class EmulatorState {
     const { beforeOperation, leaveUnprocessed, ...initialFaults } = options.faults ?? {};
     this.injector = new FaultInjector(initialFaults);
     this.quota = new RequestQuota(options.tps ?? 0, options.quotaClock);
+    this.entitlements = new EmulatedEntitlements(options.entitlementsPageSize);
     this.subscribe(options.customers ?? []);
   }
 
