@@ -18,6 +18,7 @@ import { checkUsageRetention } from './kafka/usage-retention.ts';
 import type { Logger } from './log.ts';
 import { collectProcessMetrics } from './observability/metrics.ts';
 import { type OpsServer, startOpsServer } from './observability/ops-server.ts';
+import { GapMonitor } from './reconcile/gaps.ts';
 import { createRedis, type ScriptedRedis } from './redis/client.ts';
 import { Keys } from './redis/keys.ts';
 import { DEFAULT_ACCEPTANCE_WINDOW_MS } from './submit/aws-window.ts';
@@ -208,6 +209,16 @@ export async function startPipeline(
         client.destroy();
       });
       running.worker = worker;
+      // The gap job: every worker checks that each subscribed customer's closed hours were accepted.
+      const gaps = new GapMonitor({
+        config,
+        redis,
+        keys,
+        logger: logger.child({ stage: 'gaps' }),
+        ...(options.now ? { now: options.now } : {}),
+      });
+      gaps.start();
+      stops.push(() => gaps.stop());
     }
   } catch (error) {
     await running.stop();

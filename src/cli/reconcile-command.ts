@@ -6,6 +6,7 @@
 import { SingleBar } from 'cli-progress';
 import type { Command } from 'commander';
 import { awsCustomerId } from '../config/customers.ts';
+import { parseDuration } from '../config/duration.ts';
 import {
   type AcceptedRecord,
   type AwsRow,
@@ -17,6 +18,7 @@ import {
   readUsageFeed,
 } from '../reconcile/aws.ts';
 import { collectInternal, type Progress, scanLedger } from '../reconcile/collect.ts';
+import { findGaps, type GapRow } from '../reconcile/gaps.ts';
 import { parseRecordId, type ReconcileRow, reconcileInternal, summarize } from '../reconcile/internal.ts';
 import {
   type Column,
@@ -262,7 +264,56 @@ export function registerReconcileCommand(program: Command): void {
       }
     },
   );
+
+  const gaps = reconcile
+    .command('gaps')
+    .description(
+      'hours of subscribed customers (zero-record dimensions) with no record accepted by AWS: missed (past the deadline) or late; exit 1 on any',
+    )
+    .option('--from <time>', 'first hour looked at (the subscription start when later)', instantArg, '48h')
+    .option('--late-after <duration>', 'a closed hour not accepted this long after its end is late', '1h');
+  withExamples(withTimeout(withReportOutput(gaps)), [
+    'meterline reconcile gaps',
+    'meterline reconcile gaps --from 7d -o csv',
+  ]).action(async (o: ReportOptions & { from: string; lateAfter: string }) => {
+    const lateAfterMs = parseDuration(o.lateAfter);
+    if (lateAfterMs === undefined)
+      gaps.error('--late-after must be a duration like 30m or 1h', { exitCode: EXIT.usage });
+    const config = loadConfigOrExit([]);
+    const { redis, check } = oneShotRedis(config.redis);
+    try {
+      await reach(timeoutMs(o), [check]);
+      const nowMs = Date.now();
+      const { rows, checked } = await findGaps({
+        config,
+        redis,
+        keys: new Keys(config.redis.prefix),
+        nowMs,
+        fromMs: parseInstant(o.from, nowMs),
+        lateAfterMs: lateAfterMs as number,
+      });
+      printReport(
+        reportFormat(o),
+        { checked, gaps: rows.length, rows },
+        rows,
+        GAP_COLUMNS,
+        `${rows.length} gaps (${rows.filter((r) => r.state === 'missed').length} missed) in ${checked} hours due\n`,
+      );
+      if (rows.length) process.exitCode = EXIT.failed;
+    } finally {
+      redis.disconnect();
+    }
+  });
 }
+
+const GAP_COLUMNS: Column<GapRow>[] = [
+  { head: 'hour', value: (r) => r.hour },
+  { head: 'customer', value: (r) => r.customer },
+  { head: 'dimension', value: (r) => r.dimension },
+  { head: 'state', value: (r) => r.state },
+  { head: 'deadline', value: (r) => r.deadline },
+  { head: 'record id', value: (r) => r.recordId },
+];
 
 const AWS_COLUMNS: Column<AwsRow>[] = [
   { head: 'finding', value: (r) => r.finding },

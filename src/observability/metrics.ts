@@ -130,6 +130,16 @@ export const metrics = {
     name: 'meterline_subscribed_customers_behind',
     help: 'Subscribed customers (with zero-record dimensions) whose latest hour accepted by AWS is older than the latest hour that should be billed by now',
   }),
+  /**
+   * The gap job (every worker, every 5 min): hours of subscribed customers with zero-record dimensions
+   * that have no record accepted by AWS. `missed`: past AWS's deadline, revenue lost; `late`: closed over
+   * an hour ago and still billable.
+   */
+  billingGaps: new Gauge({
+    name: 'meterline_billing_gaps',
+    help: 'Customer, dimension and hour combinations of subscribed customers (zero-record dimensions) with no record accepted by AWS: missed (past the AWS deadline) or late (closed over an hour ago, still billable)',
+    labelNames: ['state'] as const,
+  }),
   registrations: new Counter({
     name: 'meterline_registrations_total',
     help: 'Buyer registrations through the registration URL, by outcome (registered, or why not)',
