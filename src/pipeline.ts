@@ -16,8 +16,10 @@ import { GuardedProducer, ProduceHealth } from './kafka/guarded-producer.ts';
 import { ensureTopics, pipelineTopics } from './kafka/topics.ts';
 import { checkUsageRetention } from './kafka/usage-retention.ts';
 import type { Logger } from './log.ts';
+import { reportBuildInfo } from './observability/build-info.ts';
 import { collectProcessMetrics } from './observability/metrics.ts';
 import { type OpsServer, startOpsServer } from './observability/ops-server.ts';
+import { BacklogMonitor } from './reconcile/backlog.ts';
 import { GapMonitor } from './reconcile/gaps.ts';
 import { createRedis, type ScriptedRedis } from './redis/client.ts';
 import { Keys } from './redis/keys.ts';
@@ -224,6 +226,20 @@ export async function startPipeline(
     await running.stop();
     throw error;
   }
+  // The submission backlog from Kafka, seen by processors and workers alike (a stopped worker fleet too).
+  if (options.processor || options.worker) {
+    const backlog = new BacklogMonitor({
+      kafka,
+      submissionsTopic: config.topics.submissions,
+      failedTopic: config.topics.failed,
+      workerGroup: config.groups.worker,
+      logger: logger.child({ stage: 'backlog' }),
+      ...(options.now ? { now: options.now } : {}),
+    });
+    await backlog.start();
+    stops.unshift(() => backlog.stop());
+  }
+  reportBuildInfo([...(options.processor ? ['processor'] : []), ...(options.worker ? ['worker'] : [])]);
   running.ops?.setReady(true);
   return running;
 }

@@ -140,6 +140,32 @@ export const metrics = {
     help: 'Customer, dimension and hour combinations of subscribed customers (zero-record dimensions) with no record accepted by AWS: missed (past the AWS deadline) or late (closed over an hour ago, still billable)',
     labelNames: ['state'] as const,
   }),
+  /**
+   * The submission backlog read from Kafka (worker group's lag, the oldest waiting record's timestamp and
+   * deadline), by processors and workers alike: a stopped worker fleet still shows here.
+   */
+  submissionBacklogRecords: new Gauge({
+    name: 'meterline_submission_backlog_records',
+    help: "Records on the submission topic past the worker group's committed offset",
+  }),
+  submissionBacklogAgeSeconds: new Gauge({
+    name: 'meterline_submission_backlog_age_seconds',
+    help: 'How long the oldest record waiting on the submission topic has waited (its Kafka timestamp); 0 when none',
+  }),
+  submissionBacklogDeadlineSeconds: new Gauge({
+    name: 'meterline_submission_backlog_deadline_seconds',
+    help: 'Seconds until the AWS deadline of the oldest waiting submission record (negative: missed); absent when none waits',
+  }),
+  failedTopicMessages: new Gauge({
+    name: 'meterline_failed_topic_messages',
+    help: 'Messages kept on the failed-records topic (DLQ), all partitions',
+  }),
+  /** 1 per role the process runs, with its build: alert on a role whose series are gone. */
+  buildInfo: new Gauge({
+    name: 'meterline_build_info',
+    help: 'Always 1: the version, commit and Node of a running meterline process, one series per role it runs (processor, worker)',
+    labelNames: ['version', 'commit', 'node', 'role'] as const,
+  }),
   registrations: new Counter({
     name: 'meterline_registrations_total',
     help: 'Buyer registrations through the registration URL, by outcome (registered, or why not)',
