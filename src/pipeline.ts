@@ -28,6 +28,7 @@ import { Ledger } from './submit/ledger.ts';
 import { SharedRateLimiter } from './submit/rate-limiter.ts';
 import { MeteringWorker } from './submit/worker.ts';
 import { CustomerDirectory } from './subscribe/customer-directory.ts';
+import { EntitlementStore } from './subscribe/entitlements.ts';
 import { HOUR_MS } from './time/hours.ts';
 import { emptyStats, type ProcessorStats } from './window/hourly-window-store.ts';
 import { meteringTopology } from './window/metering-topology.ts';
@@ -154,6 +155,7 @@ export async function startPipeline(
         now,
         tasks: async () => (app ? app.tasks() : []),
         directory,
+        entitlements: new EntitlementStore(redis, keys),
         ...(options.commitFaults ? { faults: options.commitFaults } : {}),
       });
       app = new StreamsApp({

@@ -4,7 +4,7 @@
  * sets, and stores the frozen records with the new model state in one script. A frozen hour never
  * changes, and a crash can never apply a model twice.
  */
-import type { Contract } from '../config/customers.ts';
+import type { ContractTerms } from '../config/customers.ts';
 import { type Dimension, MICROS_PER_UNIT, type Plan } from '../config/plan.ts';
 import { MeterlineError } from '../errors.ts';
 import type { Logger } from '../log.ts';
@@ -24,8 +24,11 @@ import {
 
 export interface HourFinalizerOptions {
   plan: Plan;
-  /** A customer's contract, for contract-with-overage dimensions. */
-  contractOf: (customer: string) => Contract | undefined;
+  /**
+   * A customer's contract, for contract-with-overage dimensions: the customers file's, or the one made
+   * from its AWS entitlements (whose dimensions may expire).
+   */
+  contractOf: (customer: string) => ContractTerms | undefined;
   logger: Logger;
 }
 
@@ -210,8 +213,22 @@ export class HourFinalizer {
 
   #contract(customer: string, d: Dimension, hourMs: number): { period: string; entitlementMicros: bigint } {
     const contract = this.#o.contractOf(customer);
-    const entitlement = contract?.entitlements[d.name];
-    if (entitlement === undefined) {
+    // An expired entitlement no longer counts: from the first hour that begins at or after its expiration
+    // date the dimension has none, in periods repeating from that date, so the period it covered settles
+    // with its own entitlement and the usage it covered is never billed.
+    const expiresAt = contract?.expiresAtMs?.[d.name];
+    const expired = expiresAt !== undefined && hourMs >= expiresAt;
+    const entitlement = expired ? undefined : contract?.entitlements[d.name];
+    if (expired) {
+      this.stats.missingEntitlements += 1;
+      if (!this.#warnedEntitlements.has(`${customer}|${d.name}|expired`)) {
+        this.#warnedEntitlements.add(`${customer}|${d.name}|expired`);
+        this.#o.logger.warn(
+          { customer, dimension: d.name, expiredAt: new Date(expiresAt).toISOString() },
+          'the contract entitlement has expired: usage from then on is billed as overage',
+        );
+      }
+    } else if (entitlement === undefined) {
       this.stats.missingEntitlements += 1;
       if (!this.#warnedEntitlements.has(`${customer}|${d.name}`)) {
         this.#warnedEntitlements.add(`${customer}|${d.name}`);
@@ -222,7 +239,11 @@ export class HourFinalizer {
       }
     }
     return {
-      period: contract ? contractPeriod(contract, hourMs) : monthOf(hourMs),
+      period: expired
+        ? contractPeriod({ start: new Date(expiresAt).toISOString(), period: 'month' }, hourMs)
+        : contract
+          ? contractPeriod(contract, hourMs)
+          : monthOf(hourMs),
       entitlementMicros:
         (BigInt(Math.round((entitlement ?? 0) * MICROS_PER_UNIT)) * d.unitMicros) / BigInt(MICROS_PER_UNIT),
     };

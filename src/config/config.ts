@@ -68,6 +68,8 @@ export const EnvSchema = z.object({
   SCHEMA_REGISTRY_URL: z.url().optional(),
   AWS_REGION: z.string().optional(),
   AWS_ENDPOINT_URL_MARKETPLACE_METERING: z.url().optional(),
+  // The SDK's own name for the Entitlement Service's endpoint override (GetEntitlements).
+  AWS_ENDPOINT_URL_MARKETPLACE_ENTITLEMENT_SERVICE: z.url().optional(),
   METERLINE_PLAN: z
     .string({ error: 'required: path of the metering plan (JSON or YAML)' })
     .min(1, 'required: path of the metering plan (JSON or YAML)'),
@@ -148,6 +150,9 @@ export const EnvSchema = z.object({
     )
     .optional(),
   METERLINE_EVENTS_API_KEY: z.string().min(24, 'at least 24 characters').optional(),
+  // Registration: how often every contract buyer's entitlements are fetched again (GetEntitlements), on
+  // top of registration and entitlement events; a safety net for a missed event (checked below).
+  METERLINE_ENTITLEMENTS_REFRESH_INTERVAL: duration('1h'),
   // HS256 key of the hand-off token to the onboarding page (src/subscribe/handoff.ts); checked below.
   METERLINE_HANDOFF_SIGNING_SECRET: z.string().optional(),
   LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
@@ -213,6 +218,8 @@ export interface Config {
     /** Signs the hand-off token on the redirect; required with a redirect URL. */
     handoffSecret: string | undefined;
   };
+  /** GetEntitlements (registration): the endpoint override and the scheduled refresh. */
+  entitlements: { endpoint: string | undefined; refreshIntervalMs: number };
   logLevel: Env['LOG_LEVEL'];
   /** Port of /metrics, /healthz and /readyz; undefined when off. */
   opsPort: number | undefined;
@@ -372,6 +379,10 @@ export function loadConfig(roles: readonly Role[], env: NodeJS.ProcessEnv = proc
   if (e && e.METERLINE_WINDOW_GRACE > e.METERLINE_WINDOW_MAX_DELAY) {
     issues.push('METERLINE_WINDOW_GRACE: must not exceed METERLINE_WINDOW_MAX_DELAY');
   }
+  // Each round asks AWS once per contract buyer: more often than a minute only spends the quota.
+  if (e && e.METERLINE_ENTITLEMENTS_REFRESH_INTERVAL < 60_000) {
+    issues.push('METERLINE_ENTITLEMENTS_REFRESH_INTERVAL: must be at least 1m');
+  }
   if (e && e.METERLINE_PRODUCE_TIMEOUT < 1_000) issues.push('METERLINE_PRODUCE_TIMEOUT: must be at least 1s');
   if (e && e.METERLINE_PRODUCE_UNHEALTHY_AFTER <= e.METERLINE_PRODUCE_TIMEOUT) {
     issues.push(
@@ -483,6 +494,10 @@ export function loadConfig(roles: readonly Role[], env: NodeJS.ProcessEnv = proc
       snsTopicArns: e.METERLINE_SNS_TOPIC_ARNS === '*' ? '*' : (e.METERLINE_SNS_TOPIC_ARNS?.split(',') ?? []),
       eventsApiKey: e.METERLINE_EVENTS_API_KEY,
       handoffSecret: e.METERLINE_HANDOFF_SIGNING_SECRET,
+    },
+    entitlements: {
+      endpoint: e.AWS_ENDPOINT_URL_MARKETPLACE_ENTITLEMENT_SERVICE,
+      refreshIntervalMs: e.METERLINE_ENTITLEMENTS_REFRESH_INTERVAL,
     },
     logLevel: e.LOG_LEVEL,
     opsPort:

@@ -2,7 +2,8 @@
  * The customers file maps the seller's tenant ids (the `customer` field of events) to AWS identities.
  * A tenant uses either the 2026 form (account id + license ARN) or the legacy CustomerIdentifier form,
  * never both, so a record can never mix them. A tenant on a contract-with-overage dimension carries its
- * contract: the period and the entitlement per dimension (GetEntitlements will feed this later).
+ * contract: the period and the entitlement per dimension. It overrides what GetEntitlements returned
+ * (src/subscribe/entitlements.ts) for that tenant.
  */
 import { z } from 'zod';
 import { ConfigError } from '../errors.ts';
@@ -21,6 +22,15 @@ export const ContractSchema = z
   .strict();
 
 export type Contract = z.infer<typeof ContractSchema>;
+
+/**
+ * A contract as the commit stage bills with it: the customers file's, or one made from the entitlements
+ * GetEntitlements returned (src/subscribe/entitlements.ts), which may expire per dimension.
+ */
+export interface ContractTerms extends Contract {
+  /** Dimension → when its entitlement stops counting (ms, AWS's ExpirationDate): hours from then on have none. */
+  expiresAtMs?: Record<string, number>;
+}
 
 const SubscribedAt = z.iso
   .datetime({ offset: true })

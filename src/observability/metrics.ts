@@ -182,6 +182,12 @@ export const metrics = {
     help: '1 while the last send of this producer to this topic failed (its stage is stuck there; /readyz fails), 0 once a send succeeds',
     labelNames: ['producer', 'topic'] as const,
   }),
+  /** GetEntitlements rounds per tenant and product; `failed` ones keep the contract stored before. */
+  entitlementFetches: new Counter({
+    name: 'meterline_entitlement_fetches_total',
+    help: 'GetEntitlements refreshes of one tenant and product, by trigger (registration, event, schedule) and outcome (stored, failed); a failed one keeps the entitlements stored before',
+    labelNames: ['trigger', 'outcome'] as const,
+  }),
   lifecycleEvents: new Counter({
     name: 'meterline_lifecycle_events_total',
     help: 'Subscription lifecycle events received, by source (sns, eventbridge), status they carry and outcome',

@@ -47,6 +47,11 @@ export function splitAggregateField(field: string): AggregateKey | undefined {
   };
 }
 
+/** The field of one tenant's entitlements for one product, in `Keys.entitlements()`. */
+export function entitlementField(tenant: string, productCode: string): string {
+  return `${tenant}${FIELD_SEPARATOR}${productCode}`;
+}
+
 export class Keys {
   readonly prefix: string;
   constructor(prefix: string) {
@@ -101,6 +106,24 @@ export class Keys {
   /** AWS identity (`account:<id>`, `license:<arn>`, `identifier:<product>:<id>`) → tenant. */
   customerIndex(): string {
     return `${this.prefix}:{customers}:index`;
+  }
+
+  /**
+   * What GetEntitlements last answered, per tenant and product: field `entitlementField(tenant, product)`,
+   * value the dimensions' values and expiration dates and when they were fetched (src/subscribe/entitlements.ts).
+   */
+  entitlements(): string {
+    return `${this.prefix}:{customers}:entitlements`;
+  }
+
+  /** Bumped with every write to `entitlements()`: the commit stage re-reads them only when it moved. */
+  entitlementsVersion(): string {
+    return `${this.prefix}:{customers}:entitlements-version`;
+  }
+
+  /** Held by the registration replica running this round of the scheduled GetEntitlements refresh. */
+  entitlementsRefresh(): string {
+    return `${this.prefix}:entitlements-refresh`;
   }
 
   /** A spent hand-off token's nonce (jti): set once, expiring with the token. */

@@ -2,7 +2,9 @@
  * Subscription lifecycle events, from either channel AWS Marketplace uses, turned into one status change:
  * - the legacy SNS subscription topic: a JSON `Message` with an `action`;
  * - EventBridge (`aws.agreement-marketplace`): purchase agreement created/ended, license updated/deprovisioned.
- * Pure functions: the HTTP side verifies where the event came from before it gets here.
+ * Pure functions: the HTTP side verifies where the event came from before it gets here. An event that
+ * changes a buyer's contract (`entitlement-updated`, `License Updated`, a new agreement) also asks for its
+ * entitlements to be fetched again (GetEntitlements, src/subscribe/entitlements.ts).
  */
 import type { CustomerRef, SubscriptionStatus } from './customer-directory.ts';
 
@@ -12,9 +14,18 @@ export interface LifecycleChange {
   eventMs: number;
   /** The event's own name (action or detail-type), for logs and metrics. */
   name: string;
+  /** The buyer's entitlements may have changed with it: fetch them again. */
+  refreshEntitlements?: boolean;
 }
 
-/** Not a change: the event is valid but says nothing about the subscription (e.g. entitlement-updated). */
+/** The legacy entitlement topic's `entitlement-updated`: no status, but the contract changed. */
+export interface EntitlementsChanged {
+  entitlementsChanged: CustomerRef;
+  eventMs: number;
+  name: string;
+}
+
+/** Not a change: the event is valid but says nothing about the subscription or the contract. */
 export interface Ignored {
   ignored: string;
 }
@@ -24,7 +35,7 @@ export interface Unreadable {
   invalid: string;
 }
 
-export type Parsed = LifecycleChange | Ignored | Unreadable;
+export type Parsed = LifecycleChange | EntitlementsChanged | Ignored | Unreadable;
 
 // A Map: the action comes from the message, and `constructor` must not find Object's.
 const ACTIONS: ReadonlyMap<string, SubscriptionStatus> = new Map<string, SubscriptionStatus>([
@@ -51,7 +62,8 @@ export function parseSnsAction(message: string, timestamp: string): Parsed {
   const action = str(body.action);
   if (!action) return { invalid: 'the SNS Message has no action' };
   const status = ACTIONS.get(action);
-  if (!status) return { ignored: action };
+  const entitlements = action === 'entitlement-updated';
+  if (!status && !entitlements) return { ignored: action };
   const productCode = str(body['product-code']);
   const licenseArn = str(body['license-arn']);
   const accountId = str(body['customer-aws-account-id']);
@@ -63,6 +75,7 @@ export function parseSnsAction(message: string, timestamp: string): Parsed {
     return {
       invalid: `${action} names no customer (license-arn, customer-aws-account-id or customer-identifier with product-code)`,
     };
+  if (!status) return { entitlementsChanged: ref, eventMs, name: action };
   return { ref, status, eventMs, name: action };
 }
 
@@ -101,7 +114,14 @@ export function parseEventBridge(event: unknown): Parsed {
   });
   if (!ref)
     return { invalid: `${type} names no customer (license.arn, or acceptor.accountId with product.code)` };
-  return { ref, status, eventMs, name: type };
+  // A new agreement or an updated license may bring other entitlements (an upgrade, a renewal).
+  return {
+    ref,
+    status,
+    eventMs,
+    name: type,
+    ...(status === 'subscribed' ? { refreshEntitlements: true } : {}),
+  };
 }
 
 function customerRef(ids: {

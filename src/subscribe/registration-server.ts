@@ -22,8 +22,14 @@ import {
   type ResolvedCustomer,
   type SubscriptionStatus,
 } from './customer-directory.ts';
+import type { EntitlementSync } from './entitlements.ts';
 import { HANDOFF_QUERY_PARAM, signHandoff } from './handoff.ts';
-import { type Parsed, parseEventBridge, parseSnsAction } from './lifecycle-events.ts';
+import {
+  type EntitlementsChanged,
+  type Parsed,
+  parseEventBridge,
+  parseSnsAction,
+} from './lifecycle-events.ts';
 import { type SnsMessage, subscribeUrlAllowed } from './sns-message.ts';
 
 /** A registration form or an event is small; anything larger is refused before it is read. */
@@ -63,6 +69,11 @@ export interface RegistrationServerOptions {
       remember(messageId: string): Promise<void>;
     };
   };
+  /**
+   * Contract buyers' entitlements (GetEntitlements): fetched after a registration and on the events that
+   * change them. Absent when no product of the plan bills a contract: `entitlement-updated` is then ignored.
+   */
+  entitlements?: Pick<EntitlementSync, 'refreshEntry' | 'refreshRef'>;
   logger: Logger;
   now?: () => number;
 }
@@ -185,6 +196,8 @@ export async function startRegistrationServer(o: RegistrationServerOptions): Pro
       ]);
     }
     metrics.registrations.inc({ outcome: 'registered' });
+    // In the background: the buyer is not kept waiting on AWS; a failure leaves it to the schedule.
+    o.entitlements?.refreshEntry(entry, 'registration').catch(() => undefined);
     o.logger.info(
       {
         tenant,
@@ -315,6 +328,7 @@ export async function startRegistrationServer(o: RegistrationServerOptions): Pro
       o.logger.warn({ source, reason: parsed.invalid }, 'lifecycle event unreadable');
       return text(res, 400, 'the lifecycle event could not be read\n');
     }
+    if ('entitlementsChanged' in parsed) return entitlementsChanged(res, source, parsed, done);
     if ('ignored' in parsed) {
       metrics.lifecycleEvents.inc({ source, status: 'none', outcome: 'ignored' });
       o.logger.info({ source, event: parsed.ignored }, 'lifecycle event ignored');
@@ -322,6 +336,15 @@ export async function startRegistrationServer(o: RegistrationServerOptions): Pro
       return text(res, 200, 'ignored\n');
     }
     const { outcome, tenant } = await o.directory.applyStatus(parsed.ref, parsed.status, parsed.eventMs);
+    if (parsed.refreshEntitlements && o.entitlements && outcome !== 'unknown_customer') {
+      try {
+        await o.entitlements.refreshRef(parsed.ref);
+      } catch {
+        // The status is applied; answered 503 so the sender delivers again and the fetch is retried then.
+        metrics.lifecycleEvents.inc({ source, status: parsed.status, outcome: 'entitlements_unavailable' });
+        return text(res, 503, 'entitlements could not be fetched; deliver again\n');
+      }
+    }
     await done?.();
     metrics.lifecycleEvents.inc({ source, status: parsed.status, outcome });
     const log = { source, event: parsed.name, status: parsed.status, tenant, outcome, ref: parsed.ref };
@@ -330,6 +353,39 @@ export async function startRegistrationServer(o: RegistrationServerOptions): Pro
     else o.logger.info(log, statusMessage(parsed.status, outcome));
     // 200 even for an unknown customer: a redelivery would not find it either.
     return text(res, 200, `${outcome}\n`);
+  }
+
+  /** `entitlement-updated`: the buyer's entitlements are fetched again before the event is acknowledged. */
+  async function entitlementsChanged(
+    res: ServerResponse,
+    source: string,
+    parsed: EntitlementsChanged,
+    done: (() => Promise<void>) | undefined,
+  ): Promise<void> {
+    if (!o.entitlements) {
+      metrics.lifecycleEvents.inc({ source, status: 'none', outcome: 'ignored' });
+      o.logger.info({ source, event: parsed.name }, 'lifecycle event ignored: no product bills a contract');
+      await done?.();
+      return text(res, 200, 'ignored\n');
+    }
+    let outcome: Awaited<ReturnType<EntitlementSync['refreshRef']>>;
+    try {
+      outcome = await o.entitlements.refreshRef(parsed.entitlementsChanged);
+    } catch {
+      // Not remembered as handled: SNS delivers it again, and the fetch is retried then. What was stored
+      // before stays in force meanwhile.
+      metrics.lifecycleEvents.inc({ source, status: 'none', outcome: 'entitlements_unavailable' });
+      return text(res, 503, 'entitlements could not be fetched; deliver again\n');
+    }
+    await done?.();
+    const answer =
+      outcome === 'refreshed' ? 'entitlements_refreshed' : outcome === 'not_contract' ? 'ignored' : outcome;
+    metrics.lifecycleEvents.inc({ source, status: 'none', outcome: answer });
+    const log = { source, event: parsed.name, ref: parsed.entitlementsChanged, outcome: answer };
+    if (outcome === 'unknown_customer')
+      o.logger.warn(log, 'entitlement event for a customer that never registered');
+    else o.logger.info(log, 'entitlement event handled');
+    return text(res, 200, `${answer}\n`);
   }
 
   // A public endpoint: a client that trickles its headers or body is cut off, not waited for.

@@ -1,7 +1,9 @@
 /**
- * Wires the registration service from a validated config: Redis (the customer directory), the AWS client
- * for ResolveCustomer, SNS verification, the buyer-facing HTTP server and the ops endpoint.
+ * Wires the registration service from a validated config: Redis (the customer directory), the AWS clients
+ * for ResolveCustomer and GetEntitlements (with its scheduled refresh), SNS verification, the buyer-facing
+ * HTTP server and the ops endpoint.
  */
+import { MarketplaceEntitlementServiceClient } from '@aws-sdk/client-marketplace-entitlement-service';
 import { MarketplaceMeteringClient } from '@aws-sdk/client-marketplace-metering';
 import type { Config } from '../config/config.ts';
 import { MeterlineError } from '../errors.ts';
@@ -10,7 +12,9 @@ import { collectProcessMetrics } from '../observability/metrics.ts';
 import { type OpsServer, startOpsServer } from '../observability/ops-server.ts';
 import { createRedis } from '../redis/client.ts';
 import { Keys } from '../redis/keys.ts';
+import { SharedRateLimiter } from '../submit/rate-limiter.ts';
 import { CustomerDirectory } from './customer-directory.ts';
+import { EntitlementStore, EntitlementSync, redisRoundClaim } from './entitlements.ts';
 import { cachedResolve, clientAddress, RegistrationLimiter } from './registration-limits.ts';
 import { type RegistrationServer, startRegistrationServer } from './registration-server.ts';
 import { resolveCustomer } from './resolve-customer.ts';
@@ -25,6 +29,8 @@ import {
 export interface RunningRegistration {
   server: RegistrationServer;
   directory: CustomerDirectory;
+  /** Contract buyers' entitlements from GetEntitlements (inactive when no product bills a contract). */
+  entitlements: EntitlementSync;
   ops?: OpsServer;
   stop(): Promise<void>;
 }
@@ -84,6 +90,28 @@ export async function startRegistration(
     maxAttempts: 1,
     requestHandler: { requestTimeout: 5_000, throwOnRequestTimeout: true, connectionTimeout: 3_000 },
   });
+  // The Entitlement Service answers in US East (N. Virginia) only, whatever Region the seller meters in.
+  const entitlementClient = new MarketplaceEntitlementServiceClient({
+    region: 'us-east-1',
+    ...(config.entitlements.endpoint ? { endpoint: config.entitlements.endpoint } : {}),
+    // Our own retry (the project's backoff, paced by the shared quota) owns the attempts.
+    maxAttempts: 1,
+    requestHandler: {
+      requestTimeout: config.worker.requestTimeoutMs,
+      throwOnRequestTimeout: true,
+      connectionTimeout: 3_000,
+    },
+  });
+  const entitlements = new EntitlementSync({
+    client: entitlementClient,
+    store: new EntitlementStore(redis, keys),
+    directory,
+    plan: config.plan,
+    customers: config.customerMap,
+    logger: logger.child({ stage: 'entitlements' }),
+    rateLimiter: new SharedRateLimiter(redis, keys, 'GetEntitlements', { rate: config.worker.rateLimit }),
+    claimRound: redisRoundClaim(redis, keys),
+  });
   const get = overrides.sns?.get ?? httpGet;
   const topicArns = snsTopics(config);
   if (topicArns === '*') {
@@ -102,7 +130,9 @@ export async function startRegistration(
   const stop = async () => {
     ops?.setReady(false);
     await server?.close();
+    await entitlements.stop();
     client.destroy();
+    entitlementClient.destroy();
     redis.disconnect();
     await ops?.close();
   };
@@ -132,12 +162,14 @@ export async function startRegistration(
           },
         },
       },
+      ...(entitlements.active ? { entitlements } : {}),
       logger: logger.child({ stage: 'registration' }),
     });
+    entitlements.start(config.entitlements.refreshIntervalMs);
   } catch (error) {
     await stop();
     throw error;
   }
   ops?.setReady(true);
-  return { server, directory, ...(ops ? { ops } : {}), stop };
+  return { server, directory, entitlements, ...(ops ? { ops } : {}), stop };
 }

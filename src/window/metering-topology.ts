@@ -18,6 +18,7 @@ import { readPartition } from '../kafka/read-topic.ts';
 import type { Logger } from '../log.ts';
 import { DEFAULT_ACCEPTANCE_WINDOW_MS } from '../submit/aws-window.ts';
 import { type CustomerDirectory, type DirectoryEntry, mappingOf } from '../subscribe/customer-directory.ts';
+import { contractsFromEntitlements, type EntitlementStore } from '../subscribe/entitlements.ts';
 import {
   HOURLY_WINDOWS,
   HourlyWindowStore,
@@ -48,6 +49,8 @@ export function meteringTopology(deps: {
   tasks: () => Promise<StreamTask[]>;
   /** Tenants registered through the registration URL: subscribers beside the customers file. */
   directory?: CustomerDirectory;
+  /** Contract entitlements GetEntitlements returned (registration stores them). */
+  entitlements?: Pick<EntitlementStore, 'version' | 'all'>;
   faults?: CommitStageOptions['faults'];
 }): MeteringTopology {
   const { config, admin } = deps;
@@ -71,6 +74,18 @@ export function meteringTopology(deps: {
       registeredCache = { at, entries: await deps.directory.all() };
     }
     return registeredCache.entries;
+  };
+  // Contracts from AWS entitlements, for contractOf (synchronous, per record): re-read before each
+  // punctuation, and only when a write moved their version. A failed read fails the punctuation (the next
+  // tick retries), so no hour closes on contracts that could not be read.
+  let awsContracts = contractsFromEntitlements([]);
+  let contractsVersion: string | null | undefined;
+  const refreshContracts = async () => {
+    if (!deps.entitlements) return;
+    const version = await deps.entitlements.version();
+    if (version === contractsVersion) return;
+    awsContracts = contractsFromEntitlements(await deps.entitlements.all());
+    contractsVersion = version;
   };
   const commitStage = new CommitStage({
     tasks: deps.tasks,
@@ -98,7 +113,8 @@ export function meteringTopology(deps: {
       }
       return subscribers;
     },
-    contractOf: (customer) => config.customers?.[customer]?.contract,
+    // The customers file's contract overrides what AWS returned for that tenant.
+    contractOf: (customer) => config.customers?.[customer]?.contract ?? awsContracts.get(customer),
     // The worker's rule: the customers file, or a registration that did not fail. Container products
     // bill the caller's own account: nothing to wait for.
     mapped: async () => {
@@ -153,7 +169,10 @@ export function meteringTopology(deps: {
     )
     .addSink(FAILED_SINK, config.topics.failed)
     .addSink(REPARTITION_SINK, config.topics.usage)
-    .schedule('commit-stage', 'wall-clock', config.window.commitIntervalMs, commitStage.punctuate);
+    .schedule('commit-stage', 'wall-clock', config.window.commitIntervalMs, async () => {
+      await refreshContracts();
+      await commitStage.punctuate();
+    });
   return { topology, commitStage, refreshPartitions };
 }
 

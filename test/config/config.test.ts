@@ -242,6 +242,34 @@ describe('configuration', () => {
     ).toEqual([expect.stringMatching(/^METERLINE_REDIS_COMMAND_TIMEOUT: must be a duration/)]);
   });
 
+  it('GetEntitlements: hourly refresh by default, never more often than a minute, and its endpoint override', () => {
+    const reg = { REDIS_URL: base.REDIS_URL, METERLINE_PLAN: plan, AWS_REGION: 'us-east-1' };
+    expect(loadConfig(['registration'], reg).entitlements).toEqual({
+      endpoint: undefined,
+      refreshIntervalMs: 3_600_000,
+    });
+    expect(
+      loadConfig(['registration'], {
+        ...reg,
+        METERLINE_ENTITLEMENTS_REFRESH_INTERVAL: '15m',
+        AWS_ENDPOINT_URL_MARKETPLACE_ENTITLEMENT_SERVICE: 'http://127.0.0.1:4566',
+      }).entitlements,
+    ).toEqual({ endpoint: 'http://127.0.0.1:4566', refreshIntervalMs: 900_000 });
+    expect(
+      issuesOf(() =>
+        loadConfig(['registration'], { ...reg, METERLINE_ENTITLEMENTS_REFRESH_INTERVAL: '30s' }),
+      ),
+    ).toEqual(['METERLINE_ENTITLEMENTS_REFRESH_INTERVAL: must be at least 1m']);
+    expect(
+      issuesOf(() =>
+        loadConfig(['registration'], {
+          ...reg,
+          AWS_ENDPOINT_URL_MARKETPLACE_ENTITLEMENT_SERVICE: 'not a url',
+        }),
+      ).map((i) => i.split(':')[0]),
+    ).toEqual(['AWS_ENDPOINT_URL_MARKETPLACE_ENTITLEMENT_SERVICE']);
+  });
+
   it('builds Kafka TLS and SASL options, and lists every mistake in them', () => {
     const ok = loadConfig(['processor'], {
       ...base,

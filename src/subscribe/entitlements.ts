@@ -1,0 +1,433 @@
+/**
+ * Contract entitlements from AWS: GetEntitlements (AWS Marketplace Entitlement Service) for a registered
+ * buyer, stored per tenant and product in Redis, and turned into the contract the contract-with-overage
+ * model bills against (a contract in the customers file still wins).
+ *
+ * Fetched on registration, on `entitlement-updated` (SNS) and `License Updated` / `Purchase Agreement
+ * Created` (EventBridge) events, and on a schedule. Only the plan's products that have a `contract`
+ * dimension are asked about. A fetch that fails (throttling and 5xx are retried with the project's
+ * backoff first) writes nothing: the entitlements stored before stay in force.
+ *
+ * How an answer maps onto a contract (see README, "The metering plan"):
+ * - `Value.IntegerValue` or `Value.DoubleValue` is the units included per contract period, in billed
+ *   units of the dimension; a boolean or string value is not a quantity and is skipped (logged).
+ * - The period: GetEntitlements has no period or start (its fields are ProductCode, Dimension,
+ *   CustomerIdentifier / CustomerAWSAccountId, LicenseArn, Value, ExpirationDate), so periods are calendar
+ *   months repeating from the subscription's start (the directory's `subscribedAt`).
+ * - `ExpirationDate` is the contract's end (renewal or cancellation): the entitlement counts for the hours
+ *   that begin before it; from then on that dimension has none and its usage is overage, in periods
+ *   repeating from the expiration (a renewal moves the date, and the next fetch brings it back).
+ */
+import {
+  type Entitlement,
+  GetEntitlementsCommand,
+  type GetEntitlementsCommandInput,
+  type MarketplaceEntitlementServiceClient,
+} from '@aws-sdk/client-marketplace-entitlement-service';
+import type { ContractTerms, CustomerMap } from '../config/customers.ts';
+import type { Plan } from '../config/plan.ts';
+import { MeterlineError } from '../errors.ts';
+import type { Logger } from '../log.ts';
+import { metrics } from '../observability/metrics.ts';
+import type { ScriptedRedis } from '../redis/client.ts';
+import { entitlementField, type Keys } from '../redis/keys.ts';
+import { classifyAwsError } from '../submit/aws-errors.ts';
+import { type BackoffOptions, backoffDelay } from '../submit/backoff.ts';
+import type { SharedRateLimiter } from '../submit/rate-limiter.ts';
+import type { CustomerDirectory, CustomerRef, DirectoryEntry } from './customer-directory.ts';
+
+/** One dimension's entitlement as stored. */
+export interface StoredEntitlement {
+  /** Units included per contract period. */
+  value: number;
+  /** ISO: AWS's ExpirationDate; absent when AWS gave none. */
+  expiresAt?: string;
+}
+
+/** What GetEntitlements last answered for one tenant and product. */
+export interface TenantEntitlements {
+  tenant: string;
+  productCode: string;
+  /** ISO: when AWS answered. */
+  fetchedAt: string;
+  /** ISO: contract periods repeat monthly from here (the subscription's start). */
+  periodStart?: string;
+  dimensions: Record<string, StoredEntitlement>;
+}
+
+/** Who to ask AWS about: the tenant, the product, and one of the two customer ids. */
+export interface EntitlementSubject {
+  tenant: string;
+  productCode: string;
+  customerAwsAccountId?: string;
+  customerIdentifier?: string;
+  subscribedAt?: string;
+}
+
+export type FetchTrigger = 'registration' | 'event' | 'schedule';
+
+/** Attempts per page: throttling and 5xx are retried this often before the fetch fails. */
+export const ENTITLEMENT_ATTEMPTS = 6;
+export const ENTITLEMENT_BACKOFF: BackoffOptions = { baseMs: 200, maxMs: 5_000 };
+/** A loop guard: no customer has this many pages of entitlements for one product. */
+const MAX_PAGES = 100;
+/** Periods of an AWS entitlement without a known subscription start: calendar months. */
+const CALENDAR_MONTHS = '1970-01-01T00:00:00.000Z';
+
+/**
+ * Every entitlement AWS holds for one customer of one product, all pages. The customer filter is
+ * CUSTOMER_AWS_ACCOUNT_ID, or CUSTOMER_IDENTIFIER for a legacy buyer (the API takes one, never both).
+ */
+export async function getEntitlements(
+  client: MarketplaceEntitlementServiceClient,
+  subject: EntitlementSubject,
+  options: {
+    attempts?: number;
+    backoff?: BackoffOptions;
+    rateLimiter?: Pick<SharedRateLimiter, 'acquire' | 'throttled'>;
+    sleep?: (ms: number) => Promise<void>;
+  } = {},
+): Promise<Entitlement[]> {
+  const filter: GetEntitlementsCommandInput['Filter'] = subject.customerAwsAccountId
+    ? { CUSTOMER_AWS_ACCOUNT_ID: [subject.customerAwsAccountId] }
+    : subject.customerIdentifier
+      ? { CUSTOMER_IDENTIFIER: [subject.customerIdentifier] }
+      : undefined;
+  if (!filter) {
+    throw new MeterlineError(
+      'invalid_request',
+      `tenant ${subject.tenant} has no AWS customer id to ask about`,
+    );
+  }
+  const attempts = options.attempts ?? ENTITLEMENT_ATTEMPTS;
+  const sleep = options.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+  const out: Entitlement[] = [];
+  const tokens = new Set<string>();
+  let next: string | undefined;
+  for (let page = 0; ; page++) {
+    if (page >= MAX_PAGES) {
+      throw new MeterlineError('aws_error', `GetEntitlements gave more than ${MAX_PAGES} pages`, {
+        retriable: true,
+      });
+    }
+    const input: GetEntitlementsCommandInput = {
+      ProductCode: subject.productCode,
+      Filter: filter,
+      ...(next ? { NextToken: next } : {}),
+    };
+    for (let attempt = 0; ; attempt++) {
+      await options.rateLimiter?.acquire();
+      try {
+        const answer = await client.send(new GetEntitlementsCommand(input));
+        out.push(...(answer.Entitlements ?? []));
+        next = answer.NextToken || undefined;
+        break;
+      } catch (error) {
+        const failure = classifyAwsError(error);
+        if (failure.code === 'aws_throttled') await options.rateLimiter?.throttled();
+        if (!failure.retriable || attempt + 1 >= attempts) throw failure;
+        await sleep(backoffDelay(attempt, options.backoff ?? ENTITLEMENT_BACKOFF));
+      }
+    }
+    // An empty page may still carry a NextToken (the API says so): only its absence ends the list.
+    if (next === undefined) return out;
+    if (tokens.has(next)) {
+      throw new MeterlineError('aws_error', 'GetEntitlements repeated a NextToken', { retriable: true });
+    }
+    tokens.add(next);
+  }
+}
+
+/**
+ * The stored form of an answer: numeric values by dimension. Two entries for one dimension (should AWS
+ * send them) keep the one valid longest. Returns the dimensions skipped for a non-numeric value.
+ */
+export function toStored(entitlements: readonly Entitlement[]): {
+  dimensions: Record<string, StoredEntitlement>;
+  skipped: string[];
+} {
+  const dimensions: Record<string, StoredEntitlement> = Object.create(null);
+  const skipped: string[] = [];
+  for (const e of entitlements) {
+    if (!e.Dimension) continue;
+    const value = e.Value?.IntegerValue ?? e.Value?.DoubleValue;
+    if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
+      skipped.push(e.Dimension);
+      continue;
+    }
+    const entry: StoredEntitlement = { value };
+    if (e.ExpirationDate) entry.expiresAt = new Date(e.ExpirationDate).toISOString();
+    const seen = dimensions[e.Dimension];
+    if (seen && validUntil(seen) >= validUntil(entry)) continue;
+    dimensions[e.Dimension] = entry;
+  }
+  return { dimensions, skipped };
+}
+
+function validUntil(e: StoredEntitlement): number {
+  return e.expiresAt === undefined ? Number.POSITIVE_INFINITY : Date.parse(e.expiresAt);
+}
+
+/** Tenant → contract, from stored entitlements (a tenant's products merged: dimension names are unique in a plan). */
+export function contractsFromEntitlements(rows: readonly TenantEntitlements[]): Map<string, ContractTerms> {
+  const out = new Map<string, ContractTerms>();
+  for (const row of rows) {
+    const c: ContractTerms = out.get(row.tenant) ?? {
+      start: row.periodStart ?? CALENDAR_MONTHS,
+      period: 'month',
+      entitlements: Object.create(null) as Record<string, number>,
+    };
+    for (const [dimension, e] of Object.entries(row.dimensions)) {
+      c.entitlements[dimension] = e.value;
+      if (e.expiresAt !== undefined) {
+        c.expiresAtMs ??= Object.create(null) as Record<string, number>;
+        c.expiresAtMs[dimension] = Date.parse(e.expiresAt);
+      }
+    }
+    out.set(row.tenant, c);
+  }
+  return out;
+}
+
+/** Stored entitlements in Redis: one hash, a field per tenant and product, and a version bumped on every write. */
+export class EntitlementStore {
+  readonly #redis: ScriptedRedis;
+  readonly #keys: Keys;
+
+  constructor(redis: ScriptedRedis, keys: Keys) {
+    this.#redis = redis;
+    this.#keys = keys;
+  }
+
+  async put(row: TenantEntitlements): Promise<void> {
+    // Both keys share the {customers} hash tag: one MULTI on Redis Cluster too.
+    await this.#redis
+      .multi()
+      .hset(this.#keys.entitlements(), entitlementField(row.tenant, row.productCode), JSON.stringify(row))
+      .incr(this.#keys.entitlementsVersion())
+      .exec();
+  }
+
+  async get(tenant: string, productCode: string): Promise<TenantEntitlements | undefined> {
+    const text = await this.#redis.hget(this.#keys.entitlements(), entitlementField(tenant, productCode));
+    return text === null ? undefined : parseRow(text);
+  }
+
+  async all(): Promise<TenantEntitlements[]> {
+    const out: TenantEntitlements[] = [];
+    let cursor = '0';
+    do {
+      const [next, flat] = await this.#redis.hscan(this.#keys.entitlements(), cursor, 'COUNT', 1000);
+      for (let i = 1; i < flat.length; i += 2) out.push(parseRow(flat[i] as string));
+      cursor = next;
+    } while (cursor !== '0');
+    return out;
+  }
+
+  /** Changes with every write; null before the first. */
+  version(): Promise<string | null> {
+    return this.#redis.get(this.#keys.entitlementsVersion());
+  }
+}
+
+function parseRow(text: string): TenantEntitlements {
+  const row = JSON.parse(text) as TenantEntitlements;
+  // Dimension names come from AWS: a `__proto__` dimension stays an ordinary key.
+  row.dimensions = Object.assign(Object.create(null) as Record<string, StoredEntitlement>, row.dimensions);
+  return row;
+}
+
+export interface EntitlementSyncOptions {
+  client: MarketplaceEntitlementServiceClient;
+  store: EntitlementStore;
+  directory: CustomerDirectory;
+  plan: Plan;
+  /** The customers file: its tenants without a contract of their own are refreshed on the schedule too. */
+  customers: CustomerMap;
+  logger: Logger;
+  /** GetEntitlements' share of the AWS quota (per account and API), shared with other replicas. */
+  rateLimiter?: Pick<SharedRateLimiter, 'acquire' | 'throttled'>;
+  /** One replica runs each scheduled round: `true` when this one may (a Redis lock). Absent: always. */
+  claimRound?: (intervalMs: number) => Promise<boolean>;
+  backoff?: BackoffOptions;
+  attempts?: number;
+  now?: () => number;
+}
+
+/** Keeps the stored entitlements current: on registration, on lifecycle events and on a schedule. */
+export class EntitlementSync {
+  readonly #o: EntitlementSyncOptions;
+  /** Products with a contract dimension: the only ones worth a GetEntitlements call. */
+  readonly #products: ReadonlySet<string>;
+  #timer: NodeJS.Timeout | undefined;
+  #round: Promise<unknown> | undefined;
+
+  constructor(options: EntitlementSyncOptions) {
+    this.#o = options;
+    this.#products = new Set(
+      [...options.plan.dimensions.values()].filter((d) => d.model === 'contract').map((d) => d.productCode),
+    );
+  }
+
+  /** Whether any product of the plan bills a contract (otherwise nothing is ever fetched). */
+  get active(): boolean {
+    return this.#products.size > 0;
+  }
+
+  /**
+   * Fetches and stores one subject's entitlements. Undefined when its product has no contract dimension;
+   * throws (storing nothing) when AWS could not be asked.
+   */
+  async refresh(subject: EntitlementSubject, trigger: FetchTrigger): Promise<TenantEntitlements | undefined> {
+    if (!this.#products.has(subject.productCode)) return undefined;
+    let answer: Entitlement[];
+    try {
+      answer = await getEntitlements(this.#o.client, subject, {
+        ...(this.#o.rateLimiter ? { rateLimiter: this.#o.rateLimiter } : {}),
+        ...(this.#o.backoff ? { backoff: this.#o.backoff } : {}),
+        ...(this.#o.attempts ? { attempts: this.#o.attempts } : {}),
+      });
+    } catch (error) {
+      metrics.entitlementFetches.inc({ trigger, outcome: 'failed' });
+      this.#o.logger.warn(
+        { err: error, tenant: subject.tenant, productCode: subject.productCode, trigger },
+        'GetEntitlements failed: the entitlements stored before stay in force',
+      );
+      throw error;
+    }
+    const { dimensions, skipped } = toStored(answer);
+    if (skipped.length) {
+      this.#o.logger.warn(
+        { tenant: subject.tenant, productCode: subject.productCode, dimensions: skipped },
+        'entitlements without a numeric value are not contract quantities: skipped',
+      );
+    }
+    const row: TenantEntitlements = {
+      tenant: subject.tenant,
+      productCode: subject.productCode,
+      fetchedAt: new Date((this.#o.now ?? Date.now)()).toISOString(),
+      ...(subject.subscribedAt ? { periodStart: subject.subscribedAt } : {}),
+      dimensions,
+    };
+    await this.#o.store.put(row);
+    metrics.entitlementFetches.inc({ trigger, outcome: 'stored' });
+    this.#o.logger.info(
+      { tenant: subject.tenant, productCode: subject.productCode, trigger, dimensions },
+      'entitlements stored',
+    );
+    return row;
+  }
+
+  /** A registered buyer's entitlements (after registration, or an event naming it). */
+  refreshEntry(entry: DirectoryEntry, trigger: FetchTrigger): Promise<TenantEntitlements | undefined> {
+    return this.refresh(subjectOf(entry), trigger);
+  }
+
+  /** The entitlements of the buyer an event names; `unknown_customer` when it never registered. */
+  async refreshRef(ref: CustomerRef): Promise<'refreshed' | 'not_contract' | 'unknown_customer'> {
+    const tenant = await this.#o.directory.tenantOf(ref);
+    const entry = tenant === undefined ? undefined : (await this.#o.directory.get([tenant])).get(tenant);
+    if (!entry) return 'unknown_customer';
+    return (await this.refreshEntry(entry, 'event')) ? 'refreshed' : 'not_contract';
+  }
+
+  /**
+   * Everyone billed on a contract dimension without a contract in the customers file: registered buyers
+   * whose agreement stands (or is ending), and file tenants with an AWS id but no `contract`.
+   */
+  async subjects(): Promise<EntitlementSubject[]> {
+    const out: EntitlementSubject[] = [];
+    for (const entry of await this.#o.directory.all()) {
+      if (this.#o.customers.has(entry.tenant)) continue;
+      if (entry.status !== 'subscribed' && entry.status !== 'unsubscribe-pending') continue;
+      if (this.#products.has(entry.productCode)) out.push(subjectOf(entry));
+    }
+    for (const [tenant, m] of this.#o.customers) {
+      if (m.contract) continue;
+      const ids =
+        'customerAwsAccountId' in m
+          ? { customerAwsAccountId: m.customerAwsAccountId }
+          : { customerIdentifier: m.customerIdentifier };
+      const products =
+        'productCode' in m && m.productCode
+          ? [m.productCode].filter((p) => this.#products.has(p))
+          : this.#products;
+      for (const productCode of products) {
+        out.push({
+          tenant,
+          productCode,
+          ...ids,
+          ...(m.subscribedAt ? { subscribedAt: m.subscribedAt } : {}),
+        });
+      }
+    }
+    return out;
+  }
+
+  /** One scheduled round: every subject, one at a time (the quota is shared); failures keep what was stored. */
+  async refreshAll(): Promise<{ stored: number; failed: number }> {
+    let stored = 0;
+    let failed = 0;
+    for (const subject of await this.subjects()) {
+      try {
+        if (await this.refresh(subject, 'schedule')) stored += 1;
+      } catch {
+        failed += 1;
+      }
+    }
+    return { stored, failed };
+  }
+
+  /** Runs a round now and every `intervalMs` (one replica per round, with `claimRound`). */
+  start(intervalMs: number): void {
+    if (!this.active || this.#timer) return;
+    const tick = () => {
+      if (this.#round) return;
+      this.#round = (async () => {
+        if (this.#o.claimRound && !(await this.#o.claimRound(intervalMs))) return;
+        const result = await this.refreshAll();
+        this.#o.logger.info(result, 'scheduled entitlements refresh done');
+      })()
+        .catch((error: unknown) =>
+          this.#o.logger.warn({ err: error }, 'scheduled entitlements refresh failed'),
+        )
+        .finally(() => {
+          this.#round = undefined;
+        });
+    };
+    this.#timer = setInterval(tick, intervalMs);
+    this.#timer.unref();
+    tick();
+  }
+
+  async stop(): Promise<void> {
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = undefined;
+    await this.#round;
+  }
+}
+
+/** A Redis lock per round: `SET NX PX` for a little less than the interval, so one replica runs it. */
+export function redisRoundClaim(redis: ScriptedRedis, keys: Keys): (intervalMs: number) => Promise<boolean> {
+  return async (intervalMs) =>
+    (await redis.set(
+      keys.entitlementsRefresh(),
+      String(process.pid),
+      'PX',
+      Math.max(1, Math.floor(intervalMs * 0.9)),
+      'NX',
+    )) === 'OK';
+}
+
+function subjectOf(entry: DirectoryEntry): EntitlementSubject {
+  return {
+    tenant: entry.tenant,
+    productCode: entry.productCode,
+    ...(entry.customerAwsAccountId
+      ? { customerAwsAccountId: entry.customerAwsAccountId }
+      : entry.customerIdentifier
+        ? { customerIdentifier: entry.customerIdentifier }
+        : {}),
+    subscribedAt: entry.subscribedAt,
+  };
+}
