@@ -39,7 +39,13 @@ import { acceptanceDeadline, DEFAULT_ACCEPTANCE_WINDOW_MS, type MeteringApi } fr
 import { Ledger } from '../submit/ledger.ts';
 import { formatElapsed, HOUR_MS, hourIso, hourStart } from '../time/hours.ts';
 import { HOURLY_WINDOWS, type HourlyWindowStore } from '../window/hourly-window-store.ts';
-import { type ChangelogMessage, emittedMessages, frozenHourMessages } from '../window/window-changelog.ts';
+import {
+  type ChangelogMessage,
+  cutEmittedMessages,
+  cutMessages,
+  emittedMessages,
+  frozenHourMessages,
+} from '../window/window-changelog.ts';
 import { type PartitionTime, TRACE_LINKS_PER_HOUR } from '../window/window-store.ts';
 import { HourFinalizer } from './hour-finalizer.ts';
 import { makeSubmissionRecord, type SubmissionRecord } from './submission-record.ts';
@@ -72,6 +78,11 @@ export interface CommitStageOptions extends EventTimeOptions {
    * frozen with their hour, until they have one or their deadline margin comes. Absent: all of them.
    */
   mapped?: () => Promise<(customer: string) => boolean>;
+  /**
+   * Tenants whose subscription is ending (unsubscribe-pending) and since when: AWS takes their last
+   * records for about an hour after that, so their open hours are closed early, for them only.
+   */
+  flushes?: () => Promise<readonly { customer: string; atMs: number }[]>;
   api: MeteringApi;
   /**
    * A record must reach AWS this long before its deadline: older empty hours get no zero record, and an
@@ -93,6 +104,7 @@ export interface Subscriber {
 /** A customer␟dimension field that gets hourly zero records, from the hour `fromMs` on (undefined: from the topic-wide start). */
 interface ZeroField {
   field: string;
+  customer: string;
   fromMs: number | undefined;
 }
 
@@ -166,6 +178,10 @@ export class CommitStage {
   #zeroFields = new Map<number, ZeroField[]>();
   #gapsCheckedAt = Number.NEGATIVE_INFINITY;
   #isMapped: (customer: string) => boolean = () => true;
+  /** customer → since when its subscription is ending (this punctuation's view). */
+  #ending = new Map<string, number>();
+  /** `customer|hour` early closes already made (or found made) by this process. */
+  #cutDone = new Set<string>();
   /** `partition:hour` of frozen hours already in the changelog (written once per process and hour). */
   #changelogged = new Set<string>();
 
@@ -190,17 +206,15 @@ export class CommitStage {
     const logEnds = await this.#o.logEnds();
     this.#setZeroFields(logEnds.size, await this.#o.subscribers());
     this.#isMapped = this.#o.mapped ? await this.#o.mapped() : () => true;
+    this.#ending = new Map((this.#o.flushes ? await this.#o.flushes() : []).map((f) => [f.customer, f.atMs]));
     const times = await store0.windows.partitionTimes(this.#o.usageTopic, logEnds.size);
     for (const t of times) {
       const lag = (logEnds.get(t.partition) ?? 0n) - ((t.checkpoint ?? -1n) + 1n);
       metrics.processorLag.set({ partition: String(t.partition) }, Number(lag > 0n ? lag : 0n));
     }
     const now = this.#now();
-    const boundary = closeBoundary(
-      times.map((t) => ({ ...t, logEnd: logEnds.get(t.partition) ?? 0n })),
-      now,
-      this.#o,
-    );
+    const progress = times.map((t) => ({ ...t, logEnd: logEnds.get(t.partition) ?? 0n }));
+    const boundary = closeBoundary(progress, now, this.#o);
     this.stats.closeBoundary = boundary;
     const zeroFrom = this.#zeroFields.size
       ? await store0.windows.zeroRecordsFrom(this.#o.usageTopic, hourStart(now))
@@ -225,7 +239,7 @@ export class CommitStage {
           const replaying = hold !== undefined && (checkpoint ?? -1n) + 1n < hold;
           await this.#closeDue(
             task.getStateStore<HourlyWindowStore>(HOURLY_WINDOWS),
-            boundary,
+            this.#boundaryAtTurn(task.id.partition, checkpoint, progress, boundary, now),
             zeroFrom,
             replaying,
           );
@@ -244,6 +258,29 @@ export class CommitStage {
     await this.#reportOldestOpenHour(tasks);
     await this.#checkGaps(store0, zeroFrom, now);
   };
+
+  /**
+   * The boundary for one task's hours, at its turn. Batches that landed on the partition after the read
+   * (and before this turn) are not in it: were the partition read as idle, the watermark would be the wall
+   * clock, and a past hour would be frozen from the first of those batches with the rest of its usage
+   * carried forward. So input applied since the read counts as unread at the read (a backlog holds the
+   * watermark back), and the lower boundary wins.
+   */
+  #boundaryAtTurn(
+    partition: number,
+    checkpoint: bigint | undefined,
+    progress: readonly PartitionProgress[],
+    boundary: number,
+    now: number,
+  ): number {
+    const read = progress.find((p) => p.partition === partition);
+    if (!read || checkpoint === undefined) return boundary;
+    if (read.checkpoint !== undefined && checkpoint <= read.checkpoint) return boundary;
+    const unread = progress.map((p) =>
+      p.partition === partition && p.logEnd < checkpoint + 1n ? { ...p, logEnd: checkpoint + 1n } : p,
+    );
+    return Math.min(boundary, closeBoundary(unread, now, this.#o));
+  }
 
   /** The oldest hour this instance still holds open or unemitted: the processor's side of the deadline gauge. */
   async #reportOldestOpenHour(tasks: StreamTask[]): Promise<void> {
@@ -302,7 +339,7 @@ export class CommitStage {
       const p = partitionOfCustomer(customer, partitions);
       const list = this.#zeroFields.get(p) ?? [];
       const fromMs = sinceMs === undefined ? undefined : hourStart(sinceMs);
-      for (const d of dims) list.push({ field: aggregateField(customer, d.name), fromMs });
+      for (const d of dims) list.push({ field: aggregateField(customer, d.name), customer, fromMs });
       this.#zeroFields.set(p, list);
     }
   }
@@ -319,6 +356,9 @@ export class CommitStage {
   ): Promise<void> {
     const task = store.task;
     const w = store.windows;
+    for (const [hour, customer] of await w.pendingCuts(task)) {
+      if (!(await this.#emitCut(store, hour, customer))) return;
+    }
     for (const hour of await w.pendingEmits(task)) {
       this.stats.reEmitted += 1;
       // Not emitted (the submission topic cannot be written): this task's later hours would fail alike.
@@ -326,10 +366,17 @@ export class CommitStage {
       if ((await this.#emit(store, hour)) === undefined) return;
     }
     if (replaying) return;
-    const zeroFields = (this.#zeroFields.get(task.partition) ?? []).map((z) => ({
+    const allZero = (this.#zeroFields.get(task.partition) ?? []).map((z) => ({
       field: z.field,
+      customer: z.customer,
       fromMs: z.fromMs ?? (zeroFrom as number),
     }));
+    if (!(await this.#flush(store, allZero))) return;
+    // A customer whose subscription is ending gets no zero records after the hour it ended in.
+    const zeroFields = allZero.map((z) => {
+      const at = this.#ending.get(z.customer);
+      return at === undefined ? z : { ...z, untilMs: hourStart(at) };
+    });
     const withUsage = await w.hoursEndingBy(task, boundary);
     const sequential = zeroFields.length > 0 || (await w.hasDue(task));
     const closed = sequential ? await w.closedThrough(task) : undefined;
@@ -346,9 +393,93 @@ export class CommitStage {
       oldestAcceptable: this.#oldestAcceptableHour(),
     });
     for (const hour of hours) {
-      const zero = zeroFields.filter((z) => z.fromMs <= hour).map((z) => z.field);
+      const zero = zeroFields
+        .filter((z) => z.fromMs <= hour && !('untilMs' in z && hour > z.untilMs))
+        .map((z) => z.field);
       if (!(await this.#finalizeHour(store, hour, zero))) return;
     }
+  }
+
+  /**
+   * The final flush: for each customer of this partition whose subscription is ending, while AWS still
+   * takes its records (an hour after unsubscribe-pending), closes its open hours up to now for it alone,
+   * and emits them. Its later usage of those hours is carried to the next one. Returns false when a cut
+   * could not be emitted (it is tried again next tick).
+   */
+  async #flush(
+    store: HourlyWindowStore,
+    zeroFields: readonly { field: string; customer: string; fromMs: number }[],
+  ): Promise<boolean> {
+    if (!this.#ending.size) return true;
+    const task = store.task;
+    const now = this.#now();
+    const open = (await store.windows.hoursEndingBy(task, hourStart(now) + HOUR_MS)).filter(
+      (h) => h <= hourStart(now),
+    );
+    const hours = [...new Set([...open, hourStart(now)])].sort((a, b) => a - b);
+    for (const [customer, atMs] of this.#ending) {
+      if (partitionOfCustomer(customer, this.#partitions) !== task.partition) continue;
+      if (now > atMs + HOUR_MS) continue;
+      for (const hour of hours) {
+        if (hour > hourStart(atMs) + HOUR_MS) continue;
+        const memo = `${customer}|${hour}`;
+        if (this.#cutDone.has(memo)) continue;
+        const zero = zeroFields
+          .filter((z) => z.customer === customer && z.fromMs <= hour)
+          .map((z) => z.field);
+        const res = await this.#finalizer.cut(store.windows, task, store.token, hour, customer, zero);
+        if (this.#cutDone.size > 10_000) this.#cutDone.clear();
+        this.#cutDone.add(memo);
+        if (res === 'cut') {
+          await store.noteCut(hour);
+          this.#o.logger.info(
+            { partition: task.partition, customer, hour: hourIso(hour) },
+            "subscription ending: the customer's hour is closed now, for it alone",
+          );
+          if (!(await this.#emitCut(store, hour, customer))) return false;
+        }
+      }
+    }
+    return true;
+  }
+
+  /** Emits one customer's early-closed hour: changelog first, then the submission topic. */
+  async #emitCut(store: HourlyWindowStore, hourMs: number, customer: string): Promise<boolean> {
+    const task = store.task;
+    const cut = await store.windows.frozenCut(task, hourMs, customer);
+    if (!cut) {
+      this.#o.logger.error(
+        { partition: task.partition, customer, hour: hourIso(hourMs) },
+        'the records of an early-closed hour were gone before they were emitted',
+      );
+      await store.windows.markCutEmitted(task, store.token, hourMs, customer);
+      return true;
+    }
+    const now = this.#now();
+    const records = this.#finalizer
+      .parse(cut.records)
+      .map((f) => makeSubmissionRecord({ ...f, hourMs, api: this.#o.api, finalizedAtMs: now }));
+    try {
+      await this.#toChangelog(store, cutMessages(task, cut));
+      if (records.length) {
+        await this.#o.producer.send({
+          topic: this.#o.submissionsTopic,
+          acks: -1,
+          messages: records.map((r) => ({ key: r.customer, value: JSON.stringify(r) })),
+        });
+      }
+    } catch (error) {
+      if (!isMeterlineError(error) || error.code !== 'kafka_error' || !error.retriable) throw error;
+      this.#o.logger.warn(
+        { partition: task.partition, customer, hour: hourIso(hourMs), code: error.code },
+        'an early-closed hour could not be emitted: it is tried again next tick',
+      );
+      return false;
+    }
+    await this.#toChangelog(store, cutEmittedMessages(task, hourMs, customer)).catch(() => undefined);
+    await store.windows.markCutEmitted(task, store.token, hourMs, customer);
+    this.stats.recordsEmitted += records.length;
+    return true;
   }
 
   /**

@@ -83,6 +83,51 @@ export class HourFinalizer {
     }
   }
 
+  /**
+   * Closes one customer's hour early (the final flush after unsubscribe-pending): applies the models to
+   * that customer's usage of the hour only, and stores its records and model state with the cut, in one
+   * script; the hour's own close later leaves the customer out. Returns whether it was cut now ('already':
+   * the hour is frozen whole, or the customer was cut before).
+   */
+  async cut(
+    windows: WindowStore,
+    p: PartitionRef,
+    token: string,
+    hourMs: number,
+    customer: string,
+    zeroFields: readonly string[] = [],
+    traceparent?: string,
+  ): Promise<'cut' | 'already'> {
+    const mine = (field: string) => splitAggregateField(field)?.customer === customer;
+    for (let attempt = 1; ; attempt++) {
+      const snapshot = await windows.readHour(p, hourMs, zeroFields.filter(mine));
+      if (snapshot.finalized || snapshot.cuts.has(customer)) return 'already';
+      const own: HourSnapshot = {
+        ...snapshot,
+        aggregates: snapshot.aggregates.filter(([f]) => mine(f)),
+        due: snapshot.due.filter(mine),
+        cuts: new Set(),
+      };
+      const { records, states } = this.#compute(hourMs, own, zeroFields.filter(mine), traceparent);
+      const res = await windows.cutHour(
+        p,
+        token,
+        hourMs,
+        customer,
+        snapshot.checkpoint,
+        own.aggregates.map(([f]) => f),
+        records,
+        states,
+      );
+      if (res !== 'moved') return res;
+      if (attempt === 3) {
+        throw new MeterlineError('redis_error', `hour ${hourIso(hourMs)} kept changing while it was cut`, {
+          retriable: true,
+        });
+      }
+    }
+  }
+
   /** The frozen records of a finalized hour. */
   async frozen(windows: WindowStore, p: PartitionRef, hourMs: number): Promise<FrozenRecordOf[]> {
     return this.parse(await windows.frozenRecords(p, hourMs));
@@ -130,6 +175,13 @@ export class HourFinalizer {
     }
     const zero = new Set(zeroFields);
     const fields = new Set([...usage.keys(), ...zero, ...snapshot.due]);
+    // Customers whose hour was closed early were billed for it then: their records are in the cut.
+    if (snapshot.cuts.size) {
+      for (const f of fields) {
+        const c = splitAggregateField(f)?.customer;
+        if (c !== undefined && snapshot.cuts.has(c)) fields.delete(f);
+      }
+    }
     const records: [string, string][] = [];
     const states: [string, string, boolean][] = [];
     for (const field of fields) {

@@ -12,6 +12,7 @@ import { Cluster, type ClusterOptions, Redis } from 'ioredis';
 export const SCRIPT_NAMES = [
   'applyBatch',
   'finalizeHour',
+  'cutCustomer',
   'markEmitted',
   'rateLimit',
   'applyCustomerEvent',
@@ -25,6 +26,7 @@ type ScriptArg = string | number;
 export interface ScriptMethods {
   applyBatch(numKeys: number, ...args: ScriptArg[]): Promise<(number | string)[]>;
   finalizeHour(numKeys: number, ...args: ScriptArg[]): Promise<number[]>;
+  cutCustomer(numKeys: number, ...args: ScriptArg[]): Promise<number[]>;
   markEmitted(numKeys: number, ...args: ScriptArg[]): Promise<number>;
   rateLimit(numKeys: number, ...args: ScriptArg[]): Promise<number>;
   applyCustomerEvent(numKeys: number, ...args: ScriptArg[]): Promise<number>;

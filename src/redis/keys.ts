@@ -203,6 +203,18 @@ export class PartitionKeys {
   replay(): string {
     return `${this.base}:replay`;
   }
+  /** Hash: customer → the checkpoint its hour was closed early at (the final flush after unsubscribe-pending). */
+  cuts(hourMs: number): string {
+    return `${this.base}:cuts:${hourMs}`;
+  }
+  /** One customer's early-closed hour: its frozen records, `__through`, `__customer`, `__states`. */
+  cut(hourMs: number, customer: string): string {
+    return `${this.base}:cut:${hourMs}:${customer}`;
+  }
+  /** Sorted set of `<hour>|<customer>` cuts whose records are not yet on the submission topic. */
+  pendingCuts(): string {
+    return `${this.base}:pending-cuts`;
+  }
   /**
    * Set: fields of a frozen hour already on the submission topic (or dead-lettered) while others of it are
    * held (their tenant has no AWS identity yet).

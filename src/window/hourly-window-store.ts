@@ -17,6 +17,7 @@ import type { RestorePoint, StateStore, StoreHealth, TaskId } from '../engine/pr
 import { isMeterlineError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { metrics } from '../observability/metrics.ts';
+import { FIELD_SEPARATOR } from '../redis/keys.ts';
 import { HOUR_MS, hourIso, hourStart } from '../time/hours.ts';
 import type {
   AggregationOp,
@@ -109,6 +110,11 @@ export class HourlyWindowStore implements StateStore {
   #moved = new Map<string, { hourMs: number; targetMs: number | undefined; fields: Map<string, Pending> }>();
   /** Hours frozen on the partition → the checkpoint each was frozen through (-1 when not known). */
   #frozen = new Map<number, bigint>();
+  /**
+   * Hours closed early for some customers (the final flush) → customer → the checkpoint of its cut. For
+   * that customer it stands in for the hour's own frozen checkpoint.
+   */
+  #cuts = new Map<number, Map<string, bigint>>();
   #maxEventTime: number | undefined;
   /** hour → a few of the batch's event trace contexts (only while tracing is on). */
   #links = new Map<number, string[]>();
@@ -217,11 +223,26 @@ export class HourlyWindowStore implements StateStore {
   /** Reads which hours are frozen (all an event can reach: AWS's window up to now). */
   async #loadFrozen(): Promise<void> {
     const now = this.#o.now();
-    this.#frozen = await this.#o.windows.frozenThrough(
-      this.task,
-      hourStart(now - this.#o.replayHorizonMs) - HOUR_MS,
-      hourStart(now),
-    );
+    const from = hourStart(now - this.#o.replayHorizonMs) - HOUR_MS;
+    this.#frozen = await this.#o.windows.frozenThrough(this.task, from, hourStart(now));
+    this.#cuts = await this.#o.windows.cutsThrough(this.task, from, hourStart(now));
+  }
+
+  /** The commit stage closed a customer's hour early (it runs on this task, between batches). */
+  async noteCut(hourMs: number): Promise<void> {
+    const cuts = (await this.#o.windows.cutsThrough(this.task, hourMs, hourMs)).get(hourMs);
+    if (cuts) this.#cuts.set(hourMs, cuts);
+    const oldest = hourStart(this.#o.now() - this.#o.replayHorizonMs) - 2 * HOUR_MS;
+    for (const h of this.#cuts.keys()) if (h < oldest) this.#cuts.delete(h);
+  }
+
+  /** The checkpoint an hour was closed through for this customer (its cut, else the hour's freeze). */
+  #through(hourMs: number, customer: string | undefined): bigint | undefined {
+    if (customer !== undefined && this.#cuts.size) {
+      const cut = this.#cuts.get(hourMs)?.get(customer);
+      if (cut !== undefined) return cut;
+    }
+    return this.#frozen.get(hourMs);
   }
 
   /** The commit stage froze an hour (it runs on this task, between batches). */
@@ -237,22 +258,27 @@ export class HourlyWindowStore implements StateStore {
    * Where an event of `hourMs` at `offset` goes: its own hour, carried to a later one ('late'), or
    * nowhere ('counted': a replayed event that a frozen record counts already).
    */
-  disposition(hourMs: number, offset: string, arrivalMs: number): Disposition {
-    const through = this.#frozen.get(hourMs);
+  disposition(hourMs: number, offset: string, arrivalMs: number, customer: string): Disposition {
+    const through = this.#through(hourMs, customer);
     if (through === undefined) return 'on-time';
     const o = BigInt(offset);
     if (o <= through) return 'counted';
-    return this.#carryTarget(hourMs, o, arrivalMs) === undefined ? 'counted' : 'late';
+    return this.#carryTarget(hourMs, o, arrivalMs, customer) === undefined ? 'counted' : 'late';
   }
 
   /**
    * Where a late event goes: the hour it arrived in (never before the hour after its own), or the first
    * later one still open at offset `o`; undefined when a frozen one counts it already.
    */
-  #carryTarget(hourMs: number, o: bigint, arrivalMs: number): number | undefined {
+  #carryTarget(
+    hourMs: number,
+    o: bigint,
+    arrivalMs: number,
+    customer: string | undefined,
+  ): number | undefined {
     const arrived = hourStart(arrivalMs);
     for (let h = arrived > hourMs ? arrived : hourMs + HOUR_MS; ; h += HOUR_MS) {
-      const through = this.#frozen.get(h);
+      const through = this.#through(h, customer);
       if (through === undefined) return h;
       // Frozen through this offset or later: that hour's record counts the event already.
       if (through >= o) return undefined;
@@ -273,7 +299,9 @@ export class HourlyWindowStore implements StateStore {
     traceparent?: string,
   ): void {
     let hour: Map<string, Pending> | undefined;
-    const through = this.#frozen.get(hourMs);
+    // Only after a final flush do customers matter here: the common path reads one map.
+    const customer = this.#cuts.size ? field.slice(0, field.indexOf(FIELD_SEPARATOR)) : undefined;
+    const through = this.#through(hourMs, customer);
     if (through === undefined) {
       if (traceparent) {
         const links = this.#links.get(hourMs);
@@ -288,7 +316,7 @@ export class HourlyWindowStore implements StateStore {
     } else {
       // The hour is frozen: the event was counted in it, or goes to the first later hour open at its offset.
       const o = BigInt(offset);
-      const targetMs = o <= through ? undefined : this.#carryTarget(hourMs, o, arrivalMs);
+      const targetMs = o <= through ? undefined : this.#carryTarget(hourMs, o, arrivalMs, customer);
       const key = `${hourMs}>${targetMs ?? ''}`;
       let moved = this.#moved.get(key);
       if (!moved) {

@@ -115,6 +115,10 @@ export function meteringTopology(deps: {
     },
     // The customers file's contract overrides what AWS returned for that tenant.
     contractOf: (customer) => config.customers?.[customer]?.contract ?? awsContracts.get(customer),
+    flushes: async () =>
+      (await registered())
+        .filter((e) => e.status === 'unsubscribe-pending' && e.unsubscribedAt !== undefined)
+        .map((e) => ({ customer: e.tenant, atMs: Date.parse(e.unsubscribedAt as string) })),
     // The worker's rule: the customers file, or a registration that did not fail. Container products
     // bill the caller's own account: nothing to wait for.
     mapped: async () => {

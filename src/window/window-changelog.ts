@@ -6,6 +6,9 @@
  *   `<topic>/<partition>|h|<hourMs>`  a frozen hour: the checkpoint it was frozen through, its records and
  *                                      the model state it left (written before its records are emitted)
  *   `<topic>/<partition>|e|<hourMs>`  the hour reached the submission topic
+ *   `<topic>/<partition>|c|<hourMs>|<customer>`  one customer's hour closed early (the final flush after
+ *                                      unsubscribe-pending): as a frozen hour, for that customer only
+ *   `<topic>/<partition>|d|<hourMs>|<customer>`  that cut reached the submission topic
  *   `<topic>/<partition>|s|<field>`   the latest model state of a customer␟dimension (monthly peak,
  *                                      contract usage, carried fractions, held units) and the hour it is as
  *                                      of; an empty state is written too, never a tombstone, so a Redis that
@@ -17,7 +20,7 @@
  * well past any replay; model state is kept (a yearly contract's usage must outlive any retention).
  */
 import type { PartitionRef } from '../redis/keys.ts';
-import type { FrozenHour, PartitionSnapshot } from './window-store.ts';
+import type { CutHour, FrozenHour, PartitionSnapshot } from './window-store.ts';
 
 export interface ChangelogMessage {
   key: string;
@@ -64,6 +67,19 @@ export function frozenHourMessages(p: PartitionRef, hour: FrozenHour): Changelog
   return out;
 }
 
+/** One customer's early-closed hour: its model state, then the cut, in one send. */
+export function cutMessages(p: PartitionRef, cut: CutHour): ChangelogMessage[] {
+  const out = frozenHourMessages(p, cut);
+  const hour = out.pop() as ChangelogMessage;
+  out.push({ key: `${prefix(p)}c|${cut.hourMs}|${cut.customer}`, value: hour.value });
+  return out;
+}
+
+/** The cut is on the submission topic. */
+export function cutEmittedMessages(p: PartitionRef, hourMs: number, customer: string): ChangelogMessage[] {
+  return [{ key: `${prefix(p)}d|${hourMs}|${customer}`, value: '1' }];
+}
+
 /** The hour is on the submission topic; the hour of a week before leaves the changelog. */
 export function emittedMessages(p: PartitionRef, hourMs: number): ChangelogMessage[] {
   const old = hourMs - CHANGELOG_HOUR_RETENTION_MS;
@@ -88,6 +104,8 @@ export function foldChangelog(
   const hours = new Map<number, HourValue>();
   const emitted = new Set<number>();
   const states = new Map<string, { encoded: string; owes: boolean; hourMs: number }>();
+  const cuts = new Map<string, HourValue & { customer: string }>();
+  const cutsEmitted = new Set<string>();
   for (const m of messages) {
     const key = m.key?.toString();
     if (!key?.startsWith(mine)) continue;
@@ -106,6 +124,14 @@ export function foldChangelog(
       const hourMs = Number(name);
       if (value === null) hours.delete(hourMs);
       else hours.set(hourMs, JSON.parse(value) as HourValue);
+    } else if (kind === 'c|' || kind === 'd|') {
+      const bar = name.indexOf('|');
+      const id = `${Number(name.slice(0, bar))}|${name.slice(bar + 1)}`;
+      if (kind === 'd|') {
+        if (value === null) cutsEmitted.delete(id);
+        else cutsEmitted.add(id);
+      } else if (value === null) cuts.delete(id);
+      else cuts.set(id, { ...(JSON.parse(value) as HourValue), customer: name.slice(bar + 1) });
     } else if (kind === 'e|') {
       const hourMs = Number(name);
       if (value === null) emitted.delete(hourMs);
@@ -122,6 +148,17 @@ export function foldChangelog(
         records: h.records,
         states: h.states.map(([f, e, o]) => [f, e, o === '1'] as [string, string, boolean]),
         emitted: emitted.has(h.hourMs),
+      })),
+    cuts: [...cuts]
+      .filter(([, c]) => c.hourMs >= fromHourMs)
+      .sort(([, a], [, b]) => a.hourMs - b.hourMs)
+      .map(([id, c]) => ({
+        hourMs: c.hourMs,
+        customer: c.customer,
+        through: BigInt(c.through),
+        records: c.records,
+        states: c.states.map(([f, e, o]) => [f, e, o === '1'] as [string, string, boolean]),
+        emitted: cutsEmitted.has(id),
       })),
     states,
   };

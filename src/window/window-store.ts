@@ -47,10 +47,17 @@ export interface FrozenHour {
   states: [field: string, encoded: string, owes: boolean][];
 }
 
+/** One customer's hour closed early (the final flush after unsubscribe-pending). */
+export interface CutHour extends FrozenHour {
+  customer: string;
+}
+
 /** What a Redis that lost a partition's state is rebuilt with (from the changelog). */
 export interface PartitionSnapshot {
   /** Frozen hours, and whether each reached the submission topic. */
   hours: (FrozenHour & { emitted: boolean })[];
+  /** Customers' hours closed early, and whether each reached the submission topic. */
+  cuts: (CutHour & { emitted: boolean })[];
   /** Field → encoded model state ('' when empty), whether it owes the next hour, the hour it is as of. */
   states: Map<string, { encoded: string; owes: boolean; hourMs: number }>;
 }
@@ -66,6 +73,8 @@ export interface HourSnapshot {
   due: string[];
   /** Customer␟dimension → encoded model state (null when none). */
   states: Map<string, string | null>;
+  /** Customers whose hour was closed early (the final flush): the hour's own close leaves them out. */
+  cuts: Set<string>;
 }
 
 export interface WindowStoreOptions {
@@ -233,9 +242,11 @@ export class WindowStore {
       .exists(k.finalized(hourMs))
       .hgetall(k.aggregates(hourMs))
       .smembers(k.due())
+      .hgetall(k.cuts(hourMs))
       .exec();
     if (!res || res.some(([e]) => e))
       throw new MeterlineError('redis_error', 'reading the hour failed', { retriable: true });
+    const cuts = new Set(Object.keys((res[4]?.[1] as Record<string, string>) ?? {}));
     const checkpoint = res[0]?.[1] as string | null;
     const aggregates = Object.entries(res[2]?.[1] as Record<string, string>).map(
       ([field, micros]) => [field, BigInt(micros)] as [string, bigint],
@@ -253,7 +264,103 @@ export class WindowStore {
         });
       }
     }
-    return { checkpoint: checkpoint ?? '', finalized: res[1]?.[1] === 1, aggregates, due, states };
+    return { checkpoint: checkpoint ?? '', finalized: res[1]?.[1] === 1, aggregates, due, states, cuts };
+  }
+
+  /**
+   * Closes one customer's hour early with the records and model state computed from `readHour`'s
+   * snapshot, removing `aggregateFields` (the customer's) from the hour. 'already': the hour is frozen
+   * whole, or the customer was cut before.
+   */
+  async cutHour(
+    p: PartitionRef,
+    token: string,
+    hourMs: number,
+    customer: string,
+    snapshotCheckpoint: string,
+    aggregateFields: readonly string[],
+    records: readonly [field: string, frozen: string][],
+    states: readonly [field: string, encoded: string, owesNextHour: boolean][],
+  ): Promise<'cut' | 'already' | 'moved'> {
+    const k = this.keys.partition(p);
+    const keys = [
+      k.fence(),
+      k.checkpoint(),
+      k.aggregates(hourMs),
+      k.finalized(hourMs),
+      k.cuts(hourMs),
+      k.cut(hourMs, customer),
+      k.pendingCuts(),
+      k.modelState(),
+      k.due(),
+    ];
+    const args: (string | number)[] = [token, snapshotCheckpoint, hourMs, customer, aggregateFields.length];
+    args.push(...aggregateFields, records.length);
+    for (const [field, frozen] of records) args.push(field, frozen);
+    args.push(states.length);
+    for (const [field, encoded, owes] of states) args.push(field, encoded, owes ? '1' : '0');
+    const res = await this.redis.cutCustomer(keys.length, ...keys, ...args);
+    if (res[0] === FENCED) throw fenced(p);
+    if (res[0] === STATE_LOST) throw stateLost(p);
+    if (res[0] === MOVED) return 'moved';
+    return res[0] === 1 ? 'cut' : 'already';
+  }
+
+  /** A customer's early-closed hour; undefined when gone. */
+  async frozenCut(p: PartitionRef, hourMs: number, customer: string): Promise<CutHour | undefined> {
+    const all = await this.redis.hgetall(this.keys.partition(p).cut(hourMs, customer));
+    return all.__hour === undefined ? undefined : { ...parseFrozenHash(hourMs, all), customer };
+  }
+
+  /** Cuts whose records are not on the submission topic yet, oldest first. */
+  async pendingCuts(p: PartitionRef): Promise<[hourMs: number, customer: string][]> {
+    const members = await this.redis.zrange(this.keys.partition(p).pendingCuts(), '0', '-1');
+    return members.map((m) => {
+      const i = m.indexOf('|');
+      return [Number(m.slice(0, i)), m.slice(i + 1)];
+    });
+  }
+
+  /** The cut is on the submission topic: it no longer waits, and starts to expire like a frozen hour. */
+  async markCutEmitted(p: PartitionRef, token: string, hourMs: number, customer: string): Promise<void> {
+    const k = this.keys.partition(p);
+    const ttl = Math.ceil(this.options.finalizedTtlMs / 1000);
+    const res = await this.redis.markEmitted(
+      3,
+      k.fence(),
+      k.pendingCuts(),
+      k.cut(hourMs, customer),
+      token,
+      `${hourMs}|${customer}`,
+      ttl,
+    );
+    if (res === FENCED) throw fenced(p);
+    if (res === STATE_LOST) throw stateLost(p);
+    // The hour's cut index outlives the hour's frozen records, which it tells apart from the cut's.
+    await this.redis.expire(k.cuts(hourMs), ttl + 3_600);
+  }
+
+  /** Customers cut early in the hours from `fromMs` to `toMs`, each with the checkpoint of its cut. */
+  async cutsThrough(
+    p: PartitionRef,
+    fromMs: number,
+    toMs: number,
+  ): Promise<Map<number, Map<string, bigint>>> {
+    const k = this.keys.partition(p);
+    const hours: number[] = [];
+    for (let h = fromMs; h <= toMs; h += 3_600_000) hours.push(h);
+    const pipeline = this.redis.pipeline();
+    for (const h of hours) pipeline.hgetall(k.cuts(h));
+    const res = (await pipeline.exec()) ?? [];
+    const out = new Map<number, Map<string, bigint>>();
+    hours.forEach((h, i) => {
+      const [err, value] = res[i] ?? [new Error('no reply'), null];
+      if (err)
+        throw new MeterlineError('redis_error', 'reading the cuts failed', { retriable: true, cause: err });
+      const entries = Object.entries((value as Record<string, string>) ?? {});
+      if (entries.length) out.set(h, new Map(entries.map(([c, t]) => [c, BigInt(t)])));
+    });
+    return out;
   }
 
   /**
@@ -322,18 +429,7 @@ export class WindowStore {
   /** A finalized hour with what it was frozen through and the model state it left; undefined when gone. */
   async frozenHour(p: PartitionRef, hourMs: number): Promise<FrozenHour | undefined> {
     const all = await this.redis.hgetall(this.keys.partition(p).finalized(hourMs));
-    if (all.__hour === undefined) return undefined;
-    const states = all.__states ? (JSON.parse(all.__states) as [string, string, string][] | object) : [];
-    return {
-      hourMs,
-      // Hours frozen by an older version: every later event was carried.
-      through: all.__through === undefined ? -1n : BigInt(all.__through),
-      // Real fields hold a separator; the hour's own entries (__hour, __through, __states) never do.
-      records: Object.entries(all).filter(([field]) => field.includes(FIELD_SEPARATOR)),
-      states: Array.isArray(states)
-        ? states.map(([f, e, o]) => [f, e, o === '1'] as [string, string, boolean])
-        : [],
-    };
+    return all.__hour === undefined ? undefined : parseFrozenHash(hourMs, all);
   }
 
   /**
@@ -372,7 +468,14 @@ export class WindowStore {
     const k = this.keys.partition(p);
     const known = await this.closedThrough(p);
     const hours = snapshot.hours.filter((h) => known === undefined || h.hourMs > known);
-    if (!hours.length) return 0;
+    // Cuts Redis does not hold (they come after any hour it still has closed, or Redis lost everything).
+    const held = await this.cutsThrough(
+      p,
+      snapshot.cuts[0]?.hourMs ?? 0,
+      snapshot.cuts[snapshot.cuts.length - 1]?.hourMs ?? -1,
+    );
+    const cuts = snapshot.cuts.filter((c) => !held.get(c.hourMs)?.has(c.customer));
+    if (!hours.length && !cuts.length) return 0;
     const ttl = Math.ceil(this.options.finalizedTtlMs / 1000);
     let pipeline = this.redis.pipeline();
     let queued = 0;
@@ -409,8 +512,28 @@ export class WindowStore {
       if (closed === undefined || h.hourMs > closed) closed = h.hourMs;
       if (++queued >= 100) await flush();
     }
+    for (const c of cuts) {
+      const key = k.cut(c.hourMs, c.customer);
+      const fields: string[] = [
+        '__hour',
+        String(c.hourMs),
+        '__through',
+        c.through.toString(),
+        '__customer',
+        c.customer,
+        '__states',
+        JSON.stringify(c.states.map(([f, e, o]) => [f, e, o ? '1' : '0'])),
+      ];
+      for (const [field, frozen] of c.records) fields.push(field, frozen);
+      for (let i = 0; i < fields.length; i += 2_000) pipeline.hset(key, ...fields.slice(i, i + 2_000));
+      pipeline.hset(k.cuts(c.hourMs), c.customer, c.through.toString());
+      if (c.emitted) pipeline.expire(key, ttl);
+      else pipeline.zadd(k.pendingCuts(), c.hourMs, `${c.hourMs}|${c.customer}`);
+      if (++queued >= 100) await flush();
+    }
+    const cutHours = new Set(cuts.map((c) => c.hourMs));
     for (const [field, { encoded, owes, hourMs }] of snapshot.states) {
-      if (known !== undefined && hourMs <= known) continue;
+      if (known !== undefined && hourMs <= known && !cutHours.has(hourMs)) continue;
       if (encoded) pipeline.hset(k.modelState(), field, encoded);
       else pipeline.hdel(k.modelState(), field);
       if (owes) pipeline.sadd(k.due(), field);
@@ -419,7 +542,13 @@ export class WindowStore {
     }
     if (closed !== undefined) pipeline.set(k.closedThrough(), String(closed));
     await flush();
-    return hours.length;
+    // A cut customer's usage of the hour is in its cut records, not in the hour's aggregates any more.
+    for (const c of cuts) {
+      const prefix = `${c.customer}${FIELD_SEPARATOR}`;
+      const fields = (await this.redis.hkeys(k.aggregates(c.hourMs))).filter((f) => f.startsWith(prefix));
+      if (fields.length) await this.redis.hdel(k.aggregates(c.hourMs), ...fields);
+    }
+    return hours.length + cuts.length;
   }
 
   /** The oldest hour of the partition not yet on the submission topic: open, or frozen but not emitted. */
@@ -588,6 +717,21 @@ export class WindowStore {
   async setReplayHold(p: PartitionRef, offset: bigint): Promise<void> {
     await this.redis.set(this.keys.partition(p).replayHold(), offset.toString(), 'EX', 7 * 24 * 3600);
   }
+}
+
+/** A frozen hour (or cut) as stored in its hash. */
+function parseFrozenHash(hourMs: number, all: Record<string, string>): FrozenHour {
+  const states = all.__states ? (JSON.parse(all.__states) as [string, string, string][] | object) : [];
+  return {
+    hourMs,
+    // Hours frozen by an older version: every later event was carried.
+    through: all.__through === undefined ? -1n : BigInt(all.__through),
+    // Real fields hold a separator; the hour's own entries (__hour, __through, __states) never do.
+    records: Object.entries(all).filter(([field]) => field.includes(FIELD_SEPARATOR)),
+    states: Array.isArray(states)
+      ? states.map(([f, e, o]) => [f, e, o === '1'] as [string, string, boolean])
+      : [],
+  };
 }
 
 function stateLost(p: PartitionRef): MeterlineError {
