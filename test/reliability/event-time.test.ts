@@ -51,7 +51,10 @@ async function records(tp: TestPipeline) {
 describe('an idle partition', () => {
   it('stops holding the watermark back, so its neighbours and its own hours close', async () => {
     const idleMs = 3_000;
-    const tp = testPipeline('idle', { env: { METERLINE_IDLE_TIMEOUT: `${idleMs}ms` } });
+    const tp = testPipeline('idle', {
+      tenants: [0, 1, 2].map((partition) => customerOn(partition, 3)),
+      env: { METERLINE_IDLE_TIMEOUT: `${idleMs}ms` },
+    });
     const p = await setUp(tp);
     const last = hourStart(Date.now()) - HOUR_MS;
     // One customer per partition: a customer's events are counted on the partition its key hashes to.

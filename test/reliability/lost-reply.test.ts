@@ -27,6 +27,7 @@ describe('lost Redis replies', () => {
     // The default idle timeout: with the harness's 2 s, a pause of the test's own producer would let every
     // hour close before the rest of its usage arrives (carried forward, by design).
     const tp = testPipeline('lost-reply', {
+      tenants: Array.from({ length: 300 }, (_, i) => `tenant-${i}`),
       partitions: 3,
       env: { REDIS_URL: proxy.url, METERLINE_IDLE_TIMEOUT: '1m' },
     });

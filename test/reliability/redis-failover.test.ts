@@ -62,6 +62,7 @@ describe('Redis failover to a replica that lags behind', () => {
     const front = await startTcpRelay(primary.port);
     stop.push(() => front.close());
     tp = testPipeline('failover', {
+      tenants: Array.from({ length: 200 }, (_, i) => `tenant-${i}`),
       partitions: PARTITIONS,
       // The default idle timeout: a pause of the test's own producer must not close hours early.
       env: { REDIS_URL: `redis://127.0.0.1:${front.port}`, METERLINE_IDLE_TIMEOUT: '1m' },

@@ -29,7 +29,10 @@ describe('a transactional producer on the usage topic', () => {
   });
 
   it('counts committed events once, never aborted ones, and leaves no lag', async () => {
-    tp = testPipeline('txn-input', { partitions: 3 });
+    tp = testPipeline('txn-input', {
+      partitions: 3,
+      tenants: Array.from({ length: 60 }, (_, i) => `tenant-${i}`),
+    });
     await tp.createTopics(kafka);
     const events = [
       ...syntheticEvents({

@@ -31,7 +31,11 @@ export async function crashTest(
   options: CrashTestOptions = {},
 ): Promise<void> {
   const kafka = testKafka();
-  const tp = testPipeline(label, { partitions: 6, env });
+  const tp = testPipeline(label, {
+    partitions: 6,
+    tenants: Array.from({ length: 500 }, (_, i) => `tenant-${i}`),
+    env,
+  });
   const seed = Number(process.env.CRASH_SEED ?? Date.now() % 100_000);
   const random = seededRandom(seed);
   const logFile = join(tmpdir(), `${uniqueId(label)}.log`);

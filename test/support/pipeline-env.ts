@@ -45,6 +45,11 @@ export function testPipeline(
     /** Dimensions of the plan: hourly sums unless they say otherwise (any plan field may be given). */
     dimensions?: ({ name: string; aggregation?: 'sum' | 'max' } & Record<string, unknown>)[];
     customers?: Record<string, unknown>;
+    /**
+     * More tenants to map in the customers file (legacy identifiers `cust-<tenant>`): usage of a tenant
+     * without an AWS identity is held, not emitted.
+     */
+    tenants?: readonly string[];
     env?: Record<string, string>;
   } = {},
 ): TestPipeline {
@@ -64,7 +69,10 @@ export function testPipeline(
       ...d,
     })),
   });
-  const customers = writeTempJson('customers.json', options.customers ?? TEST_CUSTOMERS);
+  const customers = writeTempJson('customers.json', {
+    ...(options.customers ?? TEST_CUSTOMERS),
+    ...Object.fromEntries((options.tenants ?? []).map((t) => [t, { customerIdentifier: `cust-${t}` }])),
+  });
   const { brokers, redisUrl } = stackEnv();
   const env: Record<string, string> = {
     KAFKA_BROKERS: brokers.join(','),
