@@ -61,6 +61,7 @@ const INTERNAL_COLUMNS: Column<ReconcileRow>[] = [
   { head: 'redriven', value: (r) => num(r.redriven) },
   { head: 'status', value: (r) => r.status },
   { head: 'reasons', value: (r) => r.reasons.join(' ') },
+  { head: 'notes', value: (r) => r.notes?.join(' ') },
 ];
 
 /** A bar with counts and an ETA on stderr when it is a terminal; nothing otherwise. */

@@ -26,6 +26,9 @@ import type {
   UsageSeen,
 } from './internal.ts';
 
+/** The TTL the window store gives a partition's replay marks (window-store.ts setReplayUntil/Hold). */
+const REPLAY_MARK_TTL_MS = 7 * 24 * 3_600_000;
+
 /** Called while topics are read: messages read so far, and in all (for a bar with an ETA). */
 export type Progress = (stage: string, done: number, total: number) => void;
 
@@ -80,6 +83,20 @@ export async function collectInternal(o: CollectOptions): Promise<InternalInputs
             ),
             states: new Map(h.states.map(([field, encoded]) => [field, decodeState(encoded)])),
           });
+        }
+      }
+    }
+
+    // A recovery after a state loss marks each partition's replay for 7 days: when it was set, Redis (and
+    // the ledger in it) had lost its state.
+    let redisLossAtMs: number | undefined;
+    for (const part of usageParts) {
+      const k = keys.partition(part);
+      for (const key of [k.replayHold(), k.replay()]) {
+        const ttl = await redis.pttl(key);
+        if (ttl > 0) {
+          const at = o.nowMs - (REPLAY_MARK_TTL_MS - ttl);
+          if (redisLossAtMs === undefined || at > redisLossAtMs) redisLossAtMs = at;
         }
       }
     }
@@ -143,6 +160,7 @@ export async function collectInternal(o: CollectOptions): Promise<InternalInputs
           deadlineMs: Date.parse(r.deadline),
           partition: m.partition,
           offset: BigInt(m.offset),
+          timestampMs: Number(m.timestamp),
         });
       }
       const committed = await admin.fetchOffsets({
@@ -231,6 +249,7 @@ export async function collectInternal(o: CollectOptions): Promise<InternalInputs
       late,
       ...(usage ? { usage } : {}),
       partitionOf: (customer) => partitionOfCustomer(customer, partitions),
+      ...(redisLossAtMs === undefined ? {} : { redisLossAtMs }),
     };
   } finally {
     await admin.disconnect();

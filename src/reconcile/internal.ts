@@ -33,6 +33,8 @@ export interface SubmissionSeen {
   deadlineMs: number;
   partition: number;
   offset: bigint;
+  /** The message's Kafka timestamp (when it was emitted). */
+  timestampMs: number;
 }
 
 export interface DlqSeen {
@@ -86,6 +88,11 @@ export interface InternalInputs {
   usage?: UsageSeen[];
   /** Customer → its usage partition. */
   partitionOf: (customer: string) => number;
+  /**
+   * When Redis last lost the pipeline's state (a recovery's replay marks), if within their 7 days: the
+   * ledger went with it.
+   */
+  redisLossAtMs?: number;
 }
 
 export type RowStatus = 'balanced' | 'pending' | 'unbalanced';
@@ -116,6 +123,8 @@ export interface ReconcileRow {
   redriven?: number;
   status: RowStatus;
   reasons: string[];
+  /** What explains a balanced row that a source cannot show (`ledger_lost_with_redis`). */
+  notes?: string[];
 }
 
 export interface ReconcileOptions {
@@ -145,6 +154,11 @@ export const REASONS = {
   awaitingEmit: 'awaiting_emit',
   awaitingWorker: 'awaiting_worker',
   redriven: 'redriven',
+} as const;
+
+export const NOTES = {
+  /** Accepted per the worker group's offsets; the ledger entry was lost with Redis's state. */
+  ledgerLost: 'ledger_lost_with_redis',
 } as const;
 
 const SEP = '\u0000';
@@ -398,8 +412,13 @@ export function reconcileInternal(inputs: InternalInputs, options: ReconcileOpti
         else if (pastDeadline) reasons.push(REASONS.notEmitted);
         else pending.push(REASONS.awaitingEmit);
       } else if (subs.some((s) => s.offset < (inputs.workerCommitted.get(s.partition) ?? 0n))) {
-        // The worker went past the record, yet neither the ledger nor the DLQ has it.
-        reasons.push(REASONS.missingFromLedger);
+        // The worker went past the record, yet neither the ledger nor the DLQ has it. The worker commits
+        // only after one of the two: when Redis lost its state after the record was emitted, the ledger
+        // went with it and the worker's offsets are the evidence left.
+        const lossAt = inputs.redisLossAtMs;
+        if (lossAt !== undefined && subs.every((s) => s.timestampMs <= lossAt)) {
+          row.notes = [NOTES.ledgerLost];
+        } else reasons.push(REASONS.missingFromLedger);
       } else if (pastDeadline) {
         reasons.push(REASONS.deadlineMissed);
       } else {

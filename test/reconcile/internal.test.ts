@@ -191,8 +191,8 @@ describe('reconcile internal', () => {
     const csv = await cli(['reconcile', 'internal', '--from', from, '-o', 'csv'], env);
     expect(csv.code).toBe(1);
     expect(csv.stdout.split('\r\n')[0]).toBe(
-      'hour,customer,dimension,measured,carried out,carried in,remainder,held,frozen,emitted,accepted,dead-lettered,redriven,status,reasons',
+      'hour,customer,dimension,measured,carried out,carried in,remainder,held,frozen,emitted,accepted,dead-lettered,redriven,status,reasons,notes',
     );
-    expect(csv.stdout).toContain(',missing_from_ledger\r\n');
+    expect(csv.stdout).toContain(',missing_from_ledger,\r\n');
   }, 240_000);
 });
