@@ -20,7 +20,7 @@ describe('deploy/iam policies', () => {
   it.each([
     ['worker-policy-saas.json', ['aws-marketplace:BatchMeterUsage']],
     ['worker-policy-container.json', ['aws-marketplace:MeterUsage']],
-    ['registration-policy-saas.json', ['aws-marketplace:ResolveCustomer']],
+    ['registration-policy-saas.json', ['aws-marketplace:ResolveCustomer', 'aws-marketplace:GetEntitlements']],
   ])('%s allows exactly %j', (file, expected) => {
     const policy = load(file);
     expect(policy.Version).toBe('2012-10-17');
