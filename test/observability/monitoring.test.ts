@@ -74,6 +74,15 @@ describe('monitoring as shipped', () => {
         'MeterlineHourPastHalfItsDeadline',
         'MeterlineDuplicateRecord',
         'MeterlineDeadLetters',
+        // Fleet monitoring (issue 18).
+        'MeterlineNoWorker',
+        'MeterlineNoProcessor',
+        'MeterlineSubmissionsWaiting',
+        'MeterlineSubmissionBacklogNearDeadline',
+        'MeterlineClockSkew',
+        'MeterlineDeadLetterTopicGrowing',
+        'MeterlineBillingGapMissed',
+        'MeterlineBillingGapLate',
       ]),
     );
     for (const r of all) {
