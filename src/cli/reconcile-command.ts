@@ -30,6 +30,7 @@ import {
 } from '../reconcile/report.ts';
 import { instantArg, parseInstant } from '../reconcile/time-range.ts';
 import { Keys } from '../redis/keys.ts';
+import { CustomerDirectory } from '../subscribe/customer-directory.ts';
 import { HOUR_MS, hourIso, hourStart } from '../time/hours.ts';
 import { loadConfigOrExit } from './lifecycle.ts';
 import {
@@ -208,11 +209,17 @@ export function registerReconcileCommand(program: Command): void {
       const feed = o.usageFeed ? readUsageFeed(o.usageFeed) : undefined;
       const accountOf = o.accountMap ? readAccountMap(o.accountMap) : undefined;
       const { redis, check } = oneShotRedis(config.redis);
+      const keys = new Keys(config.redis.prefix);
       try {
         await reach(timeoutMs(o), [check]);
+        // Tenants of the customers file, then those registered through the registration URL.
         const awsIdOf = new Map([...config.customerMap].map(([tenant, m]) => [tenant, awsCustomerId(m)]));
+        for (const entry of await new CustomerDirectory(redis, keys).all()) {
+          const id = entry.customerAwsAccountId ?? entry.customerIdentifier;
+          if (id && !awsIdOf.has(entry.tenant)) awsIdOf.set(entry.tenant, id);
+        }
         const ours: AcceptedRecord[] = [];
-        for (const [id, entry] of await scanLedger(redis, new Keys(config.redis.prefix))) {
+        for (const [id, entry] of await scanLedger(redis, keys)) {
           const r = parseRecordId(id);
           if (!r) continue;
           ours.push({

@@ -19,6 +19,7 @@ import {
 import { createRedis } from '../../src/redis/client.ts';
 import { Keys } from '../../src/redis/keys.ts';
 import { Ledger } from '../../src/submit/ledger.ts';
+import { CustomerDirectory } from '../../src/subscribe/customer-directory.ts';
 import { cli } from '../cli/support.ts';
 import { deleteKeys, stackEnv } from '../support/harness.ts';
 import { testPipeline } from '../support/pipeline-env.ts';
@@ -136,6 +137,49 @@ describe('reconcile aws', () => {
     expect(table.stdout).toContain('4 findings');
     const csv = await cli([...args, '-o', 'csv'], tp.env);
     expect(csv.stdout.split('\r\n')).toHaveLength(6);
+    // A tenant registered through the registration URL (not in the customers file) is matched by the AWS
+    // account the directory holds for it.
+    await new CustomerDirectory(redis, keys).register(
+      'hooli',
+      {
+        productCode: 'prod-test',
+        customerAwsAccountId: '444444444444',
+        licenseArn: 'arn:aws:license-manager::444444444444:license:l-d4',
+      },
+      h(9),
+    );
+    const hooli = recordId('prod-test', 'hooli', 'api_calls', h(11));
+    await new Ledger(redis, keys).record([
+      {
+        recordId: hooli,
+        entry: { meteringRecordId: 'mr-hooli', quantity: 1, acceptedAt: '2026-12-01T12:00:00Z' },
+      },
+    ]);
+    const registered = await cli(
+      [
+        'reconcile',
+        'aws',
+        '--cloudtrail',
+        `${fixtures}cloudtrail`,
+        '--from',
+        '2026-12-01T11:00Z',
+        '--to',
+        '2026-12-01T12:00Z',
+        '-o',
+        'json',
+      ],
+      tp.env,
+    );
+    expect(
+      JSON.parse(registered.stdout).rows.map((r: { finding: string; customer: string }) => [
+        r.finding,
+        r.customer,
+      ]),
+    ).toEqual([
+      ['not_sent_by_us', '333333333333'],
+      ['missing_at_aws', '444444444444'],
+    ]);
+
     // Hours where AWS's evidence and the ledger agree: nothing found, exit 0.
     const agreeing = await cli(
       [
