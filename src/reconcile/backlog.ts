@@ -82,7 +82,9 @@ export class BacklogMonitor {
       for (const e of ends) {
         const c = committed?.partitions.find((p) => p.partition === e.partition)?.offset;
         // No committed offset: the worker never ran; it would start from the beginning of what is kept.
-        const from = c === undefined || Number(c) < 0 ? BigInt(e.low) : BigInt(c);
+        // An offset below the log start (retention deleted what it pointed at) waits from the log start.
+        const from =
+          c === undefined || Number(c) < 0 || BigInt(c) < BigInt(e.low) ? BigInt(e.low) : BigInt(c);
         const lag = BigInt(e.high) - from;
         if (lag > 0n) lagging.push({ partition: e.partition, offset: from.toString(), lag: Number(lag) });
       }
