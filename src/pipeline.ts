@@ -27,7 +27,7 @@ import { DEFAULT_ACCEPTANCE_WINDOW_MS } from './submit/aws-window.ts';
 import { Ledger } from './submit/ledger.ts';
 import { SharedRateLimiter } from './submit/rate-limiter.ts';
 import { MeteringWorker } from './submit/worker.ts';
-import { CustomerDirectory } from './subscribe/customer-directory.ts';
+import { CustomerDirectory, indexFileTenants } from './subscribe/customer-directory.ts';
 import { EntitlementStore } from './subscribe/entitlements.ts';
 import { HOUR_MS } from './time/hours.ts';
 import { emptyStats, type ProcessorStats } from './window/hourly-window-store.ts';
@@ -109,6 +109,8 @@ export async function startPipeline(
 
   try {
     if (options.processor) {
+      // File tenants honour lifecycle events: registration finds them by this index.
+      await indexFileTenants(directory, config);
       const windows = new WindowStore(redis, keys, {
         dedupeTtlMs: 48 * HOUR_MS,
         finalizedTtlMs: 48 * HOUR_MS,

@@ -5,7 +5,12 @@
 import type { Command } from 'commander';
 import { awsCustomerId, type CustomerMap } from '../config/customers.ts';
 import { Keys } from '../redis/keys.ts';
-import { CustomerDirectory, type DirectoryEntry, defaultTenant } from '../subscribe/customer-directory.ts';
+import {
+  CustomerDirectory,
+  type DirectoryEntry,
+  defaultTenant,
+  type FileTenantStatus,
+} from '../subscribe/customer-directory.ts';
 import { loadConfigOrExit } from './lifecycle.ts';
 import { oneShotRedis, reach, type TimeoutOptions, timeoutMs, withTimeout } from './one-shot.ts';
 import {
@@ -34,7 +39,7 @@ export function registerCustomersCommand(program: Command): void {
     .description('tenants and their AWS identities: the customers file and the registered customer directory')
     .option(
       '--status <status>',
-      'only tenants with this status (subscribed, unsubscribe-pending, …; file tenants count as subscribed)',
+      'only tenants with this status (subscribed, unsubscribe-pending, …; a file tenant no lifecycle event reached is subscribed)',
     );
   withExamples(withTimeout(withOutput(customers)), [
     'meterline customers',
@@ -44,8 +49,9 @@ export function registerCustomersCommand(program: Command): void {
     const { redis, check } = oneShotRedis(config.redis);
     try {
       await reach(timeoutMs(o), [check]);
-      const registered = await new CustomerDirectory(redis, new Keys(config.redis.prefix)).all();
-      const rows = customerRows(config.customerMap, registered).filter(
+      const directory = new CustomerDirectory(redis, new Keys(config.redis.prefix));
+      const registered = await directory.all();
+      const rows = customerRows(config.customerMap, registered, await directory.fileStatuses()).filter(
         (r) => !o.status || r.status === o.status,
       );
       printData(outputFormat(o), rows, () => {
@@ -70,7 +76,11 @@ export function registerCustomersCommand(program: Command): void {
 }
 
 /** The file's tenants win where both name one (as in the worker); sorted by tenant. */
-export function customerRows(file: CustomerMap, registered: readonly DirectoryEntry[]): CustomerRow[] {
+export function customerRows(
+  file: CustomerMap,
+  registered: readonly DirectoryEntry[],
+  fileStatuses: ReadonlyMap<string, FileTenantStatus> = new Map(),
+): CustomerRow[] {
   const rows = new Map<string, CustomerRow>();
   for (const e of registered) {
     rows.set(e.tenant, {
@@ -85,15 +95,16 @@ export function customerRows(file: CustomerMap, registered: readonly DirectoryEn
     });
   }
   for (const [tenant, m] of file) {
+    const status = fileStatuses.get(tenant);
     rows.set(tenant, {
       tenant,
       source: 'file',
       awsId: awsCustomerId(m),
       licenseArn: 'licenseArn' in m ? m.licenseArn : '',
       productCode: 'productCode' in m ? (m.productCode ?? '') : '',
-      status: 'subscribed',
+      status: status?.status ?? 'subscribed',
       subscribedAt: m.subscribedAt ?? '',
-      unsubscribedAt: '',
+      unsubscribedAt: status?.unsubscribedAt ?? '',
     });
   }
   return [...rows.values()].sort((a, b) => (a.tenant < b.tenant ? -1 : a.tenant > b.tenant ? 1 : 0));

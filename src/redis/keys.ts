@@ -109,6 +109,19 @@ export class Keys {
   }
 
   /**
+   * The customers file's tenants by AWS identity (the same fields as `customerIndex`), so a lifecycle event
+   * finds them too. Rewritten from the file at start by the processor and by registration.
+   */
+  customerFileIndex(): string {
+    return `${this.prefix}:{customers}:file-index`;
+  }
+
+  /** Customers-file tenant → its subscription status, as lifecycle events set it (no field: subscribed). */
+  customerFileStatus(): string {
+    return `${this.prefix}:{customers}:file-status`;
+  }
+
+  /**
    * What GetEntitlements last answered, per tenant and product: field `entitlementField(tenant, product)`,
    * value the dimensions' values and expiration dates and when they were fetched (src/subscribe/entitlements.ts).
    */

@@ -1,9 +1,11 @@
 /**
  * The customer directory in Redis: tenants that registered through the registration URL, with the AWS
  * identity ResolveCustomer returned and the subscription status that lifecycle events keep current.
- * The customers file still works beside it; a tenant in the file wins, so an operator can pin one.
+ * The customers file still works beside it; a tenant in the file wins, so an operator can pin one. File
+ * tenants honour lifecycle events too: their AWS identities are indexed (`indexFileTenants`, at start) and
+ * their status kept in a small store beside the directory (`fileStatuses`; no entry means subscribed).
  */
-import type { CustomerMapping } from '../config/customers.ts';
+import type { CustomerMap, CustomerMapping } from '../config/customers.ts';
 import type { ScriptedRedis } from '../redis/client.ts';
 import type { Keys } from '../redis/keys.ts';
 
@@ -34,6 +36,21 @@ export interface DirectoryEntry extends ResolvedCustomer {
   eventMs: number;
 }
 
+/** A customers-file tenant's status as lifecycle events set it. A file tenant without one is subscribed. */
+export interface FileTenantStatus {
+  tenant: string;
+  status: SubscriptionStatus;
+  /** ISO: when an unsubscribe was reported (pending or done). */
+  unsubscribedAt?: string;
+  /** The time of the latest event applied (older ones are ignored). */
+  eventMs: number;
+}
+
+/** Whether a status still owes hourly records (zero records, the final hour): subscribed or ending. */
+export function isActive(status: SubscriptionStatus): boolean {
+  return status === 'subscribed' || status === 'unsubscribe-pending';
+}
+
 /** How a lifecycle event names the customer: any of its AWS ids (the account and identifier need the product). */
 export interface CustomerRef {
   licenseArn?: string;
@@ -49,6 +66,22 @@ function indexFields(c: ResolvedCustomer): string[] {
   if (c.customerAwsAccountId) fields.push(`account:${c.productCode}:${c.customerAwsAccountId}`);
   if (c.customerIdentifier) fields.push(`identifier:${c.productCode}:${c.customerIdentifier}`);
   return fields;
+}
+
+/**
+ * The index fields of a customers-file tenant. Its mapping names no product (the legacy form may): it is
+ * billed under each product of the plan, so an event naming any of them finds it.
+ */
+export function fileIndexFields(m: CustomerMapping, productCodes: readonly string[]): string[] {
+  const products = 'productCode' in m && m.productCode ? [m.productCode] : productCodes;
+  const fields = products.flatMap((productCode) =>
+    indexFields(
+      'customerAwsAccountId' in m
+        ? { productCode, customerAwsAccountId: m.customerAwsAccountId, licenseArn: m.licenseArn }
+        : { productCode, customerIdentifier: m.customerIdentifier },
+    ),
+  );
+  return [...new Set(fields)];
 }
 
 function refFields(ref: CustomerRef): string[] {
@@ -76,6 +109,21 @@ export function mappingOf(entry: DirectoryEntry): CustomerMapping | undefined {
     return { customerIdentifier: entry.customerIdentifier, productCode: entry.productCode, ...base };
   }
   return undefined;
+}
+
+/**
+ * Indexes the customers file's tenants by AWS identity when a file is configured (the processor and
+ * registration both do at start, so either finds them; a role without the file leaves the index alone).
+ */
+export async function indexFileTenants(
+  directory: CustomerDirectory,
+  config: { customerMap: CustomerMap; plan: { products: readonly { productCode: string }[] } },
+): Promise<void> {
+  if (config.customerMap.size === 0) return;
+  await directory.indexFileTenants(
+    config.customerMap,
+    config.plan.products.map((p) => p.productCode),
+  );
 }
 
 export type ApplyOutcome = 'applied' | 'stale' | 'unknown_customer';
@@ -111,20 +159,82 @@ export class CustomerDirectory {
     return (await this.get([tenant])).get(tenant) as DirectoryEntry;
   }
 
-  /** Applies a lifecycle status to the tenant the event names; unknown customers change nothing. */
+  /**
+   * Applies a lifecycle status to the tenant the event names: a registered one, a customers-file one, or
+   * both when both carry that identity. Unknown customers change nothing.
+   */
   async applyStatus(
     ref: CustomerRef,
     status: SubscriptionStatus,
     eventMs: number,
   ): Promise<{ outcome: ApplyOutcome; tenant?: string }> {
     const tenant = await this.tenantOf(ref);
-    if (tenant === undefined) return { outcome: 'unknown_customer' };
+    const fileTenant = await this.fileTenantOf(ref);
+    if (tenant === undefined && fileTenant === undefined) return { outcome: 'unknown_customer' };
     const patch: Partial<DirectoryEntry> = { status };
     if (status === 'unsubscribe-pending' || status === 'unsubscribed') {
       patch.unsubscribedAt = new Date(eventMs).toISOString();
     }
-    const applied = await this.#apply(tenant, patch, eventMs, false, []);
-    return { outcome: applied === 1 ? 'applied' : applied === 0 ? 'stale' : 'unknown_customer', tenant };
+    let applied = -1;
+    if (tenant !== undefined) applied = await this.#apply(tenant, patch, eventMs, false, []);
+    if (fileTenant !== undefined) {
+      // Created at the first event: before it, a file tenant is subscribed.
+      const file = await this.#redis.applyCustomerEvent(
+        2,
+        this.#keys.customerFileStatus(),
+        this.#keys.customerFileIndex(),
+        fileTenant,
+        JSON.stringify({ tenant: fileTenant, ...patch }),
+        eventMs,
+        1,
+      );
+      applied = Math.max(applied, file);
+    }
+    return {
+      outcome: applied === 1 ? 'applied' : applied === 0 ? 'stale' : 'unknown_customer',
+      tenant: tenant ?? fileTenant,
+    };
+  }
+
+  /**
+   * Rewrites the index of the customers file's tenants from the file (one transaction: an event never
+   * sees it half written). Statuses already set are kept; a tenant that left the file is simply no longer
+   * found, and its old status no longer read.
+   */
+  async indexFileTenants(customers: CustomerMap, productCodes: readonly string[]): Promise<void> {
+    const fields = new Map<string, string>();
+    for (const [tenant, m] of customers) {
+      for (const field of fileIndexFields(m, productCodes)) fields.set(field, tenant);
+    }
+    const key = this.#keys.customerFileIndex();
+    const tx = this.#redis.multi().del(key);
+    if (fields.size) tx.hset(key, fields);
+    const results = await tx.exec();
+    const failed = results?.find(([error]) => error)?.[0];
+    if (failed) throw failed;
+  }
+
+  /** The customers-file tenant an event names, if its identity is indexed. */
+  async fileTenantOf(ref: CustomerRef): Promise<string | undefined> {
+    for (const field of refFields(ref)) {
+      const tenant = await this.#redis.hget(this.#keys.customerFileIndex(), field);
+      if (tenant !== null) return tenant;
+    }
+    return undefined;
+  }
+
+  /** Every customers-file tenant a lifecycle event reached, with its status (HSCAN, as `all`). */
+  async fileStatuses(): Promise<Map<string, FileTenantStatus>> {
+    const out = new Map<string, FileTenantStatus>();
+    let cursor = '0';
+    do {
+      const [next, flat] = await this.#redis.hscan(this.#keys.customerFileStatus(), cursor, 'COUNT', 1000);
+      for (let i = 1; i < flat.length; i += 2) {
+        out.set(flat[i - 1] as string, JSON.parse(flat[i] as string) as FileTenantStatus);
+      }
+      cursor = next;
+    } while (cursor !== '0');
+    return out;
   }
 
   async tenantOf(ref: CustomerRef): Promise<string | undefined> {

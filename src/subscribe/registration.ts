@@ -13,7 +13,7 @@ import { type OpsServer, startOpsServer } from '../observability/ops-server.ts';
 import { createRedis } from '../redis/client.ts';
 import { Keys } from '../redis/keys.ts';
 import { SharedRateLimiter } from '../submit/rate-limiter.ts';
-import { CustomerDirectory } from './customer-directory.ts';
+import { CustomerDirectory, indexFileTenants } from './customer-directory.ts';
 import { EntitlementStore, EntitlementSync, redisRoundClaim } from './entitlements.ts';
 import { cachedResolve, clientAddress, RegistrationLimiter } from './registration-limits.ts';
 import { type RegistrationServer, startRegistrationServer } from './registration-server.ts';
@@ -142,6 +142,8 @@ export async function startRegistration(
       ops = await startOpsServer(config.opsPort);
       logger.info({ port: ops.port }, 'metrics and health on /metrics, /healthz, /readyz');
     }
+    // Lifecycle events find the customers file's tenants too (the processor indexes them as well).
+    await indexFileTenants(directory, config);
     server = await startRegistrationServer({
       port: config.registration.port,
       directory,

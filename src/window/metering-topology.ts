@@ -17,7 +17,13 @@ import type { EventDecoder } from '../ingest/decoder.ts';
 import { readPartition } from '../kafka/read-topic.ts';
 import type { Logger } from '../log.ts';
 import { DEFAULT_ACCEPTANCE_WINDOW_MS } from '../submit/aws-window.ts';
-import { type CustomerDirectory, type DirectoryEntry, mappingOf } from '../subscribe/customer-directory.ts';
+import {
+  type CustomerDirectory,
+  type DirectoryEntry,
+  type FileTenantStatus,
+  isActive,
+  mappingOf,
+} from '../subscribe/customer-directory.ts';
 import { contractsFromEntitlements, type EntitlementStore } from '../subscribe/entitlements.ts';
 import {
   HOURLY_WINDOWS,
@@ -75,6 +81,10 @@ export function meteringTopology(deps: {
     }
     return registeredCache.entries;
   };
+  // The customers file's tenants that lifecycle events reached: read on every punctuation (not cached), so
+  // an unsubscription stops the next hour's zero records whenever it lands.
+  const fileStatuses = async (): Promise<Map<string, FileTenantStatus>> =>
+    deps.directory ? await deps.directory.fileStatuses() : new Map();
   // Contracts from AWS entitlements, for contractOf (synchronous, per record): re-read before each
   // punctuation, and only when a write moved their version. A failed read fails the punctuation (the next
   // tick retries), so no hour closes on contracts that could not be read.
@@ -102,23 +112,31 @@ export function meteringTopology(deps: {
     plan: config.plan,
     subscribers: async () => {
       const file = config.customers ?? {};
-      const subscribers: Subscriber[] = Object.entries(file).map(([customer, m]) =>
-        m.subscribedAt ? { customer, sinceMs: Date.parse(m.subscribedAt) } : { customer },
-      );
-      // Registered tenants count while their agreement stands (or is ending: its last hours are owed).
+      const statuses = await fileStatuses();
+      // Tenants count while their agreement stands (or is ending: its last hours are owed), file tenants too.
+      const subscribers: Subscriber[] = Object.entries(file)
+        .filter(([customer]) => isActive(statuses.get(customer)?.status ?? 'subscribed'))
+        .map(([customer, m]) =>
+          m.subscribedAt ? { customer, sinceMs: Date.parse(m.subscribedAt) } : { customer },
+        );
       for (const entry of await registered()) {
-        if (file[entry.tenant] || (entry.status !== 'subscribed' && entry.status !== 'unsubscribe-pending'))
-          continue;
+        if (file[entry.tenant] || !isActive(entry.status)) continue;
         subscribers.push({ customer: entry.tenant, sinceMs: Date.parse(entry.subscribedAt) });
       }
       return subscribers;
     },
     // The customers file's contract overrides what AWS returned for that tenant.
     contractOf: (customer) => config.customers?.[customer]?.contract ?? awsContracts.get(customer),
-    flushes: async () =>
-      (await registered())
-        .filter((e) => e.status === 'unsubscribe-pending' && e.unsubscribedAt !== undefined)
-        .map((e) => ({ customer: e.tenant, atMs: Date.parse(e.unsubscribedAt as string) })),
+    // Registered and file tenants alike.
+    flushes: async () => {
+      const file = [...(await fileStatuses()).values()].filter((s) => config.customerMap.has(s.tenant));
+      const ending = new Map<string, number>();
+      for (const e of [...(await registered()), ...file]) {
+        if (e.status === 'unsubscribe-pending' && e.unsubscribedAt !== undefined)
+          ending.set(e.tenant, Date.parse(e.unsubscribedAt));
+      }
+      return [...ending].map(([customer, atMs]) => ({ customer, atMs }));
+    },
     // The worker's rule: the customers file, or a registration that did not fail. Container products
     // bill the caller's own account: nothing to wait for.
     mapped: async () => {
