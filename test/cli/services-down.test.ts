@@ -4,8 +4,10 @@
  * the service and the setting to check, and nothing on stdout. Usage and configuration mistakes are
  * refused before anything is contacted, in a short message that points to --help.
  */
+
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { signHandoff } from '../../src/subscribe/handoff.ts';
 import { writeTempJson } from '../support/harness.ts';
@@ -60,6 +62,17 @@ describe('one-shot commands with their services down', () => {
     { args: () => ['dlq', 'redrive', '--dry-run'], service: /Kafka/, setting: 'KAFKA_BROKERS' },
     { args: () => ['produce', '-n', '1'], service: /Kafka/, setting: 'KAFKA_BROKERS' },
     { args: () => ['reconcile', 'internal'], service: /Kafka/, setting: 'KAFKA_BROKERS' },
+    { args: () => ['reconcile', 'gaps'], service: /Redis/, setting: 'REDIS_URL' },
+    {
+      args: () => [
+        'reconcile',
+        'aws',
+        '--cloudtrail',
+        fileURLToPath(new URL('../fixtures/aws/cloudtrail', import.meta.url)),
+      ],
+      service: /Redis/,
+      setting: 'REDIS_URL',
+    },
     {
       args: () => ['trace', '0123456789abcdef0123456789abcdef'],
       service: /Jaeger/,
@@ -184,6 +197,8 @@ describe('help and version', () => {
       'emulator records',
       'handoff verify',
       'reconcile internal',
+      'reconcile aws',
+      'reconcile gaps',
     ]) {
       const r = await cli([...command.split(' '), '--help'], down);
       expect(r.code, command).toBe(EXIT.ok);
