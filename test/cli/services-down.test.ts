@@ -4,7 +4,6 @@
  * the service and the setting to check, and nothing on stdout. Usage and configuration mistakes are
  * refused before anything is contacted, in a short message that points to --help.
  */
-
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
