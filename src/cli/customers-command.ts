@@ -1,16 +1,21 @@
 /**
  * `meterline customers`: the customer directory that registration fills (tenant, AWS identity, status),
  * next to the tenants of the customers file, so an operator sees who is billed under which identity.
+ * `--unmapped`: the usage the commit stage holds for tenants without an AWS identity, with the time each
+ * tenant's first record will be dead-lettered.
  */
 import type { Command } from 'commander';
 import { awsCustomerId, type CustomerMap } from '../config/customers.ts';
-import { Keys } from '../redis/keys.ts';
+import type { ScriptedRedis } from '../redis/client.ts';
+import { Keys, splitAggregateField } from '../redis/keys.ts';
+import { acceptanceDeadline, type MeteringApi } from '../submit/aws-window.ts';
 import {
   CustomerDirectory,
   type DirectoryEntry,
   defaultTenant,
   type FileTenantStatus,
 } from '../subscribe/customer-directory.ts';
+import { hourIso } from '../time/hours.ts';
 import { loadConfigOrExit } from './lifecycle.ts';
 import { oneShotRedis, reach, type TimeoutOptions, timeoutMs, withTimeout } from './one-shot.ts';
 import {
@@ -38,17 +43,35 @@ export function registerCustomersCommand(program: Command): void {
     .command('customers')
     .description('tenants and their AWS identities: the customers file and the registered customer directory')
     .option(
+      '--unmapped',
+      'usage held for tenants without an AWS identity, with when it will be dead-lettered',
+    )
+    .option(
       '--status <status>',
       'only tenants with this status (subscribed, unsubscribe-pending, …; a file tenant no lifecycle event reached is subscribed)',
     );
   withExamples(withTimeout(withOutput(customers)), [
     'meterline customers',
     'meterline customers --status unsubscribe-pending -o json',
-  ]).action(async (o: OutputOptions & TimeoutOptions & { status?: string }) => {
+    'meterline customers --unmapped',
+  ]).action(async (o: OutputOptions & TimeoutOptions & { status?: string; unmapped?: boolean }) => {
     const config = loadConfigOrExit(['directory']);
     const { redis, check } = oneShotRedis(config.redis);
     try {
       await reach(timeoutMs(o), [check]);
+      if (o.unmapped) {
+        const held = await heldUsage(redis, new Keys(config.redis.prefix), config.topics.usage);
+        const rows = unmappedRows(held, config.worker.api, config.window.submitMarginMs);
+        printData(outputFormat(o), rows, () => {
+          const table = renderTable(
+            ['tenant', 'hours', 'records', 'held since', 'dead-lettered at'],
+            rows.map((r) => [r.tenant, hoursCell(r.hours), r.records, r.heldSince, r.deadLetterAt]),
+          );
+          const records = rows.reduce((n, r) => n + r.records, 0);
+          return `${table}\n${records} record(s) held for ${rows.length} tenant(s)\n`;
+        });
+        return;
+      }
       const directory = new CustomerDirectory(redis, new Keys(config.redis.prefix));
       const registered = await directory.all();
       const rows = customerRows(config.customerMap, registered, await directory.fileStatuses()).filter(
@@ -108,4 +131,95 @@ export function customerRows(
     });
   }
   return [...rows.values()].sort((a, b) => (a.tenant < b.tenant ? -1 : a.tenant > b.tenant ? 1 : 0));
+}
+
+/** Usage held for a tenant without an AWS identity (`meterline customers --unmapped`). */
+export interface UnmappedRow {
+  tenant: string;
+  /** The hours (ISO) it holds records of, oldest first. */
+  hours: string[];
+  /** Held records: one per hour and dimension. */
+  records: number;
+  /** ISO: when the first of them was held. */
+  heldSince: string;
+  /** ISO: when its oldest hour is dead-lettered (AWS's deadline for the hour minus the submit margin). */
+  deadLetterAt: string;
+}
+
+/** One held record, as the commit stage keeps it. */
+export interface HeldRecord {
+  hourMs: number;
+  tenant: string;
+  dimension: string;
+  sinceMs: number;
+}
+
+/**
+ * Every held record of the usage topic's partitions, from the commit stage's `held` hashes (field
+ * `<hour ms>|<customer␟dimension>` → since ms). The partitions are found by SCAN, so none is missed
+ * whatever the topic's partition count; on Redis Cluster every master is scanned.
+ */
+export async function heldUsage(redis: ScriptedRedis, keys: Keys, topic: string): Promise<HeldRecord[]> {
+  const first = keys.partition({ topic, partition: 0 }).held();
+  const [head, tail] = first.split(`{${topic}/0}`) as [string, string];
+  const glob = (text: string) => text.replace(/[*?[\]\\]/g, '\\$&');
+  const pattern = `${glob(head)}{${glob(topic)}/*}${glob(tail)}`;
+  const nodes =
+    'nodes' in redis && typeof redis.nodes === 'function' && redis.isCluster
+      ? redis.nodes('master')
+      : [redis];
+  const out: HeldRecord[] = [];
+  for (const node of nodes) {
+    let cursor = '0';
+    do {
+      const [next, found] = await node.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+      cursor = next;
+      for (const key of found) {
+        const all = await node.hgetall(key);
+        for (const [field, since] of Object.entries(all)) {
+          const bar = field.indexOf('|');
+          const aggregate = splitAggregateField(field.slice(bar + 1));
+          const hourMs = Number(field.slice(0, bar));
+          if (bar < 0 || !aggregate || !Number.isFinite(hourMs)) continue;
+          out.push({
+            hourMs,
+            tenant: aggregate.customer,
+            dimension: aggregate.dimension,
+            sinceMs: Number(since),
+          });
+        }
+      }
+    } while (cursor !== '0');
+  }
+  return out;
+}
+
+/** Held records per tenant, sorted by tenant. */
+export function unmappedRows(
+  held: readonly HeldRecord[],
+  api: MeteringApi,
+  submitMarginMs: number,
+): UnmappedRow[] {
+  const byTenant = new Map<string, HeldRecord[]>();
+  for (const r of held) byTenant.set(r.tenant, [...(byTenant.get(r.tenant) ?? []), r]);
+  return [...byTenant]
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    .map(([tenant, records]) => {
+      const hours = [...new Set(records.map((r) => r.hourMs))].sort((a, b) => a - b);
+      const since = records.reduce((min, r) => Math.min(min, r.sinceMs), Number.POSITIVE_INFINITY);
+      const deadLetterAt = Math.min(...hours.map((h) => acceptanceDeadline(api, h) - submitMarginMs));
+      return {
+        tenant,
+        hours: hours.map(hourIso),
+        records: records.length,
+        heldSince: new Date(since).toISOString(),
+        deadLetterAt: new Date(deadLetterAt).toISOString(),
+      };
+    });
+}
+
+/** A tenant's hours in a table cell: the count, and the first and last. */
+function hoursCell(hours: readonly string[]): string {
+  if (hours.length === 1) return hours[0] as string;
+  return `${hours.length}: ${hours[0]} … ${hours.at(-1)}`;
 }
