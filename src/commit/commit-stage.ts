@@ -462,11 +462,7 @@ export class CommitStage {
     try {
       await this.#toChangelog(store, cutMessages(task, cut));
       if (records.length) {
-        await this.#o.producer.send({
-          topic: this.#o.submissionsTopic,
-          acks: -1,
-          messages: records.map((r) => ({ key: r.customer, value: JSON.stringify(r) })),
-        });
+        await this.#toSubmissions(records);
       }
     } catch (error) {
       if (!isMeterlineError(error) || error.code !== 'kafka_error' || !error.retriable) throw error;
@@ -598,15 +594,7 @@ export class CommitStage {
     }
     if (records.length) {
       try {
-        await this.#o.producer.send({
-          topic: this.#o.submissionsTopic,
-          acks: -1,
-          messages: records.map((r) => ({
-            key: r.customer,
-            value: JSON.stringify(r),
-            ...(r.traceparent ? { headers: { traceparent: r.traceparent } } : {}),
-          })),
-        });
+        await this.#toSubmissions(records);
       } catch (error) {
         if (!isMeterlineError(error) || error.code !== 'kafka_error' || !error.retriable) throw error;
         return this.#emitFailed(store, hourMs, records, error);
@@ -786,6 +774,19 @@ export class CommitStage {
       'the frozen records of a waiting hour were gone: dead-lettered (frozen_hour_lost)',
     );
     return 0;
+  }
+
+  /** Puts frozen records on the submission topic, keyed by customer, with the finalize span's context. */
+  async #toSubmissions(records: readonly SubmissionRecord[]): Promise<void> {
+    await this.#o.producer.send({
+      topic: this.#o.submissionsTopic,
+      acks: -1,
+      messages: records.map((r) => ({
+        key: r.customer,
+        value: JSON.stringify(r),
+        ...(r.traceparent ? { headers: { traceparent: r.traceparent } } : {}),
+      })),
+    });
   }
 
   /** Sends to the task's changelog partition, in one call (one batch: the state lands with its hour). */

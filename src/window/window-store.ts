@@ -347,20 +347,34 @@ export class WindowStore {
     toMs: number,
   ): Promise<Map<number, Map<string, bigint>>> {
     const k = this.keys.partition(p);
+    const out = new Map<number, Map<string, bigint>>();
+    for (const [h, value] of await this.#eachHour(fromMs, toMs, 'the cuts', (pl, h) =>
+      pl.hgetall(k.cuts(h)),
+    )) {
+      const entries = Object.entries((value as Record<string, string>) ?? {});
+      if (entries.length) out.set(h, new Map(entries.map(([c, t]) => [c, BigInt(t)])));
+    }
+    return out;
+  }
+
+  /** One pipelined read per hour from `fromMs` to `toMs`: each hour with its reply. */
+  async #eachHour(
+    fromMs: number,
+    toMs: number,
+    what: string,
+    queue: (pipeline: ReturnType<ScriptedRedis['pipeline']>, hourMs: number) => void,
+  ): Promise<[hourMs: number, reply: unknown][]> {
     const hours: number[] = [];
     for (let h = fromMs; h <= toMs; h += 3_600_000) hours.push(h);
     const pipeline = this.redis.pipeline();
-    for (const h of hours) pipeline.hgetall(k.cuts(h));
+    for (const h of hours) queue(pipeline, h);
     const res = (await pipeline.exec()) ?? [];
-    const out = new Map<number, Map<string, bigint>>();
-    hours.forEach((h, i) => {
+    return hours.map((h, i) => {
       const [err, value] = res[i] ?? [new Error('no reply'), null];
       if (err)
-        throw new MeterlineError('redis_error', 'reading the cuts failed', { retriable: true, cause: err });
-      const entries = Object.entries((value as Record<string, string>) ?? {});
-      if (entries.length) out.set(h, new Map(entries.map(([c, t]) => [c, BigInt(t)])));
+        throw new MeterlineError('redis_error', `reading ${what} failed`, { retriable: true, cause: err });
+      return [h, value];
     });
-    return out;
   }
 
   /**
@@ -438,22 +452,14 @@ export class WindowStore {
    */
   async frozenThrough(p: PartitionRef, fromMs: number, toMs: number): Promise<Map<number, bigint>> {
     const k = this.keys.partition(p);
-    const hours: number[] = [];
-    for (let h = fromMs; h <= toMs; h += 3_600_000) hours.push(h);
-    const pipeline = this.redis.pipeline();
-    for (const h of hours) pipeline.hmget(k.finalized(h), '__hour', '__through');
-    const res = (await pipeline.exec()) ?? [];
     const out = new Map<number, bigint>();
-    hours.forEach((h, i) => {
-      const [err, value] = res[i] ?? [new Error('no reply'), null];
-      if (err)
-        throw new MeterlineError('redis_error', 'reading the frozen hours failed', {
-          retriable: true,
-          cause: err,
-        });
+    const replies = await this.#eachHour(fromMs, toMs, 'the frozen hours', (pl, h) =>
+      pl.hmget(k.finalized(h), '__hour', '__through'),
+    );
+    for (const [h, value] of replies) {
       const [hour, through] = value as (string | null)[];
       if (hour != null) out.set(h, through == null ? -1n : BigInt(through));
-    });
+    }
     return out;
   }
 

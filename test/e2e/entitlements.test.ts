@@ -20,6 +20,7 @@ import { type RunningRegistration, startRegistration } from '../../src/subscribe
 import { HOUR_MS, hourIso, hourStart } from '../../src/time/hours.ts';
 import { stackEnv, testKafka, testLogger, waitFor } from '../support/harness.ts';
 import { acceptedAtAws, readAllMessages, type TestPipeline, testPipeline } from '../support/pipeline-env.ts';
+import { simulatedClock } from '../support/sim-clock.ts';
 
 const kafka = testKafka();
 const PRODUCT = 'prod-test';
@@ -46,13 +47,7 @@ describe('contract entitlements from GetEntitlements', () => {
 
   it('bills only the overage above what AWS entitles, following updates from the next hour', async () => {
     const S0 = hourStart(Date.now()) - 30 * HOUR_MS;
-    let base = S0 + 50 * 60_000;
-    let setAt = Date.now();
-    const now = () => base + (Date.now() - setAt);
-    const setClock = (ms: number) => {
-      base = Math.max(ms, now());
-      setAt = Date.now();
-    };
+    const { now, setClock } = simulatedClock(S0 + 50 * 60_000);
     const OLDCO_EXPIRES = S0 + HOUR_MS + 30 * 60_000;
     // The timeline of what AWS entitles, as the test changes it (units per period).
     const entitled = { newco: [100, 100, 60, 60] };

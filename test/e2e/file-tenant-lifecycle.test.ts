@@ -16,6 +16,7 @@ import { parseSnsAction } from '../../src/subscribe/lifecycle-events.ts';
 import { HOUR_MS, hourIso, hourStart } from '../../src/time/hours.ts';
 import { stackEnv, testKafka, testLogger, waitFor } from '../support/harness.ts';
 import { acceptedAtAws, type TestPipeline, testPipeline } from '../support/pipeline-env.ts';
+import { simulatedClock } from '../support/sim-clock.ts';
 
 const kafka = testKafka();
 const LEAVER = {
@@ -37,13 +38,7 @@ describe('a customers-file tenant', () => {
 
   it('stops getting zero records after unsubscribe-success, and its usage before is billed', async () => {
     const H = hourStart(Date.now()) - 3 * HOUR_MS;
-    let base = H + 60_000;
-    let setAt = Date.now();
-    const now = () => base + (Date.now() - setAt);
-    const setClock = (ms: number) => {
-      base = Math.max(ms, now());
-      setAt = Date.now();
-    };
+    const { now, setClock } = simulatedClock(H + 60_000);
     const emulator: RunningEmulator = await startEmulator({
       customers: [LEAVER, STAYER].map((c) => ({ id: c.customerAwsAccountId, licenseArn: c.licenseArn })),
       now,

@@ -22,6 +22,7 @@ import {
   type TestPipeline,
   testPipeline,
 } from '../support/pipeline-env.ts';
+import { simulatedClock } from '../support/sim-clock.ts';
 
 const kafka = testKafka();
 const LEAVING = {
@@ -43,13 +44,7 @@ describe('unsubscribe-pending', () => {
 
   it("closes the leaving buyer's hour at once, for it alone, and bills each hour once", async () => {
     const H = hourStart(Date.now()) - 3 * HOUR_MS;
-    let base = H + 60_000;
-    let setAt = Date.now();
-    const now = () => base + (Date.now() - setAt);
-    const setClock = (ms: number) => {
-      base = Math.max(ms, now());
-      setAt = Date.now();
-    };
+    const { now, setClock } = simulatedClock(H + 60_000);
     const emulator: RunningEmulator = await startEmulator({
       customers: [LEAVING, STAYING].map((c) => ({ id: c.customerAwsAccountId, licenseArn: c.licenseArn })),
       now,

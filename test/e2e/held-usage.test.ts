@@ -18,6 +18,7 @@ import { CustomerDirectory } from '../../src/subscribe/customer-directory.ts';
 import { HOUR_MS, hourIso, hourStart } from '../../src/time/hours.ts';
 import { stackEnv, testKafka, testLogger, waitFor } from '../support/harness.ts';
 import { acceptedAtAws, readAllMessages, type TestPipeline, testPipeline } from '../support/pipeline-env.ts';
+import { simulatedClock } from '../support/sim-clock.ts';
 
 const kafka = testKafka();
 const ACME = {
@@ -41,13 +42,7 @@ describe('usage of a tenant without an AWS identity', () => {
 
   it('is held until the tenant registers, then billed at its own hours; never registered, dead-lettered at the margin', async () => {
     const S0 = hourStart(Date.now()) - 30 * HOUR_MS;
-    let base = S0 + 50 * 60_000;
-    let setAt = Date.now();
-    const now = () => base + (Date.now() - setAt);
-    const setClock = (ms: number) => {
-      base = Math.max(ms, now());
-      setAt = Date.now();
-    };
+    const { now, setClock } = simulatedClock(S0 + 50 * 60_000);
     const emulator: RunningEmulator = await startEmulator({
       customers: [
         { id: ACME.customerAwsAccountId, licenseArn: ACME.licenseArn },

@@ -14,6 +14,7 @@ import { type RawEvent, seededRandom } from '../../src/produce/synthetic.ts';
 import { HOUR_MS, hourIso, monthStart } from '../../src/time/hours.ts';
 import { testKafka, testLogger, waitFor } from '../support/harness.ts';
 import { acceptedAtAws, TEST_CUSTOMERS, type TestPipeline, testPipeline } from '../support/pipeline-env.ts';
+import { simulatedClock } from '../support/sim-clock.ts';
 
 const kafka = testKafka();
 const ACME = TEST_CUSTOMERS.acme;
@@ -29,13 +30,7 @@ describe('a monthly dimension across a month end', () => {
   it('bills each month its own high-water mark, hour by hour, as the model defines it', async () => {
     const boundary = monthStart(Date.now());
     const first = boundary - 3 * HOUR_MS;
-    let base = first + 50 * 60_000;
-    let setAt = Date.now();
-    const now = () => base + (Date.now() - setAt);
-    const setClock = (ms: number) => {
-      base = Math.max(ms, now());
-      setAt = Date.now();
-    };
+    const { now, setClock } = simulatedClock(first + 50 * 60_000);
     const emulator: RunningEmulator = await startEmulator({
       customers: [{ id: ACME.customerAwsAccountId, licenseArn: ACME.licenseArn }],
       now,

@@ -29,6 +29,7 @@ import {
   testPipeline,
 } from '../support/pipeline-env.ts';
 import { startRedisServer } from '../support/redis-server.ts';
+import { simulatedClock } from '../support/sim-clock.ts';
 
 const HOURS = 26;
 /** The step (hour) during which Redis is flushed: the 20 hours before it are accepted by then. */
@@ -55,13 +56,7 @@ describe('Redis wiped (FLUSHALL mid-batch) over a day of hourly, monthly and con
 
   it('bills every unit once: frozen hours reproduced, carried units once, no peak or entitlement twice', async () => {
     const S0 = simulatedStart();
-    let base = S0 + 50 * 60_000;
-    let setAt = Date.now();
-    const now = () => base + (Date.now() - setAt);
-    const setClock = (ms: number) => {
-      base = Math.max(ms, now());
-      setAt = Date.now();
-    };
+    const { now, setClock } = simulatedClock(S0 + 50 * 60_000);
 
     const redisServer = await startRedisServer();
     stops.push(() => {
