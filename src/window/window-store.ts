@@ -557,6 +557,11 @@ export class WindowStore {
     return hours.length + cuts.length;
   }
 
+  /** How many hours hold open aggregates on the partition. */
+  async openHourCount(p: PartitionRef): Promise<number> {
+    return this.redis.zcard(this.keys.partition(p).openHours());
+  }
+
   /** The oldest hour of the partition not yet on the submission topic: open, or frozen but not emitted. */
   async oldestUnsubmittedHour(p: PartitionRef): Promise<number | undefined> {
     const k = this.keys.partition(p);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { closeBoundary, hoursToClose, type PartitionProgress } from '../../src/commit/commit-stage.ts';
+import { closeBoundary, hoursToClose, type PartitionProgress } from '../../src/commit/close-boundary.ts';
 import { HOUR_MS } from '../../src/time/hours.ts';
 
 const NOW = Date.parse('2026-11-27T17:20:00Z');
