@@ -175,17 +175,21 @@ describe('-o json | yaml | table on every data command', () => {
 });
 
 describe('on a terminal', () => {
-  // `script` gives the child a pseudo-terminal, as an operator's shell would.
-  const onTty = (extra: Record<string, string>) =>
-    execFileSync(
+  // `script` gives the child a pseudo-terminal, as an operator's shell would: without the CI runner's
+  // CI variable, which turns colours off by convention (supports-color).
+  const onTty = (extra: Record<string, string>) => {
+    const childEnv: NodeJS.ProcessEnv = { ...process.env, ...env, ...extra };
+    delete childEnv.CI;
+    return execFileSync(
       'script',
       [
         '-qec',
         `'${process.execPath}' --disable-warning=TimeoutNegativeWarning '${MAIN}' customers`,
         '/dev/null',
       ],
-      { env: { ...process.env, ...env, ...extra }, encoding: 'utf8' },
+      { env: childEnv, encoding: 'utf8' },
     );
+  };
   const hasScript = (() => {
     try {
       execFileSync('script', ['--version'], { stdio: 'ignore' });
