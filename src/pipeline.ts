@@ -108,6 +108,11 @@ export async function startPipeline(
   }
 
   try {
+    if (options.processor || options.worker) {
+      // A directory of the earlier form (one entry per tenant) moves to one entry per product, once.
+      const moved = await directory.migrate();
+      if (moved > 0) logger.info({ entries: moved }, 'customer directory migrated to one entry per product');
+    }
     if (options.processor) {
       // File tenants honour lifecycle events: registration finds them by this index.
       await indexFileTenants(directory, config);

@@ -147,6 +147,13 @@ export class EmulatorState {
   readonly #dimensions: ReadonlySet<string> | undefined;
   readonly #newRecordId: () => string;
   readonly #customers = new Map<string, CustomerSubscription>();
+  /**
+   * Subscriptions that name their product, by `id|product`: a buyer of two products holds one each, with
+   * its own license (AWS grants a license per product agreement).
+   */
+  readonly #byProduct = new Map<string, CustomerSubscription>();
+  /** The product a license was granted for, when its subscription named it. */
+  readonly #licenseProduct = new Map<string, string>();
   /** Every license granted, with the account it was granted to; an unsubscription does not erase it. */
   readonly #licenses = new Map<string, string>();
   /** Accounts by the licenses granted to them (the reverse of #licenses). */
@@ -189,6 +196,10 @@ export class EmulatorState {
     for (const c of customers) {
       const sub = typeof c === 'string' ? { id: c } : c;
       this.#customers.set(sub.id, sub);
+      if (sub.productCode !== undefined) {
+        this.#byProduct.set(`${sub.id}|${sub.productCode}`, sub);
+        if (sub.licenseArn !== undefined) this.#licenseProduct.set(sub.licenseArn, sub.productCode);
+      }
       if (sub.licenseArn !== undefined) {
         this.#licenses.set(sub.licenseArn, sub.id);
         const granted = this.#licensed.get(sub.id) ?? new Set<string>();
@@ -197,8 +208,31 @@ export class EmulatorState {
     }
   }
 
-  unsubscribe(ids: Iterable<string>): void {
-    for (const id of ids) this.#customers.delete(id);
+  /** Ends the subscriptions of these buyers: every product's, or only `productCode`'s when given. */
+  unsubscribe(ids: Iterable<string>, productCode?: string): void {
+    for (const id of ids) {
+      for (const [key, sub] of this.#byProduct) {
+        if (sub.id === id && (productCode === undefined || sub.productCode === productCode))
+          this.#byProduct.delete(key);
+      }
+      const current = this.#customers.get(id);
+      if (productCode === undefined || current?.productCode === productCode) {
+        this.#customers.delete(id);
+        const other = [...this.#byProduct.values()].find((sub) => sub.id === id);
+        if (other) this.#customers.set(id, other);
+      }
+    }
+  }
+
+  /** The licenses of a buyer's current subscriptions (every product), or undefined when none names one. */
+  #currentLicenses(account: string): string[] | undefined {
+    const sub = this.#customers.get(account);
+    const licenses = new Set<string>();
+    if (sub?.licenseArn !== undefined) licenses.add(sub.licenseArn);
+    for (const s of this.#byProduct.values()) {
+      if (s.id === account && s.licenseArn !== undefined) licenses.add(s.licenseArn);
+    }
+    return licenses.size ? [...licenses] : undefined;
   }
 
   customers(): CustomerSubscription[] {
@@ -310,19 +344,33 @@ export class EmulatorState {
     if (input.ProductCode !== undefined) this.#checkProductCode(input.ProductCode);
     this.#checkDimension(record.Dimension);
     checkAllocations(record.UsageAllocations, record.Quantity ?? 0);
-    if (hasAccount) this.#checkLicense(record.CustomerAWSAccountId ?? '', record.LicenseArn ?? '');
+    if (hasAccount)
+      this.#checkLicense(record.CustomerAWSAccountId ?? '', record.LicenseArn ?? '', input.ProductCode);
   }
 
   /** InvalidLicenseException: "Ensure the LicenseArn is valid, matches the customer…" (AWS's model). */
-  #checkLicense(account: string, licenseArn: string): void {
+  #checkLicense(account: string, licenseArn: string, productCode: string | undefined): void {
     const owner = this.#licenses.get(licenseArn);
     const sub = this.#customers.get(account);
-    // The customer's current license, or (agreement ended) any license it was ever granted.
-    const known = sub
-      ? sub.licenseArn === undefined
-        ? undefined
-        : [sub.licenseArn]
-      : this.#licensed.get(account);
+    // The customer's current license for the product, or (agreement ended) any license it was ever granted.
+    const forProduct =
+      productCode === undefined ? undefined : this.#byProduct.get(`${account}|${productCode}`);
+    const perProduct = [...this.#byProduct.values()].some((s) => s.id === account);
+    const known = perProduct
+      ? forProduct?.licenseArn !== undefined
+        ? [forProduct.licenseArn]
+        : this.#licensed.get(account)
+      : sub
+        ? this.#currentLicenses(account)
+        : this.#licensed.get(account);
+    // A license is granted for one product: another product's records cannot use it.
+    const licensed = this.#licenseProduct.get(licenseArn);
+    if (licensed !== undefined && productCode !== undefined && licensed !== productCode) {
+      throw new ServiceError(
+        'InvalidLicenseException',
+        `LicenseArn ${licenseArn} is a license for product ${licensed}, not ${productCode}`,
+      );
+    }
     if ((owner !== undefined && owner !== account) || (known && ![...known].includes(licenseArn))) {
       throw new ServiceError(
         'InvalidLicenseException',
@@ -382,6 +430,7 @@ export class EmulatorState {
   #isSubscribed(customer: string, productCode: string | undefined): boolean {
     const sub = this.#customers.get(customer);
     if (!sub) return false;
+    if (productCode !== undefined && this.#byProduct.has(`${customer}|${productCode}`)) return true;
     return sub.productCode === undefined || productCode === undefined || sub.productCode === productCode;
   }
 

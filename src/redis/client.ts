@@ -17,6 +17,7 @@ export const SCRIPT_NAMES = [
   'rateLimit',
   'applyCustomerEvent',
   'rateWindow',
+  'migrateDirectory',
 ] as const;
 export type ScriptName = (typeof SCRIPT_NAMES)[number];
 
@@ -31,6 +32,7 @@ export interface ScriptMethods {
   rateLimit(numKeys: number, ...args: ScriptArg[]): Promise<number>;
   applyCustomerEvent(numKeys: number, ...args: ScriptArg[]): Promise<number>;
   rateWindow(numKeys: number, ...args: ScriptArg[]): Promise<number>;
+  migrateDirectory(numKeys: number, ...args: ScriptArg[]): Promise<number>;
 }
 
 /** A standalone or cluster client with meterline's scripts defined on it. */

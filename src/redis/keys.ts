@@ -96,16 +96,40 @@ export class Keys {
   }
 
   /**
-   * The customer directory: tenant → AWS identity and subscription status, written by registration and
-   * lifecycle events. It and its index share one hash tag, so one script updates both on Redis Cluster.
+   * Version 1 of the customer directory (one entry per tenant), read only to migrate it to
+   * `customerSubscriptions()` (left in place after, for a rollback). Every `{customers}` key shares one hash
+   * tag, so one script reads and writes them all on Redis Cluster.
    */
   customerDirectory(): string {
     return `${this.prefix}:{customers}:directory`;
   }
 
-  /** AWS identity (`account:<id>`, `license:<arn>`, `identifier:<product>:<id>`) → tenant. */
+  /** Version 1's index: AWS identity → tenant. */
   customerIndex(): string {
     return `${this.prefix}:{customers}:index`;
+  }
+
+  /**
+   * The customer directory since version 2: one entry per product subscription, field
+   * `tenant␟productCode` → entry JSON (license, status, times). `customerDirectory()` is version 1's.
+   */
+  customerSubscriptions(): string {
+    return `${this.prefix}:{customers}:subscriptions`;
+  }
+
+  /** AWS identity (`license:<arn>`, `account:<product>:<id>`, `identifier:<product>:<id>`) → `tenant␟productCode`. */
+  customerSubscriptionIndex(): string {
+    return `${this.prefix}:{customers}:subscription-index`;
+  }
+
+  /** Bumped after every write to `customerSubscriptions()`: readers re-read the directory only when it moved. */
+  customerDirectoryChanges(): string {
+    return `${this.prefix}:{customers}:directory-changes`;
+  }
+
+  /** The directory's format: absent (version 1, one entry per tenant) or `2` (per product subscription). */
+  customerDirectoryVersion(): string {
+    return `${this.prefix}:{customers}:directory-version`;
   }
 
   /**

@@ -40,7 +40,7 @@ import {
   tracer,
   tracingActive,
 } from '../observability/tracing.ts';
-import { type DirectoryEntry, mappingOf } from '../subscribe/customer-directory.ts';
+import { type DirectoryEntry, mappingOf, subscriptionField } from '../subscribe/customer-directory.ts';
 import { classifyAwsError, mayBeCausedByRecords } from './aws-errors.ts';
 import { isWithinAcceptanceWindow, type MeteringApi } from './aws-window.ts';
 import { type BackoffOptions, backoffDelay, DEFAULT_BACKOFF } from './backoff.ts';
@@ -66,7 +66,11 @@ export interface WorkerOptions {
   /** The customers file: tenants in it are mapped from there, whatever the directory says. */
   customers: CustomerMap;
   /** Tenants that registered through the registration URL (looked up per batch for tenants not in the file). */
-  directory?: { get(tenants: readonly string[]): Promise<Map<string, DirectoryEntry>> };
+  directory?: {
+    getSubscriptions(
+      wanted: readonly { tenant: string; productCode: string }[],
+    ): Promise<Map<string, DirectoryEntry>>;
+  };
   topic: string;
   groupId: string;
   /** Stop retrying this long before a record's AWS deadline. */
@@ -268,22 +272,23 @@ export class MeteringWorker {
     );
   }
 
-  /** Directory mappings of the batch's SaaS tenants the customers file does not name. */
+  /**
+   * Directory mappings of the batch's SaaS tenants the customers file does not name, per product
+   * subscription (`subscriptionField(tenant, productCode)`): each product is billed with its own license.
+   */
   async #registeredMappings(records: readonly SubmissionRecord[]): Promise<Map<string, CustomerMapping>> {
     const out = new Map<string, CustomerMapping>();
     const directory = this.#o.directory;
     if (!directory) return out;
-    const tenants = new Set(
-      records
-        .filter((r) => r.api !== 'MeterUsage' && !this.#o.customers.has(r.customer))
-        .map((r) => r.customer),
-    );
-    if (!tenants.size) return out;
-    for (const [tenant, entry] of await directory.get([...tenants])) {
+    const wanted = records
+      .filter((r) => r.api !== 'MeterUsage' && !this.#o.customers.has(r.customer))
+      .map((r) => ({ tenant: r.customer, productCode: r.productCode }));
+    if (!wanted.length) return out;
+    for (const [field, entry] of await directory.getSubscriptions(wanted)) {
       // A failed subscription has no agreement: AWS would refuse it. Any other status is billed, since
       // the hours before an unsubscription are owed, and AWS itself refuses what comes after.
       const mapping = entry.status === 'subscribe-failed' ? undefined : mappingOf(entry);
-      if (mapping) out.set(tenant, mapping);
+      if (mapping) out.set(field, mapping);
     }
     return out;
   }
@@ -320,7 +325,9 @@ export class MeteringWorker {
         await heartbeat();
         continue;
       }
-      const mapping = this.#o.customers.get(record.customer) ?? registered.get(record.customer);
+      const mapping =
+        this.#o.customers.get(record.customer) ??
+        registered.get(subscriptionField(record.customer, record.productCode));
       if (!mapping) {
         await this.#deadLetter(
           [record],

@@ -1,13 +1,16 @@
 /**
  * The customer directory in Redis: tenants that registered through the registration URL, with the AWS
- * identity ResolveCustomer returned and the subscription status that lifecycle events keep current.
+ * identity ResolveCustomer returned and the subscription status that lifecycle events keep current. One
+ * entry per product subscription (`tenant␟productCode`): a buyer of two products has two entries, each with
+ * its license and status, and a lifecycle event applies to the product it names only. A directory of the
+ * earlier form (one entry per tenant) is migrated at start (`migrate`).
  * The customers file still works beside it; a tenant in the file wins, so an operator can pin one. File
  * tenants honour lifecycle events too: their AWS identities are indexed (`indexFileTenants`, at start) and
  * their status kept in a small store beside the directory (`fileStatuses`; no entry means subscribed).
  */
 import type { CustomerMap, CustomerMapping } from '../config/customers.ts';
 import type { ScriptedRedis } from '../redis/client.ts';
-import type { Keys } from '../redis/keys.ts';
+import { FIELD_SEPARATOR, type Keys } from '../redis/keys.ts';
 
 export const SUBSCRIPTION_STATUSES = [
   'subscribed',
@@ -128,9 +131,38 @@ export async function indexFileTenants(
 
 export type ApplyOutcome = 'applied' | 'stale' | 'unknown_customer';
 
+/** The directory field of one product subscription: `tenant␟productCode`. */
+export function subscriptionField(tenant: string, productCode: string): string {
+  return `${tenant}${FIELD_SEPARATOR}${productCode}`;
+}
+
+/** The tenant a subscription field names (tenant ids never hold the separator: it is a control character). */
+function tenantOfField(field: string): string {
+  const i = field.lastIndexOf(FIELD_SEPARATOR);
+  return i < 0 ? field : field.slice(0, i);
+}
+
+/**
+ * A tenant's one-entry view of its subscriptions, for readers that are still per tenant (the CLI, reconcile):
+ * an active subscription over an ended one, then the latest event.
+ */
+function tenantView(entries: readonly DirectoryEntry[]): Map<string, DirectoryEntry> {
+  const out = new Map<string, DirectoryEntry>();
+  for (const e of entries) {
+    const seen = out.get(e.tenant);
+    const better =
+      !seen ||
+      (isActive(e.status) && !isActive(seen.status)) ||
+      (isActive(e.status) === isActive(seen.status) && e.eventMs > seen.eventMs);
+    if (better) out.set(e.tenant, e);
+  }
+  return out;
+}
+
 export class CustomerDirectory {
   readonly #redis: ScriptedRedis;
   readonly #keys: Keys;
+  #migrated: Promise<number> | undefined;
 
   constructor(redis: ScriptedRedis, keys: Keys) {
     this.#redis = redis;
@@ -138,15 +170,44 @@ export class CustomerDirectory {
   }
 
   /**
-   * Stores a registration. A new tenant starts subscribed. A known one keeps its status and event time: only
-   * lifecycle events subscribe and unsubscribe, so a still-valid token posted again after unsubscribe-success
-   * or subscribe-fail does not bring the buyer back. Its identity is refreshed, and `subscribedAt` kept.
+   * Moves a directory of the earlier form (one entry per tenant) to one entry per product subscription, in
+   * one script: every entry is kept, under its own product. Idempotent (a version key records it); run at
+   * start by the processor, the worker and registration, and before the first read or write of an instance.
+   * Returns how many entries it moved (-1: already done).
+   */
+  migrate(): Promise<number> {
+    this.#migrated ??= this.#redis
+      .migrateDirectory(
+        5,
+        this.#keys.customerDirectory(),
+        this.#keys.customerIndex(),
+        this.#keys.customerSubscriptions(),
+        this.#keys.customerSubscriptionIndex(),
+        this.#keys.customerDirectoryVersion(),
+        FIELD_SEPARATOR,
+      )
+      .catch((error: unknown) => {
+        this.#migrated = undefined;
+        throw error;
+      });
+    return this.#migrated;
+  }
+
+  /**
+   * Stores a registration for the token's product only. A new subscription starts subscribed. A known one
+   * keeps its status and event time: only lifecycle events subscribe and unsubscribe, so a still-valid token
+   * posted again after unsubscribe-success or subscribe-fail does not bring the buyer back. Its identity is
+   * refreshed, and `subscribedAt` kept. Returns that product's entry.
    */
   async register(tenant: string, customer: ResolvedCustomer, atMs: number): Promise<DirectoryEntry> {
-    const existing = (await this.get([tenant])).get(tenant);
+    await this.migrate();
+    const field = subscriptionField(tenant, customer.productCode);
+    const existing = (await this.getSubscriptions([{ tenant, productCode: customer.productCode }])).get(
+      field,
+    );
     if (existing) {
       // Same event time: the script takes it (not older), and a lifecycle event that lands meanwhile wins.
-      await this.#apply(tenant, { ...customer }, existing.eventMs, false, indexFields(customer));
+      await this.#apply(field, { ...customer }, existing.eventMs, false, indexFields(customer));
     } else {
       const patch: Omit<DirectoryEntry, 'eventMs'> = {
         tenant,
@@ -154,29 +215,32 @@ export class CustomerDirectory {
         status: 'subscribed',
         subscribedAt: new Date(atMs).toISOString(),
       };
-      await this.#apply(tenant, patch, atMs, true, indexFields(customer));
+      await this.#apply(field, patch, atMs, true, indexFields(customer));
     }
-    return (await this.get([tenant])).get(tenant) as DirectoryEntry;
+    return (await this.getSubscriptions([{ tenant, productCode: customer.productCode }])).get(
+      field,
+    ) as DirectoryEntry;
   }
 
   /**
-   * Applies a lifecycle status to the tenant the event names: a registered one, a customers-file one, or
-   * both when both carry that identity. Unknown customers change nothing.
+   * Applies a lifecycle status to the product subscription the event names (a license names one product;
+   * an account or identifier is read with the event's product), a customers-file tenant's, or both when
+   * both carry that identity. Unknown customers change nothing.
    */
   async applyStatus(
     ref: CustomerRef,
     status: SubscriptionStatus,
     eventMs: number,
   ): Promise<{ outcome: ApplyOutcome; tenant?: string }> {
-    const tenant = await this.tenantOf(ref);
+    const field = await this.#subscriptionOf(ref);
     const fileTenant = await this.fileTenantOf(ref);
-    if (tenant === undefined && fileTenant === undefined) return { outcome: 'unknown_customer' };
+    if (field === undefined && fileTenant === undefined) return { outcome: 'unknown_customer' };
     const patch: Partial<DirectoryEntry> = { status };
     if (status === 'unsubscribe-pending' || status === 'unsubscribed') {
       patch.unsubscribedAt = new Date(eventMs).toISOString();
     }
     let applied = -1;
-    if (tenant !== undefined) applied = await this.#apply(tenant, patch, eventMs, false, []);
+    if (field !== undefined) applied = await this.#apply(field, patch, eventMs, false, []);
     if (fileTenant !== undefined) {
       // Created at the first event: before it, a file tenant is subscribed.
       const file = await this.#redis.applyCustomerEvent(
@@ -192,7 +256,7 @@ export class CustomerDirectory {
     }
     return {
       outcome: applied === 1 ? 'applied' : applied === 0 ? 'stale' : 'unknown_customer',
-      tenant: tenant ?? fileTenant,
+      tenant: field === undefined ? fileTenant : tenantOfField(field),
     };
   }
 
@@ -237,20 +301,31 @@ export class CustomerDirectory {
     return out;
   }
 
+  /** The tenant of the subscription an event names (registered buyers only). */
   async tenantOf(ref: CustomerRef): Promise<string | undefined> {
-    for (const field of refFields(ref)) {
-      const tenant = await this.#redis.hget(this.#keys.customerIndex(), field);
-      if (tenant !== null) return tenant;
-    }
-    return undefined;
+    const field = await this.#subscriptionOf(ref);
+    return field === undefined ? undefined : tenantOfField(field);
   }
 
-  async get(tenants: readonly string[]): Promise<Map<string, DirectoryEntry>> {
+  /** The product subscription an event names, if registered. */
+  async entryOf(ref: CustomerRef): Promise<DirectoryEntry | undefined> {
+    const field = await this.#subscriptionOf(ref);
+    if (field === undefined) return undefined;
+    const value = await this.#redis.hget(this.#keys.customerSubscriptions(), field);
+    return value === null ? undefined : (JSON.parse(value) as DirectoryEntry);
+  }
+
+  /** Product subscriptions by `subscriptionField(tenant, productCode)` (the worker's lookup). */
+  async getSubscriptions(
+    wanted: readonly { tenant: string; productCode: string }[],
+  ): Promise<Map<string, DirectoryEntry>> {
+    await this.migrate();
+    const fields = [...new Set(wanted.map((w) => subscriptionField(w.tenant, w.productCode)))];
     const out = new Map<string, DirectoryEntry>();
     // Chunks: one HMGET with a fleet's worth of fields would exceed the argument limit.
-    for (let i = 0; i < tenants.length; i += 5_000) {
-      const chunk = tenants.slice(i, i + 5_000);
-      const values = await this.#redis.hmget(this.#keys.customerDirectory(), ...chunk);
+    for (let i = 0; i < fields.length; i += 5_000) {
+      const chunk = fields.slice(i, i + 5_000);
+      const values = await this.#redis.hmget(this.#keys.customerSubscriptions(), ...chunk);
       values.forEach((v, j) => {
         if (v !== null) out.set(chunk[j] as string, JSON.parse(v) as DirectoryEntry);
       });
@@ -258,28 +333,68 @@ export class CustomerDirectory {
     return out;
   }
 
-  /** Every entry (HSCAN, so a large directory does not block Redis). */
-  async all(): Promise<DirectoryEntry[]> {
+  /** Every product subscription (HSCAN, so a large directory does not block Redis). */
+  async subscriptions(): Promise<DirectoryEntry[]> {
+    await this.migrate();
     const out: DirectoryEntry[] = [];
     let cursor = '0';
     do {
-      const [next, flat] = await this.#redis.hscan(this.#keys.customerDirectory(), cursor, 'COUNT', 1000);
+      const [next, flat] = await this.#redis.hscan(this.#keys.customerSubscriptions(), cursor, 'COUNT', 1000);
       for (let i = 1; i < flat.length; i += 2) out.push(JSON.parse(flat[i] as string) as DirectoryEntry);
       cursor = next;
     } while (cursor !== '0');
     return out;
   }
 
-  #apply(tenant: string, patch: object, eventMs: number, create: boolean, fields: string[]): Promise<number> {
-    return this.#redis.applyCustomerEvent(
+  /**
+   * One entry per tenant (its active subscription first, then the latest event), for readers still per
+   * tenant: the CLI's listing and reconcile. It reads the whole directory; billing uses `getSubscriptions`.
+   */
+  async get(tenants: readonly string[]): Promise<Map<string, DirectoryEntry>> {
+    const wanted = new Set(tenants);
+    return tenantView((await this.subscriptions()).filter((e) => wanted.has(e.tenant)));
+  }
+
+  /** Every tenant, one entry each (see `get`). */
+  async all(): Promise<DirectoryEntry[]> {
+    return [...tenantView(await this.subscriptions()).values()];
+  }
+
+  async #subscriptionOf(ref: CustomerRef): Promise<string | undefined> {
+    await this.migrate();
+    for (const field of refFields(ref)) {
+      const value = await this.#redis.hget(this.#keys.customerSubscriptionIndex(), field);
+      if (value !== null) return value;
+    }
+    return undefined;
+  }
+
+  /**
+   * Moves after every write to the directory (after it, so a reader that sees it moved reads the write):
+   * the commit stage re-reads the directory only then, and sees an unsubscription at its next tick.
+   */
+  async changes(): Promise<string | null> {
+    return await this.#redis.get(this.#keys.customerDirectoryChanges());
+  }
+
+  async #apply(
+    field: string,
+    patch: object,
+    eventMs: number,
+    create: boolean,
+    fields: string[],
+  ): Promise<number> {
+    const applied = await this.#redis.applyCustomerEvent(
       2,
-      this.#keys.customerDirectory(),
-      this.#keys.customerIndex(),
-      tenant,
+      this.#keys.customerSubscriptions(),
+      this.#keys.customerSubscriptionIndex(),
+      field,
       JSON.stringify(patch),
       eventMs,
       create ? 1 : 0,
       ...fields,
     );
+    if (applied === 1) await this.#redis.incr(this.#keys.customerDirectoryChanges());
+    return applied;
   }
 }

@@ -325,8 +325,7 @@ export class EntitlementSync {
 
   /** The entitlements of the buyer an event names; `unknown_customer` when it never registered. */
   async refreshRef(ref: CustomerRef): Promise<'refreshed' | 'not_contract' | 'unknown_customer'> {
-    const tenant = await this.#o.directory.tenantOf(ref);
-    const entry = tenant === undefined ? undefined : (await this.#o.directory.get([tenant])).get(tenant);
+    const entry = await this.#o.directory.entryOf(ref);
     if (!entry) return 'unknown_customer';
     return (await this.refreshEntry(entry, 'event')) ? 'refreshed' : 'not_contract';
   }
@@ -337,7 +336,7 @@ export class EntitlementSync {
    */
   async subjects(): Promise<EntitlementSubject[]> {
     const out: EntitlementSubject[] = [];
-    for (const entry of await this.#o.directory.all()) {
+    for (const entry of await this.#o.directory.subscriptions()) {
       if (this.#o.customers.has(entry.tenant)) continue;
       if (entry.status !== 'subscribed' && entry.status !== 'unsubscribe-pending') continue;
       if (this.#products.has(entry.productCode)) out.push(subjectOf(entry));

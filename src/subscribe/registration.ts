@@ -142,6 +142,9 @@ export async function startRegistration(
       ops = await startOpsServer(config.opsPort);
       logger.info({ port: ops.port }, 'metrics and health on /metrics, /healthz, /readyz');
     }
+    // A directory of the earlier form (one entry per tenant) moves to one entry per product, once.
+    const moved = await directory.migrate();
+    if (moved > 0) logger.info({ entries: moved }, 'customer directory migrated to one entry per product');
     // Lifecycle events find the customers file's tenants too (the processor indexes them as well).
     await indexFileTenants(directory, config);
     server = await startRegistrationServer({

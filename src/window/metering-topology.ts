@@ -53,7 +53,7 @@ export function meteringTopology(deps: {
   logger: Logger;
   now: () => number;
   tasks: () => Promise<StreamTask[]>;
-  /** Tenants registered through the registration URL: subscribers beside the customers file. */
+  /** Tenants registered through the registration URL (per product subscription), beside the customers file. */
   directory?: CustomerDirectory;
   /** Contract entitlements GetEntitlements returned (registration stores them). */
   entitlements?: Pick<EntitlementStore, 'version' | 'all'>;
@@ -71,13 +71,15 @@ export function meteringTopology(deps: {
     partitions = topic?.partitions.length ?? 0;
   };
 
-  // The directory is read at most every 15 s: commit punctuations come every few seconds.
-  let registeredCache: { at: number; entries: DirectoryEntry[] } | undefined;
+  // The directory is re-read only when a write moved its change counter (one GET per call otherwise), so
+  // an unsubscription stops that product's zero records from the next tick on. One entry per product
+  // subscription: a buyer of two products has two.
+  let registeredCache: { changes: string | null; entries: DirectoryEntry[] } | undefined;
   const registered = async (): Promise<DirectoryEntry[]> => {
     if (!deps.directory) return [];
-    const at = Date.now();
-    if (!registeredCache || at - registeredCache.at >= 15_000) {
-      registeredCache = { at, entries: await deps.directory.all() };
+    const changes = await deps.directory.changes();
+    if (!registeredCache || changes !== registeredCache.changes) {
+      registeredCache = { changes, entries: await deps.directory.subscriptions() };
     }
     return registeredCache.entries;
   };
@@ -119,34 +121,48 @@ export function meteringTopology(deps: {
         .map(([customer, m]) =>
           m.subscribedAt ? { customer, sinceMs: Date.parse(m.subscribedAt) } : { customer },
         );
+      // A registered buyer counts per product: zero records go to that product's dimensions only, so an
+      // unsubscription from one product stops that product's alone.
       for (const entry of await registered()) {
         if (file[entry.tenant] || !isActive(entry.status)) continue;
-        subscribers.push({ customer: entry.tenant, sinceMs: Date.parse(entry.subscribedAt) });
+        subscribers.push({
+          customer: entry.tenant,
+          sinceMs: Date.parse(entry.subscribedAt),
+          productCode: entry.productCode,
+        });
       }
       return subscribers;
     },
     // The customers file's contract overrides what AWS returned for that tenant.
     contractOf: (customer) => config.customers?.[customer]?.contract ?? awsContracts.get(customer),
-    // Registered and file tenants alike.
+    // Registered and file tenants alike. The final flush closes a tenant's open hours for all its products
+    // at once, so a registered buyer is flushed only when every subscription it still has is ending: a buyer
+    // leaving product A while it keeps B is not cut (A's last hour closes on the normal schedule).
     flushes: async () => {
       const file = [...(await fileStatuses()).values()].filter((s) => config.customerMap.has(s.tenant));
       const ending = new Map<string, number>();
+      const staying = new Set<string>();
       for (const e of [...(await registered()), ...file]) {
-        if (e.status === 'unsubscribe-pending' && e.unsubscribedAt !== undefined)
-          ending.set(e.tenant, Date.parse(e.unsubscribedAt));
+        if (e.status === 'subscribed') staying.add(e.tenant);
+        if (e.status === 'unsubscribe-pending' && e.unsubscribedAt !== undefined) {
+          ending.set(e.tenant, Math.max(ending.get(e.tenant) ?? 0, Date.parse(e.unsubscribedAt)));
+        }
       }
-      return [...ending].map(([customer, atMs]) => ({ customer, atMs }));
+      return [...ending]
+        .filter(([customer]) => !staying.has(customer))
+        .map(([customer, atMs]) => ({ customer, atMs }));
     },
-    // The worker's rule: the customers file, or a registration that did not fail. Container products
-    // bill the caller's own account: nothing to wait for.
+    // The worker's rule: the customers file, or a registration that did not fail (any of the tenant's
+    // products: the commit stage holds usage per tenant). Container products bill the caller's own
+    // account: nothing to wait for.
     mapped: async () => {
       if (config.worker.api === 'MeterUsage') return () => true;
-      const entries = new Map((await registered()).map((e) => [e.tenant, e]));
-      return (customer) => {
-        if (config.customerMap.has(customer)) return true;
-        const entry = entries.get(customer);
-        return entry !== undefined && entry.status !== 'subscribe-failed' && mappingOf(entry) !== undefined;
-      };
+      const mappedTenants = new Set(
+        (await registered())
+          .filter((e) => e.status !== 'subscribe-failed' && mappingOf(e) !== undefined)
+          .map((e) => e.tenant),
+      );
+      return (customer) => config.customerMap.has(customer) || mappedTenants.has(customer);
     },
     api: config.worker.api,
     submitMarginMs: config.window.submitMarginMs,

@@ -1,12 +1,13 @@
 --[[
-  Applies a registration or a lifecycle event to one tenant's entry in the customer directory.
+  Applies a registration or a lifecycle event to one entry: a product subscription of the customer
+  directory (field tenant␟productCode), or a customers-file tenant's status.
   Events arrive out of order and more than once (SNS, EventBridge): an event older than the one the
   entry already reflects changes nothing, so a late subscribe-success cannot undo an unsubscribe.
 
-  KEYS[1] directory (hash: tenant → entry JSON)  KEYS[2] index (hash: AWS identity → tenant)
-  ARGV[1] tenant  ARGV[2] patch (JSON object merged into the entry)  ARGV[3] event time (ms)
+  KEYS[1] entries (hash: field → entry JSON)  KEYS[2] index (hash: AWS identity → field)
+  ARGV[1] the entry's field  ARGV[2] patch (JSON object merged into the entry)  ARGV[3] event time (ms)
   ARGV[4] 1 = create the entry if missing, 0 = only update an existing one
-  ARGV[5..] index fields that name this tenant
+  ARGV[5..] index fields that name this entry
   Returns 1 when applied, 0 when the entry already reflects a newer event, -1 when missing (ARGV[4] = 0).
 ]]
 local current = redis.call('HGET', KEYS[1], ARGV[1])
