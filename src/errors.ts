@@ -72,6 +72,10 @@ export const ERROR_CODES = [
   'handoff_token_invalid',
   'handoff_token_expired',
   'handoff_token_reused',
+  // linking a seller's tenant id to a subscription (meterline customers link, POST /marketplace/link)
+  'tenant_invalid',
+  'tenant_taken',
+  'subscription_not_found',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];

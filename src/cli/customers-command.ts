@@ -4,7 +4,7 @@
  * `--unmapped`: the usage the commit stage holds for tenants without an AWS identity, with the time each
  * tenant's first record will be dead-lettered.
  */
-import type { Command } from 'commander';
+import { type Command, InvalidArgumentError } from 'commander';
 import { awsCustomerId, type CustomerMap } from '../config/customers.ts';
 import type { ScriptedRedis } from '../redis/client.ts';
 import { Keys, splitAggregateField } from '../redis/keys.ts';
@@ -14,7 +14,10 @@ import {
   type DirectoryEntry,
   defaultTenant,
   type FileTenantStatus,
+  isTenantId,
 } from '../subscribe/customer-directory.ts';
+import { verifyHandoff } from '../subscribe/handoff.ts';
+import { linkTenant } from '../subscribe/link-tenant.ts';
 import { hourIso } from '../time/hours.ts';
 import { loadConfigOrExit } from './lifecycle.ts';
 import { oneShotRedis, reach, type TimeoutOptions, timeoutMs, withTimeout } from './one-shot.ts';
@@ -92,6 +95,72 @@ export function registerCustomersCommand(program: Command): void {
         );
         return `${table}\n${rows.length} tenant(s)\n`;
       });
+    } finally {
+      redis.disconnect();
+    }
+  });
+  registerLinkCommand(customers);
+}
+
+/**
+ * `meterline customers link --token … --tenant …`: the seller's backend links its own tenant id to the
+ * buyer's AWS identity with the hand-off token its onboarding page received (as POST /marketplace/link).
+ */
+function registerLinkCommand(customers: Command): void {
+  const link = customers
+    .command('link')
+    .description(
+      "link your application's tenant id to the buyer a hand-off token names: its usage events then carry that id",
+    )
+    .requiredOption('--token <token>', 'the hand-off token your onboarding page received (handoff_token)')
+    .requiredOption(
+      '--tenant <id>',
+      'your tenant id for this buyer: the customer of its usage events from now on',
+      (value: string) => {
+        if (!isTenantId(value))
+          throw new InvalidArgumentError('1 to 128 characters, without control characters');
+        return value;
+      },
+    )
+    .addHelpText(
+      'after',
+      `
+Required: METERLINE_HANDOFF_SIGNING_SECRET (the registration service's), REDIS_URL and METERLINE_PLAN;
+METERLINE_REDIS_PREFIX as the registration service's if it is not the default, and METERLINE_CUSTOMERS if
+you use a customers file. The token is spent by the link (do not also run handoff verify on it). Refused
+with exit 1: handoff_token_invalid, handoff_token_expired, handoff_token_reused, tenant_taken,
+subscription_not_found.`,
+    );
+  withExamples(withTimeout(withOutput(link, 'json')), [
+    'meterline customers link --token "$HANDOFF_TOKEN" --tenant acme-corp',
+  ]).action(async (o: OutputOptions & TimeoutOptions & { token: string; tenant: string }) => {
+    const config = loadConfigOrExit(['handoff']);
+    const secret = config.registration.handoffSecret as string;
+    // A forged, malformed or expired token is refused before Redis is contacted.
+    verifyHandoff(o.token, secret);
+    const { redis, check } = oneShotRedis(config.redis);
+    try {
+      await reach(timeoutMs(o), [check]);
+      const keys = new Keys(config.redis.prefix);
+      const linked = await linkTenant(
+        { token: o.token, tenant: o.tenant },
+        {
+          directory: new CustomerDirectory(redis, keys),
+          customerMap: config.customerMap,
+          secret,
+          redis,
+          keys,
+        },
+      );
+      printData(
+        outputFormat(o),
+        linked,
+        () =>
+          `${renderTable(
+            ['field', 'value'],
+            Object.entries(linked).map(([k, v]) => [k, String(v)]),
+          )}\n`,
+      );
     } finally {
       redis.disconnect();
     }

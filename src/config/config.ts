@@ -150,6 +150,8 @@ export const EnvSchema = z.object({
     )
     .optional(),
   METERLINE_EVENTS_API_KEY: z.string().min(24, 'at least 24 characters').optional(),
+  // The seller's backend sends this key to POST /marketplace/link; unset, the endpoint refuses every call.
+  METERLINE_LINK_API_KEY: z.string().min(24, 'at least 24 characters').optional(),
   // Registration: how often every contract buyer's entitlements are fetched again (GetEntitlements), on
   // top of registration and entitlement events; a safety net for a missed event (checked below).
   METERLINE_ENTITLEMENTS_REFRESH_INTERVAL: duration('1h'),
@@ -215,6 +217,7 @@ export interface Config {
     /** Empty: AWS Marketplace's topics for the plan's products; '*': any topic. */
     snsTopicArns: string[] | '*';
     eventsApiKey: string | undefined;
+    linkApiKey: string | undefined;
     /** Signs the hand-off token on the redirect; required with a redirect URL. */
     handoffSecret: string | undefined;
   };
@@ -362,6 +365,15 @@ export function loadConfig(roles: readonly Role[], env: NodeJS.ProcessEnv = proc
     issues.push(
       'METERLINE_HANDOFF_SIGNING_SECRET: required with METERLINE_REGISTRATION_REDIRECT_URL (it signs the hand-off token)',
     );
+  // A link spends a hand-off token: it needs the key that signs them.
+  if (
+    source.METERLINE_LINK_API_KEY !== undefined &&
+    handoffSecret === undefined &&
+    roles.includes('registration')
+  )
+    issues.push(
+      'METERLINE_HANDOFF_SIGNING_SECRET: required with METERLINE_LINK_API_KEY (links verify hand-off tokens)',
+    );
   const container = source.METERLINE_METERING_MODE === 'container';
   const kafkaSecurity = kafkaSecurityFromEnv(source as NodeJS.ProcessEnv);
   issues.push(...kafkaSecurity.issues);
@@ -493,6 +505,7 @@ export function loadConfig(roles: readonly Role[], env: NodeJS.ProcessEnv = proc
       redirectUrl: e.METERLINE_REGISTRATION_REDIRECT_URL,
       snsTopicArns: e.METERLINE_SNS_TOPIC_ARNS === '*' ? '*' : (e.METERLINE_SNS_TOPIC_ARNS?.split(',') ?? []),
       eventsApiKey: e.METERLINE_EVENTS_API_KEY,
+      linkApiKey: e.METERLINE_LINK_API_KEY,
       handoffSecret: e.METERLINE_HANDOFF_SIGNING_SECRET,
     },
     entitlements: {

@@ -171,6 +171,11 @@ export const metrics = {
     help: 'Buyer registrations through the registration URL, by outcome (registered, or why not)',
     labelNames: ['outcome'] as const,
   }),
+  tenantLinks: new Counter({
+    name: 'meterline_tenant_links_total',
+    help: "Seller tenant ids linked to a buyer's subscription with a hand-off token (POST /marketplace/link), by outcome (linked, already_linked, or why not)",
+    labelNames: ['outcome'] as const,
+  }),
   /** A stage whose sends fail does not advance past them: alert, it will not catch up by itself. */
   produceFailures: new Counter({
     name: 'meterline_produce_failures_total',

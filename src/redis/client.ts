@@ -18,6 +18,7 @@ export const SCRIPT_NAMES = [
   'applyCustomerEvent',
   'rateWindow',
   'migrateDirectory',
+  'linkTenant',
 ] as const;
 export type ScriptName = (typeof SCRIPT_NAMES)[number];
 
@@ -33,6 +34,7 @@ export interface ScriptMethods {
   applyCustomerEvent(numKeys: number, ...args: ScriptArg[]): Promise<number>;
   rateWindow(numKeys: number, ...args: ScriptArg[]): Promise<number>;
   migrateDirectory(numKeys: number, ...args: ScriptArg[]): Promise<number>;
+  linkTenant(numKeys: number, ...args: ScriptArg[]): Promise<number>;
 }
 
 /** A standalone or cluster client with meterline's scripts defined on it. */

@@ -131,6 +131,24 @@ export async function indexFileTenants(
 
 export type ApplyOutcome = 'applied' | 'stale' | 'unknown_customer';
 
+/** What linking a seller's tenant id did. */
+export type LinkOutcome =
+  | { outcome: 'linked'; entry: DirectoryEntry; previousTenant: string }
+  | { outcome: 'already_linked'; entry: DirectoryEntry }
+  | { outcome: 'subscription_not_found' }
+  | { outcome: 'tenant_taken' };
+
+/** A seller's tenant id, as usage events carry it: 1 to 128 characters, no control characters. */
+export function isTenantId(tenant: unknown): tenant is string {
+  return (
+    typeof tenant === 'string' &&
+    tenant.length >= 1 &&
+    tenant.length <= 128 &&
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: the check is for control characters
+    !/[\u0000-\u001f\u007f]/.test(tenant)
+  );
+}
+
 /** The directory field of one product subscription: `tenant␟productCode`. */
 export function subscriptionField(tenant: string, productCode: string): string {
   return `${tenant}${FIELD_SEPARATOR}${productCode}`;
@@ -199,8 +217,11 @@ export class CustomerDirectory {
    * posted again after unsubscribe-success or subscribe-fail does not bring the buyer back. Its identity is
    * refreshed, and `subscribedAt` kept. Returns that product's entry.
    */
-  async register(tenant: string, customer: ResolvedCustomer, atMs: number): Promise<DirectoryEntry> {
+  async register(defaultTenantId: string, customer: ResolvedCustomer, atMs: number): Promise<DirectoryEntry> {
     await this.migrate();
+    // A subscription the seller linked to its own tenant id stays under that id when the buyer registers again.
+    const linked = await this.#subscriptionOf(customer);
+    const tenant = linked === undefined ? defaultTenantId : tenantOfField(linked);
     const field = subscriptionField(tenant, customer.productCode);
     const existing = (await this.getSubscriptions([{ tenant, productCode: customer.productCode }])).get(
       field,
@@ -299,6 +320,34 @@ export class CustomerDirectory {
       cursor = next;
     } while (cursor !== '0');
     return out;
+  }
+
+  /**
+   * Links the seller's own tenant id to the product subscription an identity names (the claims of a
+   * verified hand-off token): the entry moves to `tenant␟productCode`, with its index, in one script, so
+   * usage under that id is billed with the subscription's license (and its zero records go under it).
+   */
+  async link(identity: ResolvedCustomer, tenant: string): Promise<LinkOutcome> {
+    const from = await this.#subscriptionOf(identity);
+    if (from === undefined) return { outcome: 'subscription_not_found' };
+    const entry = await this.entryOf(identity);
+    if (!entry) return { outcome: 'subscription_not_found' };
+    const previous = tenantOfField(from);
+    if (previous === tenant) return { outcome: 'already_linked', entry };
+    const to = subscriptionField(tenant, entry.productCode);
+    const moved = await this.#redis.linkTenant(
+      3,
+      this.#keys.customerSubscriptions(),
+      this.#keys.customerSubscriptionIndex(),
+      this.#keys.customerDirectoryChanges(),
+      from,
+      to,
+      tenant,
+      ...indexFields(entry),
+    );
+    if (moved === -2) return { outcome: 'tenant_taken' };
+    if (moved !== 1) return { outcome: 'subscription_not_found' };
+    return { outcome: 'linked', entry: { ...entry, tenant }, previousTenant: previous };
   }
 
   /** The tenant of the subscription an event names (registered buyers only). */

@@ -30,6 +30,7 @@ import {
   parseEventBridge,
   parseSnsAction,
 } from './lifecycle-events.ts';
+import type { LinkRequest, LinkResult } from './link-tenant.ts';
 import { type SnsMessage, subscribeUrlAllowed } from './sns-message.ts';
 
 /** A registration form or an event is small; anything larger is refused before it is read. */
@@ -50,6 +51,11 @@ export interface RegistrationServerOptions {
   handoffSecret?: string | undefined;
   /** EventBridge API destinations send this key; without one, only SNS events are taken. */
   eventsApiKey?: string | undefined;
+  /**
+   * `POST /marketplace/link`: the seller's backend links its own tenant id with a hand-off token. Refused
+   * (401) unless the call carries `apiKey` in the x-meterline-api-key header; absent, every call is refused.
+   */
+  link?: { apiKey: string | undefined; run(request: LinkRequest): Promise<LinkResult> };
   /**
    * Whether a registration POST may go on: 0, or the ms until the client may try again (answered 429).
    * Asked before the body is read, so a refused request costs one Redis call and nothing else.
@@ -104,7 +110,7 @@ export async function startRegistrationServer(o: RegistrationServerOptions): Pro
 
   async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = new URL(req.url ?? '/', 'http://registration').pathname;
-    if (path !== '/marketplace/register' && path !== '/marketplace/events') {
+    if (path !== '/marketplace/register' && path !== '/marketplace/events' && path !== '/marketplace/link') {
       return text(res, 404, 'not found\n');
     }
     if (req.method !== 'POST') {
@@ -137,6 +143,7 @@ export async function startRegistrationServer(o: RegistrationServerOptions): Pro
       throw error;
     }
     if (path === '/marketplace/register') return register(req, res, body);
+    if (path === '/marketplace/link') return link(req, res, body);
     return lifecycle(req, res, body);
   }
 
@@ -211,14 +218,14 @@ export async function startRegistrationServer(o: RegistrationServerOptions): Pro
       const next = new URL(o.redirectUrl);
       next.searchParams.set(
         HANDOFF_QUERY_PARAM,
-        signHandoff(customer, tenant, o.handoffSecret, { nowMs: now() }),
+        signHandoff(customer, entry.tenant, o.handoffSecret, { nowMs: now() }),
       );
       res.writeHead(303, { ...SECURITY_HEADERS, location: next.toString(), 'cache-control': 'no-store' });
       return void res.end();
     }
     return page(res, 200, 'Subscription registered', [
       `Your AWS account is registered for product ${customer.productCode}.`,
-      `Your customer id is ${tenant}.`,
+      `Your customer id is ${entry.tenant}.`,
     ]);
   }
 
@@ -239,6 +246,49 @@ export async function startRegistrationServer(o: RegistrationServerOptions): Pro
       'We could not confirm your subscription with AWS just now.',
       'Go back and submit the page again in a minute.',
     ]);
+  }
+
+  /**
+   * The seller's backend links its tenant id: `{"token": <hand-off token>, "tenant": <its id>}` with the
+   * link API key. Answers JSON: 200 with the link, or 4xx `{error, message}` (nothing of the input echoed).
+   */
+  async function link(req: IncomingMessage, res: ServerResponse, body: string): Promise<void> {
+    const key = req.headers[API_KEY_HEADER];
+    const apiKey = o.link?.apiKey;
+    if (!o.link || !apiKey || typeof key !== 'string' || !sameSecret(key, apiKey)) {
+      metrics.tenantLinks.inc({ outcome: 'unauthorized' });
+      return json(res, 401, {
+        error: 'unauthorized',
+        message: `a link needs the ${API_KEY_HEADER} header with the configured link key`,
+      });
+    }
+    let request: { token?: unknown; tenant?: unknown };
+    try {
+      request = JSON.parse(body) as { token?: unknown; tenant?: unknown };
+    } catch {
+      request = {};
+    }
+    if (typeof request !== 'object' || request === null || typeof request.token !== 'string') {
+      metrics.tenantLinks.inc({ outcome: 'invalid_request' });
+      return json(res, 400, {
+        error: 'invalid_request',
+        message: 'the body must be JSON: {"token": "<hand-off token>", "tenant": "<your tenant id>"}',
+      });
+    }
+    try {
+      const linked = await o.link.run({ token: request.token, tenant: request.tenant });
+      metrics.tenantLinks.inc({ outcome: linked.changed ? 'linked' : 'already_linked' });
+      o.logger.info(
+        { tenant: linked.tenant, previousTenant: linked.previousTenant, productCode: linked.productCode },
+        'tenant linked to its AWS identity',
+      );
+      return json(res, 200, linked);
+    } catch (error) {
+      if (!isMeterlineError(error)) throw error;
+      metrics.tenantLinks.inc({ outcome: error.code });
+      o.logger.warn({ code: error.code, err: error }, 'tenant link refused');
+      return json(res, LINK_STATUS.get(error.code) ?? 500, { error: error.code, message: error.message });
+    }
   }
 
   async function lifecycle(req: IncomingMessage, res: ServerResponse, body: string): Promise<void> {
@@ -448,6 +498,26 @@ const SECURITY_HEADERS = {
     "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
   'referrer-policy': 'no-referrer',
 } as const;
+
+/** The HTTP status of each refused link. */
+const LINK_STATUS = new Map<string, number>([
+  ['tenant_invalid', 400],
+  ['handoff_token_invalid', 403],
+  ['handoff_token_expired', 403],
+  ['handoff_token_reused', 409],
+  ['tenant_taken', 409],
+  ['subscription_not_found', 404],
+  ['redis_error', 503],
+]);
+
+function json(res: ServerResponse, status: number, body: unknown): void {
+  res.writeHead(status, {
+    ...SECURITY_HEADERS,
+    'content-type': 'application/json',
+    'cache-control': 'no-store',
+  });
+  res.end(`${JSON.stringify(body)}\n`);
+}
 
 function text(res: ServerResponse, status: number, body: string): void {
   res.writeHead(status, {

@@ -15,6 +15,7 @@ import { Keys } from '../redis/keys.ts';
 import { SharedRateLimiter } from '../submit/rate-limiter.ts';
 import { CustomerDirectory, indexFileTenants } from './customer-directory.ts';
 import { EntitlementStore, EntitlementSync, redisRoundClaim } from './entitlements.ts';
+import { linkTenant } from './link-tenant.ts';
 import { cachedResolve, clientAddress, RegistrationLimiter } from './registration-limits.ts';
 import { type RegistrationServer, startRegistrationServer } from './registration-server.ts';
 import { resolveCustomer } from './resolve-customer.ts';
@@ -156,6 +157,17 @@ export async function startRegistration(
       redirectUrl: config.registration.redirectUrl,
       handoffSecret: config.registration.handoffSecret,
       eventsApiKey: config.registration.eventsApiKey,
+      link: {
+        apiKey: config.registration.linkApiKey,
+        run: (request) =>
+          linkTenant(request, {
+            directory,
+            customerMap: config.customerMap,
+            secret: config.registration.handoffSecret as string,
+            redis,
+            keys,
+          }),
+      },
       sns: {
         verify: (body) => verifier.verify(body),
         confirm: (message) => confirmSubscription(get, message),

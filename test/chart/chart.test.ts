@@ -31,6 +31,7 @@ const REGISTRATION_ENV = [
   'METERLINE_REGISTRATION_REDIRECT_URL',
   'METERLINE_SNS_TOPIC_ARNS',
   'METERLINE_EVENTS_API_KEY',
+  'METERLINE_LINK_API_KEY',
   'METERLINE_HANDOFF_SIGNING_SECRET',
 ];
 /** The value sets that run the registration service. */
@@ -874,6 +875,17 @@ describe('the registration service', () => {
           key: values.registration.eventsApiKey.key ?? reg.eventsApiKey.key,
         },
       });
+      // The link key, when set (full), also only from a Secret.
+      expect(env.get('METERLINE_LINK_API_KEY')).toEqual(
+        values.registration.linkApiKey
+          ? {
+              secretKeyRef: {
+                name: values.registration.linkApiKey.existingSecret,
+                key: values.registration.linkApiKey.key,
+              },
+            }
+          : undefined,
+      );
       // The hand-off signing key, like the API key, only ever from a Secret.
       expect(env.get('METERLINE_HANDOFF_SIGNING_SECRET')).toEqual({
         secretKeyRef: {

@@ -109,6 +109,13 @@ spec:
                   name: {{ . }}
                   key: {{ $v.eventsApiKey.key }}
             {{- end }}
+            {{- with $v.linkApiKey.existingSecret }}
+            - name: METERLINE_LINK_API_KEY
+              valueFrom:
+                secretKeyRef:
+                  name: {{ . }}
+                  key: {{ $v.linkApiKey.key }}
+            {{- end }}
             {{- with $v.handoffSecret.existingSecret }}
             - name: METERLINE_HANDOFF_SIGNING_SECRET
               valueFrom:
