@@ -157,6 +157,10 @@ describe("linking the seller's tenant id", () => {
       [BUYER.customerAwsAccountId]: 'acme-corp',
       [OTHER.customerAwsAccountId]: 'globex',
     });
+    // The buyer registers again (a new token from AWS Marketplace): it stays under the linked id.
+    const again = await directory.register(BUYER.customerAwsAccountId, BUYER, now());
+    expect(again.tenant).toBe('acme-corp');
+    expect((await directory.subscriptions()).map((e) => e.tenant).sort()).toEqual(['acme-corp', 'globex']);
 
     // Usage under the seller's own tenant ids is billed to the linked AWS identities, with their licenses.
     const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
