@@ -1,6 +1,7 @@
 /**
- * How reconcile reports print: the CLI's table (boxes on a terminal, plain columns piped), JSON, YAML, or
- * CSV (RFC 4180: fields with a comma, quote or line break are quoted, quotes doubled).
+ * How reconcile reports print: a table on a terminal, CSV when piped (for cron and spreadsheets), or what
+ * `-o` asks for: table (boxes on a terminal, plain columns piped), JSON, YAML, or CSV (RFC 4180: fields
+ * with a comma, quote or line break are quoted, quotes doubled).
  */
 
 import type { Command } from 'commander';
@@ -13,15 +14,20 @@ export type ReportFormat = (typeof REPORT_FORMATS)[number];
 export function withReportOutput(command: Command): Command {
   return command
     .addOption(
-      new Option('-o, --output <format>', 'output format: table, json, yaml or csv')
-        .choices(REPORT_FORMATS)
-        .default('table'),
+      new Option(
+        '-o, --output <format>',
+        'output format: table, json, yaml or csv (default: table on a terminal, csv piped)',
+      ).choices(REPORT_FORMATS),
     )
     .addOption(new Option('--json', 'same as -o json').hideHelp());
 }
 
-export function reportFormat(o: { output: ReportFormat; json?: boolean }): ReportFormat {
-  return o.json ? 'json' : o.output;
+export function reportFormat(
+  o: { output?: ReportFormat; json?: boolean },
+  terminal: boolean = process.stdout.isTTY === true,
+): ReportFormat {
+  if (o.json) return 'json';
+  return o.output ?? (terminal ? 'table' : 'csv');
 }
 
 export interface Column<R> {
