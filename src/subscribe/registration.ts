@@ -8,6 +8,7 @@ import { MarketplaceMeteringClient } from '@aws-sdk/client-marketplace-metering'
 import type { Config } from '../config/config.ts';
 import { MeterlineError } from '../errors.ts';
 import type { Logger } from '../log.ts';
+import { reportBuildInfo } from '../observability/build-info.ts';
 import { collectProcessMetrics } from '../observability/metrics.ts';
 import { type OpsServer, startOpsServer } from '../observability/ops-server.ts';
 import { createRedis } from '../redis/client.ts';
@@ -140,6 +141,7 @@ export async function startRegistration(
   try {
     if (config.opsPort !== undefined) {
       collectProcessMetrics();
+      reportBuildInfo(['registration']);
       ops = await startOpsServer(config.opsPort);
       logger.info({ port: ops.port }, 'metrics and health on /metrics, /healthz, /readyz');
     }

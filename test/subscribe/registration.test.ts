@@ -256,6 +256,8 @@ describe('registration and subscription lifecycle', () => {
     expect(metricsText).toMatch(
       /^meterline_lifecycle_events_total\{source="sns",status="none",outcome="sns_signature_invalid"\} 1$/m,
     );
+    // The fleet alerts see the role by its build info.
+    expect(metricsText).toMatch(/^meterline_build_info\{[^}]*role="registration"[^}]*\} 1$/m);
   });
 
   it('asks the buyer to retry when the directory cannot store the registration', async () => {
