@@ -45,15 +45,25 @@ async function subscribers(
 ): Promise<{ customer: string; sinceMs: number; untilMs?: number }[]> {
   const zeroFrom = await o.redis.get(o.keys.zeroRecordsFrom(o.config.topics.usage));
   const out: { customer: string; sinceMs: number; untilMs?: number }[] = [];
+  const directory = new CustomerDirectory(o.redis, o.keys);
+  // File tenants follow lifecycle events too: an unsubscribed one owes its hours up to the unsubscription.
+  const fileStatuses = await directory.fileStatuses();
   for (const [customer, m] of o.config.customerMap) {
     const since = m.subscribedAt
       ? Date.parse(m.subscribedAt)
       : zeroFrom === null
         ? undefined
         : Number(zeroFrom);
-    if (since !== undefined) out.push({ customer, sinceMs: hourStart(since) });
+    if (since === undefined) continue;
+    const status = fileStatuses.get(customer);
+    if (status?.status === 'subscribe-failed') continue;
+    if (status?.status === 'unsubscribed' && status.unsubscribedAt) {
+      out.push({ customer, sinceMs: hourStart(since), untilMs: Date.parse(status.unsubscribedAt) });
+    } else {
+      out.push({ customer, sinceMs: hourStart(since) });
+    }
   }
-  for (const entry of await new CustomerDirectory(o.redis, o.keys).all()) {
+  for (const entry of await directory.all()) {
     if (o.config.customerMap.has(entry.tenant)) continue;
     const since = hourStart(Date.parse(entry.subscribedAt));
     if (entry.status === 'subscribed' || entry.status === 'unsubscribe-pending') {
