@@ -382,7 +382,7 @@ async function showTrace(jaegerUrl: string, submissions: string[]): Promise<void
 }
 
 function tenantsByAwsId(): Map<string, string> {
-  return new Map(Object.entries(loadCustomers(CUSTOMERS)).map(([tenant, m]) => [awsCustomerId(m), tenant]));
+  return new Map([...loadCustomers(CUSTOMERS)].map(([tenant, m]) => [awsCustomerId(m), tenant]));
 }
 
 async function readAll(kafka: ReturnType<typeof createKafka>, topic: string): Promise<string[]> {
