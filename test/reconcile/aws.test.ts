@@ -131,12 +131,14 @@ describe('reconcile aws', () => {
       ['not_sent_by_us', '333333333333', undefined],
       ['day_total_differs', '*', undefined],
     ]);
-    const table = await cli(args, tp.env);
+    const table = await cli([...args, '-o', 'table'], tp.env);
     expect(table.code).toBe(1);
     expect(table.stdout).toMatch(/^finding\s+period\s+customer/);
     expect(table.stdout).toContain('4 findings');
     const csv = await cli([...args, '-o', 'csv'], tp.env);
     expect(csv.stdout.split('\r\n')).toHaveLength(6);
+    // Piped without -o, a report is CSV (for cron and spreadsheets).
+    expect((await cli(args, tp.env)).stdout).toBe(csv.stdout);
     // A tenant registered through the registration URL (not in the customers file) is matched by the AWS
     // account the directory holds for it.
     await new CustomerDirectory(redis, keys).register(
