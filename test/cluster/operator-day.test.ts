@@ -50,6 +50,9 @@ import { readAllMessages } from '../../src/kafka/read-topic.ts';
 import { createLogger } from '../../src/log.ts';
 import { eventMessage, produceMessages } from '../../src/produce/producer.ts';
 import { type RawEvent, syntheticEvents } from '../../src/produce/synthetic.ts';
+import { createRedis } from '../../src/redis/client.ts';
+import { Keys } from '../../src/redis/keys.ts';
+import { CustomerDirectory } from '../../src/subscribe/customer-directory.ts';
 import { HANDOFF_QUERY_PARAM, verifyHandoff } from '../../src/subscribe/handoff.ts';
 import { HOUR_MS, hourIso, hourStart } from '../../src/time/hours.ts';
 
@@ -793,7 +796,14 @@ describe.skipIf(!ENABLED)('operator day on a single-node Kubernetes', () => {
       expect((await snapshot()).calls.ResolveCustomer).toBe(2);
       const redis = new Redis(day.redisUrl as string);
       try {
-        const entry = JSON.parse((await redis.hget('meterline:{customers}:directory', tenant)) ?? '{}');
+        // Read through the directory's own API: its storage is keyed by product and buyer since 76a1e88.
+        const scripted = createRedis(day.redisUrl as string);
+        const entry =
+          (
+            await new CustomerDirectory(scripted, new Keys('meterline'))
+              .get([tenant])
+              .finally(() => scripted.disconnect())
+          ).get(tenant) ?? {};
         expect(entry).toMatchObject({
           tenant,
           ...identity,
