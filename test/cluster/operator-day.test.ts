@@ -872,8 +872,13 @@ describe.skipIf(!ENABLED)('operator day on a single-node Kubernetes', () => {
       expect([left.status, (await left.text()).trim()]).toEqual([200, 'applied']);
       const redis = new Redis(day.redisUrl as string);
       try {
-        const entry = JSON.parse((await redis.hget('meterline:{customers}:directory', tenant)) ?? '{}');
-        expect(entry.status).toBe('unsubscribed');
+        const scripted = createRedis(day.redisUrl as string);
+        const entry = (
+          await new CustomerDirectory(scripted, new Keys('meterline'))
+            .get([tenant])
+            .finally(() => scripted.disconnect())
+        ).get(tenant);
+        expect(entry?.status).toBe('unsubscribed');
       } finally {
         redis.disconnect();
       }
