@@ -6,9 +6,9 @@
  */
 import { type Command, InvalidArgumentError } from 'commander';
 import { awsCustomerId, type CustomerMap } from '../config/customers.ts';
+import { acceptanceDeadline, type MeteringApi } from '../metering/aws-window.ts';
 import type { ScriptedRedis } from '../redis/client.ts';
 import { Keys, splitAggregateField } from '../redis/keys.ts';
-import { acceptanceDeadline, type MeteringApi } from '../submit/aws-window.ts';
 import {
   CustomerDirectory,
   type DirectoryEntry,

@@ -1,6 +1,6 @@
 import type { StreamTask } from '../engine/stream-task.ts';
+import { acceptanceDeadline, type MeteringApi } from '../metering/aws-window.ts';
 import { metrics, reportOldestHour } from '../observability/metrics.ts';
-import { acceptanceDeadline, type MeteringApi } from '../submit/aws-window.ts';
 import { HOURLY_WINDOWS, type HourlyWindowStore } from '../window/hourly-window-store.ts';
 
 /**

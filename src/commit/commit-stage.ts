@@ -15,6 +15,11 @@ import type { StreamTask } from '../engine/stream-task.ts';
 import { isMeterlineError } from '../errors.ts';
 import { partitionOfCustomer } from '../kafka/partitioner.ts';
 import type { Logger } from '../log.ts';
+import {
+  acceptanceDeadline,
+  DEFAULT_ACCEPTANCE_WINDOW_MS,
+  type MeteringApi,
+} from '../metering/aws-window.ts';
 import { metrics } from '../observability/metrics.ts';
 import { ATTR } from '../observability/trace-attributes.ts';
 import {
@@ -26,7 +31,6 @@ import {
   tracingActive,
 } from '../observability/tracing.ts';
 import { aggregateField } from '../redis/keys.ts';
-import { acceptanceDeadline, DEFAULT_ACCEPTANCE_WINDOW_MS, type MeteringApi } from '../submit/aws-window.ts';
 import { Ledger } from '../submit/ledger.ts';
 import { HOUR_MS, hourIso, hourStart } from '../time/hours.ts';
 import { HOURLY_WINDOWS, type HourlyWindowStore } from '../window/hourly-window-store.ts';

@@ -11,9 +11,10 @@ import type { FailedRecord } from '../dlq/envelope.ts';
 import { DlqPublisher } from '../dlq/publisher.ts';
 import { isMeterlineError, type MeterlineError } from '../errors.ts';
 import type { Logger } from '../log.ts';
+import { acceptanceDeadline, type MeteringApi } from '../metering/aws-window.ts';
+import { makeSubmissionRecord, type SubmissionRecord } from '../metering/submission-record.ts';
 import { metrics } from '../observability/metrics.ts';
 import { aggregateField } from '../redis/keys.ts';
-import { acceptanceDeadline, type MeteringApi } from '../submit/aws-window.ts';
 import { formatElapsed, HOUR_MS, hourIso } from '../time/hours.ts';
 import type { HourlyWindowStore } from '../window/hourly-window-store.ts';
 import {
@@ -24,7 +25,6 @@ import {
   frozenHourMessages,
 } from '../window/window-changelog.ts';
 import type { HourFinalizer } from './hour-finalizer.ts';
-import { makeSubmissionRecord, type SubmissionRecord } from './submission-record.ts';
 
 export interface HourEmitterOptions {
   producer: Producer;

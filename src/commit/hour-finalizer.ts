@@ -8,11 +8,12 @@ import type { ContractTerms } from '../config/customers.ts';
 import { type Dimension, MICROS_PER_UNIT, type Plan } from '../config/plan.ts';
 import { MeterlineError } from '../errors.ts';
 import type { Logger } from '../log.ts';
+import { type Allocation, type AllocationPart, allocate } from '../metering/allocations.ts';
+import { retry } from '../metering/retry.ts';
 import { metrics } from '../observability/metrics.ts';
 import { baseField, type PartitionRef, splitAggregateField } from '../redis/keys.ts';
 import { hourIso } from '../time/hours.ts';
 import type { HourSnapshot, WindowStore } from '../window/window-store.ts';
-import { type Allocation, type AllocationPart, allocate } from './allocations.ts';
 import {
   applyModel,
   contractPeriod,
@@ -21,6 +22,18 @@ import {
   isEmptyState,
   monthOf,
 } from './metering-models.ts';
+
+/**
+ * The hour's checkpoint moved between the read and the script (usage still arriving for it): read and
+ * compute again, three times in all, after a short jittered wait.
+ */
+const MOVED_RETRY = { attempts: 3, backoff: { baseMs: 10, maxMs: 100 } };
+
+function moved(hourMs: number, how: 'frozen' | 'cut'): MeterlineError {
+  return new MeterlineError('redis_error', `hour ${hourIso(hourMs)} kept changing while it was ${how}`, {
+    retriable: true,
+  });
+}
 
 export interface HourFinalizerOptions {
   plan: Plan;
@@ -69,18 +82,14 @@ export class HourFinalizer {
     zeroFields: readonly string[] = [],
     traceparent?: string,
   ): Promise<number> {
-    for (let attempt = 1; ; attempt++) {
+    return retry(async () => {
       const snapshot = await windows.readHour(p, hourMs, zeroFields);
       if (snapshot.finalized) return 0;
       const { records, states } = this.#compute(hourMs, snapshot, zeroFields, traceparent);
       const res = await windows.freezeHour(p, token, hourMs, snapshot.checkpoint, records, states);
-      if (res !== 'moved') return res === 'frozen' ? records.length : 0;
-      if (attempt === 3) {
-        throw new MeterlineError('redis_error', `hour ${hourIso(hourMs)} kept changing while it was frozen`, {
-          retriable: true,
-        });
-      }
-    }
+      if (res === 'moved') throw moved(hourMs, 'frozen');
+      return res === 'frozen' ? records.length : 0;
+    }, MOVED_RETRY);
   }
 
   /**
@@ -99,7 +108,7 @@ export class HourFinalizer {
     traceparent?: string,
   ): Promise<'cut' | 'already'> {
     const mine = (field: string) => splitAggregateField(field)?.customer === customer;
-    for (let attempt = 1; ; attempt++) {
+    return retry(async () => {
       const snapshot = await windows.readHour(p, hourMs, zeroFields.filter(mine));
       if (snapshot.finalized || snapshot.cuts.has(customer)) return 'already';
       const own: HourSnapshot = {
@@ -119,13 +128,9 @@ export class HourFinalizer {
         records,
         states,
       );
-      if (res !== 'moved') return res;
-      if (attempt === 3) {
-        throw new MeterlineError('redis_error', `hour ${hourIso(hourMs)} kept changing while it was cut`, {
-          retriable: true,
-        });
-      }
-    }
+      if (res === 'moved') throw moved(hourMs, 'cut');
+      return res;
+    }, MOVED_RETRY);
   }
 
   /** The frozen records of a finalized hour. */

@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { z } from 'zod';
 import { ConfigError } from '../errors.ts';
 import { type KafkaSecurity, kafkaSecurityFromEnv } from '../kafka/security.ts';
-import { DEFAULT_ACCEPTANCE_WINDOW_MS, type MeteringApi } from '../submit/aws-window.ts';
+import { DEFAULT_ACCEPTANCE_WINDOW_MS, type MeteringApi } from '../metering/aws-window.ts';
 import { MIN_SECRET_BYTES } from '../subscribe/handoff.ts';
 import { type CustomerMap, type Customers, customersObject, loadCustomers } from './customers.ts';
 import { lacksUnit, parseDuration } from './duration.ts';

@@ -3,8 +3,8 @@
  * where they came from, so a record can be inspected and redriven without guessing.
  */
 import type { IHeaders } from 'kafkajs';
-import type { SubmissionRecord } from '../commit/submission-record.ts';
 import type { ErrorCode } from '../errors.ts';
+import type { SubmissionRecord } from '../metering/submission-record.ts';
 
 /** ingest: a usage event; commit: a frozen hour that could not be emitted; submit: a record AWS did not take. */
 export type FailureStage = 'ingest' | 'commit' | 'submit';

@@ -6,9 +6,9 @@
 import type { Kafka, Producer } from 'kafkajs';
 import { parseEventTimestamp } from '../ingest/timestamp.ts';
 import { readAllMessages } from '../kafka/read-topic.ts';
+import { acceptanceDeadline, type MeteringApi } from '../metering/aws-window.ts';
 import type { ScriptedRedis } from '../redis/client.ts';
 import type { Keys } from '../redis/keys.ts';
-import { acceptanceDeadline, type MeteringApi } from '../submit/aws-window.ts';
 import { hourStart } from '../time/hours.ts';
 import type { FailedRecord } from './envelope.ts';
 

@@ -12,7 +12,7 @@
  *   alone has no license on record here, so any LicenseArn not granted to someone else passes for it; a
  *   customer AWS has never heard of gets `CustomerNotSubscribed` ("the customer identifier is invalid").
  * - MeterUsage: one record per (caller, product, dimension, hour); `ClientToken` idempotency.
- * - The acceptance windows come from `submit/aws-window.ts`, the same rule the pipeline plans with.
+ * - The acceptance windows come from `metering/aws-window.ts`, the same rule the pipeline plans with.
  */
 import { randomUUID } from 'node:crypto';
 import { ConfigError } from '../errors.ts';
@@ -20,7 +20,7 @@ import {
   DEFAULT_ACCEPTANCE_WINDOW_MS,
   isWithinAcceptanceWindow,
   type MeteringApi,
-} from '../submit/aws-window.ts';
+} from '../metering/aws-window.ts';
 import { hourIso, hourStart } from '../time/hours.ts';
 import { EmulatedEntitlements } from './entitlements.ts';
 import { FaultInjector, type FaultSettings, type InjectedCounts, parseFaultUpdate } from './faults.ts';

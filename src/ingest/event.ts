@@ -3,7 +3,7 @@
  * rejection has a stable reason code; the caller dead-letters the original bytes with it.
  */
 import type { ErrorCode } from '../errors.ts';
-import { acceptanceDeadline, type MeteringApi } from '../submit/aws-window.ts';
+import { acceptanceDeadline, type MeteringApi } from '../metering/aws-window.ts';
 import { hourStart } from '../time/hours.ts';
 import { parseEventTimestamp } from './timestamp.ts';
 

@@ -3,7 +3,11 @@
  * one process share them; names follow Prometheus conventions (`_total` counters, base units).
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, register } from 'prom-client';
-import { acceptanceDeadline, DEFAULT_ACCEPTANCE_WINDOW_MS, type MeteringApi } from '../submit/aws-window.ts';
+import {
+  acceptanceDeadline,
+  DEFAULT_ACCEPTANCE_WINDOW_MS,
+  type MeteringApi,
+} from '../metering/aws-window.ts';
 
 let defaults = false;
 /** Process metrics (CPU, memory, event-loop lag), registered once per process. */

@@ -9,8 +9,8 @@
  * at the worker group's offsets (nothing is ever committed for the worker group).
  */
 import type { Admin, Kafka } from 'kafkajs';
-import { parseSubmissionRecord } from '../commit/submission-record.ts';
 import type { Logger } from '../log.ts';
+import { parseSubmissionRecord } from '../metering/submission-record.ts';
 import { metrics } from '../observability/metrics.ts';
 
 export interface BacklogOptions {

@@ -6,12 +6,12 @@
  */
 import type { Admin, Kafka, KafkaMessage } from 'kafkajs';
 import { decodeState } from '../commit/metering-models.ts';
-import { parseSubmissionRecord } from '../commit/submission-record.ts';
 import type { Config } from '../config/config.ts';
 import { readDlq } from '../dlq/redrive.ts';
 import { EventDecoder } from '../ingest/decoder.ts';
 import { parseEventTimestamp } from '../ingest/timestamp.ts';
 import { partitionOfCustomer } from '../kafka/partitioner.ts';
+import { parseSubmissionRecord } from '../metering/submission-record.ts';
 import type { ScriptedRedis } from '../redis/client.ts';
 import { FIELD_SEPARATOR, type Keys, splitAggregateField } from '../redis/keys.ts';
 import type { LedgerEntry } from '../submit/ledger.ts';

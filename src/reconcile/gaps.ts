@@ -5,14 +5,15 @@
  * but is overdue (closed at least `lateAfterMs` ago). `meterline reconcile gaps` lists them; the gap
  * monitor, run by every worker, exports their count as `meterline_billing_gaps` for the chart's alerts.
  */
-import { recordId } from '../commit/submission-record.ts';
+
 import type { Config } from '../config/config.ts';
 import { partitionOfCustomer } from '../kafka/partitioner.ts';
 import type { Logger } from '../log.ts';
+import { acceptanceDeadline, DEFAULT_ACCEPTANCE_WINDOW_MS } from '../metering/aws-window.ts';
+import { recordId } from '../metering/submission-record.ts';
 import { metrics } from '../observability/metrics.ts';
 import type { ScriptedRedis } from '../redis/client.ts';
 import type { Keys } from '../redis/keys.ts';
-import { acceptanceDeadline, DEFAULT_ACCEPTANCE_WINDOW_MS } from '../submit/aws-window.ts';
 import { Ledger } from '../submit/ledger.ts';
 import { CustomerDirectory } from '../subscribe/customer-directory.ts';
 import { HOUR_MS, hourIso, hourStart } from '../time/hours.ts';

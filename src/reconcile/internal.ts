@@ -8,9 +8,9 @@
  */
 
 import { applyModel, type ModelState } from '../commit/metering-models.ts';
-import { recordId } from '../commit/submission-record.ts';
 import type { Dimension, Plan } from '../config/plan.ts';
-import { acceptanceDeadline, type MeteringApi } from '../submit/aws-window.ts';
+import { acceptanceDeadline, type MeteringApi } from '../metering/aws-window.ts';
+import { recordId } from '../metering/submission-record.ts';
 import { hourIso } from '../time/hours.ts';
 
 /** A frozen hour of one usage partition (from the window changelog). */

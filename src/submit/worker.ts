@@ -17,13 +17,16 @@ import {
   type UsageRecordResult,
 } from '@aws-sdk/client-marketplace-metering';
 import type { Consumer, EachBatchPayload, Kafka } from 'kafkajs';
-import type { Allocation } from '../commit/allocations.ts';
-import { parseSubmissionRecord, type SubmissionRecord } from '../commit/submission-record.ts';
 import type { CustomerMap, CustomerMapping } from '../config/customers.ts';
 import { type ErrorNote, type FailedRecord, sourceOf } from '../dlq/envelope.ts';
 import type { DlqPublisher } from '../dlq/publisher.ts';
 import type { ErrorCode, MeterlineError } from '../errors.ts';
 import type { Logger } from '../log.ts';
+import type { Allocation } from '../metering/allocations.ts';
+import { classifyAwsError, mayBeCausedByRecords } from '../metering/aws-errors.ts';
+import { isWithinAcceptanceWindow, type MeteringApi } from '../metering/aws-window.ts';
+import { type BackoffOptions, backoffDelay, DEFAULT_BACKOFF } from '../metering/backoff.ts';
+import { parseSubmissionRecord, type SubmissionRecord } from '../metering/submission-record.ts';
 import { metrics, reportOldestHour } from '../observability/metrics.ts';
 import { ATTR } from '../observability/trace-attributes.ts';
 import {
@@ -41,9 +44,6 @@ import {
   tracingActive,
 } from '../observability/tracing.ts';
 import { type DirectoryEntry, mappingOf, subscriptionField } from '../subscribe/customer-directory.ts';
-import { classifyAwsError, mayBeCausedByRecords } from './aws-errors.ts';
-import { isWithinAcceptanceWindow, type MeteringApi } from './aws-window.ts';
-import { type BackoffOptions, backoffDelay, DEFAULT_BACKOFF } from './backoff.ts';
 import { chunkForBatchMeterUsage } from './batching.ts';
 import type { Ledger } from './ledger.ts';
 import type { SharedRateLimiter } from './rate-limiter.ts';

@@ -28,11 +28,12 @@ import type { ContractTerms, CustomerMap } from '../config/customers.ts';
 import type { Plan } from '../config/plan.ts';
 import { MeterlineError } from '../errors.ts';
 import type { Logger } from '../log.ts';
+import { classifyAwsError } from '../metering/aws-errors.ts';
+import type { BackoffOptions } from '../metering/backoff.ts';
+import { retry } from '../metering/retry.ts';
 import { metrics } from '../observability/metrics.ts';
 import type { ScriptedRedis } from '../redis/client.ts';
 import { entitlementField, type Keys } from '../redis/keys.ts';
-import { classifyAwsError } from '../submit/aws-errors.ts';
-import { type BackoffOptions, backoffDelay } from '../submit/backoff.ts';
 import type { SharedRateLimiter } from '../submit/rate-limiter.ts';
 import type { CustomerDirectory, CustomerRef, DirectoryEntry } from './customer-directory.ts';
 
@@ -100,7 +101,6 @@ export async function getEntitlements(
     );
   }
   const attempts = options.attempts ?? ENTITLEMENT_ATTEMPTS;
-  const sleep = options.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
   const out: Entitlement[] = [];
   const tokens = new Set<string>();
   let next: string | undefined;
@@ -115,20 +115,25 @@ export async function getEntitlements(
       Filter: filter,
       ...(next ? { NextToken: next } : {}),
     };
-    for (let attempt = 0; ; attempt++) {
-      await options.rateLimiter?.acquire();
-      try {
-        const answer = await client.send(new GetEntitlementsCommand(input));
-        out.push(...(answer.Entitlements ?? []));
-        next = answer.NextToken || undefined;
-        break;
-      } catch (error) {
-        const failure = classifyAwsError(error);
-        if (failure.code === 'aws_throttled') await options.rateLimiter?.throttled();
-        if (!failure.retriable || attempt + 1 >= attempts) throw failure;
-        await sleep(backoffDelay(attempt, options.backoff ?? ENTITLEMENT_BACKOFF));
-      }
-    }
+    const answer = await retry(
+      async () => {
+        await options.rateLimiter?.acquire();
+        try {
+          return await client.send(new GetEntitlementsCommand(input));
+        } catch (error) {
+          const failure = classifyAwsError(error);
+          if (failure.code === 'aws_throttled') await options.rateLimiter?.throttled();
+          throw failure;
+        }
+      },
+      {
+        attempts,
+        backoff: options.backoff ?? ENTITLEMENT_BACKOFF,
+        ...(options.sleep ? { sleep: options.sleep } : {}),
+      },
+    );
+    out.push(...(answer.Entitlements ?? []));
+    next = answer.NextToken || undefined;
     // An empty page may still carry a NextToken (the API says so): only its absence ends the list.
     if (next === undefined) return out;
     if (tokens.has(next)) {

@@ -2,11 +2,10 @@
  * ResolveCustomer, with the buyer waiting in a browser: a transient failure is retried briefly (backoff
  * with full jitter), and the token errors become meterline errors the registration page can explain.
  */
-import { setTimeout as sleep } from 'node:timers/promises';
 import { type MarketplaceMeteringClient, ResolveCustomerCommand } from '@aws-sdk/client-marketplace-metering';
 import { MeterlineError } from '../errors.ts';
-import { classifyAwsError } from '../submit/aws-errors.ts';
-import { backoffDelay } from '../submit/backoff.ts';
+import { classifyAwsError } from '../metering/aws-errors.ts';
+import { retry } from '../metering/retry.ts';
 import type { ResolvedCustomer } from './customer-directory.ts';
 
 /** Attempts in all: the browser's request should not hang for more than a few seconds. */
@@ -16,8 +15,8 @@ export async function resolveCustomer(
   client: MarketplaceMeteringClient,
   token: string,
 ): Promise<ResolvedCustomer> {
-  for (let attempt = 0; ; attempt++) {
-    try {
+  return retry(
+    async () => {
       const out = await client.send(new ResolveCustomerCommand({ RegistrationToken: token }));
       if (!out.ProductCode || !(out.CustomerAWSAccountId || out.CustomerIdentifier)) {
         throw new MeterlineError('aws_error', 'ResolveCustomer answered without a product code or customer');
@@ -28,12 +27,9 @@ export async function resolveCustomer(
         ...(out.LicenseArn ? { licenseArn: out.LicenseArn } : {}),
         ...(out.CustomerIdentifier ? { customerIdentifier: out.CustomerIdentifier } : {}),
       };
-    } catch (error) {
-      const failure = toMeterlineError(error);
-      if (!failure.retriable || attempt + 1 >= ATTEMPTS) throw failure;
-      await sleep(backoffDelay(attempt, { baseMs: 200, maxMs: 1_500 }));
-    }
-  }
+    },
+    { attempts: ATTEMPTS, backoff: { baseMs: 200, maxMs: 1_500 }, classify: toMeterlineError },
+  );
 }
 
 function toMeterlineError(error: unknown): MeterlineError {

@@ -16,7 +16,7 @@ import { Topology } from '../engine/topology.ts';
 import type { EventDecoder } from '../ingest/decoder.ts';
 import { readPartition } from '../kafka/read-topic.ts';
 import type { Logger } from '../log.ts';
-import { DEFAULT_ACCEPTANCE_WINDOW_MS } from '../submit/aws-window.ts';
+import { DEFAULT_ACCEPTANCE_WINDOW_MS } from '../metering/aws-window.ts';
 import {
   type CustomerDirectory,
   type DirectoryEntry,

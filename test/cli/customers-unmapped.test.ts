@@ -5,12 +5,12 @@
  * two unmapped tenants and a mapped one used the product; the CLI runs as a child process.
  */
 import { afterAll, describe, expect, it } from 'vitest';
+import { acceptanceDeadline } from '../../src/metering/aws-window.ts';
 import { type RunningPipeline, startPipeline } from '../../src/pipeline.ts';
 import { eventMessage, produceMessages } from '../../src/produce/producer.ts';
 import type { RawEvent } from '../../src/produce/synthetic.ts';
 import { createRedis } from '../../src/redis/client.ts';
 import { Keys } from '../../src/redis/keys.ts';
-import { acceptanceDeadline } from '../../src/submit/aws-window.ts';
 import { HOUR_MS, hourIso, hourStart } from '../../src/time/hours.ts';
 import { stackEnv, testKafka, testLogger, waitFor } from '../support/harness.ts';
 import { TEST_CUSTOMERS, type TestPipeline, testPipeline } from '../support/pipeline-env.ts';

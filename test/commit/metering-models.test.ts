@@ -5,7 +5,6 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { allocate, MAX_ALLOCATIONS } from '../../src/commit/allocations.ts';
 import {
   applyModel,
   contractPeriod,
@@ -17,6 +16,7 @@ import {
   type ModelState,
 } from '../../src/commit/metering-models.ts';
 import type { Rounding } from '../../src/config/plan.ts';
+import { allocate, MAX_ALLOCATIONS } from '../../src/metering/allocations.ts';
 import { HOUR_MS } from '../../src/time/hours.ts';
 
 const CAP = BigInt(MAX_AWS_QUANTITY);

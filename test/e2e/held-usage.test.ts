@@ -9,11 +9,11 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import type { FailedRecord } from '../../src/dlq/envelope.ts';
 import { type RunningEmulator, startEmulator } from '../../src/emulator/server.ts';
+import { acceptanceDeadline } from '../../src/metering/aws-window.ts';
 import { type RunningPipeline, startPipeline } from '../../src/pipeline.ts';
 import type { RawEvent } from '../../src/produce/synthetic.ts';
 import { createRedis } from '../../src/redis/client.ts';
 import { Keys } from '../../src/redis/keys.ts';
-import { acceptanceDeadline } from '../../src/submit/aws-window.ts';
 import { CustomerDirectory } from '../../src/subscribe/customer-directory.ts';
 import { HOUR_MS, hourIso, hourStart } from '../../src/time/hours.ts';
 import { stackEnv, testKafka, testLogger, waitFor } from '../support/harness.ts';

@@ -163,7 +163,7 @@ describe('BatchMeterUsage: size limits', () => {
   });
 });
 
-describe('BatchMeterUsage: acceptance window (src/submit/aws-window.ts)', () => {
+describe('BatchMeterUsage: acceptance window (src/metering/aws-window.ts)', () => {
   it('accepts a record 23 h old and rejects 25 h old with TimestampOutOfBoundsException', async () => {
     expect((await send({ UsageRecords: [accountRecord(NOW - 23 * HOUR)] })).Results?.[0]?.Status).toBe(
       'Success',

@@ -4,7 +4,7 @@ import { subscriptionsFromMapping } from '../../src/emulator/customers-file.ts';
 import { ServiceError } from '../../src/emulator/service-error.ts';
 import { EmulatorState } from '../../src/emulator/state.ts';
 import { ConfigError } from '../../src/errors.ts';
-import { FUTURE_TOLERANCE_MS } from '../../src/submit/aws-window.ts';
+import { FUTURE_TOLERANCE_MS } from '../../src/metering/aws-window.ts';
 import { ACCOUNT, HOUR, LICENSE, NOW } from './helpers.ts';
 
 const seconds = (ms: number) => ms / 1000;

@@ -10,8 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureServices, OTLP_ENV, stopStack } from '../../deploy/stack/index.ts';
-import type { SubmissionRecord } from '../../src/commit/submission-record.ts';
 import { type RunningEmulator, startEmulator } from '../../src/emulator/server.ts';
+import type { SubmissionRecord } from '../../src/metering/submission-record.ts';
 import {
   JaegerClient,
   type JaegerSpan,

@@ -6,7 +6,7 @@
  */
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
-import { recordId } from '../../src/commit/submission-record.ts';
+import { recordId } from '../../src/metering/submission-record.ts';
 import {
   type AcceptedRecord,
   listTrailFiles,

@@ -6,11 +6,11 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { type RunningEmulator, startEmulator } from '../../src/emulator/server.ts';
+import { acceptanceDeadline } from '../../src/metering/aws-window.ts';
 import { type RunningPipeline, startPipeline } from '../../src/pipeline.ts';
 import { eventMessage, produceMessages } from '../../src/produce/producer.ts';
 import { syntheticEvents } from '../../src/produce/synthetic.ts';
 import { BacklogMonitor } from '../../src/reconcile/backlog.ts';
-import { acceptanceDeadline } from '../../src/submit/aws-window.ts';
 import { HOUR_MS, hourStart } from '../../src/time/hours.ts';
 import { testKafka, testLogger, waitFor } from '../support/harness.ts';
 import {

@@ -3,10 +3,10 @@
  * data): hourly-sum remainders carried between hours, and every reason the end-to-end tests do not seed.
  */
 import { describe, expect, it } from 'vitest';
-import { recordId } from '../../src/commit/submission-record.ts';
 import { parsePlan } from '../../src/config/plan.ts';
+import { acceptanceDeadline } from '../../src/metering/aws-window.ts';
+import { recordId } from '../../src/metering/submission-record.ts';
 import { type InternalInputs, reconcileInternal } from '../../src/reconcile/internal.ts';
-import { acceptanceDeadline } from '../../src/submit/aws-window.ts';
 
 const H = Date.UTC(2026, 11, 1, 10);
 const HOUR = 3_600_000;

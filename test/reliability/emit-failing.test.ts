@@ -14,17 +14,17 @@
  */
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
-import type { SubmissionRecord } from '../../src/commit/submission-record.ts';
 import type { FailedRecord } from '../../src/dlq/envelope.ts';
 import { readDlq, redrive } from '../../src/dlq/redrive.ts';
 import { type RunningEmulator, startEmulator } from '../../src/emulator/server.ts';
 import { partitionOfCustomer } from '../../src/kafka/partitioner.ts';
+import { acceptanceDeadline } from '../../src/metering/aws-window.ts';
+import type { SubmissionRecord } from '../../src/metering/submission-record.ts';
 import { type RunningPipeline, startPipeline } from '../../src/pipeline.ts';
 import { eventMessage, produceMessages } from '../../src/produce/producer.ts';
 import type { RawEvent } from '../../src/produce/synthetic.ts';
 import { createRedis } from '../../src/redis/client.ts';
 import { Keys } from '../../src/redis/keys.ts';
-import { acceptanceDeadline } from '../../src/submit/aws-window.ts';
 import { HOUR_MS, hourIso, hourStart } from '../../src/time/hours.ts';
 import {
   deleteTopics,

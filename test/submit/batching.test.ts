@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { backoffDelay } from '../../src/submit/backoff.ts';
+import { backoffDelay } from '../../src/metering/backoff.ts';
 import { chunkForBatchMeterUsage, MAX_RECORDS_PER_CALL } from '../../src/submit/batching.ts';
 
 const records = (n: number, product = 'prod-a') =>

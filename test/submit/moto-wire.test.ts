@@ -18,11 +18,11 @@ import type {
 } from '@aws-sdk/client-marketplace-metering';
 import type { Producer } from 'kafkajs';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { makeSubmissionRecord, type SubmissionRecord } from '../../src/commit/submission-record.ts';
 import type { Customers } from '../../src/config/customers.ts';
 import type { FailedRecord } from '../../src/dlq/envelope.ts';
 import { DlqPublisher } from '../../src/dlq/publisher.ts';
 import { ensureTopics } from '../../src/kafka/topics.ts';
+import { makeSubmissionRecord, type SubmissionRecord } from '../../src/metering/submission-record.ts';
 import { createRedis, type ScriptedRedis } from '../../src/redis/client.ts';
 import { Keys } from '../../src/redis/keys.ts';
 import { Ledger } from '../../src/submit/ledger.ts';

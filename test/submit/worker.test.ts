@@ -5,7 +5,6 @@
 import type { MarketplaceMeteringClient } from '@aws-sdk/client-marketplace-metering';
 import type { Producer } from 'kafkajs';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { makeSubmissionRecord, type SubmissionRecord } from '../../src/commit/submission-record.ts';
 import type { FailedRecord } from '../../src/dlq/envelope.ts';
 import { DlqPublisher } from '../../src/dlq/publisher.ts';
 import { redrive } from '../../src/dlq/redrive.ts';
@@ -13,6 +12,7 @@ import { type RunningEmulator, startEmulator } from '../../src/emulator/server.t
 import { ServiceError } from '../../src/emulator/service-error.ts';
 import type { FaultHooks } from '../../src/emulator/state.ts';
 import { ensureTopics } from '../../src/kafka/topics.ts';
+import { makeSubmissionRecord, type SubmissionRecord } from '../../src/metering/submission-record.ts';
 import { createRedis, type ScriptedRedis } from '../../src/redis/client.ts';
 import { Keys } from '../../src/redis/keys.ts';
 import { Ledger } from '../../src/submit/ledger.ts';

@@ -4,11 +4,11 @@
  * child process.
  */
 import type { Kafka, KafkaMessage } from 'kafkajs';
-import { recordId, type SubmissionRecord } from '../../src/commit/submission-record.ts';
 import { type Config, loadConfig, type Role } from '../../src/config/config.ts';
 import type { RunningEmulator } from '../../src/emulator/server.ts';
 import { readAllMessages } from '../../src/kafka/read-topic.ts';
 import { ensureTopics, pipelineTopics } from '../../src/kafka/topics.ts';
+import { recordId, type SubmissionRecord } from '../../src/metering/submission-record.ts';
 import type { RawEvent } from '../../src/produce/synthetic.ts';
 import { hourIso, hourStart } from '../../src/time/hours.ts';
 import { deleteKeys, deleteTopics, stackEnv, uniqueId, waitFor, writeTempJson } from './harness.ts';

@@ -2,10 +2,11 @@
  * A frozen record on the submission topic: one per (product, customer, dimension, hour). Its id is
  * deterministic, so any re-emission after a crash carries the same id and the same quantity.
  */
-import type { MeteringApi } from '../submit/aws-window.ts';
-import { acceptanceDeadline } from '../submit/aws-window.ts';
+
 import { hourIso } from '../time/hours.ts';
 import type { Allocation } from './allocations.ts';
+import type { MeteringApi } from './aws-window.ts';
+import { acceptanceDeadline } from './aws-window.ts';
 
 export interface SubmissionRecord {
   version: 1;

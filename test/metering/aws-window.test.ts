@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { acceptanceDeadline, isWithinAcceptanceWindow } from '../../src/submit/aws-window.ts';
+import { acceptanceDeadline, isWithinAcceptanceWindow } from '../../src/metering/aws-window.ts';
 
 const t = (iso: string) => Date.parse(iso);
 
