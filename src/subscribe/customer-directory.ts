@@ -9,6 +9,7 @@
  * their status kept in a small store beside the directory (`fileStatuses`; no entry means subscribed).
  */
 import type { CustomerMap, CustomerMapping } from '../config/customers.ts';
+import { LINK_CODE } from '../metering/script-codes.ts';
 import type { ScriptedRedis } from '../redis/client.ts';
 import { FIELD_SEPARATOR, type Keys } from '../redis/keys.ts';
 
@@ -345,8 +346,8 @@ export class CustomerDirectory {
       tenant,
       ...indexFields(entry),
     );
-    if (moved === -2) return { outcome: 'tenant_taken' };
-    if (moved !== 1) return { outcome: 'subscription_not_found' };
+    if (moved === LINK_CODE.tenantTaken) return { outcome: 'tenant_taken' };
+    if (moved !== LINK_CODE.linked) return { outcome: 'subscription_not_found' };
     return { outcome: 'linked', entry: { ...entry, tenant }, previousTenant: previous };
   }
 

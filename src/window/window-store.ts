@@ -3,6 +3,7 @@
  * KEYS and ARGV from the key builder and maps their failure codes to typed errors.
  */
 import { MeterlineError } from '../errors.ts';
+import { SCRIPT_CODE, scriptError } from '../metering/script-codes.ts';
 import type { ScriptedRedis } from '../redis/client.ts';
 import { baseField, FIELD_SEPARATOR, type Keys, type PartitionRef } from '../redis/keys.ts';
 
@@ -91,13 +92,6 @@ export interface WindowStoreOptions {
 /** How many event contexts a finalize span links to, at most. */
 export const TRACE_LINKS_PER_HOUR = 16;
 
-const FENCED = -1;
-const STALE = -2;
-const HOUR_FINALIZED = -3;
-const STATE_LOST = -4;
-const MOVED = -5;
-const BEHIND = -6;
-
 export type LatePolicy = 'carry-forward' | 'dead-letter';
 
 export interface PartitionTime {
@@ -175,23 +169,8 @@ export class WindowStore {
       // Whether it landed is unknown (a lost reply): the retry learns it from the checkpoint.
       throw new MeterlineError('redis_error', 'applying the batch failed', { retriable: true, cause });
     })) as number[];
-    if (res[0] === FENCED) throw fenced(p);
-    if (res[0] === STATE_LOST) throw stateLost(p);
-    if (res[0] === BEHIND) throw storeBehind(p, offsets.after, String(res[1] ?? ''));
-    if (res[0] === HOUR_FINALIZED) {
-      throw new MeterlineError('late_event', `hour ${res[1]} was finalized while the batch was prepared`, {
-        retriable: true,
-        context: { ...p, hour: res[1] },
-      });
-    }
-    if (res[0] === STALE) {
-      // Not a failure: a lost reply (or a resend of one) applied these offsets already.
-      throw new MeterlineError(
-        'stale_batch',
-        `Redis's checkpoint ${res[1]} is ahead of the task's ${offsets.after ?? '(none)'}`,
-        { context: { ...p, checkpoint: String(res[1]) } },
-      );
-    }
+    const failure = scriptError(res, p, { held: offsets.after });
+    if (failure) throw failure;
     return { applied: res[0] ?? 0, duplicates: res[1] ?? 0, carried: res[2] ?? 0, counted: res[3] ?? 0 };
   }
 
@@ -300,9 +279,9 @@ export class WindowStore {
     args.push(states.length);
     for (const [field, encoded, owes] of states) args.push(field, encoded, owes ? '1' : '0');
     const res = await this.redis.cutCustomer(keys.length, ...keys, ...args);
-    if (res[0] === FENCED) throw fenced(p);
-    if (res[0] === STATE_LOST) throw stateLost(p);
-    if (res[0] === MOVED) return 'moved';
+    const failure = scriptError(res, p);
+    if (failure) throw failure;
+    if (res[0] === SCRIPT_CODE.moved) return 'moved';
     return res[0] === 1 ? 'cut' : 'already';
   }
 
@@ -334,8 +313,8 @@ export class WindowStore {
       `${hourMs}|${customer}`,
       ttl,
     );
-    if (res === FENCED) throw fenced(p);
-    if (res === STATE_LOST) throw stateLost(p);
+    const failure = scriptError(res, p);
+    if (failure) throw failure;
     // The hour's cut index outlives the hour's frozen records, which it tells apart from the cut's.
     await this.redis.expire(k.cuts(hourMs), ttl + 3_600);
   }
@@ -406,9 +385,9 @@ export class WindowStore {
     args.push(states.length);
     for (const [field, encoded, owes] of states) args.push(field, encoded, owes ? '1' : '0');
     const res = await this.redis.finalizeHour(keys.length, ...keys, ...args);
-    if (res[0] === FENCED) throw fenced(p);
-    if (res[0] === STATE_LOST) throw stateLost(p);
-    if (res[0] === MOVED) return 'moved';
+    const failure = scriptError(res, p);
+    if (failure) throw failure;
+    if (res[0] === SCRIPT_CODE.moved) return 'moved';
     return res[0] === 1 ? 'frozen' : 'already';
   }
 
@@ -610,8 +589,8 @@ export class WindowStore {
       hourMs,
       Math.ceil(this.options.finalizedTtlMs / 1000),
     );
-    if (res === FENCED) throw fenced(p);
-    if (res === STATE_LOST) throw stateLost(p);
+    const failure = scriptError(res, p);
+    if (failure) throw failure;
   }
 
   /**
@@ -743,29 +722,4 @@ function parseFrozenHash(hourMs: number, all: Record<string, string>): FrozenHou
       ? states.map(([f, e, o]) => [f, e, o === '1'] as [string, string, boolean])
       : [],
   };
-}
-
-function stateLost(p: PartitionRef): MeterlineError {
-  return new MeterlineError('state_lost', `Redis lost the state of partition ${p.topic}/${p.partition}`, {
-    retriable: true,
-    context: { ...p },
-  });
-}
-
-function storeBehind(p: PartitionRef, held: string | undefined, checkpoint: string): MeterlineError {
-  return new MeterlineError(
-    'store_behind',
-    `Redis is behind partition ${p.topic}/${p.partition}: checkpoint ${checkpoint || '(none)'}, the task had ${held ?? '(none)'}`,
-    { retriable: true, context: { ...p, checkpoint, held: held ?? '' } },
-  );
-}
-
-function fenced(p: PartitionRef): MeterlineError {
-  return new MeterlineError(
-    'fenced',
-    `partition ${p.topic}/${p.partition} was assigned to another instance`,
-    {
-      context: { ...p },
-    },
-  );
 }
