@@ -13,9 +13,9 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import { CompressionTypes, Kafka, logLevel } from 'kafkajs';
+import { startPipeline } from '../../src/app/pipeline.ts';
 import { loadConfig } from '../../src/config/config.ts';
 import { createLogger } from '../../src/log.ts';
-import { startPipeline } from '../../src/pipeline.ts';
 import { ensureServices } from '../stack/index.ts';
 import { Dataset } from './dataset.ts';
 

@@ -10,9 +10,9 @@
  * Messages to the parent (IPC): started, progress (every second), done, stopped, error. From the parent: stop.
  */
 import { Redis } from 'ioredis';
+import { type RunningPipeline, startPipeline } from '../../src/app/pipeline.ts';
 import { loadConfig } from '../../src/config/config.ts';
 import { createLogger } from '../../src/log.ts';
-import { type RunningPipeline, startPipeline } from '../../src/pipeline.ts';
 
 /** The processor's counters (events, applied, duplicates, failed by reason, batches, …). */
 export type ProcessorStats = NonNullable<RunningPipeline['processor']>['stats'];

@@ -10,13 +10,13 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
+import { startPipeline } from '../../src/app/pipeline.ts';
 import { loadConfig } from '../../src/config/config.ts';
 import { startEmulator } from '../../src/emulator/server.ts';
 import { createKafka } from '../../src/kafka/client.ts';
 import { ensureTopics } from '../../src/kafka/topics.ts';
 import { createLogger } from '../../src/log.ts';
 import { makeSubmissionRecord } from '../../src/metering/submission-record.ts';
-import { startPipeline } from '../../src/pipeline.ts';
 import { produceMessages } from '../../src/produce/producer.ts';
 import { HOUR_MS, hourStart } from '../../src/time/hours.ts';
 

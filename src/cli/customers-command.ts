@@ -15,7 +15,7 @@ import {
   defaultTenant,
   type FileTenantStatus,
   isTenantId,
-} from '../subscribe/customer-directory.ts';
+} from '../state/customer-directory.ts';
 import { verifyHandoff } from '../subscribe/handoff.ts';
 import { linkTenant } from '../subscribe/link-tenant.ts';
 import { hourIso } from '../time/hours.ts';

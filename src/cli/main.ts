@@ -14,6 +14,7 @@ import './node-check.ts';
 import '../observability/otel-preload.ts';
 import { Command, type CommanderError } from 'commander';
 import { ConfigError } from '../errors.ts';
+import { versionLine } from '../observability/version.ts';
 import { registerCustomersCommand } from './customers-command.ts';
 import { registerDlqCommand } from './dlq-command.ts';
 import { registerEmulatorCommand } from './emulator-command.ts';
@@ -26,7 +27,6 @@ import { registerReconcileCommand } from './reconcile-command.ts';
 import { registerRegistrationCommand } from './registration-command.ts';
 import { registerStatusCommand } from './status-command.ts';
 import { registerTraceCommand } from './trace-command.ts';
-import { versionLine } from './version.ts';
 
 const program = new Command()
   .name('meterline')

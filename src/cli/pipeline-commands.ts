@@ -1,6 +1,6 @@
 /** `meterline processor`, `worker` and `run`. */
 import type { Command } from 'commander';
-import { type PipelineOptions, startPipeline } from '../pipeline.ts';
+import { type PipelineOptions, startPipeline } from '../app/pipeline.ts';
 import { loadConfigOrExit, roleLogger, untilSignal } from './lifecycle.ts';
 import { withExamples } from './output.ts';
 

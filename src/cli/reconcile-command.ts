@@ -30,7 +30,7 @@ import {
 } from '../reconcile/report.ts';
 import { instantArg, parseInstant } from '../reconcile/time-range.ts';
 import { Keys } from '../redis/keys.ts';
-import { CustomerDirectory } from '../subscribe/customer-directory.ts';
+import { CustomerDirectory } from '../state/customer-directory.ts';
 import { HOUR_MS, hourIso, hourStart } from '../time/hours.ts';
 import { loadConfigOrExit } from './lifecycle.ts';
 import {

@@ -10,8 +10,8 @@ import { readDlq } from '../dlq/redrive.ts';
 import { acceptanceDeadline } from '../metering/aws-window.ts';
 import type { ScriptedRedis } from '../redis/client.ts';
 import { Keys } from '../redis/keys.ts';
-import { Ledger } from '../submit/ledger.ts';
-import { WindowStore } from '../window/window-store.ts';
+import { Ledger } from '../state/ledger.ts';
+import { WindowStore } from '../state/window-store.ts';
 import { loadConfigOrExit } from './lifecycle.ts';
 import {
   oneShotKafka,

@@ -6,8 +6,9 @@
  * out-of-orderness. A partition without valid events for `idleTimeout` stops holding it back; when
  * every partition is idle, the watermark follows the wall clock.
  */
+
+import type { PartitionTime } from '../state/window-store.ts';
 import { HOUR_MS, hourStart } from '../time/hours.ts';
-import type { PartitionTime } from '../window/window-store.ts';
 
 export interface EventTimeOptions {
   graceMs: number;

@@ -1,7 +1,7 @@
 import type { StreamTask } from '../engine/stream-task.ts';
 import { acceptanceDeadline, type MeteringApi } from '../metering/aws-window.ts';
 import { metrics, reportOldestHour } from '../observability/metrics.ts';
-import { HOURLY_WINDOWS, type HourlyWindowStore } from '../window/hourly-window-store.ts';
+import { HOURLY_WINDOWS, type HourlyWindowStore } from '../state/hourly-window-store.ts';
 
 /**
  * The commit stage's gauges, after each punctuation: the oldest hour this instance still holds open or

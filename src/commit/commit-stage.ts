@@ -31,10 +31,10 @@ import {
   tracingActive,
 } from '../observability/tracing.ts';
 import { aggregateField } from '../redis/keys.ts';
-import { Ledger } from '../submit/ledger.ts';
+import { HOURLY_WINDOWS, type HourlyWindowStore } from '../state/hourly-window-store.ts';
+import { Ledger } from '../state/ledger.ts';
+import { TRACE_LINKS_PER_HOUR } from '../state/window-store.ts';
 import { HOUR_MS, hourIso, hourStart } from '../time/hours.ts';
-import { HOURLY_WINDOWS, type HourlyWindowStore } from '../window/hourly-window-store.ts';
-import { TRACE_LINKS_PER_HOUR } from '../window/window-store.ts';
 import {
   closeBoundary,
   type EventTimeOptions,

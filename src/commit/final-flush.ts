@@ -6,8 +6,8 @@
  */
 import { partitionOfCustomer } from '../kafka/partitioner.ts';
 import type { Logger } from '../log.ts';
+import type { HourlyWindowStore } from '../state/hourly-window-store.ts';
 import { HOUR_MS, hourIso, hourStart } from '../time/hours.ts';
-import type { HourlyWindowStore } from '../window/hourly-window-store.ts';
 import type { HourEmitter } from './hour-emitter.ts';
 import type { HourFinalizer } from './hour-finalizer.ts';
 

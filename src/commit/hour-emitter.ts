@@ -7,23 +7,23 @@
  * (frozen_hour_lost). Never dropped in silence. Used by the commit stage, on a task it holds.
  */
 import type { Producer } from 'kafkajs';
-import type { FailedRecord } from '../dlq/envelope.ts';
-import { DlqPublisher } from '../dlq/publisher.ts';
 import { isMeterlineError, type MeterlineError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { acceptanceDeadline, type MeteringApi } from '../metering/aws-window.ts';
+import type { FailedRecord } from '../metering/dlq-envelope.ts';
+import { DlqPublisher } from '../metering/dlq-publisher.ts';
 import { makeSubmissionRecord, type SubmissionRecord } from '../metering/submission-record.ts';
 import { metrics } from '../observability/metrics.ts';
 import { aggregateField } from '../redis/keys.ts';
-import { formatElapsed, HOUR_MS, hourIso } from '../time/hours.ts';
-import type { HourlyWindowStore } from '../window/hourly-window-store.ts';
+import type { HourlyWindowStore } from '../state/hourly-window-store.ts';
 import {
   type ChangelogMessage,
   cutEmittedMessages,
   cutMessages,
   emittedMessages,
   frozenHourMessages,
-} from '../window/window-changelog.ts';
+} from '../state/window-changelog.ts';
+import { formatElapsed, HOUR_MS, hourIso } from '../time/hours.ts';
 import type { HourFinalizer } from './hour-finalizer.ts';
 
 export interface HourEmitterOptions {

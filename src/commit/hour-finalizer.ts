@@ -12,8 +12,8 @@ import { type Allocation, type AllocationPart, allocate } from '../metering/allo
 import { retry } from '../metering/retry.ts';
 import { metrics } from '../observability/metrics.ts';
 import { baseField, type PartitionRef, splitAggregateField } from '../redis/keys.ts';
+import type { HourSnapshot, WindowStore } from '../state/window-store.ts';
 import { hourIso } from '../time/hours.ts';
-import type { HourSnapshot, WindowStore } from '../window/window-store.ts';
 import {
   applyModel,
   contractPeriod,

@@ -8,11 +8,13 @@ import { z } from 'zod';
 import { ConfigError } from '../errors.ts';
 import { type KafkaSecurity, kafkaSecurityFromEnv } from '../kafka/security.ts';
 import { DEFAULT_ACCEPTANCE_WINDOW_MS, type MeteringApi } from '../metering/aws-window.ts';
-import { MIN_SECRET_BYTES } from '../subscribe/handoff.ts';
 import { type CustomerMap, type Customers, customersObject, loadCustomers } from './customers.ts';
 import { lacksUnit, parseDuration } from './duration.ts';
 import { readStructuredFile } from './load-file.ts';
 import { loadPlan, type Plan } from './plan.ts';
+
+/** HS256 keys shorter than the hash (32 bytes) weaken it (RFC 7518 §3.2): the hand-off token's key. */
+const MIN_SECRET_BYTES = 32;
 
 const duration = (fallback: string) =>
   z

@@ -4,13 +4,13 @@
  * anyway (an hour past its deadline) and says why; each entry is redriven at most once.
  */
 import type { Kafka, Producer } from 'kafkajs';
-import { parseEventTimestamp } from '../ingest/timestamp.ts';
 import { readAllMessages } from '../kafka/read-topic.ts';
 import { acceptanceDeadline, type MeteringApi } from '../metering/aws-window.ts';
+import type { FailedRecord } from '../metering/dlq-envelope.ts';
 import type { ScriptedRedis } from '../redis/client.ts';
 import type { Keys } from '../redis/keys.ts';
 import { hourStart } from '../time/hours.ts';
-import type { FailedRecord } from './envelope.ts';
+import { parseEventTimestamp } from '../time/timestamp.ts';
 
 export interface DlqEntry {
   /** `partition:offset` on the failed-records topic. */

@@ -18,9 +18,9 @@
 import { readFileSync } from 'node:fs';
 import { SchemaRegistry, SchemaType } from '@kafkajs/confluent-schema-registry';
 import { MeterlineError } from '../errors.ts';
+import { parseEventTimestamp } from '../time/timestamp.ts';
 import type { AvroDecoder } from './decoder.ts';
 import { isConfluentFramed } from './decoder.ts';
-import { parseEventTimestamp } from './timestamp.ts';
 
 /** The Avro record of contract v1 (schemas/usage-event.v1.avsc), as registered by producers. */
 export type AvroRecordSchema = {

@@ -3,7 +3,8 @@
  * 4-byte schema id, Avro body), side by side on the same topic. Both end in the same validation.
  */
 import { isMeterlineError } from '../errors.ts';
-import { type DecodeResult, decodeJsonEvent, type ValidationContext, validateEvent } from './event.ts';
+import type { DecodeResult, UsageDecoder, ValidationContext } from '../metering/usage-event.ts';
+import { decodeJsonEvent, validateEvent } from './event.ts';
 
 /** Turns a Confluent-framed Avro message into a plain event object (fields as in the JSON contract). */
 export interface AvroDecoder {
@@ -18,7 +19,7 @@ export function isConfluentFramed(value: Buffer): boolean {
   return value.length > CONFLUENT_HEADER_BYTES && value[0] === CONFLUENT_MAGIC;
 }
 
-export class EventDecoder {
+export class EventDecoder implements UsageDecoder {
   readonly #avro: AvroDecoder | undefined;
 
   constructor(avro?: AvroDecoder) {

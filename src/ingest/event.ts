@@ -2,56 +2,10 @@
  * Decoding and validation of usage events (contract v1, schemas/usage-event.v1.schema.json). Every
  * rejection has a stable reason code; the caller dead-letters the original bytes with it.
  */
-import type { ErrorCode } from '../errors.ts';
 import { acceptanceDeadline, type MeteringApi } from '../metering/aws-window.ts';
+import type { DecodeResult, IngestReason, UsageEvent, ValidationContext } from '../metering/usage-event.ts';
 import { hourStart } from '../time/hours.ts';
-import { parseEventTimestamp } from './timestamp.ts';
-
-export interface UsageEvent {
-  id: string;
-  customer: string;
-  dimension: string;
-  /** Quantity in integer micro-units: sums stay exact. */
-  micros: number;
-  timestampMs: number;
-  tags?: Record<string, string>;
-  /** Why the event's tags were dropped (AWS would refuse them): its usage is billed untagged. */
-  untagged?: string;
-}
-
-export type IngestReason = Extract<
-  ErrorCode,
-  | 'empty_message'
-  | 'tombstone'
-  | 'malformed_json'
-  | 'schema_violation'
-  | 'timestamp_without_zone'
-  | 'invalid_timestamp'
-  | 'future_timestamp'
-  | 'too_old'
-  | 'negative_quantity'
-  | 'quantity_out_of_range'
-  | 'unknown_dimension'
-  | 'message_too_large'
-  | 'unknown_schema'
-  | 'undecodable'
-  | 'late_event'
->;
-
-export type DecodeResult =
-  | { ok: true; event: UsageEvent }
-  | { ok: false; reason: IngestReason; detail: string };
-
-export interface ValidationContext {
-  nowMs: number;
-  maxFutureSkewMs: number;
-  /** A record must still reach AWS this long before its acceptance deadline. */
-  submitMarginMs: number;
-  dimensions: ReadonlySet<string>;
-  maxMessageBytes: number;
-  /** The API records go to: its acceptance window decides `too_old` (BatchMeterUsage when absent). */
-  api?: MeteringApi;
-}
+import { parseEventTimestamp } from '../time/timestamp.ts';
 
 export const MICROS = 1_000_000;
 /** The largest quantity whose micro-units stay an exact integer in a double. */

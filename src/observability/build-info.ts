@@ -1,6 +1,7 @@
 /** `meterline_build_info`: 1 per role a process runs, labelled with its build (as `meterline --version` says it). */
-import { versionLine } from '../cli/version.ts';
+
 import { metrics } from './metrics.ts';
+import { versionLine } from './version.ts';
 
 export function reportBuildInfo(roles: readonly string[]): void {
   // `meterline 0.1.0 (commit 1a2b3c4, node v24.11.0, linux-x64)`

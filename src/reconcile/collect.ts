@@ -9,14 +9,14 @@ import { decodeState } from '../commit/metering-models.ts';
 import type { Config } from '../config/config.ts';
 import { readDlq } from '../dlq/redrive.ts';
 import { EventDecoder } from '../ingest/decoder.ts';
-import { parseEventTimestamp } from '../ingest/timestamp.ts';
 import { partitionOfCustomer } from '../kafka/partitioner.ts';
 import { parseSubmissionRecord } from '../metering/submission-record.ts';
 import type { ScriptedRedis } from '../redis/client.ts';
 import { FIELD_SEPARATOR, type Keys, splitAggregateField } from '../redis/keys.ts';
-import type { LedgerEntry } from '../submit/ledger.ts';
+import type { LedgerEntry } from '../state/ledger.ts';
+import { foldChangelog } from '../state/window-changelog.ts';
 import { hourStart } from '../time/hours.ts';
-import { foldChangelog } from '../window/window-changelog.ts';
+import { parseEventTimestamp } from '../time/timestamp.ts';
 import type {
   DlqSeen,
   FrozenHourInfo,

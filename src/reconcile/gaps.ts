@@ -14,8 +14,8 @@ import { recordId } from '../metering/submission-record.ts';
 import { metrics } from '../observability/metrics.ts';
 import type { ScriptedRedis } from '../redis/client.ts';
 import type { Keys } from '../redis/keys.ts';
-import { Ledger } from '../submit/ledger.ts';
-import { CustomerDirectory } from '../subscribe/customer-directory.ts';
+import { CustomerDirectory } from '../state/customer-directory.ts';
+import { Ledger } from '../state/ledger.ts';
 import { HOUR_MS, hourIso, hourStart } from '../time/hours.ts';
 
 export type GapState = 'missed' | 'late';

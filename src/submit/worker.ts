@@ -18,14 +18,14 @@ import {
 } from '@aws-sdk/client-marketplace-metering';
 import type { Consumer, EachBatchPayload, Kafka } from 'kafkajs';
 import type { CustomerMap, CustomerMapping } from '../config/customers.ts';
-import { type ErrorNote, type FailedRecord, sourceOf } from '../dlq/envelope.ts';
-import type { DlqPublisher } from '../dlq/publisher.ts';
 import type { ErrorCode, MeterlineError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { Allocation } from '../metering/allocations.ts';
 import { classifyAwsError, mayBeCausedByRecords } from '../metering/aws-errors.ts';
 import { isWithinAcceptanceWindow, type MeteringApi } from '../metering/aws-window.ts';
 import { type BackoffOptions, backoffDelay, DEFAULT_BACKOFF } from '../metering/backoff.ts';
+import { type ErrorNote, type FailedRecord, sourceOf } from '../metering/dlq-envelope.ts';
+import type { DlqPublisher } from '../metering/dlq-publisher.ts';
 import { parseSubmissionRecord, type SubmissionRecord } from '../metering/submission-record.ts';
 import { metrics, reportOldestHour } from '../observability/metrics.ts';
 import { ATTR } from '../observability/trace-attributes.ts';
@@ -43,10 +43,10 @@ import {
   tracer,
   tracingActive,
 } from '../observability/tracing.ts';
-import { type DirectoryEntry, mappingOf, subscriptionField } from '../subscribe/customer-directory.ts';
+import { type DirectoryEntry, mappingOf, subscriptionField } from '../state/customer-directory.ts';
+import type { Ledger } from '../state/ledger.ts';
+import type { SharedRateLimiter } from '../state/rate-limiter.ts';
 import { chunkForBatchMeterUsage } from './batching.ts';
-import type { Ledger } from './ledger.ts';
-import type { SharedRateLimiter } from './rate-limiter.ts';
 
 const HEARTBEAT_SLICE_MS = 2_000;
 

@@ -34,8 +34,8 @@ import { retry } from '../metering/retry.ts';
 import { metrics } from '../observability/metrics.ts';
 import type { ScriptedRedis } from '../redis/client.ts';
 import { entitlementField, type Keys } from '../redis/keys.ts';
-import type { SharedRateLimiter } from '../submit/rate-limiter.ts';
-import type { CustomerDirectory, CustomerRef, DirectoryEntry } from './customer-directory.ts';
+import type { CustomerDirectory, CustomerRef, DirectoryEntry } from '../state/customer-directory.ts';
+import type { SharedRateLimiter } from '../state/rate-limiter.ts';
 
 /** One dimension's entitlement as stored. */
 export interface StoredEntitlement {

@@ -12,14 +12,12 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { MeterlineError } from '../errors.ts';
 import type { Keys } from '../redis/keys.ts';
-import type { ResolvedCustomer } from './customer-directory.ts';
+import type { ResolvedCustomer } from '../state/customer-directory.ts';
 
 /** Long enough to finish a sign-up page, short enough that a leaked link is soon worthless. */
 export const HANDOFF_TTL_SECONDS = 600;
 /** Clocks of meterline's pods and the seller's backend may differ a little. */
 const CLOCK_SKEW_SECONDS = 60;
-/** HS256 keys shorter than the hash (32 bytes) weaken it (RFC 7518 §3.2). */
-export const MIN_SECRET_BYTES = 32;
 export const HANDOFF_QUERY_PARAM = 'handoff_token';
 const HEADER = Buffer.from(JSON.stringify({ alg: 'HS256', typ: 'JWT' })).toString('base64url');
 

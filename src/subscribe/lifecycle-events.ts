@@ -6,7 +6,7 @@
  * changes a buyer's contract (`entitlement-updated`, `License Updated`, a new agreement) also asks for its
  * entitlements to be fetched again (GetEntitlements, src/subscribe/entitlements.ts).
  */
-import type { CustomerRef, SubscriptionStatus } from './customer-directory.ts';
+import type { CustomerRef, SubscriptionStatus } from '../state/customer-directory.ts';
 
 export interface LifecycleChange {
   ref: CustomerRef;

@@ -18,7 +18,7 @@ import {
   isTenantId,
   type ResolvedCustomer,
   subscriptionField,
-} from './customer-directory.ts';
+} from '../state/customer-directory.ts';
 import { type HandoffClaims, type NonceStore, verifyHandoff, verifyHandoffOnce } from './handoff.ts';
 
 export interface LinkRequest {

@@ -9,7 +9,7 @@ import { isIP } from 'node:net';
 import { isMeterlineError, MeterlineError } from '../errors.ts';
 import type { ScriptedRedis } from '../redis/client.ts';
 import type { Keys } from '../redis/keys.ts';
-import type { ResolvedCustomer } from './customer-directory.ts';
+import type { ResolvedCustomer } from '../state/customer-directory.ts';
 
 export const RATE_WINDOW_MS = 60_000;
 

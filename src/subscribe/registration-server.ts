@@ -21,7 +21,7 @@ import {
   defaultTenant,
   type ResolvedCustomer,
   type SubscriptionStatus,
-} from './customer-directory.ts';
+} from '../state/customer-directory.ts';
 import type { EntitlementSync } from './entitlements.ts';
 import { HANDOFF_QUERY_PARAM, signHandoff } from './handoff.ts';
 import {

@@ -6,7 +6,7 @@ import { type MarketplaceMeteringClient, ResolveCustomerCommand } from '@aws-sdk
 import { MeterlineError } from '../errors.ts';
 import { classifyAwsError } from '../metering/aws-errors.ts';
 import { retry } from '../metering/retry.ts';
-import type { ResolvedCustomer } from './customer-directory.ts';
+import type { ResolvedCustomer } from '../state/customer-directory.ts';
 
 /** Attempts in all: the browser's request should not hang for more than a few seconds. */
 const ATTEMPTS = 4;

@@ -4,19 +4,18 @@
  * events for hours already finalized go to the `failed` sink with a reason code and the original bytes.
  */
 
-import { dlqMessage, type FailedRecord, sourceOf } from '../dlq/envelope.ts';
 import type { Processor, ProcessorContext, SourceRecord, StateStore } from '../engine/processor.ts';
-import type { EventDecoder } from '../ingest/decoder.ts';
-import type { DecodeResult, IngestReason, ValidationContext } from '../ingest/event.ts';
 import { partitionOfCustomer } from '../kafka/partitioner.ts';
 import type { Logger } from '../log.ts';
 import type { MeteringApi } from '../metering/aws-window.ts';
+import { dlqMessage, type FailedRecord, sourceOf } from '../metering/dlq-envelope.ts';
+import type { DecodeResult, IngestReason, UsageDecoder, ValidationContext } from '../metering/usage-event.ts';
 import { metrics } from '../observability/metrics.ts';
 import { headerTraceparent, tracingActive } from '../observability/tracing.ts';
 import { aggregateField } from '../redis/keys.ts';
+import { HOURLY_WINDOWS, type HourlyWindowStore, type ProcessorStats } from '../state/hourly-window-store.ts';
+import type { AggregationOp, LatePolicy } from '../state/window-store.ts';
 import { hourIso, hourStart } from '../time/hours.ts';
-import { HOURLY_WINDOWS, type HourlyWindowStore, type ProcessorStats } from './hourly-window-store.ts';
-import type { AggregationOp, LatePolicy } from './window-store.ts';
 
 export const FAILED_SINK = 'failed';
 /** Back to the usage topic, keyed by customer: events that arrived on another customer's partition. */
@@ -25,7 +24,7 @@ export const REPARTITION_SINK = 'repartition';
 export const FORWARDED_HEADER = 'meterline-forwarded-from';
 
 export interface WindowProcessorOptions {
-  decoder: EventDecoder;
+  decoder: UsageDecoder;
   ops: ReadonlyMap<string, AggregationOp>;
   latePolicy: LatePolicy;
   maxFutureSkewMs: number;

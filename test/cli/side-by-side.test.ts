@@ -14,7 +14,7 @@ import { eventMessage, produceMessages } from '../../src/produce/producer.ts';
 import { syntheticEvents } from '../../src/produce/synthetic.ts';
 import { createRedis } from '../../src/redis/client.ts';
 import { Keys } from '../../src/redis/keys.ts';
-import { WindowStore } from '../../src/window/window-store.ts';
+import { WindowStore } from '../../src/state/window-store.ts';
 import { killHard, spawnMeterline, stopGracefully } from '../support/child.ts';
 import { stackEnv, testKafka, uniqueId, waitFor } from '../support/harness.ts';
 import {

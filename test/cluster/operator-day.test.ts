@@ -52,7 +52,7 @@ import { eventMessage, produceMessages } from '../../src/produce/producer.ts';
 import { type RawEvent, syntheticEvents } from '../../src/produce/synthetic.ts';
 import { createRedis } from '../../src/redis/client.ts';
 import { Keys } from '../../src/redis/keys.ts';
-import { CustomerDirectory } from '../../src/subscribe/customer-directory.ts';
+import { CustomerDirectory } from '../../src/state/customer-directory.ts';
 import { HANDOFF_QUERY_PARAM, verifyHandoff } from '../../src/subscribe/handoff.ts';
 import { HOUR_MS, hourIso, hourStart } from '../../src/time/hours.ts';
 

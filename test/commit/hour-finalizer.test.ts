@@ -8,8 +8,8 @@ import type { Contract } from '../../src/config/customers.ts';
 import { parsePlan } from '../../src/config/plan.ts';
 import { createRedis } from '../../src/redis/client.ts';
 import { aggregateField, Keys } from '../../src/redis/keys.ts';
+import { type HourGroup, WindowStore } from '../../src/state/window-store.ts';
 import { HOUR_MS } from '../../src/time/hours.ts';
-import { type HourGroup, WindowStore } from '../../src/window/window-store.ts';
 import { deleteKeys, stackEnv, testLogger, uniqueId } from '../support/harness.ts';
 
 const redis = createRedis(stackEnv().redisUrl);

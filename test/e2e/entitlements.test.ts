@@ -8,10 +8,10 @@
  * the stored contract in force. What AWS must hold is computed here from the events and the timeline.
  */
 import { afterAll, describe, expect, it } from 'vitest';
+import { type RunningPipeline, startPipeline } from '../../src/app/pipeline.ts';
 import { type RunningEmulator, startEmulator } from '../../src/emulator/server.ts';
 import { ServiceError } from '../../src/emulator/service-error.ts';
 import type { FaultAction } from '../../src/emulator/state.ts';
-import { type RunningPipeline, startPipeline } from '../../src/pipeline.ts';
 import type { RawEvent } from '../../src/produce/synthetic.ts';
 import { createRedis } from '../../src/redis/client.ts';
 import { Keys } from '../../src/redis/keys.ts';

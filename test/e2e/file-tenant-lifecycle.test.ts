@@ -6,12 +6,12 @@
  * does (its record is what shows the hour was closed). Ground truth: what the emulator accepted.
  */
 import { afterAll, describe, expect, it } from 'vitest';
+import { type RunningPipeline, startPipeline } from '../../src/app/pipeline.ts';
 import { type RunningEmulator, startEmulator } from '../../src/emulator/server.ts';
-import { type RunningPipeline, startPipeline } from '../../src/pipeline.ts';
 import type { RawEvent } from '../../src/produce/synthetic.ts';
 import { createRedis } from '../../src/redis/client.ts';
 import { Keys } from '../../src/redis/keys.ts';
-import { CustomerDirectory } from '../../src/subscribe/customer-directory.ts';
+import { CustomerDirectory } from '../../src/state/customer-directory.ts';
 import { parseSnsAction } from '../../src/subscribe/lifecycle-events.ts';
 import { HOUR_MS, hourIso, hourStart } from '../../src/time/hours.ts';
 import { stackEnv, testKafka, testLogger, waitFor } from '../support/harness.ts';

@@ -4,9 +4,9 @@
  * resent ids count once, and that every bad input and every unbillable record lands in the DLQ.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { FailedRecord } from '../../src/dlq/envelope.ts';
+import { type RunningPipeline, startPipeline } from '../../src/app/pipeline.ts';
 import { type RunningEmulator, startEmulator } from '../../src/emulator/server.ts';
-import { type RunningPipeline, startPipeline } from '../../src/pipeline.ts';
+import type { FailedRecord } from '../../src/metering/dlq-envelope.ts';
 import { eventMessage, type Outgoing, produceMessages } from '../../src/produce/producer.ts';
 import { type RawEvent, syntheticEvents } from '../../src/produce/synthetic.ts';
 import { HOUR_MS, hourIso, hourStart } from '../../src/time/hours.ts';

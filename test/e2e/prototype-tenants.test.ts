@@ -6,9 +6,9 @@
  */
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type RunningPipeline, startPipeline } from '../../src/app/pipeline.ts';
 import { subscriptionsFromMapping } from '../../src/emulator/customers-file.ts';
 import { type RunningEmulator, startEmulator } from '../../src/emulator/server.ts';
-import { type RunningPipeline, startPipeline } from '../../src/pipeline.ts';
 import { eventMessage, produceMessages } from '../../src/produce/producer.ts';
 import { type RawEvent, syntheticEvents } from '../../src/produce/synthetic.ts';
 import { hourIso, hourStart } from '../../src/time/hours.ts';

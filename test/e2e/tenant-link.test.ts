@@ -7,12 +7,12 @@
  * its license (the processor and worker on a simulated clock; ground truth: what the emulator accepted).
  */
 import { afterAll, describe, expect, it } from 'vitest';
+import { type RunningPipeline, startPipeline } from '../../src/app/pipeline.ts';
 import { type RunningEmulator, startEmulator } from '../../src/emulator/server.ts';
-import { type RunningPipeline, startPipeline } from '../../src/pipeline.ts';
 import type { RawEvent } from '../../src/produce/synthetic.ts';
 import { createRedis } from '../../src/redis/client.ts';
 import { Keys } from '../../src/redis/keys.ts';
-import { CustomerDirectory } from '../../src/subscribe/customer-directory.ts';
+import { CustomerDirectory } from '../../src/state/customer-directory.ts';
 import { signHandoff } from '../../src/subscribe/handoff.ts';
 import { type RunningRegistration, startRegistration } from '../../src/subscribe/registration.ts';
 import { HOUR_MS, hourIso, hourStart } from '../../src/time/hours.ts';

@@ -5,9 +5,9 @@
  * customer's partition has no traffic at all, so its hours close on idleness.
  */
 import { afterAll, describe, expect, it } from 'vitest';
+import { type RunningPipeline, startPipeline } from '../../src/app/pipeline.ts';
 import { type RunningEmulator, startEmulator } from '../../src/emulator/server.ts';
 import { partitionOfCustomer } from '../../src/kafka/partitioner.ts';
-import { type RunningPipeline, startPipeline } from '../../src/pipeline.ts';
 import { eventMessage, produceMessages } from '../../src/produce/producer.ts';
 import { syntheticEvents } from '../../src/produce/synthetic.ts';
 import { HOUR_MS, hourIso, hourStart } from '../../src/time/hours.ts';

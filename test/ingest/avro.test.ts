@@ -16,7 +16,7 @@ import {
   USAGE_EVENT_AVRO_SCHEMA,
 } from '../../src/ingest/avro.ts';
 import { EventDecoder } from '../../src/ingest/decoder.ts';
-import type { ValidationContext } from '../../src/ingest/event.ts';
+import type { ValidationContext } from '../../src/metering/usage-event.ts';
 import { uniqueId } from '../support/harness.ts';
 
 let registryUrl: string;

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { EventDecoder } from '../../src/ingest/decoder.ts';
-import type { ValidationContext } from '../../src/ingest/event.ts';
+import type { ValidationContext } from '../../src/metering/usage-event.ts';
 import { badInputCorpus } from '../support/bad-input-corpus.ts';
 
 const NOW = Date.parse('2026-11-27T17:20:00Z');

@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { describe, expect, it } from 'vitest';
-import { decodeJsonEvent, type ValidationContext } from '../../src/ingest/event.ts';
+import { decodeJsonEvent } from '../../src/ingest/event.ts';
+import type { ValidationContext } from '../../src/metering/usage-event.ts';
 
 const NOW = Date.parse('2026-11-27T17:20:00Z');
 const ctx: ValidationContext = {

@@ -6,9 +6,9 @@
  */
 import type { Admin } from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type RunningPipeline, startPipeline } from '../../src/app/pipeline.ts';
 import { loadConfig } from '../../src/config/config.ts';
 import { ConfigError } from '../../src/errors.ts';
-import { type RunningPipeline, startPipeline } from '../../src/pipeline.ts';
 import { HOUR_MS } from '../../src/time/hours.ts';
 import { testKafka, testLogger, writeTempJson } from '../support/harness.ts';
 import { type TestPipeline, testPipeline } from '../support/pipeline-env.ts';

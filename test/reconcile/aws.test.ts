@@ -18,8 +18,8 @@ import {
 } from '../../src/reconcile/aws.ts';
 import { createRedis } from '../../src/redis/client.ts';
 import { Keys } from '../../src/redis/keys.ts';
-import { Ledger } from '../../src/submit/ledger.ts';
-import { CustomerDirectory } from '../../src/subscribe/customer-directory.ts';
+import { CustomerDirectory } from '../../src/state/customer-directory.ts';
+import { Ledger } from '../../src/state/ledger.ts';
 import { cli } from '../cli/support.ts';
 import { deleteKeys, stackEnv } from '../support/harness.ts';
 import { testPipeline } from '../support/pipeline-env.ts';

@@ -5,9 +5,9 @@
  * them, the backlog is empty. Ground truth: the submission topic itself, read here.
  */
 import { afterAll, describe, expect, it } from 'vitest';
+import { type RunningPipeline, startPipeline } from '../../src/app/pipeline.ts';
 import { type RunningEmulator, startEmulator } from '../../src/emulator/server.ts';
 import { acceptanceDeadline } from '../../src/metering/aws-window.ts';
-import { type RunningPipeline, startPipeline } from '../../src/pipeline.ts';
 import { eventMessage, produceMessages } from '../../src/produce/producer.ts';
 import { syntheticEvents } from '../../src/produce/synthetic.ts';
 import { BacklogMonitor } from '../../src/reconcile/backlog.ts';

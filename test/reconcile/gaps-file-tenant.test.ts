@@ -7,7 +7,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { findGaps } from '../../src/reconcile/gaps.ts';
 import { createRedis } from '../../src/redis/client.ts';
 import { Keys } from '../../src/redis/keys.ts';
-import { CustomerDirectory } from '../../src/subscribe/customer-directory.ts';
+import { CustomerDirectory } from '../../src/state/customer-directory.ts';
 import { HOUR_MS, hourIso, hourStart } from '../../src/time/hours.ts';
 import { deleteKeys, stackEnv } from '../support/harness.ts';
 import { TEST_CUSTOMERS, type TestPipeline, testPipeline } from '../support/pipeline-env.ts';

@@ -6,15 +6,15 @@
  * two. `reconcile gaps` shows exactly that hour, and the gap job's metric counts it.
  */
 import { afterAll, describe, expect, it } from 'vitest';
+import { type RunningPipeline, startPipeline } from '../../src/app/pipeline.ts';
 import { type RunningEmulator, startEmulator } from '../../src/emulator/server.ts';
 import { acceptanceDeadline } from '../../src/metering/aws-window.ts';
 import { recordId } from '../../src/metering/submission-record.ts';
 import { register } from '../../src/observability/metrics.ts';
-import { type RunningPipeline, startPipeline } from '../../src/pipeline.ts';
 import { findGaps, GapMonitor } from '../../src/reconcile/gaps.ts';
 import { createRedis } from '../../src/redis/client.ts';
 import { Keys } from '../../src/redis/keys.ts';
-import { Ledger } from '../../src/submit/ledger.ts';
+import { Ledger } from '../../src/state/ledger.ts';
 import { HOUR_MS, hourIso, hourStart } from '../../src/time/hours.ts';
 import { cli } from '../cli/support.ts';
 import { stackEnv, testKafka, testLogger, waitFor } from '../support/harness.ts';

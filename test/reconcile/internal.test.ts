@@ -6,12 +6,12 @@
  * ground truth is the produced events' own sums, counted here.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type RunningPipeline, startPipeline } from '../../src/app/pipeline.ts';
 import type { Config } from '../../src/config/config.ts';
 import { type RunningEmulator, startEmulator } from '../../src/emulator/server.ts';
 import { createKafka } from '../../src/kafka/client.ts';
 import { partitionOfCustomer } from '../../src/kafka/partitioner.ts';
 import { recordId } from '../../src/metering/submission-record.ts';
-import { type RunningPipeline, startPipeline } from '../../src/pipeline.ts';
 import { eventMessage, produceMessages } from '../../src/produce/producer.ts';
 import { type RawEvent, syntheticEvents } from '../../src/produce/synthetic.ts';
 import { collectInternal } from '../../src/reconcile/collect.ts';

@@ -3,8 +3,8 @@
  * both encodings can share one topic.
  */
 import { afterAll, describe, expect, it } from 'vitest';
+import { type RunningPipeline, startPipeline } from '../../src/app/pipeline.ts';
 import { createAvroEncoder } from '../../src/ingest/avro.ts';
-import { type RunningPipeline, startPipeline } from '../../src/pipeline.ts';
 import { eventMessage, type Outgoing, produceMessages } from '../../src/produce/producer.ts';
 import { syntheticEvents } from '../../src/produce/synthetic.ts';
 import { testKafka, testLogger, waitFor } from '../support/harness.ts';

@@ -4,8 +4,8 @@
  * are all counted.
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import type { FailedRecord } from '../../src/dlq/envelope.ts';
-import { type RunningPipeline, startPipeline } from '../../src/pipeline.ts';
+import { type RunningPipeline, startPipeline } from '../../src/app/pipeline.ts';
+import type { FailedRecord } from '../../src/metering/dlq-envelope.ts';
 import { type Outgoing, produceMessages } from '../../src/produce/producer.ts';
 import { HOUR_MS, hourIso, hourStart } from '../../src/time/hours.ts';
 import { badInputCorpus } from '../support/bad-input-corpus.ts';

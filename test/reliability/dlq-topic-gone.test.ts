@@ -6,10 +6,10 @@
  * topic and every good event is billed at AWS (the emulator) with its exact quantity.
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import type { FailedRecord } from '../../src/dlq/envelope.ts';
+import { type RunningPipeline, startPipeline } from '../../src/app/pipeline.ts';
 import { type RunningEmulator, startEmulator } from '../../src/emulator/server.ts';
+import type { FailedRecord } from '../../src/metering/dlq-envelope.ts';
 import { makeSubmissionRecord } from '../../src/metering/submission-record.ts';
-import { type RunningPipeline, startPipeline } from '../../src/pipeline.ts';
 import { eventMessage, type Outgoing, produceMessages } from '../../src/produce/producer.ts';
 import type { RawEvent } from '../../src/produce/synthetic.ts';
 import { HOUR_MS, hourIso, hourStart } from '../../src/time/hours.ts';

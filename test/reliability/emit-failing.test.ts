@@ -14,13 +14,13 @@
  */
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
-import type { FailedRecord } from '../../src/dlq/envelope.ts';
+import { type RunningPipeline, startPipeline } from '../../src/app/pipeline.ts';
 import { readDlq, redrive } from '../../src/dlq/redrive.ts';
 import { type RunningEmulator, startEmulator } from '../../src/emulator/server.ts';
 import { partitionOfCustomer } from '../../src/kafka/partitioner.ts';
 import { acceptanceDeadline } from '../../src/metering/aws-window.ts';
+import type { FailedRecord } from '../../src/metering/dlq-envelope.ts';
 import type { SubmissionRecord } from '../../src/metering/submission-record.ts';
-import { type RunningPipeline, startPipeline } from '../../src/pipeline.ts';
 import { eventMessage, produceMessages } from '../../src/produce/producer.ts';
 import type { RawEvent } from '../../src/produce/synthetic.ts';
 import { createRedis } from '../../src/redis/client.ts';

@@ -5,9 +5,9 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Producer } from 'kafkajs';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { FailedRecord } from '../../src/dlq/envelope.ts';
+import { type RunningPipeline, startPipeline } from '../../src/app/pipeline.ts';
 import { partitionOfCustomer } from '../../src/kafka/partitioner.ts';
-import { type RunningPipeline, startPipeline } from '../../src/pipeline.ts';
+import type { FailedRecord } from '../../src/metering/dlq-envelope.ts';
 import { createRedis } from '../../src/redis/client.ts';
 import { aggregateField, Keys } from '../../src/redis/keys.ts';
 import { HOUR_MS, hourIso, hourStart } from '../../src/time/hours.ts';

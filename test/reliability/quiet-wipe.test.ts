@@ -8,15 +8,15 @@
  * is still open when Redis is wiped (only the processor's clock moves; Redis, Kafka and AWS keep theirs).
  */
 import { afterAll, describe, expect, it } from 'vitest';
+import { type RunningPipeline, startPipeline } from '../../src/app/pipeline.ts';
 import { type RunningEmulator, startEmulator } from '../../src/emulator/server.ts';
 import { metrics } from '../../src/observability/metrics.ts';
-import { type RunningPipeline, startPipeline } from '../../src/pipeline.ts';
 import { eventMessage, produceMessages } from '../../src/produce/producer.ts';
 import { type RawEvent, seededRandom, syntheticEvents } from '../../src/produce/synthetic.ts';
 import { createRedis } from '../../src/redis/client.ts';
 import { Keys } from '../../src/redis/keys.ts';
+import { WindowStore } from '../../src/state/window-store.ts';
 import { HOUR_MS, hourStart } from '../../src/time/hours.ts';
-import { WindowStore } from '../../src/window/window-store.ts';
 import { deleteKeys, stackEnv, testKafka, testLogger, waitFor } from '../support/harness.ts';
 import {
   acceptedAtAws,

@@ -15,7 +15,7 @@ import { eventMessage, produceMessages } from '../../src/produce/producer.ts';
 import { type RawEvent, syntheticEvents } from '../../src/produce/synthetic.ts';
 import { createRedis } from '../../src/redis/client.ts';
 import { Keys } from '../../src/redis/keys.ts';
-import { WindowStore } from '../../src/window/window-store.ts';
+import { WindowStore } from '../../src/state/window-store.ts';
 import { killHard, spawnMeterline, stopGracefully } from '../support/child.ts';
 import { testKafka, uniqueId, waitFor } from '../support/harness.ts';
 import {

@@ -13,8 +13,8 @@
  */
 import type { Producer } from 'kafkajs';
 import { afterAll, describe, expect, it } from 'vitest';
+import { type RunningPipeline, startPipeline } from '../../src/app/pipeline.ts';
 import { type RunningEmulator, startEmulator } from '../../src/emulator/server.ts';
-import { type RunningPipeline, startPipeline } from '../../src/pipeline.ts';
 import { type RawEvent, seededRandom } from '../../src/produce/synthetic.ts';
 import { createRedis, type ScriptedRedis } from '../../src/redis/client.ts';
 import { HOUR_MS, hourIso, hourStart, monthStart } from '../../src/time/hours.ts';

@@ -13,8 +13,8 @@
  * usage lands on the next task meanwhile.
  */
 import { afterAll, describe, expect, it } from 'vitest';
+import { type RunningPipeline, startPipeline } from '../../src/app/pipeline.ts';
 import { partitionOfCustomer } from '../../src/kafka/partitioner.ts';
-import { type RunningPipeline, startPipeline } from '../../src/pipeline.ts';
 import { HOUR_MS, hourIso, hourStart } from '../../src/time/hours.ts';
 import { testKafka, testLogger, waitFor } from '../support/harness.ts';
 import {

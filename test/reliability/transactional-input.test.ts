@@ -4,8 +4,8 @@
  * to the end of every partition (no lag left behind a marker or an aborted transaction at the end).
  */
 import { afterAll, describe, expect, it } from 'vitest';
+import { type RunningPipeline, startPipeline } from '../../src/app/pipeline.ts';
 import { metrics } from '../../src/observability/metrics.ts';
-import { type RunningPipeline, startPipeline } from '../../src/pipeline.ts';
 import { eventMessage } from '../../src/produce/producer.ts';
 import { type RawEvent, syntheticEvents } from '../../src/produce/synthetic.ts';
 import { testKafka, testLogger, uniqueId, waitFor } from '../support/harness.ts';

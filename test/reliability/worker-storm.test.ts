@@ -7,9 +7,9 @@
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { type RunningPipeline, startPipeline } from '../../src/app/pipeline.ts';
 import { type RunningEmulator, startEmulator } from '../../src/emulator/server.ts';
 import { makeSubmissionRecord, type SubmissionRecord } from '../../src/metering/submission-record.ts';
-import { type RunningPipeline, startPipeline } from '../../src/pipeline.ts';
 import { produceMessages } from '../../src/produce/producer.ts';
 import { HOUR_MS, hourStart } from '../../src/time/hours.ts';
 import { killHard, spawnMeterline, stopGracefully } from '../support/child.ts';

@@ -8,8 +8,8 @@
  * applied": the test sees that as the zombie's write landing, and fails.
  */
 import { afterAll, describe, expect, it } from 'vitest';
+import { type RunningPipeline, startPipeline } from '../../src/app/pipeline.ts';
 import { recordId } from '../../src/metering/submission-record.ts';
-import { type RunningPipeline, startPipeline } from '../../src/pipeline.ts';
 import { eventMessage, produceMessages } from '../../src/produce/producer.ts';
 import { HOUR_MS, hourStart } from '../../src/time/hours.ts';
 import { testKafka, testLogger, waitFor } from '../support/harness.ts';

@@ -5,10 +5,10 @@
  * pipeline runs it, and the emulator over HTTP with AWS's 10 TPS quota.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { FailedRecord } from '../../src/dlq/envelope.ts';
+import { type RunningPipeline, startPipeline } from '../../src/app/pipeline.ts';
 import { type RunningEmulator, startEmulator } from '../../src/emulator/server.ts';
+import type { FailedRecord } from '../../src/metering/dlq-envelope.ts';
 import { makeSubmissionRecord, type SubmissionRecord } from '../../src/metering/submission-record.ts';
-import { type RunningPipeline, startPipeline } from '../../src/pipeline.ts';
 import { produceMessages } from '../../src/produce/producer.ts';
 import { HOUR_MS, hourStart } from '../../src/time/hours.ts';
 import { failedRecordValidator, testKafka, testLogger, waitFor } from '../support/harness.ts';

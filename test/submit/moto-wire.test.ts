@@ -19,13 +19,13 @@ import type {
 import type { Producer } from 'kafkajs';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { Customers } from '../../src/config/customers.ts';
-import type { FailedRecord } from '../../src/dlq/envelope.ts';
-import { DlqPublisher } from '../../src/dlq/publisher.ts';
 import { ensureTopics } from '../../src/kafka/topics.ts';
+import type { FailedRecord } from '../../src/metering/dlq-envelope.ts';
+import { DlqPublisher } from '../../src/metering/dlq-publisher.ts';
 import { makeSubmissionRecord, type SubmissionRecord } from '../../src/metering/submission-record.ts';
 import { createRedis, type ScriptedRedis } from '../../src/redis/client.ts';
 import { Keys } from '../../src/redis/keys.ts';
-import { Ledger } from '../../src/submit/ledger.ts';
+import { Ledger } from '../../src/state/ledger.ts';
 import { MeteringWorker } from '../../src/submit/worker.ts';
 import { HOUR_MS, hourStart } from '../../src/time/hours.ts';
 import { sdkClient } from '../emulator/helpers.ts';

@@ -7,7 +7,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { createRedis } from '../../src/redis/client.ts';
 import { FIELD_SEPARATOR, Keys } from '../../src/redis/keys.ts';
-import { CustomerDirectory, type DirectoryEntry } from '../../src/subscribe/customer-directory.ts';
+import { CustomerDirectory, type DirectoryEntry } from '../../src/state/customer-directory.ts';
 import { type RunningRegistration, startRegistration } from '../../src/subscribe/registration.ts';
 import { deleteKeys, stackEnv, testLogger } from '../support/harness.ts';
 import { testPipeline } from '../support/pipeline-env.ts';

@@ -7,11 +7,11 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
+import { type RunningPipeline, startPipeline } from '../../src/app/pipeline.ts';
 import { type RunningEmulator, startEmulator } from '../../src/emulator/server.ts';
-import { type RunningPipeline, startPipeline } from '../../src/pipeline.ts';
 import { eventMessage, produceMessages } from '../../src/produce/producer.ts';
 import { syntheticEvents } from '../../src/produce/synthetic.ts';
-import type { CustomerDirectory } from '../../src/subscribe/customer-directory.ts';
+import type { CustomerDirectory } from '../../src/state/customer-directory.ts';
 import { type RunningRegistration, startRegistration } from '../../src/subscribe/registration.ts';
 import { startRegistrationServer } from '../../src/subscribe/registration-server.ts';
 import { HOUR_MS, hourIso, hourStart } from '../../src/time/hours.ts';

@@ -11,7 +11,7 @@ import { eventMessage, produceMessages } from '../../src/produce/producer.ts';
 import { seededRandom, syntheticEvents } from '../../src/produce/synthetic.ts';
 import { createRedis } from '../../src/redis/client.ts';
 import { Keys } from '../../src/redis/keys.ts';
-import { WindowStore } from '../../src/window/window-store.ts';
+import { WindowStore } from '../../src/state/window-store.ts';
 import { killHard, spawnMeterline, stopGracefully } from './child.ts';
 import { deleteKeys, type RedisTarget, stackEnv, testKafka, uniqueId, waitFor } from './harness.ts';
 import { expectedFrozen, testPipeline, waitForFrozen, wrongRecords } from './pipeline-env.ts';

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { parseEventTimestamp } from '../../src/ingest/timestamp.ts';
 import { HOUR_MS, hourEnd, hourIso, hourStart, monthStart } from '../../src/time/hours.ts';
+import { parseEventTimestamp } from '../../src/time/timestamp.ts';
 
 const ms = (iso: string) => {
   const r = parseEventTimestamp(iso);

@@ -23,17 +23,17 @@ import {
   type FileTenantStatus,
   isActive,
   mappingOf,
-} from '../subscribe/customer-directory.ts';
-import { contractsFromEntitlements, type EntitlementStore } from '../subscribe/entitlements.ts';
+} from '../state/customer-directory.ts';
 import {
   HOURLY_WINDOWS,
   HourlyWindowStore,
   type ProcessorStats,
   type RecoverySource,
-} from './hourly-window-store.ts';
-import { foldChangelog } from './window-changelog.ts';
-import { FAILED_SINK, REPARTITION_SINK, WindowProcessor } from './window-processor.ts';
-import type { AggregationOp, WindowStore } from './window-store.ts';
+} from '../state/hourly-window-store.ts';
+import { foldChangelog } from '../state/window-changelog.ts';
+import type { AggregationOp, WindowStore } from '../state/window-store.ts';
+import { contractsFromEntitlements, type EntitlementStore } from '../subscribe/entitlements.ts';
+import { FAILED_SINK, REPARTITION_SINK, WindowProcessor } from '../window/window-processor.ts';
 
 export interface MeteringTopology {
   topology: Topology;

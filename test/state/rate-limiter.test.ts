@@ -5,7 +5,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { createRedis } from '../../src/redis/client.ts';
 import { Keys } from '../../src/redis/keys.ts';
-import { SharedRateLimiter } from '../../src/submit/rate-limiter.ts';
+import { SharedRateLimiter } from '../../src/state/rate-limiter.ts';
 import { deleteKeys, stackEnv, uniqueId } from '../support/harness.ts';
 
 const redis = createRedis(stackEnv().redisUrl);

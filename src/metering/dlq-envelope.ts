@@ -4,7 +4,7 @@
  */
 import type { IHeaders } from 'kafkajs';
 import type { ErrorCode } from '../errors.ts';
-import type { SubmissionRecord } from '../metering/submission-record.ts';
+import type { SubmissionRecord } from './submission-record.ts';
 
 /** ingest: a usage event; commit: a frozen hour that could not be emitted; submit: a record AWS did not take. */
 export type FailureStage = 'ingest' | 'commit' | 'submit';

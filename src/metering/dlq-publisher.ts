@@ -1,6 +1,6 @@
 /** Publishes failed records. Callers await it before moving their checkpoint past the failed input. */
 import type { Producer } from 'kafkajs';
-import { dlqMessage, type FailedRecord } from './envelope.ts';
+import { dlqMessage, type FailedRecord } from './dlq-envelope.ts';
 
 export class DlqPublisher {
   readonly producer: Producer;
