@@ -12,61 +12,12 @@ import './node-check.ts';
 // Then the OpenTelemetry SDK starts before any other module is evaluated. The production command also
 // loads it with `node --import` (the same module, evaluated once).
 import '../observability/otel-preload.ts';
-import { Command, type CommanderError } from 'commander';
+import type { Command } from 'commander';
 import { ConfigError } from '../errors.ts';
-import { versionLine } from '../observability/version.ts';
-import { registerCustomersCommand } from './customers-command.ts';
-import { registerDlqCommand } from './dlq-command.ts';
-import { registerEmulatorCommand } from './emulator-command.ts';
-import { registerHandoffCommand } from './handoff-command.ts';
-import { EXIT, EXIT_CODES_HELP, ServiceUnavailableError } from './one-shot.ts';
-import { withExamples } from './output.ts';
-import { registerPipelineCommands } from './pipeline-commands.ts';
-import { registerProduceCommand } from './produce-command.ts';
-import { registerReconcileCommand } from './reconcile-command.ts';
-import { registerRegistrationCommand } from './registration-command.ts';
-import { registerStatusCommand } from './status-command.ts';
-import { registerTraceCommand } from './trace-command.ts';
+import { EXIT, ServiceUnavailableError } from './one-shot.ts';
+import { buildProgram } from './program.ts';
 
-const program = new Command()
-  .name('meterline')
-  .description('Usage metering pipeline for AWS Marketplace: Kafka → hourly windows in Redis → AWS Metering')
-  .version(versionLine(), '-V, --version', 'print the version and build');
-
-registerPipelineCommands(program);
-registerProduceCommand(program);
-registerRegistrationCommand(program);
-registerEmulatorCommand(program);
-registerDlqCommand(program);
-registerStatusCommand(program);
-registerCustomersCommand(program);
-registerTraceCommand(program);
-registerHandoffCommand(program);
-registerReconcileCommand(program);
-
-withExamples(program, [
-  'meterline run',
-  'meterline status -o json',
-  'meterline dlq list --filter reason=customer_not_subscribed',
-  'meterline status --help',
-]);
-program.addHelpText('after', EXIT_CODES_HELP);
-
-/** Short usage errors naming the command and its --help, and the exit codes, on every command. */
-function applyConventions(command: Command, path: string): void {
-  command.showHelpAfterError(false);
-  command.configureOutput({
-    outputError: (text, write) =>
-      write(`${path}: ${text.replace(/^error: /, '').trimEnd()}\nRun '${path} --help' for usage.\n`),
-  });
-  command.exitOverride((error: CommanderError) => {
-    if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version') process.exit(EXIT.ok);
-    // The command's own failures (command.error) carry their code; commander's are usage errors.
-    process.exit(error.code === 'commander.error' ? error.exitCode : EXIT.usage);
-  });
-  for (const sub of command.commands) applyConventions(sub, `${path} ${sub.name()}`);
-}
-applyConventions(program, 'meterline');
+const program = buildProgram();
 
 /** The command running, for the one line an error gets. */
 let running = 'meterline';
