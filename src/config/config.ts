@@ -248,7 +248,7 @@ function defaultOpsPort(roles: readonly Role[]): number {
  * METERLINE_* variables read outside the configuration: by the CLI's tools, the local stack, the tests and
  * the chart (METERLINE_REDIS_PASSWORD is interpolated into REDIS_URL by Kubernetes). Never warned about.
  */
-const OTHER_METERLINE_VARIABLES: ReadonlySet<string> = new Set([
+export const OTHER_METERLINE_VARIABLES: ReadonlySet<string> = new Set([
   'METERLINE_CONFIG',
   'METERLINE_JAEGER_URL',
   'METERLINE_REDIS_PASSWORD',
