@@ -5,7 +5,7 @@ import { loadConfigOrExit, roleLogger, untilSignal } from './lifecycle.ts';
 import { withExamples } from './output.ts';
 
 const ENV_HELP = `
-Configuration comes from the environment (or a file named by METERLINE_CONFIG); see README.md.
+Configuration comes from the environment (or a file named by METERLINE_CONFIG); see docs/configuration.md.
 Required: KAFKA_BROKERS, REDIS_URL, METERLINE_PLAN; the worker also needs AWS_REGION. SaaS tenants are mapped
 to AWS by METERLINE_CUSTOMERS (a file) and by registration (meterline registration).
 /metrics, /healthz and /readyz listen on METERLINE_OPS_PORT: by default 9464 for processor and run, 9465 for

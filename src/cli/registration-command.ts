@@ -13,7 +13,7 @@ export function registerRegistrationCommand(program: Command): void {
     .addHelpText(
       'after',
       `
-Configuration comes from the environment (or a file named by METERLINE_CONFIG); see README.md.
+Configuration comes from the environment (or a file named by METERLINE_CONFIG); see docs/configuration.md.
 Required: REDIS_URL, METERLINE_PLAN, AWS_REGION. Optional: METERLINE_REGISTRATION_LISTEN_PORT (8080),
 METERLINE_REGISTRATION_REDIRECT_URL, METERLINE_SNS_TOPIC_ARNS, METERLINE_EVENTS_API_KEY.
 /metrics, /healthz and /readyz listen on METERLINE_OPS_PORT (default 9466). Logs go to stderr.`,

@@ -42,7 +42,7 @@ const topic = (fallback: string) =>
     .regex(/^[A-Za-z0-9._-]{1,249}$/, 'must be a valid Kafka topic name')
     .default(fallback);
 
-/** Every key this process reads, with its default. README's configuration table mirrors this list. */
+/** Every key this process reads, with its default. docs/configuration.md mirrors it (test/docs/configuration.test.ts). */
 export const EnvSchema = z.object({
   // Required by the processor and the worker (checked per role below); registration needs no Kafka.
   KAFKA_BROKERS: z.string().optional(),
