@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_OPS_PORT, EnvSchema, OTHER_METERLINE_VARIABLES } from '../../src/config/config.ts';
 import { parseDuration } from '../../src/config/duration.ts';
-import { DEFAULT_ACCEPTANCE_WINDOW_MS } from '../../src/submit/aws-window.ts';
+import { DEFAULT_ACCEPTANCE_WINDOW_MS } from '../../src/metering/aws-window.ts';
 import { docFiles, readDoc } from './markdown.ts';
 
 /** Rows of every table whose first cell is one backticked variable name: name → the second cell. */

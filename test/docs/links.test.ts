@@ -54,4 +54,16 @@ describe('links in the documentation', () => {
       expect([...anchorsOf(readFileSync(resolved, 'utf8'))]).toContain(anchor);
     }
   });
+
+  // Paths named in backticks (`src/state/ledger.ts`) move with the code: each must still exist.
+  const paths = docFiles().flatMap((file) =>
+    [...readDoc(file).matchAll(/`((?:src|test|deploy|schemas|helm|docs)\/[^`\s]*)`/g)]
+      .map((m) => m[1] as string)
+      .filter((p) => !/[*{<…]/.test(p))
+      .map((p) => [file, p] as const),
+  );
+  it('finds repository paths to check', () => expect(paths.length).toBeGreaterThan(30));
+  it.each(paths)('%s names %s', (_, p) => {
+    expect(existsSync(path.join(ROOT, p.replace(/:\d+$/, ''))), `${p} does not exist`).toBe(true);
+  });
 });

@@ -1,8 +1,8 @@
 /**
  * docs/troubleshooting.md has a row, with an action for the seller, for every reason code that can reach the
  * failed-records topic. The codes are read from the code that dead-letters: the ingest reasons
- * (src/ingest/event.ts), the commit stage's envelopes (src/commit/hour-emitter.ts), the worker's
- * (src/submit/worker.ts) and the AWS errors it dead-letters by their code (src/submit/aws-errors.ts). And every
+ * (src/metering/usage-event.ts), the commit stage's envelopes (src/commit/hour-emitter.ts), the worker's
+ * (src/submit/worker.ts) and the AWS errors it dead-letters by their code (src/metering/aws-errors.ts). And every
  * code of src/errors.ts is either in the table or listed below with why it never reaches the topic, so a new
  * code fails here until it is placed.
  */
@@ -58,7 +58,7 @@ function tableRows(): { stage: string; reason: string; action: string }[] {
 /** stage|reason pairs the code can dead-letter. */
 function reachable(): Set<string> {
   const out = new Set<string>();
-  const event = source('src/ingest/event.ts');
+  const event = source('src/metering/usage-event.ts');
   const ingest = /export type IngestReason = Extract<[\s\S]*?>;/.exec(event)?.[0] ?? '';
   for (const c of quoted(ingest)) out.add(`ingest|${c}`);
   for (const m of source('src/commit/hour-emitter.ts').matchAll(/reason: '([a-z_]+)'/g))
@@ -67,7 +67,7 @@ function reachable(): Set<string> {
   for (const m of worker.matchAll(/reason: '([a-z_]+)'/g)) out.add(`submit|${m[1]}`);
   for (const m of worker.matchAll(/#deadLetter\(\s*[^,]+,\s*'([a-z_]+)'/g)) out.add(`submit|${m[1]}`);
   // The worker dead-letters AWS's final answers by their own code (failure.code).
-  for (const c of quoted(source('src/submit/aws-errors.ts')))
+  for (const c of quoted(source('src/metering/aws-errors.ts')))
     if (known.has(c) && !(c in NEVER_DEAD_LETTERED)) out.add(`submit|${c}`);
   return out;
 }
