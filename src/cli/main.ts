@@ -14,6 +14,7 @@ import './node-check.ts';
 import '../observability/otel-preload.ts';
 import { Command, type CommanderError } from 'commander';
 import { ConfigError } from '../errors.ts';
+import { registerConsoleCommand } from './console-command.ts';
 import { registerCustomersCommand } from './customers-command.ts';
 import { registerDlqCommand } from './dlq-command.ts';
 import { registerEmulatorCommand } from './emulator-command.ts';
@@ -43,6 +44,7 @@ registerCustomersCommand(program);
 registerTraceCommand(program);
 registerHandoffCommand(program);
 registerReconcileCommand(program);
+registerConsoleCommand(program);
 
 withExamples(program, [
   'meterline run',

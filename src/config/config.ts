@@ -9,6 +9,7 @@ import { ConfigError } from '../errors.ts';
 import { type KafkaSecurity, kafkaSecurityFromEnv } from '../kafka/security.ts';
 import { DEFAULT_ACCEPTANCE_WINDOW_MS, type MeteringApi } from '../submit/aws-window.ts';
 import { MIN_SECRET_BYTES } from '../subscribe/handoff.ts';
+import { type ConsoleSettings, consoleSettings } from './console.ts';
 import { type CustomerMap, type Customers, customersObject, loadCustomers } from './customers.ts';
 import { lacksUnit, parseDuration } from './duration.ts';
 import { readStructuredFile } from './load-file.ts';
@@ -79,6 +80,8 @@ export const EnvSchema = z.object({
   METERLINE_TOPIC_FAILED: topic('metering-failed'),
   // Compacted: the frozen hours and metering-model state the processor rebuilds Redis from after a loss.
   METERLINE_TOPIC_CHANGELOG: topic('meterline-window-changelog'),
+  // The console's audit log: who redrove what (a Kafka topic: it outlives a Redis loss, see src/console/audit.ts).
+  METERLINE_TOPIC_AUDIT: topic('meterline-console-audit'),
   METERLINE_TOPIC_PARTITIONS: int(6, 1, 1000),
   // The processor refuses a usage topic that keeps less than a replay after a Redis loss needs
   // (src/kafka/usage-retention.ts); true starts it anyway, accepting that such a replay may lose usage.
@@ -157,6 +160,11 @@ export const EnvSchema = z.object({
   METERLINE_ENTITLEMENTS_REFRESH_INTERVAL: duration('1h'),
   // HS256 key of the hand-off token to the onboarding page (src/subscribe/handoff.ts); checked below.
   METERLINE_HANDOFF_SIGNING_SECRET: z.string().optional(),
+  // The console (`meterline console`): its port, and who signs in (checked in ./console.ts).
+  METERLINE_CONSOLE_PORT: z.string().optional(),
+  METERLINE_CONSOLE_TOKENS: z.string().optional(),
+  METERLINE_CONSOLE_IDENTITY_HEADER: z.string().optional(),
+  METERLINE_CONSOLE_OPERATORS: z.string().optional(),
   LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
 });
 
@@ -165,7 +173,7 @@ export type Env = z.output<typeof EnvSchema>;
  * `directory`: tools that read only the customer directory in Redis (no Kafka, no AWS); `handoff`: the
  * hand-off verifier (the signing secret and Redis for its nonces).
  */
-export type Role = 'processor' | 'worker' | 'registration' | 'directory' | 'handoff';
+export type Role = 'processor' | 'worker' | 'registration' | 'directory' | 'handoff' | 'console';
 const WITHOUT_KAFKA: ReadonlySet<Role> = new Set(['registration', 'directory', 'handoff']);
 
 export interface Config {
@@ -174,7 +182,16 @@ export interface Config {
   redis: { url: string; prefix: string; cluster: boolean; tlsCaFile?: string; commandTimeoutMs: number };
   /** Confluent-compatible schema registry for Avro events; JSON only without it. */
   schemaRegistryUrl: string | undefined;
-  topics: { usage: string; submissions: string; failed: string; changelog: string; partitions: number };
+  topics: {
+    usage: string;
+    submissions: string;
+    failed: string;
+    changelog: string;
+    audit: string;
+    partitions: number;
+  };
+  /** `meterline console`: checked only for that role. */
+  console: ConsoleSettings;
   /** Start the processor even if the usage topic keeps less than a replay needs. */
   allowShortUsageRetention: boolean;
   plan: Plan;
@@ -374,6 +391,8 @@ export function loadConfig(roles: readonly Role[], env: NodeJS.ProcessEnv = proc
     issues.push(
       'METERLINE_HANDOFF_SIGNING_SECRET: required with METERLINE_LINK_API_KEY (links verify hand-off tokens)',
     );
+  const consoleSetup = consoleSettings(source);
+  if (roles.includes('console')) issues.push(...consoleSetup.issues);
   const container = source.METERLINE_METERING_MODE === 'container';
   const kafkaSecurity = kafkaSecurityFromEnv(source as NodeJS.ProcessEnv);
   issues.push(...kafkaSecurity.issues);
@@ -462,8 +481,10 @@ export function loadConfig(roles: readonly Role[], env: NodeJS.ProcessEnv = proc
       submissions: e.METERLINE_TOPIC_SUBMISSIONS,
       failed: e.METERLINE_TOPIC_FAILED,
       changelog: e.METERLINE_TOPIC_CHANGELOG,
+      audit: e.METERLINE_TOPIC_AUDIT,
       partitions: e.METERLINE_TOPIC_PARTITIONS,
     },
+    console: consoleSetup.settings,
     allowShortUsageRetention: e.METERLINE_ALLOW_SHORT_RETENTION,
     plan,
     customerMap: customers,
