@@ -13,7 +13,7 @@ export function overviewContent(o: Overview): Markup {
 <section aria-labelledby="chain"><h2 id="chain">Records since ${o.fromIso}</h2>
 <p class="hint">One record is a customer's dimension in one hour.</p>
 <dl class="numbers">
-  <div><dt>Hours closed</dt><dd data-field="closed">${o.records.closed}</dd></div>
+  <div><dt>Closed (frozen)</dt><dd data-field="closed">${o.records.closed}</dd></div>
   <div><dt>Emitted</dt><dd data-field="emitted">${o.records.emitted}</dd></div>
   <div><dt>Accepted by AWS</dt><dd data-field="accepted">${o.records.accepted}</dd></div>
   <div><dt>Held (no AWS identity yet)</dt><dd data-field="held">${o.heldRecords}</dd></div>

@@ -52,7 +52,10 @@ ${
 
 /** The ledger's entry, and each AWS call of the trace with its status. */
 function awsAnswer(story: RecordStory): Markup {
-  const calls = (story.trace?.spans ?? []).filter((s) => s.attributes[ATTR.awsStatus] !== undefined);
+  // The AWS call spans carry the attempt; the record's own span under them carries AWS's status for it.
+  const calls = (story.trace?.spans ?? []).filter(
+    (s) => s.attributes[ATTR.awsStatus] !== undefined || s.attributes[ATTR.awsAttempt] !== undefined,
+  );
   const ledger = story.ledger
     ? html`<p data-field="aws-answer">Accepted: metering record id <code data-field="metering-record-id">${story.ledger.meteringRecordId}</code>, quantity ${story.ledger.quantity}, at ${story.ledger.acceptedAt}.</p>`
     : html`<p data-field="aws-answer">Not accepted by AWS (no ledger entry).</p>`;
@@ -62,7 +65,9 @@ function awsAnswer(story: RecordStory): Markup {
     calls.map((s) => [
       s.name,
       String(s.attributes[ATTR.awsAttempt] ?? ''),
-      html`<span data-aws-status>${String(s.attributes[ATTR.awsStatus])}</span>`,
+      s.attributes[ATTR.awsStatus] === undefined
+        ? ''
+        : html`<span data-aws-status>${String(s.attributes[ATTR.awsStatus])}</span>`,
       String(s.attributes[ATTR.meteringRecordId] ?? ''),
       `${s.durationMs.toFixed(1)} ms`,
     ]),
