@@ -162,6 +162,8 @@ export const EnvSchema = z.object({
   METERLINE_HANDOFF_SIGNING_SECRET: z.string().optional(),
   // The console (`meterline console`): its port, and who signs in (checked in ./console.ts).
   METERLINE_CONSOLE_PORT: z.string().optional(),
+  // Jaeger's query API, for the console's record pages (and `meterline trace`, which also takes --jaeger).
+  METERLINE_JAEGER_URL: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' }).optional(),
   METERLINE_CONSOLE_TOKENS: z.string().optional(),
   METERLINE_CONSOLE_IDENTITY_HEADER: z.string().optional(),
   METERLINE_CONSOLE_OPERATORS: z.string().optional(),
@@ -251,11 +253,12 @@ export interface Config {
  * The ops port of each role when METERLINE_OPS_PORT is unset: a processor (or `run`) and a worker started
  * side by side on one host must not collide. The chart sets METERLINE_OPS_PORT itself.
  */
-export const DEFAULT_OPS_PORT = { processor: 9464, worker: 9465, registration: 9466 } as const;
+export const DEFAULT_OPS_PORT = { processor: 9464, worker: 9465, registration: 9466, console: 9467 } as const;
 
 function defaultOpsPort(roles: readonly Role[]): number {
   if (roles.includes('processor')) return DEFAULT_OPS_PORT.processor;
   if (roles.includes('worker')) return DEFAULT_OPS_PORT.worker;
+  if (roles.includes('console')) return DEFAULT_OPS_PORT.console;
   return DEFAULT_OPS_PORT.registration;
 }
 
@@ -265,7 +268,6 @@ function defaultOpsPort(roles: readonly Role[]): number {
  */
 const OTHER_METERLINE_VARIABLES: ReadonlySet<string> = new Set([
   'METERLINE_CONFIG',
-  'METERLINE_JAEGER_URL',
   'METERLINE_REDIS_PASSWORD',
   'METERLINE_TRACING',
   'METERLINE_STACK_HOST',
