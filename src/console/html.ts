@@ -51,6 +51,7 @@ const NAV = [
   ['/', 'Overview'],
   ['/customers', 'Customers'],
   ['/dlq', 'Dead letters'],
+  ['/reconcile', 'Reconciliation'],
   ['/audit', 'Audit log'],
 ] as const;
 

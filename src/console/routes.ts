@@ -1,10 +1,21 @@
 /** Each console page: what it reads (through ./data.ts) and how it renders. */
 import { matches, REDRIVE_MARGIN_MS, redriveMany } from '../dlq/redrive.ts';
+import { HOUR_MS, hourIso, hourStart } from '../time/hours.ts';
 import type { AuditLog } from './audit.ts';
-import { customerChain, customers, deadLetters, overview, recordStory, type Stores } from './data.ts';
+import {
+  chainRows,
+  customerChain,
+  customers,
+  deadLetters,
+  LOOKBACK_HOURS,
+  overview,
+  recordStory,
+  type Stores,
+} from './data.ts';
 import { dlqEntryContent, dlqListContent, filtersOf, redriveResultContent } from './dlq-pages.ts';
 import { html, table } from './html.ts';
 import { customersContent, gridContent, overviewContent } from './overview-pages.ts';
+import { reconcileContent } from './reconcile-page.ts';
 import { recordContent } from './record-page.ts';
 import type { Answer, ConsoleRequest } from './server.ts';
 
@@ -47,6 +58,13 @@ export async function handleRoute(
       const entry = entries.find((e) => e.id === r.query.get('id'));
       if (!entry) return undefined;
       return { title: `Dead letter ${entry.id}`, content: dlqEntryContent(entry, redriven(entry)) };
+    }
+    if (r.path === '/reconcile') {
+      const fromMs = hourStart(Date.now()) - LOOKBACK_HOURS * HOUR_MS;
+      return {
+        title: 'Reconciliation',
+        content: reconcileContent(await chainRows(s, fromMs), hourIso(fromMs)),
+      };
     }
     if (r.path === '/audit') {
       const entries = await audit.read();
