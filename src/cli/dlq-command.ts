@@ -7,11 +7,11 @@ import {
   type DlqEntry,
   FILTER_KEYS,
   matches,
+  REDRIVE_MARGIN_MS,
   type RedriveOutcome,
-  readDlq,
-  redrive,
+  readDlqWithMarks,
+  redriveMany,
 } from '../dlq/redrive.ts';
-import { idempotentProducer } from '../kafka/client.ts';
 import type { ScriptedRedis } from '../redis/client.ts';
 import { Keys } from '../redis/keys.ts';
 import { loadConfigOrExit } from './lifecycle.ts';
@@ -119,35 +119,24 @@ export function registerDlqCommand(program: Command): void {
   ]).action(async (o: ListOptions & { dryRun?: boolean }) => {
     await withDlq(o, async ({ config, entries, kafka, redis, keys }) => {
       const chosen = entries.filter((e) => matches(e, o.filter ?? []));
-      const producer = idempotentProducer(kafka);
-      await producer.connect();
       const bar = process.stderr.isTTY
         ? new SingleBar({ format: 'redrive {bar} {value}/{total} entries', stream: process.stderr })
         : undefined;
       bar?.start(chosen.length, 0);
-      const results: [DlqEntry, RedriveOutcome][] = [];
-      try {
-        for (const entry of chosen) {
-          results.push([
-            entry,
-            await redrive(entry, {
-              kafka,
-              producer,
-              redis,
-              keys,
-              dlqTopic: config.topics.failed,
-              topics: config.topics,
-              api: config.worker.api,
-              marginMs: 5 * 60_000,
-              dryRun: Boolean(o.dryRun),
-            }),
-          ]);
-          bar?.increment();
-        }
-      } finally {
-        bar?.stop();
-        await producer.disconnect();
-      }
+      const results = await redriveMany(
+        chosen,
+        {
+          kafka,
+          redis,
+          keys,
+          dlqTopic: config.topics.failed,
+          topics: config.topics,
+          api: config.worker.api,
+          marginMs: REDRIVE_MARGIN_MS,
+          dryRun: Boolean(o.dryRun),
+        },
+        () => bar?.increment(),
+      ).finally(() => bar?.stop());
       const dryRun = Boolean(o.dryRun);
       const refused = results.flatMap(([entry, r]) =>
         r.kind === 'refused' ? [{ id: entry.id, reason: entry.envelope.reason, why: r.why }] : [],
@@ -226,16 +215,8 @@ async function withDlq(
   const keys = new Keys(config.redis.prefix);
   try {
     await reach(timeoutMs(o), [kafkaUp, redisUp]);
-    const admin = kafka.admin();
-    await admin.connect();
-    const exists = (await admin.listTopics()).includes(config.topics.failed);
-    await admin.disconnect();
-    const entries = exists ? await readDlq(kafka, config.topics.failed) : [];
-    const marks = await Promise.all(
-      entries.map((e) => redis.exists(keys.redriven(config.topics.failed, e.id))),
-    );
-    const done = new Set(entries.filter((_, i) => marks[i] === 1).map((e) => e.id));
-    await run({ config, entries, redriven: (e) => done.has(e.id), kafka, redis, keys });
+    const { entries, redriven } = await readDlqWithMarks(kafka, redis, keys, config.topics.failed);
+    await run({ config, entries, redriven, kafka, redis, keys });
   } finally {
     redis.disconnect();
   }

@@ -9,7 +9,8 @@ Configuration comes from the environment (or a file named by METERLINE_CONFIG); 
 Required: KAFKA_BROKERS, REDIS_URL, METERLINE_PLAN; the worker also needs AWS_REGION. SaaS tenants are mapped
 to AWS by METERLINE_CUSTOMERS (a file) and by registration (meterline registration).
 /metrics, /healthz and /readyz listen on METERLINE_OPS_PORT: by default 9464 for processor and run, 9465 for
-worker (9466 for registration), so a processor and a worker run side by side on one host. Logs go to stderr.`;
+worker (9466 for registration, 9467 for console), so a processor and a worker run side by side on one host.
+Logs go to stderr.`;
 
 const EXAMPLES: Record<string, string[]> = {
   processor: ['meterline processor', 'METERLINE_OPS_PORT=9500 meterline processor'],

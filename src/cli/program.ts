@@ -4,6 +4,7 @@
  */
 import { Command, type CommanderError } from 'commander';
 import { versionLine } from '../observability/version.ts';
+import { registerConsoleCommand } from './console-command.ts';
 import { registerCustomersCommand } from './customers-command.ts';
 import { registerDlqCommand } from './dlq-command.ts';
 import { registerEmulatorCommand } from './emulator-command.ts';
@@ -35,6 +36,7 @@ export function buildProgram(): Command {
   registerTraceCommand(program);
   registerHandoffCommand(program);
   registerReconcileCommand(program);
+  registerConsoleCommand(program);
 
   withExamples(program, [
     'meterline run',

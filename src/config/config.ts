@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { ConfigError } from '../errors.ts';
 import { type KafkaSecurity, kafkaSecurityFromEnv } from '../kafka/security.ts';
 import { DEFAULT_ACCEPTANCE_WINDOW_MS, type MeteringApi } from '../metering/aws-window.ts';
+import { type ConsoleSettings, consoleSettings } from './console.ts';
 import { type CustomerMap, type Customers, customersObject, loadCustomers } from './customers.ts';
 import { lacksUnit, parseDuration } from './duration.ts';
 import { readStructuredFile } from './load-file.ts';
@@ -81,6 +82,8 @@ export const EnvSchema = z.object({
   METERLINE_TOPIC_FAILED: topic('metering-failed'),
   // Compacted: the frozen hours and metering-model state the processor rebuilds Redis from after a loss.
   METERLINE_TOPIC_CHANGELOG: topic('meterline-window-changelog'),
+  // The console's audit log: who redrove what (a Kafka topic: it outlives a Redis loss, see src/console/audit.ts).
+  METERLINE_TOPIC_AUDIT: topic('meterline-console-audit'),
   METERLINE_TOPIC_PARTITIONS: int(6, 1, 1000),
   // The processor refuses a usage topic that keeps less than a replay after a Redis loss needs
   // (src/kafka/usage-retention.ts); true starts it anyway, accepting that such a replay may lose usage.
@@ -159,6 +162,13 @@ export const EnvSchema = z.object({
   METERLINE_ENTITLEMENTS_REFRESH_INTERVAL: duration('1h'),
   // HS256 key of the hand-off token to the onboarding page (src/subscribe/handoff.ts); checked below.
   METERLINE_HANDOFF_SIGNING_SECRET: z.string().optional(),
+  // The console (`meterline console`): its port, and who signs in (checked in ./console.ts).
+  METERLINE_CONSOLE_PORT: z.string().optional(),
+  // Jaeger's query API, for the console's record pages (and `meterline trace`, which also takes --jaeger).
+  METERLINE_JAEGER_URL: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' }).optional(),
+  METERLINE_CONSOLE_TOKENS: z.string().optional(),
+  METERLINE_CONSOLE_IDENTITY_HEADER: z.string().optional(),
+  METERLINE_CONSOLE_OPERATORS: z.string().optional(),
   LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
 });
 
@@ -167,7 +177,7 @@ export type Env = z.output<typeof EnvSchema>;
  * `directory`: tools that read only the customer directory in Redis (no Kafka, no AWS); `handoff`: the
  * hand-off verifier (the signing secret and Redis for its nonces).
  */
-export type Role = 'processor' | 'worker' | 'registration' | 'directory' | 'handoff';
+export type Role = 'processor' | 'worker' | 'registration' | 'directory' | 'handoff' | 'console';
 const WITHOUT_KAFKA: ReadonlySet<Role> = new Set(['registration', 'directory', 'handoff']);
 
 export interface Config {
@@ -176,7 +186,16 @@ export interface Config {
   redis: { url: string; prefix: string; cluster: boolean; tlsCaFile?: string; commandTimeoutMs: number };
   /** Confluent-compatible schema registry for Avro events; JSON only without it. */
   schemaRegistryUrl: string | undefined;
-  topics: { usage: string; submissions: string; failed: string; changelog: string; partitions: number };
+  topics: {
+    usage: string;
+    submissions: string;
+    failed: string;
+    changelog: string;
+    audit: string;
+    partitions: number;
+  };
+  /** `meterline console`: checked only for that role. */
+  console: ConsoleSettings;
   /** Start the processor even if the usage topic keeps less than a replay needs. */
   allowShortUsageRetention: boolean;
   plan: Plan;
@@ -236,11 +255,12 @@ export interface Config {
  * The ops port of each role when METERLINE_OPS_PORT is unset: a processor (or `run`) and a worker started
  * side by side on one host must not collide. The chart sets METERLINE_OPS_PORT itself.
  */
-export const DEFAULT_OPS_PORT = { processor: 9464, worker: 9465, registration: 9466 } as const;
+export const DEFAULT_OPS_PORT = { processor: 9464, worker: 9465, registration: 9466, console: 9467 } as const;
 
 function defaultOpsPort(roles: readonly Role[]): number {
   if (roles.includes('processor')) return DEFAULT_OPS_PORT.processor;
   if (roles.includes('worker')) return DEFAULT_OPS_PORT.worker;
+  if (roles.includes('console')) return DEFAULT_OPS_PORT.console;
   return DEFAULT_OPS_PORT.registration;
 }
 
@@ -250,7 +270,6 @@ function defaultOpsPort(roles: readonly Role[]): number {
  */
 export const OTHER_METERLINE_VARIABLES: ReadonlySet<string> = new Set([
   'METERLINE_CONFIG',
-  'METERLINE_JAEGER_URL',
   'METERLINE_REDIS_PASSWORD',
   'METERLINE_TRACING',
   'METERLINE_STACK_HOST',
@@ -376,6 +395,8 @@ export function loadConfig(roles: readonly Role[], env: NodeJS.ProcessEnv = proc
     issues.push(
       'METERLINE_HANDOFF_SIGNING_SECRET: required with METERLINE_LINK_API_KEY (links verify hand-off tokens)',
     );
+  const consoleSetup = consoleSettings(source);
+  if (roles.includes('console')) issues.push(...consoleSetup.issues);
   const container = source.METERLINE_METERING_MODE === 'container';
   const kafkaSecurity = kafkaSecurityFromEnv(source as NodeJS.ProcessEnv);
   issues.push(...kafkaSecurity.issues);
@@ -464,8 +485,10 @@ export function loadConfig(roles: readonly Role[], env: NodeJS.ProcessEnv = proc
       submissions: e.METERLINE_TOPIC_SUBMISSIONS,
       failed: e.METERLINE_TOPIC_FAILED,
       changelog: e.METERLINE_TOPIC_CHANGELOG,
+      audit: e.METERLINE_TOPIC_AUDIT,
       partitions: e.METERLINE_TOPIC_PARTITIONS,
     },
+    console: consoleSetup.settings,
     allowShortUsageRetention: e.METERLINE_ALLOW_SHORT_RETENTION,
     plan,
     customerMap: customers,

@@ -4,6 +4,7 @@
  * anyway (an hour past its deadline) and says why; each entry is redriven at most once.
  */
 import type { Kafka, Producer } from 'kafkajs';
+import { idempotentProducer } from '../kafka/client.ts';
 import { readAllMessages } from '../kafka/read-topic.ts';
 import { acceptanceDeadline, type MeteringApi } from '../metering/aws-window.ts';
 import type { FailedRecord } from '../metering/dlq-envelope.ts';
@@ -21,6 +22,8 @@ export interface DlqEntry {
 /** Marks a message sent back by a redrive, with the DLQ entry it came from. */
 export const REDRIVE_HEADER = 'meterline-redrive-of';
 const REDRIVEN_TTL_S = 45 * 24 * 3600;
+/** A redriven record must reach AWS this long before its deadline to be worth sending. */
+export const REDRIVE_MARGIN_MS = 5 * 60_000;
 
 export async function readDlq(kafka: Kafka, topic: string): Promise<DlqEntry[]> {
   const out: DlqEntry[] = [];
@@ -32,6 +35,25 @@ export async function readDlq(kafka: Kafka, topic: string): Promise<DlqEntry[]> 
     }
   }
   return out;
+}
+
+/**
+ * The entries (none while the topic does not exist) and which of them were redriven: what `dlq list` and
+ * the console show.
+ */
+export async function readDlqWithMarks(
+  kafka: Kafka,
+  redis: ScriptedRedis,
+  keys: Keys,
+  topic: string,
+): Promise<{ entries: DlqEntry[]; redriven: (e: DlqEntry) => boolean }> {
+  const admin = kafka.admin();
+  await admin.connect();
+  const exists = await admin.listTopics().finally(() => admin.disconnect());
+  const entries = exists.includes(topic) ? await readDlq(kafka, topic) : [];
+  const marks = await Promise.all(entries.map((e) => redis.exists(keys.redriven(topic, e.id))));
+  const done = new Set(entries.filter((_, i) => marks[i] === 1).map((e) => e.id));
+  return { entries, redriven: (e) => done.has(e.id) };
 }
 
 /** `key=value` filters on stage, reason, customer, dimension or hour; all must match. */
@@ -126,6 +148,29 @@ export async function redrive(entry: DlqEntry, o: RedriveOptions): Promise<Redri
   });
   await o.redis.set(marker, new Date(now).toISOString(), 'EX', REDRIVEN_TTL_S);
   return { kind: 'redriven', to: message.topic };
+}
+
+/**
+ * Redrives the entries one by one with one producer (`dlq redrive` and the console's redrive); `onEach`
+ * follows the progress.
+ */
+export async function redriveMany(
+  entries: readonly DlqEntry[],
+  o: Omit<RedriveOptions, 'producer'>,
+  onEach?: () => void,
+): Promise<[DlqEntry, RedriveOutcome][]> {
+  const producer = idempotentProducer(o.kafka);
+  await producer.connect();
+  const results: [DlqEntry, RedriveOutcome][] = [];
+  try {
+    for (const entry of entries) {
+      results.push([entry, await redrive(entry, { ...o, producer })]);
+      onEach?.();
+    }
+  } finally {
+    await producer.disconnect();
+  }
+  return results;
 }
 
 /** The UTC hour of a JSON event's timestamp, when it can be read. */

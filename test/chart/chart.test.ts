@@ -36,6 +36,16 @@ const REGISTRATION_ENV = [
 ];
 /** The value sets that run the registration service. */
 const WITH_REGISTRATION = ['saas', 'full'] as const;
+/** The console's own variables, set on its container only. */
+const CONSOLE_ENV = [
+  'METERLINE_CONSOLE_PORT',
+  'METERLINE_CONSOLE_TOKENS',
+  'METERLINE_CONSOLE_IDENTITY_HEADER',
+  'METERLINE_CONSOLE_OPERATORS',
+  'METERLINE_JAEGER_URL',
+];
+/** The value sets that run the console. */
+const WITH_CONSOLE = ['full'] as const;
 
 // biome-ignore lint/suspicious/noExplicitAny: rendered Kubernetes objects are walked as plain data.
 type Obj = Record<string, any>;
@@ -188,15 +198,18 @@ describe('rendered objects', () => {
     );
     for (const name of GOOD) {
       const registration = (WITH_REGISTRATION as readonly string[]).includes(name);
+      const console = (WITH_CONSOLE as readonly string[]).includes(name);
       expect(
         ofKind(name, 'Deployment')
           .map((d) => d.metadata.name)
           .sort(),
       ).toEqual([
+        ...(console ? ['ml-meterline-console'] : []),
         'ml-meterline-processor',
         ...(registration ? ['ml-meterline-registration'] : []),
         'ml-meterline-worker',
       ]);
+      // The console runs one replica: no PodDisruptionBudget.
       expect(ofKind(name, 'PodDisruptionBudget')).toHaveLength(registration ? 3 : 2);
       expect(ofKind(name, 'Secret'), 'the chart never makes a Secret').toEqual([]);
     }
@@ -258,15 +271,21 @@ describe('rendered objects', () => {
       expect(d.spec.template.metadata.annotations['checksum/config']).toMatch(/^[a-f0-9]{64}$/);
       expect(pod.serviceAccountName).toBe(serviceAccountOf(name, role));
 
-      // Only the registration service serves HTTP besides the ops port, and only it gets its variables.
+      // Only the registration service and the console serve HTTP besides the ops port, and only each gets
+      // its own variables.
       const http = c.ports.find((p: Obj) => p.name === 'http');
       if (role === 'registration') {
         expect(String(http?.containerPort)).toBe(env.get('METERLINE_REGISTRATION_LISTEN_PORT'));
+        expect(http.containerPort).not.toBe(port.containerPort);
+      } else if (role === 'console') {
+        expect(String(http?.containerPort)).toBe(env.get('METERLINE_CONSOLE_PORT'));
         expect(http.containerPort).not.toBe(port.containerPort);
       } else {
         expect(http).toBeUndefined();
         for (const key of REGISTRATION_ENV) expect(env.has(key), `${role} ${key}`).toBe(false);
       }
+      if (role !== 'console')
+        for (const key of CONSOLE_ENV) expect(env.has(key), `${role} ${key}`).toBe(false);
     }
   });
 
@@ -362,7 +381,11 @@ describe('rendered objects', () => {
           for (const [key, value] of effectiveEnv(name, pod, pod.containers[0])) {
             if (typeof value !== 'string') {
               expect(value.secretKeyRef, `${key} comes from a Secret`).toBeDefined();
-              env[key] = `secret-${key.toLowerCase()}`;
+              // The console's Secret holds name:role:token entries; the others, one opaque value.
+              env[key] =
+                key === 'METERLINE_CONSOLE_TOKENS'
+                  ? `ana:operator:${'t'.repeat(32)}`
+                  : `secret-${key.toLowerCase()}`;
               continue;
             }
             env[key] = value
@@ -466,7 +489,8 @@ describe('rendered objects', () => {
         .map((o) => o.spec.template.spec as Obj);
     const kafkaPods = (name: SetName) =>
       pods(name).filter((pod) => pod.containers[0].name !== 'registration');
-    expect(kafkaPods('full')).toHaveLength(3);
+    // The processor, the worker, the console and the topics Job.
+    expect(kafkaPods('full')).toHaveLength(4);
     for (const pod of kafkaPods('full')) {
       const c = pod.containers[0];
       const env = new Map<string, Obj>(c.env.map((e: Obj) => [e.name, e]));
@@ -598,10 +622,12 @@ describe('rendered objects', () => {
 
     const sm = byName('full', 'ServiceMonitor', 'ml-meterline');
     expect(sm.metadata.labels.release).toBe('kube-prometheus-stack');
-    // One metrics Service per role, all selected by the ServiceMonitor; the registration's HTTP Service is not.
+    // One metrics Service per role, all selected by the ServiceMonitor; the registration's and the console's
+    // HTTP Services are not.
     const services = ofKind('full', 'Service');
     const metricsServices = services.filter((svc) => svc.metadata.name.endsWith('-metrics'));
     expect(metricsServices.map((svc) => svc.metadata.name).sort()).toEqual([
+      'ml-meterline-console-metrics',
       'ml-meterline-processor-metrics',
       'ml-meterline-registration-metrics',
       'ml-meterline-worker-metrics',
@@ -616,10 +642,14 @@ describe('rendered objects', () => {
         byName('full', 'Deployment', `ml-meterline-${role}`).spec.selector.matchLabels,
       );
     }
-    expect(services.filter((svc) => !metricsServices.includes(svc)).map((svc) => svc.metadata.name)).toEqual([
-      'ml-meterline-registration',
-    ]);
+    expect(
+      services
+        .filter((svc) => !metricsServices.includes(svc))
+        .map((svc) => svc.metadata.name)
+        .sort(),
+    ).toEqual(['ml-meterline-console', 'ml-meterline-registration']);
     expect(selected(byName('full', 'Service', 'ml-meterline-registration'))).toBe(false);
+    expect(selected(byName('full', 'Service', 'ml-meterline-console'))).toBe(false);
   });
 
   it('the PrometheusRule holds exactly the alerts of files/alert-rules.yaml, and the dashboard the JSON', () => {

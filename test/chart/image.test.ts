@@ -36,11 +36,13 @@ describe('Dockerfile', () => {
         ),
       ].map((m) => m[1] as string),
     );
-    expect(roles.sort()).toEqual(['processor', 'registration', 'worker']);
+    expect(roles.sort()).toEqual(['console', 'processor', 'registration', 'worker']);
     const commands = read('src/cli/pipeline-commands.ts');
     for (const role of ['processor', 'worker']) expect(commands).toContain(`name: '${role}'`);
     expect(read('src/cli/registration-command.ts')).toContain(".command('registration')");
-    expect(read('src/cli/main.ts')).toContain('registerRegistrationCommand(program)');
+    expect(read('src/cli/console-command.ts')).toContain(".command('console')");
+    for (const register of ['registerRegistrationCommand', 'registerConsoleCommand'])
+      expect(read('src/cli/program.ts')).toContain(`${register}(program)`);
   });
 
   it('.dockerignore lets through every path the Dockerfile copies from the build context', () => {

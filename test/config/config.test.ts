@@ -35,6 +35,7 @@ describe('configuration', () => {
       submissions: 'metering-submissions',
       failed: 'metering-failed',
       changelog: 'meterline-window-changelog',
+      audit: 'meterline-console-audit',
       partitions: 6,
     });
     expect(c.window.graceMs).toBe(5 * 60_000);

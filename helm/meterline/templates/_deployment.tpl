@@ -1,4 +1,4 @@
-{{/* One role's Deployment: (dict "root" $ "role" "processor"|"worker"|"registration"). */}}
+{{/* One role's Deployment: (dict "root" $ "role" "processor"|"worker"|"registration"|"console"). */}}
 {{- define "meterline.deployment" -}}
 {{- $root := .root -}}
 {{- $role := .role -}}
@@ -124,6 +124,29 @@ spec:
                   key: {{ $v.handoffSecret.key }}
             {{- end }}
             {{- end }}
+            {{- if eq $role "console" }}
+            - name: METERLINE_CONSOLE_PORT
+              value: {{ $v.port | quote }}
+            {{- with $v.tokens.existingSecret }}
+            - name: METERLINE_CONSOLE_TOKENS
+              valueFrom:
+                secretKeyRef:
+                  name: {{ . }}
+                  key: {{ $v.tokens.key }}
+            {{- end }}
+            {{- with $v.identityHeader }}
+            - name: METERLINE_CONSOLE_IDENTITY_HEADER
+              value: {{ . | quote }}
+            {{- end }}
+            {{- with $v.operators }}
+            - name: METERLINE_CONSOLE_OPERATORS
+              value: {{ join "," . | quote }}
+            {{- end }}
+            {{- with $v.jaegerUrl }}
+            - name: METERLINE_JAEGER_URL
+              value: {{ . | quote }}
+            {{- end }}
+            {{- end }}
             {{- if $root.Values.extraCaCerts.existingSecret }}
             - name: NODE_EXTRA_CA_CERTS
               value: /etc/meterline-ca/{{ $root.Values.extraCaCerts.key }}
@@ -133,7 +156,7 @@ spec:
             {{- toYaml . | nindent 12 }}
             {{- end }}
           ports:
-            {{- if eq $role "registration" }}
+            {{- if or (eq $role "registration") (eq $role "console") }}
             - name: http
               containerPort: {{ $v.port }}
               protocol: TCP

@@ -156,6 +156,12 @@ release never rolls out pods that refuse to start.
 {{- if and .Values.registration.enabled (ne .Values.metering.mode "saas") -}}
 {{- fail "registration.enabled: the registration service (ResolveCustomer) is for SaaS products only; metering.mode is container" -}}
 {{- end -}}
+{{- if and .Values.console.enabled (not .Values.console.tokens.existingSecret) (not .Values.console.identityHeader) -}}
+{{- fail "console.enabled: set console.tokens.existingSecret or console.identityHeader: the console does not start open" -}}
+{{- end -}}
+{{- if and .Values.console.enabled (eq (int .Values.console.port) (int .Values.ops.port)) -}}
+{{- fail (printf "console.port: %d is already ops.port (metrics and health); choose another" (int .Values.console.port)) -}}
+{{- end -}}
 {{- if and .Values.registration.enabled (eq (int .Values.registration.port) (int .Values.ops.port)) -}}
 {{- fail (printf "registration.port: %d is already ops.port (metrics and health); choose another" (int .Values.registration.port)) -}}
 {{- end -}}

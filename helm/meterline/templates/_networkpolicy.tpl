@@ -48,6 +48,8 @@ The ports of a list of addresses (host:port or URLs), as a JSON list of integers
 {{- $from = dict "addresses" (list $v.tracing.otlpEndpoint) "default" 0 -}}
 {{- else if eq .name "aws" -}}
 {{- $from = dict "addresses" (list $v.aws.meteringEndpoint) "default" 0 -}}
+{{- else if eq .name "jaeger" -}}
+{{- $from = dict "addresses" (list $v.console.jaegerUrl) "default" 0 -}}
 {{- end -}}
 {{- $ports := list -}}
 {{- range concat $t.ports (include "meterline.np.addressPorts" $from | fromJsonArray) -}}
