@@ -17,6 +17,13 @@ export interface JaegerReference {
   spanID: string;
 }
 
+/** A span event, as Jaeger shows it: its name is the `event` field. */
+export interface JaegerLog {
+  /** Microseconds since the epoch. */
+  timestamp: number;
+  fields: JaegerTag[];
+}
+
 export interface JaegerSpan {
   traceID: string;
   spanID: string;
@@ -27,6 +34,7 @@ export interface JaegerSpan {
   /** Microseconds. */
   duration: number;
   tags: JaegerTag[];
+  logs?: JaegerLog[];
   processID: string;
   warnings?: string[] | null;
 }

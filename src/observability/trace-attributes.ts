@@ -11,6 +11,7 @@
  */
 import { ATTR_RPC_METHOD } from '@opentelemetry/semantic-conventions';
 import {
+  ATTR_AWS_REQUEST_ID,
   ATTR_CLOUD_REGION,
   ATTR_MESSAGING_BATCH_MESSAGE_COUNT,
   ATTR_MESSAGING_CONSUMER_GROUP_NAME,
@@ -41,6 +42,7 @@ export const ATTR = {
   rpcService: ATTR_RPC_SERVICE,
   rpcMethod: ATTR_RPC_METHOD,
   cloudRegion: ATTR_CLOUD_REGION,
+  awsRequestId: ATTR_AWS_REQUEST_ID,
   // meterline's own.
   customer: 'meterline.customer',
   dimension: 'meterline.dimension',
@@ -49,7 +51,6 @@ export const ATTR = {
   eventId: 'meterline.event_id',
   meteringRecordId: 'meterline.metering_record_id',
   awsStatus: 'meterline.aws.status',
-  awsCallId: 'meterline.aws.call_id',
   awsBatchSize: 'meterline.aws.batch_size',
   awsAttempt: 'meterline.aws.attempt',
   quantity: 'meterline.quantity',
@@ -59,6 +60,12 @@ export const ATTR = {
   eventsApplied: 'meterline.events.applied',
   eventsDuplicate: 'meterline.events.duplicate',
 } as const;
+
+/**
+ * The event an AWS call span carries for each record it sent (one span per call, up to 25 records): the
+ * record's id, customer, dimension and hour, and AWS's answer for it (status, MeteringRecordId).
+ */
+export const AWS_RECORD_EVENT = 'meterline.aws.record';
 
 /** The tag `meterline trace` searches Jaeger by when given a record id. */
 export const RECORD_ID_TAG = ATTR.recordId;

@@ -14,11 +14,12 @@ import { type RunningEmulator, startEmulator } from '../../src/emulator/server.t
 import type { SubmissionRecord } from '../../src/metering/submission-record.ts';
 import {
   JaegerClient,
+  type JaegerLog,
   type JaegerSpan,
   type JaegerTrace,
   tagValue,
 } from '../../src/observability/jaeger-client.ts';
-import { ATTR } from '../../src/observability/trace-attributes.ts';
+import { ATTR, AWS_RECORD_EVENT } from '../../src/observability/trace-attributes.ts';
 import { spawnMeterline, stopGracefully } from '../support/child.ts';
 import { testKafka, uniqueId, waitFor } from '../support/harness.ts';
 import {
@@ -45,7 +46,9 @@ describe('a submission traced from the producer to the AWS call, in Jaeger', () 
     const { env, outcomes } = await ensureServices(['jaeger'], { log: () => {} });
     startedJaeger = outcomes.jaeger === 'started';
     jaeger = new JaegerClient(env.METERLINE_JAEGER_URL as string);
-    otlp = env[OTLP_ENV] as string;
+    // An external Jaeger (its URL already in the environment) comes with its OTLP endpoint there too.
+    otlp = (env[OTLP_ENV] ?? process.env[OTLP_ENV]) as string;
+    expect(otlp, `${OTLP_ENV} for the external Jaeger`).toBeTruthy();
   }, 1_500_000);
 
   afterAll(async () => {
@@ -56,7 +59,7 @@ describe('a submission traced from the producer to the AWS call, in Jaeger', () 
     if (startedJaeger && process.env.METERLINE_KEEP_STACK !== '1') await stopStack({ only: ['jaeger'] });
   });
 
-  it('is one trace: finalize → worker → BatchMeterUsage, with links to the producer spans', async () => {
+  it('is one trace: finalize → worker → one CLIENT span per AWS call, with links to the producer spans', async () => {
     emulator = await startEmulator({ customers: tenants.map(awsIdOf) });
     tp = testPipeline('tracing', {
       env: {
@@ -95,20 +98,40 @@ describe('a submission traced from the producer to the AWS call, in Jaeger', () 
       (r) => r.dimension === record.dimension && r.customer === awsIdOf(record.customer),
     );
 
-    // Spans are exported in batches: wait until the worker's AWS call span is in Jaeger.
-    let trace: JaegerTrace | undefined;
+    // Spans are exported in batches: wait until every AWS call's span is in Jaeger. The six records may
+    // come from more than one finalize span (one per partition of the hour), so from more than one trace.
+    const calls = emulator.state.snapshot().calls.BatchMeterUsage ?? 0;
+    expect(calls).toBeGreaterThan(0);
+    const traces = new Map<string, JaegerTrace>();
+    const callSpans = () =>
+      dedupe([...traces.values()].flatMap((tr) => tr.spans)).filter(
+        (s) => tagValue(s, ATTR.rpcSystem) === 'aws-api',
+      );
     await waitFor(
       async () => {
-        // Record ids repeat across runs in the same hour: only this run's trace (its own usage topic) counts.
-        const own = (await jaeger.tracesOfRecord(record.recordId, 3_600_000)).find((found) =>
-          found.spans.some((s) => s.operationName === `finalize ${tp?.topics.usage}`),
-        );
-        trace = own && (await jaeger.trace(own.traceID));
-        return trace?.spans.some((s) => s.operationName === 'BatchMeterUsage') ? true : undefined;
+        for (const r of submissions) {
+          // Record ids repeat across runs in the same hour: only this run's traces (its own usage topic) count.
+          const own = (await jaeger.tracesOfRecord(r.recordId, 3_600_000)).find((found) =>
+            found.spans.some((s) => s.operationName === `finalize ${tp?.topics.usage}`),
+          );
+          const full = own && (await jaeger.trace(own.traceID));
+          if (full) traces.set(full.traceID, full);
+        }
+        return callSpans().length >= calls && recordsInCalls(callSpans()).length >= submissions.length
+          ? true
+          : undefined;
       },
-      { timeoutMs: 60_000, describe: () => `trace of ${record.recordId}: ${spanNames(trace)}` },
+      {
+        timeoutMs: 60_000,
+        describe: () => `${calls} call(s); traces: ${[...traces.values()].map(spanNames).join(' / ')}`,
+      },
     );
+    const trace = traces.get(record.traceparent?.split('-')[1] ?? '');
+    expect(trace, 'the trace the submission message carried').toBeDefined();
     const t = trace as JaegerTrace;
+    const allSpans = dedupe([...traces.values()].flatMap((tr) => tr.spans));
+    const processOf = (s: JaegerSpan) =>
+      [...traces.values()].find((tr) => tr.traceID === s.traceID)?.processes[s.processID]?.serviceName;
     const service = (s: JaegerSpan) => t.processes[s.processID]?.serviceName;
     const parentOf = (s: JaegerSpan) => s.references.find((r) => r.refType === 'CHILD_OF')?.spanID;
 
@@ -117,14 +140,14 @@ describe('a submission traced from the producer to the AWS call, in Jaeger', () 
     expect(finalize, spanNames(t)).toBeDefined();
     expect(service(finalize)).toBe('meterline-processor');
     expect(parentOf(finalize)).toBeUndefined();
-    expect(record.traceparent).toContain(t.traceID);
     expect(tagValue(finalize, ATTR.windowStart)).toBe(record.hour);
 
-    const consume = t.spans.find(
-      (s) =>
-        s.operationName === `process ${tp?.topics.submissions}` &&
-        tagValue(s, ATTR.recordId) === record.recordId,
-    ) as JaegerSpan;
+    const consumeOf = (recordId: string) =>
+      allSpans.find(
+        (s) =>
+          s.operationName === `process ${tp?.topics.submissions}` && tagValue(s, ATTR.recordId) === recordId,
+      ) as JaegerSpan;
+    const consume = consumeOf(record.recordId);
     expect(consume, spanNames(t)).toBeDefined();
     expect(service(consume)).toBe('meterline-worker');
     expect(parentOf(consume)).toBe(finalize.spanID);
@@ -134,14 +157,46 @@ describe('a submission traced from the producer to the AWS call, in Jaeger', () 
     expect(tagValue(consume, ATTR.outcome)).toBe('accepted');
     expect(tagValue(consume, ATTR.messagingSystem)).toBe('kafka');
 
-    const call = t.spans.find(
-      (s) => s.operationName === 'BatchMeterUsage' && parentOf(s) === consume.spanID,
-    ) as JaegerSpan;
-    expect(call, spanNames(t)).toBeDefined();
-    expect(tagValue(call, ATTR.awsStatus)).toBe('Success');
-    expect(tagValue(call, ATTR.meteringRecordId)).toBe(awsRecord?.meteringRecordId);
-    expect(tagValue(call, ATTR.recordId)).toBe(record.recordId);
-    expect(tagValue(call, ATTR.rpcMethod)).toBe('BatchMeterUsage');
+    // One CLIENT span per AWS call, named and attributed by OpenTelemetry's AWS SDK conventions.
+    const aws = callSpans();
+    expect(aws.map((s) => s.operationName)).toEqual(Array(calls).fill('MarketplaceMetering.BatchMeterUsage'));
+    for (const call of aws) {
+      expect(processOf(call)).toBe('meterline-worker');
+      expect(tagValue(call, 'span.kind')).toBe('client');
+      expect(tagValue(call, ATTR.rpcService)).toBe('MarketplaceMetering');
+      expect(tagValue(call, ATTR.rpcMethod)).toBe('BatchMeterUsage');
+      expect(tagValue(call, ATTR.awsRequestId)).toMatch(/^[0-9a-f-]{36}$/);
+      expect(tagValue(call, ATTR.cloudRegion)).toBe('us-east-1');
+    }
+    // Each record of the run is in exactly one call, as a span event with its AWS answer.
+    expect(recordsInCalls(aws).sort()).toEqual(submissions.map((r) => r.recordId).sort());
+    const callOf = (recordId: string) =>
+      aws.find((s) => recordEvents(s).some((e) => fieldOf(e, ATTR.recordId) === recordId)) as JaegerSpan;
+    const call = callOf(record.recordId);
+    const event = recordEvents(call).find((e) => fieldOf(e, ATTR.recordId) === record.recordId);
+    expect(event && fieldOf(event, ATTR.awsStatus)).toBe('Success');
+    expect(event && fieldOf(event, ATTR.meteringRecordId)).toBe(awsRecord?.meteringRecordId);
+    expect(event && fieldOf(event, ATTR.customer)).toBe(record.customer);
+    expect(event && fieldOf(event, ATTR.dimension)).toBe(record.dimension);
+    expect(event && fieldOf(event, ATTR.windowStart)).toBe(record.hour);
+    // Every record's trace reaches its call: the call is the child of one record's consume span and links
+    // to the others'; each of those links back to the call.
+    for (const r of submissions) {
+      const c = consumeOf(r.recordId);
+      const callSpan = callOf(r.recordId);
+      expect(c, `consume span of ${r.recordId}`).toBeDefined();
+      const child = parentOf(callSpan) === c.spanID;
+      const linked = callSpan.references.some(
+        (ref) => ref.refType === 'FOLLOWS_FROM' && ref.spanID === c.spanID,
+      );
+      expect(child || linked, `call span reaches ${r.recordId}`).toBe(true);
+      if (!child) {
+        expect(
+          c.references.some((ref) => ref.spanID === callSpan.spanID),
+          `${r.recordId} links to its call`,
+        ).toBe(true);
+      }
+    }
 
     // Links from the finalize span lead to producer spans of the hour's events, in their own traces.
     const links = finalize.references.filter((r) => r.refType === 'FOLLOWS_FROM');
@@ -164,31 +219,61 @@ describe('a submission traced from the producer to the AWS call, in Jaeger', () 
     const finalized = lines.filter((l) => l.msg === 'hour finalized and emitted');
     expect(finalized.map((l) => l.trace_id)).toContain(t.traceID);
 
-    // `meterline trace` finds and draws the same trace, with the producers behind the links.
+    // `meterline trace` finds and draws the record's trace, with its AWS call (followed through the link
+    // when the call is a child of another record's consume span) and the producers behind the links.
+    const shown =
+      submissions.find((r) => parentOf(callOf(r.recordId)) !== consumeOf(r.recordId).spanID) ?? record;
     const out = join(tmpdir(), `${uniqueId('trace-cli')}.json`);
     const cli = spawnMeterline(
-      ['trace', record.recordId, '--json'],
+      ['trace', shown.recordId, '--json'],
       { METERLINE_JAEGER_URL: jaeger.baseUrl },
       out,
     );
     expect(((await once(cli, 'exit')) as [number | null])[0]).toBe(0);
     const view = JSON.parse(readFileSync(out, 'utf8')) as {
       traceId: string;
-      spans: { name: string; service: string; depth: number; attributes: Record<string, unknown> }[];
+      spans: {
+        name: string;
+        service: string;
+        depth: number;
+        attributes: Record<string, unknown>;
+        events?: { name: string; attributes: Record<string, unknown> }[];
+      }[];
       producers: { service: string; name: string }[];
     };
-    expect(view.traceId).toBe(t.traceID);
+    expect(view.traceId).toBe(consumeOf(shown.recordId).traceID);
     expect(view.spans.map((s) => [s.depth, s.service, s.name])).toEqual(
       expect.arrayContaining([
         [0, 'meterline-processor', `finalize ${tp.topics.usage}`],
         [1, 'meterline-worker', `process ${tp.topics.submissions}`],
-        [2, 'meterline-worker', 'BatchMeterUsage'],
+        [2, 'meterline-worker', 'MarketplaceMetering.BatchMeterUsage'],
       ]),
     );
+    const drawnCall = view.spans.find((s) => s.name === 'MarketplaceMetering.BatchMeterUsage');
+    // Only the shown record's detail from the call.
+    expect(drawnCall?.events?.map((e) => e.attributes[ATTR.recordId])).toEqual([shown.recordId]);
+    expect(drawnCall?.events?.[0]?.attributes[ATTR.awsStatus]).toBe('Success');
     expect(view.producers.length).toBeGreaterThan(0);
     expect(view.producers.every((p) => p.service === 'meterline-produce')).toBe(true);
   }, 300_000);
 });
+
+function dedupe(spans: JaegerSpan[]): JaegerSpan[] {
+  return [...new Map(spans.map((s) => [s.spanID, s])).values()];
+}
+
+/** The call span's per-record events (Jaeger shows span events as logs). */
+function recordEvents(s: JaegerSpan): JaegerLog[] {
+  return (s.logs ?? []).filter((l) => fieldOf(l, 'event') === AWS_RECORD_EVENT);
+}
+
+function fieldOf(l: JaegerLog, key: string): string | number | boolean | undefined {
+  return l.fields.find((f) => f.key === key)?.value;
+}
+
+function recordsInCalls(calls: JaegerSpan[]): string[] {
+  return calls.flatMap((s) => recordEvents(s).map((e) => String(fieldOf(e, ATTR.recordId))));
+}
 
 function spanNames(t: JaegerTrace | undefined): string {
   return t ? t.spans.map((s) => s.operationName).join(', ') : 'not found yet';
