@@ -2,6 +2,9 @@
  * `meterline trace <record-id | trace-id>`: fetches a submission's trace from Jaeger's HTTP API and draws
  * it in the terminal: a waterfall of spans with durations and statuses, the attributes that matter, and
  * the links from the finalize span back to the producers of the hour's events.
+ *
+ * One AWS call bills up to 25 records, so its span sits under one record's consume span; the others link
+ * to it (possibly in another trace). The view follows those links and draws the call under each record.
  */
 import { type Command, InvalidArgumentError } from 'commander';
 import { isMeterlineError } from '../errors.ts';
@@ -13,7 +16,7 @@ import {
   type JaegerTrace,
   tagValue,
 } from '../observability/jaeger-client.ts';
-import { ATTR } from '../observability/trace-attributes.ts';
+import { ATTR, AWS_RECORD_EVENT } from '../observability/trace-attributes.ts';
 import {
   ServiceUnavailableError,
   type TimeoutOptions,
@@ -26,6 +29,10 @@ import { type OutputOptions, outputFormat, printData, withExamples, withOutput }
 
 /** Attributes shown under a span, in this order. */
 const SHOWN = [
+  ATTR.rpcService,
+  ATTR.rpcMethod,
+  ATTR.awsRequestId,
+  ATTR.cloudRegion,
   ATTR.recordId,
   ATTR.customer,
   ATTR.dimension,
@@ -57,6 +64,8 @@ export interface TraceView {
     error: boolean;
     attributes: Record<string, string | number | boolean>;
     links: { traceId: string; spanId: string }[];
+    /** An AWS call's per-record answers (only the focused record's, when the view focuses on one). */
+    events?: { name: string; attributes: Record<string, string | number | boolean> }[];
   }[];
   /** Records of the same finalize span left out when the view focuses on one record. */
   otherRecords: number;
@@ -127,7 +136,9 @@ export function registerTraceCommand(program: Command): void {
 /** A trace id is fetched directly; anything else is searched as a record id (the newest trace wins). */
 export async function findTrace(jaeger: JaegerClient, id: string): Promise<JaegerTrace | undefined> {
   if (isTraceId(id)) return jaeger.trace(id);
-  const [newest] = await jaeger.tracesOfRecord(id);
+  // Its own trace first: the one where a span carries the record id, not only an AWS call's event for it.
+  const found = await jaeger.tracesOfRecord(id);
+  const newest = found.find((t) => t.spans.some((s) => tagValue(s, ATTR.recordId) === id)) ?? found[0];
   // A search answer may be partial: fetch the whole trace.
   return newest ? ((await jaeger.trace(newest.traceID)) ?? newest) : undefined;
 }
@@ -151,6 +162,7 @@ export async function traceView(
     return typeof r === 'string' ? r : undefined;
   };
   const records = new Set(trace.spans.flatMap((s) => recordOf(s) ?? []));
+  const isCall = (s: JaegerSpan) => tagValue(s, ATTR.rpcSystem) === 'aws-api';
   const ancestry = (s: JaegerSpan): JaegerSpan[] => {
     const chain: JaegerSpan[] = [];
     for (let cur: JaegerSpan | undefined = s; cur; cur = byId.get(parentOf(cur) ?? '')) chain.push(cur);
@@ -170,14 +182,39 @@ export async function traceView(
     const p = parentOf(s);
     children.set(p, [...(children.get(p) ?? []), s]);
   }
+  // A record's AWS call under another record's consume span, or in another trace: drawn under this
+  // record's consume span too, through the link between them.
+  const keptIds = new Set(kept.map((s) => s.spanID));
+  const processes = new Map<string, JaegerTrace['processes']>();
+  const followed = new Set<string>();
+  for (const s of kept) {
+    if (!recordOf(s) || isCall(s)) continue;
+    for (const ref of s.references) {
+      if (ref.refType !== 'FOLLOWS_FROM' || keptIds.has(ref.spanID)) continue;
+      const other =
+        ref.traceID === trace.traceID ? trace : await jaeger.trace(ref.traceID).catch(() => undefined);
+      const call = other?.spans.find((c) => c.spanID === ref.spanID);
+      if (!other || !call || !isCall(call)) continue;
+      followed.add(`${ref.traceID}/${ref.spanID}`);
+      processes.set(call.spanID, other.processes);
+      children.set(s.spanID, [...(children.get(s.spanID) ?? []), call]);
+    }
+  }
   for (const list of children.values()) list.sort((a, b) => a.startTime - b.startTime);
   const t0 = Math.min(...trace.spans.map((s) => s.startTime));
   const spans: TraceView['spans'] = [];
+  const producerLinks: { traceId: string; spanId: string }[] = [];
   const walk = (parent: string | undefined, depth: number) => {
     for (const s of children.get(parent) ?? []) {
+      const links = s.references
+        .filter((r) => r.refType === 'FOLLOWS_FROM' || r.traceID !== trace.traceID)
+        .map((r) => ({ traceId: r.traceID, spanId: r.spanID }));
+      // A call's links lead to its other records' consume spans, a consume span's to its call: not producers.
+      if (!isCall(s) && !recordOf(s)) producerLinks.push(...links);
+      const events = callEvents(s, focusRecord && records.has(focusRecord) ? focusRecord : undefined);
       spans.push({
         depth,
-        service: trace.processes[s.processID]?.serviceName ?? '?',
+        service: (processes.get(s.spanID) ?? trace.processes)[s.processID]?.serviceName ?? '?',
         name: s.operationName,
         startOffsetMs: (s.startTime - t0) / 1000,
         durationMs: s.duration / 1000,
@@ -188,16 +225,15 @@ export async function traceView(
             return v === undefined ? [] : [[k, v]];
           }),
         ),
-        links: s.references
-          .filter((r) => r.refType === 'FOLLOWS_FROM' || r.traceID !== trace.traceID)
-          .map((r) => ({ traceId: r.traceID, spanId: r.spanID })),
+        links,
+        ...(events.length ? { events } : {}),
       });
       walk(s.spanID, depth + 1);
     }
   };
   walk(undefined, 0);
   const producers: TraceView['producers'] = [];
-  const wanted = spans.flatMap((s) => s.links).slice(0, maxLinks);
+  const wanted = producerLinks.filter((l) => !followed.has(`${l.traceId}/${l.spanId}`)).slice(0, maxLinks);
   for (const link of wanted) {
     const linked = await jaeger.trace(link.traceId).catch(() => undefined);
     const span = linked?.spans.find((s) => s.spanID === link.spanId);
@@ -233,8 +269,14 @@ export function renderTrace(view: TraceView): string {
     );
     const indent = `${'  '.repeat(s.depth)}    `;
     for (const [k, v] of Object.entries(s.attributes)) lines.push(`${indent}${k} = ${v}`);
+    for (const e of s.events ?? []) {
+      const a = e.attributes;
+      lines.push(
+        `${indent}record ${a[ATTR.recordId]}: ${a[ATTR.awsStatus]}${a[ATTR.meteringRecordId] ? ` (${a[ATTR.meteringRecordId]})` : ''}`,
+      );
+    }
     if (s.links.length)
-      lines.push(`${indent}links: ${s.links.length} event span(s), e.g. ${s.links[0]?.traceId}`);
+      lines.push(`${indent}links: ${s.links.length} linked span(s), e.g. trace ${s.links[0]?.traceId}`);
   }
   if (view.otherRecords > 0) {
     lines.push(
@@ -252,6 +294,22 @@ export function renderTrace(view: TraceView): string {
     }
   }
   return `${lines.join('\n')}\n`;
+}
+
+/** A call span's per-record events (Jaeger's logs), only `recordId`'s when given. */
+function callEvents(
+  span: JaegerSpan,
+  recordId: string | undefined,
+): NonNullable<TraceView['spans'][number]['events']> {
+  return (span.logs ?? []).flatMap((log) => {
+    const field = (k: string) => log.fields.find((f) => f.key === k)?.value;
+    if (field('event') !== AWS_RECORD_EVENT) return [];
+    if (recordId !== undefined && field(ATTR.recordId) !== recordId) return [];
+    const attributes = Object.fromEntries(
+      log.fields.filter((f) => f.key !== 'event').map((f) => [f.key, f.value]),
+    );
+    return [{ name: AWS_RECORD_EVENT, attributes }];
+  });
 }
 
 function fmtMs(ms: number): string {

@@ -46,6 +46,7 @@ import {
 import { type DirectoryEntry, mappingOf, subscriptionField } from '../state/customer-directory.ts';
 import type { Ledger } from '../state/ledger.ts';
 import type { SharedRateLimiter } from '../state/rate-limiter.ts';
+import { AwsCallSpan, type AwsCallTarget, awsCallTarget } from './aws-call-span.ts';
 import { chunkForBatchMeterUsage } from './batching.ts';
 
 const HEARTBEAT_SLICE_MS = 2_000;
@@ -116,6 +117,8 @@ export class MeteringWorker {
   /** With tracing on: each record's consume span, the parent of its AWS call and dead-letter spans. */
   readonly #spans = new Map<string, Span>();
   readonly #traced = tracingActive();
+  /** The client's service name and region, for the AWS call spans (read once, with tracing on). */
+  #target: Promise<AwsCallTarget> | undefined;
 
   constructor(options: WorkerOptions) {
     this.#o = options;
@@ -367,7 +370,8 @@ export class MeteringWorker {
       try {
         await this.#o.rateLimiter?.acquire(this.#stopping.signal);
         this.stats.calls += 1;
-        const spans = this.#awsSpans('BatchMeterUsage', pending, attempt);
+        const records = pending.map((p) => p.record);
+        const span = await this.#callSpan('BatchMeterUsage', records, attempt);
         let out: BatchMeterUsageCommandOutput;
         try {
           out = await timed('BatchMeterUsage', () =>
@@ -379,10 +383,14 @@ export class MeteringWorker {
             ),
           );
         } catch (error) {
-          endAwsSpans(spans, classifyAwsError(error).code, error);
+          span?.failed(records, classifyAwsError(error).code, error);
           throw error;
         }
-        pending = await this.#handleResults(pending, out.Results ?? [], out.UnprocessedRecords ?? [], spans);
+        try {
+          pending = await this.#handleResults(pending, out.Results ?? [], out.UnprocessedRecords ?? [], span);
+        } finally {
+          span?.answered(out);
+        }
         if (!pending.length) return;
         failure = undefined;
       } catch (error) {
@@ -451,30 +459,15 @@ export class MeteringWorker {
     }
   }
 
-  /**
-   * One AWS call span per record in the call, each a child of that record's consume span, so every
-   * record's trace reaches the call that billed it. They share a call id and carry the batch size.
-   */
-  #awsSpans(api: MeteringApi, call: readonly Prepared[], attempt: number): Map<Prepared, Span> {
-    const spans = new Map<Prepared, Span>();
-    if (!this.#traced) return spans;
-    const callId = Math.random().toString(16).slice(2, 10);
-    for (const p of call) {
-      const span = this.#childSpan(p.record.recordId, api, SpanKind.CLIENT, {
-        [ATTR.rpcSystem]: 'aws-api',
-        [ATTR.rpcService]: 'AWSMarketplaceMetering',
-        [ATTR.rpcMethod]: api,
-        [ATTR.awsCallId]: callId,
-        [ATTR.awsBatchSize]: call.length,
-        [ATTR.awsAttempt]: attempt + 1,
-        [ATTR.recordId]: p.record.recordId,
-        [ATTR.customer]: p.record.customer,
-        [ATTR.dimension]: p.record.dimension,
-        [ATTR.windowStart]: p.record.hour,
-      });
-      if (span) spans.set(p, span);
-    }
-    return spans;
+  /** The call's span, with tracing on and a consume span for at least one of its records. */
+  async #callSpan(
+    api: MeteringApi,
+    records: readonly SubmissionRecord[],
+    attempt: number,
+  ): Promise<AwsCallSpan | undefined> {
+    if (!this.#traced) return undefined;
+    this.#target ??= awsCallTarget(this.#o.client);
+    return AwsCallSpan.start(api, await this.#target, records, attempt, (id) => this.#spans.get(id));
   }
 
   /**
@@ -529,20 +522,11 @@ export class MeteringWorker {
     let first: ErrorNote | undefined;
     for (let attempt = 0; ; attempt++) {
       let failure: MeterlineError;
-      let span: Span | undefined;
+      let span: AwsCallSpan | undefined;
       try {
         await this.#o.rateLimiter?.acquire(this.#stopping.signal);
         this.stats.calls += 1;
-        span = this.#childSpan(record.recordId, 'MeterUsage', SpanKind.CLIENT, {
-          [ATTR.rpcSystem]: 'aws-api',
-          [ATTR.rpcService]: 'AWSMarketplaceMetering',
-          [ATTR.rpcMethod]: 'MeterUsage',
-          [ATTR.awsAttempt]: attempt + 1,
-          [ATTR.recordId]: record.recordId,
-          [ATTR.customer]: record.customer,
-          [ATTR.dimension]: record.dimension,
-          [ATTR.windowStart]: record.hour,
-        });
+        span = await this.#callSpan('MeterUsage', [record], attempt);
         const out = await timed('MeterUsage', () =>
           this.#o.client.send(
             new MeterUsageCommand({
@@ -571,16 +555,14 @@ export class MeteringWorker {
         ]);
         this.stats.accepted += 1;
         metrics.recordsAccepted.inc({ api: 'MeterUsage' });
-        if (span) {
-          span.setAttribute(ATTR.awsStatus, 'Success');
-          span.setAttribute(ATTR.meteringRecordId, out.MeteringRecordId ?? '');
-          span.end();
-        }
+        span?.record(record, 'Success', out.MeteringRecordId ?? '');
+        span?.answered(out);
+        span = undefined;
         this.#outcome(record.recordId, 'accepted');
         return;
       } catch (error) {
         failure = classifyAwsError(error);
-        if (span) endAwsSpans(new Map([[record, span]]), failure.code, error);
+        span?.failed([record], failure.code, error);
         if (this.#stopping.signal.aborted) throw error;
         if (failure.code === 'aws_throttled') await this.#o.rateLimiter?.throttled();
       }
@@ -598,7 +580,7 @@ export class MeteringWorker {
     sent: Prepared[],
     results: UsageRecordResult[],
     unprocessed: UsageRecord[],
-    spans: ReadonlyMap<Prepared, Span> = new Map(),
+    span?: AwsCallSpan,
   ): Promise<Prepared[]> {
     const byKey = new Map(sent.map((p) => [p.matchKey, p]));
     const accepted: {
@@ -616,13 +598,7 @@ export class MeteringWorker {
         continue;
       }
       answered.add(p);
-      const span = spans.get(p);
-      if (span) {
-        span.setAttribute(ATTR.awsStatus, r.Status ?? 'unknown');
-        if (r.MeteringRecordId) span.setAttribute(ATTR.meteringRecordId, r.MeteringRecordId);
-        if (r.Status !== 'Success') span.setStatus({ code: SpanStatusCode.ERROR, message: r.Status ?? '' });
-        span.end();
-      }
+      span?.record(p.record, r.Status ?? 'unknown', r.MeteringRecordId);
       if (r.Status === 'Success') {
         this.#outcome(p.record.recordId, 'accepted');
         accepted.push({
@@ -648,13 +624,7 @@ export class MeteringWorker {
     const retry = unprocessed.flatMap((u) => byKey.get(matchKeyOf(u)) ?? []);
     // A record AWS neither answered nor listed as unprocessed is retried too: never assume success.
     for (const p of sent) if (!answered.has(p) && !retry.includes(p)) retry.push(p);
-    for (const p of retry) {
-      const span = spans.get(p);
-      if (!span) continue;
-      span.setAttribute(ATTR.awsStatus, 'Unprocessed');
-      span.setStatus({ code: SpanStatusCode.ERROR, message: 'unprocessed by AWS: retried' });
-      span.end();
-    }
+    for (const p of retry) span?.record(p.record, 'Unprocessed');
     return retry;
   }
 
@@ -737,14 +707,6 @@ async function timed<T>(api: MeteringApi, call: () => Promise<T>): Promise<T> {
     throw error;
   } finally {
     end();
-  }
-}
-
-function endAwsSpans(spans: ReadonlyMap<unknown, Span>, code: string, error: unknown): void {
-  for (const span of spans.values()) {
-    span.setAttribute(ATTR.awsStatus, code);
-    failSpan(span, error);
-    span.end();
   }
 }
 
