@@ -10,11 +10,15 @@ import {
 } from '../metering/aws-window.ts';
 
 let defaults = false;
-/** Process metrics (CPU, memory, event-loop lag), registered once per process. */
+/**
+ * Process metrics (CPU, memory, event-loop lag), registered once per process. Unprefixed, under their
+ * standard names (`process_cpu_seconds_total`, `nodejs_*`), so the usual dashboards and rules find them;
+ * the scrape's job and pod labels tell the processes apart.
+ */
 export function collectProcessMetrics(): void {
   if (defaults) return;
   defaults = true;
-  collectDefaultMetrics({ prefix: 'meterline_' });
+  collectDefaultMetrics();
 }
 
 export const metrics = {
@@ -40,8 +44,8 @@ export const metrics = {
     help: 'AWS Metering calls, by API and outcome (ok, or the error code)',
     labelNames: ['api', 'outcome'] as const,
   }),
-  awsCallSeconds: new Histogram({
-    name: 'meterline_aws_call_seconds',
+  awsCallDurationSeconds: new Histogram({
+    name: 'meterline_aws_call_duration_seconds',
     help: 'Latency of AWS Metering calls',
     labelNames: ['api'] as const,
     buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
@@ -115,10 +119,20 @@ export const metrics = {
     name: 'meterline_zero_records_total',
     help: 'Hourly zero records made for subscribed customers without usage',
   }),
-  clockSkewSeconds: new Histogram({
+  /** The last event's skew, signed: what a producer's clock says now. */
+  clockSkewSeconds: new Gauge({
     name: 'meterline_clock_skew_seconds',
-    help: 'Event time minus the broker timestamp of its message (negative: the event is older than its write; large positive: the producer clock runs ahead)',
-    buckets: [-3600, -600, -60, -10, -1, 0, 1, 10, 60, 600, 3600],
+    help: 'Event time minus the broker timestamp of its message, for the last event applied (negative: the event is older than its write; large positive: the producer clock runs ahead)',
+  }),
+  /**
+   * Every event's skew as an absolute value, by direction: a histogram's buckets and `_sum` only grow, so
+   * the sign lives in the label. Alert on `ahead` above a minute.
+   */
+  clockSkewAbsoluteSeconds: new Histogram({
+    name: 'meterline_clock_skew_absolute_seconds',
+    help: 'Absolute difference between event time and the broker timestamp of its message, by direction: ahead (event time after the write: the producer clock runs ahead) or behind (older than its write: buffered producers)',
+    labelNames: ['direction'] as const,
+    buckets: [1, 10, 60, 600, 3600, 21600, 86400],
   }),
   openWindows: new Gauge({
     name: 'meterline_open_windows',
@@ -205,6 +219,15 @@ export const metrics = {
 };
 
 export { register };
+
+/** One event's skew against its message's broker timestamp, in seconds. */
+export function observeClockSkew(seconds: number): void {
+  metrics.clockSkewSeconds.set(seconds);
+  metrics.clockSkewAbsoluteSeconds.observe(
+    { direction: seconds > 0 ? 'ahead' : 'behind' },
+    Math.abs(seconds),
+  );
+}
 
 /** Sets the deadline gauges of one stage from the oldest hour it still holds (undefined: none). */
 export function reportOldestHour(

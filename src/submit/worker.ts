@@ -697,7 +697,7 @@ function prepare(record: SubmissionRecord, mapping: CustomerMapping): Prepared {
 
 /** One AWS call, counted by outcome and timed. */
 async function timed<T>(api: MeteringApi, call: () => Promise<T>): Promise<T> {
-  const end = metrics.awsCallSeconds.startTimer({ api });
+  const end = metrics.awsCallDurationSeconds.startTimer({ api });
   try {
     const out = await call();
     metrics.awsCalls.inc({ api, outcome: 'ok' });

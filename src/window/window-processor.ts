@@ -10,7 +10,7 @@ import type { Logger } from '../log.ts';
 import type { MeteringApi } from '../metering/aws-window.ts';
 import { dlqMessage, type FailedRecord, sourceOf } from '../metering/dlq-envelope.ts';
 import type { DecodeResult, IngestReason, UsageDecoder, ValidationContext } from '../metering/usage-event.ts';
-import { metrics } from '../observability/metrics.ts';
+import { metrics, observeClockSkew } from '../observability/metrics.ts';
 import { headerTraceparent, tracingActive } from '../observability/tracing.ts';
 import { aggregateField } from '../redis/keys.ts';
 import { HOURLY_WINDOWS, type HourlyWindowStore, type ProcessorStats } from '../state/hourly-window-store.ts';
@@ -93,7 +93,7 @@ export class WindowProcessor implements Processor<SourceRecord> {
     if (this.#misrouted(e.customer, context)) return;
     const hour = hourStart(e.timestampMs);
     // Event time against the broker's clock: producers with drifting clocks show up here.
-    metrics.clockSkewSeconds.observe((e.timestampMs - Number(record.timestamp)) / 1000);
+    observeClockSkew((e.timestampMs - Number(record.timestamp)) / 1000);
     const store = this.#store as HourlyWindowStore;
     const op = this.#o.ops.get(e.dimension) ?? 's';
     // Sums keep one aggregate per allocation tag set; a peak has no per-tag split.

@@ -144,13 +144,20 @@ describe('/metrics after a run with injected faults', () => {
     const calls = [...m]
       .filter(([k]) => k.startsWith('meterline_aws_calls_total{api="BatchMeterUsage"'))
       .reduce((sum, [, n]) => sum + n, 0);
-    expect(v('meterline_aws_call_seconds_count{api="BatchMeterUsage"}')).toBe(calls);
+    expect(v('meterline_aws_call_duration_seconds_count{api="BatchMeterUsage"}')).toBe(calls);
     expect(v('meterline_aws_calls_total{api="BatchMeterUsage",outcome="ok"}')).toBe(
       calls - snap.injected.throttling - snap.injected.internalError,
     );
     expect(v('meterline_rate_limiter_throttled_total')).toBe(snap.injected.throttling);
     // Each valid event (resends included) was measured against its broker timestamp.
-    expect(v('meterline_clock_skew_seconds_count')).toBe(events.length);
+    expect(
+      v('meterline_clock_skew_absolute_seconds_count{direction="ahead"}') +
+        v('meterline_clock_skew_absolute_seconds_count{direction="behind"}'),
+    ).toBe(events.length);
+    // Standard process metrics, unprefixed; the build's series stays.
+    expect(m.has('process_cpu_seconds_total')).toBe(true);
+    expect(m.has('meterline_process_cpu_seconds_total')).toBe(false);
+    expect([...m.keys()].some((k) => k.startsWith('meterline_build_info{'))).toBe(true);
     // Nothing is left to bill: the worker's oldest unsubmitted hour is cleared.
     expect(v('meterline_oldest_unsubmitted_hour_age_seconds{stage="worker"}')).toBe(0);
     expect(v('meterline_finalize_lag_seconds_count')).toBeGreaterThan(0);
