@@ -16,7 +16,8 @@ import { makeSubmissionRecord, type SubmissionRecord } from '../../src/metering/
 import { createRedis, type ScriptedRedis } from '../../src/redis/client.ts';
 import { Keys } from '../../src/redis/keys.ts';
 import { Ledger } from '../../src/state/ledger.ts';
-import { clientToken, MeteringWorker } from '../../src/submit/worker.ts';
+import { clientToken } from '../../src/submit/meter-usage.ts';
+import { MeteringWorker } from '../../src/submit/worker.ts';
 import { HOUR_MS, hourStart } from '../../src/time/hours.ts';
 import { sdkClient } from '../emulator/helpers.ts';
 import { deleteKeys, deleteTopics, stackEnv, testKafka, testLogger, uniqueId } from '../support/harness.ts';
