@@ -18,9 +18,8 @@ import type { SubmissionRecord } from '../metering/submission-record.ts';
 import { errorNote } from '../metering/submit-envelopes.ts';
 import { metrics } from '../observability/metrics.ts';
 import type { AwsCallSpan } from './aws-call-span.ts';
-import { type CallContext, timed } from './call-context.ts';
+import { type CallContext, Resend, timed } from './call-context.ts';
 import { usageAllocations } from './meter-usage.ts';
-
 /** A record ready for BatchMeterUsage: its tenant's AWS identity and the usage record AWS is sent. */
 export interface Prepared {
   record: SubmissionRecord;
@@ -36,84 +35,84 @@ export async function submitBatchCall(
   earlier?: ErrorNote,
 ): Promise<void> {
   let pending = call;
-  let attempt = 0;
   let first = earlier;
-  while (pending.length) {
-    const productCode = pending[0]?.record.productCode;
-    let failure: MeterlineError | undefined;
-    try {
-      await ctx.acquire();
-      const records = pending.map((p) => p.record);
-      const span = await ctx.callSpan('BatchMeterUsage', records, attempt);
-      let out: BatchMeterUsageCommandOutput;
+  const records = {
+    get: () => pending.map((p) => p.record),
+    keep: (kept: readonly SubmissionRecord[]) => (pending = pending.filter((p) => kept.includes(p.record))),
+  };
+  await ctx.withRetries(records, async (attempt) => {
+    // A final answer that names the culprits (records outside AWS's window) resends the rest at once.
+    while (pending.length) {
+      const productCode = pending[0]?.record.productCode;
+      let failure: MeterlineError | undefined;
       try {
-        out = await timed('BatchMeterUsage', () =>
-          ctx.o.client.send(
-            new BatchMeterUsageCommand({
-              ProductCode: productCode,
-              UsageRecords: pending.map((p) => p.usage),
-            }),
-          ),
-        );
-      } catch (error) {
-        span?.failed(records, classifyAwsError(error).code, error);
-        throw error;
-      }
-      try {
-        pending = await handleResults(ctx, pending, out.Results ?? [], out.UnprocessedRecords ?? [], span);
-      } finally {
-        span?.answered(out);
-      }
-      if (!pending.length) return;
-      failure = undefined;
-    } catch (error) {
-      if (ctx.stopping.signal.aborted) throw error;
-      failure = classifyAwsError(error);
-      await ctx.throttled(failure);
-    }
-
-    if (failure && !failure.retriable) {
-      if (failure.code === 'timestamp_out_of_bounds') {
-        // Our clock names most culprits: dead-letter the records outside the window, resend the rest.
-        const now = ctx.now();
-        const out = pending.filter(
-          (p) => !isWithinAcceptanceWindow(p.record.api, Date.parse(p.record.hour), now),
-        );
-        if (out.length) {
-          await ctx.deadLetter(
-            out.map((p) => p.record),
-            'timestamp_out_of_bounds',
-            failure.message,
+        await ctx.acquire();
+        const sent = pending.map((p) => p.record);
+        const span = await ctx.callSpan('BatchMeterUsage', sent, attempt - 1);
+        let out: BatchMeterUsageCommandOutput;
+        try {
+          out = await timed('BatchMeterUsage', () =>
+            ctx.o.client.send(
+              new BatchMeterUsageCommand({
+                ProductCode: productCode,
+                UsageRecords: pending.map((p) => p.usage),
+              }),
+            ),
           );
-          pending = pending.filter((p) => !out.includes(p));
-          continue;
+        } catch (error) {
+          span?.failed(sent, classifyAwsError(error).code, error);
+          throw error;
         }
+        try {
+          pending = await handleResults(ctx, pending, out.Results ?? [], out.UnprocessedRecords ?? [], span);
+        } finally {
+          span?.answered(out);
+        }
+        if (!pending.length) return;
+        failure = undefined;
+      } catch (error) {
+        if (ctx.stopping.signal.aborted) throw error;
+        failure = classifyAwsError(error);
+        await ctx.throttled(failure);
       }
-      // AWS rejects the whole call for one record's fault: find the records that caused it.
-      if (pending.length > 1 && mayBeCausedByRecords(failure)) {
-        await narrow(ctx, pending, failure, first);
+
+      if (failure && !failure.retriable) {
+        if (failure.code === 'timestamp_out_of_bounds') {
+          // Our clock names most culprits: dead-letter the records outside the window, resend the rest.
+          const now = ctx.now();
+          const out = pending.filter(
+            (p) => !isWithinAcceptanceWindow(p.record.api, Date.parse(p.record.hour), now),
+          );
+          if (out.length) {
+            await ctx.deadLetter(
+              out.map((p) => p.record),
+              'timestamp_out_of_bounds',
+              failure.message,
+            );
+            pending = pending.filter((p) => !out.includes(p));
+            continue;
+          }
+        }
+        // AWS rejects the whole call for one record's fault: find the records that caused it.
+        if (pending.length > 1 && mayBeCausedByRecords(failure)) {
+          await narrow(ctx, pending, failure, first);
+          return;
+        }
+        await ctx.deadLetter(
+          pending.map((p) => p.record),
+          failure.code,
+          failure.message,
+          attempt,
+          first,
+        );
         return;
       }
-      await ctx.deadLetter(
-        pending.map((p) => p.record),
-        failure.code,
-        failure.message,
-        attempt + 1,
-        first,
-      );
-      return;
-    }
 
-    // Retriable: a thrown transient error, or UnprocessedRecords.
-    first ??= errorNote(failure, ctx.now());
-    const kept = await ctx.backoff(
-      pending.map((p) => p.record),
-      attempt++,
-      failure,
-      first,
-    );
-    pending = pending.filter((p) => kept.includes(p.record));
-  }
+      // Retriable: a thrown transient error, or UnprocessedRecords.
+      first ??= errorNote(failure, ctx.now());
+      throw new Resend(failure, first);
+    }
+  });
 }
 
 /**

@@ -5,13 +5,14 @@
  */
 import { setTimeout as delay } from 'node:timers/promises';
 import type { MarketplaceMeteringClient } from '@aws-sdk/client-marketplace-metering';
-import type { ErrorCode, MeterlineError } from '../errors.ts';
+import { type ErrorCode, MeterlineError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { classifyAwsError } from '../metering/aws-errors.ts';
 import type { MeteringApi } from '../metering/aws-window.ts';
-import { type BackoffOptions, backoffDelay, DEFAULT_BACKOFF } from '../metering/backoff.ts';
+import type { BackoffOptions } from '../metering/backoff.ts';
 import type { ErrorNote } from '../metering/dlq-envelope.ts';
 import type { DlqPublisher } from '../metering/dlq-publisher.ts';
+import { retry } from '../metering/retry.ts';
 import type { SubmissionRecord } from '../metering/submission-record.ts';
 import { submitFailures } from '../metering/submit-envelopes.ts';
 import { metrics } from '../observability/metrics.ts';
@@ -102,47 +103,61 @@ export class CallContext {
   }
 
   /**
-   * Waits out a retriable failure with exponential backoff and full jitter. Records whose deadline (minus
-   * the margin) would pass during the wait are dead-lettered as `deadline_exceeded`; returns the rest.
+   * Runs a call form's attempts with the shared retry(): exponential backoff with full jitter, no limit
+   * on attempts. An attempt that throws `Resend` is tried again after the wait, with only the records
+   * whose deadline (minus the margin) the wait does not pass: the others are dead-lettered as
+   * `deadline_exceeded` first, and with none left no wait is made and the next attempt has nothing to
+   * do. Anything else an attempt throws ends the loop as it is (a final answer is the attempt's to handle).
    */
-  async backoff(
-    records: SubmissionRecord[],
-    attempt: number,
-    failure: MeterlineError | undefined,
-    firstError: ErrorNote | undefined,
-  ): Promise<SubmissionRecord[]> {
-    const wait = backoffDelay(attempt, this.o.backoff ?? DEFAULT_BACKOFF);
-    const resumeAt = this.now() + wait;
-    const expired = records.filter((r) => resumeAt > Date.parse(r.deadline) - this.o.deadlineMarginMs);
-    if (expired.length) {
-      await this.deadLetter(
-        expired,
-        'deadline_exceeded',
-        `still failing at the deadline: ${failure?.message ?? 'unprocessed by AWS'}`,
-        attempt + 1,
-        firstError,
-      );
-    }
-    const kept = records.filter((r) => !expired.includes(r));
-    if (!kept.length) return kept;
-    this.stats.retries += 1;
-    this.o.logger.warn(
-      {
-        attempt: attempt + 1,
-        wait,
-        records: kept.length,
-        code: failure?.code ?? 'aws_unprocessed',
-        error: failure?.message,
+  async withRetries(
+    records: { get(): SubmissionRecord[]; keep(kept: readonly SubmissionRecord[]): void },
+    attempt: (n: number) => Promise<void>,
+  ): Promise<void> {
+    let left = 0;
+    await retry(attempt, {
+      attempts: Number.POSITIVE_INFINITY,
+      ...(this.o.backoff ? { backoff: this.o.backoff } : {}),
+      classify: (error) => (error instanceof Resend ? error : undefined),
+      onRetry: async ({ attempt: n, waitMs, error }) => {
+        const { failure, first } = error as Resend;
+        const resumeAt = this.now() + waitMs;
+        const pending = records.get();
+        const expired = pending.filter((r) => resumeAt > Date.parse(r.deadline) - this.o.deadlineMarginMs);
+        if (expired.length) {
+          await this.deadLetter(
+            expired,
+            'deadline_exceeded',
+            `still failing at the deadline: ${failure?.message ?? 'unprocessed by AWS'}`,
+            n,
+            first,
+          );
+        }
+        const kept = pending.filter((r) => !expired.includes(r));
+        records.keep(kept);
+        left = kept.length;
+        if (!left) return;
+        this.stats.retries += 1;
+        this.o.logger.warn(
+          {
+            attempt: n,
+            wait: waitMs,
+            records: kept.length,
+            code: failure?.code ?? 'aws_unprocessed',
+            error: failure?.message,
+          },
+          'retrying',
+        );
       },
-      'retrying',
-    );
-    // In slices, with a heartbeat between them: a backoff longer than the session must not cost the
-    // worker its partitions (and the batch a redelivery to another worker mid-retry).
-    for (let left = wait; left > 0; left -= HEARTBEAT_SLICE_MS) {
-      await delay(Math.min(left, HEARTBEAT_SLICE_MS), undefined, { signal: this.stopping.signal });
-      await this.heartbeat();
-    }
-    return kept;
+      // In slices, with a heartbeat between them: a backoff longer than the session must not cost the
+      // worker its partitions (and the batch a redelivery to another worker mid-retry).
+      sleep: async (ms) => {
+        if (!left) return;
+        for (let wait = ms; wait > 0; wait -= HEARTBEAT_SLICE_MS) {
+          await delay(Math.min(wait, HEARTBEAT_SLICE_MS), undefined, { signal: this.stopping.signal });
+          await this.heartbeat();
+        }
+      },
+    });
   }
 
   async deadLetter(
@@ -186,6 +201,24 @@ export class CallContext {
       this.o.logger.warn({ reason, records: records.map((r) => r.recordId) }, 'records dead-lettered');
     if (span) context.with(trace.setSpan(ROOT_CONTEXT, span), log);
     else log();
+  }
+}
+
+/**
+ * Thrown by an attempt for another one after the backoff (withRetries retries nothing else): `failure` is
+ * the retriable error, undefined when AWS returned records as unprocessed; `first` the records' first
+ * failure, for their envelopes.
+ */
+export class Resend extends MeterlineError {
+  readonly failure: MeterlineError | undefined;
+  readonly first: ErrorNote;
+  constructor(failure: MeterlineError | undefined, first: ErrorNote) {
+    super(failure?.code ?? 'aws_unprocessed', failure?.message ?? 'AWS returned records as unprocessed', {
+      retriable: true,
+      ...(failure ? { cause: failure } : {}),
+    });
+    this.failure = failure;
+    this.first = first;
   }
 }
 

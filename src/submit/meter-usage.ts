@@ -12,17 +12,20 @@ import type { SubmissionRecord } from '../metering/submission-record.ts';
 import { errorNote } from '../metering/submit-envelopes.ts';
 import { metrics } from '../observability/metrics.ts';
 import type { AwsCallSpan } from './aws-call-span.ts';
-import { type CallContext, timed } from './call-context.ts';
+import { type CallContext, Resend, timed } from './call-context.ts';
 
 /** Bills one record of a container product, retrying while its deadline allows; resolves once it is accepted or dead-lettered. */
 export async function meterUsage(ctx: CallContext, record: SubmissionRecord): Promise<void> {
+  let pending = [record];
   let first: ErrorNote | undefined;
-  for (let attempt = 0; ; attempt++) {
+  const records = { get: () => pending, keep: (kept: readonly SubmissionRecord[]) => (pending = [...kept]) };
+  await ctx.withRetries(records, async (attempt) => {
+    if (!pending.length) return; // dead-lettered at its deadline
     let failure: MeterlineError;
     let span: AwsCallSpan | undefined;
     try {
       await ctx.acquire();
-      span = await ctx.callSpan('MeterUsage', [record], attempt);
+      span = await ctx.callSpan('MeterUsage', [record], attempt - 1);
       const out = await timed('MeterUsage', () =>
         ctx.o.client.send(
           new MeterUsageCommand({
@@ -61,12 +64,12 @@ export async function meterUsage(ctx: CallContext, record: SubmissionRecord): Pr
       await ctx.throttled(failure);
     }
     if (!failure.retriable) {
-      await ctx.deadLetter([record], failure.code, failure.message, attempt + 1, first);
+      await ctx.deadLetter([record], failure.code, failure.message, attempt, first);
       return;
     }
     first ??= errorNote(failure, ctx.now());
-    if (!(await ctx.backoff([record], attempt, failure, first)).length) return;
-  }
+    throw new Resend(failure, first);
+  });
 }
 
 /** MeterUsage's idempotency token (at most 64 characters): the same record always sends the same one. */
