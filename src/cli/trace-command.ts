@@ -207,7 +207,7 @@ export async function traceView(
   const walk = (parent: string | undefined, depth: number) => {
     for (const s of children.get(parent) ?? []) {
       const links = s.references
-        .filter((r) => r.refType === 'FOLLOWS_FROM' || r.traceID !== trace.traceID)
+        .filter((r) => r.refType === 'FOLLOWS_FROM' || r.traceID !== s.traceID)
         .map((r) => ({ traceId: r.traceID, spanId: r.spanID }));
       // A call's links lead to its other records' consume spans, a consume span's to its call: not producers.
       if (!isCall(s) && !recordOf(s)) producerLinks.push(...links);
