@@ -1,13 +1,15 @@
 /**
- * Kafka connection security from the environment: TLS (optionally with a private CA) and SASL
- * PLAIN / SCRAM. Read in one place, so every client (pipeline, CLI tools) connects the same way; the
+ * Kafka connection security from the environment: TLS (optionally with a private CA), SASL PLAIN / SCRAM,
+ * and Amazon MSK's IAM access control (`aws-msk-iam`: OAUTHBEARER with AWS's signer, see msk-iam.ts). Read
+ * in one place, so every client (pipeline, CLI tools) connects the same way; the
  * config check lists every mistake in these keys at start-up.
  */
 import { readFileSync } from 'node:fs';
 import type { ConnectionOptions } from 'node:tls';
 import type { SASLOptions } from 'kafkajs';
+import { mskIamTokenProvider } from './msk-iam.ts';
 
-export const SASL_MECHANISMS = ['plain', 'scram-sha-256', 'scram-sha-512'] as const;
+export const SASL_MECHANISMS = ['plain', 'scram-sha-256', 'scram-sha-512', 'aws-msk-iam'] as const;
 
 export interface KafkaSecurity {
   ssl?: boolean | ConnectionOptions;
@@ -24,7 +26,10 @@ export function kafkaSecurityFromEnv(env: NodeJS.ProcessEnv): { security: KafkaS
   const verify = env.KAFKA_SSL_REJECT_UNAUTHORIZED ?? 'true';
   if (verify !== 'true' && verify !== 'false')
     issues.push('KAFKA_SSL_REJECT_UNAUTHORIZED: must be true or false');
-  if (flag === 'true' || caFile) {
+  const mechanism = env.KAFKA_SASL_MECHANISM?.toLowerCase();
+  // MSK serves IAM only over TLS (port 9098): on unless KAFKA_SSL=false says otherwise (a local test broker).
+  const msk = mechanism === 'aws-msk-iam';
+  if (flag === 'true' || caFile || (msk && flag !== 'false')) {
     const tls: ConnectionOptions = { rejectUnauthorized: verify !== 'false' };
     if (caFile) {
       try {
@@ -35,8 +40,16 @@ export function kafkaSecurityFromEnv(env: NodeJS.ProcessEnv): { security: KafkaS
     }
     security.ssl = caFile || verify === 'false' ? tls : true;
   }
-  const mechanism = env.KAFKA_SASL_MECHANISM?.toLowerCase();
-  if (mechanism) {
+  if (msk) {
+    if (env.KAFKA_SASL_USERNAME || env.KAFKA_SASL_PASSWORD)
+      issues.push(
+        "KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD: not used with aws-msk-iam (the pod's IAM role signs in); remove them",
+      );
+    const region = env.AWS_REGION;
+    if (!region)
+      issues.push("AWS_REGION: required with KAFKA_SASL_MECHANISM=aws-msk-iam (the MSK cluster's Region)");
+    else security.sasl = { mechanism: 'oauthbearer', oauthBearerProvider: mskIamTokenProvider({ region }) };
+  } else if (mechanism) {
     const username = env.KAFKA_SASL_USERNAME;
     const password = env.KAFKA_SASL_PASSWORD;
     if (!(SASL_MECHANISMS as readonly string[]).includes(mechanism))
