@@ -223,6 +223,7 @@ credentials come from the Secret by reference.
 {{- if $k.sasl.mechanism }}
 - name: KAFKA_SASL_MECHANISM
   value: {{ $k.sasl.mechanism | quote }}
+{{- if ne $k.sasl.mechanism "aws-msk-iam" }}
 - name: KAFKA_SASL_USERNAME
   valueFrom:
     secretKeyRef:
@@ -233,6 +234,7 @@ credentials come from the Secret by reference.
     secretKeyRef:
       name: {{ $k.sasl.existingSecret }}
       key: {{ $k.sasl.passwordKey }}
+{{- end }}
 {{- end }}
 {{- end -}}
 
