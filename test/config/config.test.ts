@@ -295,7 +295,7 @@ describe('configuration', () => {
       ),
     ).toEqual([
       'KAFKA_SSL_CA_FILE: cannot read /nonexistent/ca.pem (ENOENT)',
-      'KAFKA_SASL_MECHANISM: must be one of plain, scram-sha-256, scram-sha-512',
+      'KAFKA_SASL_MECHANISM: must be one of plain, scram-sha-256, scram-sha-512, aws-msk-iam',
       'KAFKA_SASL_USERNAME: required with KAFKA_SASL_MECHANISM',
       'KAFKA_SASL_PASSWORD: required with KAFKA_SASL_MECHANISM',
       'REDIS_TLS_CA_FILE: /nonexistent/redis-ca.pem does not exist',
