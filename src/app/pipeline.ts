@@ -220,7 +220,7 @@ export async function startPipeline(
         client.destroy();
       });
       running.worker = worker;
-      // The gap job: every worker checks that each subscribed customer's closed hours were accepted.
+      // The gap job: each subscribed customer's closed hours were accepted (one worker pod at a time scans).
       const gaps = new GapMonitor({
         config,
         redis,

@@ -6,6 +6,7 @@
  * monitor, run by every worker, exports their count as `meterline_billing_gaps` for the chart's alerts.
  */
 
+import { randomUUID } from 'node:crypto';
 import type { Config } from '../config/config.ts';
 import { partitionOfCustomer } from '../kafka/partitioner.ts';
 import type { Logger } from '../log.ts';
@@ -147,8 +148,15 @@ export interface GapMonitorOptions {
 }
 
 /** The periodic gap job: every interval, `meterline_billing_gaps{state}` is set from `findGaps`. */
+/**
+ * The periodic gap job. Every worker pod runs one, but only the pod holding the lease (a Redis key with
+ * its id, kept for two intervals and renewed on each check) scans the ledger: one scan per interval for the
+ * fleet, not one per pod. The others export no gap series, so a former holder's stale value cannot linger;
+ * when the holder stops, its lease goes with it, and if it dies, the lease lapses within two intervals.
+ */
 export class GapMonitor {
   readonly #o: Required<Omit<GapMonitorOptions, 'now'>> & { now: () => number };
+  readonly #id = randomUUID();
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<unknown> | undefined;
 
@@ -167,7 +175,7 @@ export class GapMonitor {
   /** Checks once now, then every interval. */
   start(): void {
     const tick = () => {
-      this.#running = this.check().catch((err: unknown) => this.#o.logger.warn({ err }, 'gap check failed'));
+      this.#running = this.tick().catch((err: unknown) => this.#o.logger.warn({ err }, 'gap check failed'));
     };
     tick();
     this.#timer = setInterval(tick, this.#o.intervalMs);
@@ -177,6 +185,25 @@ export class GapMonitor {
   async stop(): Promise<void> {
     clearInterval(this.#timer);
     await this.#running;
+    // Hand the job over at once rather than after the lease lapses (only if it is still ours).
+    const key = this.#o.keys.gapJobLease();
+    if ((await this.#o.redis.get(key)) === this.#id) await this.#o.redis.del(key);
+  }
+
+  /** One interval's turn: the rows when this pod holds the lease and scanned, undefined when another does. */
+  async tick(): Promise<GapRow[] | undefined> {
+    if (await this.#lease()) return this.check();
+    metrics.billingGaps.reset();
+    return undefined;
+  }
+
+  async #lease(): Promise<boolean> {
+    const key = this.#o.keys.gapJobLease();
+    const ttlMs = 2 * this.#o.intervalMs;
+    if ((await this.#o.redis.set(key, this.#id, 'PX', ttlMs, 'NX')) === 'OK') return true;
+    if ((await this.#o.redis.get(key)) !== this.#id) return false;
+    await this.#o.redis.pexpire(key, ttlMs);
+    return true;
   }
 
   async check(): Promise<GapRow[]> {

@@ -67,6 +67,11 @@ export class Keys {
     return `${this.prefix}:zero-from:${topic}`;
   }
 
+  /** The gap job's lease: the worker pod holding it scans the ledger for the fleet (src/reconcile/gaps.ts). */
+  gapJobLease(): string {
+    return `${this.prefix}:gap-job-lease`;
+  }
+
   /** The token bucket shared by every worker for one AWS API (the quota is per account and Region). */
   rateLimit(api: string): string {
     return `${this.prefix}:rate:${api}`;
