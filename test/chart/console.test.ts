@@ -3,63 +3,18 @@
  * Ingress, its sign-in tokens only by Secret reference, and a NetworkPolicy of its own. Every object's
  * validity (kubeconform) is checked by chart.test.ts on the `full` value set, which runs the console.
  */
-import { execFile } from 'node:child_process';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { parseAllDocuments } from 'yaml';
-import { ensureTool, KUBERNETES_VERSION } from '../../deploy/tools/tools.ts';
+import { helmTool, named, type Obj, render } from './render.ts';
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const CHART = path.join(ROOT, 'helm/meterline');
-const MINIMAL = path.join(ROOT, 'test/chart/values/minimal.yaml');
-
-// biome-ignore lint/suspicious/noExplicitAny: rendered Kubernetes objects are walked as plain data.
-type Obj = Record<string, any>;
 let helm: string;
 
-function render(args: string[]): Promise<{ code: number; objects: Obj[]; stderr: string }> {
-  return new Promise((resolve) =>
-    execFile(
-      helm,
-      [
-        'template',
-        'ml',
-        CHART,
-        '--namespace',
-        'metering',
-        '--kube-version',
-        KUBERNETES_VERSION,
-        '-f',
-        MINIMAL,
-        ...args,
-      ],
-      { maxBuffer: 64 * 1024 * 1024 },
-      (error, stdout, stderr) =>
-        resolve({
-          code: error ? 1 : 0,
-          stderr,
-          objects: parseAllDocuments(stdout)
-            .map((d) => d.toJS() as Obj | null)
-            .filter((o): o is Obj => o !== null && typeof o === 'object'),
-        }),
-    ),
-  );
-}
-
-const named = (objects: Obj[], kind: string, name: string): Obj => {
-  const found = objects.find((o) => o.kind === kind && o.metadata.name === name);
-  if (!found) throw new Error(`no ${kind} ${name} rendered`);
-  return found;
-};
-
 beforeAll(async () => {
-  helm = await ensureTool('helm', { log: (line) => process.stderr.write(`[chart test] ${line}\n`) });
+  helm = await helmTool();
 }, 20 * 60_000);
 
 describe('the console in the chart', () => {
   it('is off by default: no console object', async () => {
-    const r = await render([]);
+    const r = await render(helm, []);
     expect(r.code, r.stderr).toBe(0);
     expect(
       r.objects.filter((o) => o.metadata?.labels?.['app.kubernetes.io/component'] === 'console'),
@@ -67,7 +22,7 @@ describe('the console in the chart', () => {
   });
 
   it('on, with a token Secret: Deployment, Service, Ingress and NetworkPolicy, the tokens by reference', async () => {
-    const r = await render([
+    const r = await render(helm, [
       '--set',
       'console.enabled=true',
       '--set',
@@ -112,10 +67,10 @@ describe('the console in the chart', () => {
   });
 
   it('refuses to render a console open to anyone, or on the ops port', async () => {
-    const open = await render(['--set', 'console.enabled=true']);
+    const open = await render(helm, ['--set', 'console.enabled=true']);
     expect(open.code).not.toBe(0);
     expect(open.stderr).toContain('the console does not start open');
-    const clash = await render([
+    const clash = await render(helm, [
       '--set',
       'console.enabled=true',
       '--set',
@@ -128,7 +83,12 @@ describe('the console in the chart', () => {
   });
 
   it('refuses a token value in the values: only a Secret reference', async () => {
-    const r = await render(['--set', 'console.enabled=true', '--set', 'console.tokens.value=ana:operator:x']);
+    const r = await render(helm, [
+      '--set',
+      'console.enabled=true',
+      '--set',
+      'console.tokens.value=ana:operator:x',
+    ]);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/additional properties 'value' not allowed|value/);
   });

@@ -3,58 +3,16 @@
  * that reaches Kafka an IAM role (the worker its own, the processor and the console `kafkaRoleArn`, the topics
  * Job the ServiceAccount named for it), and the configuration each role then loads signs in with OAUTHBEARER.
  */
-import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { parseAllDocuments } from 'yaml';
-import { ensureTool, KUBERNETES_VERSION } from '../../deploy/tools/tools.ts';
 import { loadConfig, type Role } from '../../src/config/config.ts';
+import { helmTool, named, render } from './render.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const CHART = path.join(ROOT, 'helm/meterline');
-const MINIMAL = path.join(ROOT, 'test/chart/values/minimal.yaml');
 const PROCESSOR_ROLE = 'arn:aws:iam::123456789012:role/meterline-kafka';
 const WORKER_ROLE = 'arn:aws:iam::123456789012:role/meterline-worker';
-
-// biome-ignore lint/suspicious/noExplicitAny: rendered Kubernetes objects are walked as plain data.
-type Obj = Record<string, any>;
 let helm: string;
-
-function render(args: string[]): Promise<{ code: number; objects: Obj[]; stderr: string }> {
-  return new Promise((resolve) =>
-    execFile(
-      helm,
-      [
-        'template',
-        'ml',
-        CHART,
-        '--namespace',
-        'metering',
-        '--kube-version',
-        KUBERNETES_VERSION,
-        '-f',
-        MINIMAL,
-        ...args,
-      ],
-      { maxBuffer: 64 * 1024 * 1024 },
-      (error, stdout, stderr) =>
-        resolve({
-          code: error ? 1 : 0,
-          stderr,
-          objects: parseAllDocuments(stdout)
-            .map((d) => d.toJS() as Obj | null)
-            .filter((o): o is Obj => o !== null && typeof o === 'object'),
-        }),
-    ),
-  );
-}
-
-const named = (objects: Obj[], kind: string, name: string): Obj => {
-  const found = objects.find((o) => o.kind === kind && o.metadata.name === name);
-  if (!found) throw new Error(`no ${kind} ${name} rendered`);
-  return found;
-};
 
 const MSK = [
   '--set',
@@ -66,12 +24,12 @@ const MSK = [
 ];
 
 beforeAll(async () => {
-  helm = await ensureTool('helm', { log: (line) => process.stderr.write(`[chart test] ${line}\n`) });
+  helm = await helmTool();
 }, 20 * 60_000);
 
 describe('Amazon MSK with IAM in the chart', () => {
   it('needs no Secret, and each pod that reaches Kafka signs in with an IAM role', async () => {
-    const r = await render([
+    const r = await render(helm, [
       ...MSK,
       '--set',
       'topics.create.enabled=true',
@@ -111,12 +69,12 @@ describe('Amazon MSK with IAM in the chart', () => {
   });
 
   it('refuses a topics Job without a ServiceAccount to sign in with, and an unknown mechanism', async () => {
-    const r = await render([...MSK, '--set', 'topics.create.enabled=true']);
+    const r = await render(helm, [...MSK, '--set', 'topics.create.enabled=true']);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toContain(
       'topics.create.serviceAccountName: required with kafka.sasl.mechanism aws-msk-iam',
     );
-    const bad = await render(['--set', 'kafka.sasl.mechanism=aws-iam']);
+    const bad = await render(helm, ['--set', 'kafka.sasl.mechanism=aws-iam']);
     expect(bad.code).not.toBe(0);
     expect(bad.stderr).toContain('/kafka/sasl/mechanism');
   });

@@ -6,7 +6,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Kafka, logLevel } from 'kafkajs';
@@ -16,6 +16,7 @@ import {
   kafkaDeployDir,
   newClusterId,
   resolveJava,
+  SINGLE_NODE_SETTINGS,
 } from '../../deploy/stack/kafka.ts';
 import { freePorts } from '../../deploy/stack/ports.ts';
 import { run } from '../../deploy/stack/proc.ts';
@@ -46,7 +47,6 @@ async function compileValidator(libs: string): Promise<string> {
   if (result.code !== 0) throw new Error(`javac failed:\n${result.output}`);
   rmSync(out, { recursive: true, force: true });
   mkdirSync(path.dirname(out), { recursive: true });
-  const { renameSync } = await import('node:fs');
   renameSync(tmp, out);
   return out;
 }
@@ -84,21 +84,7 @@ sasl.enabled.mechanisms=OAUTHBEARER
 listener.name.sasl_plaintext.oauthbearer.sasl.server.callback.handler.class=MskIamValidator
 listener.name.sasl_plaintext.oauthbearer.sasl.jaas.config=${jaas}
 log.dirs=${path.join(dir, 'data')}
-num.partitions=1
-default.replication.factor=1
-min.insync.replicas=1
-offsets.topic.replication.factor=1
-offsets.topic.num.partitions=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-transaction.state.log.num.partitions=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
-group.initial.rebalance.delay.ms=0
-auto.create.topics.enable=false
-num.network.threads=2
-num.io.threads=2
-`,
+${SINGLE_NODE_SETTINGS}`,
   );
   const log4j = path.join(kafkaDeployDir(stackPaths().root), 'log4j2.yaml');
   const classpath = `${libs}/*:${classes}`;
