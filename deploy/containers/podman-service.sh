@@ -53,7 +53,7 @@ EOF
     echo "export DOCKER_HOST=unix://$sock"
     echo "export TESTCONTAINERS_RYUK_DISABLED=true"
     echo "export TESTCONTAINERS_HOST_OVERRIDE=127.0.0.1"
-    echo "export METERLINE_TEST_IMAGES=local"
+    echo "export METERLINE_TESTCONTAINERS_IMAGES=local"
     ;;
   stop)
     if running; then

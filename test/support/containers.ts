@@ -1,7 +1,7 @@
 /**
  * Kafka and Redis for the tests through testcontainers, wherever a container engine answers: Docker with the
  * upstream images on a laptop; podman's Docker-compatible socket with images built from this host's files on
- * machines without a registry (METERLINE_TEST_IMAGES=local, which deploy/containers/podman-service.sh sets).
+ * machines without a registry (METERLINE_TESTCONTAINERS_IMAGES=local, which deploy/containers/podman-service.sh sets).
  *
  * METERLINE_TESTCONTAINERS: `off` forces the local stack (deploy/stack/); `on` requires an engine (CI sets it,
  * so a broken engine fails the run instead of silently falling back); unset uses an engine when one answers.
@@ -74,7 +74,7 @@ export async function startContainers(log: (line: string) => void): Promise<Test
   const client = await getContainerRuntimeClient();
   const rt = client.info.containerRuntime;
   const engine = `${process.env.DOCKER_HOST ?? rt.remoteSocketPath} (${rt.operatingSystem}, server ${rt.serverVersion}, host ${rt.host})`;
-  const local = process.env.METERLINE_TEST_IMAGES === 'local';
+  const local = process.env.METERLINE_TESTCONTAINERS_IMAGES === 'local';
   let kafkaImage = UPSTREAM_KAFKA_IMAGE;
   let redisImage = UPSTREAM_REDIS_IMAGE;
   if (local) {
