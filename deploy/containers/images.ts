@@ -168,16 +168,21 @@ async function buildIfChanged(
 ): Promise<'kept' | 'built'> {
   if ((await imageKey(image)) === key) return 'kept';
   const t0 = Date.now();
+  // A staging folder of this process's own (two runs may build at once); the image keeps what it needs.
   rmSync(stage, { recursive: true, force: true });
-  const rootfs = path.join(stage, 'rootfs');
-  mkdirSync(rootfs, { recursive: true });
-  await fill(rootfs);
-  // No EXPOSE: podman reports unpublished exposed ports as bindings, and testcontainers then waits for them.
-  writeFileSync(
-    path.join(stage, 'Containerfile'),
-    `FROM scratch\nCOPY rootfs/ /\nLABEL meterline.key=${key}\n${containerfile}`,
-  );
-  await GenericContainer.fromDockerfile(stage, 'Containerfile').build(image, { deleteOnExit: false });
+  try {
+    const rootfs = path.join(stage, 'rootfs');
+    mkdirSync(rootfs, { recursive: true });
+    await fill(rootfs);
+    // No EXPOSE: podman reports unpublished exposed ports as bindings, and testcontainers then waits for them.
+    writeFileSync(
+      path.join(stage, 'Containerfile'),
+      `FROM scratch\nCOPY rootfs/ /\nLABEL meterline.key=${key}\n${containerfile}`,
+    );
+    await GenericContainer.fromDockerfile(stage, 'Containerfile').build(image, { deleteOnExit: false });
+  } finally {
+    rmSync(stage, { recursive: true, force: true });
+  }
   log(`built ${image} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
   return 'built';
 }
@@ -197,7 +202,7 @@ export async function buildRedisImage(options: BuildOptions = {}): Promise<'kept
   const server = realWhich('redis-server');
   const libs = linkedLibs(server);
   const key = hashOf(['redis-v1', ...fileFingerprint([server, ...libs])]);
-  const stage = path.join(cacheHome(env), 'containers', 'redis');
+  const stage = path.join(cacheHome(env), 'containers', `redis-build-${process.pid}`);
   return buildIfChanged(
     LOCAL_REDIS_IMAGE,
     key,
@@ -270,7 +275,7 @@ export async function buildKafkaImage(options: BuildOptions = {}): Promise<'kept
     JRE_MODULES.join(','),
     ...fileFingerprint([jlink, log4j, ...tools, ...jarFiles]),
   ]);
-  const stage = path.join(cacheHome(env), 'containers', 'kafka');
+  const stage = path.join(cacheHome(env), 'containers', `kafka-build-${process.pid}`);
   return buildIfChanged(
     LOCAL_KAFKA_IMAGE,
     key,
