@@ -15,10 +15,8 @@ pidfile=$dir/podman-service.pid
 conf=$dir/containers.conf
 runc=$(command -v runc || echo /usr/sbin/runc)
 
-pm() {
-  CONTAINERS_CONF=$conf podman --root "$dir/store/root" --runroot "$dir/store/runroot" --storage-driver overlay \
-    --runtime "$runc" --cgroup-manager cgroupfs --events-backend file "$@"
-}
+podman_args=(--root "$dir/store/root" --runroot "$dir/store/runroot" --storage-driver overlay
+  --runtime "$runc" --cgroup-manager cgroupfs --events-backend file)
 
 running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
 
@@ -38,7 +36,9 @@ events_logger = "file"
 EOF
     if ! running; then
       rm -f "$sock"
-      pm system service --time=0 "unix://$sock" >"$dir/podman-service.log" 2>&1 &
+      # Started directly (not through a function, which would be a subshell), so the recorded pid is podman's.
+      CONTAINERS_CONF=$conf podman "${podman_args[@]}" system service --time=0 "unix://$sock" \
+        >"$dir/podman-service.log" 2>&1 &
       echo $! >"$pidfile"
       for _ in $(seq 1 100); do
         [ -S "$sock" ] && podman --url "unix://$sock" version >/dev/null 2>&1 && break
