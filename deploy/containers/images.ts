@@ -18,6 +18,7 @@ import {
   existsSync,
   mkdirSync,
   readdirSync,
+  readFileSync,
   rmSync,
   statSync,
   writeFileSync,
@@ -273,7 +274,9 @@ export async function buildKafkaImage(options: BuildOptions = {}): Promise<'kept
     KAFKA_VERSION,
     RUN_SCRIPT,
     JRE_MODULES.join(','),
-    ...fileFingerprint([jlink, log4j, ...tools, ...jarFiles]),
+    // The repository's file by content: every CI run is a fresh clone, with new paths and times.
+    readFileSync(log4j, 'utf8'),
+    ...fileFingerprint([jlink, ...tools, ...jarFiles]),
   ]);
   const stage = path.join(cacheHome(env), 'containers', `kafka-build-${process.pid}`);
   return buildIfChanged(
