@@ -18,7 +18,7 @@ import {
 
 /** Upstream images for an engine that can pull: Confluent's layout is what @testcontainers/kafka drives. */
 const UPSTREAM_KAFKA_IMAGE = 'confluentinc/cp-kafka:8.0.0';
-const UPSTREAM_REDIS_IMAGE = 'redis:7';
+const UPSTREAM_REDIS_IMAGE = 'redis:7.0.15';
 
 /** The same broker settings as the local stack's server.properties (deploy/stack/kafka.ts). */
 const KAFKA_SETTINGS: Record<string, string> = {
