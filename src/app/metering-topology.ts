@@ -31,7 +31,8 @@ import {
   type RecoverySource,
 } from '../state/hourly-window-store.ts';
 import { foldChangelog } from '../state/window-changelog.ts';
-import type { AggregationOp, WindowStore } from '../state/window-store.ts';
+import type { WindowStore } from '../state/window-store.ts';
+import type { AggregationOp } from '../state/window-types.ts';
 import { contractsFromEntitlements, type EntitlementStore } from '../subscribe/entitlements.ts';
 import { FAILED_SINK, REPARTITION_SINK, WindowProcessor } from '../window/window-processor.ts';
 

@@ -33,7 +33,7 @@ import {
 import { aggregateField } from '../redis/keys.ts';
 import { HOURLY_WINDOWS, type HourlyWindowStore } from '../state/hourly-window-store.ts';
 import { Ledger } from '../state/ledger.ts';
-import { TRACE_LINKS_PER_HOUR } from '../state/window-store.ts';
+import { TRACE_LINKS_PER_HOUR } from '../state/trace-links.ts';
 import { HOUR_MS, hourIso, hourStart } from '../time/hours.ts';
 import {
   closeBoundary,
@@ -314,7 +314,7 @@ export class CommitStage {
       this.#o.faults?.afterFreeze?.();
       return (await this.#emitter.emit(store, hour)) !== undefined;
     }
-    const links = boundedLinks(await store.windows.traceLinks(task, hour), TRACE_LINKS_PER_HOUR);
+    const links = boundedLinks(await store.windows.traces.read(task, hour), TRACE_LINKS_PER_HOUR);
     return inSpan(
       `finalize ${this.#o.usageTopic}`,
       {

@@ -12,6 +12,7 @@ import type { CustomerMap, CustomerMapping } from '../config/customers.ts';
 import { LINK_CODE } from '../metering/script-codes.ts';
 import type { ScriptedRedis } from '../redis/client.ts';
 import { FIELD_SEPARATOR, type Keys } from '../redis/keys.ts';
+import * as scripts from '../redis/scripts.ts';
 
 export const SUBSCRIPTION_STATUSES = [
   'subscribed',
@@ -195,20 +196,10 @@ export class CustomerDirectory {
    * Returns how many entries it moved (-1: already done).
    */
   migrate(): Promise<number> {
-    this.#migrated ??= this.#redis
-      .migrateDirectory(
-        5,
-        this.#keys.customerDirectory(),
-        this.#keys.customerIndex(),
-        this.#keys.customerSubscriptions(),
-        this.#keys.customerSubscriptionIndex(),
-        this.#keys.customerDirectoryVersion(),
-        FIELD_SEPARATOR,
-      )
-      .catch((error: unknown) => {
-        this.#migrated = undefined;
-        throw error;
-      });
+    this.#migrated ??= scripts.migrateDirectory(this.#redis, this.#keys).catch((error: unknown) => {
+      this.#migrated = undefined;
+      throw error;
+    });
     return this.#migrated;
   }
 
@@ -265,15 +256,15 @@ export class CustomerDirectory {
     if (field !== undefined) applied = await this.#apply(field, patch, eventMs, false, []);
     if (fileTenant !== undefined) {
       // Created at the first event: before it, a file tenant is subscribed.
-      const file = await this.#redis.applyCustomerEvent(
-        2,
-        this.#keys.customerFileStatus(),
-        this.#keys.customerFileIndex(),
-        fileTenant,
-        JSON.stringify({ tenant: fileTenant, ...patch }),
+      const file = await scripts.applyCustomerEvent(this.#redis, {
+        entries: this.#keys.customerFileStatus(),
+        index: this.#keys.customerFileIndex(),
+        field: fileTenant,
+        patch: { tenant: fileTenant, ...patch },
         eventMs,
-        1,
-      );
+        create: true,
+        indexFields: [],
+      });
       applied = Math.max(applied, file);
     }
     return {
@@ -336,16 +327,12 @@ export class CustomerDirectory {
     const previous = tenantOfField(from);
     if (previous === tenant) return { outcome: 'already_linked', entry };
     const to = subscriptionField(tenant, entry.productCode);
-    const moved = await this.#redis.linkTenant(
-      3,
-      this.#keys.customerSubscriptions(),
-      this.#keys.customerSubscriptionIndex(),
-      this.#keys.customerDirectoryChanges(),
+    const moved = await scripts.linkTenant(this.#redis, this.#keys, {
       from,
       to,
       tenant,
-      ...indexFields(entry),
-    );
+      indexFields: indexFields(entry),
+    });
     if (moved === LINK_CODE.tenantTaken) return { outcome: 'tenant_taken' };
     if (moved !== LINK_CODE.linked) return { outcome: 'subscription_not_found' };
     return { outcome: 'linked', entry: { ...entry, tenant }, previousTenant: previous };
@@ -434,16 +421,15 @@ export class CustomerDirectory {
     create: boolean,
     fields: string[],
   ): Promise<number> {
-    const applied = await this.#redis.applyCustomerEvent(
-      2,
-      this.#keys.customerSubscriptions(),
-      this.#keys.customerSubscriptionIndex(),
+    const applied = await scripts.applyCustomerEvent(this.#redis, {
+      entries: this.#keys.customerSubscriptions(),
+      index: this.#keys.customerSubscriptionIndex(),
       field,
-      JSON.stringify(patch),
+      patch,
       eventMs,
-      create ? 1 : 0,
-      ...fields,
-    );
+      create,
+      indexFields: fields,
+    });
     if (applied === 1) await this.#redis.incr(this.#keys.customerDirectoryChanges());
     return applied;
   }

@@ -9,6 +9,7 @@ import { isIP } from 'node:net';
 import { isMeterlineError, MeterlineError } from '../errors.ts';
 import type { ScriptedRedis } from '../redis/client.ts';
 import type { Keys } from '../redis/keys.ts';
+import { rateWindow } from '../redis/scripts.ts';
 import type { ResolvedCustomer } from '../state/customer-directory.ts';
 
 export const RATE_WINDOW_MS = 60_000;
@@ -83,19 +84,14 @@ export class RegistrationLimiter {
    * one address's flood is stopped there and spends none of everyone's budget.
    */
   async admit(address: string): Promise<number> {
-    const own = await this.#redis.rateWindow(
-      1,
+    const own = await rateWindow(
+      this.#redis,
       this.#keys.registrationRate(`address:${address}`),
       RATE_WINDOW_MS,
       this.#limits.perAddress,
     );
     if (own > 0) return own;
-    return this.#redis.rateWindow(
-      1,
-      this.#keys.registrationRate('total'),
-      RATE_WINDOW_MS,
-      this.#limits.total,
-    );
+    return rateWindow(this.#redis, this.#keys.registrationRate('total'), RATE_WINDOW_MS, this.#limits.total);
   }
 }
 
