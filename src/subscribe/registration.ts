@@ -20,13 +20,8 @@ import { linkTenant } from './link-tenant.ts';
 import { cachedResolve, clientAddress, RegistrationLimiter } from './registration-limits.ts';
 import { type RegistrationServer, startRegistrationServer } from './registration-server.ts';
 import { resolveCustomer } from './resolve-customer.ts';
-import {
-  marketplaceTopicArns,
-  SNS_MAX_AGE_MS,
-  SNS_MAX_FUTURE_SKEW_MS,
-  type SnsMessage,
-  SnsVerifier,
-} from './sns-message.ts';
+import { marketplaceTopicArns, type SnsMessage } from './sns-message.ts';
+import { SNS_MAX_AGE_MS, SNS_MAX_FUTURE_SKEW_MS, SnsVerifier } from './sns-verifier.ts';
 
 export interface RunningRegistration {
   server: RegistrationServer;
