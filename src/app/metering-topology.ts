@@ -208,7 +208,7 @@ export function meteringTopology(deps: {
     )
     .addSink(FAILED_SINK, config.topics.failed)
     .addSink(REPARTITION_SINK, config.topics.usage)
-    .schedule('commit-stage', 'wall-clock', config.window.commitIntervalMs, async () => {
+    .schedule('commit-stage', config.window.commitIntervalMs, async () => {
       await refreshContracts();
       await commitStage.punctuate();
     });
