@@ -19,7 +19,8 @@ import {
 } from '../reconcile/aws.ts';
 import { collectInternal, type Progress, scanLedger } from '../reconcile/collect.ts';
 import { findGaps, type GapRow } from '../reconcile/gaps.ts';
-import { parseRecordId, type ReconcileRow, reconcileInternal, summarize } from '../reconcile/internal.ts';
+import { parseRecordId, reconcileInternal, summarize } from '../reconcile/internal.ts';
+import type { ReconcileRow } from '../reconcile/reconcile-rows.ts';
 import {
   type Column,
   num,

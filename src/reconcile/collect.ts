@@ -24,7 +24,7 @@ import type {
   LateSeen,
   SubmissionSeen,
   UsageSeen,
-} from './internal.ts';
+} from './internal-inputs.ts';
 
 /** The TTL the window store gives a partition's replay marks (window-store.ts setReplayUntil/Hold). */
 const REPLAY_MARK_TTL_MS = 7 * 24 * 3_600_000;
