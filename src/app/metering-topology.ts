@@ -24,6 +24,7 @@ import {
   isActive,
   mappingOf,
 } from '../state/customer-directory.ts';
+import type { EntitlementStore } from '../state/entitlement-store.ts';
 import {
   HOURLY_WINDOWS,
   HourlyWindowStore,
@@ -33,7 +34,7 @@ import {
 import { foldChangelog } from '../state/window-changelog.ts';
 import type { WindowStore } from '../state/window-store.ts';
 import type { AggregationOp } from '../state/window-types.ts';
-import { contractsFromEntitlements, type EntitlementStore } from '../subscribe/entitlements.ts';
+import { contractsFromEntitlements } from '../subscribe/entitlements.ts';
 import { FAILED_SINK, REPARTITION_SINK, WindowProcessor } from '../window/window-processor.ts';
 
 export interface MeteringTopology {

@@ -15,7 +15,7 @@ import { ServiceError } from '../../src/emulator/service-error.ts';
 import type { RawEvent } from '../../src/produce/synthetic.ts';
 import { createRedis } from '../../src/redis/client.ts';
 import { Keys } from '../../src/redis/keys.ts';
-import { EntitlementStore } from '../../src/subscribe/entitlements.ts';
+import { EntitlementStore } from '../../src/state/entitlement-store.ts';
 import { type RunningRegistration, startRegistration } from '../../src/subscribe/registration.ts';
 import { HOUR_MS, hourIso, hourStart } from '../../src/time/hours.ts';
 import { stackEnv, testKafka, testLogger, waitFor } from '../support/harness.ts';

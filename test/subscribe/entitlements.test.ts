@@ -12,7 +12,8 @@ import { type RunningEmulator, startEmulator } from '../../src/emulator/server.t
 import { ServiceError } from '../../src/emulator/service-error.ts';
 import { createRedis } from '../../src/redis/client.ts';
 import { Keys } from '../../src/redis/keys.ts';
-import { contractsFromEntitlements, EntitlementStore } from '../../src/subscribe/entitlements.ts';
+import { EntitlementStore } from '../../src/state/entitlement-store.ts';
+import { contractsFromEntitlements } from '../../src/subscribe/entitlements.ts';
 import { type RunningRegistration, startRegistration } from '../../src/subscribe/registration.ts';
 import { type SnsMessage, snsStringToSign } from '../../src/subscribe/sns-message.ts';
 import { deleteKeys, stackEnv, testLogger, waitFor } from '../support/harness.ts';
