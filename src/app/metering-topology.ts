@@ -31,6 +31,7 @@ import {
   type ProcessorStats,
   type RecoverySource,
 } from '../state/hourly-window-store.ts';
+import type { Ledger } from '../state/ledger.ts';
 import { foldChangelog } from '../state/window-changelog.ts';
 import type { WindowStore } from '../state/window-store.ts';
 import type { AggregationOp } from '../state/window-types.ts';
@@ -59,6 +60,8 @@ export function meteringTopology(deps: {
   directory?: CustomerDirectory;
   /** Contract entitlements GetEntitlements returned (registration stores them). */
   entitlements?: Pick<EntitlementStore, 'version' | 'all'>;
+  /** The hours AWS accepted, per customer: the commit stage's gauge of customers behind. */
+  ledger: Pick<Ledger, 'lastAcceptedOf'>;
   faults?: CommitStageOptions['faults'];
 }): MeteringTopology {
   const { config, admin } = deps;
@@ -110,6 +113,7 @@ export function meteringTopology(deps: {
     },
     usageTopic: config.topics.usage,
     producer: deps.producer,
+    ledger: deps.ledger,
     submissionsTopic: config.topics.submissions,
     changelogTopic: config.topics.changelog,
     failedTopic: config.topics.failed,

@@ -163,6 +163,7 @@ export async function startPipeline(
         tasks: async () => (app ? app.tasks() : []),
         directory,
         entitlements: new EntitlementStore(redis, keys),
+        ledger: new Ledger(redis, keys),
         ...(options.commitFaults ? { faults: options.commitFaults } : {}),
       });
       app = new StreamsApp({

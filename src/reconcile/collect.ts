@@ -15,6 +15,7 @@ import type { ScriptedRedis } from '../redis/client.ts';
 import { FIELD_SEPARATOR, type Keys, splitAggregateField } from '../redis/keys.ts';
 import type { LedgerEntry } from '../state/ledger.ts';
 import { foldChangelog } from '../state/window-changelog.ts';
+import { REPLAY_MARK_TTL_S, WindowReads } from '../state/window-reads.ts';
 import { hourStart } from '../time/hours.ts';
 import { parseEventTimestamp } from '../time/timestamp.ts';
 import type {
@@ -27,7 +28,7 @@ import type {
 } from './internal-inputs.ts';
 
 /** The TTL the window store gives a partition's replay marks (window-store.ts setReplayUntil/Hold). */
-const REPLAY_MARK_TTL_MS = 7 * 24 * 3_600_000;
+const REPLAY_MARK_TTL_MS = REPLAY_MARK_TTL_S * 1000;
 
 /** Called while topics are read: messages read so far, and in all (for a bar with an ETA). */
 export type Progress = (stage: string, done: number, total: number) => void;
@@ -90,37 +91,22 @@ export async function collectInternal(o: CollectOptions): Promise<InternalInputs
     // A recovery after a state loss marks each partition's replay for 7 days: when it was set, Redis (and
     // the ledger in it) had lost its state.
     let redisLossAtMs: number | undefined;
+    const windows = new WindowReads(redis, keys);
     for (const part of usageParts) {
-      const k = keys.partition(part);
-      for (const key of [k.replayHold(), k.replay()]) {
-        const ttl = await redis.pttl(key);
-        if (ttl > 0) {
-          const at = o.nowMs - (REPLAY_MARK_TTL_MS - ttl);
-          if (redisLossAtMs === undefined || at > redisLossAtMs) redisLossAtMs = at;
-        }
+      for (const ttl of await windows.replayMarkTtlsMs(part)) {
+        const at = o.nowMs - (REPLAY_MARK_TTL_MS - ttl);
+        if (redisLossAtMs === undefined || at > redisLossAtMs) redisLossAtMs = at;
       }
     }
 
     const open: InternalInputs['open'] = [];
     const late: LateSeen[] = [];
     for (const part of usageParts) {
-      const k = keys.partition(part);
-      const hours = (await redis.zrange(k.openHours(), '0', '-1')).map(Number);
-      for (const h of hours) {
-        if (h < o.fromMs || h >= o.toMs) continue;
-        const aggs = await redis.hgetall(k.aggregates(h));
-        for (const [field, micros] of Object.entries(aggs)) {
-          const key = splitAggregateField(field);
-          if (key)
-            open.push({
-              customer: key.customer,
-              dimension: key.dimension,
-              hourMs: h,
-              micros: BigInt(micros),
-            });
-        }
+      for (const { hourMs, field, micros } of await windows.openAggregates(part, o.fromMs, o.toMs)) {
+        const key = splitAggregateField(field);
+        if (key) open.push({ customer: key.customer, dimension: key.dimension, hourMs, micros });
       }
-      for (const entry of await redis.lrange(k.lateAudit(), 0, -1)) {
+      for (const entry of await windows.lateAudit(part)) {
         // eventId|field|fromHour|toHour; the id itself may hold '|'.
         const parts = entry.split('|');
         if (parts.length < 4) continue;

@@ -16,6 +16,7 @@ import type { ScriptedRedis } from '../redis/client.ts';
 import type { Keys } from '../redis/keys.ts';
 import { CustomerDirectory } from '../state/customer-directory.ts';
 import { Ledger } from '../state/ledger.ts';
+import { WindowReads } from '../state/window-reads.ts';
 import { HOUR_MS, hourIso, hourStart } from '../time/hours.ts';
 
 export type GapState = 'missed' | 'late';
@@ -44,17 +45,13 @@ export interface GapOptions {
 async function subscribers(
   o: GapOptions,
 ): Promise<{ customer: string; sinceMs: number; untilMs?: number }[]> {
-  const zeroFrom = await o.redis.get(o.keys.zeroRecordsFrom(o.config.topics.usage));
+  const zeroFrom = await new WindowReads(o.redis, o.keys).zeroRecordsStart(o.config.topics.usage);
   const out: { customer: string; sinceMs: number; untilMs?: number }[] = [];
   const directory = new CustomerDirectory(o.redis, o.keys);
   // File tenants follow lifecycle events too: an unsubscribed one owes its hours up to the unsubscription.
   const fileStatuses = await directory.fileStatuses();
   for (const [customer, m] of o.config.customerMap) {
-    const since = m.subscribedAt
-      ? Date.parse(m.subscribedAt)
-      : zeroFrom === null
-        ? undefined
-        : Number(zeroFrom);
+    const since = m.subscribedAt ? Date.parse(m.subscribedAt) : zeroFrom;
     if (since === undefined) continue;
     const status = fileStatuses.get(customer);
     if (status?.status === 'subscribe-failed') continue;
@@ -82,12 +79,9 @@ export async function findGaps(o: GapOptions): Promise<{ rows: GapRow[]; checked
   if (!dims.length) return { rows: [], checked: 0 };
   const partitions = o.config.topics.partitions;
   const closed = await Promise.all(
-    Array.from({ length: partitions }, async (_, partition) => {
-      const v = await o.redis.get(
-        o.keys.partition({ topic: o.config.topics.usage, partition }).closedThrough(),
-      );
-      return v === null ? undefined : Number(v);
-    }),
+    Array.from({ length: partitions }, (_, partition) =>
+      new WindowReads(o.redis, o.keys).closedThrough({ topic: o.config.topics.usage, partition }),
+    ),
   );
   const api = o.config.worker.api;
   const due: { customer: string; dimension: string; hourMs: number; id: string; missed: boolean }[] = [];

@@ -9,8 +9,8 @@ import { baseField, type Keys, type PartitionRef } from '../redis/keys.ts';
 import * as scripts from '../redis/scripts.ts';
 import { parseFrozenHash, readCutsThrough, readFrozenThrough } from './frozen-hours.ts';
 import { HeldRecords } from './held-records.ts';
-import { readPartitionTimes } from './partition-times.ts';
 import { TraceLinks } from './trace-links.ts';
+import { REPLAY_MARK_TTL_S, WindowReads } from './window-reads.ts';
 import { restorePartition } from './window-restore.ts';
 import type {
   ApplyResult,
@@ -19,13 +19,10 @@ import type {
   HourGroup,
   HourSnapshot,
   PartitionSnapshot,
-  PartitionTime,
   WindowStoreOptions,
 } from './window-types.ts';
 
-export class WindowStore {
-  readonly redis: ScriptedRedis;
-  readonly keys: Keys;
+export class WindowStore extends WindowReads {
   readonly options: Required<WindowStoreOptions>;
   /** Which records of a frozen hour went out, and since when the others are held. */
   readonly held: HeldRecords;
@@ -33,8 +30,7 @@ export class WindowStore {
   readonly traces: TraceLinks;
 
   constructor(redis: ScriptedRedis, keys: Keys, options: WindowStoreOptions) {
-    this.redis = redis;
-    this.keys = keys;
+    super(redis, keys);
     this.options = { lateAuditCap: 10_000, ...options };
     this.held = new HeldRecords(redis, keys, this.options.finalizedTtlMs);
     this.traces = new TraceLinks(redis, keys, this.options.dedupeTtlMs);
@@ -290,29 +286,6 @@ export class WindowStore {
     });
   }
 
-  /** How many hours hold open aggregates on the partition. */
-  async openHourCount(p: PartitionRef): Promise<number> {
-    return this.redis.zcard(this.keys.partition(p).openHours());
-  }
-
-  /** The oldest hour of the partition not yet on the submission topic: open, or frozen but not emitted. */
-  async oldestUnsubmittedHour(p: PartitionRef): Promise<number | undefined> {
-    const k = this.keys.partition(p);
-    const res = await this.redis
-      .multi()
-      .zrange(k.openHours(), '0', '0')
-      .zrange(k.pendingEmit(), '0', '0')
-      .exec();
-    const hours = (res ?? []).flatMap(([, v]) => (v as string[]) ?? []).map(Number);
-    return hours.length ? Math.min(...hours) : undefined;
-  }
-
-  /** The latest hour closed on the partition, if any. */
-  async closedThrough(p: PartitionRef): Promise<number | undefined> {
-    const v = await this.redis.get(this.keys.partition(p).closedThrough());
-    return v === null ? undefined : Number(v);
-  }
-
   /**
    * The first hour of hourly zero records for subscribers without a subscription time: set once, to the
    * hour the pipeline first ran, so every partition starts at the same hour.
@@ -321,11 +294,6 @@ export class WindowStore {
     const key = this.keys.zeroRecordsFrom(topic);
     await this.redis.set(key, String(candidateHourMs), 'NX');
     return Number(await this.redis.get(key));
-  }
-
-  /** Whether some customer's model state owes units to the next closed hour. */
-  async hasDue(p: PartitionRef): Promise<boolean> {
-    return (await this.redis.scard(this.keys.partition(p).due())) > 0;
   }
 
   /**
@@ -367,11 +335,6 @@ export class WindowStore {
     return new Set(hours.filter((_, i) => res[i]?.[1] === 1));
   }
 
-  /** Event time and checkpoint of every partition of a topic. */
-  partitionTimes(topic: string, partitions: number): Promise<PartitionTime[]> {
-    return readPartitionTimes(this.redis, this.keys, topic, partitions);
-  }
-
   /** The end of the replay after a state loss, if one is under way (offsets below it are replays). */
   async replayUntil(p: PartitionRef): Promise<bigint | undefined> {
     const v = await this.redis.get(this.keys.partition(p).replay());
@@ -379,7 +342,7 @@ export class WindowStore {
   }
 
   async setReplayUntil(p: PartitionRef, offset: bigint): Promise<void> {
-    await this.redis.set(this.keys.partition(p).replay(), offset.toString(), 'EX', 7 * 24 * 3600);
+    await this.redis.set(this.keys.partition(p).replay(), offset.toString(), 'EX', REPLAY_MARK_TTL_S);
   }
 
   /** Until the replay reaches this offset (the log end when recovery began), no hour closes. */
@@ -389,6 +352,6 @@ export class WindowStore {
   }
 
   async setReplayHold(p: PartitionRef, offset: bigint): Promise<void> {
-    await this.redis.set(this.keys.partition(p).replayHold(), offset.toString(), 'EX', 7 * 24 * 3600);
+    await this.redis.set(this.keys.partition(p).replayHold(), offset.toString(), 'EX', REPLAY_MARK_TTL_S);
   }
 }
