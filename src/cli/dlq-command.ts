@@ -14,6 +14,7 @@ import {
 import { idempotentProducer } from '../kafka/client.ts';
 import type { ScriptedRedis } from '../redis/client.ts';
 import { Keys } from '../redis/keys.ts';
+import { RedriveMarks } from '../state/redrive-marks.ts';
 import { loadConfigOrExit } from './lifecycle.ts';
 import {
   oneShotKafka,
@@ -231,10 +232,7 @@ async function withDlq(
     const exists = (await admin.listTopics()).includes(config.topics.failed);
     await admin.disconnect();
     const entries = exists ? await readDlq(kafka, config.topics.failed) : [];
-    const marks = await Promise.all(
-      entries.map((e) => redis.exists(keys.redriven(config.topics.failed, e.id))),
-    );
-    const done = new Set(entries.filter((_, i) => marks[i] === 1).map((e) => e.id));
+    const done = await new RedriveMarks(redis, keys, config.topics.failed).among(entries.map((e) => e.id));
     await run({ config, entries, redriven: (e) => done.has(e.id), kafka, redis, keys });
   } finally {
     redis.disconnect();

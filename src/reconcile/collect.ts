@@ -14,6 +14,7 @@ import { parseSubmissionRecord } from '../metering/submission-record.ts';
 import type { ScriptedRedis } from '../redis/client.ts';
 import { FIELD_SEPARATOR, type Keys, splitAggregateField } from '../redis/keys.ts';
 import type { LedgerEntry } from '../state/ledger.ts';
+import { RedriveMarks } from '../state/redrive-marks.ts';
 import { foldChangelog } from '../state/window-changelog.ts';
 import { REPLAY_MARK_TTL_S, WindowReads } from '../state/window-reads.ts';
 import { hourStart } from '../time/hours.ts';
@@ -161,12 +162,17 @@ export async function collectInternal(o: CollectOptions): Promise<InternalInputs
     const dlq: DlqSeen[] = [];
     if (existing.has(config.topics.failed)) {
       const entries = await readDlq(kafka, config.topics.failed);
-      const marks = await Promise.all(
-        entries.map((e) => redis.exists(keys.redriven(config.topics.failed, e.id))),
+      const redriven = await new RedriveMarks(redis, keys, config.topics.failed).among(
+        entries.map((e) => e.id),
       );
-      entries.forEach((e, i) => {
+      entries.forEach((e) => {
         const env = e.envelope;
-        const seen: DlqSeen = { id: e.id, stage: env.stage, reason: env.reason, redriven: marks[i] === 1 };
+        const seen: DlqSeen = {
+          id: e.id,
+          stage: env.stage,
+          reason: env.reason,
+          redriven: redriven.has(e.id),
+        };
         if (env.record) {
           seen.record = {
             recordId: env.record.recordId,

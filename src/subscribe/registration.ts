@@ -15,6 +15,7 @@ import { createRedis } from '../redis/client.ts';
 import { Keys } from '../redis/keys.ts';
 import { CustomerDirectory, indexFileTenants } from '../state/customer-directory.ts';
 import { EntitlementStore, redisRoundClaim } from '../state/entitlement-store.ts';
+import { HandledMessages } from '../state/handled-messages.ts';
 import { SharedRateLimiter } from '../state/rate-limiter.ts';
 import { EntitlementSync } from './entitlements.ts';
 import { linkTenant } from './link-tenant.ts';
@@ -170,12 +171,7 @@ export async function startRegistration(
         verify: (body) => verifier.verify(body),
         confirm: (message) => confirmSubscription(get, message),
         // Kept while a copy could still pass the age check: its Timestamp may be up to the skew ahead.
-        handled: {
-          seen: async (id) => (await redis.exists(keys.snsMessage(id))) === 1,
-          remember: async (id) => {
-            await redis.set(keys.snsMessage(id), '1', 'PX', SNS_MAX_AGE_MS + SNS_MAX_FUTURE_SKEW_MS);
-          },
-        },
+        handled: new HandledMessages(redis, keys, SNS_MAX_AGE_MS + SNS_MAX_FUTURE_SKEW_MS),
       },
       ...(entitlements.active ? { entitlements } : {}),
       logger: logger.child({ stage: 'registration' }),
