@@ -15,6 +15,7 @@ import {
   type FileTenantStatus,
   isTenantId,
 } from '../state/customer-directory.ts';
+import { HandoffNonces } from '../state/handoff-nonces.ts';
 import { type HeldRecord, heldUsage } from '../state/held-records.ts';
 import { verifyHandoff } from '../subscribe/handoff.ts';
 import { linkTenant } from '../subscribe/link-tenant.ts';
@@ -148,8 +149,7 @@ subscription_not_found.`,
           directory: new CustomerDirectory(redis, keys),
           customerMap: config.customerMap,
           secret,
-          redis,
-          keys,
+          nonces: new HandoffNonces(redis, keys),
         },
       );
       printData(

@@ -16,6 +16,7 @@ import { Keys } from '../redis/keys.ts';
 import { CustomerDirectory, indexFileTenants } from '../state/customer-directory.ts';
 import { EntitlementStore, redisRoundClaim } from '../state/entitlement-store.ts';
 import { HandledMessages } from '../state/handled-messages.ts';
+import { HandoffNonces } from '../state/handoff-nonces.ts';
 import { SharedRateLimiter } from '../state/rate-limiter.ts';
 import { EntitlementSync } from './entitlements.ts';
 import { linkTenant } from './link-tenant.ts';
@@ -163,8 +164,7 @@ export async function startRegistration(
             directory,
             customerMap: config.customerMap,
             secret: config.registration.handoffSecret as string,
-            redis,
-            keys,
+            nonces: new HandoffNonces(redis, keys),
           }),
       },
       sns: {
