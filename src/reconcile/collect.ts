@@ -13,7 +13,7 @@ import { partitionOfCustomer } from '../kafka/partitioner.ts';
 import { parseSubmissionRecord } from '../metering/submission-record.ts';
 import type { ScriptedRedis } from '../redis/client.ts';
 import { FIELD_SEPARATOR, type Keys, splitAggregateField } from '../redis/keys.ts';
-import type { LedgerEntry } from '../state/ledger.ts';
+import { Ledger } from '../state/ledger.ts';
 import { RedriveMarks } from '../state/redrive-marks.ts';
 import { foldChangelog } from '../state/window-changelog.ts';
 import { REPLAY_MARK_TTL_S, WindowReads } from '../state/window-reads.ts';
@@ -195,7 +195,7 @@ export async function collectInternal(o: CollectOptions): Promise<InternalInputs
       });
     }
 
-    const ledger = await scanLedger(redis, keys);
+    const ledger = await new Ledger(redis, keys).all();
 
     let usage: UsageSeen[] | undefined;
     if (o.measure && existing.has(config.topics.usage)) {
@@ -279,38 +279,6 @@ function readableEvent(base64: string | null | undefined): DlqSeen['event'] | un
   } catch {
     return undefined;
   }
-}
-
-/** Every ledger entry under the prefix (SCAN; on a Redis Cluster, every master). */
-export async function scanLedger(
-  redis: ScriptedRedis,
-  keys: Keys,
-): Promise<Map<string, { quantity: number; meteringRecordId: string }>> {
-  const out = new Map<string, { quantity: number; meteringRecordId: string }>();
-  const prefix = keys.ledger('');
-  const nodes =
-    'nodes' in redis && typeof redis.nodes === 'function' && redis.isCluster
-      ? redis.nodes('master')
-      : [redis];
-  for (const node of nodes) {
-    let cursor = '0';
-    do {
-      const [next, found] = await node.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-      cursor = next;
-      if (!found.length) continue;
-      const values = await Promise.all(found.map((k) => node.get(k)));
-      found.forEach((k, i) => {
-        const v = values[i];
-        if (typeof v !== 'string') return;
-        const entry = JSON.parse(v) as LedgerEntry;
-        out.set(k.slice(prefix.length), {
-          quantity: entry.quantity,
-          meteringRecordId: entry.meteringRecordId,
-        });
-      });
-    } while (cursor !== '0');
-  }
-  return out;
 }
 
 /**
