@@ -24,15 +24,18 @@ import {
   isActive,
   mappingOf,
 } from '../state/customer-directory.ts';
+import type { EntitlementStore } from '../state/entitlement-store.ts';
 import {
   HOURLY_WINDOWS,
   HourlyWindowStore,
   type ProcessorStats,
   type RecoverySource,
 } from '../state/hourly-window-store.ts';
+import type { Ledger } from '../state/ledger.ts';
 import { foldChangelog } from '../state/window-changelog.ts';
-import type { AggregationOp, WindowStore } from '../state/window-store.ts';
-import { contractsFromEntitlements, type EntitlementStore } from '../subscribe/entitlements.ts';
+import type { WindowStore } from '../state/window-store.ts';
+import type { AggregationOp } from '../state/window-types.ts';
+import { contractsFromEntitlements } from '../subscribe/entitlements.ts';
 import { FAILED_SINK, REPARTITION_SINK, WindowProcessor } from '../window/window-processor.ts';
 
 export interface MeteringTopology {
@@ -57,6 +60,8 @@ export function meteringTopology(deps: {
   directory?: CustomerDirectory;
   /** Contract entitlements GetEntitlements returned (registration stores them). */
   entitlements?: Pick<EntitlementStore, 'version' | 'all'>;
+  /** The hours AWS accepted, per customer: the commit stage's gauge of customers behind. */
+  ledger: Pick<Ledger, 'lastAcceptedOf'>;
   faults?: CommitStageOptions['faults'];
 }): MeteringTopology {
   const { config, admin } = deps;
@@ -108,6 +113,7 @@ export function meteringTopology(deps: {
     },
     usageTopic: config.topics.usage,
     producer: deps.producer,
+    ledger: deps.ledger,
     submissionsTopic: config.topics.submissions,
     changelogTopic: config.topics.changelog,
     failedTopic: config.topics.failed,
@@ -207,7 +213,7 @@ export function meteringTopology(deps: {
     )
     .addSink(FAILED_SINK, config.topics.failed)
     .addSink(REPARTITION_SINK, config.topics.usage)
-    .schedule('commit-stage', 'wall-clock', config.window.commitIntervalMs, async () => {
+    .schedule('commit-stage', config.window.commitIntervalMs, async () => {
       await refreshContracts();
       await commitStage.punctuate();
     });

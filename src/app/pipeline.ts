@@ -25,12 +25,12 @@ import { GapMonitor } from '../reconcile/gaps.ts';
 import { createRedis, type ScriptedRedis } from '../redis/client.ts';
 import { Keys } from '../redis/keys.ts';
 import { CustomerDirectory, indexFileTenants } from '../state/customer-directory.ts';
+import { EntitlementStore } from '../state/entitlement-store.ts';
 import { emptyStats, type ProcessorStats } from '../state/hourly-window-store.ts';
 import { Ledger } from '../state/ledger.ts';
 import { SharedRateLimiter } from '../state/rate-limiter.ts';
 import { WindowStore } from '../state/window-store.ts';
 import { MeteringWorker } from '../submit/worker.ts';
-import { EntitlementStore } from '../subscribe/entitlements.ts';
 import { HOUR_MS } from '../time/hours.ts';
 import { meteringTopology } from './metering-topology.ts';
 
@@ -163,6 +163,7 @@ export async function startPipeline(
         tasks: async () => (app ? app.tasks() : []),
         directory,
         entitlements: new EntitlementStore(redis, keys),
+        ledger: new Ledger(redis, keys),
         ...(options.commitFaults ? { faults: options.commitFaults } : {}),
       });
       app = new StreamsApp({

@@ -7,8 +7,7 @@
 import { type Command, InvalidArgumentError } from 'commander';
 import { awsCustomerId, type CustomerMap } from '../config/customers.ts';
 import { acceptanceDeadline, type MeteringApi } from '../metering/aws-window.ts';
-import type { ScriptedRedis } from '../redis/client.ts';
-import { Keys, splitAggregateField } from '../redis/keys.ts';
+import { Keys } from '../redis/keys.ts';
 import {
   CustomerDirectory,
   type DirectoryEntry,
@@ -16,6 +15,8 @@ import {
   type FileTenantStatus,
   isTenantId,
 } from '../state/customer-directory.ts';
+import { HandoffNonces } from '../state/handoff-nonces.ts';
+import { type HeldRecord, heldUsage } from '../state/held-records.ts';
 import { verifyHandoff } from '../subscribe/handoff.ts';
 import { linkTenant } from '../subscribe/link-tenant.ts';
 import { hourIso } from '../time/hours.ts';
@@ -148,8 +149,7 @@ subscription_not_found.`,
           directory: new CustomerDirectory(redis, keys),
           customerMap: config.customerMap,
           secret,
-          redis,
-          keys,
+          nonces: new HandoffNonces(redis, keys),
         },
       );
       printData(
@@ -213,54 +213,6 @@ export interface UnmappedRow {
   heldSince: string;
   /** ISO: when its oldest hour is dead-lettered (AWS's deadline for the hour minus the submit margin). */
   deadLetterAt: string;
-}
-
-/** One held record, as the commit stage keeps it. */
-export interface HeldRecord {
-  hourMs: number;
-  tenant: string;
-  dimension: string;
-  sinceMs: number;
-}
-
-/**
- * Every held record of the usage topic's partitions, from the commit stage's `held` hashes (field
- * `<hour ms>|<customer␟dimension>` → since ms). The partitions are found by SCAN, so none is missed
- * whatever the topic's partition count; on Redis Cluster every master is scanned.
- */
-export async function heldUsage(redis: ScriptedRedis, keys: Keys, topic: string): Promise<HeldRecord[]> {
-  const first = keys.partition({ topic, partition: 0 }).held();
-  const [head, tail] = first.split(`{${topic}/0}`) as [string, string];
-  const glob = (text: string) => text.replace(/[*?[\]\\]/g, '\\$&');
-  const pattern = `${glob(head)}{${glob(topic)}/*}${glob(tail)}`;
-  const nodes =
-    'nodes' in redis && typeof redis.nodes === 'function' && redis.isCluster
-      ? redis.nodes('master')
-      : [redis];
-  const out: HeldRecord[] = [];
-  for (const node of nodes) {
-    let cursor = '0';
-    do {
-      const [next, found] = await node.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
-      cursor = next;
-      for (const key of found) {
-        const all = await node.hgetall(key);
-        for (const [field, since] of Object.entries(all)) {
-          const bar = field.indexOf('|');
-          const aggregate = splitAggregateField(field.slice(bar + 1));
-          const hourMs = Number(field.slice(0, bar));
-          if (bar < 0 || !aggregate || !Number.isFinite(hourMs)) continue;
-          out.push({
-            hourMs,
-            tenant: aggregate.customer,
-            dimension: aggregate.dimension,
-            sinceMs: Number(since),
-          });
-        }
-      }
-    } while (cursor !== '0');
-  }
-  return out;
 }
 
 /** Held records per tenant, sorted by tenant. */

@@ -7,9 +7,10 @@
 import { type Command, InvalidArgumentError } from 'commander';
 import { pino } from 'pino';
 import { loadCustomersFile } from '../emulator/customers-file.ts';
+import type { EmulatorSnapshot } from '../emulator/emulator-types.ts';
 import { type FaultUpdate, NO_FAULTS, parseFaultUpdate } from '../emulator/faults.ts';
 import { type RunningEmulator, startEmulator } from '../emulator/server.ts';
-import type { CustomerSubscription, EmulatorSnapshot } from '../emulator/state.ts';
+import type { CustomerSubscription } from '../emulator/subscriptions.ts';
 import { HOUR_MS } from '../time/hours.ts';
 import {
   ServiceUnavailableError,

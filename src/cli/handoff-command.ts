@@ -5,6 +5,7 @@
  */
 import type { Command } from 'commander';
 import { Keys } from '../redis/keys.ts';
+import { HandoffNonces } from '../state/handoff-nonces.ts';
 import { verifyHandoff, verifyHandoffOnce } from '../subscribe/handoff.ts';
 import { loadConfigOrExit } from './lifecycle.ts';
 import { oneShotRedis, reach, type TimeoutOptions, timeoutMs, withTimeout } from './one-shot.ts';
@@ -48,8 +49,7 @@ The claims print as JSON unless -o says otherwise.`,
       const claims = await verifyHandoffOnce(
         token,
         config.registration.handoffSecret as string,
-        redis,
-        new Keys(config.redis.prefix),
+        new HandoffNonces(redis, new Keys(config.redis.prefix)),
       );
       printData(
         outputFormat(o),

@@ -3,7 +3,7 @@ import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { SingleBar } from 'cli-progress';
 import { type Command, InvalidArgumentError } from 'commander';
-import { brokerIssues } from '../config/config.ts';
+import { brokerIssues } from '../config/env-checks.ts';
 import { loadPlan } from '../config/plan.ts';
 import { ConfigError, isMeterlineError } from '../errors.ts';
 import { type AvroEncoder, type AvroEventInput, createAvroEncoder } from '../ingest/avro.ts';

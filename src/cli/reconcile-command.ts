@@ -17,9 +17,10 @@ import {
   readCloudTrail,
   readUsageFeed,
 } from '../reconcile/aws.ts';
-import { collectInternal, type Progress, scanLedger } from '../reconcile/collect.ts';
+import { collectInternal, type Progress } from '../reconcile/collect.ts';
 import { findGaps, type GapRow } from '../reconcile/gaps.ts';
-import { parseRecordId, type ReconcileRow, reconcileInternal, summarize } from '../reconcile/internal.ts';
+import { parseRecordId, reconcileInternal, summarize } from '../reconcile/internal.ts';
+import type { ReconcileRow } from '../reconcile/reconcile-rows.ts';
 import {
   type Column,
   num,
@@ -31,6 +32,7 @@ import {
 import { instantArg, parseInstant } from '../reconcile/time-range.ts';
 import { Keys } from '../redis/keys.ts';
 import { CustomerDirectory } from '../state/customer-directory.ts';
+import { Ledger } from '../state/ledger.ts';
 import { HOUR_MS, hourIso, hourStart } from '../time/hours.ts';
 import { loadConfigOrExit } from './lifecycle.ts';
 import {
@@ -219,7 +221,7 @@ export function registerReconcileCommand(program: Command): void {
           if (id && !awsIdOf.has(entry.tenant)) awsIdOf.set(entry.tenant, id);
         }
         const ours: AcceptedRecord[] = [];
-        for (const [id, entry] of await scanLedger(redis, keys)) {
+        for (const [id, entry] of await new Ledger(redis, keys).all()) {
           const r = parseRecordId(id);
           if (!r) continue;
           ours.push({

@@ -11,7 +11,7 @@ import { acceptanceDeadline } from '../metering/aws-window.ts';
 import type { ScriptedRedis } from '../redis/client.ts';
 import { Keys } from '../redis/keys.ts';
 import { Ledger } from '../state/ledger.ts';
-import { WindowStore } from '../state/window-store.ts';
+import { WindowReads } from '../state/window-reads.ts';
 import { loadConfigOrExit } from './lifecycle.ts';
 import {
   oneShotKafka,
@@ -83,7 +83,7 @@ export async function readStatus(
   o: { top: number; customer?: string },
 ): Promise<PipelineStatus> {
   const keys = new Keys(config.redis.prefix);
-  const windows = new WindowStore(redis, keys, { dedupeTtlMs: 1, finalizedTtlMs: 1 });
+  const windows = new WindowReads(redis, keys);
   const admin = kafka.admin();
   await admin.connect();
   try {
@@ -97,12 +97,9 @@ export async function readStatus(
     let oldest: number | undefined;
     for (const t of times) {
       const p = { topic: config.topics.usage, partition: t.partition };
-      const k = keys.partition(p);
-      const [open, pending, hour, held] = await Promise.all([
-        redis.zcard(k.openHours()),
-        redis.zcard(k.pendingEmit()),
+      const [counts, hour] = await Promise.all([
+        windows.partitionCounts(p),
         windows.oldestUnsubmittedHour(p),
-        redis.scard(k.due()),
       ]);
       if (hour !== undefined && (oldest === undefined || hour < oldest)) oldest = hour;
       const end = BigInt(usageEnds.find((e) => e.partition === t.partition)?.high ?? '0');
@@ -110,10 +107,10 @@ export async function readStatus(
         partition: t.partition,
         lag: String(end - ((t.checkpoint ?? -1n) + 1n)),
         eventTime: iso(t.maxEventTime),
-        openHours: open,
+        openHours: counts.openHours,
         oldestOpenHour: iso(hour),
-        pendingEmits: pending,
-        held,
+        pendingEmits: counts.pendingEmits,
+        held: counts.due,
       });
     }
     const subEnds = topics.has(config.topics.submissions)

@@ -7,7 +7,7 @@
  * every partition is idle, the watermark follows the wall clock.
  */
 
-import type { PartitionTime } from '../state/window-store.ts';
+import type { PartitionTime } from '../state/window-types.ts';
 import { HOUR_MS, hourStart } from '../time/hours.ts';
 
 export interface EventTimeOptions {

@@ -28,7 +28,7 @@ export async function reportCommitGauges(
     if (hour !== undefined && (oldest === undefined || hour < oldest)) oldest = hour;
     const pending = await store.windows.pendingEmits(store.task);
     waiting.push([String(store.task.partition), pending.length]);
-    const heldHere = await store.windows.heldRecords(store.task);
+    const heldHere = await store.windows.held.all(store.task);
     held.push([String(store.task.partition), heldHere.size]);
     for (const key of heldHere.keys()) {
       const h = Number(key.slice(0, key.indexOf('|')));

@@ -32,8 +32,8 @@ import {
 } from '../observability/tracing.ts';
 import { aggregateField } from '../redis/keys.ts';
 import { HOURLY_WINDOWS, type HourlyWindowStore } from '../state/hourly-window-store.ts';
-import { Ledger } from '../state/ledger.ts';
-import { TRACE_LINKS_PER_HOUR } from '../state/window-store.ts';
+import type { Ledger } from '../state/ledger.ts';
+import { TRACE_LINKS_PER_HOUR } from '../state/trace-links.ts';
 import { HOUR_MS, hourIso, hourStart } from '../time/hours.ts';
 import {
   closeBoundary,
@@ -52,6 +52,8 @@ export interface CommitStageOptions extends EventTimeOptions {
   logEnds: () => Promise<Map<number, bigint>>;
   usageTopic: string;
   producer: Producer;
+  /** The hours AWS accepted, per customer (for the customers-behind gauge). */
+  ledger: Pick<Ledger, 'lastAcceptedOf'>;
   submissionsTopic: string;
   /** The window changelog (compacted; partition p holds usage partition p's frozen hours). */
   changelogTopic: string;
@@ -196,7 +198,7 @@ export class CommitStage {
         });
     }
     await reportCommitGauges(tasks, this.#o, this.#now());
-    await this.#checkGaps(store0, zeroFrom, now);
+    await this.#checkGaps(zeroFrom, now);
   };
 
   /**
@@ -314,7 +316,7 @@ export class CommitStage {
       this.#o.faults?.afterFreeze?.();
       return (await this.#emitter.emit(store, hour)) !== undefined;
     }
-    const links = boundedLinks(await store.windows.traceLinks(task, hour), TRACE_LINKS_PER_HOUR);
+    const links = boundedLinks(await store.windows.traces.read(task, hour), TRACE_LINKS_PER_HOUR);
     return inSpan(
       `finalize ${this.#o.usageTopic}`,
       {
@@ -352,7 +354,7 @@ export class CommitStage {
    * that should be billed by now (closed at the latest after maxDelay, plus an hour for the worker).
    * Checked at most once a minute.
    */
-  async #checkGaps(store: HourlyWindowStore, zeroFrom: number | undefined, now: number): Promise<void> {
+  async #checkGaps(zeroFrom: number | undefined, now: number): Promise<void> {
     if (!this.#zeroFields.size || now - this.#gapsCheckedAt < 60_000) return;
     this.#gapsCheckedAt = now;
     const due = hourStart(now - this.#o.maxDelayMs) - 2 * HOUR_MS;
@@ -361,8 +363,7 @@ export class CommitStage {
       since.set(customer, sinceMs === undefined ? (zeroFrom ?? now) : hourStart(sinceMs));
     }
     const expected = [...since].filter(([, from]) => from <= due).map(([customer]) => customer);
-    const ledger = new Ledger(store.windows.redis, store.windows.keys);
-    const last = await ledger.lastAcceptedOf(expected);
+    const last = await this.#o.ledger.lastAcceptedOf(expected);
     const behind = last.filter((h) => h === undefined || h < due).length;
     metrics.customersBehind.set(behind);
   }

@@ -131,7 +131,7 @@ export class HourEmitter {
       this.#changelogged.add(memo);
     }
     // Records of tenants without an AWS identity yet are held; those sent (or dead-lettered) before are done.
-    const done = await store.windows.sentFields(task, hourMs);
+    const done = await store.windows.held.sent(task, hourMs);
     const records: SubmissionRecord[] = [];
     const held: SubmissionRecord[] = [];
     for (const r of all) {
@@ -155,7 +155,7 @@ export class HourEmitter {
     this.#stats.recordsEmitted += records.length;
     if (held.length && !(await this.#heldDone(store, hourMs, held))) {
       // Part of the hour still waits for its tenants: what went out is noted, the hour stays pending.
-      await store.windows.markSent(
+      await store.windows.held.markSent(
         task,
         hourMs,
         records.map((r) => aggregateField(r.customer, r.dimension)),
@@ -164,13 +164,13 @@ export class HourEmitter {
     }
     await this.#changelogEmitted(store, hourMs);
     // Records held before and released now are held no more.
-    await store.windows.releaseHeld(
+    await store.windows.held.release(
       task,
       hourMs,
       records.map((r) => aggregateField(r.customer, r.dimension)),
     );
     await store.windows.markEmitted(task, store.token, hourMs);
-    if (done.size || held.length) await store.windows.forgetSent(task, hourMs);
+    if (done.size || held.length) await store.windows.held.forgetSent(task, hourMs);
     this.#changelogged.delete(memo);
     this.#stats.hoursFinalized += 1;
     if (records.length) {
@@ -197,7 +197,7 @@ export class HourEmitter {
     const task = store.task;
     const now = this.#now();
     const fields = held.map((r) => aggregateField(r.customer, r.dimension));
-    const since = await store.windows.heldSince(task, hourMs, fields, now);
+    const since = await store.windows.held.since(task, hourMs, fields, now);
     const riskAt = acceptanceDeadline(this.#o.api, hourMs) - this.#o.submitMarginMs;
     if (now <= riskAt) {
       const fresh = held.filter((r) => since.get(aggregateField(r.customer, r.dimension)) === now);
@@ -233,7 +233,7 @@ export class HourEmitter {
     });
     if (!(await this.#deadLetter(envelopes, { partition: task.partition, hour: hourIso(hourMs) })))
       return undefined;
-    await store.windows.markSent(task, hourMs, fields);
+    await store.windows.held.markSent(task, hourMs, fields);
     this.#o.logger.error(
       { partition: task.partition, hour: hourIso(hourMs), records: held.length },
       'held usage reached its deadline margin without a tenant mapping: dead-lettered (customer_mapping_missing)',
@@ -247,7 +247,7 @@ export class HourEmitter {
     hourMs: number,
     held: readonly SubmissionRecord[],
   ): Promise<boolean> {
-    const done = await store.windows.sentFields(store.task, hourMs);
+    const done = await store.windows.held.sent(store.task, hourMs);
     return held.every((r) => done.has(aggregateField(r.customer, r.dimension)));
   }
 

@@ -12,7 +12,8 @@ import { type Allocation, type AllocationPart, allocate } from '../metering/allo
 import { retry } from '../metering/retry.ts';
 import { metrics } from '../observability/metrics.ts';
 import { baseField, type PartitionRef, splitAggregateField } from '../redis/keys.ts';
-import type { HourSnapshot, WindowStore } from '../state/window-store.ts';
+import type { WindowStore } from '../state/window-store.ts';
+import type { HourSnapshot } from '../state/window-types.ts';
 import { hourIso } from '../time/hours.ts';
 import {
   applyModel,

@@ -4,175 +4,18 @@
  * with its key.
  */
 import { existsSync } from 'node:fs';
-import { z } from 'zod';
 import { ConfigError } from '../errors.ts';
 import { type KafkaSecurity, kafkaSecurityFromEnv } from '../kafka/security.ts';
 import { DEFAULT_ACCEPTANCE_WINDOW_MS, type MeteringApi } from '../metering/aws-window.ts';
 import { type ConsoleSettings, consoleSettings } from './console.ts';
 import { type CustomerMap, type Customers, customersObject, loadCustomers } from './customers.ts';
-import { lacksUnit, parseDuration } from './duration.ts';
+import { brokerIssues, unknownVariableWarnings } from './env-checks.ts';
+import { ENV_KEYS, type Env, EnvSchema } from './env-schema.ts';
 import { readStructuredFile } from './load-file.ts';
 import { loadPlan, type Plan } from './plan.ts';
 
 /** HS256 keys shorter than the hash (32 bytes) weaken it (RFC 7518 §3.2): the hand-off token's key. */
 const MIN_SECRET_BYTES = 32;
-
-const duration = (fallback: string) =>
-  z
-    .string()
-    .default(fallback)
-    .transform((text, ctx) => {
-      const ms = parseDuration(text);
-      if (ms === undefined && lacksUnit(text)) {
-        ctx.addIssue({ code: 'custom', message: `needs a unit, like 300ms, 30s, 5m or 2h (got "${text}")` });
-        return z.NEVER;
-      }
-      if (ms === undefined) {
-        ctx.addIssue({ code: 'custom', message: `must be a duration like 30s, 5m or 2h (got "${text}")` });
-        return z.NEVER;
-      }
-      return ms;
-    });
-
-const int = (fallback: number, min: number, max: number) =>
-  z.coerce.number().int().min(min).max(max).default(fallback);
-
-const topic = (fallback: string) =>
-  z
-    .string()
-    .regex(/^[A-Za-z0-9._-]{1,249}$/, 'must be a valid Kafka topic name')
-    .default(fallback);
-
-/** Every key this process reads, with its default. docs/configuration.md mirrors it (test/docs/configuration.test.ts). */
-export const EnvSchema = z.object({
-  // Required by the processor and the worker (checked per role below); registration needs no Kafka.
-  KAFKA_BROKERS: z.string().optional(),
-  KAFKA_CLIENT_ID: z.string().default('meterline'),
-  // TLS and SASL (checked, and turned into client options, by src/kafka/security.ts).
-  KAFKA_SSL: z.enum(['true', 'false']).optional(),
-  KAFKA_SSL_CA_FILE: z.string().optional(),
-  KAFKA_SSL_REJECT_UNAUTHORIZED: z.enum(['true', 'false']).optional(),
-  KAFKA_SASL_MECHANISM: z.string().optional(),
-  KAFKA_SASL_USERNAME: z.string().optional(),
-  KAFKA_SASL_PASSWORD: z.string().optional(),
-  // A private CA for rediss:// (TLS is on with a rediss:// URL).
-  REDIS_TLS_CA_FILE: z.string().optional(),
-  REDIS_URL: z
-    .string({ error: 'required: redis://[user:password@]host:port[/db]' })
-    .regex(
-      /^rediss?:\/\/[^,]*(,\s*rediss?:\/\/[^,]*)*$/,
-      'must be a redis:// or rediss:// URL (cluster: a comma-separated list of them)',
-    ),
-  // Redis Cluster: REDIS_URL may then list several seed nodes, `redis://h1:p1,redis://h2:p2`.
-  REDIS_CLUSTER: z
-    .enum(['true', 'false'])
-    .default('false')
-    .transform((v) => v === 'true'),
-  SCHEMA_REGISTRY_URL: z.url().optional(),
-  AWS_REGION: z.string().optional(),
-  AWS_ENDPOINT_URL_MARKETPLACE_METERING: z.url().optional(),
-  // The SDK's own name for the Entitlement Service's endpoint override (GetEntitlements).
-  AWS_ENDPOINT_URL_MARKETPLACE_ENTITLEMENT_SERVICE: z.url().optional(),
-  METERLINE_PLAN: z
-    .string({ error: 'required: path of the metering plan (JSON or YAML)' })
-    .min(1, 'required: path of the metering plan (JSON or YAML)'),
-  METERLINE_CUSTOMERS: z.string().optional(),
-  METERLINE_TOPIC_USAGE: topic('usage-events'),
-  METERLINE_TOPIC_SUBMISSIONS: topic('metering-submissions'),
-  METERLINE_TOPIC_FAILED: topic('metering-failed'),
-  // Compacted: the frozen hours and metering-model state the processor rebuilds Redis from after a loss.
-  METERLINE_TOPIC_CHANGELOG: topic('meterline-window-changelog'),
-  // The console's audit log: who redrove what (a Kafka topic: it outlives a Redis loss, see src/console/audit.ts).
-  METERLINE_TOPIC_AUDIT: topic('meterline-console-audit'),
-  METERLINE_TOPIC_PARTITIONS: int(6, 1, 1000),
-  // The processor refuses a usage topic that keeps less than a replay after a Redis loss needs
-  // (src/kafka/usage-retention.ts); true starts it anyway, accepting that such a replay may lose usage.
-  METERLINE_ALLOW_SHORT_RETENTION: z
-    .enum(['true', 'false'])
-    .default('false')
-    .transform((v) => v === 'true'),
-  METERLINE_REDIS_PREFIX: z
-    .string()
-    .regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'letters, digits and _ . : - only')
-    .default('meterline'),
-  METERLINE_PROCESSOR_GROUP: z.string().min(1).default('meterline-processor'),
-  METERLINE_WORKER_GROUP: z.string().min(1).default('meterline-worker'),
-  METERLINE_SESSION_TIMEOUT: duration('30s'),
-  // A Redis reply lost on a silent network path would otherwise hang the stage for ever (min 100ms: 0 would
-  // turn the timeout off).
-  METERLINE_REDIS_COMMAND_TIMEOUT: duration('5s'),
-  METERLINE_PROCESSOR_CONCURRENCY: int(3, 1, 64),
-  METERLINE_WINDOW_GRACE: duration('5m'),
-  METERLINE_WINDOW_MAX_DELAY: duration('3h'),
-  METERLINE_MAX_OUT_OF_ORDERNESS: duration('1m'),
-  METERLINE_IDLE_TIMEOUT: duration('1m'),
-  METERLINE_LATE_POLICY: z.enum(['carry-forward', 'dead-letter']).default('carry-forward'),
-  METERLINE_COMMIT_INTERVAL: duration('5s'),
-  METERLINE_MAX_FUTURE_SKEW: duration('5m'),
-  METERLINE_SUBMIT_MARGIN: duration('1h'),
-  METERLINE_MAX_MESSAGE_BYTES: int(16_384, 256, 1_048_576),
-  // saas: BatchMeterUsage for the buyers in the customers file or the registered ones; container: MeterUsage from the buyer's account.
-  METERLINE_METERING_MODE: z.enum(['saas', 'container']).default('saas'),
-  // Unset: a port per role (DEFAULT_OPS_PORT), so a processor and a worker on one host both start.
-  METERLINE_OPS_PORT: z
-    .string()
-    .optional()
-    .refine(
-      (v) => v === undefined || v === 'off' || (/^\d+$/.test(v) && Number(v) <= 65_535),
-      'a port (0 = any free one) or "off"',
-    ),
-  // A Kafka send not done by then fails (bounded retries included): its stage keeps the input and retries,
-  // and /readyz fails until a send succeeds.
-  METERLINE_PRODUCE_TIMEOUT: duration('10s'),
-  // Sends failing this long without a success fail /healthz too, so Kubernetes restarts the pod.
-  METERLINE_PRODUCE_UNHEALTHY_AFTER: duration('5m'),
-  // A call AWS has not answered by then is retried (the record's id makes the resend safe).
-  METERLINE_AWS_REQUEST_TIMEOUT: duration('10s'),
-  METERLINE_RATE_LIMIT: z.coerce
-    .number({ error: 'must be a number of requests per second' })
-    .positive()
-    .max(1000)
-    .default(10),
-  // Registration: the buyer-facing HTTP port, where the buyer goes next, and who may send lifecycle events.
-  METERLINE_REGISTRATION_LISTEN_PORT: int(8080, 0, 65_535),
-  // Registration POSTs per minute, shared by every replica through Redis: from one client address (a
-  // buyer needs one or two; a retry or a colleague behind the same NAT a few more), and from everyone (a
-  // seller's launch-day burst, well under ResolveCustomer's quota).
-  METERLINE_REGISTRATION_RATE_PER_ADDRESS: int(10, 1, 10_000),
-  METERLINE_REGISTRATION_RATE_TOTAL: int(600, 1, 1_000_000),
-  // How many proxies in front of the service append to X-Forwarded-For (an ingress: 1). 0: the header is
-  // ignored and the socket's address is the client, since anyone can send the header.
-  METERLINE_REGISTRATION_TRUSTED_PROXY_HOPS: int(0, 0, 10),
-  METERLINE_REGISTRATION_REDIRECT_URL: z
-    .url({ protocol: /^https?$/, error: 'must be an http(s) URL' })
-    .optional(),
-  // Unset: AWS Marketplace's own topics for the plan's products; '*' (alone) takes any topic, on purpose.
-  METERLINE_SNS_TOPIC_ARNS: z
-    .string()
-    .regex(
-      /^(\*|arn:aws[a-z-]*:sns:[^,*]+(,arn:aws[a-z-]*:sns:[^,*]+)*)$/,
-      "comma-separated SNS topic ARNs, or '*' alone for any topic",
-    )
-    .optional(),
-  METERLINE_EVENTS_API_KEY: z.string().min(24, 'at least 24 characters').optional(),
-  // The seller's backend sends this key to POST /marketplace/link; unset, the endpoint refuses every call.
-  METERLINE_LINK_API_KEY: z.string().min(24, 'at least 24 characters').optional(),
-  // Registration: how often every contract buyer's entitlements are fetched again (GetEntitlements), on
-  // top of registration and entitlement events; a safety net for a missed event (checked below).
-  METERLINE_ENTITLEMENTS_REFRESH_INTERVAL: duration('1h'),
-  // HS256 key of the hand-off token to the onboarding page (src/subscribe/handoff.ts); checked below.
-  METERLINE_HANDOFF_SIGNING_SECRET: z.string().optional(),
-  // The console (`meterline console`): its port, and who signs in (checked in ./console.ts).
-  METERLINE_CONSOLE_PORT: z.string().optional(),
-  // Jaeger's query API, for the console's record pages (and `meterline trace`, which also takes --jaeger).
-  METERLINE_JAEGER_URL: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' }).optional(),
-  METERLINE_CONSOLE_TOKENS: z.string().optional(),
-  METERLINE_CONSOLE_IDENTITY_HEADER: z.string().optional(),
-  METERLINE_CONSOLE_OPERATORS: z.string().optional(),
-  LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
-});
-
-export type Env = z.output<typeof EnvSchema>;
 /**
  * `directory`: tools that read only the customer directory in Redis (no Kafka, no AWS); `handoff`: the
  * hand-off verifier (the signing secret and Redis for its nonces).
@@ -264,75 +107,6 @@ function defaultOpsPort(roles: readonly Role[]): number {
   return DEFAULT_OPS_PORT.registration;
 }
 
-/**
- * METERLINE_* variables read outside the configuration: by the CLI's tools, the local stack, the tests and
- * the chart (METERLINE_REDIS_PASSWORD is interpolated into REDIS_URL by Kubernetes). Never warned about.
- */
-export const OTHER_METERLINE_VARIABLES: ReadonlySet<string> = new Set([
-  'METERLINE_CONFIG',
-  'METERLINE_REDIS_PASSWORD',
-  'METERLINE_TRACING',
-  'METERLINE_STACK_HOST',
-  'METERLINE_JAVA',
-  'METERLINE_NODE_IP',
-  'METERLINE_KEEP_STACK',
-  'METERLINE_NO_STACK',
-  'METERLINE_TESTCONTAINERS',
-  'METERLINE_TESTCONTAINERS_IMAGES',
-  'METERLINE_FAULT_TESTS',
-  'METERLINE_CLUSTER_TEST',
-  'METERLINE_TEST_IMAGE',
-  'METERLINE_TEST_KILL_AT',
-]);
-
-/** One warning per METERLINE_* variable nothing reads, with the closest known name when one is close. */
-export function unknownVariableWarnings(env: NodeJS.ProcessEnv): string[] {
-  const known = [...KEYS.filter((k) => k.startsWith('METERLINE_')), ...OTHER_METERLINE_VARIABLES];
-  return Object.keys(env)
-    .filter((k) => k.startsWith('METERLINE_') && !known.includes(k))
-    .sort()
-    .map((k) => {
-      const [best] = known
-        .map((name) => ({ name, d: editDistance(k, name) }))
-        .sort((a, b) => a.d - b.d || (a.name < b.name ? -1 : 1));
-      const close = best && best.d <= Math.max(2, Math.floor(k.length / 5));
-      return `${k} is not a meterline setting${close ? ` (did you mean ${best.name}?)` : ''}`;
-    });
-}
-
-/** Levenshtein distance: insertions, deletions and substitutions. */
-function editDistance(a: string, b: string): number {
-  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const next = [i];
-    for (let j = 1; j <= b.length; j++) {
-      next[j] = Math.min(
-        (row[j] ?? 0) + 1,
-        (next[j - 1] ?? 0) + 1,
-        (row[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1),
-      );
-    }
-    row = next;
-  }
-  return row[b.length] ?? 0;
-}
-
-/** Each entry host:port (IPv6 as [addr]:port); kafkajs would otherwise loop on "Port should be >= 0". */
-export function brokerIssues(brokers: string): string[] {
-  return brokers
-    .split(',')
-    .map((b) => b.trim())
-    .filter(Boolean)
-    .flatMap((b) => {
-      const m = /^(\[[0-9A-Fa-f:.]+\]|[^:\s[\]]+):(\d{1,5})$/.exec(b);
-      if (m && Number(m[2]) >= 1 && Number(m[2]) <= 65_535) return [];
-      const host = m?.[1] ?? b.replace(/:[^:\]]*$/, '');
-      return [`KAFKA_BROKERS: "${b}" has no port: write host:port, such as ${host}:9092`];
-    });
-}
-
-const KEYS = Object.keys(EnvSchema.shape) as (keyof Env)[];
-
 /** Merges the optional config file under the environment, keeping only known keys. */
 function collectSource(env: NodeJS.ProcessEnv): Record<string, string> {
   const merged: Record<string, string> = {};
@@ -342,7 +116,7 @@ function collectSource(env: NodeJS.ProcessEnv): Record<string, string> {
     if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
       throw new ConfigError(`config file ${file}`, ['must be a map of configuration keys']);
     }
-    const unknown = Object.keys(raw).filter((k) => !KEYS.includes(k as keyof Env));
+    const unknown = Object.keys(raw).filter((k) => !ENV_KEYS.includes(k as keyof Env));
     if (unknown.length) {
       throw new ConfigError(
         `config file ${file}`,
@@ -351,7 +125,7 @@ function collectSource(env: NodeJS.ProcessEnv): Record<string, string> {
     }
     for (const [k, v] of Object.entries(raw)) if (v !== null && v !== undefined) merged[k] = String(v);
   }
-  for (const k of KEYS) {
+  for (const k of ENV_KEYS) {
     const v = env[k];
     if (v !== undefined && v !== '') merged[k] = v;
   }

@@ -3,17 +3,19 @@
  * `reconcile internal` call, over one set of clients. Nothing here writes.
  */
 import type { Kafka } from 'kafkajs';
-import { customerRows, heldUsage } from '../cli/customers-command.ts';
+import { customerRows } from '../cli/customers-command.ts';
 import { type PipelineStatus, readStatus } from '../cli/status-command.ts';
 import { findTrace, type TraceView, traceView } from '../cli/trace-command.ts';
 import type { Config } from '../config/config.ts';
 import { type DlqEntry, readDlqWithMarks } from '../dlq/redrive.ts';
 import type { JaegerClient } from '../observability/jaeger-client.ts';
 import { collectInternal } from '../reconcile/collect.ts';
-import { parseRecordId, type ReconcileRow, reconcileInternal } from '../reconcile/internal.ts';
+import { parseRecordId, reconcileInternal } from '../reconcile/internal.ts';
+import type { ReconcileRow } from '../reconcile/reconcile-rows.ts';
 import type { ScriptedRedis } from '../redis/client.ts';
 import { Keys } from '../redis/keys.ts';
 import { CustomerDirectory } from '../state/customer-directory.ts';
+import { heldUsage } from '../state/held-records.ts';
 import { Ledger, type LedgerEntry } from '../state/ledger.ts';
 import { HOUR_MS, hourIso, hourStart } from '../time/hours.ts';
 

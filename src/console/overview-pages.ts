@@ -1,5 +1,5 @@
 /** The overview, the customers list and one customer's dimension × hour grid. */
-import type { ReconcileRow } from '../reconcile/internal.ts';
+import type { ReconcileRow } from '../reconcile/reconcile-rows.ts';
 import { SUBSCRIPTION_STATUSES } from '../state/customer-directory.ts';
 import type { CustomerSummary, Overview } from './data.ts';
 import { html, type Markup, table } from './html.ts';

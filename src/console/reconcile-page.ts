@@ -1,5 +1,6 @@
 /** The latest internal reconciliation (`meterline reconcile internal --from 48h`), computed on each visit. */
-import { type ReconcileRow, summarize } from '../reconcile/internal.ts';
+import { summarize } from '../reconcile/internal.ts';
+import type { ReconcileRow } from '../reconcile/reconcile-rows.ts';
 import { html, type Markup, table } from './html.ts';
 import { recordHref } from './overview-pages.ts';
 

@@ -10,6 +10,7 @@ import { acceptanceDeadline, type MeteringApi } from '../metering/aws-window.ts'
 import type { FailedRecord } from '../metering/dlq-envelope.ts';
 import type { ScriptedRedis } from '../redis/client.ts';
 import type { Keys } from '../redis/keys.ts';
+import { RedriveMarks } from '../state/redrive-marks.ts';
 import { hourStart } from '../time/hours.ts';
 import { parseEventTimestamp } from '../time/timestamp.ts';
 
@@ -21,7 +22,6 @@ export interface DlqEntry {
 
 /** Marks a message sent back by a redrive, with the DLQ entry it came from. */
 export const REDRIVE_HEADER = 'meterline-redrive-of';
-const REDRIVEN_TTL_S = 45 * 24 * 3600;
 /** A redriven record must reach AWS this long before its deadline to be worth sending. */
 export const REDRIVE_MARGIN_MS = 5 * 60_000;
 
@@ -51,8 +51,7 @@ export async function readDlqWithMarks(
   await admin.connect();
   const exists = await admin.listTopics().finally(() => admin.disconnect());
   const entries = exists.includes(topic) ? await readDlq(kafka, topic) : [];
-  const marks = await Promise.all(entries.map((e) => redis.exists(keys.redriven(topic, e.id))));
-  const done = new Set(entries.filter((_, i) => marks[i] === 1).map((e) => e.id));
+  const done = await new RedriveMarks(redis, keys, topic).among(entries.map((e) => e.id));
   return { entries, redriven: (e) => done.has(e.id) };
 }
 
@@ -101,8 +100,8 @@ export interface RedriveOptions {
 export async function redrive(entry: DlqEntry, o: RedriveOptions): Promise<RedriveOutcome> {
   const now = (o.now ?? Date.now)();
   const e = entry.envelope;
-  const marker = o.keys.redriven(o.dlqTopic, entry.id);
-  if (await o.redis.exists(marker)) return { kind: 'already-redriven' };
+  const marks = new RedriveMarks(o.redis, o.keys, o.dlqTopic);
+  if (await marks.has(entry.id)) return { kind: 'already-redriven' };
 
   let message: { topic: string; key: string | null; value: string | Buffer; headers: Record<string, string> };
   if ((e.stage === 'submit' || e.stage === 'commit') && e.record) {
@@ -146,7 +145,7 @@ export async function redrive(entry: DlqEntry, o: RedriveOptions): Promise<Redri
     acks: -1,
     messages: [{ key: message.key, value: message.value, headers: message.headers }],
   });
-  await o.redis.set(marker, new Date(now).toISOString(), 'EX', REDRIVEN_TTL_S);
+  await marks.mark(entry.id, now);
   return { kind: 'redriven', to: message.topic };
 }
 

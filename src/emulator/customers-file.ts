@@ -7,7 +7,7 @@
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
 import { ConfigError } from '../errors.ts';
-import type { CustomerSubscription } from './state.ts';
+import type { CustomerSubscription } from './subscriptions.ts';
 
 const entry = z
   .looseObject({

@@ -10,8 +10,10 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ConfigError } from '../errors.ts';
+import type { EmulatorStateOptions } from './emulator-types.ts';
 import { ServiceError, serializationError } from './service-error.ts';
-import { type CustomerSubscription, EmulatorState, type EmulatorStateOptions } from './state.ts';
+import { EmulatorState } from './state.ts';
+import type { CustomerSubscription } from './subscriptions.ts';
 
 /** X-Amz-Target prefix → the operations of that service (Metering, and the Entitlement Service). */
 const SERVICES: ReadonlyMap<string, ReadonlySet<string>> = new Map([

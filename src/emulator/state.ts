@@ -15,120 +15,33 @@
  * - The acceptance windows come from `metering/aws-window.ts`, the same rule the pipeline plans with.
  */
 import { randomUUID } from 'node:crypto';
-import { ConfigError } from '../errors.ts';
 import {
   DEFAULT_ACCEPTANCE_WINDOW_MS,
   isWithinAcceptanceWindow,
   type MeteringApi,
 } from '../metering/aws-window.ts';
 import { hourIso, hourStart } from '../time/hours.ts';
+import { checkAllocations } from './allocation-rules.ts';
+import type {
+  AcceptedRecord,
+  BatchMeterUsageOutput,
+  EmulatorSnapshot,
+  EmulatorStateOptions,
+  FaultHooks,
+  UsageRecordStatus,
+} from './emulator-types.ts';
 import { EmulatedEntitlements } from './entitlements.ts';
-import { FaultInjector, type FaultSettings, type InjectedCounts, parseFaultUpdate } from './faults.ts';
+import { FaultInjector, type FaultSettings, parseFaultUpdate } from './faults.ts';
 import { RequestQuota } from './quota.ts';
+import { EmulatedRegistrations } from './registrations.ts';
 import { ServiceError } from './service-error.ts';
+import { type CustomerSubscription, type CustomerType, EmulatedSubscriptions } from './subscriptions.ts';
 import {
   type BatchMeterUsageInput,
   parseBatchMeterUsage,
   parseMeterUsage,
-  type UsageAllocationInput,
   type UsageRecordInput,
 } from './validate.ts';
-
-export type CustomerType = 'account' | 'identifier' | 'caller';
-
-/** A subscribed buyer. `licenseArn` / `productCode`, when known, must match what records carry. */
-export interface CustomerSubscription {
-  /** A CustomerAWSAccountId or a legacy CustomerIdentifier. */
-  id: string;
-  licenseArn?: string;
-  productCode?: string;
-}
-
-export interface AcceptedRecord {
-  api: MeteringApi;
-  /** Absent for license-based (LicenseArn, no ProductCode) BatchMeterUsage records. */
-  productCode?: string;
-  /** The AWS id the record was metered for; for MeterUsage, the caller's SigV4 access key id. */
-  customer: string;
-  customerType: CustomerType;
-  licenseArn?: string;
-  dimension: string;
-  /** The UTC hour the record counts in (ISO, `…:00:00Z`). */
-  timestamp: string;
-  quantity: number;
-  meteringRecordId: string;
-  /** ISO time (emulator clock) of first acceptance. */
-  acceptedAt: string;
-  usageAllocations?: UsageAllocationInput[];
-}
-
-export interface EmulatorSnapshot {
-  records: AcceptedRecord[];
-  /** How many DuplicateRecord results and DuplicateRequestExceptions were answered. */
-  duplicates: number;
-  /** Requests received per operation (including ones that failed). */
-  calls: Record<string, number>;
-  /** Error answers per AWS error type. */
-  errors: Record<string, number>;
-  /** Requests refused by the TPS quota, per operation (also counted in `errors.ThrottlingException`). */
-  throttled: Record<string, number>;
-  /** Rate-based faults injected (see `faults.ts`); faults made by `FaultHooks` are not counted here. */
-  injected: InjectedCounts;
-}
-
-export type UsageRecordStatus = 'Success' | 'CustomerNotSubscribed' | 'DuplicateRecord';
-
-export interface BatchMeterUsageOutput {
-  Results: { UsageRecord: UsageRecordInput; MeteringRecordId?: string; Status: UsageRecordStatus }[];
-  UnprocessedRecords: UsageRecordInput[];
-}
-
-/**
- * The scripted seam for fault injection (throttling, 5xx, timeouts, partial processing); rate-based
- * faults (`faults.ts`) sit beside it. Handlers consult both before doing real work, so a fault never
- * leaves half-applied state behind.
- */
-export interface FaultHooks {
-  /** Asked by the server before an operation runs; an action replaces the normal answer. */
-  beforeOperation?(operation: string): FaultAction | undefined;
-  /** Asked per BatchMeterUsage record that passed validation; `true` returns it as unprocessed. */
-  leaveUnprocessed?(record: UsageRecordInput): boolean;
-}
-
-export type FaultAction =
-  | { kind: 'error'; error: ServiceError }
-  | { kind: 'delay'; ms: number }
-  /** Destroy the socket without answering: the client sees a reset or its own timeout. */
-  | { kind: 'hangUp' };
-
-export interface EmulatorStateOptions {
-  /** @defaultValue `Date.now` */
-  now?: () => number;
-  /** Subscribed buyers: ids (AWS account ids or legacy CustomerIdentifiers) or full subscriptions. */
-  customers?: Iterable<string | CustomerSubscription>;
-  /** Acceptance window per API. @defaultValue `DEFAULT_ACCEPTANCE_WINDOW_MS` (24 h / 6 h) */
-  windowMs?: Partial<Record<MeteringApi, number>>;
-  /** If set, any other product code is an InvalidProductCodeException. @defaultValue any code */
-  productCodes?: readonly string[];
-  /** If set, any other dimension is an InvalidUsageDimensionException. @defaultValue any dimension */
-  dimensions?: readonly string[];
-  /**
-   * Hooks (kept by reference: a test may swap them between calls) and the initial rate-based faults.
-   * Change the rates later with `configureFaults`, not on this object.
-   */
-  faults?: FaultHooks & Partial<FaultSettings>;
-  /** Requests per second per operation, as AWS's quota; 0 = no quota. @defaultValue 0 */
-  tps?: number;
-  /** Monotonic ms for the TPS quota, apart from `now` so a frozen metering clock does not freeze it. */
-  quotaClock?: () => number;
-  /** @defaultValue `crypto.randomUUID` */
-  newRecordId?: () => string;
-  /** GetEntitlements' page when the request gives no MaxResults. @defaultValue DEFAULT_ENTITLEMENTS_PAGE */
-  entitlementsPageSize?: number;
-}
-
-const MAX_TAGS = 5;
-const TAG_PATTERN = /^[a-zA-Z0-9+ -=._:/@]+$/;
 
 interface TokenEntry {
   fingerprint: string;
@@ -146,24 +59,12 @@ export class EmulatorState {
   readonly #productCodes: ReadonlySet<string> | undefined;
   readonly #dimensions: ReadonlySet<string> | undefined;
   readonly #newRecordId: () => string;
-  readonly #customers = new Map<string, CustomerSubscription>();
-  /**
-   * Subscriptions that name their product, by `id|product`: a buyer of two products holds one each, with
-   * its own license (AWS grants a license per product agreement).
-   */
-  readonly #byProduct = new Map<string, CustomerSubscription>();
-  /** The product a license was granted for, when its subscription named it. */
-  readonly #licenseProduct = new Map<string, string>();
-  /** Every license granted, with the account it was granted to; an unsubscription does not erase it. */
-  readonly #licenses = new Map<string, string>();
-  /** Accounts by the licenses granted to them (the reverse of #licenses). */
-  readonly #licensed = new Map<string, Set<string>>();
+  readonly #subscriptions = new EmulatedSubscriptions();
+  readonly #registrations: EmulatedRegistrations;
   /** Accepted records by dedupe key, in acceptance order. */
   readonly #records = new Map<string, AcceptedRecord>();
   /** MeterUsage ClientTokens, per caller. */
   readonly #tokens = new Map<string, TokenEntry>();
-  /** Registration tokens the buyer's browser would carry to the seller's registration URL. */
-  readonly #registrations = new Map<string, RegistrationGrant>();
   #duplicates = 0;
   // Keyed by names from the wire (X-Amz-Target): Maps, so no name can reach Object.prototype.
   readonly #calls = new Map<string, number>();
@@ -187,56 +88,23 @@ export class EmulatorState {
     this.injector = new FaultInjector(initialFaults);
     this.quota = new RequestQuota(options.tps ?? 0, options.quotaClock);
     this.entitlements = new EmulatedEntitlements(options.entitlementsPageSize);
+    this.#registrations = new EmulatedRegistrations(this.#now, (subs) => this.subscribe(subs));
     this.subscribe(options.customers ?? []);
   }
 
   // ── customers ──────────────────────────────────────────────────────────────────────────────────
 
   subscribe(customers: Iterable<string | CustomerSubscription>): void {
-    for (const c of customers) {
-      const sub = typeof c === 'string' ? { id: c } : c;
-      this.#customers.set(sub.id, sub);
-      if (sub.productCode !== undefined) {
-        this.#byProduct.set(`${sub.id}|${sub.productCode}`, sub);
-        if (sub.licenseArn !== undefined) this.#licenseProduct.set(sub.licenseArn, sub.productCode);
-      }
-      if (sub.licenseArn !== undefined) {
-        this.#licenses.set(sub.licenseArn, sub.id);
-        const granted = this.#licensed.get(sub.id) ?? new Set<string>();
-        this.#licensed.set(sub.id, granted.add(sub.licenseArn));
-      }
-    }
+    this.#subscriptions.subscribe(customers);
   }
 
   /** Ends the subscriptions of these buyers: every product's, or only `productCode`'s when given. */
   unsubscribe(ids: Iterable<string>, productCode?: string): void {
-    for (const id of ids) {
-      for (const [key, sub] of this.#byProduct) {
-        if (sub.id === id && (productCode === undefined || sub.productCode === productCode))
-          this.#byProduct.delete(key);
-      }
-      const current = this.#customers.get(id);
-      if (productCode === undefined || current?.productCode === productCode) {
-        this.#customers.delete(id);
-        const other = [...this.#byProduct.values()].find((sub) => sub.id === id);
-        if (other) this.#customers.set(id, other);
-      }
-    }
-  }
-
-  /** The licenses of a buyer's current subscriptions (every product), or undefined when none names one. */
-  #currentLicenses(account: string): string[] | undefined {
-    const sub = this.#customers.get(account);
-    const licenses = new Set<string>();
-    if (sub?.licenseArn !== undefined) licenses.add(sub.licenseArn);
-    for (const s of this.#byProduct.values()) {
-      if (s.id === account && s.licenseArn !== undefined) licenses.add(s.licenseArn);
-    }
-    return licenses.size ? [...licenses] : undefined;
+    this.#subscriptions.unsubscribe(ids, productCode);
   }
 
   customers(): CustomerSubscription[] {
-    return [...this.#customers.values()];
+    return this.#subscriptions.customers();
   }
 
   // ── bookkeeping (the server reports every call and every error answer) ─────────────────────────
@@ -345,40 +213,11 @@ export class EmulatorState {
     this.#checkDimension(record.Dimension);
     checkAllocations(record.UsageAllocations, record.Quantity ?? 0);
     if (hasAccount)
-      this.#checkLicense(record.CustomerAWSAccountId ?? '', record.LicenseArn ?? '', input.ProductCode);
-  }
-
-  /** InvalidLicenseException: "Ensure the LicenseArn is valid, matches the customer…" (AWS's model). */
-  #checkLicense(account: string, licenseArn: string, productCode: string | undefined): void {
-    const owner = this.#licenses.get(licenseArn);
-    const sub = this.#customers.get(account);
-    // The customer's current license for the product, or (agreement ended) any license it was ever granted.
-    const forProduct =
-      productCode === undefined ? undefined : this.#byProduct.get(`${account}|${productCode}`);
-    const perProduct = [...this.#byProduct.values()].some((s) => s.id === account);
-    const known = perProduct
-      ? forProduct?.licenseArn !== undefined
-        ? [forProduct.licenseArn]
-        : this.#licensed.get(account)
-      : sub
-        ? this.#currentLicenses(account)
-        : this.#licensed.get(account);
-    // A license is granted for one product: another product's records cannot use it.
-    const licensed = this.#licenseProduct.get(licenseArn);
-    if (licensed !== undefined && productCode !== undefined && licensed !== productCode) {
-      throw new ServiceError(
-        'InvalidLicenseException',
-        `LicenseArn ${licenseArn} is a license for product ${licensed}, not ${productCode}`,
+      this.#subscriptions.checkLicense(
+        record.CustomerAWSAccountId ?? '',
+        record.LicenseArn ?? '',
+        input.ProductCode,
       );
-    }
-    if ((owner !== undefined && owner !== account) || (known && ![...known].includes(licenseArn))) {
-      throw new ServiceError(
-        'InvalidLicenseException',
-        owner === undefined
-          ? `LicenseArn ${licenseArn} is not a license granted to customer ${account}`
-          : `LicenseArn ${licenseArn} does not match customer ${account}`,
-      );
-    }
   }
 
   #meterBatchRecord(
@@ -388,7 +227,8 @@ export class EmulatorState {
   ): { MeteringRecordId?: string; Status: UsageRecordStatus } {
     const customerType: CustomerType = record.CustomerAWSAccountId !== undefined ? 'account' : 'identifier';
     const customer = record.CustomerAWSAccountId ?? record.CustomerIdentifier ?? '';
-    if (!this.#isSubscribed(customer, input.ProductCode)) return { Status: 'CustomerNotSubscribed' };
+    if (!this.#subscriptions.isSubscribed(customer, input.ProductCode))
+      return { Status: 'CustomerNotSubscribed' };
 
     const hour = hourStart(record.Timestamp * 1000);
     const quantity = record.Quantity ?? 0;
@@ -427,13 +267,6 @@ export class EmulatorState {
     return { MeteringRecordId: accepted.meteringRecordId, Status: 'Success' };
   }
 
-  #isSubscribed(customer: string, productCode: string | undefined): boolean {
-    const sub = this.#customers.get(customer);
-    if (!sub) return false;
-    if (productCode !== undefined && this.#byProduct.has(`${customer}|${productCode}`)) return true;
-    return sub.productCode === undefined || productCode === undefined || sub.productCode === productCode;
-  }
-
   // ── ResolveCustomer ────────────────────────────────────────────────────────────────────────────
 
   /**
@@ -441,38 +274,11 @@ export class EmulatorState {
    * subscribed at once (AWS sends subscribe-success around the same time).
    */
   issueRegistrationToken(input: unknown): { token: string; expiresAt: string } {
-    const grant = parseRegistrationGrant(input, this.#now());
-    const token = `emu-${randomUUID()}`;
-    this.#registrations.set(token, grant);
-    if (grant.subscribe) {
-      this.subscribe([
-        grant.customerAwsAccountId
-          ? { id: grant.customerAwsAccountId, ...(grant.licenseArn ? { licenseArn: grant.licenseArn } : {}) }
-          : { id: grant.customerIdentifier as string, productCode: grant.productCode },
-      ]);
-    }
-    return { token, expiresAt: new Date(grant.expiresAtMs).toISOString() };
+    return this.#registrations.issue(input);
   }
 
   resolveCustomer(body: unknown): Record<string, string> {
-    const o = (typeof body === 'object' && body !== null ? body : {}) as Record<string, unknown>;
-    const token = o.RegistrationToken;
-    if (typeof token !== 'string' || token.length === 0) {
-      throw new ServiceError(
-        'ValidationException',
-        "1 validation error detected: Value null at 'registrationToken' failed to satisfy constraint: Member must not be null",
-      );
-    }
-    const grant = this.#registrations.get(token);
-    if (!grant) throw new ServiceError('InvalidTokenException', 'Registration token is invalid.');
-    if (this.#now() >= grant.expiresAtMs) {
-      throw new ServiceError('ExpiredTokenException', 'Registration token has expired.');
-    }
-    const out: Record<string, string> = { ProductCode: grant.productCode };
-    if (grant.customerAwsAccountId) out.CustomerAWSAccountId = grant.customerAwsAccountId;
-    if (grant.licenseArn) out.LicenseArn = grant.licenseArn;
-    if (grant.customerIdentifier) out.CustomerIdentifier = grant.customerIdentifier;
-    return out;
+    return this.#registrations.resolve(body);
   }
 
   // ── MeterUsage ─────────────────────────────────────────────────────────────────────────────────
@@ -588,95 +394,4 @@ export class EmulatorState {
 
 function count(counts: Map<string, number>, key: string): void {
   counts.set(key, (counts.get(key) ?? 0) + 1);
-}
-
-/**
- * Usage allocations: quantities sum to the record's quantity (InvalidUsageAllocationsException), each
- * allocation has a distinct tag set, and tags obey the count/length/pattern rules (InvalidTagException).
- */
-function checkAllocations(allocations: UsageAllocationInput[] | undefined, quantity: number): void {
-  if (allocations === undefined) return;
-  const sum = allocations.reduce((total, a) => total + a.AllocatedUsageQuantity, 0);
-  if (sum !== quantity) {
-    throw new ServiceError(
-      'InvalidUsageAllocationsException',
-      `Sum of allocated usage quantities (${sum}) is not equal to the usage quantity (${quantity})`,
-    );
-  }
-  const tagSets = new Set<string>();
-  for (const allocation of allocations) {
-    const tags = allocation.Tags ?? [];
-    if (allocation.Tags !== undefined && (tags.length === 0 || tags.length > MAX_TAGS)) {
-      throw new ServiceError(
-        'InvalidTagException',
-        `An allocation must have 1 to ${MAX_TAGS} tags, got ${tags.length}`,
-      );
-    }
-    const keys = new Set<string>();
-    for (const { Key, Value } of tags) {
-      if (Key.length < 1 || Key.length > 100 || !TAG_PATTERN.test(Key)) {
-        throw new ServiceError('InvalidTagException', `Invalid tag key '${Key}'`);
-      }
-      if (Value.length < 1 || Value.length > 256 || !TAG_PATTERN.test(Value)) {
-        throw new ServiceError('InvalidTagException', `Invalid value for tag '${Key}'`);
-      }
-      if (keys.has(Key)) throw new ServiceError('InvalidTagException', `Duplicate tag key '${Key}'`);
-      keys.add(Key);
-    }
-    const setKey = JSON.stringify(
-      tags.map((t) => [t.Key, t.Value]).sort(([a = ''], [b = '']) => (a < b ? -1 : a > b ? 1 : 0)),
-    );
-    if (tagSets.has(setKey)) {
-      throw new ServiceError(
-        'InvalidUsageAllocationsException',
-        'Each usage allocation must have a unique set of tags',
-      );
-    }
-    tagSets.add(setKey);
-  }
-}
-
-interface RegistrationGrant {
-  productCode: string;
-  customerAwsAccountId?: string;
-  licenseArn?: string;
-  customerIdentifier?: string;
-  expiresAtMs: number;
-  subscribe: boolean;
-}
-
-/** The admin API's token request: `{productCode, customerAwsAccountId?, licenseArn?, customerIdentifier?, ttlSeconds?, subscribe?}`. */
-function parseRegistrationGrant(input: unknown, now: number): RegistrationGrant {
-  const o = (typeof input === 'object' && input !== null ? input : {}) as Record<string, unknown>;
-  const problems: string[] = [];
-  const text = (key: string, pattern?: RegExp): string | undefined => {
-    const v = o[key];
-    if (v === undefined) return undefined;
-    if (typeof v !== 'string' || v.length === 0 || (pattern && !pattern.test(v))) {
-      problems.push(`${key} must be ${pattern ? `a string matching ${pattern}` : 'a non-empty string'}`);
-      return undefined;
-    }
-    return v;
-  };
-  const productCode = text('productCode');
-  const customerAwsAccountId = text('customerAwsAccountId', /^\d{12}$/);
-  const licenseArn = text('licenseArn', /^arn:aws[a-z-]*:license-manager:/);
-  const customerIdentifier = text('customerIdentifier');
-  if (!productCode) problems.push('productCode is required');
-  if (!customerAwsAccountId && !customerIdentifier) {
-    problems.push('customerAwsAccountId (with licenseArn) or customerIdentifier is required');
-  }
-  const ttl = o.ttlSeconds ?? 3600;
-  if (typeof ttl !== 'number' || !Number.isFinite(ttl)) problems.push('ttlSeconds must be a number');
-  if (o.subscribe !== undefined && typeof o.subscribe !== 'boolean')
-    problems.push('subscribe must be a boolean');
-  if (problems.length) throw new ConfigError('registration token request', problems);
-  return {
-    productCode: productCode as string,
-    ...(customerAwsAccountId ? { customerAwsAccountId } : {}),
-    ...(licenseArn ? { licenseArn } : {}),
-    ...(customerIdentifier ? { customerIdentifier } : {}),
-    expiresAtMs: now + (ttl as number) * 1000,
-    subscribe: o.subscribe !== false,
-  };
 }

@@ -1,7 +1,9 @@
 /**
  * The stream-processing vocabulary, after Kafka Streams: a topology of a source, processors and sinks;
- * processors with init/process/close; state stores; punctuators by stream time or wall clock. Small on
- * purpose: one source topic, a chain of processors, named sinks, and stores that commit with the offsets.
+ * processors with init/process/close; state stores; wall-clock punctuators. Small on purpose: one source
+ * topic, a chain of processors, named sinks, and stores that commit with the offsets. No stream-time
+ * punctuation: hours close on the wall clock bounded by the event-time watermark (commit/close-boundary.ts),
+ * which the commit stage reads from the store over every partition, not from one task's stream.
  */
 import type { IHeaders } from 'kafkajs';
 
@@ -92,7 +94,5 @@ export interface StateStore {
 
 export type StoreHealth = 'ok' | 'lost' | 'behind' | 'fenced';
 
-export type PunctuationType = 'wall-clock' | 'stream-time';
-
-/** Called on a schedule with the current time of its type. */
+/** Called on a wall-clock schedule with the wall clock's time. */
 export type Punctuator = (timestampMs: number) => Promise<void>;

@@ -9,6 +9,7 @@ import { isMeterlineError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { metrics } from '../observability/metrics.ts';
 import type { SourceRecord } from './processor.ts';
+import { PunctuationSchedule } from './punctuation.ts';
 import { StreamTask } from './stream-task.ts';
 import type { Topology } from './topology.ts';
 
@@ -46,15 +47,14 @@ export class StreamsApp {
   #assigned = new Set<number>();
   /** Partitions lost to a newer owner: not reclaimed until the group assigns them again. */
   #fencedOut = new Set<number>();
-  #timers: NodeJS.Timeout[] = [];
-  #punctuating: Promise<unknown>[] = [];
-  #stopped = false;
+  readonly #schedule: PunctuationSchedule;
 
   constructor(options: StreamsAppOptions) {
     if (!options.topology.source) throw new Error('the topology has no source');
     this.#o = options;
     this.#now = options.now ?? Date.now;
     this.#topic = options.topology.source.topic;
+    this.#schedule = new PunctuationSchedule(options.logger);
   }
 
   /** The tasks this instance runs now. */
@@ -85,7 +85,7 @@ export class StreamsApp {
     // without calling eachBatch: move the task's checkpoint over it, so a caught-up partition shows no lag
     // and counts as idle (the watermark would wait for it otherwise).
     consumer.on(consumer.events.END_BATCH_PROCESS, ({ payload }) => {
-      if (payload.batchSize !== 0 || payload.topic !== this.#topic || this.#stopped) return;
+      if (payload.batchSize !== 0 || payload.topic !== this.#topic || this.#schedule.stopped) return;
       const first = payload.firstOffset;
       if (first === null) return;
       const partition = payload.partition;
@@ -111,28 +111,12 @@ export class StreamsApp {
       partitionsConsumedConcurrently: this.#o.concurrency ?? 3,
       eachBatch: (payload) => this.#eachBatch(payload),
     });
-    for (const p of this.#o.topology.punctuators.filter((x) => x.type === 'wall-clock')) {
-      this.#every(p.name, p.intervalMs, () => p.punctuator(this.#now()));
+    for (const p of this.#o.topology.punctuators) {
+      this.#schedule.every(p.name, p.intervalMs, () => p.punctuator(this.#now()));
     }
     // A partition whose state Redis lost (or rolled back) while no usage arrives would otherwise wait for
     // its next record: check every task's stores on a beat of their own.
-    this.#every('state-check', this.#o.stateCheckIntervalMs ?? 5_000, () => this.#checkStates());
-  }
-
-  /** Runs `fn` now and then `intervalMs` after each run ends, until stop(); a failure waits for the next. */
-  #every(name: string, intervalMs: number, fn: () => Promise<void>): void {
-    const loop = () => {
-      if (this.#stopped) return;
-      const run = fn().catch((err) =>
-        this.#o.logger.error({ err, punctuator: name }, 'punctuation failed; next tick retries'),
-      );
-      this.#punctuating.push(run);
-      run.finally(() => {
-        this.#punctuating = this.#punctuating.filter((x) => x !== run);
-        if (!this.#stopped) this.#timers.push(setTimeout(loop, intervalMs));
-      });
-    };
-    this.#timers.push(setTimeout(loop, 0));
+    this.#schedule.every('state-check', this.#o.stateCheckIntervalMs ?? 5_000, () => this.#checkStates());
   }
 
   /** Re-claims every task whose store lost its state or fell behind, and seeks it at once. */
@@ -156,9 +140,7 @@ export class StreamsApp {
   }
 
   async stop(): Promise<void> {
-    this.#stopped = true;
-    for (const t of this.#timers) clearTimeout(t);
-    await Promise.allSettled(this.#punctuating);
+    await this.#schedule.stop();
     await this.#consumer?.disconnect();
     for (const task of await this.tasks()) await task.close().catch(() => undefined);
     this.#tasks = new Map();

@@ -2,11 +2,11 @@
  * A topology reads like its diagram: a source topic, a chain of processors, named sinks, state stores
  * per partition, and punctuators.
  */
-import type { Processor, PunctuationType, Punctuator, StateStore, TaskId } from './processor.ts';
+import type { Processor, Punctuator, StateStore, TaskId } from './processor.ts';
 
 export interface PunctuatorSpec {
   name: string;
-  type: PunctuationType;
+  /** Wall-clock ms from the end of one run to the start of the next. */
   intervalMs: number;
   punctuator: Punctuator;
 }
@@ -41,8 +41,9 @@ export class Topology {
     return this;
   }
 
-  schedule(name: string, type: PunctuationType, intervalMs: number, punctuator: Punctuator): this {
-    this.punctuators.push({ name, type, intervalMs, punctuator });
+  /** Runs `punctuator` at start and then `intervalMs` (wall clock) after each run ends. */
+  schedule(name: string, intervalMs: number, punctuator: Punctuator): this {
+    this.punctuators.push({ name, intervalMs, punctuator });
     return this;
   }
 
@@ -53,7 +54,7 @@ export class Topology {
     ].join(' → ');
     const sinks = [...this.sinks].map(([name, topic]) => `sink ${name} (${topic})`).join(', ');
     const stores = this.stores.map((s) => s.name).join(', ');
-    const punct = this.punctuators.map((p) => `${p.name} every ${p.intervalMs} ms of ${p.type}`).join(', ');
+    const punct = this.punctuators.map((p) => `${p.name} every ${p.intervalMs} ms`).join(', ');
     return `${chain}; ${sinks}; stores: ${stores}; punctuators: ${punct}`;
   }
 }

@@ -13,8 +13,10 @@ import { partitionOfCustomer } from '../kafka/partitioner.ts';
 import { parseSubmissionRecord } from '../metering/submission-record.ts';
 import type { ScriptedRedis } from '../redis/client.ts';
 import { FIELD_SEPARATOR, type Keys, splitAggregateField } from '../redis/keys.ts';
-import type { LedgerEntry } from '../state/ledger.ts';
+import { Ledger } from '../state/ledger.ts';
+import { RedriveMarks } from '../state/redrive-marks.ts';
 import { foldChangelog } from '../state/window-changelog.ts';
+import { REPLAY_MARK_TTL_S, WindowReads } from '../state/window-reads.ts';
 import { hourStart } from '../time/hours.ts';
 import { parseEventTimestamp } from '../time/timestamp.ts';
 import type {
@@ -24,10 +26,10 @@ import type {
   LateSeen,
   SubmissionSeen,
   UsageSeen,
-} from './internal.ts';
+} from './internal-inputs.ts';
 
 /** The TTL the window store gives a partition's replay marks (window-store.ts setReplayUntil/Hold). */
-const REPLAY_MARK_TTL_MS = 7 * 24 * 3_600_000;
+const REPLAY_MARK_TTL_MS = REPLAY_MARK_TTL_S * 1000;
 
 /** Called while topics are read: messages read so far, and in all (for a bar with an ETA). */
 export type Progress = (stage: string, done: number, total: number) => void;
@@ -90,37 +92,22 @@ export async function collectInternal(o: CollectOptions): Promise<InternalInputs
     // A recovery after a state loss marks each partition's replay for 7 days: when it was set, Redis (and
     // the ledger in it) had lost its state.
     let redisLossAtMs: number | undefined;
+    const windows = new WindowReads(redis, keys);
     for (const part of usageParts) {
-      const k = keys.partition(part);
-      for (const key of [k.replayHold(), k.replay()]) {
-        const ttl = await redis.pttl(key);
-        if (ttl > 0) {
-          const at = o.nowMs - (REPLAY_MARK_TTL_MS - ttl);
-          if (redisLossAtMs === undefined || at > redisLossAtMs) redisLossAtMs = at;
-        }
+      for (const ttl of await windows.replayMarkTtlsMs(part)) {
+        const at = o.nowMs - (REPLAY_MARK_TTL_MS - ttl);
+        if (redisLossAtMs === undefined || at > redisLossAtMs) redisLossAtMs = at;
       }
     }
 
     const open: InternalInputs['open'] = [];
     const late: LateSeen[] = [];
     for (const part of usageParts) {
-      const k = keys.partition(part);
-      const hours = (await redis.zrange(k.openHours(), '0', '-1')).map(Number);
-      for (const h of hours) {
-        if (h < o.fromMs || h >= o.toMs) continue;
-        const aggs = await redis.hgetall(k.aggregates(h));
-        for (const [field, micros] of Object.entries(aggs)) {
-          const key = splitAggregateField(field);
-          if (key)
-            open.push({
-              customer: key.customer,
-              dimension: key.dimension,
-              hourMs: h,
-              micros: BigInt(micros),
-            });
-        }
+      for (const { hourMs, field, micros } of await windows.openAggregates(part, o.fromMs, o.toMs)) {
+        const key = splitAggregateField(field);
+        if (key) open.push({ customer: key.customer, dimension: key.dimension, hourMs, micros });
       }
-      for (const entry of await redis.lrange(k.lateAudit(), 0, -1)) {
+      for (const entry of await windows.lateAudit(part)) {
         // eventId|field|fromHour|toHour; the id itself may hold '|'.
         const parts = entry.split('|');
         if (parts.length < 4) continue;
@@ -175,12 +162,17 @@ export async function collectInternal(o: CollectOptions): Promise<InternalInputs
     const dlq: DlqSeen[] = [];
     if (existing.has(config.topics.failed)) {
       const entries = await readDlq(kafka, config.topics.failed);
-      const marks = await Promise.all(
-        entries.map((e) => redis.exists(keys.redriven(config.topics.failed, e.id))),
+      const redriven = await new RedriveMarks(redis, keys, config.topics.failed).among(
+        entries.map((e) => e.id),
       );
-      entries.forEach((e, i) => {
+      entries.forEach((e) => {
         const env = e.envelope;
-        const seen: DlqSeen = { id: e.id, stage: env.stage, reason: env.reason, redriven: marks[i] === 1 };
+        const seen: DlqSeen = {
+          id: e.id,
+          stage: env.stage,
+          reason: env.reason,
+          redriven: redriven.has(e.id),
+        };
         if (env.record) {
           seen.record = {
             recordId: env.record.recordId,
@@ -203,7 +195,7 @@ export async function collectInternal(o: CollectOptions): Promise<InternalInputs
       });
     }
 
-    const ledger = await scanLedger(redis, keys);
+    const ledger = await new Ledger(redis, keys).all();
 
     let usage: UsageSeen[] | undefined;
     if (o.measure && existing.has(config.topics.usage)) {
@@ -287,38 +279,6 @@ function readableEvent(base64: string | null | undefined): DlqSeen['event'] | un
   } catch {
     return undefined;
   }
-}
-
-/** Every ledger entry under the prefix (SCAN; on a Redis Cluster, every master). */
-export async function scanLedger(
-  redis: ScriptedRedis,
-  keys: Keys,
-): Promise<Map<string, { quantity: number; meteringRecordId: string }>> {
-  const out = new Map<string, { quantity: number; meteringRecordId: string }>();
-  const prefix = keys.ledger('');
-  const nodes =
-    'nodes' in redis && typeof redis.nodes === 'function' && redis.isCluster
-      ? redis.nodes('master')
-      : [redis];
-  for (const node of nodes) {
-    let cursor = '0';
-    do {
-      const [next, found] = await node.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-      cursor = next;
-      if (!found.length) continue;
-      const values = await Promise.all(found.map((k) => node.get(k)));
-      found.forEach((k, i) => {
-        const v = values[i];
-        if (typeof v !== 'string') return;
-        const entry = JSON.parse(v) as LedgerEntry;
-        out.set(k.slice(prefix.length), {
-          quantity: entry.quantity,
-          meteringRecordId: entry.meteringRecordId,
-        });
-      });
-    } while (cursor !== '0');
-  }
-  return out;
 }
 
 /**

@@ -6,7 +6,6 @@
  * monitor, run by every worker, exports their count as `meterline_billing_gaps` for the chart's alerts.
  */
 
-import { randomUUID } from 'node:crypto';
 import type { Config } from '../config/config.ts';
 import { partitionOfCustomer } from '../kafka/partitioner.ts';
 import type { Logger } from '../log.ts';
@@ -16,7 +15,9 @@ import { metrics } from '../observability/metrics.ts';
 import type { ScriptedRedis } from '../redis/client.ts';
 import type { Keys } from '../redis/keys.ts';
 import { CustomerDirectory } from '../state/customer-directory.ts';
+import { JobLease } from '../state/job-lease.ts';
 import { Ledger } from '../state/ledger.ts';
+import { WindowReads } from '../state/window-reads.ts';
 import { HOUR_MS, hourIso, hourStart } from '../time/hours.ts';
 
 export type GapState = 'missed' | 'late';
@@ -45,17 +46,13 @@ export interface GapOptions {
 async function subscribers(
   o: GapOptions,
 ): Promise<{ customer: string; sinceMs: number; untilMs?: number }[]> {
-  const zeroFrom = await o.redis.get(o.keys.zeroRecordsFrom(o.config.topics.usage));
+  const zeroFrom = await new WindowReads(o.redis, o.keys).zeroRecordsStart(o.config.topics.usage);
   const out: { customer: string; sinceMs: number; untilMs?: number }[] = [];
   const directory = new CustomerDirectory(o.redis, o.keys);
   // File tenants follow lifecycle events too: an unsubscribed one owes its hours up to the unsubscription.
   const fileStatuses = await directory.fileStatuses();
   for (const [customer, m] of o.config.customerMap) {
-    const since = m.subscribedAt
-      ? Date.parse(m.subscribedAt)
-      : zeroFrom === null
-        ? undefined
-        : Number(zeroFrom);
+    const since = m.subscribedAt ? Date.parse(m.subscribedAt) : zeroFrom;
     if (since === undefined) continue;
     const status = fileStatuses.get(customer);
     if (status?.status === 'subscribe-failed') continue;
@@ -83,12 +80,9 @@ export async function findGaps(o: GapOptions): Promise<{ rows: GapRow[]; checked
   if (!dims.length) return { rows: [], checked: 0 };
   const partitions = o.config.topics.partitions;
   const closed = await Promise.all(
-    Array.from({ length: partitions }, async (_, partition) => {
-      const v = await o.redis.get(
-        o.keys.partition({ topic: o.config.topics.usage, partition }).closedThrough(),
-      );
-      return v === null ? undefined : Number(v);
-    }),
+    Array.from({ length: partitions }, (_, partition) =>
+      new WindowReads(o.redis, o.keys).closedThrough({ topic: o.config.topics.usage, partition }),
+    ),
   );
   const api = o.config.worker.api;
   const due: { customer: string; dimension: string; hourMs: number; id: string; missed: boolean }[] = [];
@@ -156,7 +150,7 @@ export interface GapMonitorOptions {
  */
 export class GapMonitor {
   readonly #o: Required<Omit<GapMonitorOptions, 'now'>> & { now: () => number };
-  readonly #id = randomUUID();
+  readonly #lease: JobLease;
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<unknown> | undefined;
 
@@ -170,6 +164,7 @@ export class GapMonitor {
       ...o,
     };
     if (this.#o.intervalMs <= 0) throw new Error('intervalMs must be greater than 0');
+    this.#lease = new JobLease(o.redis, o.keys.gapJobLease());
   }
 
   /** Checks once now, then every interval. */
@@ -185,25 +180,15 @@ export class GapMonitor {
   async stop(): Promise<void> {
     clearInterval(this.#timer);
     await this.#running;
-    // Hand the job over at once rather than after the lease lapses (only if it is still ours).
-    const key = this.#o.keys.gapJobLease();
-    if ((await this.#o.redis.get(key)) === this.#id) await this.#o.redis.del(key);
+    // Hand the job over at once rather than after the lease lapses.
+    await this.#lease.release();
   }
 
   /** One interval's turn: the rows when this pod holds the lease and scanned, undefined when another does. */
   async tick(): Promise<GapRow[] | undefined> {
-    if (await this.#lease()) return this.check();
+    if (await this.#lease.hold(2 * this.#o.intervalMs)) return this.check();
     metrics.billingGaps.reset();
     return undefined;
-  }
-
-  async #lease(): Promise<boolean> {
-    const key = this.#o.keys.gapJobLease();
-    const ttlMs = 2 * this.#o.intervalMs;
-    if ((await this.#o.redis.set(key, this.#id, 'PX', ttlMs, 'NX')) === 'OK') return true;
-    if ((await this.#o.redis.get(key)) !== this.#id) return false;
-    await this.#o.redis.pexpire(key, ttlMs);
-    return true;
   }
 
   async check(): Promise<GapRow[]> {

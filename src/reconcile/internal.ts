@@ -8,158 +8,19 @@
  */
 
 import { applyModel, type ModelState } from '../commit/metering-models.ts';
-import type { Dimension, Plan } from '../config/plan.ts';
-import { acceptanceDeadline, type MeteringApi } from '../metering/aws-window.ts';
+import type { Dimension } from '../config/plan.ts';
+import { acceptanceDeadline } from '../metering/aws-window.ts';
 import { recordId } from '../metering/submission-record.ts';
 import { hourIso } from '../time/hours.ts';
-
-/** A frozen hour of one usage partition (from the window changelog). */
-export interface FrozenHourInfo {
-  partition: number;
-  hourMs: number;
-  emitted: boolean;
-  /** customer␟dimension → frozen quantity. */
-  records: Map<string, number>;
-  /** customer␟dimension → model state the hour left (empty state when none). */
-  states: Map<string, ModelState>;
-}
-
-export interface SubmissionSeen {
-  recordId: string;
-  customer: string;
-  dimension: string;
-  hourMs: number;
-  quantity: number;
-  deadlineMs: number;
-  partition: number;
-  offset: bigint;
-  /** The message's Kafka timestamp (when it was emitted). */
-  timestampMs: number;
-}
-
-export interface DlqSeen {
-  id: string;
-  stage: 'ingest' | 'commit' | 'submit';
-  reason: string;
-  redriven: boolean;
-  /** stage commit/submit: the frozen record. */
-  record?: { recordId: string; customer: string; dimension: string; hourMs: number; quantity: number };
-  /** stage ingest: the event, when its original bytes are a readable event. */
-  event?: { id: string; customer: string; dimension: string; hourMs: number; micros: bigint };
-  /** Where the failed input came from (stage ingest). */
-  source?: { topic: string; partition: number; offset: string };
-}
-
-export interface LateSeen {
-  eventId: string;
-  customer: string;
-  dimension: string;
-  fromHourMs: number;
-  toHourMs: number;
-}
-
-export interface UsageSeen {
-  id: string;
-  customer: string;
-  dimension: string;
-  hourMs: number;
-  micros: bigint;
-  partition: number;
-  offset: string;
-}
-
-export interface InternalInputs {
-  plan: Plan;
-  api: MeteringApi;
-  fromMs: number;
-  /** Exclusive. */
-  toMs: number;
-  nowMs: number;
-  frozen: FrozenHourInfo[];
-  /** Open (not yet frozen) aggregates in Redis: customer␟dimension, hour, micro-units. */
-  open: { customer: string; dimension: string; hourMs: number; micros: bigint }[];
-  submissions: SubmissionSeen[];
-  /** Per partition of the submission topic, the worker group's committed offset (the next to read). */
-  workerCommitted: Map<number, bigint>;
-  ledger: Map<string, { quantity: number; meteringRecordId: string }>;
-  dlq: DlqSeen[];
-  late: LateSeen[];
-  /** The usage topic, re-read (`--measure`); undefined when not read. */
-  usage?: UsageSeen[];
-  /** Customer → its usage partition. */
-  partitionOf: (customer: string) => number;
-  /**
-   * When Redis last lost the pipeline's state (a recovery's replay marks), if within their 7 days: the
-   * ledger went with it.
-   */
-  redisLossAtMs?: number;
-}
-
-export type RowStatus = 'balanced' | 'pending' | 'unbalanced';
-
-export interface ReconcileRow {
-  customer: string;
-  dimension: string;
-  hour: string;
-  recordId: string;
-  /** Units measured in the hour itself (events by event time), when the usage topic was read. */
-  measured?: number;
-  /** Units of late events of this hour carried into a later hour (known when measured). */
-  carriedOut?: number;
-  /** Units of late events of earlier hours carried into this one. */
-  carriedIn?: number;
-  /** Late events carried out of / into this hour (from the audit trail). */
-  lateEventsOut: number;
-  lateEventsIn: number;
-  /** Fraction (hourly sums) carried from the previous hour, and to the next, in units. */
-  remainderIn?: number;
-  remainderOut?: number;
-  /** Whole units held back (AWS's per-record cap, a closed period) after this hour. */
-  held?: number;
-  frozen?: number;
-  emitted?: number;
-  accepted?: number;
-  deadLettered?: number;
-  redriven?: number;
-  status: RowStatus;
-  reasons: string[];
-  /** What explains a balanced row that a source cannot show (`ledger_lost_with_redis`). */
-  notes?: string[];
-}
-
-export interface ReconcileOptions {
-  /** Carried late units are accounted for: do not count them as an imbalance. */
-  carriedOk?: boolean;
-}
-
-export const REASONS = {
-  carriedOut: 'carried_out',
-  carriedIn: 'carried_in',
-  frozenDiffers: 'frozen_differs_from_measured',
-  measuredNotFrozen: 'measured_not_frozen',
-  notFrozenByDeadline: 'not_frozen_by_deadline',
-  notEmitted: 'not_emitted',
-  emittedMissing: 'emitted_record_missing',
-  emittedDiffers: 'emitted_quantity_differs',
-  conflictingEmits: 'conflicting_emits',
-  acceptedDiffers: 'accepted_quantity_differs',
-  acceptedWithoutFrozen: 'accepted_without_frozen_record',
-  missingFromLedger: 'missing_from_ledger',
-  deadlineMissed: 'deadline_missed',
-  redrivenNotAccepted: 'redriven_not_accepted',
-  /** `dead_lettered:<reason code>` */
-  deadLettered: 'dead_lettered',
-  // pending
-  open: 'open',
-  awaitingEmit: 'awaiting_emit',
-  awaitingWorker: 'awaiting_worker',
-  redriven: 'redriven',
-} as const;
-
-export const NOTES = {
-  /** Accepted per the worker group's offsets; the ledger entry was lost with Redis's state. */
-  ledgerLost: 'ledger_lost_with_redis',
-} as const;
+import type {
+  DlqSeen,
+  FrozenHourInfo,
+  InternalInputs,
+  LateSeen,
+  ReconcileOptions,
+  SubmissionSeen,
+} from './internal-inputs.ts';
+import { NOTES, REASONS, type ReconcileRow, type RowStatus } from './reconcile-rows.ts';
 
 const SEP = '\u0000';
 const rowKey = (customer: string, dimension: string, hourMs: number) =>

@@ -1,15 +1,17 @@
 /**
- * Redis connections and Lua script registration. Scripts live in ./lua/<name>.lua, each with a header
- * that lists KEYS and ARGV; only the typed wrappers in the stage modules call them.
+ * Redis connections and Lua script registration. Scripts live in ./lua/<name>-<numberOfKeys>.lua (or
+ * <name>.lua when the count varies), each with a header that lists KEYS, ARGV and the reply; only the
+ * typed functions of ./scripts.ts call them. Scripts are registered under their plain name: EVALSHA names
+ * a script by its content's SHA, so two versions in a rolling deploy never run each other's script.
  *
  * Standalone Redis and Redis Cluster are both supported. On a cluster every script, MULTI and pipeline must
  * touch a single slot (see keys.ts); scripts are sent as EVALSHA per node connection and fall back to EVAL
  * when a node answers NOSCRIPT (ioredis does this per socket).
  */
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { Cluster, type ClusterOptions, Redis } from 'ioredis';
 
-export const SCRIPT_NAMES = [
+const SCRIPT_NAMES = [
   'applyBatch',
   'finalizeHour',
   'cutCustomer',
@@ -20,21 +22,24 @@ export const SCRIPT_NAMES = [
   'migrateDirectory',
   'linkTenant',
 ] as const;
-export type ScriptName = (typeof SCRIPT_NAMES)[number];
+type ScriptName = (typeof SCRIPT_NAMES)[number];
 
 type ScriptArg = string | number;
 
-/** meterline's scripts, defined on a client. Keys are passed with their count first. */
-export interface ScriptMethods {
-  applyBatch(numKeys: number, ...args: ScriptArg[]): Promise<(number | string)[]>;
-  finalizeHour(numKeys: number, ...args: ScriptArg[]): Promise<number[]>;
-  cutCustomer(numKeys: number, ...args: ScriptArg[]): Promise<number[]>;
-  markEmitted(numKeys: number, ...args: ScriptArg[]): Promise<number>;
-  rateLimit(numKeys: number, ...args: ScriptArg[]): Promise<number>;
-  applyCustomerEvent(numKeys: number, ...args: ScriptArg[]): Promise<number>;
-  rateWindow(numKeys: number, ...args: ScriptArg[]): Promise<number>;
-  migrateDirectory(numKeys: number, ...args: ScriptArg[]): Promise<number>;
-  linkTenant(numKeys: number, ...args: ScriptArg[]): Promise<number>;
+/**
+ * meterline's scripts, defined on a client: KEYS then ARGV, the key count taken from the file name. Only
+ * applyBatch, whose key count depends on the batch, takes it first. Called through ./scripts.ts only.
+ */
+interface ScriptMethods {
+  applyBatch(numKeys: number, ...keysAndArgs: ScriptArg[]): Promise<(number | string)[]>;
+  finalizeHour(...keysAndArgs: ScriptArg[]): Promise<number[]>;
+  cutCustomer(...keysAndArgs: ScriptArg[]): Promise<number[]>;
+  markEmitted(...keysAndArgs: ScriptArg[]): Promise<number>;
+  rateLimit(...keysAndArgs: ScriptArg[]): Promise<number>;
+  applyCustomerEvent(...keysAndArgs: ScriptArg[]): Promise<number>;
+  rateWindow(...keysAndArgs: ScriptArg[]): Promise<number>;
+  migrateDirectory(...keysAndArgs: ScriptArg[]): Promise<number>;
+  linkTenant(...keysAndArgs: ScriptArg[]): Promise<number>;
 }
 
 /** A standalone or cluster client with meterline's scripts defined on it. */
@@ -61,9 +66,34 @@ export interface RedisClientOptions {
   failFast?: boolean;
 }
 
-const SOURCES = Object.fromEntries(
-  SCRIPT_NAMES.map((name) => [name, readFileSync(new URL(`./lua/${name}.lua`, import.meta.url), 'utf8')]),
-) as Record<ScriptName, string>;
+interface ScriptSource {
+  /** The file in ./lua/: `<name>-<numberOfKeys>.lua` (BullMQ's convention), `<name>.lua` when it varies. */
+  file: string;
+  lua: string;
+  numberOfKeys: number | undefined;
+}
+
+const LUA_DIR = new URL('./lua/', import.meta.url);
+
+/** Every script in ./lua/, by name, with the key count its file name states. */
+function loadScripts(): Record<ScriptName, ScriptSource> {
+  const found = new Map<string, ScriptSource>();
+  for (const file of readdirSync(LUA_DIR)) {
+    const m = /^([A-Za-z]+)(?:-(\d+))?\.lua$/.exec(file);
+    if (!m?.[1]) continue;
+    const lua = readFileSync(new URL(file, LUA_DIR), 'utf8');
+    found.set(m[1], { file, lua, numberOfKeys: m[2] === undefined ? undefined : Number(m[2]) });
+  }
+  return Object.fromEntries(
+    SCRIPT_NAMES.map((name) => {
+      const source = found.get(name);
+      if (!source) throw new Error(`no Lua script for ${name} in src/redis/lua/`);
+      return [name, source];
+    }),
+  ) as Record<ScriptName, ScriptSource>;
+}
+
+export const SCRIPTS = loadScripts();
 
 /** The seed URLs of a cluster: `redis://h1:p1,redis://h2:p2` (whitespace and empty entries ignored). */
 export function clusterSeeds(url: string): string[] {
@@ -83,7 +113,10 @@ export function createRedis(url: string, options: RedisClientOptions = {}): Scri
   const redis = options.cluster
     ? createCluster(url, lazyConnect, tls, timeout, options.failFast === true)
     : createStandalone(url, lazyConnect, tls, timeout);
-  for (const name of SCRIPT_NAMES) redis.defineCommand(name, { lua: SOURCES[name] });
+  for (const name of SCRIPT_NAMES) {
+    const { lua, numberOfKeys } = SCRIPTS[name];
+    redis.defineCommand(name, numberOfKeys === undefined ? { lua } : { lua, numberOfKeys });
+  }
   return redis as ScriptedRedis;
 }
 

@@ -19,14 +19,8 @@ import type { Logger } from '../log.ts';
 import { metrics } from '../observability/metrics.ts';
 import { FIELD_SEPARATOR } from '../redis/keys.ts';
 import { HOUR_MS, hourIso, hourStart } from '../time/hours.ts';
-import type {
-  AggregationOp,
-  ApplyResult,
-  HourGroup,
-  LatePolicy,
-  PartitionSnapshot,
-  WindowStore,
-} from './window-store.ts';
+import type { WindowStore } from './window-store.ts';
+import type { AggregationOp, ApplyResult, HourGroup, LatePolicy, PartitionSnapshot } from './window-types.ts';
 
 export const HOURLY_WINDOWS = 'hourly-windows';
 
@@ -366,8 +360,8 @@ export class HourlyWindowStore implements StateStore {
     }
     // The batch is durable: a tracing sample that fails to land must not make it look unapplied.
     if (links.size && res.applied) {
-      await this.#o.windows
-        .addTraceLinks(this.task, links)
+      await this.#o.windows.traces
+        .add(this.task, links)
         .catch((err: unknown) =>
           this.#o.logger.warn({ err, partition: this.task.partition }, 'could not keep trace links'),
         );

@@ -17,19 +17,48 @@ const LEDGER_TTL_S = 45 * 24 * 3600;
  * ioredis routes to each key's node.
  */
 export class Ledger {
-  readonly redis: Redis | Cluster;
-  readonly keys: Keys;
+  readonly #redis: Redis | Cluster;
+  readonly #keys: Keys;
   constructor(redis: Redis | Cluster, keys: Keys) {
-    this.redis = redis;
-    this.keys = keys;
+    this.#redis = redis;
+    this.#keys = keys;
+  }
+
+  /** Every ledger entry under the prefix, by record id (SCAN; on a Redis Cluster, every master). */
+  async all(): Promise<Map<string, { quantity: number; meteringRecordId: string }>> {
+    const out = new Map<string, { quantity: number; meteringRecordId: string }>();
+    const prefix = this.#keys.ledger('');
+    const nodes =
+      'nodes' in this.#redis && typeof this.#redis.nodes === 'function' && this.#redis.isCluster
+        ? this.#redis.nodes('master')
+        : [this.#redis];
+    for (const node of nodes) {
+      let cursor = '0';
+      do {
+        const [next, found] = await node.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+        cursor = next;
+        if (!found.length) continue;
+        const values = await Promise.all(found.map((k) => node.get(k)));
+        found.forEach((k, i) => {
+          const v = values[i];
+          if (typeof v !== 'string') return;
+          const entry = JSON.parse(v) as LedgerEntry;
+          out.set(k.slice(prefix.length), {
+            quantity: entry.quantity,
+            meteringRecordId: entry.meteringRecordId,
+          });
+        });
+      } while (cursor !== '0');
+    }
+    return out;
   }
 
   /** The entries of the given ids that are already accepted. */
   async accepted(recordIds: readonly string[]): Promise<Map<string, LedgerEntry>> {
     const out = new Map<string, LedgerEntry>();
     if (!recordIds.length) return out;
-    const keys = recordIds.map((id) => this.keys.ledger(id));
-    const redis = this.redis;
+    const keys = recordIds.map((id) => this.#keys.ledger(id));
+    const redis = this.#redis;
     const values: unknown[] = isCluster(redis)
       ? await Promise.all(keys.map((key) => redis.get(key)))
       : await execAll(keys.reduce((p, key) => p.get(key), redis.pipeline()));
@@ -52,13 +81,13 @@ export class Ledger {
     }
     // GT: only ever moves forward, whichever worker writes last.
     if (latest.size)
-      await this.redis.zadd(this.keys.lastAccepted(), 'GT', ...[...latest].flatMap(([c, h]) => [h, c]));
+      await this.#redis.zadd(this.#keys.lastAccepted(), 'GT', ...[...latest].flatMap(([c, h]) => [h, c]));
   }
 
   /** The latest accepted hour (ms) of each customer, newest first, at most `limit`. */
   async lastAccepted(limit: number): Promise<{ customer: string; hourMs: number }[]> {
-    const flat = await this.redis.zrange(
-      this.keys.lastAccepted(),
+    const flat = await this.#redis.zrange(
+      this.#keys.lastAccepted(),
       '0',
       String(limit - 1),
       'REV',
@@ -73,16 +102,16 @@ export class Ledger {
   /** The latest accepted hour (ms) of the given customers (undefined: never). */
   async lastAcceptedOf(customers: readonly string[]): Promise<(number | undefined)[]> {
     if (!customers.length) return [];
-    const scores = await this.redis.zmscore(this.keys.lastAccepted(), ...customers);
+    const scores = await this.#redis.zmscore(this.#keys.lastAccepted(), ...customers);
     return scores.map((s) => (s === null ? undefined : Number(s)));
   }
 
   async #recordEntries(entries: readonly { recordId: string; entry: LedgerEntry }[]): Promise<void> {
     const items = entries.map(({ recordId, entry }) => ({
-      key: this.keys.ledger(recordId),
+      key: this.#keys.ledger(recordId),
       value: JSON.stringify(entry),
     }));
-    const redis = this.redis;
+    const redis = this.#redis;
     if (isCluster(redis)) {
       await Promise.all(items.map(({ key, value }) => redis.set(key, value, 'EX', LEDGER_TTL_S)));
     } else {

@@ -7,6 +7,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { metrics } from '../observability/metrics.ts';
 import type { ScriptedRedis } from '../redis/client.ts';
 import type { Keys } from '../redis/keys.ts';
+import { type BucketSettings, rateLimit } from '../redis/scripts.ts';
 
 export interface RateLimitOptions {
   /** Requests per second for the whole fleet (AWS: 10 per account, Region and API). */
@@ -26,23 +27,23 @@ export class SharedRateLimiter {
   readonly stats = { acquired: 0, waits: 0, waitedMs: 0, throttled: 0 };
   readonly #redis: ScriptedRedis;
   readonly #key: string;
-  readonly #args: number[];
+  readonly #bucket: BucketSettings;
 
   constructor(redis: ScriptedRedis, keys: Keys, api: string, o: RateLimitOptions) {
     this.#redis = redis;
     this.#key = keys.rateLimit(api);
-    this.#args = [
-      o.rate,
-      o.burst ?? Math.max(1, o.rate / 2),
-      o.minRate ?? Math.max(0.5, o.rate / 10),
-      o.recoveryPerSecond ?? o.rate / 5,
-    ];
+    this.#bucket = {
+      rate: o.rate,
+      burst: o.burst ?? Math.max(1, o.rate / 2),
+      minRate: o.minRate ?? Math.max(0.5, o.rate / 10),
+      recoveryPerSecond: o.recoveryPerSecond ?? o.rate / 5,
+    };
   }
 
   /** Waits until the fleet may make one more call. */
   async acquire(signal?: AbortSignal): Promise<void> {
     for (;;) {
-      const wait = await this.#redis.rateLimit(1, this.#key, 'take', ...this.#args);
+      const wait = await rateLimit(this.#redis, this.#key, 'take', this.#bucket);
       if (wait === 0) {
         this.stats.acquired += 1;
         return;
@@ -61,6 +62,6 @@ export class SharedRateLimiter {
   async throttled(): Promise<number> {
     this.stats.throttled += 1;
     metrics.rateLimiterThrottled.inc();
-    return (await this.#redis.rateLimit(1, this.#key, 'throttled', ...this.#args)) / 1000;
+    return (await rateLimit(this.#redis, this.#key, 'throttled', this.#bucket)) / 1000;
   }
 }

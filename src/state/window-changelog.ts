@@ -20,7 +20,7 @@
  * well past any replay; model state is kept (a yearly contract's usage must outlive any retention).
  */
 import type { PartitionRef } from '../redis/keys.ts';
-import type { CutHour, FrozenHour, PartitionSnapshot } from './window-store.ts';
+import type { CutHour, FrozenHour, PartitionSnapshot } from './window-types.ts';
 
 export interface ChangelogMessage {
   key: string;

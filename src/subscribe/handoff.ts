@@ -11,8 +11,8 @@
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { MeterlineError } from '../errors.ts';
-import type { Keys } from '../redis/keys.ts';
 import type { ResolvedCustomer } from '../state/customer-directory.ts';
+import type { HandoffNonces } from '../state/handoff-nonces.ts';
 
 /** Long enough to finish a sign-up page, short enough that a leaked link is soon worthless. */
 export const HANDOFF_TTL_SECONDS = 600;
@@ -108,11 +108,6 @@ function invalidThrow(why: string): never {
   throw invalid(why);
 }
 
-/** The one Redis command single use needs (a standalone client or a cluster). */
-export interface NonceStore {
-  set(key: string, value: string, px: 'PX', ms: number, nx: 'NX'): Promise<'OK' | null>;
-}
-
 /**
  * verifyHandoff, then spends the token: its nonce is recorded with SET NX for the token's remaining life, so
  * a second verification, here or on any replica, is refused as reused (handoff_token_reused).
@@ -120,21 +115,20 @@ export interface NonceStore {
 export async function verifyHandoffOnce(
   token: string,
   secret: string,
-  redis: NonceStore,
-  keys: Keys,
+  nonces: Pick<HandoffNonces, 'spend'>,
   nowMs = Date.now(),
 ): Promise<HandoffClaims> {
   const claims = verifyHandoff(token, secret, nowMs);
   const ttlMs = Math.max(1, claims.exp * 1000 - nowMs);
-  let set: 'OK' | null;
+  let spent: boolean;
   try {
-    set = await redis.set(keys.handoffNonce(claims.jti), String(nowMs), 'PX', ttlMs, 'NX');
+    spent = await nonces.spend(claims.jti, nowMs, ttlMs);
   } catch (error) {
     throw new MeterlineError('redis_error', 'the hand-off nonce store (Redis) is unavailable', {
       retriable: true,
       cause: error,
     });
   }
-  if (set !== 'OK') throw new MeterlineError('handoff_token_reused', 'hand-off token refused: already used');
+  if (!spent) throw new MeterlineError('handoff_token_reused', 'hand-off token refused: already used');
   return claims;
 }

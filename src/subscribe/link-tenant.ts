@@ -11,7 +11,6 @@
  */
 import type { CustomerMap } from '../config/customers.ts';
 import { MeterlineError } from '../errors.ts';
-import type { Keys } from '../redis/keys.ts';
 import {
   type CustomerDirectory,
   type DirectoryEntry,
@@ -19,7 +18,8 @@ import {
   type ResolvedCustomer,
   subscriptionField,
 } from '../state/customer-directory.ts';
-import { type HandoffClaims, type NonceStore, verifyHandoff, verifyHandoffOnce } from './handoff.ts';
+import type { HandoffNonces } from '../state/handoff-nonces.ts';
+import { type HandoffClaims, verifyHandoff, verifyHandoffOnce } from './handoff.ts';
 
 export interface LinkRequest {
   token: string;
@@ -45,8 +45,8 @@ export interface LinkDeps {
   /** The customers file: a tenant id it names is mapped there, so a link to it would never be used. */
   customerMap: CustomerMap;
   secret: string;
-  redis: NonceStore;
-  keys: Keys;
+  /** Spent hand-off tokens. */
+  nonces: Pick<HandoffNonces, 'spend'>;
   now?: () => number;
 }
 
@@ -86,7 +86,7 @@ export async function linkTenant(request: LinkRequest, deps: LinkDeps): Promise<
     );
     if (taken.has(subscriptionField(tenant, entry.productCode))) throw tenantTaken(entry.productCode);
   }
-  await verifyHandoffOnce(request.token, deps.secret, deps.redis, deps.keys, nowMs);
+  await verifyHandoffOnce(request.token, deps.secret, deps.nonces, nowMs);
   const linked = await redisCall(() => deps.directory.link(identity, tenant));
   if (linked.outcome === 'tenant_taken') throw tenantTaken(entry.productCode);
   if (linked.outcome === 'subscription_not_found') {

@@ -10,6 +10,7 @@ import { isMeterlineError, MeterlineError } from '../errors.ts';
 import type { ScriptedRedis } from '../redis/client.ts';
 import type { Keys } from '../redis/keys.ts';
 import type { ResolvedCustomer } from '../state/customer-directory.ts';
+import { RequestWindows, ResolvedTokens } from '../state/registration-store.ts';
 
 export const RATE_WINDOW_MS = 60_000;
 
@@ -68,13 +69,11 @@ export interface RegistrationLimits {
 }
 
 export class RegistrationLimiter {
-  readonly #redis: ScriptedRedis;
-  readonly #keys: Keys;
+  readonly #windows: RequestWindows;
   readonly #limits: RegistrationLimits;
 
   constructor(redis: ScriptedRedis, keys: Keys, limits: RegistrationLimits) {
-    this.#redis = redis;
-    this.#keys = keys;
+    this.#windows = new RequestWindows(redis, keys);
     this.#limits = limits;
   }
 
@@ -83,19 +82,9 @@ export class RegistrationLimiter {
    * one address's flood is stopped there and spends none of everyone's budget.
    */
   async admit(address: string): Promise<number> {
-    const own = await this.#redis.rateWindow(
-      1,
-      this.#keys.registrationRate(`address:${address}`),
-      RATE_WINDOW_MS,
-      this.#limits.perAddress,
-    );
+    const own = await this.#windows.count(`address:${address}`, RATE_WINDOW_MS, this.#limits.perAddress);
     if (own > 0) return own;
-    return this.#redis.rateWindow(
-      1,
-      this.#keys.registrationRate('total'),
-      RATE_WINDOW_MS,
-      this.#limits.total,
-    );
+    return this.#windows.count('total', RATE_WINDOW_MS, this.#limits.total);
   }
 }
 
@@ -111,9 +100,10 @@ export function cachedResolve(
   keys: Keys,
   resolve: (token: string) => Promise<ResolvedCustomer>,
 ): (token: string) => Promise<ResolvedCustomer> {
+  const answers = new ResolvedTokens(redis, keys);
   return async (token) => {
-    const key = keys.resolvedToken(createHash('sha256').update(token).digest('hex'));
-    const hit = await redis.get(key).catch(() => null);
+    const hash = createHash('sha256').update(token).digest('hex');
+    const hit = await answers.get(hash).catch(() => null);
     if (hit) {
       const cached = JSON.parse(hit) as Cached;
       if ('customer' in cached) return cached.customer;
@@ -129,14 +119,14 @@ export function cachedResolve(
       customer = await resolve(token);
     } catch (error) {
       if (isMeterlineError(error) && REFUSED_CODES.has(error.code)) {
-        await redis
-          .set(key, JSON.stringify({ refused: error.code } satisfies Cached), 'PX', REFUSED_TTL_MS)
+        await answers
+          .keep(hash, JSON.stringify({ refused: error.code } satisfies Cached), REFUSED_TTL_MS)
           .catch(() => undefined);
       }
       throw error;
     }
-    await redis
-      .set(key, JSON.stringify({ customer } satisfies Cached), 'PX', RESOLVED_TTL_MS)
+    await answers
+      .keep(hash, JSON.stringify({ customer } satisfies Cached), RESOLVED_TTL_MS)
       .catch(() => undefined);
     return customer;
   };

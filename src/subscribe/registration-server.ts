@@ -1,15 +1,3 @@
-/**
- * The buyer-facing HTTP side of a SaaS listing:
- * - `POST /marketplace/register`: the registration URL. AWS Marketplace sends the buyer's browser here
- *   with the form field `x-amzn-marketplace-token`; ResolveCustomer turns it into the buyer's AWS identity,
- *   which is stored in the customer directory under a tenant id. The buyer is then sent on to the seller's
- *   onboarding page (or shown a confirmation).
- * - `POST /marketplace/events`: subscription lifecycle events, from SNS (signature verified) or from an
- *   EventBridge API destination (shared key in `x-meterline-api-key`).
- * Every answer says what went wrong in a fixed text, never echoing what was sent, and carries nosniff and a
- * CSP that allows nothing, errors included.
- */
-import { timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { ConfigError, isMeterlineError, MeterlineError } from '../errors.ts';
@@ -20,21 +8,14 @@ import {
   type DirectoryEntry,
   defaultTenant,
   type ResolvedCustomer,
-  type SubscriptionStatus,
 } from '../state/customer-directory.ts';
 import type { EntitlementSync } from './entitlements.ts';
 import { HANDOFF_QUERY_PARAM, signHandoff } from './handoff.ts';
-import {
-  type EntitlementsChanged,
-  type Parsed,
-  parseEventBridge,
-  parseSnsAction,
-} from './lifecycle-events.ts';
+import { HttpAnswer, json, page, readBody, SECURITY_HEADERS, sameSecret, text } from './http-answers.ts';
+import { lifecycleEndpoint } from './lifecycle-endpoint.ts';
 import type { LinkRequest, LinkResult } from './link-tenant.ts';
-import { type SnsMessage, subscribeUrlAllowed } from './sns-message.ts';
+import type { SnsMessage } from './sns-message.ts';
 
-/** A registration form or an event is small; anything larger is refused before it is read. */
-const MAX_BODY_BYTES = 64 * 1024;
 export const TOKEN_FIELD = 'x-amzn-marketplace-token';
 export const API_KEY_HEADER = 'x-meterline-api-key';
 
@@ -89,18 +70,11 @@ export interface RegistrationServer {
   close(): Promise<void>;
 }
 
-class HttpAnswer extends Error {
-  readonly status: number;
-  constructor(status: number, message: string) {
-    super(message);
-    this.status = status;
-  }
-}
-
 export async function startRegistrationServer(o: RegistrationServerOptions): Promise<RegistrationServer> {
   const now = o.now ?? Date.now;
   // Bare ids on the redirect could be typed by anyone: no redirect without a signed hand-off.
   if (o.redirectUrl && !o.handoffSecret) throw new Error('a redirect URL needs a hand-off signing secret');
+  const lifecycle = lifecycleEndpoint(o);
   const server: Server = createServer((req, res) => {
     route(req, res).catch((error: unknown) => {
       o.logger.error({ err: error }, 'registration request failed');
@@ -291,153 +265,6 @@ export async function startRegistrationServer(o: RegistrationServerOptions): Pro
     }
   }
 
-  async function lifecycle(req: IncomingMessage, res: ServerResponse, body: string): Promise<void> {
-    const snsType = req.headers['x-amz-sns-message-type'];
-    if (snsType !== undefined) return snsEvent(res, body);
-    const key = req.headers[API_KEY_HEADER];
-    if (!o.eventsApiKey || typeof key !== 'string' || !sameSecret(key, o.eventsApiKey)) {
-      metrics.lifecycleEvents.inc({ source: 'eventbridge', status: 'none', outcome: 'unauthorized' });
-      return text(
-        res,
-        401,
-        `an EventBridge event needs the ${API_KEY_HEADER} header with the configured key\n`,
-      );
-    }
-    let event: unknown;
-    try {
-      event = JSON.parse(body);
-    } catch {
-      metrics.lifecycleEvents.inc({ source: 'eventbridge', status: 'none', outcome: 'invalid' });
-      return text(res, 400, 'the event is not JSON\n');
-    }
-    return applyChange(res, 'eventbridge', parseEventBridge(event));
-  }
-
-  async function snsEvent(res: ServerResponse, body: string): Promise<void> {
-    let message: SnsMessage;
-    try {
-      message = await o.sns.verify(body);
-    } catch (error) {
-      if (!isMeterlineError(error)) throw error;
-      metrics.lifecycleEvents.inc({ source: 'sns', status: 'none', outcome: error.code });
-      o.logger.warn({ code: error.code, reason: error.message }, 'SNS message refused');
-      // 5xx makes SNS redeliver: only when the failure was on our side (the certificate fetch).
-      // Fixed texts: the error's message quotes the sender's fields (clipped, but theirs).
-      if (error.retriable)
-        return text(res, 503, 'the signing certificate could not be fetched; deliver again\n');
-      if (error.code === 'sns_signature_invalid') {
-        return text(res, 403, 'not accepted: signature, certificate or topic\n');
-      }
-      return text(res, 400, 'not a valid SNS message\n');
-    }
-    if (message.Type === 'SubscriptionConfirmation') {
-      // Only an SNS endpoint is ever fetched, whatever a (signed) message names.
-      if (!subscribeUrlAllowed(message.SubscribeURL ?? '')) {
-        metrics.lifecycleEvents.inc({ source: 'sns', status: 'none', outcome: 'sns_signature_invalid' });
-        o.logger.warn(
-          { topicArn: message.TopicArn },
-          'SNS confirmation refused: SubscribeURL is not an SNS endpoint',
-        );
-        return text(res, 403, 'SubscribeURL is not an SNS endpoint\n');
-      }
-      await o.sns.confirm(message);
-      o.logger.info({ topicArn: message.TopicArn }, 'SNS subscription confirmed');
-      return text(res, 200, 'subscription confirmed\n');
-    }
-    if (message.Type !== 'Notification') return text(res, 200, 'ignored\n');
-    const parsed = parseSnsAction(message.Message, message.Timestamp);
-    const handled = o.sns.handled;
-    if (handled && (await handled.seen(message.MessageId))) {
-      const status = 'status' in parsed ? parsed.status : 'none';
-      metrics.lifecycleEvents.inc({ source: 'sns', status, outcome: 'replayed' });
-      o.logger.info(
-        { messageId: message.MessageId, topicArn: message.TopicArn, status },
-        'SNS message already handled: answered, not applied again',
-      );
-      return text(res, 200, 'replayed\n');
-    }
-    return applyChange(res, 'sns', parsed, async () => {
-      try {
-        await handled?.remember(message.MessageId);
-      } catch (error) {
-        // Handled already: a redelivery would only be applied once more, which changes nothing.
-        o.logger.warn({ err: error, messageId: message.MessageId }, 'SNS message id not remembered');
-      }
-    });
-  }
-
-  async function applyChange(
-    res: ServerResponse,
-    source: string,
-    parsed: Parsed,
-    /** Called once the event was handled (applied, stale, ignored or for an unknown customer). */
-    done?: () => Promise<void>,
-  ): Promise<void> {
-    if ('invalid' in parsed) {
-      metrics.lifecycleEvents.inc({ source, status: 'none', outcome: 'invalid' });
-      o.logger.warn({ source, reason: parsed.invalid }, 'lifecycle event unreadable');
-      return text(res, 400, 'the lifecycle event could not be read\n');
-    }
-    if ('entitlementsChanged' in parsed) return entitlementsChanged(res, source, parsed, done);
-    if ('ignored' in parsed) {
-      metrics.lifecycleEvents.inc({ source, status: 'none', outcome: 'ignored' });
-      o.logger.info({ source, event: parsed.ignored }, 'lifecycle event ignored');
-      await done?.();
-      return text(res, 200, 'ignored\n');
-    }
-    const { outcome, tenant } = await o.directory.applyStatus(parsed.ref, parsed.status, parsed.eventMs);
-    if (parsed.refreshEntitlements && o.entitlements && outcome !== 'unknown_customer') {
-      try {
-        await o.entitlements.refreshRef(parsed.ref);
-      } catch {
-        // The status is applied; answered 503 so the sender delivers again and the fetch is retried then.
-        metrics.lifecycleEvents.inc({ source, status: parsed.status, outcome: 'entitlements_unavailable' });
-        return text(res, 503, 'entitlements could not be fetched; deliver again\n');
-      }
-    }
-    await done?.();
-    metrics.lifecycleEvents.inc({ source, status: parsed.status, outcome });
-    const log = { source, event: parsed.name, status: parsed.status, tenant, outcome, ref: parsed.ref };
-    if (outcome === 'unknown_customer')
-      o.logger.warn(log, 'lifecycle event for a customer that never registered');
-    else o.logger.info(log, statusMessage(parsed.status, outcome));
-    // 200 even for an unknown customer: a redelivery would not find it either.
-    return text(res, 200, `${outcome}\n`);
-  }
-
-  /** `entitlement-updated`: the buyer's entitlements are fetched again before the event is acknowledged. */
-  async function entitlementsChanged(
-    res: ServerResponse,
-    source: string,
-    parsed: EntitlementsChanged,
-    done: (() => Promise<void>) | undefined,
-  ): Promise<void> {
-    if (!o.entitlements) {
-      metrics.lifecycleEvents.inc({ source, status: 'none', outcome: 'ignored' });
-      o.logger.info({ source, event: parsed.name }, 'lifecycle event ignored: no product bills a contract');
-      await done?.();
-      return text(res, 200, 'ignored\n');
-    }
-    let outcome: Awaited<ReturnType<EntitlementSync['refreshRef']>>;
-    try {
-      outcome = await o.entitlements.refreshRef(parsed.entitlementsChanged);
-    } catch {
-      // Not remembered as handled: SNS delivers it again, and the fetch is retried then. What was stored
-      // before stays in force meanwhile.
-      metrics.lifecycleEvents.inc({ source, status: 'none', outcome: 'entitlements_unavailable' });
-      return text(res, 503, 'entitlements could not be fetched; deliver again\n');
-    }
-    await done?.();
-    const answer =
-      outcome === 'refreshed' ? 'entitlements_refreshed' : outcome === 'not_contract' ? 'ignored' : outcome;
-    metrics.lifecycleEvents.inc({ source, status: 'none', outcome: answer });
-    const log = { source, event: parsed.name, ref: parsed.entitlementsChanged, outcome: answer };
-    if (outcome === 'unknown_customer')
-      o.logger.warn(log, 'entitlement event for a customer that never registered');
-    else o.logger.info(log, 'entitlement event handled');
-    return text(res, 200, `${answer}\n`);
-  }
-
   // A public endpoint: a client that trickles its headers or body is cut off, not waited for.
   server.headersTimeout = 10_000;
   server.requestTimeout = 30_000;
@@ -463,42 +290,6 @@ export async function startRegistrationServer(o: RegistrationServerOptions): Pro
   };
 }
 
-function statusMessage(status: SubscriptionStatus, outcome: string): string {
-  if (outcome === 'stale') return 'lifecycle event older than the customer state: ignored';
-  // AWS gives about an hour after unsubscribe-pending for the last records; the open hour closes on its
-  // usual schedule (grace), which is inside it with the default settings.
-  if (status === 'unsubscribe-pending')
-    return 'customer unsubscribing: its last hours are billed as they close';
-  return `customer ${status}`;
-}
-
-function sameSecret(given: string, expected: string): boolean {
-  const a = Buffer.from(given);
-  const b = Buffer.from(expected);
-  return a.length === b.length && timingSafeEqual(a, b);
-}
-
-async function readBody(req: IncomingMessage): Promise<string> {
-  const declared = Number(req.headers['content-length'] ?? 0);
-  if (declared > MAX_BODY_BYTES) throw new HttpAnswer(413, `the body must be under ${MAX_BODY_BYTES} bytes`);
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > MAX_BODY_BYTES) throw new HttpAnswer(413, `the body must be under ${MAX_BODY_BYTES} bytes`);
-    chunks.push(chunk as Buffer);
-  }
-  return Buffer.concat(chunks).toString('utf8');
-}
-
-/** On every answer: no content sniffing, nothing loaded, framed or submitted from our pages. */
-const SECURITY_HEADERS = {
-  'x-content-type-options': 'nosniff',
-  'content-security-policy':
-    "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-  'referrer-policy': 'no-referrer',
-} as const;
-
 /** The HTTP status of each refused link. */
 const LINK_STATUS = new Map<string, number>([
   ['tenant_invalid', 400],
@@ -509,37 +300,3 @@ const LINK_STATUS = new Map<string, number>([
   ['subscription_not_found', 404],
   ['redis_error', 503],
 ]);
-
-function json(res: ServerResponse, status: number, body: unknown): void {
-  res.writeHead(status, {
-    ...SECURITY_HEADERS,
-    'content-type': 'application/json',
-    'cache-control': 'no-store',
-  });
-  res.end(`${JSON.stringify(body)}\n`);
-}
-
-function text(res: ServerResponse, status: number, body: string): void {
-  res.writeHead(status, {
-    ...SECURITY_HEADERS,
-    'content-type': 'text/plain; charset=utf-8',
-    'cache-control': 'no-store',
-  });
-  res.end(body);
-}
-
-function escapeHtml(s: string): string {
-  return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-}
-
-function page(res: ServerResponse, status: number, title: string, lines: string[]): void {
-  res.writeHead(status, {
-    ...SECURITY_HEADERS,
-    'content-type': 'text/html; charset=utf-8',
-    'cache-control': 'no-store',
-  });
-  res.end(
-    `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${escapeHtml(title)}</title></head>` +
-      `<body><h1>${escapeHtml(title)}</h1>${lines.map((l) => `<p>${escapeHtml(l)}</p>`).join('')}</body></html>\n`,
-  );
-}

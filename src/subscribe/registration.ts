@@ -14,19 +14,17 @@ import { type OpsServer, startOpsServer } from '../observability/ops-server.ts';
 import { createRedis } from '../redis/client.ts';
 import { Keys } from '../redis/keys.ts';
 import { CustomerDirectory, indexFileTenants } from '../state/customer-directory.ts';
+import { EntitlementStore, redisRoundClaim } from '../state/entitlement-store.ts';
+import { HandledMessages } from '../state/handled-messages.ts';
+import { HandoffNonces } from '../state/handoff-nonces.ts';
 import { SharedRateLimiter } from '../state/rate-limiter.ts';
-import { EntitlementStore, EntitlementSync, redisRoundClaim } from './entitlements.ts';
+import { EntitlementSync } from './entitlements.ts';
 import { linkTenant } from './link-tenant.ts';
 import { cachedResolve, clientAddress, RegistrationLimiter } from './registration-limits.ts';
 import { type RegistrationServer, startRegistrationServer } from './registration-server.ts';
 import { resolveCustomer } from './resolve-customer.ts';
-import {
-  marketplaceTopicArns,
-  SNS_MAX_AGE_MS,
-  SNS_MAX_FUTURE_SKEW_MS,
-  type SnsMessage,
-  SnsVerifier,
-} from './sns-message.ts';
+import { marketplaceTopicArns, type SnsMessage } from './sns-message.ts';
+import { SNS_MAX_AGE_MS, SNS_MAX_FUTURE_SKEW_MS, SnsVerifier } from './sns-verifier.ts';
 
 export interface RunningRegistration {
   server: RegistrationServer;
@@ -166,20 +164,14 @@ export async function startRegistration(
             directory,
             customerMap: config.customerMap,
             secret: config.registration.handoffSecret as string,
-            redis,
-            keys,
+            nonces: new HandoffNonces(redis, keys),
           }),
       },
       sns: {
         verify: (body) => verifier.verify(body),
         confirm: (message) => confirmSubscription(get, message),
         // Kept while a copy could still pass the age check: its Timestamp may be up to the skew ahead.
-        handled: {
-          seen: async (id) => (await redis.exists(keys.snsMessage(id))) === 1,
-          remember: async (id) => {
-            await redis.set(keys.snsMessage(id), '1', 'PX', SNS_MAX_AGE_MS + SNS_MAX_FUTURE_SKEW_MS);
-          },
-        },
+        handled: new HandledMessages(redis, keys, SNS_MAX_AGE_MS + SNS_MAX_FUTURE_SKEW_MS),
       },
       ...(entitlements.active ? { entitlements } : {}),
       logger: logger.child({ stage: 'registration' }),

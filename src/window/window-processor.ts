@@ -14,7 +14,7 @@ import { metrics, observeClockSkew } from '../observability/metrics.ts';
 import { headerTraceparent, tracingActive } from '../observability/tracing.ts';
 import { aggregateField } from '../redis/keys.ts';
 import { HOURLY_WINDOWS, type HourlyWindowStore, type ProcessorStats } from '../state/hourly-window-store.ts';
-import type { AggregationOp, LatePolicy } from '../state/window-store.ts';
+import type { AggregationOp, LatePolicy } from '../state/window-types.ts';
 import { hourIso, hourStart } from '../time/hours.ts';
 
 export const FAILED_SINK = 'failed';

@@ -13,7 +13,8 @@ import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
 import { ensureK8sSchemas, ensureTool, KUBERNETES_VERSION, kubeconform } from '../../deploy/tools/tools.ts';
-import { EnvSchema, loadConfig, type Role } from '../../src/config/config.ts';
+import { loadConfig, type Role } from '../../src/config/config.ts';
+import { EnvSchema } from '../../src/config/env-schema.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const CHART = path.join(ROOT, 'helm/meterline');

@@ -44,7 +44,7 @@ import { Redis } from 'ioredis';
 import type { Kafka } from 'kafkajs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { type ClusterInfo, down, importImage, up } from '../../deploy/cluster/cluster.ts';
-import type { AcceptedRecord, EmulatorSnapshot } from '../../src/emulator/state.ts';
+import type { AcceptedRecord, EmulatorSnapshot } from '../../src/emulator/emulator-types.ts';
 import { createKafka } from '../../src/kafka/client.ts';
 import { readAllMessages } from '../../src/kafka/read-topic.ts';
 import { createLogger } from '../../src/log.ts';

@@ -8,7 +8,8 @@ import type { Contract } from '../../src/config/customers.ts';
 import { parsePlan } from '../../src/config/plan.ts';
 import { createRedis } from '../../src/redis/client.ts';
 import { aggregateField, Keys } from '../../src/redis/keys.ts';
-import { type HourGroup, WindowStore } from '../../src/state/window-store.ts';
+import { WindowStore } from '../../src/state/window-store.ts';
+import type { HourGroup } from '../../src/state/window-types.ts';
 import { HOUR_MS } from '../../src/time/hours.ts';
 import { deleteKeys, stackEnv, testLogger, uniqueId } from '../support/harness.ts';
 

@@ -4,8 +4,10 @@
  * variable read outside the schema is listed too.
  */
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_OPS_PORT, EnvSchema, OTHER_METERLINE_VARIABLES } from '../../src/config/config.ts';
+import { DEFAULT_OPS_PORT } from '../../src/config/config.ts';
 import { parseDuration } from '../../src/config/duration.ts';
+import { OTHER_METERLINE_VARIABLES } from '../../src/config/env-checks.ts';
+import { EnvSchema } from '../../src/config/env-schema.ts';
 import { DEFAULT_ACCEPTANCE_WINDOW_MS } from '../../src/metering/aws-window.ts';
 import { docFiles, readDoc } from './markdown.ts';
 

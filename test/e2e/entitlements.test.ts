@@ -9,13 +9,13 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { type RunningPipeline, startPipeline } from '../../src/app/pipeline.ts';
+import type { FaultAction } from '../../src/emulator/emulator-types.ts';
 import { type RunningEmulator, startEmulator } from '../../src/emulator/server.ts';
 import { ServiceError } from '../../src/emulator/service-error.ts';
-import type { FaultAction } from '../../src/emulator/state.ts';
 import type { RawEvent } from '../../src/produce/synthetic.ts';
 import { createRedis } from '../../src/redis/client.ts';
 import { Keys } from '../../src/redis/keys.ts';
-import { EntitlementStore } from '../../src/subscribe/entitlements.ts';
+import { EntitlementStore } from '../../src/state/entitlement-store.ts';
 import { type RunningRegistration, startRegistration } from '../../src/subscribe/registration.ts';
 import { HOUR_MS, hourIso, hourStart } from '../../src/time/hours.ts';
 import { stackEnv, testKafka, testLogger, waitFor } from '../support/harness.ts';

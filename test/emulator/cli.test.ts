@@ -11,7 +11,7 @@ import {
   ThrottlingException,
 } from '@aws-sdk/client-marketplace-metering';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { EmulatorSnapshot } from '../../src/emulator/state.ts';
+import type { EmulatorSnapshot } from '../../src/emulator/emulator-types.ts';
 import { LICENSE, rejection, sdkClient } from './helpers.ts';
 
 const MAIN = new URL('../../src/cli/main.ts', import.meta.url).pathname;

@@ -12,10 +12,10 @@ import {
   ThrottlingException,
 } from '@aws-sdk/client-marketplace-metering';
 import { afterEach, describe, expect, it } from 'vitest';
+import type { FaultHooks } from '../../src/emulator/emulator-types.ts';
 import { NO_FAULTS } from '../../src/emulator/faults.ts';
 import { type RunningEmulator, type StartEmulatorOptions, startEmulator } from '../../src/emulator/server.ts';
 import { ServiceError } from '../../src/emulator/service-error.ts';
-import type { FaultHooks } from '../../src/emulator/state.ts';
 import {
   ACCOUNT,
   accountRecord,

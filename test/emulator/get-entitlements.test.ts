@@ -14,9 +14,9 @@ import {
   ThrottlingException,
 } from '@aws-sdk/client-marketplace-entitlement-service';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { FaultAction } from '../../src/emulator/emulator-types.ts';
 import { type RunningEmulator, startEmulator } from '../../src/emulator/server.ts';
 import { ServiceError } from '../../src/emulator/service-error.ts';
-import type { FaultAction } from '../../src/emulator/state.ts';
 import { CREDENTIALS, NOW, PRODUCT, rejection } from './helpers.ts';
 
 const BUYER = '123412341234';

@@ -1,6 +1,6 @@
 /** Shared fixtures for the emulator tests: a fixed clock, real SDK clients, admin API access. */
 import { MarketplaceMeteringClient } from '@aws-sdk/client-marketplace-metering';
-import type { EmulatorSnapshot } from '../../src/emulator/state.ts';
+import type { EmulatorSnapshot } from '../../src/emulator/emulator-types.ts';
 
 /** 2026-11-15T12:30:00Z: mid-month, so the previous-month cutoff plays no part unless a test moves it. */
 export const NOW = Date.UTC(2026, 10, 15, 12, 30);

@@ -1,7 +1,8 @@
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { MeterlineError } from '../../src/errors.ts';
 import { SCRIPT_CODE, scriptError } from '../../src/metering/script-codes.ts';
+import { SCRIPTS } from '../../src/redis/client.ts';
 
 const p = { topic: 'usage', partition: 3 };
 const LUA = new URL('../../src/redis/lua/', import.meta.url);
@@ -36,9 +37,9 @@ describe('script return codes', () => {
 
   it('cover every negative answer of the partition scripts', () => {
     const known = new Set<number>(Object.values(SCRIPT_CODE));
-    for (const script of ['applyBatch', 'finalizeHour', 'cutCustomer', 'markEmitted']) {
-      expect(readdirSync(LUA)).toContain(`${script}.lua`);
-      const source = readFileSync(new URL(`${script}.lua`, LUA), 'utf8');
+    for (const script of ['applyBatch', 'finalizeHour', 'cutCustomer', 'markEmitted'] as const) {
+      const { file, lua: source } = SCRIPTS[script];
+      expect(readdirSync(LUA)).toContain(file);
       const answers = [...source.matchAll(/return \{?\s*(-\d+)/g)].map((m) => Number(m[1]));
       expect(answers.length, script).toBeGreaterThan(0);
       for (const a of answers) expect(known.has(a), `${script} returns ${a}`).toBe(true);

@@ -6,7 +6,8 @@ import { describe, expect, it } from 'vitest';
 import { parsePlan } from '../../src/config/plan.ts';
 import { acceptanceDeadline } from '../../src/metering/aws-window.ts';
 import { recordId } from '../../src/metering/submission-record.ts';
-import { type InternalInputs, reconcileInternal } from '../../src/reconcile/internal.ts';
+import { reconcileInternal } from '../../src/reconcile/internal.ts';
+import type { InternalInputs } from '../../src/reconcile/internal-inputs.ts';
 
 const H = Date.UTC(2026, 11, 1, 10);
 const HOUR = 3_600_000;

@@ -5,6 +5,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { createRedis } from '../../src/redis/client.ts';
 import { Keys } from '../../src/redis/keys.ts';
+import { rateLimit } from '../../src/redis/scripts.ts';
 import { SharedRateLimiter } from '../../src/state/rate-limiter.ts';
 import { deleteKeys, stackEnv, uniqueId } from '../support/harness.ts';
 
@@ -29,15 +30,12 @@ function limiters(n: number, rate: number, burst?: number) {
 async function grab(prefix: string, attempts: number, rate: number): Promise<number> {
   let got = 0;
   for (let i = 0; i < attempts; i++) {
-    const wait = await redis.rateLimit(
-      1,
-      new Keys(prefix).rateLimit('BatchMeterUsage'),
-      'take',
+    const wait = await rateLimit(redis, new Keys(prefix).rateLimit('BatchMeterUsage'), 'take', {
       rate,
-      rate,
-      1,
-      rate / 60,
-    );
+      burst: rate,
+      minRate: 1,
+      recoveryPerSecond: rate / 60,
+    });
     if (wait === 0) got += 1;
     else expect(wait).toBeGreaterThan(0);
   }

@@ -6,9 +6,9 @@ import type { MarketplaceMeteringClient } from '@aws-sdk/client-marketplace-mete
 import type { Producer } from 'kafkajs';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { redrive } from '../../src/dlq/redrive.ts';
+import type { FaultHooks } from '../../src/emulator/emulator-types.ts';
 import { type RunningEmulator, startEmulator } from '../../src/emulator/server.ts';
 import { ServiceError } from '../../src/emulator/service-error.ts';
-import type { FaultHooks } from '../../src/emulator/state.ts';
 import { ensureTopics } from '../../src/kafka/topics.ts';
 import type { FailedRecord } from '../../src/metering/dlq-envelope.ts';
 import { DlqPublisher } from '../../src/metering/dlq-publisher.ts';

@@ -7,12 +7,13 @@
  */
 import { createSign } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
+import type { FaultAction } from '../../src/emulator/emulator-types.ts';
 import { type RunningEmulator, startEmulator } from '../../src/emulator/server.ts';
 import { ServiceError } from '../../src/emulator/service-error.ts';
-import type { FaultAction } from '../../src/emulator/state.ts';
 import { createRedis } from '../../src/redis/client.ts';
 import { Keys } from '../../src/redis/keys.ts';
-import { contractsFromEntitlements, EntitlementStore } from '../../src/subscribe/entitlements.ts';
+import { EntitlementStore } from '../../src/state/entitlement-store.ts';
+import { contractsFromEntitlements } from '../../src/subscribe/entitlements.ts';
 import { type RunningRegistration, startRegistration } from '../../src/subscribe/registration.ts';
 import { type SnsMessage, snsStringToSign } from '../../src/subscribe/sns-message.ts';
 import { deleteKeys, stackEnv, testLogger, waitFor } from '../support/harness.ts';

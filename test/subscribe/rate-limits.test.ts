@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type RunningEmulator, startEmulator } from '../../src/emulator/server.ts';
 import { type RunningRegistration, startRegistration } from '../../src/subscribe/registration.ts';
-import { SNS_CERT_FETCHES_PER_MINUTE } from '../../src/subscribe/sns-message.ts';
+import { SNS_CERT_FETCHES_PER_MINUTE } from '../../src/subscribe/sns-certificates.ts';
 import { deleteKeys, testLogger } from '../support/harness.ts';
 import { type TestPipeline, testPipeline } from '../support/pipeline-env.ts';
 import { certPath, makeTestCa, type TestCa } from './sns-test-ca.ts';

@@ -13,15 +13,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { MeterlineError } from '../../src/errors.ts';
+import { SNS_CERT_FAILURE_TTL_MS } from '../../src/subscribe/sns-certificates.ts';
 import {
   marketplaceTopicArns,
-  SNS_CERT_FAILURE_TTL_MS,
   type SnsMessage,
-  SnsVerifier,
-  type SnsVerifierOptions,
   snsStringToSign,
   subscribeUrlAllowed,
 } from '../../src/subscribe/sns-message.ts';
+import { SnsVerifier, type SnsVerifierOptions } from '../../src/subscribe/sns-verifier.ts';
 import { certPath, makeTestCa, type TestCa } from './sns-test-ca.ts';
 
 const TOPIC = 'arn:aws:sns:us-east-1:287250355862:aws-mp-subscription-notification-prod123';

@@ -6,8 +6,8 @@
  *     something else, which is then cut too (a half-dead path that only a command timeout notices).
  */
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
+import { SCRIPTS } from '../../src/redis/client.ts';
 
 export type LossMode = 'reset' | 'silent';
 
@@ -21,14 +21,17 @@ export interface RedisFaultProxy {
   close(): Promise<void>;
 }
 
-/** The markers of a call of `script` (src/redis/lua/<script>.lua): its SHA (EVALSHA) and its first line (EVAL). */
-function scriptMarkers(script: string): Buffer[] {
-  const source = readFileSync(new URL(`../../src/redis/lua/${script}.lua`, import.meta.url), 'utf8');
+/** The markers of a call of `script` (in src/redis/lua/): its SHA (EVALSHA) and its first line (EVAL). */
+function scriptMarkers(script: keyof typeof SCRIPTS): Buffer[] {
+  const source = SCRIPTS[script].lua;
   const sha = createHash('sha1').update(source).digest('hex');
   return [Buffer.from(sha), Buffer.from(source.split('\n').find((l) => l.trim().length > 4) ?? source)];
 }
 
-export async function startRedisFaultProxy(redisUrl: string, script: string): Promise<RedisFaultProxy> {
+export async function startRedisFaultProxy(
+  redisUrl: string,
+  script: keyof typeof SCRIPTS,
+): Promise<RedisFaultProxy> {
   const target = new URL(redisUrl);
   const markers = scriptMarkers(script);
   let armed: LossMode | undefined;
