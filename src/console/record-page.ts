@@ -1,6 +1,6 @@
 /** A record's story: its chain from the window to AWS, AWS's answer, and its trace as a waterfall. */
 import type { TraceView } from '../cli/trace-command.ts';
-import { ATTR } from '../observability/trace-attributes.ts';
+import { ATTR, AWS_RECORD_EVENT } from '../observability/trace-attributes.ts';
 import type { RecordStory } from './data.ts';
 import { html, type Markup, table } from './html.ts';
 import { cellState } from './overview-pages.ts';
@@ -50,11 +50,12 @@ ${
 }`;
 }
 
-/** The ledger's entry, and each AWS call of the trace with its status. */
+/** The ledger's entry, and each AWS call of the trace with AWS's answer for this record. */
 function awsAnswer(story: RecordStory): Markup {
-  // The AWS call spans carry the attempt; the record's own span under them carries AWS's status for it.
+  // One CLIENT span per AWS call; AWS's answer for each of its records is an event on it (the view keeps
+  // only this record's).
   const calls = (story.trace?.spans ?? []).filter(
-    (s) => s.attributes[ATTR.awsStatus] !== undefined || s.attributes[ATTR.awsAttempt] !== undefined,
+    (s) => s.attributes[ATTR.rpcMethod] !== undefined || s.events?.some((e) => e.name === AWS_RECORD_EVENT),
   );
   const ledger = story.ledger
     ? html`<p data-field="aws-answer">Accepted: metering record id <code data-field="metering-record-id">${story.ledger.meteringRecordId}</code>, quantity ${story.ledger.quantity}, at ${story.ledger.acceptedAt}.</p>`
@@ -62,15 +63,18 @@ function awsAnswer(story: RecordStory): Markup {
   return html`${ledger}${table(
     'AWS calls in the trace',
     ['call', 'attempt', 'status', 'metering record id', 'duration'],
-    calls.map((s) => [
-      s.name,
-      String(s.attributes[ATTR.awsAttempt] ?? ''),
-      s.attributes[ATTR.awsStatus] === undefined
-        ? ''
-        : html`<span data-aws-status>${String(s.attributes[ATTR.awsStatus])}</span>`,
-      String(s.attributes[ATTR.meteringRecordId] ?? ''),
-      `${s.durationMs.toFixed(1)} ms`,
-    ]),
+    calls.map((s) => {
+      const answer = s.events?.find((e) => e.name === AWS_RECORD_EVENT)?.attributes ?? {};
+      return [
+        s.name,
+        String(s.attributes[ATTR.awsAttempt] ?? ''),
+        answer[ATTR.awsStatus] === undefined
+          ? ''
+          : html`<span data-aws-status>${String(answer[ATTR.awsStatus])}</span>`,
+        String(answer[ATTR.meteringRecordId] ?? ''),
+        `${s.durationMs.toFixed(1)} ms`,
+      ];
+    }),
   )}`;
 }
 
