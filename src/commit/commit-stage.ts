@@ -184,10 +184,16 @@ export class CommitStage {
             this.#boundaryAtTurn(task.id.partition, checkpoint, progress, boundary, now),
             zeroFrom,
             replaying,
+            checkpoint,
           );
         })
         .catch((error: unknown) => {
-          if (isMeterlineError(error) && (error.code === 'fenced' || error.code === 'state_lost')) {
+          // store_behind: Redis fell behind this task after the health check above (a failover); the
+          // task's next batch re-claims the partition and replays, and its hours close after that.
+          if (
+            isMeterlineError(error) &&
+            (error.code === 'fenced' || error.code === 'state_lost' || error.code === 'store_behind')
+          ) {
             this.#o.logger.warn(
               { partition: task.id.partition, code: error.code },
               'cannot finalize here now',
@@ -255,6 +261,7 @@ export class CommitStage {
     boundary: number,
     zeroFrom: number | undefined,
     replaying: boolean,
+    held: bigint | undefined,
   ): Promise<void> {
     const task = store.task;
     const w = store.windows;
@@ -273,7 +280,7 @@ export class CommitStage {
       customer: z.customer,
       fromMs: z.fromMs ?? (zeroFrom as number),
     }));
-    if (!(await this.#finalFlush.run(store, this.#ending, this.#partitions, allZero))) return;
+    if (!(await this.#finalFlush.run(store, this.#ending, this.#partitions, allZero, held))) return;
     // A customer whose subscription is ending gets no zero records after the hour it ended in.
     const zeroFields = allZero.map((z) => {
       const at = this.#ending.get(z.customer);
@@ -298,7 +305,7 @@ export class CommitStage {
       const zero = zeroFields
         .filter((z) => z.fromMs <= hour && !('untilMs' in z && hour > z.untilMs))
         .map((z) => z.field);
-      if (!(await this.#finalizeHour(store, hour, zero))) return;
+      if (!(await this.#finalizeHour(store, hour, zero, held))) return;
     }
   }
 
@@ -308,10 +315,15 @@ export class CommitStage {
    * spans and the AWS call continue this trace, even after a crash and a re-emission. Returns false when
    * the hour was frozen but could not be emitted (it waits for the next tick).
    */
-  async #finalizeHour(store: HourlyWindowStore, hour: number, zero: string[]): Promise<boolean> {
+  async #finalizeHour(
+    store: HourlyWindowStore,
+    hour: number,
+    zero: string[],
+    held: bigint | undefined,
+  ): Promise<boolean> {
     const task = store.task;
     if (!tracingActive()) {
-      await this.#finalizer.freeze(store.windows, task, store.token, hour, zero);
+      await this.#finalizer.freeze(store.windows, task, store.token, hour, zero, undefined, held);
       await store.noteFrozen(hour);
       this.#o.faults?.afterFreeze?.();
       return (await this.#emitter.emit(store, hour)) !== undefined;
@@ -337,6 +349,7 @@ export class CommitStage {
           hour,
           zero,
           traceparentOf(span),
+          held,
         );
         await store.noteFrozen(hour);
         this.#o.faults?.afterFreeze?.();

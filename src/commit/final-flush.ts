@@ -35,6 +35,8 @@ export class FinalFlush {
     ending: ReadonlyMap<string, number>,
     partitions: number,
     zeroFields: readonly { field: string; customer: string; fromMs: number }[],
+    /** The checkpoint the task applied: a Redis behind it cuts nothing. */
+    held?: bigint,
   ): Promise<boolean> {
     if (!ending.size) return true;
     const task = store.task;
@@ -53,7 +55,16 @@ export class FinalFlush {
         const zero = zeroFields
           .filter((z) => z.customer === customer && z.fromMs <= hour)
           .map((z) => z.field);
-        const res = await this.#finalizer.cut(store.windows, task, store.token, hour, customer, zero);
+        const res = await this.#finalizer.cut(
+          store.windows,
+          task,
+          store.token,
+          hour,
+          customer,
+          zero,
+          undefined,
+          held,
+        );
         if (this.#done.size > 10_000) this.#done.clear();
         this.#done.add(memo);
         if (res === 'cut') {

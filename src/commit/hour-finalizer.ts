@@ -6,7 +6,7 @@
  */
 import type { ContractTerms } from '../config/customers.ts';
 import { type Dimension, MICROS_PER_UNIT, type Plan } from '../config/plan.ts';
-import { MeterlineError } from '../errors.ts';
+import { isMeterlineError, MeterlineError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { type Allocation, type AllocationPart, allocate } from '../metering/allocations.ts';
 import { retry } from '../metering/retry.ts';
@@ -28,7 +28,12 @@ import {
  * The hour's checkpoint moved between the read and the script (usage still arriving for it): read and
  * compute again, three times in all, after a short jittered wait.
  */
-const MOVED_RETRY = { attempts: 3, backoff: { baseMs: 10, maxMs: 100 } };
+/** Re-reads a moved hour; a Redis behind the task is final here (only the task's replay can catch it up). */
+const MOVED_RETRY = {
+  attempts: 3,
+  backoff: { baseMs: 10, maxMs: 100 },
+  classify: (e: unknown) => (isMeterlineError(e) && e.code !== 'store_behind' ? e : undefined),
+};
 
 function moved(hourMs: number, how: 'frozen' | 'cut'): MeterlineError {
   return new MeterlineError('redis_error', `hour ${hourIso(hourMs)} kept changing while it was ${how}`, {
@@ -82,10 +87,12 @@ export class HourFinalizer {
     hourMs: number,
     zeroFields: readonly string[] = [],
     traceparent?: string,
+    held?: bigint,
   ): Promise<number> {
     return retry(async () => {
       const snapshot = await windows.readHour(p, hourMs, zeroFields);
       if (snapshot.finalized) return 0;
+      notBehind(snapshot.checkpoint, held, p);
       const { records, states } = this.#compute(hourMs, snapshot, zeroFields, traceparent);
       const res = await windows.freezeHour(p, token, hourMs, snapshot.checkpoint, records, states);
       if (res === 'moved') throw moved(hourMs, 'frozen');
@@ -107,11 +114,13 @@ export class HourFinalizer {
     customer: string,
     zeroFields: readonly string[] = [],
     traceparent?: string,
+    held?: bigint,
   ): Promise<'cut' | 'already'> {
     const mine = (field: string) => splitAggregateField(field)?.customer === customer;
     return retry(async () => {
       const snapshot = await windows.readHour(p, hourMs, zeroFields.filter(mine));
       if (snapshot.finalized || snapshot.cuts.has(customer)) return 'already';
+      notBehind(snapshot.checkpoint, held, p);
       const own: HourSnapshot = {
         ...snapshot,
         aggregates: snapshot.aggregates.filter(([f]) => mine(f)),
@@ -321,4 +330,20 @@ function parseFrozen(text: string, plan: Plan): FrozenRecord {
   // Hours frozen by the skeleton hold a bare quantity.
   if (/^\d+$/.test(text)) return { productCode: plan.products[0]?.productCode ?? '', quantity: Number(text) };
   return JSON.parse(text) as FrozenRecord;
+}
+
+/**
+ * An hour is frozen from what Redis holds at the checkpoint read, and the script refuses a checkpoint
+ * that moved since: so a read that is not behind what the task applied (`held`) means the freeze is not
+ * either. A Redis that fell behind (a failover to a lagging replica between the commit stage's health
+ * check and this read) would otherwise freeze the hour from part of its usage, and the replay would then
+ * carry the rest away from it.
+ */
+function notBehind(checkpoint: string, held: bigint | undefined, p: PartitionRef): void {
+  if (held === undefined || (checkpoint !== '' && BigInt(checkpoint) >= held)) return;
+  throw new MeterlineError(
+    'store_behind',
+    `Redis is behind partition ${p.topic}/${p.partition}: checkpoint ${checkpoint || '(none)'}, the task had ${held}`,
+    { retriable: true, context: { topic: p.topic, partition: p.partition } },
+  );
 }

@@ -203,3 +203,20 @@ describe('finalizing', () => {
     expect(finalizer.stats.heldBackUnits).toBe(5);
   });
 });
+
+describe('a Redis behind the task', () => {
+  it('freezes nothing from it: the hour waits for the replay instead of closing from part of its usage', async () => {
+    const h = Date.parse('2026-11-02T10:00:00Z');
+    await usage(h, [['acme', 'calls', 2]]);
+    await usage(h, [['acme', 'calls', 3]]);
+    // The task applied through offset 5; this Redis (a replica promoted in a failover) holds offset 1.
+    const held = 5n;
+    await expect(finalizer.freeze(store, p, token, h, [], undefined, held)).rejects.toMatchObject({
+      code: 'store_behind',
+    });
+    expect((await store.readHour(p, h, [])).finalized).toBe(false);
+    // A Redis in step with the task freezes as before.
+    expect(await finalizer.freeze(store, p, token, h, [], undefined, 1n)).toBe(1);
+    expect(await quantities(h)).toEqual({ 'acme/calls': 5 });
+  });
+});
