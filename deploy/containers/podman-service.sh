@@ -56,10 +56,13 @@ EOF
     echo "export METERLINE_TESTCONTAINERS_IMAGES=local"
     ;;
   stop)
-    if running; then
-      ids=$(podman --url "unix://$sock" ps -aq --filter label=org.testcontainers=true 2>/dev/null || true)
+    # Through the store itself, not the socket: a run killed with its service leaves containers running too.
+    if command -v podman >/dev/null 2>&1 && [ -d "$dir/store/root" ]; then
+      ids=$(CONTAINERS_CONF=$conf podman "${podman_args[@]}" ps -aq --filter label=org.testcontainers=true 2>/dev/null || true)
       # shellcheck disable=SC2086 # one id per word
-      [ -z "$ids" ] || podman --url "unix://$sock" rm -f $ids >/dev/null 2>&1 || true
+      [ -z "$ids" ] || CONTAINERS_CONF=$conf podman "${podman_args[@]}" rm -f $ids >/dev/null 2>&1 || true
+    fi
+    if running; then
       kill "$(cat "$pidfile")"
       echo "podman-service: stopped pid $(cat "$pidfile")" >&2
     fi
