@@ -221,8 +221,22 @@ describe('contract entitlements from GetEntitlements', () => {
           // A first billing waits for two consumer groups to join and the hours to close: under a loaded
           // machine (the full suite beside other runs) that took over 90 s twice here.
           timeoutMs: 180_000,
-          describe: () =>
-            `AWS holds ${JSON.stringify([...acceptedAtAws(emulator)])}, expected ${JSON.stringify([...expected])}`,
+          // What the pipeline was doing, for a failure seen only in full CI runs (see test/vitest.config.ts).
+          describe: async () =>
+            `AWS holds ${JSON.stringify([...acceptedAtAws(emulator)])}, expected ${JSON.stringify([...expected])}; ${JSON.stringify(
+              {
+                simNow: new Date(now()).toISOString(),
+                realNow: new Date().toISOString(),
+                commit: pipeline.processor?.commitStage.stats,
+                worker: pipeline.worker?.stats,
+                emulator: { ...emulator.state.snapshot(), records: undefined },
+                submissions: (await readAllMessages(kafka, tp?.topics.submissions as string)).length,
+                failed: (await readAllMessages(kafka, tp?.topics.failed as string)).map((m) =>
+                  m.value?.toString().slice(0, 300),
+                ),
+              },
+              (_, v) => (typeof v === 'bigint' ? v.toString() : v),
+            )}`,
         },
       );
       expect(acceptedAtAws(emulator)).toEqual(expected);
