@@ -23,6 +23,7 @@ import {
   type FileTenantStatus,
   isActive,
   mappingOf,
+  subscriptionField,
 } from '../state/customer-directory.ts';
 import type { EntitlementStore } from '../state/entitlement-store.ts';
 import {
@@ -141,34 +142,37 @@ export function meteringTopology(deps: {
     },
     // The customers file's contract overrides what AWS returned for that tenant.
     contractOf: (customer) => config.customers?.[customer]?.contract ?? awsContracts.get(customer),
-    // Registered and file tenants alike. The final flush closes a tenant's open hours for all its products
-    // at once, so a registered buyer is flushed only when every subscription it still has is ending: a buyer
-    // leaving product A while it keeps B is not cut (A's last hour closes on the normal schedule).
+    // Registered and file tenants alike. A registered buyer is flushed per product: leaving product A
+    // closes A's open hour early while B's keeps its schedule. A file tenant's status names no product: all
+    // of its usage is flushed.
     flushes: async () => {
       const file = [...(await fileStatuses()).values()].filter((s) => config.customerMap.has(s.tenant));
-      const ending = new Map<string, number>();
-      const staying = new Set<string>();
-      for (const e of [...(await registered()), ...file]) {
-        if (e.status === 'subscribed') staying.add(e.tenant);
-        if (e.status === 'unsubscribe-pending' && e.unsubscribedAt !== undefined) {
-          ending.set(e.tenant, Math.max(ending.get(e.tenant) ?? 0, Date.parse(e.unsubscribedAt)));
-        }
+      const out: { customer: string; productCode?: string; atMs: number }[] = [];
+      for (const e of await registered()) {
+        if (e.status === 'unsubscribe-pending' && e.unsubscribedAt !== undefined)
+          out.push({ customer: e.tenant, productCode: e.productCode, atMs: Date.parse(e.unsubscribedAt) });
       }
-      return [...ending]
-        .filter(([customer]) => !staying.has(customer))
-        .map(([customer, atMs]) => ({ customer, atMs }));
+      for (const e of file) {
+        if (e.status === 'unsubscribe-pending' && e.unsubscribedAt !== undefined)
+          out.push({ customer: e.tenant, atMs: Date.parse(e.unsubscribedAt) });
+      }
+      return out;
     },
-    // The worker's rule: the customers file, or a registration that did not fail (any of the tenant's
-    // products: the commit stage holds usage per tenant). Container products bill the caller's own
-    // account: nothing to wait for.
+    // The worker's rule: the customers file, or a registration of the dimension's product that did not
+    // fail (a buyer registered for product A only is not mapped for B: B's usage waits for B's
+    // registration). Container products bill the caller's own account: nothing to wait for.
     mapped: async () => {
       if (config.worker.api === 'MeterUsage') return () => true;
-      const mappedTenants = new Set(
+      const mappedSubscriptions = new Set(
         (await registered())
           .filter((e) => e.status !== 'subscribe-failed' && mappingOf(e) !== undefined)
-          .map((e) => e.tenant),
+          .map((e) => subscriptionField(e.tenant, e.productCode)),
       );
-      return (customer) => config.customerMap.has(customer) || mappedTenants.has(customer);
+      return (customer, dimension) => {
+        if (config.customerMap.has(customer)) return true;
+        const productCode = config.plan.dimensions.get(dimension)?.productCode;
+        return productCode !== undefined && mappedSubscriptions.has(subscriptionField(customer, productCode));
+      };
     },
     api: config.worker.api,
     submitMarginMs: config.window.submitMarginMs,
@@ -209,6 +213,7 @@ export function meteringTopology(deps: {
           stats: deps.stats,
           logger: deps.logger.child({ stage: 'processor' }),
           now: deps.now,
+          productOf: (dimension) => config.plan.dimensions.get(dimension)?.productCode,
         }),
     )
     .addSink(FAILED_SINK, config.topics.failed)

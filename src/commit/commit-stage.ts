@@ -30,7 +30,7 @@ import {
   traceparentOf,
   tracingActive,
 } from '../observability/tracing.ts';
-import { aggregateField } from '../redis/keys.ts';
+import { aggregateField, cutScope } from '../redis/keys.ts';
 import { HOURLY_WINDOWS, type HourlyWindowStore } from '../state/hourly-window-store.ts';
 import type { Ledger } from '../state/ledger.ts';
 import { TRACE_LINKS_PER_HOUR } from '../state/trace-links.ts';
@@ -42,7 +42,7 @@ import {
   type PartitionProgress,
 } from './close-boundary.ts';
 import { reportCommitGauges } from './commit-gauges.ts';
-import { FinalFlush } from './final-flush.ts';
+import { type Ending, FinalFlush } from './final-flush.ts';
 import { HourEmitter } from './hour-emitter.ts';
 import { HourFinalizer } from './hour-finalizer.ts';
 
@@ -65,15 +65,17 @@ export interface CommitStageOptions extends EventTimeOptions {
   /** A customer's contract, for contract-with-overage dimensions. */
   contractOf: (customer: string) => Contract | undefined;
   /**
-   * Which tenants have an AWS identity now (asked once per punctuation). Records of the others are held,
-   * frozen with their hour, until they have one or their deadline margin comes. Absent: all of them.
+   * Which tenants have an AWS identity now, per product (asked once per punctuation, with a dimension of
+   * the product). Records of the others are held, frozen with their hour, until they have one or their
+   * deadline margin comes. Absent: all of them.
    */
-  mapped?: () => Promise<(customer: string) => boolean>;
+  mapped?: () => Promise<(customer: string, dimension: string) => boolean>;
   /**
-   * Tenants whose subscription is ending (unsubscribe-pending) and since when: AWS takes their last
-   * records for about an hour after that, so their open hours are closed early, for them only.
+   * Subscriptions that are ending (unsubscribe-pending) and since when: a tenant's product, or the whole
+   * tenant when no product is named. AWS takes their last records for about an hour after that, so their
+   * open hours are closed early, for them only.
    */
-  flushes?: () => Promise<readonly { customer: string; atMs: number }[]>;
+  flushes?: () => Promise<readonly Ending[]>;
   api: MeteringApi;
   /**
    * A record must reach AWS this long before its deadline: older empty hours get no zero record, and an
@@ -98,6 +100,8 @@ export interface Subscriber {
 interface ZeroField {
   field: string;
   customer: string;
+  /** The product of the field's dimension. */
+  productCode: string;
   fromMs: number | undefined;
 }
 
@@ -123,8 +127,8 @@ export class CommitStage {
   /** partition → customer␟dimension fields that get zero records there. */
   #zeroFields = new Map<number, ZeroField[]>();
   #gapsCheckedAt = Number.NEGATIVE_INFINITY;
-  /** customer → since when its subscription is ending (this punctuation's view). */
-  #ending = new Map<string, number>();
+  /** cut scope (`cutScope`) → the subscription ending and since when (this punctuation's view). */
+  #ending = new Map<string, Ending>();
 
   constructor(options: CommitStageOptions) {
     this.#o = options;
@@ -148,7 +152,9 @@ export class CommitStage {
     const logEnds = await this.#o.logEnds();
     this.#setZeroFields(logEnds.size, await this.#o.subscribers());
     this.#emitter.isMapped = this.#o.mapped ? await this.#o.mapped() : () => true;
-    this.#ending = new Map((this.#o.flushes ? await this.#o.flushes() : []).map((f) => [f.customer, f.atMs]));
+    this.#ending = new Map(
+      (this.#o.flushes ? await this.#o.flushes() : []).map((f) => [cutScope(f.customer, f.productCode), f]),
+    );
     const times = await store0.windows.partitionTimes(this.#o.usageTopic, logEnds.size);
     for (const t of times) {
       const lag = (logEnds.get(t.partition) ?? 0n) - ((t.checkpoint ?? -1n) + 1n);
@@ -246,7 +252,7 @@ export class CommitStage {
       const fromMs = sinceMs === undefined ? undefined : hourStart(sinceMs);
       for (const d of dims) {
         if (productCode !== undefined && d.productCode !== productCode) continue;
-        list.push({ field: aggregateField(customer, d.name), customer, fromMs });
+        list.push({ field: aggregateField(customer, d.name), customer, productCode: d.productCode, fromMs });
       }
       this.#zeroFields.set(p, list);
     }
@@ -278,13 +284,14 @@ export class CommitStage {
     const allZero = (this.#zeroFields.get(task.partition) ?? []).map((z) => ({
       field: z.field,
       customer: z.customer,
+      productCode: z.productCode,
       fromMs: z.fromMs ?? (zeroFrom as number),
     }));
     if (!(await this.#finalFlush.run(store, this.#ending, this.#partitions, allZero, held))) return;
-    // A customer whose subscription is ending gets no zero records after the hour it ended in.
+    // A subscription that is ending gets no zero records after the hour it ended in.
     const zeroFields = allZero.map((z) => {
-      const at = this.#ending.get(z.customer);
-      return at === undefined ? z : { ...z, untilMs: hourStart(at) };
+      const ending = this.#ending.get(z.customer) ?? this.#ending.get(cutScope(z.customer, z.productCode));
+      return ending === undefined ? z : { ...z, untilMs: hourStart(ending.atMs) };
     });
     const withUsage = await w.hoursEndingBy(task, boundary);
     const sequential = zeroFields.length > 0 || (await w.hasDue(task));

@@ -47,8 +47,11 @@ export interface EmitStats {
 }
 
 export class HourEmitter {
-  /** Which tenants have an AWS identity now (the commit stage sets it each punctuation). */
-  isMapped: (customer: string) => boolean = () => true;
+  /**
+   * Whether a tenant has an AWS identity now for the product of a dimension (the commit stage sets it each
+   * punctuation): a buyer registered for product A only is not mapped for B's dimensions.
+   */
+  isMapped: (customer: string, dimension: string) => boolean = () => true;
   readonly #o: HourEmitterOptions;
   readonly #finalizer: HourFinalizer;
   readonly #stats: EmitStats;
@@ -136,7 +139,7 @@ export class HourEmitter {
     const held: SubmissionRecord[] = [];
     for (const r of all) {
       if (done.has(aggregateField(r.customer, r.dimension))) continue;
-      (this.isMapped(r.customer) ? records : held).push(r);
+      (this.isMapped(r.customer, r.dimension) ? records : held).push(r);
     }
     if (held.length) {
       const released = await this.#hold(store, hourMs, held);

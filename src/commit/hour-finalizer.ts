@@ -11,7 +11,7 @@ import type { Logger } from '../log.ts';
 import { type Allocation, type AllocationPart, allocate } from '../metering/allocations.ts';
 import { retry } from '../metering/retry.ts';
 import { metrics } from '../observability/metrics.ts';
-import { baseField, type PartitionRef, splitAggregateField } from '../redis/keys.ts';
+import { baseField, cutScope, cutScopesOf, type PartitionRef, splitAggregateField } from '../redis/keys.ts';
 import type { WindowStore } from '../state/window-store.ts';
 import type { HourSnapshot } from '../state/window-types.ts';
 import { hourIso } from '../time/hours.ts';
@@ -101,38 +101,47 @@ export class HourFinalizer {
   }
 
   /**
-   * Closes one customer's hour early (the final flush after unsubscribe-pending): applies the models to
-   * that customer's usage of the hour only, and stores its records and model state with the cut, in one
-   * script; the hour's own close later leaves the customer out. Returns whether it was cut now ('already':
-   * the hour is frozen whole, or the customer was cut before).
+   * Closes one subscription's hour early (the final flush after unsubscribe-pending): applies the models to
+   * that tenant's usage of the hour only (of one product when `productCode` is named, else all of it), and
+   * stores its records and model state with the cut, in one script; the hour's own close later leaves
+   * those fields out. Returns whether it was cut now ('already': the hour is frozen whole, or the scope
+   * was cut before).
    */
   async cut(
     windows: WindowStore,
     p: PartitionRef,
     token: string,
     hourMs: number,
-    customer: string,
+    subscription: { customer: string; productCode?: string },
     zeroFields: readonly string[] = [],
     traceparent?: string,
     held?: bigint,
   ): Promise<'cut' | 'already'> {
-    const mine = (field: string) => splitAggregateField(field)?.customer === customer;
+    const { customer, productCode } = subscription;
+    const scope = cutScope(customer, productCode);
+    const mine = (field: string) => {
+      const key = splitAggregateField(field);
+      return (
+        key?.customer === customer &&
+        (productCode === undefined || this.#productOf(key.dimension) === productCode)
+      );
+    };
     return retry(async () => {
       const snapshot = await windows.readHour(p, hourMs, zeroFields.filter(mine));
-      if (snapshot.finalized || snapshot.cuts.has(customer)) return 'already';
+      if (snapshot.finalized || snapshot.cuts.has(scope) || snapshot.cuts.has(customer)) return 'already';
       notBehind(snapshot.checkpoint, held, p);
+      // Fields an earlier cut of another scope covers stay out (#compute drops them).
       const own: HourSnapshot = {
         ...snapshot,
         aggregates: snapshot.aggregates.filter(([f]) => mine(f)),
         due: snapshot.due.filter(mine),
-        cuts: new Set(),
       };
       const { records, states } = this.#compute(hourMs, own, zeroFields.filter(mine), traceparent);
       const res = await windows.cutHour(
         p,
         token,
         hourMs,
-        customer,
+        scope,
         snapshot.checkpoint,
         own.aggregates.map(([f]) => f),
         records,
@@ -142,6 +151,8 @@ export class HourFinalizer {
       return res;
     }, MOVED_RETRY);
   }
+
+  readonly #productOf = (dimension: string) => this.#o.plan.dimensions.get(dimension)?.productCode;
 
   /** The frozen records of a finalized hour. */
   async frozen(windows: WindowStore, p: PartitionRef, hourMs: number): Promise<FrozenRecordOf[]> {
@@ -190,11 +201,12 @@ export class HourFinalizer {
     }
     const zero = new Set(zeroFields);
     const fields = new Set([...usage.keys(), ...zero, ...snapshot.due]);
-    // Customers whose hour was closed early were billed for it then: their records are in the cut.
+    // Subscriptions whose hour was closed early were billed for it then: their records are in the cut.
     if (snapshot.cuts.size) {
       for (const f of fields) {
-        const c = splitAggregateField(f)?.customer;
-        if (c !== undefined && snapshot.cuts.has(c)) fields.delete(f);
+        const [whole, product] = cutScopesOf(f, this.#productOf);
+        if (snapshot.cuts.has(whole) || (product !== undefined && snapshot.cuts.has(product)))
+          fields.delete(f);
       }
     }
     const records: [string, string][] = [];

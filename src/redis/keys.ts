@@ -47,6 +47,30 @@ export function splitAggregateField(field: string): AggregateKey | undefined {
   };
 }
 
+/**
+ * What an early close (the final flush) covers: a whole tenant (a customers-file tenant), or one product
+ * subscription of it (a registered buyer leaving product A keeps B's hour on its schedule).
+ */
+export function cutScope(customer: string, productCode?: string): string {
+  return productCode === undefined ? customer : `${customer}${FIELD_SEPARATOR}${productCode}`;
+}
+
+/**
+ * The scopes an aggregate field can have been cut under: its tenant's, and its tenant's for the product
+ * of its dimension (`productOf`, from the plan).
+ */
+export function cutScopesOf(
+  field: string,
+  productOf: (dimension: string) => string | undefined,
+): [whole: string, product: string | undefined] {
+  const i = field.indexOf(FIELD_SEPARATOR);
+  if (i < 0) return [field, undefined];
+  const j = field.indexOf(FIELD_SEPARATOR, i + 1);
+  const customer = field.slice(0, i);
+  const product = productOf(field.slice(i + 1, j < 0 ? undefined : j));
+  return [customer, product === undefined ? undefined : cutScope(customer, product)];
+}
+
 /** The field of one tenant's entitlements for one product, in `Keys.entitlements()`. */
 export function entitlementField(tenant: string, productCode: string): string {
   return `${tenant}${FIELD_SEPARATOR}${productCode}`;
@@ -245,15 +269,18 @@ export class PartitionKeys {
   replay(): string {
     return `${this.base}:replay`;
   }
-  /** Hash: customer → the checkpoint its hour was closed early at (the final flush after unsubscribe-pending). */
+  /**
+   * Hash: cut scope (`cutScope`: a customer, or customer␟product) → the checkpoint its hour was closed
+   * early at (the final flush after unsubscribe-pending).
+   */
   cuts(hourMs: number): string {
     return `${this.base}:cuts:${hourMs}`;
   }
-  /** One customer's early-closed hour: its frozen records, `__through`, `__customer`, `__states`. */
-  cut(hourMs: number, customer: string): string {
-    return `${this.base}:cut:${hourMs}:${customer}`;
+  /** One scope's early-closed hour: its frozen records, `__through`, `__customer` (the scope), `__states`. */
+  cut(hourMs: number, scope: string): string {
+    return `${this.base}:cut:${hourMs}:${scope}`;
   }
-  /** Sorted set of `<hour>|<customer>` cuts whose records are not yet on the submission topic. */
+  /** Sorted set of `<hour>|<cut scope>` cuts whose records are not yet on the submission topic. */
   pendingCuts(): string {
     return `${this.base}:pending-cuts`;
   }

@@ -17,7 +17,7 @@ import type { RestorePoint, StateStore, StoreHealth, TaskId } from '../engine/pr
 import { isMeterlineError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { metrics } from '../observability/metrics.ts';
-import { FIELD_SEPARATOR } from '../redis/keys.ts';
+import { cutScopesOf } from '../redis/keys.ts';
 import { HOUR_MS, hourIso, hourStart } from '../time/hours.ts';
 import type { WindowStore } from './window-store.ts';
 import type { AggregationOp, ApplyResult, HourGroup, LatePolicy, PartitionSnapshot } from './window-types.ts';
@@ -82,6 +82,8 @@ export interface HourlyWindowStoreOptions {
   stats: ProcessorStats;
   logger: Logger;
   now: () => number;
+  /** The product of a dimension (from the plan): a buyer leaving one product is cut for that one only. */
+  productOf?: (dimension: string) => string | undefined;
 }
 
 /** Event contexts one batch adds to an hour's sample (the hour keeps the newest few over all batches). */
@@ -105,8 +107,9 @@ export class HourlyWindowStore implements StateStore {
   /** Hours frozen on the partition → the checkpoint each was frozen through (-1 when not known). */
   #frozen = new Map<number, bigint>();
   /**
-   * Hours closed early for some customers (the final flush) → customer → the checkpoint of its cut. For
-   * that customer it stands in for the hour's own frozen checkpoint.
+   * Hours closed early for some customers (the final flush) → cut scope (a customer, or one product of
+   * it: `cutScope`) → the checkpoint of its cut. For the fields of that scope it stands in for the hour's
+   * own frozen checkpoint.
    */
   #cuts = new Map<number, Map<string, bigint>>();
   #maxEventTime: number | undefined;
@@ -230,14 +233,19 @@ export class HourlyWindowStore implements StateStore {
     for (const h of this.#cuts.keys()) if (h < oldest) this.#cuts.delete(h);
   }
 
-  /** The checkpoint an hour was closed through for this customer (its cut, else the hour's freeze). */
-  #through(hourMs: number, customer: string | undefined): bigint | undefined {
-    if (customer !== undefined && this.#cuts.size) {
-      const cut = this.#cuts.get(hourMs)?.get(customer);
+  /** The checkpoint an hour was closed through for this aggregate field (its cut, else the hour's freeze). */
+  #through(hourMs: number, field: string): bigint | undefined {
+    // Only after a final flush do customers matter here: the common path reads one map.
+    const cuts = this.#cuts.size ? this.#cuts.get(hourMs) : undefined;
+    if (cuts) {
+      const [whole, product] = cutScopesOf(field, this.#productOf);
+      const cut = cuts.get(whole) ?? (product === undefined ? undefined : cuts.get(product));
       if (cut !== undefined) return cut;
     }
     return this.#frozen.get(hourMs);
   }
+
+  readonly #productOf = (dimension: string) => this.#o.productOf?.(dimension);
 
   /** The commit stage froze an hour (it runs on this task, between batches). */
   async noteFrozen(hourMs: number): Promise<void> {
@@ -252,27 +260,22 @@ export class HourlyWindowStore implements StateStore {
    * Where an event of `hourMs` at `offset` goes: its own hour, carried to a later one ('late'), or
    * nowhere ('counted': a replayed event that a frozen record counts already).
    */
-  disposition(hourMs: number, offset: string, arrivalMs: number, customer: string): Disposition {
-    const through = this.#through(hourMs, customer);
+  disposition(hourMs: number, offset: string, arrivalMs: number, field: string): Disposition {
+    const through = this.#through(hourMs, field);
     if (through === undefined) return 'on-time';
     const o = BigInt(offset);
     if (o <= through) return 'counted';
-    return this.#carryTarget(hourMs, o, arrivalMs, customer) === undefined ? 'counted' : 'late';
+    return this.#carryTarget(hourMs, o, arrivalMs, field) === undefined ? 'counted' : 'late';
   }
 
   /**
    * Where a late event goes: the hour it arrived in (never before the hour after its own), or the first
    * later one still open at offset `o`; undefined when a frozen one counts it already.
    */
-  #carryTarget(
-    hourMs: number,
-    o: bigint,
-    arrivalMs: number,
-    customer: string | undefined,
-  ): number | undefined {
+  #carryTarget(hourMs: number, o: bigint, arrivalMs: number, field: string): number | undefined {
     const arrived = hourStart(arrivalMs);
     for (let h = arrived > hourMs ? arrived : hourMs + HOUR_MS; ; h += HOUR_MS) {
-      const through = this.#through(h, customer);
+      const through = this.#through(h, field);
       if (through === undefined) return h;
       // Frozen through this offset or later: that hour's record counts the event already.
       if (through >= o) return undefined;
@@ -293,9 +296,7 @@ export class HourlyWindowStore implements StateStore {
     traceparent?: string,
   ): void {
     let hour: Map<string, Pending> | undefined;
-    // Only after a final flush do customers matter here: the common path reads one map.
-    const customer = this.#cuts.size ? field.slice(0, field.indexOf(FIELD_SEPARATOR)) : undefined;
-    const through = this.#through(hourMs, customer);
+    const through = this.#through(hourMs, field);
     if (through === undefined) {
       if (traceparent) {
         const links = this.#links.get(hourMs);
@@ -310,7 +311,7 @@ export class HourlyWindowStore implements StateStore {
     } else {
       // The hour is frozen: the event was counted in it, or goes to the first later hour open at its offset.
       const o = BigInt(offset);
-      const targetMs = o <= through ? undefined : this.#carryTarget(hourMs, o, arrivalMs, customer);
+      const targetMs = o <= through ? undefined : this.#carryTarget(hourMs, o, arrivalMs, field);
       const key = `${hourMs}>${targetMs ?? ''}`;
       let moved = this.#moved.get(key);
       if (!moved) {

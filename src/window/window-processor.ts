@@ -102,7 +102,7 @@ export class WindowProcessor implements Processor<SourceRecord> {
     const arrivalMs = Number(record.timestamp);
     if (
       this.#o.latePolicy === 'dead-letter' &&
-      store.disposition(hour, record.offset, arrivalMs, e.customer) === 'late'
+      store.disposition(hour, record.offset, arrivalMs, field) === 'late'
     ) {
       // Dead-lettered when it first came; a replay only counts it as seen.
       if (context.replaying) this.#o.stats.replaySkipped += 1;

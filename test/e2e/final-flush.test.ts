@@ -5,6 +5,8 @@
  * unsubscribes. Its partial hour must be accepted long before minute 5 of the next hour, while the other
  * buyer's hour closes on the normal schedule; usage of the leaving buyer after its cut goes to the next
  * hour, which is closed early too while AWS still takes its records. Every record once, with the truth.
+ * A buyer of two products who leaves one of them: that product's hour closes early, the other's keeps its
+ * schedule.
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { type RunningPipeline, startPipeline } from '../../src/app/pipeline.ts';
@@ -14,7 +16,7 @@ import { createRedis } from '../../src/redis/client.ts';
 import { Keys } from '../../src/redis/keys.ts';
 import { CustomerDirectory } from '../../src/state/customer-directory.ts';
 import { HOUR_MS, hourIso, hourStart } from '../../src/time/hours.ts';
-import { stackEnv, testKafka, testLogger, waitFor } from '../support/harness.ts';
+import { stackEnv, testKafka, testLogger, waitFor, writeTempJson } from '../support/harness.ts';
 import {
   acceptedAtAws,
   frozenRecords,
@@ -136,5 +138,127 @@ describe('unsubscribe-pending', () => {
     const submitted = frozenRecords(await readAllMessages(kafka, tp.topics.submissions));
     expect(submitted.size).toBe(3);
     expect(await readAllMessages(kafka, tp.topics.failed)).toEqual([]);
+  }, 300_000);
+
+  it('closes the hour early for the product the buyer leaves only, when it keeps another', async () => {
+    const H = hourStart(Date.now()) - 3 * HOUR_MS;
+    const { now, setClock } = simulatedClock(H + 60_000);
+    const ACCOUNT = '565656565656';
+    const LICENSE_A = `arn:aws:license-manager::${ACCOUNT}:license:l-fa`;
+    const LICENSE_B = `arn:aws:license-manager::${ACCOUNT}:license:l-fb`;
+    const emulator: RunningEmulator = await startEmulator({
+      customers: [
+        { id: ACCOUNT, licenseArn: LICENSE_A, productCode: 'prod-a' },
+        { id: ACCOUNT, licenseArn: LICENSE_B, productCode: 'prod-b' },
+      ],
+      now,
+    });
+    stops.push(() => emulator.close());
+    const plan = writeTempJson('plan.json', {
+      products: [
+        { productCode: 'prod-a', dimensions: [{ name: 'a_calls', model: 'hourly' }] },
+        { productCode: 'prod-b', dimensions: [{ name: 'b_calls', model: 'hourly' }] },
+      ],
+    });
+    const tp2 = testPipeline('flush2', {
+      customers: {},
+      env: { AWS_ENDPOINT_URL_MARKETPLACE_METERING: emulator.url, METERLINE_PLAN: plan },
+    });
+    stops.push(() => tp2.cleanup(kafka));
+    await tp2.createTopics(kafka);
+    const redis = createRedis(stackEnv().redisUrl);
+    stops.push(() => redis.disconnect());
+    const directory = new CustomerDirectory(redis, new Keys(tp2.run));
+    const buyer = { customerAwsAccountId: ACCOUNT };
+    await directory.register(ACCOUNT, { productCode: 'prod-a', ...buyer, licenseArn: LICENSE_A }, now());
+    await directory.register(ACCOUNT, { productCode: 'prod-b', ...buyer, licenseArn: LICENSE_B }, now());
+
+    const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+    await producer.connect();
+    stops.push(() => producer.disconnect());
+    let n = 0;
+    const produce = async (dimension: string, minute: number, quantity: number) => {
+      const e: RawEvent = {
+        id: `${tp2.run}-${n++}`,
+        customer: ACCOUNT,
+        dimension,
+        quantity,
+        timestamp: new Date(H + minute * 60_000).toISOString(),
+      };
+      await producer.send({
+        topic: tp2.topics.usage,
+        acks: -1,
+        messages: [{ key: ACCOUNT, value: JSON.stringify(e), timestamp: String(now()) }],
+      });
+    };
+    for (let minute = 1; minute <= 4; minute++) {
+      await produce('a_calls', minute, minute);
+      await produce('b_calls', minute, 10 * minute);
+    }
+    setClock(H + 4 * 60_000 + 30_000);
+    const pipeline: RunningPipeline = await startPipeline(tp2.config(), testLogger(), {
+      processor: true,
+      worker: true,
+      now,
+    });
+    stops.push(() => pipeline.stop());
+    const applied = async () => {
+      const tasks = (await pipeline.processor?.app.tasks()) ?? [];
+      const applied = tasks.reduce((sum, t) => sum + Number((t.restorePoint.checkpoint ?? -1n) + 1n), 0);
+      return applied >= n ? true : undefined;
+    };
+    await waitFor(applied, { describe: () => 'the first minutes are not applied yet' });
+
+    // Minute 5: AWS reports that the buyer is leaving product A; it keeps B.
+    setClock(H + 5 * 60_000);
+    const pendingAt = now();
+    await directory.applyStatus({ ...buyer, productCode: 'prod-a' }, 'unsubscribe-pending', pendingAt);
+    const key = (dimension: string, hour: number) => `${ACCOUNT}|${dimension}|${hourIso(hour)}`;
+    await waitFor(() => (acceptedAtAws(emulator).has(key('a_calls', H)) ? true : undefined), {
+      timeoutMs: 60_000,
+      describe: () => `product A's partial hour is not accepted yet: ${[...acceptedAtAws(emulator).keys()]}`,
+    });
+    expect(now()).toBeLessThan(pendingAt + HOUR_MS);
+    expect(acceptedAtAws(emulator).get(key('a_calls', H))).toBe(1 + 2 + 3 + 4);
+    // Product B's hour is still open, as its schedule says.
+    expect(acceptedAtAws(emulator).has(key('b_calls', H))).toBe(false);
+
+    // Minute 6: a little more of A (carried to A's next hour, closed early too) and of B (its own hour).
+    setClock(H + 6 * 60_000);
+    await produce('a_calls', 6, 7);
+    await produce('b_calls', 6, 60);
+    await waitFor(applied, { describe: () => 'minute 6 is not applied yet' });
+    // The window state is lost (the directory stays): rebuilt from the changelog, A's cut with it, and the
+    // partition replayed; A's first minutes must not count again in B's close or in A's next hour.
+    const replaysBefore = pipeline.processor?.stats.replays ?? 0;
+    const stateKeys = await redis.keys(`${tp2.run}:{${tp2.topics.usage}/*`);
+    expect(stateKeys.length).toBeGreaterThan(0);
+    await redis.del(...stateKeys);
+    await waitFor(() => ((pipeline.processor?.stats.replays ?? 0) > replaysBefore ? true : undefined), {
+      describe: () => 'the lost window state is not noticed yet',
+    });
+    await waitFor(applied, { describe: () => 'the replay is not done yet' });
+    setClock(H + HOUR_MS + 60_000);
+    await waitFor(
+      () =>
+        acceptedAtAws(emulator).has(key('b_calls', H)) &&
+        acceptedAtAws(emulator).has(key('a_calls', H + HOUR_MS))
+          ? true
+          : undefined,
+      { timeoutMs: 60_000, describe: () => `accepted: ${[...acceptedAtAws(emulator).keys()]}` },
+    );
+    expect(Object.fromEntries(acceptedAtAws(emulator))).toEqual({
+      [key('a_calls', H)]: 10,
+      [key('a_calls', H + HOUR_MS)]: 7,
+      [key('b_calls', H)]: 10 + 20 + 30 + 40 + 60,
+    });
+    // Each record with its own product's license.
+    const licenses = new Map(
+      emulator.state.snapshot().records.map((r) => [`${r.dimension}|${r.timestamp}`, r.licenseArn]),
+    );
+    expect(licenses.get(`a_calls|${hourIso(H)}`)).toBe(LICENSE_A);
+    expect(licenses.get(`b_calls|${hourIso(H)}`)).toBe(LICENSE_B);
+    expect(emulator.state.snapshot().duplicates).toBe(0);
+    expect(await readAllMessages(kafka, tp2.topics.failed)).toEqual([]);
   }, 300_000);
 });

@@ -4,7 +4,9 @@
  * usage for a mapped tenant, a tenant that registers 30 minutes after those hours closed, and one that
  * never registers. The mapped tenant is billed at once; the late registrant's records wait, frozen, and
  * are billed at their own hours with its license as soon as it is registered; the other's are
- * dead-lettered only at their deadline margin, saying how long they were held.
+ * dead-lettered only at their deadline margin, saying how long they were held. A buyer registered for one
+ * product is mapped for that product only: its usage of a second product is held until it registers that
+ * one too.
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { type RunningPipeline, startPipeline } from '../../src/app/pipeline.ts';
@@ -16,7 +18,7 @@ import { createRedis } from '../../src/redis/client.ts';
 import { Keys } from '../../src/redis/keys.ts';
 import { CustomerDirectory } from '../../src/state/customer-directory.ts';
 import { HOUR_MS, hourIso, hourStart } from '../../src/time/hours.ts';
-import { stackEnv, testKafka, testLogger, waitFor } from '../support/harness.ts';
+import { stackEnv, testKafka, testLogger, waitFor, writeTempJson } from '../support/harness.ts';
 import { acceptedAtAws, readAllMessages, type TestPipeline, testPipeline } from '../support/pipeline-env.ts';
 import { simulatedClock } from '../support/sim-clock.ts';
 
@@ -173,5 +175,103 @@ describe('usage of a tenant without an AWS identity', () => {
     expect(new Map(dead.map((f) => [f.record?.hour, f.record?.quantity]))).toEqual(truth('ghost'));
     await waitFor(async () => ((await held()) === 0 ? true : undefined));
     expect(emulator.state.snapshot().duplicates).toBe(0);
+  }, 300_000);
+
+  it("holds a buyer's usage of a product it has not registered for, while its other product is billed", async () => {
+    const H = hourStart(Date.now()) - 5 * HOUR_MS;
+    const { now, setClock } = simulatedClock(H + 50 * 60_000);
+    const ACCOUNT = '343434343434';
+    const LICENSE_A = `arn:aws:license-manager::${ACCOUNT}:license:l-ha`;
+    const LICENSE_B = `arn:aws:license-manager::${ACCOUNT}:license:l-hb`;
+    const emulator: RunningEmulator = await startEmulator({
+      customers: [
+        { id: ACCOUNT, licenseArn: LICENSE_A, productCode: 'prod-a' },
+        { id: ACCOUNT, licenseArn: LICENSE_B, productCode: 'prod-b' },
+      ],
+      now,
+    });
+    stops.push(() => emulator.close());
+    const plan = writeTempJson('plan.json', {
+      products: [
+        { productCode: 'prod-a', dimensions: [{ name: 'a_calls', model: 'hourly' }] },
+        { productCode: 'prod-b', dimensions: [{ name: 'b_calls', model: 'hourly' }] },
+      ],
+    });
+    const tp2 = testPipeline('held2', {
+      partitions: 1,
+      customers: {},
+      env: { AWS_ENDPOINT_URL_MARKETPLACE_METERING: emulator.url, METERLINE_PLAN: plan },
+    });
+    stops.push(() => tp2.cleanup(kafka));
+    await tp2.createTopics(kafka);
+    const redis = createRedis(stackEnv().redisUrl);
+    stops.push(() => redis.disconnect());
+    const keys = new Keys(tp2.run);
+    const directory = new CustomerDirectory(redis, keys);
+    const buyer = { customerAwsAccountId: ACCOUNT };
+    // Registered for product A only, so far.
+    await directory.register(ACCOUNT, { productCode: 'prod-a', ...buyer, licenseArn: LICENSE_A }, now());
+
+    const events: RawEvent[] = [1, 2, 3].flatMap((k) =>
+      ['a_calls', 'b_calls'].map((dimension) => ({
+        id: `${tp2.run}-${dimension}-${k}`,
+        customer: ACCOUNT,
+        dimension,
+        quantity: dimension === 'a_calls' ? k : 10 * k,
+        timestamp: new Date(H + k * 60_000).toISOString(),
+      })),
+    );
+    const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+    await producer.connect();
+    stops.push(() => producer.disconnect());
+    await producer.send({
+      topic: tp2.topics.usage,
+      acks: -1,
+      messages: events.map((e) => ({
+        key: ACCOUNT,
+        value: JSON.stringify(e),
+        timestamp: String(Date.parse(String(e.timestamp)) + 30_000),
+      })),
+    });
+    const pipeline: RunningPipeline = await startPipeline(tp2.config(), testLogger(), {
+      processor: true,
+      worker: true,
+      now,
+    });
+    stops.push(() => pipeline.stop());
+    const key = (dimension: string) => `${ACCOUNT}|${dimension}|${hourIso(H)}`;
+    setClock(H + HOUR_MS + 60_000);
+    await waitFor(() => (acceptedAtAws(emulator).has(key('a_calls')) ? true : undefined), {
+      timeoutMs: 60_000,
+      describe: () => "product A's hour is not billed yet",
+    });
+    const held = () => redis.hlen(keys.partition({ topic: tp2.topics.usage, partition: 0 }).held());
+    await waitFor(async () => ((await held()) === 1 ? true : undefined), {
+      describe: async () => `${await held()} records held, product B's one expected`,
+    });
+    expect(await readAllMessages(kafka, tp2.topics.failed)).toEqual([]);
+    expect(acceptedAtAws(emulator).has(key('b_calls'))).toBe(false);
+
+    // Twenty minutes later the buyer registers product B: its held hour goes out with B's license.
+    setClock(H + HOUR_MS + 21 * 60_000);
+    await directory.register(ACCOUNT, { productCode: 'prod-b', ...buyer, licenseArn: LICENSE_B }, now());
+    await waitFor(() => (acceptedAtAws(emulator).has(key('b_calls')) ? true : undefined), {
+      timeoutMs: 60_000,
+      describe: () => "product B's held hour is not billed yet",
+    });
+    expect(Object.fromEntries(acceptedAtAws(emulator))).toEqual({
+      [key('a_calls')]: 1 + 2 + 3,
+      [key('b_calls')]: 10 + 20 + 30,
+    });
+    const licenses = new Map(emulator.state.snapshot().records.map((r) => [r.dimension, r.licenseArn]));
+    expect(licenses).toEqual(
+      new Map([
+        ['a_calls', LICENSE_A],
+        ['b_calls', LICENSE_B],
+      ]),
+    );
+    expect(emulator.state.snapshot().duplicates).toBe(0);
+    await waitFor(async () => ((await held()) === 0 ? true : undefined));
+    expect(await readAllMessages(kafka, tp2.topics.failed)).toEqual([]);
   }, 300_000);
 });

@@ -9,7 +9,8 @@
   KEYS[1] fence  KEYS[2] checkpoint  KEYS[3] aggregates(hour)  KEYS[4] finalized(hour)  KEYS[5] cuts(hour)
   KEYS[6] cut(hour, customer)  KEYS[7] pending cuts  KEYS[8] model state  KEYS[9] due
 
-  ARGV[1] fencing token  ARGV[2] checkpoint read ('' when none)  ARGV[3] hourMs  ARGV[4] customer
+  ARGV[1] fencing token  ARGV[2] checkpoint read ('' when none)  ARGV[3] hourMs
+  ARGV[4] cut scope (a customer, or customer␟product: keys.ts cutScope)
   ARGV[5] F, then F aggregate fields of the customer to remove from the hour
   then R, then R pairs (field, frozen record); then S, then S triples (field, state or '', owes '1' | '0')
 
