@@ -162,10 +162,16 @@ describe('contract entitlements from GetEntitlements', () => {
     await producer.connect();
     stops.push(() => producer.disconnect());
     const produce = async (hours: number[]) => {
+      const batch = hours.flatMap(events);
+      // Usage is sent after it happened: the clock first passes the last event (still inside its hour).
+      // The processor may read the events before the test's next line moves the clock on, and it refuses
+      // one further ahead of its clock than the max future skew (future_timestamp): that hour would never
+      // be billed.
+      setClock(Math.max(...batch.map((e) => Date.parse(String(e.timestamp)))) + 60_000);
       await producer.send({
         topic: tp?.topics.usage as string,
         acks: -1,
-        messages: hours.flatMap(events).map((e) => ({
+        messages: batch.map((e) => ({
           key: e.customer,
           value: JSON.stringify(e),
           timestamp: String(Date.parse(String(e.timestamp)) + 30_000),
