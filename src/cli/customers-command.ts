@@ -21,7 +21,7 @@ import { verifyHandoff } from '../subscribe/handoff.ts';
 import { linkTenant } from '../subscribe/link-tenant.ts';
 import { hourIso } from '../time/hours.ts';
 import { loadConfigOrExit } from './lifecycle.ts';
-import { oneShotRedis, reach, type TimeoutOptions, timeoutMs, withTimeout } from './one-shot.ts';
+import { type TimeoutOptions, withRedis, withTimeout } from './one-shot.ts';
 import {
   type OutputOptions,
   outputFormat,
@@ -60,9 +60,7 @@ export function registerCustomersCommand(program: Command): void {
     'meterline customers --unmapped',
   ]).action(async (o: OutputOptions & TimeoutOptions & { status?: string; unmapped?: boolean }) => {
     const config = loadConfigOrExit(['directory']);
-    const { redis, check } = oneShotRedis(config.redis);
-    try {
-      await reach(timeoutMs(o), [check]);
+    await withRedis(config, o, async (redis) => {
       if (o.unmapped) {
         const held = await heldUsage(redis, new Keys(config.redis.prefix), config.topics.usage);
         const rows = unmappedRows(held, config.worker.api, config.window.submitMarginMs);
@@ -96,9 +94,7 @@ export function registerCustomersCommand(program: Command): void {
         );
         return `${table}\n${rows.length} tenant(s)\n`;
       });
-    } finally {
-      redis.disconnect();
-    }
+    });
   });
   registerLinkCommand(customers);
 }
@@ -139,9 +135,7 @@ subscription_not_found.`,
     const secret = config.registration.handoffSecret as string;
     // A forged, malformed or expired token is refused before Redis is contacted.
     verifyHandoff(o.token, secret);
-    const { redis, check } = oneShotRedis(config.redis);
-    try {
-      await reach(timeoutMs(o), [check]);
+    await withRedis(config, o, async (redis) => {
       const keys = new Keys(config.redis.prefix);
       const linked = await linkTenant(
         { token: o.token, tenant: o.tenant },
@@ -161,9 +155,7 @@ subscription_not_found.`,
             Object.entries(linked).map(([k, v]) => [k, String(v)]),
           )}\n`,
       );
-    } finally {
-      redis.disconnect();
-    }
+    });
   });
 }
 

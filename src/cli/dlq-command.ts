@@ -15,14 +15,7 @@ import {
 import type { ScriptedRedis } from '../redis/client.ts';
 import { Keys } from '../redis/keys.ts';
 import { loadConfigOrExit } from './lifecycle.ts';
-import {
-  oneShotKafka,
-  oneShotRedis,
-  reach,
-  type TimeoutOptions,
-  timeoutMs,
-  withTimeout,
-} from './one-shot.ts';
+import { type TimeoutOptions, withKafkaAndRedis, withTimeout } from './one-shot.ts';
 import {
   type OutputOptions,
   outputFormat,
@@ -210,14 +203,9 @@ async function withDlq(
   }) => Promise<void>,
 ): Promise<void> {
   const config = loadConfigOrExit([]);
-  const { kafka, check: kafkaUp } = oneShotKafka(config.kafka, 'dlq');
-  const { redis, check: redisUp } = oneShotRedis(config.redis);
   const keys = new Keys(config.redis.prefix);
-  try {
-    await reach(timeoutMs(o), [kafkaUp, redisUp]);
+  await withKafkaAndRedis(config, o, 'dlq', async (kafka, redis) => {
     const { entries, redriven } = await readDlqWithMarks(kafka, redis, keys, config.topics.failed);
     await run({ config, entries, redriven, kafka, redis, keys });
-  } finally {
-    redis.disconnect();
-  }
+  });
 }
