@@ -22,14 +22,7 @@ import { linkTenant } from '../subscribe/link-tenant.ts';
 import { hourIso } from '../time/hours.ts';
 import { loadConfigOrExit } from './lifecycle.ts';
 import { type TimeoutOptions, withRedis, withTimeout } from './one-shot.ts';
-import {
-  type OutputOptions,
-  outputFormat,
-  printData,
-  renderTable,
-  withExamples,
-  withOutput,
-} from './output.ts';
+import { type OutputOptions, printData, renderTable, withExamples, withOutput } from './output.ts';
 
 export interface CustomerRow {
   tenant: string;
@@ -64,7 +57,7 @@ export function registerCustomersCommand(program: Command): void {
       if (o.unmapped) {
         const held = await heldUsage(redis, new Keys(config.redis.prefix), config.topics.usage);
         const rows = unmappedRows(held, config.worker.api, config.window.submitMarginMs);
-        printData(outputFormat(o), rows, () => {
+        printData(o, rows, () => {
           const table = renderTable(
             ['tenant', 'hours', 'records', 'held since', 'dead-lettered at'],
             rows.map((r) => [r.tenant, hoursCell(r.hours), r.records, r.heldSince, r.deadLetterAt]),
@@ -79,7 +72,7 @@ export function registerCustomersCommand(program: Command): void {
       const rows = customerRows(config.customerMap, registered, await directory.fileStatuses()).filter(
         (r) => !o.status || r.status === o.status,
       );
-      printData(outputFormat(o), rows, () => {
+      printData(o, rows, () => {
         const table = renderTable(
           ['tenant', 'source', 'AWS id', 'product', 'status', 'subscribed at', 'unsubscribed at'],
           rows.map((r) => [
@@ -147,7 +140,7 @@ subscription_not_found.`,
         },
       );
       printData(
-        outputFormat(o),
+        o,
         linked,
         () =>
           `${renderTable(

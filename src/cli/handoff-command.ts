@@ -9,14 +9,7 @@ import { HandoffNonces } from '../state/handoff-nonces.ts';
 import { verifyHandoff, verifyHandoffOnce } from '../subscribe/handoff.ts';
 import { loadConfigOrExit } from './lifecycle.ts';
 import { type TimeoutOptions, withRedis, withTimeout } from './one-shot.ts';
-import {
-  type OutputOptions,
-  outputFormat,
-  printData,
-  renderTable,
-  withExamples,
-  withOutput,
-} from './output.ts';
+import { type OutputOptions, printData, renderTable, withExamples, withOutput } from './output.ts';
 
 export function registerHandoffCommand(program: Command): void {
   const handoff = program
@@ -49,11 +42,7 @@ The claims print as JSON unless -o says otherwise.`,
         config.registration.handoffSecret as string,
         new HandoffNonces(redis, new Keys(config.redis.prefix)),
       );
-      printData(
-        outputFormat(o),
-        claims,
-        () => `${renderTable(['claim', 'value'], Object.entries(claims))}\n`,
-      );
+      printData(o, claims, () => `${renderTable(['claim', 'value'], Object.entries(claims))}\n`);
     });
   });
 }

@@ -14,14 +14,7 @@ import { Ledger } from '../state/ledger.ts';
 import { WindowReads } from '../state/window-reads.ts';
 import { loadConfigOrExit } from './lifecycle.ts';
 import { type TimeoutOptions, withKafkaAndRedis, withTimeout } from './one-shot.ts';
-import {
-  type OutputOptions,
-  outputFormat,
-  printData,
-  renderTable,
-  withExamples,
-  withOutput,
-} from './output.ts';
+import { type OutputOptions, printData, renderTable, withExamples, withOutput } from './output.ts';
 
 const iso = (ms: number | undefined) => (ms === undefined ? '' : new Date(ms).toISOString());
 
@@ -60,7 +53,7 @@ export function registerStatusCommand(program: Command): void {
     const s = await withKafkaAndRedis(config, o, 'status', (kafka, redis) =>
       readStatus(config, kafka, redis, o),
     );
-    printData(outputFormat(o), s, () => renderStatus(config, s));
+    printData(o, s, () => renderStatus(config, s));
   });
 }
 
