@@ -24,7 +24,10 @@ export function probeClient(url: string): Redis {
   return client;
 }
 
-/** AOF every second, no RDB snapshots, in the foreground (the stack records the pid). */
+/**
+ * AOF every second, no RDB snapshots, in the foreground (the stack records the pid; a container needs it
+ * too): the one definition for the stack, its cluster and the tests' Redis container.
+ */
 export const REDIS_DURABILITY_ARGS = [
   '--appendonly',
   'yes',

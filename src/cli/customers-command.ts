@@ -21,15 +21,8 @@ import { verifyHandoff } from '../subscribe/handoff.ts';
 import { linkTenant } from '../subscribe/link-tenant.ts';
 import { hourIso } from '../time/hours.ts';
 import { loadConfigOrExit } from './lifecycle.ts';
-import { oneShotRedis, reach, type TimeoutOptions, timeoutMs, withTimeout } from './one-shot.ts';
-import {
-  type OutputOptions,
-  outputFormat,
-  printData,
-  renderTable,
-  withExamples,
-  withOutput,
-} from './output.ts';
+import { type TimeoutOptions, withRedis, withTimeout } from './one-shot.ts';
+import { type OutputOptions, printData, renderTable, withExamples, withOutput } from './output.ts';
 
 export interface CustomerRow {
   tenant: string;
@@ -60,13 +53,11 @@ export function registerCustomersCommand(program: Command): void {
     'meterline customers --unmapped',
   ]).action(async (o: OutputOptions & TimeoutOptions & { status?: string; unmapped?: boolean }) => {
     const config = loadConfigOrExit(['directory']);
-    const { redis, check } = oneShotRedis(config.redis);
-    try {
-      await reach(timeoutMs(o), [check]);
+    await withRedis(config, o, async (redis) => {
       if (o.unmapped) {
         const held = await heldUsage(redis, new Keys(config.redis.prefix), config.topics.usage);
         const rows = unmappedRows(held, config.worker.api, config.window.submitMarginMs);
-        printData(outputFormat(o), rows, () => {
+        printData(o, rows, () => {
           const table = renderTable(
             ['tenant', 'hours', 'records', 'held since', 'dead-lettered at'],
             rows.map((r) => [r.tenant, hoursCell(r.hours), r.records, r.heldSince, r.deadLetterAt]),
@@ -81,7 +72,7 @@ export function registerCustomersCommand(program: Command): void {
       const rows = customerRows(config.customerMap, registered, await directory.fileStatuses()).filter(
         (r) => !o.status || r.status === o.status,
       );
-      printData(outputFormat(o), rows, () => {
+      printData(o, rows, () => {
         const table = renderTable(
           ['tenant', 'source', 'AWS id', 'product', 'status', 'subscribed at', 'unsubscribed at'],
           rows.map((r) => [
@@ -96,9 +87,7 @@ export function registerCustomersCommand(program: Command): void {
         );
         return `${table}\n${rows.length} tenant(s)\n`;
       });
-    } finally {
-      redis.disconnect();
-    }
+    });
   });
   registerLinkCommand(customers);
 }
@@ -139,9 +128,7 @@ subscription_not_found.`,
     const secret = config.registration.handoffSecret as string;
     // A forged, malformed or expired token is refused before Redis is contacted.
     verifyHandoff(o.token, secret);
-    const { redis, check } = oneShotRedis(config.redis);
-    try {
-      await reach(timeoutMs(o), [check]);
+    await withRedis(config, o, async (redis) => {
       const keys = new Keys(config.redis.prefix);
       const linked = await linkTenant(
         { token: o.token, tenant: o.tenant },
@@ -153,7 +140,7 @@ subscription_not_found.`,
         },
       );
       printData(
-        outputFormat(o),
+        o,
         linked,
         () =>
           `${renderTable(
@@ -161,9 +148,7 @@ subscription_not_found.`,
             Object.entries(linked).map(([k, v]) => [k, String(v)]),
           )}\n`,
       );
-    } finally {
-      redis.disconnect();
-    }
+    });
   });
 }
 

@@ -15,22 +15,8 @@ import {
 import type { ScriptedRedis } from '../redis/client.ts';
 import { Keys } from '../redis/keys.ts';
 import { loadConfigOrExit } from './lifecycle.ts';
-import {
-  oneShotKafka,
-  oneShotRedis,
-  reach,
-  type TimeoutOptions,
-  timeoutMs,
-  withTimeout,
-} from './one-shot.ts';
-import {
-  type OutputOptions,
-  outputFormat,
-  printData,
-  renderTable,
-  withExamples,
-  withOutput,
-} from './output.ts';
+import { type TimeoutOptions, withKafkaAndRedis, withTimeout } from './one-shot.ts';
+import { type OutputOptions, printData, renderTable, withExamples, withOutput } from './output.ts';
 
 const filter = (v: string, previous: string[] = []) => {
   const [key, ...rest] = v.split('=');
@@ -67,7 +53,7 @@ export function registerDlqCommand(program: Command): void {
     await withDlq(o, async ({ config, entries, redriven }) => {
       const shown = entries.filter((e) => matches(e, o.filter ?? []));
       printData(
-        outputFormat(o),
+        o,
         shown.map((e) => ({ id: e.id, ...e.envelope, redriven: redriven(e) })),
         () =>
           `${renderTable(
@@ -98,7 +84,7 @@ export function registerDlqCommand(program: Command): void {
       const { originalBase64, ...rest } = entry.envelope;
       const original = originalBase64 ? Buffer.from(originalBase64, 'base64').toString('utf8') : null;
       printData(
-        outputFormat(o),
+        o,
         { id, ...rest, redriven: redriven(entry), original },
         () =>
           `${JSON.stringify({ id, ...rest }, null, 2)}\n${original === null ? '' : `original message:\n${original}\n`}`,
@@ -142,7 +128,7 @@ export function registerDlqCommand(program: Command): void {
         r.kind === 'refused' ? [{ id: entry.id, reason: entry.envelope.reason, why: r.why }] : [],
       );
       printData(
-        outputFormat(o),
+        o,
         { dryRun, byReason: summary(results, dryRun), refused },
         () =>
           `${summaryTable(results, dryRun)}\n${refused.map((r) => `refused ${r.id} (${r.reason}): ${r.why}\n`).join('')}`,
@@ -210,14 +196,9 @@ async function withDlq(
   }) => Promise<void>,
 ): Promise<void> {
   const config = loadConfigOrExit([]);
-  const { kafka, check: kafkaUp } = oneShotKafka(config.kafka, 'dlq');
-  const { redis, check: redisUp } = oneShotRedis(config.redis);
   const keys = new Keys(config.redis.prefix);
-  try {
-    await reach(timeoutMs(o), [kafkaUp, redisUp]);
+  await withKafkaAndRedis(config, o, 'dlq', async (kafka, redis) => {
     const { entries, redriven } = await readDlqWithMarks(kafka, redis, keys, config.topics.failed);
     await run({ config, entries, redriven, kafka, redis, keys });
-  } finally {
-    redis.disconnect();
-  }
+  });
 }

@@ -19,14 +19,7 @@ import {
   type Unreachable,
   withTimeout,
 } from './one-shot.ts';
-import {
-  type OutputOptions,
-  outputFormat,
-  printData,
-  renderTable,
-  withExamples,
-  withOutput,
-} from './output.ts';
+import { type OutputOptions, printData, renderTable, withExamples, withOutput } from './output.ts';
 
 const ENDPOINT_ENV = 'AWS_ENDPOINT_URL_MARKETPLACE_METERING';
 
@@ -183,7 +176,7 @@ async function printRecords(options: RecordsOptions, command: Command): Promise<
   }
   if (!response.ok) command.error(`${endpoint} answered ${response.status}: ${await response.text()}`);
   const snapshot = (await response.json()) as EmulatorSnapshot;
-  printData(outputFormat(options), snapshot, () => recordsTable(snapshot));
+  printData(options, snapshot, () => recordsTable(snapshot));
 }
 
 function recordsTable(snapshot: EmulatorSnapshot): string {

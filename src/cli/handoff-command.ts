@@ -8,15 +8,8 @@ import { Keys } from '../redis/keys.ts';
 import { HandoffNonces } from '../state/handoff-nonces.ts';
 import { verifyHandoff, verifyHandoffOnce } from '../subscribe/handoff.ts';
 import { loadConfigOrExit } from './lifecycle.ts';
-import { oneShotRedis, reach, type TimeoutOptions, timeoutMs, withTimeout } from './one-shot.ts';
-import {
-  type OutputOptions,
-  outputFormat,
-  printData,
-  renderTable,
-  withExamples,
-  withOutput,
-} from './output.ts';
+import { type TimeoutOptions, withRedis, withTimeout } from './one-shot.ts';
+import { type OutputOptions, printData, renderTable, withExamples, withOutput } from './output.ts';
 
 export function registerHandoffCommand(program: Command): void {
   const handoff = program
@@ -43,21 +36,13 @@ The claims print as JSON unless -o says otherwise.`,
     const config = loadConfigOrExit(['handoff']);
     // A forged, malformed or expired token is refused before Redis is contacted.
     verifyHandoff(token, config.registration.handoffSecret as string);
-    const { redis, check } = oneShotRedis(config.redis);
-    try {
-      await reach(timeoutMs(o), [check]);
+    await withRedis(config, o, async (redis) => {
       const claims = await verifyHandoffOnce(
         token,
         config.registration.handoffSecret as string,
         new HandoffNonces(redis, new Keys(config.redis.prefix)),
       );
-      printData(
-        outputFormat(o),
-        claims,
-        () => `${renderTable(['claim', 'value'], Object.entries(claims))}\n`,
-      );
-    } finally {
-      redis.disconnect();
-    }
+      printData(o, claims, () => `${renderTable(['claim', 'value'], Object.entries(claims))}\n`);
+    });
   });
 }

@@ -158,11 +158,53 @@ export function oneShotKafka(
  * kept off stderr (ioredis prints "Unhandled error event" for each without a listener), and the check
  * that connects it.
  */
-export function oneShotRedis(config: Config['redis']): {
+function oneShotRedis(config: Config['redis']): {
   redis: ScriptedRedis;
   check: Unreachable & { connect: () => Promise<unknown> };
 } {
   const redis = createRedis(config.url, { ...config, lazyConnect: true, failFast: true });
   redis.on('error', () => {});
   return { redis, check: { ...redisService(config.url), connect: () => redis.connect() } };
+}
+
+/**
+ * Redis for one command: checked within --timeout before `work` runs, disconnected after it, whatever
+ * happens.
+ */
+export async function withRedis<T>(
+  config: Pick<Config, 'redis'>,
+  o: TimeoutOptions,
+  work: (redis: ScriptedRedis) => Promise<T>,
+): Promise<T> {
+  const { redis, check } = oneShotRedis(config.redis);
+  return connected(redis, [check], o, () => work(redis));
+}
+
+/**
+ * Kafka and Redis for one command, as `withRedis`: both checked at once. The Kafka client holds no
+ * connection of its own to close (each admin and consumer closes itself).
+ */
+export async function withKafkaAndRedis<T>(
+  config: Pick<Config, 'kafka' | 'redis'>,
+  o: TimeoutOptions,
+  command: string,
+  work: (kafka: Kafka, redis: ScriptedRedis) => Promise<T>,
+): Promise<T> {
+  const { kafka, check: kafkaUp } = oneShotKafka(config.kafka, command);
+  const { redis, check: redisUp } = oneShotRedis(config.redis);
+  return connected(redis, [kafkaUp, redisUp], o, () => work(kafka, redis));
+}
+
+async function connected<T>(
+  redis: ScriptedRedis,
+  checks: Parameters<typeof reach>[1],
+  o: TimeoutOptions,
+  work: () => Promise<T>,
+): Promise<T> {
+  try {
+    await reach(timeoutMs(o), checks);
+    return await work();
+  } finally {
+    redis.disconnect();
+  }
 }

@@ -25,12 +25,12 @@ export function withOutput(command: Command, defaultFormat: OutputFormat = 'tabl
     .addOption(new Option('--json', 'same as -o json').hideHelp());
 }
 
-export function outputFormat(o: OutputOptions): OutputFormat {
-  return o.json ? 'json' : o.output;
-}
-
-/** JSON (one document, indented) or YAML of `data`; the table form is the command's own. */
-export function printData(format: OutputFormat, data: unknown, table: () => string): void {
+/**
+ * `data` in the format `-o` (or `--json`) asks for: JSON (one document, indented) or YAML; the table form
+ * is the command's own.
+ */
+export function printData(o: OutputOptions, data: unknown, table: () => string): void {
+  const format = o.json ? 'json' : o.output;
   if (format === 'json') process.stdout.write(`${JSON.stringify(data, null, 2)}\n`);
   else if (format === 'yaml') process.stdout.write(stringify(data));
   else process.stdout.write(table());

@@ -19,7 +19,7 @@ import {
   timeoutMs,
   withTimeout,
 } from './one-shot.ts';
-import { type OutputOptions, outputFormat, printData, withExamples, withOutput } from './output.ts';
+import { type OutputOptions, printData, withExamples, withOutput } from './output.ts';
 
 const positiveInt = (v: string) => {
   const n = Number(v);
@@ -150,7 +150,7 @@ export function registerProduceCommand(program: Command): void {
     bar?.stop();
     await shutdownTracing();
     printData(
-      outputFormat(opts as OutputOptions),
+      opts as OutputOptions,
       { sent, topic, interrupted },
       () => `${interrupted ? 'interrupted after' : 'sent'} ${sent} events to ${topic}\n`,
     );

@@ -35,15 +35,7 @@ import { CustomerDirectory } from '../state/customer-directory.ts';
 import { Ledger } from '../state/ledger.ts';
 import { HOUR_MS, hourIso, hourStart } from '../time/hours.ts';
 import { loadConfigOrExit } from './lifecycle.ts';
-import {
-  EXIT,
-  oneShotKafka,
-  oneShotRedis,
-  reach,
-  type TimeoutOptions,
-  timeoutMs,
-  withTimeout,
-} from './one-shot.ts';
+import { EXIT, type TimeoutOptions, withKafkaAndRedis, withRedis, withTimeout } from './one-shot.ts';
 import { withExamples } from './output.ts';
 
 type ReportOptions = TimeoutOptions & { output: ReportFormat; json?: boolean };
@@ -122,12 +114,9 @@ export function registerReconcileCommand(program: Command): void {
       const fromMs = hourStart(parseInstant(o.from, nowMs));
       const toMs =
         o.to === undefined ? hourStart(nowMs) + HOUR_MS : hourStart(parseInstant(o.to, nowMs) - 1) + HOUR_MS;
-      const { kafka, check: kafkaUp } = oneShotKafka(config.kafka, 'reconcile');
-      const { redis, check: redisUp } = oneShotRedis(config.redis);
       const bar = progressBar();
-      try {
-        await reach(timeoutMs(o), [kafkaUp, redisUp]);
-        const inputs = await collectInternal({
+      const inputs = await withKafkaAndRedis(config, o, 'reconcile', (kafka, redis) =>
+        collectInternal({
           config,
           kafka,
           redis,
@@ -137,35 +126,31 @@ export function registerReconcileCommand(program: Command): void {
           nowMs,
           measure: Boolean(o.measure),
           ...(bar.progress ? { progress: bar.progress } : {}),
-        });
-        bar.stop();
-        const rows = reconcileInternal(inputs, { carriedOk: Boolean(o.carriedOk) });
-        const counts = summarize(rows);
-        const shown = o.all ? rows : rows.filter((r) => r.status !== 'balanced');
-        printReport(
-          reportFormat(o),
-          {
-            from: hourIso(fromMs),
-            to: hourIso(toMs),
-            measured: Boolean(o.measure),
-            summary: counts,
-            rows: shown,
-          },
-          shown,
-          INTERNAL_COLUMNS,
-          `${rows.length} rows from ${hourIso(fromMs)} to ${hourIso(toMs)}: ${counts.balanced} balanced, ${counts.pending} pending, ${counts.unbalanced} unbalanced${
-            Object.keys(counts.reasons).length
-              ? ` (${Object.entries(counts.reasons)
-                  .map(([r, n]) => `${r} ${n}`)
-                  .join(', ')})`
-              : ''
-          }\n`,
-        );
-        if (counts.unbalanced) process.exitCode = EXIT.failed;
-      } finally {
-        bar.stop();
-        redis.disconnect();
-      }
+        }),
+      ).finally(() => bar.stop());
+      const rows = reconcileInternal(inputs, { carriedOk: Boolean(o.carriedOk) });
+      const counts = summarize(rows);
+      const shown = o.all ? rows : rows.filter((r) => r.status !== 'balanced');
+      printReport(
+        reportFormat(o),
+        {
+          from: hourIso(fromMs),
+          to: hourIso(toMs),
+          measured: Boolean(o.measure),
+          summary: counts,
+          rows: shown,
+        },
+        shown,
+        INTERNAL_COLUMNS,
+        `${rows.length} rows from ${hourIso(fromMs)} to ${hourIso(toMs)}: ${counts.balanced} balanced, ${counts.pending} pending, ${counts.unbalanced} unbalanced${
+          Object.keys(counts.reasons).length
+            ? ` (${Object.entries(counts.reasons)
+                .map(([r, n]) => `${r} ${n}`)
+                .join(', ')})`
+            : ''
+        }\n`,
+      );
+      if (counts.unbalanced) process.exitCode = EXIT.failed;
     },
   );
 
@@ -210,10 +195,8 @@ export function registerReconcileCommand(program: Command): void {
       const trail = o.cloudtrail ? readCloudTrail(listTrailFiles(o.cloudtrail)) : undefined;
       const feed = o.usageFeed ? readUsageFeed(o.usageFeed) : undefined;
       const accountOf = o.accountMap ? readAccountMap(o.accountMap) : undefined;
-      const { redis, check } = oneShotRedis(config.redis);
       const keys = new Keys(config.redis.prefix);
-      try {
-        await reach(timeoutMs(o), [check]);
+      await withRedis(config, o, async (redis) => {
         // Tenants of the customers file, then those registered through the registration URL.
         const awsIdOf = new Map([...config.customerMap].map(([tenant, m]) => [tenant, awsCustomerId(m)]));
         for (const entry of await new CustomerDirectory(redis, keys).all()) {
@@ -269,9 +252,7 @@ export function registerReconcileCommand(program: Command): void {
           `${rows.length} findings${trail ? `; ${trail.records.length} CloudTrail records from ${hourIso(fromMs)} to ${hourIso(toMs)}` : ''}${feed ? `; ${feed.length} usage feed rows` : ''}\n`,
         );
         if (rows.length) process.exitCode = EXIT.failed;
-      } finally {
-        redis.disconnect();
-      }
+      });
     },
   );
 
@@ -290,9 +271,7 @@ export function registerReconcileCommand(program: Command): void {
     if (lateAfterMs === undefined)
       gaps.error('--late-after must be a duration like 30m or 1h', { exitCode: EXIT.usage });
     const config = loadConfigOrExit([]);
-    const { redis, check } = oneShotRedis(config.redis);
-    try {
-      await reach(timeoutMs(o), [check]);
+    await withRedis(config, o, async (redis) => {
       const nowMs = Date.now();
       const { rows, checked } = await findGaps({
         config,
@@ -310,9 +289,7 @@ export function registerReconcileCommand(program: Command): void {
         `${rows.length} gaps (${rows.filter((r) => r.state === 'missed').length} missed) in ${checked} hours due\n`,
       );
       if (rows.length) process.exitCode = EXIT.failed;
-    } finally {
-      redis.disconnect();
-    }
+    });
   });
 }
 

@@ -13,22 +13,8 @@ import { Keys } from '../redis/keys.ts';
 import { Ledger } from '../state/ledger.ts';
 import { WindowReads } from '../state/window-reads.ts';
 import { loadConfigOrExit } from './lifecycle.ts';
-import {
-  oneShotKafka,
-  oneShotRedis,
-  reach,
-  type TimeoutOptions,
-  timeoutMs,
-  withTimeout,
-} from './one-shot.ts';
-import {
-  type OutputOptions,
-  outputFormat,
-  printData,
-  renderTable,
-  withExamples,
-  withOutput,
-} from './output.ts';
+import { type TimeoutOptions, withKafkaAndRedis, withTimeout } from './one-shot.ts';
+import { type OutputOptions, printData, renderTable, withExamples, withOutput } from './output.ts';
 
 const iso = (ms: number | undefined) => (ms === undefined ? '' : new Date(ms).toISOString());
 
@@ -64,15 +50,10 @@ export function registerStatusCommand(program: Command): void {
     'meterline status --customer acme --top 50',
   ]).action(async (o: OutputOptions & TimeoutOptions & { top: number; customer?: string }) => {
     const config = loadConfigOrExit([]);
-    const { kafka, check: kafkaUp } = oneShotKafka(config.kafka, 'status');
-    const { redis, check: redisUp } = oneShotRedis(config.redis);
-    try {
-      await reach(timeoutMs(o), [kafkaUp, redisUp]);
-      const s = await readStatus(config, kafka, redis, o);
-      printData(outputFormat(o), s, () => renderStatus(config, s));
-    } finally {
-      redis.disconnect();
-    }
+    const s = await withKafkaAndRedis(config, o, 'status', (kafka, redis) =>
+      readStatus(config, kafka, redis, o),
+    );
+    printData(o, s, () => renderStatus(config, s));
   });
 }
 

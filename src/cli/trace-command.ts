@@ -25,7 +25,7 @@ import {
   withinTimeout,
   withTimeout,
 } from './one-shot.ts';
-import { type OutputOptions, outputFormat, printData, withExamples, withOutput } from './output.ts';
+import { type OutputOptions, printData, withExamples, withOutput } from './output.ts';
 
 /** Attributes shown under a span, in this order. */
 const SHOWN = [
@@ -129,7 +129,7 @@ export function registerTraceCommand(program: Command): void {
       service,
       traceView(jaeger, found, o.links, isTraceId(id) ? undefined : id),
     ).catch(unavailable);
-    printData(outputFormat(o), view, () => renderTrace(view));
+    printData(o, view, () => renderTrace(view));
   });
 }
 

@@ -7,7 +7,7 @@
  * (frozen_hour_lost). Never dropped in silence. Used by the commit stage, on a task it holds.
  */
 import type { Producer } from 'kafkajs';
-import { isMeterlineError, type MeterlineError } from '../errors.ts';
+import { type ErrorCode, isMeterlineError, type MeterlineError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { acceptanceDeadline, type MeteringApi } from '../metering/aws-window.ts';
 import type { FailedRecord } from '../metering/dlq-envelope.ts';
@@ -219,20 +219,15 @@ export class HourEmitter {
       return 0;
     }
     const at = new Date(now).toISOString();
-    const envelopes = held.map((record): FailedRecord => {
+    const envelopes = held.map((record) => {
       const from = since.get(aggregateField(record.customer, record.dimension)) ?? now;
-      return {
-        version: 1,
-        stage: 'commit',
-        reason: 'customer_mapping_missing',
-        detail: `no AWS identity for tenant "${record.customer}" (not in the customers file, not registered): held ${formatElapsed(now - from)} from ${new Date(from).toISOString()}, dead-lettered at the deadline margin; map the tenant and redrive before ${record.deadline}`,
-        retriable: true,
-        failedAt: at,
+      return frozenRecordFailure(
         record,
-        heldSince: new Date(from).toISOString(),
-        deadline: record.deadline,
-        ...(record.traceparent ? { traceContext: { traceparent: record.traceparent } } : {}),
-      };
+        'customer_mapping_missing',
+        `no AWS identity for tenant "${record.customer}" (not in the customers file, not registered): held ${formatElapsed(now - from)} from ${new Date(from).toISOString()}, dead-lettered at the deadline margin; map the tenant and redrive before ${record.deadline}`,
+        at,
+        { heldSince: new Date(from).toISOString() },
+      );
     });
     if (!(await this.#deadLetter(envelopes, { partition: task.partition, hour: hourIso(hourMs) })))
       return undefined;
@@ -279,19 +274,14 @@ export class HourEmitter {
       return undefined;
     }
     const at = new Date(now).toISOString();
-    const envelopes = records.map(
-      (record): FailedRecord => ({
-        version: 1,
-        stage: 'commit',
-        reason: 'emit_failed',
-        detail: `the frozen records of ${this.#o.usageTopic}/${task.partition} hour ${hourIso(hourMs)} could not be put on ${this.#o.submissionsTopic} by ${new Date(riskAt).toISOString()} (the AWS deadline minus the submit margin): redrive before ${record.deadline}`,
-        retriable: true,
-        failedAt: at,
+    const envelopes = records.map((record) =>
+      frozenRecordFailure(
         record,
-        lastError: { code: error.code, message: error.message, at },
-        deadline: record.deadline,
-        ...(record.traceparent ? { traceContext: { traceparent: record.traceparent } } : {}),
-      }),
+        'emit_failed',
+        `the frozen records of ${this.#o.usageTopic}/${task.partition} hour ${hourIso(hourMs)} could not be put on ${this.#o.submissionsTopic} by ${new Date(riskAt).toISOString()} (the AWS deadline minus the submit margin): redrive before ${record.deadline}`,
+        at,
+        { lastError: { code: error.code, message: error.message, at } },
+      ),
     );
     if (!(await this.#deadLetter(envelopes, where))) return undefined;
     await this.#changelogEmitted(store, hourMs);
@@ -379,4 +369,30 @@ export class HourEmitter {
     for (const e of envelopes) metrics.deadLetters.inc({ stage: e.stage, reason: e.reason });
     return true;
   }
+}
+
+/**
+ * The envelope of a frozen record the commit stage dead-letters (held past its margin, or not emitted):
+ * redrivable until the record's own deadline, linked to its trace. `extra` says why it waited, and keeps
+ * its place after `record` in the JSON.
+ */
+function frozenRecordFailure(
+  record: SubmissionRecord,
+  reason: ErrorCode,
+  detail: string,
+  failedAt: string,
+  extra: Pick<FailedRecord, 'heldSince' | 'lastError'>,
+): FailedRecord {
+  return {
+    version: 1,
+    stage: 'commit',
+    reason,
+    detail,
+    retriable: true,
+    failedAt,
+    record,
+    ...extra,
+    deadline: record.deadline,
+    ...(record.traceparent ? { traceContext: { traceparent: record.traceparent } } : {}),
+  };
 }

@@ -12,6 +12,7 @@ import type { Admin, Kafka } from 'kafkajs';
 import type { Logger } from '../log.ts';
 import { parseSubmissionRecord } from '../metering/submission-record.ts';
 import { metrics } from '../observability/metrics.ts';
+import { type RunningEvery, runEvery } from './run-every.ts';
 
 export interface BacklogOptions {
   kafka: Kafka;
@@ -38,8 +39,7 @@ export interface Backlog {
 export class BacklogMonitor {
   readonly #o: Required<Omit<BacklogOptions, 'now'>> & { now: () => number };
   #admin: Admin | undefined;
-  #timer: NodeJS.Timeout | undefined;
-  #running: Promise<unknown> | undefined;
+  #checks: RunningEvery | undefined;
 
   constructor(o: BacklogOptions) {
     this.#o = { intervalMs: 60_000, readTimeoutMs: 10_000, now: Date.now, ...o };
@@ -49,19 +49,15 @@ export class BacklogMonitor {
   async start(): Promise<void> {
     this.#admin = this.#o.kafka.admin();
     await this.#admin.connect();
-    const tick = () => {
-      this.#running = this.check().catch((err: unknown) =>
-        this.#o.logger.warn({ err }, 'submission backlog check failed'),
-      );
-    };
-    tick();
-    this.#timer = setInterval(tick, this.#o.intervalMs);
-    this.#timer.unref();
+    this.#checks = runEvery(
+      this.#o.intervalMs,
+      () => this.check(),
+      (err) => this.#o.logger.warn({ err }, 'submission backlog check failed'),
+    );
   }
 
   async stop(): Promise<void> {
-    clearInterval(this.#timer);
-    await this.#running;
+    await this.#checks?.stop();
     await this.#admin?.disconnect().catch(() => {});
   }
 

@@ -4,12 +4,13 @@
  * topic with the worker group's committed offsets, the ledger, the failed-records topic with its redrive
  * marks, and (on request) the usage topic itself. Read-only: nothing here writes to Kafka or Redis.
  */
-import type { Admin, Kafka, KafkaMessage } from 'kafkajs';
+import type { Admin, Kafka } from 'kafkajs';
 import { decodeState } from '../commit/metering-models.ts';
 import type { Config } from '../config/config.ts';
 import { readDlq } from '../dlq/redrive.ts';
 import { EventDecoder } from '../ingest/decoder.ts';
 import { partitionOfCustomer } from '../kafka/partitioner.ts';
+import { nonEmptyEnds, type PartitionMessage, readUpTo } from '../kafka/read-topic.ts';
 import { parseSubmissionRecord } from '../metering/submission-record.ts';
 import type { ScriptedRedis } from '../redis/client.ts';
 import { FIELD_SEPARATOR, type Keys, splitAggregateField } from '../redis/keys.ts';
@@ -291,45 +292,14 @@ export async function readTopicWithProgress(
   topic: string,
   stage: string,
   progress?: Progress,
-): Promise<(KafkaMessage & { partition: number })[]> {
+): Promise<PartitionMessage[]> {
   const offsets = await admin.fetchTopicOffsets(topic);
-  const remaining = new Map(
-    offsets.filter((o) => BigInt(o.high) > BigInt(o.low)).map((o) => [o.partition, BigInt(o.high)]),
-  );
   const total = offsets.reduce((s, o) => s + Number(BigInt(o.high) - BigInt(o.low)), 0);
-  const out: (KafkaMessage & { partition: number })[] = [];
   progress?.(stage, 0, total);
-  if (!remaining.size) return out;
-  const consumer = kafka.consumer({
-    groupId: `meterline-reconcile-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`,
+  return readUpTo(kafka, topic, nonEmptyEnds(offsets), {
+    groupPrefix: 'meterline-reconcile',
+    ...(progress ? { onRead: (read: number) => progress(stage, read, total) } : {}),
   });
-  await consumer.connect();
-  let read = 0;
-  try {
-    await consumer.subscribe({ topic, fromBeginning: true });
-    await new Promise<void>((resolve, reject) => {
-      consumer
-        .run({
-          eachBatch: async ({ batch }) => {
-            const end = remaining.get(batch.partition);
-            if (end === undefined) return;
-            for (const m of batch.messages) {
-              if (BigInt(m.offset) >= end) continue;
-              out.push(Object.assign(m, { partition: batch.partition }));
-              read += 1;
-            }
-            progress?.(stage, read, total);
-            // Compaction and transaction markers leave gaps: the batch's last offset says how far it read.
-            if (BigInt(batch.lastOffset()) + 1n >= end) remaining.delete(batch.partition);
-            if (!remaining.size) resolve();
-          },
-        })
-        .catch(reject);
-    });
-  } finally {
-    await consumer.disconnect();
-  }
-  return out;
 }
 
 export { FIELD_SEPARATOR };

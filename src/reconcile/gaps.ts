@@ -19,6 +19,7 @@ import { JobLease } from '../state/job-lease.ts';
 import { Ledger } from '../state/ledger.ts';
 import { WindowReads } from '../state/window-reads.ts';
 import { HOUR_MS, hourIso, hourStart } from '../time/hours.ts';
+import { type RunningEvery, runEvery } from './run-every.ts';
 
 export type GapState = 'missed' | 'late';
 
@@ -151,8 +152,7 @@ export interface GapMonitorOptions {
 export class GapMonitor {
   readonly #o: Required<Omit<GapMonitorOptions, 'now'>> & { now: () => number };
   readonly #lease: JobLease;
-  #timer: NodeJS.Timeout | undefined;
-  #running: Promise<unknown> | undefined;
+  #checks: RunningEvery | undefined;
 
   constructor(o: GapMonitorOptions) {
     const api = o.config.worker.api;
@@ -169,17 +169,15 @@ export class GapMonitor {
 
   /** Checks once now, then every interval. */
   start(): void {
-    const tick = () => {
-      this.#running = this.tick().catch((err: unknown) => this.#o.logger.warn({ err }, 'gap check failed'));
-    };
-    tick();
-    this.#timer = setInterval(tick, this.#o.intervalMs);
-    this.#timer.unref();
+    this.#checks = runEvery(
+      this.#o.intervalMs,
+      () => this.tick(),
+      (err) => this.#o.logger.warn({ err }, 'gap check failed'),
+    );
   }
 
   async stop(): Promise<void> {
-    clearInterval(this.#timer);
-    await this.#running;
+    await this.#checks?.stop();
     // Hand the job over at once rather than after the lease lapses.
     await this.#lease.release();
   }

@@ -53,7 +53,7 @@ export function printReport<R>(
     return;
   }
   printData(
-    format as OutputFormat,
+    { output: format as OutputFormat },
     data,
     () =>
       `${renderTable(

@@ -15,6 +15,7 @@ import {
   LOCAL_KAFKA_IMAGE,
   LOCAL_REDIS_IMAGE,
 } from '../../deploy/containers/images.ts';
+import { REDIS_DURABILITY_ARGS } from '../../deploy/stack/redis.ts';
 
 /** Upstream images for an engine that can pull: Confluent's layout is what @testcontainers/kafka drives. */
 const UPSTREAM_KAFKA_IMAGE = 'confluentinc/cp-kafka:8.0.0';
@@ -102,17 +103,7 @@ export async function startContainers(log: (line: string) => void): Promise<Test
     timed('redis', () =>
       new RedisContainer(redisImage)
         // Mapped-port traffic is NAT'd, so protected mode would refuse it; durability as in the stack.
-        .withCommand([
-          'redis-server',
-          '--protected-mode',
-          'no',
-          '--appendonly',
-          'yes',
-          '--appendfsync',
-          'everysec',
-          '--save',
-          '',
-        ])
+        .withCommand(['redis-server', '--protected-mode', 'no', ...REDIS_DURABILITY_ARGS])
         .withWaitStrategy(Wait.forLogMessage('Ready to accept connections'))
         .start(),
     ),
