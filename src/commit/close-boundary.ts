@@ -1,6 +1,6 @@
 /**
  * When hours may close: the event-time watermark over the topic's partitions and the wall-clock bound.
- * Pure functions, so the rules are testable on their own (test/commit/close-boundary.test.ts).
+ * Pure functions, so the rules are testable on their own (test/unit/commit/close-boundary.test.ts).
  *
  * The watermark is the lowest event time over the topic's active partitions, minus the allowed
  * out-of-orderness. A partition without valid events for `idleTimeout` stops holding it back; when

@@ -1,7 +1,7 @@
 /**
  * The metering plan: the products metered, and for each dimension its pricing model, how events in an
  * hour combine, the unit conversion, the rounding, and whether hourly zero records are sent. Its JSON
- * Schema in schemas/ is generated from this zod schema (test/config/config.test.ts keeps them in step).
+ * Schema in schemas/ is generated from this zod schema (test/unit/config/config.test.ts keeps them in step).
  *
  * Two forms are accepted: the simple one ({productCode, dimensions}) and the full one ({products}).
  * Both normalise to `Plan`. Events do not name a product, so a dimension name is unique across the plan.

@@ -16,7 +16,7 @@ import { CustomerDirectory } from '../../src/state/customer-directory.ts';
 import { signHandoff } from '../../src/subscribe/handoff.ts';
 import { type RunningRegistration, startRegistration } from '../../src/subscribe/registration.ts';
 import { HOUR_MS, hourIso, hourStart } from '../../src/time/hours.ts';
-import { cli } from '../cli/support.ts';
+import { cli } from '../support/cli.ts';
 import { stackEnv, testKafka, testLogger, waitFor } from '../support/harness.ts';
 import { acceptedAtAws, type TestPipeline, testPipeline } from '../support/pipeline-env.ts';
 import { simulatedClock } from '../support/sim-clock.ts';

@@ -1,4 +1,4 @@
-"""Runs moto's server with subscribed Marketplace Metering customers, for test/submit/moto-wire.test.ts.
+"""Runs moto's server with subscribed Marketplace Metering customers, for test/integration/submit/moto-wire.test.ts.
 
 moto has no HTTP API to subscribe a customer: its metering backend answers CustomerNotSubscribed unless
 the customer is in `customers_by_product[product_code]` of the backend for the calling account and

@@ -1,0 +1,62 @@
+import { describe, expect, it } from 'vitest';
+import { PunctuationSchedule } from '../../../src/engine/punctuation.ts';
+import { capturedLogger, deferred } from './engine-support.ts';
+
+describe('PunctuationSchedule', () => {
+  it('runs a punctuator at once and again after each run, never two runs at a time', async () => {
+    const schedule = new PunctuationSchedule(capturedLogger().logger);
+    let running = 0;
+    let overlapped = false;
+    let runs = 0;
+    const third = deferred();
+    schedule.every('beat', 1, async () => {
+      running += 1;
+      if (running > 1) overlapped = true;
+      await Promise.resolve();
+      running -= 1;
+      if (++runs === 3) third.resolve();
+    });
+    await third.promise;
+    await schedule.stop();
+    expect(runs).toBeGreaterThanOrEqual(3);
+    expect(overlapped).toBe(false);
+  });
+
+  it('logs a failed run with the punctuator name and runs it again on the next tick', async () => {
+    const { logger, lines } = capturedLogger();
+    const schedule = new PunctuationSchedule(logger);
+    let runs = 0;
+    const second = deferred();
+    schedule.every('commit-stage', 1, async () => {
+      runs += 1;
+      if (runs === 1) throw new Error('Redis went away');
+      second.resolve();
+    });
+    await second.promise;
+    await schedule.stop();
+    const failed = lines().filter((l) => l.msg === 'punctuation failed; next tick retries');
+    expect(failed).toHaveLength(1);
+    expect(failed[0]).toMatchObject({ punctuator: 'commit-stage', err: { message: 'Redis went away' } });
+  });
+
+  it('stop waits for the run under way, and nothing runs after it', async () => {
+    const schedule = new PunctuationSchedule(capturedLogger().logger);
+    const started = deferred();
+    const release = deferred();
+    const order: string[] = [];
+    let runs = 0;
+    schedule.every('slow', 1, async () => {
+      runs += 1;
+      started.resolve();
+      await release.promise;
+      order.push('run ended');
+    });
+    await started.promise;
+    const stopped = schedule.stop().then(() => order.push('stopped'));
+    expect(schedule.stopped).toBe(true);
+    release.resolve();
+    await stopped;
+    expect(order).toEqual(['run ended', 'stopped']);
+    expect(runs).toBe(1);
+  });
+});
