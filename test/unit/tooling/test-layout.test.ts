@@ -1,8 +1,10 @@
 /**
  * The layout of test/ (CONTRIBUTING.md, "The folder says what a test needs"): test/unit/ and
  * test/integration/ mirror the folders of src/ (plus docs/ and tooling/ for checks of the repository), the
- * scenario suites have their own folders, and a unit test reaches no service: npm run test:unit runs
- * test/unit/ with no global setup, so a unit test that needed Kafka or Redis would only fail there.
+ * scenario suites have their own folders, and a unit test reaches no service and starts no other
+ * program: npm run test:unit runs test/unit/ with no global setup, so a unit test that needed Kafka or
+ * Redis would only fail there, and one that spawned a tool (promtool, knip, openssl, the CLI) would
+ * make the unit run take minutes instead of seconds.
  * Imports are read with the TypeScript compiler (the same parser as architecture.test.ts), followed
  * through test/ helpers.
  */
@@ -45,6 +47,9 @@ const SERVICE_NAMES = new Map([
   [path.join(ROOT, 'deploy', 'stack', 'index.ts'), ['ensureStack', 'ensureServices']],
 ]);
 const SERVICE_PACKAGES = new Set([
+  // Another program: a tool built on first use, or the CLI in a child process.
+  'node:child_process',
+  'child_process',
   'kafkajs',
   'ioredis',
   'testcontainers',
@@ -181,7 +186,7 @@ describe('the layout of test/', () => {
     expect(wrong).toEqual([]);
   });
 
-  it('keeps services out of test/unit/: no Kafka, Redis, registry or stack, directly or through a helper', () => {
+  it('keeps services out of test/unit/: no Kafka, Redis, registry, stack or child process, directly or through a helper', () => {
     const unitFiles = files(path.join(TEST, 'unit'));
     expect(unitFiles.length).toBeGreaterThan(30);
     expect(unitFiles.flatMap(serviceUses)).toEqual([]);
@@ -190,5 +195,9 @@ describe('the layout of test/', () => {
   it('sees a service use where there is one', () => {
     // The rule above must be able to fail: an integration test that reads the stack's Redis.
     expect(serviceUses(path.join(TEST, 'integration', 'state', 'window-store.test.ts'))).not.toEqual([]);
+    // And one that runs a tool in a child process (promtool).
+    expect(serviceUses(path.join(TEST, 'integration', 'observability', 'monitoring.test.ts'))).toContain(
+      'test/integration/observability/monitoring.test.ts imports node:child_process',
+    );
   });
 });
