@@ -464,7 +464,8 @@ async function redisFootprint(ctx: Ctx) {
       seenSetBytes += bytes;
     } else if (key.includes(':ids:v1:')) {
       // The packed dedupe logs (16 bytes per id) and the index of their hours.
-      if (!key.endsWith(':hours')) seenIds += (await ctx.redis.strlen(key)) / 16;
+      if (!key.endsWith(':hours'))
+        for (const entry of await ctx.redis.lrangeBuffer(key, 0, -1)) seenIds += entry.length / 16;
       seenSetBytes += bytes;
     } else otherKeyBytes += bytes;
   }

@@ -2,7 +2,7 @@
  * Compares dedupe designs for the batch script on the running Redis (docs/state-v2.md):
  *   A  per-hour SET of event id strings, two ARGV per event (the script before state v2, kept in
  *      ./designs/applyBatch-sets.lua);
- *   B  the caller's in-memory index decides, Redis appends 16-byte hashes per hour (src/redis/lua/applyBatch.lua);
+ *   B  the caller's in-memory index decides, Redis keeps 16-byte hashes per hour (src/redis/lua/applyBatch.lua);
  *   C  packed ARGV, but Redis dedupes: a per-hour SET of 16-byte binary hashes (./designs/dedupe-binary-set.lua).
  * For each: Redis time per event (the script's own TIME, start to end), argument bytes per event, and Redis
  * bytes per retained id (MEMORY USAGE); for B also the restore of 1M ids into the index.
@@ -162,9 +162,10 @@ async function restore(): Promise<void> {
   const keys = new Keys(`${run}-r`);
   const p = { topic: 'usage', partition: 0 };
   const k = keys.partition(p);
-  const chunk = 65_536;
+  // Batches of 5,000 events, as the bench's partition batches carry per hour.
+  const chunk = 5_000;
   for (let i = 0; i < RESTORE; i += chunk) {
-    await redis.append(k.dedupeLog(HOUR), randomBytes(Math.min(chunk, RESTORE - i) * ID_HASH_BYTES));
+    await redis.rpush(k.dedupeLog(HOUR), randomBytes(Math.min(chunk, RESTORE - i) * ID_HASH_BYTES));
   }
   await redis.zadd(k.dedupeHours(), Date.now(), String(HOUR));
   const mem = Number(await redis.memory('USAGE', k.dedupeLog(HOUR), 'SAMPLES', 0));

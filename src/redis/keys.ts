@@ -218,8 +218,8 @@ export class PartitionKeys {
     return `${this.base}:seen:${hourMs}`;
   }
   /**
-   * The dedupe log of one hour: 16-byte hashes of the event ids counted (state/dedupe-index.ts), appended
-   * per batch. `v1` names the hash: another hash needs another key.
+   * The dedupe log of one hour: a list with one entry per batch, the 16-byte hashes of the event ids it
+   * counted (state/dedupe-index.ts), packed. `v1` names the hash: another hash needs another key.
    */
   dedupeLog(hourMs: number): string {
     return `${this.base}:ids:v1:${hourMs}`;

@@ -2,7 +2,7 @@
  * The in-memory dedupe index of one partition: per event hour, a set of 128-bit event id hashes in a
  * typed-array open-addressing table (linear probing, backward-shift deletion), so millions of ids cost
  * 16 bytes each plus slack and no JS string survives the batch. Redis keeps the same hashes as packed
- * 16-byte appends to one string per hour (applyBatch.lua), which is what the index is restored from.
+ * 16-byte hashes, one list entry per batch and hour (applyBatch.lua), which is what the index is restored from.
  *
  * The hash is MurmurHash3 x86_128 of the id's UTF-16 code units with seed 0. It is part of the stored
  * format: changing it makes every stored hash unreadable as a dedupe key (bump the log key's version).
@@ -229,10 +229,10 @@ export class HashSet128 {
   }
 }
 
-/** One hour's ids: the set, the bytes of its Redis log it reflects, and when it was last written. */
+/** One hour's ids: the set, the entries of its Redis log it reflects, and when it was last written. */
 interface HourIds {
   set: HashSet128;
-  logBytes: number;
+  logEntries: number;
   writtenAtMs: number;
 }
 
@@ -252,7 +252,7 @@ export class PartitionDedupe {
   hour(hourMs: number): HourIds {
     let h = this.#hours.get(hourMs);
     if (!h) {
-      h = { set: new HashSet128(), logBytes: 0, writtenAtMs: 0 };
+      h = { set: new HashSet128(), logEntries: 0, writtenAtMs: 0 };
       this.#hours.set(hourMs, h);
     }
     return h;
@@ -262,23 +262,27 @@ export class PartitionDedupe {
     return this.#hours.entries();
   }
 
-  /** Loads packed hashes read from an hour's log at byte `from`. */
-  load(hourMs: number, from: number, bytes: Buffer, writtenAtMs: number): void {
+  /** Loads log entries (packed hashes) read from an hour's log, the first of them at entry `from`. */
+  load(hourMs: number, from: number, entries: readonly Buffer[], writtenAtMs: number): void {
     const h = this.hour(hourMs);
-    if (from === 0 && h.logBytes !== 0) {
-      h.set = new HashSet128(bytes.length / ID_HASH_BYTES);
+    if (from === 0 && h.logEntries !== 0) {
+      let bytes = 0;
+      for (const e of entries) bytes += e.length;
+      h.set = new HashSet128(bytes / ID_HASH_BYTES);
     }
-    const n = Math.floor(bytes.length / ID_HASH_BYTES);
     const words = new Uint32Array(4);
-    for (let i = 0; i < n; i++) {
-      const at = i * ID_HASH_BYTES;
-      words[0] = bytes.readUInt32LE(at);
-      words[1] = bytes.readUInt32LE(at + 4);
-      words[2] = bytes.readUInt32LE(at + 8);
-      words[3] = bytes.readUInt32LE(at + 12);
-      h.set.add(words);
+    for (const bytes of entries) {
+      const n = Math.floor(bytes.length / ID_HASH_BYTES);
+      for (let i = 0; i < n; i++) {
+        const at = i * ID_HASH_BYTES;
+        words[0] = bytes.readUInt32LE(at);
+        words[1] = bytes.readUInt32LE(at + 4);
+        words[2] = bytes.readUInt32LE(at + 8);
+        words[3] = bytes.readUInt32LE(at + 12);
+        h.set.add(words);
+      }
     }
-    h.logBytes = from + n * ID_HASH_BYTES;
+    h.logEntries = from + entries.length;
     if (writtenAtMs > h.writtenAtMs) h.writtenAtMs = writtenAtMs;
   }
 

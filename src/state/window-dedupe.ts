@@ -3,7 +3,7 @@
  * equal to the partition's dedupe logs in Redis. The index is rebuilt from the logs on every claim, the
  * way Kafka Streams restores a store from its changelog, and caught up from them whenever a batch may
  * have landed without the task knowing (an error or a lost reply). The batch script's checkpoint check
- * then proves that nothing landed between that read and the batch: only the owner of the fence appends.
+ * then proves that nothing landed between that read and the batch: only the owner of the fence writes them.
  */
 import { MeterlineError } from '../errors.ts';
 import type { ScriptedRedis } from '../redis/client.ts';
@@ -12,8 +12,8 @@ import type { BatchAggregate, BatchGroup } from '../redis/scripts.ts';
 import { hashId, ID_HASH_BYTES, PartitionDedupe } from './dedupe-index.ts';
 import type { HourGroup } from './window-types.ts';
 
-/** Bytes of one GETRANGE while restoring: a 16 MB log never comes back as one reply. */
-const READ_CHUNK_BYTES = 4 * 1024 * 1024;
+/** Log entries (one per batch, ≤ 16 bytes per event of it) per LRANGE while restoring: no huge reply. */
+const READ_CHUNK_ENTRIES = 32;
 
 /** A batch packed for the script, with what to do once its outcome is known. */
 export interface PackedBatch {
@@ -59,9 +59,9 @@ export class WindowDedupe {
   }
 
   /**
-   * Reads what the index lacks of the partition's logs: the hours listed, each from the byte the index
-   * holds (from 0 when the log is shorter: it expired and began again). Hours Redis no longer lists leave
-   * the index. Two round trips, whatever the size.
+   * Reads what the index lacks of the partition's logs: the hours listed, each from the entry the index
+   * holds (from the first when the log is shorter: it expired and began again). Hours Redis no longer
+   * lists leave the index. Three round trips, whatever the size.
    */
   async catchUp(p: PartitionRef, index: PartitionDedupe): Promise<void> {
     const k = this.#keys.partition(p);
@@ -71,24 +71,34 @@ export class WindowDedupe {
     for (const [hourMs] of [...index.hours()]) if (!hours.has(hourMs)) index.drop(hourMs);
     if (!hours.size) return;
     const lengths = await this.#exec(
-      [...hours.keys()].reduce((pl, h) => pl.strlen(k.dedupeLog(h)), this.#redis.pipeline()),
+      [...hours.keys()].reduce((pl, h) => pl.llen(k.dedupeLog(h)), this.#redis.pipeline()),
     );
-    const reads: { hourMs: number; from: number }[] = [];
+    const reads: { hourMs: number; from: number; to: number }[] = [];
     const pipeline = this.#redis.pipeline();
     [...hours.keys()].forEach((hourMs, i) => {
       const length = Number(lengths[i]);
-      const held = index.hour(hourMs).logBytes;
-      const from = length < held ? 0 : held;
-      for (let at = from; at < length; at += READ_CHUNK_BYTES) {
-        pipeline.getrangeBuffer(k.dedupeLog(hourMs), at, Math.min(at + READ_CHUNK_BYTES, length) - 1);
-        reads.push({ hourMs, from: at });
+      if (length === 0) {
+        index.drop(hourMs);
+        return;
       }
-      if (length === 0) index.drop(hourMs);
+      const held = index.hour(hourMs).logEntries;
+      for (let at = length < held ? 0 : held; at < length; at += READ_CHUNK_ENTRIES) {
+        const to = Math.min(at + READ_CHUNK_ENTRIES, length) - 1;
+        pipeline.lrangeBuffer(k.dedupeLog(hourMs), at, to);
+        reads.push({ hourMs, from: at, to });
+      }
     });
     if (!reads.length) return;
     const chunks = await this.#exec(pipeline);
-    reads.forEach(({ hourMs, from }, i) => {
-      index.load(hourMs, from, chunks[i] as Buffer, hours.get(hourMs) ?? 0);
+    reads.forEach(({ hourMs, from, to }, i) => {
+      const entries = chunks[i] as Buffer[];
+      // Read in the same order as written, each slice right after the previous one.
+      if (entries.length !== to - from + 1) {
+        throw new MeterlineError('redis_error', 'a dedupe log changed while it was read', {
+          retriable: true,
+        });
+      }
+      index.load(hourMs, from, entries, hours.get(hourMs) ?? 0);
     });
   }
 
@@ -160,7 +170,7 @@ export class WindowDedupe {
       landed: () => {
         for (const g of packed) {
           const h = index.hour(g.hourMs);
-          h.logBytes += g.hashes.length;
+          if (g.hashes.length) h.logEntries += 1;
           h.writtenAtMs = nowMs;
         }
         index.expire(nowMs, this.#ttlMs);

@@ -93,10 +93,10 @@ describe('PartitionDedupe', () => {
     });
     const index = new PartitionDedupe('1');
     const half = 5_000 * ID_HASH_BYTES;
-    index.load(1_000, 0, packed.subarray(0, half), 5);
-    index.load(1_000, half, packed.subarray(half), 6);
+    index.load(1_000, 0, [packed.subarray(0, half)], 5);
+    index.load(1_000, 1, [packed.subarray(half, half + 16), packed.subarray(half + 16)], 6);
     const hour = index.hour(1_000);
-    expect(hour.logBytes).toBe(packed.length);
+    expect(hour.logEntries).toBe(3);
     expect(hour.set.size).toBe(ids.length);
     expect(ids.filter((id) => !hour.set.has(hashOf(id)))).toEqual([]);
     expect(hour.set.has(hashOf('evt-10000'))).toBe(false);
@@ -106,8 +106,8 @@ describe('PartitionDedupe', () => {
 
   it('forgets hours not written for the dedupe ttl, and keeps the others', () => {
     const index = new PartitionDedupe('1');
-    index.load(1_000, 0, Buffer.alloc(0), 100);
-    index.load(2_000, 0, Buffer.alloc(0), 200);
+    index.load(1_000, 0, [], 100);
+    index.load(2_000, 0, [], 200);
     index.expire(250, 100);
     expect([...index.hours()].map(([h]) => h)).toEqual([2_000]);
   });

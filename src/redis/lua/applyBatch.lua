@@ -1,12 +1,12 @@
 --[[
   Applies one partition batch atomically: adds the pre-aggregated quantities of the events new to the
-  partition, appends their id hashes to the dedupe logs, stores the partition checkpoint and advances the
+  partition, adds their id hashes to the dedupe logs, stores the partition checkpoint and advances the
   partition's event time. Either all of it lands or none of it does, so an event id is never remembered
   before its quantity is durable.
 
   Which events are new is decided by the caller's dedupe index (state/dedupe-index.ts), restored from
   these logs whenever it may differ from them: the checkpoint check below proves that no batch landed
-  since the caller's index last matched Redis. Redis only appends 16 bytes per new event.
+  since the caller's index last matched Redis. Redis only stores 16 bytes per new event.
 
   The caller decides where each event's quantity goes (hourly-window-store.ts), from the hours frozen on
   the partition and the offset each was frozen through: its own hour; the first hour after it not frozen
@@ -128,7 +128,8 @@ for g = 1, groups do
     if late then a = a + events end
   end
   -- Kept as long as the sets of ids were: the dedupe ttl after the hour's last batch.
-  if #hashes > 0 then redis.call('APPEND', logKey, hashes) end
+  -- One list entry per batch: an entry is allocated at its size, where APPEND's room to grow costs up to 2x.
+  if #hashes > 0 then redis.call('RPUSH', logKey, hashes) end
   if redis.call('EXPIRE', logKey, dedupeTtl) == 1 then redis.call('ZADD', KEYS[6], now, hour) end
   if touched then
     redis.call('ZADD', KEYS[3], target, target)
