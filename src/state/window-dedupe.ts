@@ -43,6 +43,20 @@ export class WindowDedupe {
     this.#partitions.delete(`${p.topic}/${p.partition}`);
   }
 
+  /**
+   * The task holding `token` closed: its index goes. A task closing after a newer claim of the same
+   * partition (reassigned to this process) leaves the newer task's index alone.
+   */
+  release(p: PartitionRef, token: string): void {
+    const id = `${p.topic}/${p.partition}`;
+    if (this.#partitions.get(id)?.token === token) this.#partitions.delete(id);
+  }
+
+  /** Whether an index of the partition is held. */
+  holds(p: PartitionRef): boolean {
+    return this.#partitions.has(`${p.topic}/${p.partition}`);
+  }
+
   /** The partition's index for `token`, restored or caught up from Redis when needed. */
   async ready(p: PartitionRef, token: string): Promise<PartitionDedupe> {
     const id = `${p.topic}/${p.partition}`;

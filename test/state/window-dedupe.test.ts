@@ -165,3 +165,18 @@ describe('dedupe across processes and failures', () => {
     expect(await redis.llen(k.dedupeLog(H0))).toBe(1);
   });
 });
+
+describe('the index of a closed task', () => {
+  it('is released when its task closes, and a closing older task leaves the new owner its index', async () => {
+    const store = newProcess();
+    const old = await store.claim(p);
+    await apply(store, old.token, undefined, '0', [group(H0, [['e1', 1]])]);
+    // The partition comes back to this process: a new task claims it before the old one has closed.
+    const current = await store.claim(p);
+    await apply(store, current.token, '0', '1', [group(H0, [['e2', 2]])]);
+    store.dedupe.release(p, old.token);
+    expect(store.dedupe.holds(p)).toBe(true);
+    store.dedupe.release(p, current.token);
+    expect(store.dedupe.holds(p)).toBe(false);
+  });
+});
