@@ -78,7 +78,8 @@ function countRedisCalls(): void {
       s.calls += 1;
       s.args += command.args.length;
       for (const a of command.args)
-        s.argBytes += typeof a === 'string' ? Buffer.byteLength(a) : String(a).length;
+        s.argBytes +=
+          typeof a === 'string' ? Buffer.byteLength(a) : Buffer.isBuffer(a) ? a.length : String(a).length;
       const t0 = performance.now();
       const settle = () => {
         const ms = performance.now() - t0;

@@ -24,7 +24,7 @@ const SCRIPT_NAMES = [
 ] as const;
 type ScriptName = (typeof SCRIPT_NAMES)[number];
 
-type ScriptArg = string | number;
+type ScriptArg = string | number | Buffer;
 
 /**
  * meterline's scripts, defined on a client: KEYS then ARGV, the key count taken from the file name. Only

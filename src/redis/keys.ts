@@ -237,9 +237,20 @@ export class PartitionKeys {
   aggregates(hourMs: number): string {
     return `${this.base}:agg:${hourMs}`;
   }
-  /** Event ids already counted for one hour (dedupe). */
+  /** Event ids already counted for one hour (dedupe), as kept before the packed dedupe logs. */
   seen(hourMs: number): string {
     return `${this.base}:seen:${hourMs}`;
+  }
+  /**
+   * The dedupe log of one hour: a list with one entry per batch, the 16-byte hashes of the event ids it
+   * counted (state/dedupe-index.ts), packed. `v1` names the hash: another hash needs another key.
+   */
+  dedupeLog(hourMs: number): string {
+    return `${this.base}:ids:v1:${hourMs}`;
+  }
+  /** Sorted set of the hours with a dedupe log, scored by when each was last written. */
+  dedupeHours(): string {
+    return `${this.base}:ids:v1:hours`;
   }
   /** The frozen records of a finalized hour: field = customer␟dimension, value = quantity and allocations. */
   finalized(hourMs: number): string {

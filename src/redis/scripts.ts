@@ -7,12 +7,26 @@
 import type { ScriptedRedis } from './client.ts';
 import { FIELD_SEPARATOR, type Keys, type PartitionKeys } from './keys.ts';
 
+/** One aggregate of a batch group: only the events new to the partition's dedupe index. */
+export interface BatchAggregate {
+  field: string;
+  op: 's' | 'm';
+  /** New events. */
+  events: number;
+  /** Their sum ('s') or peak ('m') in micro-units. */
+  value: number;
+  /** A late group's new event ids, for the late audit (empty otherwise). */
+  ids: readonly string[];
+}
+
 /** Events of one hour bound for one place, as applyBatch.lua takes them. */
 export interface BatchGroup {
   hourMs: number;
   /** The hour their quantities go to; undefined: counted already (only their ids are remembered). */
   targetMs: number | undefined;
-  aggregates: { field: string; op: 's' | 'm'; ids: string[]; micros: number[] }[];
+  /** The new events' id hashes, 16 bytes each (dedupe-index.ts). */
+  hashes: Buffer;
+  aggregates: readonly BatchAggregate[];
 }
 
 /** applyBatch.lua: one partition batch, atomically. Reply: counts, or a negative code first. */
@@ -27,11 +41,13 @@ export function applyBatch(
     lateAuditCap: number;
     maxEventTimeMs: number | undefined;
     nowMs: number;
+    /** Events the caller's dedupe index refused. */
+    duplicates: number;
     groups: readonly BatchGroup[];
   },
 ): Promise<number[]> {
-  const keys: string[] = [k.checkpoint(), k.fence(), k.openHours(), k.lateAudit(), k.time()];
-  const args: (string | number)[] = [
+  const keys: string[] = [k.checkpoint(), k.fence(), k.openHours(), k.lateAudit(), k.time(), k.dedupeHours()];
+  const args: (string | number | Buffer)[] = [
     a.token,
     a.after ?? '',
     a.last,
@@ -40,14 +56,16 @@ export function applyBatch(
     a.lateAuditCap,
     a.maxEventTimeMs ?? '',
     a.nowMs,
+    a.duplicates,
   ];
   for (const g of a.groups) {
     const target = g.targetMs ?? g.hourMs;
-    keys.push(k.aggregates(target), k.seen(g.hourMs), k.finalized(target));
-    args.push(g.hourMs, g.targetMs ?? '', g.aggregates.length);
+    keys.push(k.aggregates(target), k.dedupeLog(g.hourMs), k.finalized(target));
+    args.push(g.hourMs, g.targetMs ?? '', g.hashes, g.aggregates.length);
+    const late = g.targetMs !== undefined && g.targetMs !== g.hourMs;
     for (const agg of g.aggregates) {
-      args.push(agg.field, agg.op, agg.ids.length);
-      for (let i = 0; i < agg.ids.length; i++) args.push(agg.ids[i] as string, agg.micros[i] as number);
+      args.push(agg.field, agg.op, agg.events, agg.value);
+      if (late) for (const id of agg.ids) args.push(id);
     }
   }
   // Its key count depends on the batch (applyBatch.lua has none in its name): passed first.

@@ -397,5 +397,7 @@ export class HourlyWindowStore implements StateStore {
 
   async close(): Promise<void> {
     this.abort();
+    // The partition's dedupe index (the largest thing a task holds) goes with the task.
+    if (this.#task && this.#token) this.#o.windows.dedupe.release(this.#task, this.#token);
   }
 }

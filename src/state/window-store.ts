@@ -10,6 +10,7 @@ import * as scripts from '../redis/scripts.ts';
 import { parseFrozenHash, readCutsThrough, readFrozenThrough } from './frozen-hours.ts';
 import { HeldRecords } from './held-records.ts';
 import { TraceLinks } from './trace-links.ts';
+import { WindowDedupe } from './window-dedupe.ts';
 import { REPLAY_MARK_TTL_S, WindowReads } from './window-reads.ts';
 import { restorePartition } from './window-restore.ts';
 import type {
@@ -28,17 +29,21 @@ export class WindowStore extends WindowReads {
   readonly held: HeldRecords;
   /** A sample of the trace contexts of each hour's events, for the finalize span's links. */
   readonly traces: TraceLinks;
+  /** Which event ids each partition counted: an index in memory, packed logs in Redis. */
+  readonly dedupe: WindowDedupe;
 
   constructor(redis: ScriptedRedis, keys: Keys, options: WindowStoreOptions) {
     super(redis, keys);
     this.options = { lateAuditCap: 10_000, ...options };
     this.held = new HeldRecords(redis, keys, this.options.finalizedTtlMs);
     this.traces = new TraceLinks(redis, keys, this.options.dedupeTtlMs);
+    this.dedupe = new WindowDedupe(redis, keys, this.options.dedupeTtlMs);
   }
 
   /** Takes ownership of a partition: bumps its fencing token and reads its checkpoint. */
   async claim(p: PartitionRef): Promise<{ token: string; checkpoint: string | undefined }> {
     const k = this.keys.partition(p);
+    this.dedupe.forget(p);
     const res = await this.redis.multi().incr(k.fence()).get(k.checkpoint()).exec();
     if (!res) throw new MeterlineError('redis_error', 'claim transaction was discarded', { retriable: true });
     const [[fenceErr, token], [ckptErr, checkpoint]] = res as [
@@ -65,8 +70,11 @@ export class WindowStore extends WindowReads {
     },
   ): Promise<ApplyResult> {
     const { offsets } = batch;
-    const res = await scripts
-      .applyBatch(this.redis, this.keys.partition(p), {
+    const index = await this.dedupe.ready(p, token);
+    const packed = this.dedupe.pack(index, batch.groups, batch.nowMs);
+    let res: number[];
+    try {
+      res = await scripts.applyBatch(this.redis, this.keys.partition(p), {
         token,
         after: offsets.after,
         last: offsets.last,
@@ -74,14 +82,20 @@ export class WindowStore extends WindowReads {
         lateAuditCap: this.options.lateAuditCap,
         maxEventTimeMs: batch.maxEventTimeMs,
         nowMs: batch.nowMs,
-        groups: batch.groups,
-      })
-      .catch((cause: unknown) => {
-        // Whether it landed is unknown (a lost reply): the retry learns it from the checkpoint.
-        throw new MeterlineError('redis_error', 'applying the batch failed', { retriable: true, cause });
+        duplicates: packed.duplicates,
+        groups: packed.groups,
       });
+    } catch (cause) {
+      packed.failed();
+      // Whether it landed is unknown (a lost reply): the retry learns it from the checkpoint.
+      throw new MeterlineError('redis_error', 'applying the batch failed', { retriable: true, cause });
+    }
     const failure = scriptError(res, p, { held: offsets.after });
-    if (failure) throw failure;
+    if (failure) {
+      packed.failed();
+      throw failure;
+    }
+    packed.landed();
     return { applied: res[0] ?? 0, duplicates: res[1] ?? 0, carried: res[2] ?? 0, counted: res[3] ?? 0 };
   }
 

@@ -1,7 +1,12 @@
 --[[
-  Applies one partition batch atomically: dedupes event ids, adds the pre-aggregated quantities, stores
-  the partition checkpoint and advances the partition's event time. Either all of it lands or none of it
-  does, so an event id is never claimed before its quantity is durable.
+  Applies one partition batch atomically: adds the pre-aggregated quantities of the events new to the
+  partition, adds their id hashes to the dedupe logs, stores the partition checkpoint and advances the
+  partition's event time. Either all of it lands or none of it does, so an event id is never remembered
+  before its quantity is durable.
+
+  Which events are new is decided by the caller's dedupe index (state/dedupe-index.ts), restored from
+  these logs whenever it may differ from them: the checkpoint check below proves that no batch landed
+  since the caller's index last matched Redis. Redis only stores 16 bytes per new event.
 
   The caller decides where each event's quantity goes (hourly-window-store.ts), from the hours frozen on
   the partition and the offset each was frozen through: its own hour; the first hour after it not frozen
@@ -10,14 +15,18 @@
   same answer, so a replay after a state loss puts every unit where it went the first time.
 
   KEYS[1] checkpoint   KEYS[2] fence   KEYS[3] open hours   KEYS[4] late audit   KEYS[5] partition time
-  then, per group g = 1..G:  aggregates(target), seen(event hour), finalized(target)
+  KEYS[6] dedupe hours (member: hour with a dedupe log, score: when it was last written)
+  then, per group g = 1..G:  aggregates(target), dedupe log(event hour), finalized(target)
 
   ARGV[1] fencing token        ARGV[2] the checkpoint the task holds ('' when none)
   ARGV[3] last offset of the batch
   ARGV[4] dedupe ttl (s)       ARGV[5] G (groups)       ARGV[6] late audit cap
   ARGV[7] highest event time in the batch, ms ('' when none)      ARGV[8] wall clock, ms
-  then per group: event hourMs, target hourMs ('' when counted already), A (aggregates in the group),
-    then per aggregate: field, op ('s' sum | 'm' max), E (events), then E pairs of (event id, micro-units)
+  ARGV[9] duplicate events (refused by the caller's index)
+  then per group: event hourMs, target hourMs ('' when counted already), the new events' id hashes
+    (16 bytes each, packed), A (aggregates in the group),
+    then per aggregate: field, op ('s' sum | 'm' max), E (new events), their sum or peak in micro-units,
+      and, for a late group only (target neither '' nor the event hour), the E event ids (late audit)
 
   Redis's checkpoint is the truth, checked on every batch: the task's own must equal it.
 
@@ -56,13 +65,14 @@ if checkpoint ~= held then
   return { -6, checkpoint }
 end
 
-local G0 = 5
-local A0 = 9
--- unpack() of more than ~8000 values overflows Lua's C stack.
-local CHUNK = 4000
+local G0 = 6
+local A0 = 10
 local dedupeTtl = tonumber(ARGV[4])
 local groups = tonumber(ARGV[5])
 local auditCap = tonumber(ARGV[6])
+local now = tonumber(ARGV[8])
+
+local function isLate(hour, target) return target ~= '' and target ~= hour end
 
 -- First pass, before any write: every target hour must still be open.
 do
@@ -72,78 +82,64 @@ do
     if target ~= '' and redis.call('EXISTS', KEYS[G0 + (g - 1) * 3 + 3]) == 1 then
       return { -3, tonumber(target) }
     end
-    local aggs = tonumber(ARGV[a + 2])
-    a = a + 3
+    local late = isLate(ARGV[a], target)
+    local aggs = tonumber(ARGV[a + 3])
+    a = a + 4
     for _ = 1, aggs do
       local events = tonumber(ARGV[a + 2])
-      a = a + 3 + events * 2
+      a = a + 4 + (late and events or 0)
     end
   end
 end
 
-local applied, duplicates, carried, counted = 0, 0, 0, 0
+local applied, carried, counted = 0, 0, 0
 local a = A0
 for g = 1, groups do
-  local hour, target = ARGV[a], ARGV[a + 1]
+  local hour, target, hashes = ARGV[a], ARGV[a + 1], ARGV[a + 2]
   local aggKey = KEYS[G0 + (g - 1) * 3 + 1]
-  local seenKey = KEYS[G0 + (g - 1) * 3 + 2]
-  local aggs = tonumber(ARGV[a + 2])
-  a = a + 3
-  local late = target ~= '' and target ~= hour
+  local logKey = KEYS[G0 + (g - 1) * 3 + 2]
+  local aggs = tonumber(ARGV[a + 3])
+  a = a + 4
+  local late = isLate(hour, target)
   local touched = false
   for _ = 1, aggs do
-    local field, op, events = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
-    a = a + 3
-    -- Which ids were counted before: one SMISMEMBER per chunk rather than one SADD per event.
-    local ids = {}
-    for e = 1, events do ids[e] = ARGV[a + (e - 1) * 2] end
-    local known = {}
-    for from = 1, events, CHUNK do
-      local r = redis.call('SMISMEMBER', seenKey, unpack(ids, from, math.min(from + CHUNK - 1, events)))
-      for i = 1, #r do known[from + i - 1] = r[i] end
-    end
-    local delta, peak, fresh, inBatch = 0, -1, {}, {}
-    for e = 1, events do
-      -- New to Redis and not already earlier in this batch (a resend inside one fetch).
-      if known[e] == 0 and not inBatch[ids[e]] then
-        inBatch[ids[e]] = true
-        fresh[#fresh + 1] = ids[e]
-        if target == '' then
-          counted = counted + 1
+    local field, op, events, value = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3]
+    a = a + 4
+    if events > 0 then
+      if target == '' then
+        counted = counted + events
+      else
+        applied = applied + events
+        touched = true
+        if op == 'm' then
+          local current = tonumber(redis.call('HGET', aggKey, field) or '-1')
+          if tonumber(value) > current then redis.call('HSET', aggKey, field, value) end
         else
-          local micros = tonumber(ARGV[a + (e - 1) * 2 + 1])
-          applied = applied + 1
-          delta = delta + micros
-          if micros > peak then peak = micros end
-          if late then
-            carried = carried + 1
-            redis.call('LPUSH', KEYS[4], ids[e] .. '|' .. field .. '|' .. hour .. '|' .. target)
+          redis.call('HINCRBY', aggKey, field, value)
+        end
+        if late then
+          carried = carried + events
+          for e = 0, events - 1 do
+            redis.call('LPUSH', KEYS[4], ARGV[a + e] .. '|' .. field .. '|' .. hour .. '|' .. target)
           end
         end
-      else
-        duplicates = duplicates + 1
       end
     end
-    a = a + events * 2
-    for from = 1, #fresh, CHUNK do
-      redis.call('SADD', seenKey, unpack(fresh, from, math.min(from + CHUNK - 1, #fresh)))
-    end
-    if peak >= 0 then
-      touched = true
-      if op == 'm' then
-        local current = tonumber(redis.call('HGET', aggKey, field) or '-1')
-        if peak > current then redis.call('HSET', aggKey, field, string.format('%d', peak)) end
-      else
-        redis.call('HINCRBY', aggKey, field, string.format('%d', delta))
-      end
-    end
+    if late then a = a + events end
   end
-  redis.call('EXPIRE', seenKey, dedupeTtl)
+  -- Kept as long as the sets of ids were: the dedupe ttl after the hour's last batch.
+  -- One list entry per batch: an entry is allocated at its size, where APPEND's room to grow costs up to 2x.
+  if #hashes > 0 then redis.call('RPUSH', logKey, hashes) end
+  if redis.call('EXPIRE', logKey, dedupeTtl) == 1 then redis.call('ZADD', KEYS[6], now, hour) end
   if touched then
     redis.call('ZADD', KEYS[3], target, target)
   end
 end
 if carried > 0 then redis.call('LTRIM', KEYS[4], 0, auditCap - 1) end
+-- Hours whose logs expired leave the index of hours: after twice the ttl, so a caller's clock ahead of
+-- Redis's never drops an hour whose log is still there (a restore skips logs that are gone).
+redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. string.format('%d', now - 2 * dedupeTtl * 1000))
+redis.call('EXPIRE', KEYS[6], 2 * dedupeTtl)
 
 if ARGV[7] ~= '' then
   local previous = tonumber(redis.call('HGET', KEYS[5], 'maxEventTime') or '0')
@@ -151,4 +147,4 @@ if ARGV[7] ~= '' then
   redis.call('HSET', KEYS[5], 'activeAt', ARGV[8])
 end
 redis.call('SET', KEYS[1], ARGV[3])
-return { applied, duplicates, carried, counted }
+return { applied, tonumber(ARGV[9]), carried, counted }

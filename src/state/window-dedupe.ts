@@ -1,0 +1,207 @@
+/**
+ * Dedupe of event ids for the window store: one in-memory index per partition (dedupe-index.ts), kept
+ * equal to the partition's dedupe logs in Redis. The index is rebuilt from the logs on every claim, the
+ * way Kafka Streams restores a store from its changelog, and caught up from them whenever a batch may
+ * have landed without the task knowing (an error or a lost reply). The batch script's checkpoint check
+ * then proves that nothing landed between that read and the batch: only the owner of the fence writes them.
+ */
+import { MeterlineError } from '../errors.ts';
+import type { ScriptedRedis } from '../redis/client.ts';
+import type { Keys, PartitionRef } from '../redis/keys.ts';
+import type { BatchAggregate, BatchGroup } from '../redis/scripts.ts';
+import { hashId, ID_HASH_BYTES, PartitionDedupe } from './dedupe-index.ts';
+import type { HourGroup } from './window-types.ts';
+
+/** Log entries (one per batch, ≤ 16 bytes per event of it) per LRANGE while restoring: no huge reply. */
+const READ_CHUNK_ENTRIES = 32;
+
+/** A batch packed for the script, with what to do once its outcome is known. */
+export interface PackedBatch {
+  groups: BatchGroup[];
+  duplicates: number;
+  /** The batch landed: the index keeps its ids. */
+  landed(): void;
+  /** It did not, or whether it did is unknown: its ids leave the index, which is caught up before the next. */
+  failed(): void;
+}
+
+export class WindowDedupe {
+  readonly #redis: ScriptedRedis;
+  readonly #keys: Keys;
+  readonly #ttlMs: number;
+  readonly #partitions = new Map<string, PartitionDedupe>();
+
+  constructor(redis: ScriptedRedis, keys: Keys, ttlMs: number) {
+    this.#redis = redis;
+    this.#keys = keys;
+    // As Redis keeps the logs: whole seconds.
+    this.#ttlMs = Math.ceil(ttlMs / 1000) * 1000;
+  }
+
+  /** A new claim: the next batch restores the index from Redis. */
+  forget(p: PartitionRef): void {
+    this.#partitions.delete(`${p.topic}/${p.partition}`);
+  }
+
+  /**
+   * The task holding `token` closed: its index goes. A task closing after a newer claim of the same
+   * partition (reassigned to this process) leaves the newer task's index alone.
+   */
+  release(p: PartitionRef, token: string): void {
+    const id = `${p.topic}/${p.partition}`;
+    if (this.#partitions.get(id)?.token === token) this.#partitions.delete(id);
+  }
+
+  /** Whether an index of the partition is held. */
+  holds(p: PartitionRef): boolean {
+    return this.#partitions.has(`${p.topic}/${p.partition}`);
+  }
+
+  /** The partition's index for `token`, restored or caught up from Redis when needed. */
+  async ready(p: PartitionRef, token: string): Promise<PartitionDedupe> {
+    const id = `${p.topic}/${p.partition}`;
+    let index = this.#partitions.get(id);
+    if (!index || index.token !== token) {
+      index = new PartitionDedupe(token);
+      this.#partitions.set(id, index);
+    }
+    if (!index.synced) {
+      await this.catchUp(p, index);
+      index.synced = true;
+    }
+    return index;
+  }
+
+  /**
+   * Reads what the index lacks of the partition's logs: the hours listed, each from the entry the index
+   * holds (from the first when the log is shorter: it expired and began again). Hours Redis no longer
+   * lists leave the index. Three round trips, whatever the size.
+   */
+  async catchUp(p: PartitionRef, index: PartitionDedupe): Promise<void> {
+    const k = this.#keys.partition(p);
+    const listed = await this.#redis.zrange(k.dedupeHours(), '0', '-1', 'WITHSCORES');
+    const hours = new Map<number, number>();
+    for (let i = 0; i < listed.length; i += 2) hours.set(Number(listed[i]), Number(listed[i + 1]));
+    for (const [hourMs] of [...index.hours()]) if (!hours.has(hourMs)) index.drop(hourMs);
+    if (!hours.size) return;
+    const lengths = await this.#exec(
+      [...hours.keys()].reduce((pl, h) => pl.llen(k.dedupeLog(h)), this.#redis.pipeline()),
+    );
+    const reads: { hourMs: number; from: number; to: number }[] = [];
+    const pipeline = this.#redis.pipeline();
+    [...hours.keys()].forEach((hourMs, i) => {
+      const length = Number(lengths[i]);
+      if (length === 0) {
+        index.drop(hourMs);
+        return;
+      }
+      const held = index.hour(hourMs).logEntries;
+      for (let at = length < held ? 0 : held; at < length; at += READ_CHUNK_ENTRIES) {
+        const to = Math.min(at + READ_CHUNK_ENTRIES, length) - 1;
+        pipeline.lrangeBuffer(k.dedupeLog(hourMs), at, to);
+        reads.push({ hourMs, from: at, to });
+      }
+    });
+    if (!reads.length) return;
+    const chunks = await this.#exec(pipeline);
+    reads.forEach(({ hourMs, from, to }, i) => {
+      const entries = chunks[i] as Buffer[];
+      // Read in the same order as written, each slice right after the previous one.
+      if (entries.length !== to - from + 1) {
+        throw new MeterlineError('redis_error', 'a dedupe log changed while it was read', {
+          retriable: true,
+        });
+      }
+      index.load(hourMs, from, entries, hours.get(hourMs) ?? 0);
+    });
+  }
+
+  async #exec(pipeline: ReturnType<ScriptedRedis['pipeline']>): Promise<unknown[]> {
+    const res = (await pipeline.exec()) ?? [];
+    const failed = res.find(([e]) => e);
+    if (failed) {
+      throw new MeterlineError('redis_error', 'reading the dedupe logs failed', {
+        retriable: true,
+        cause: failed[0],
+      });
+    }
+    return res.map(([, v]) => v);
+  }
+
+  /**
+   * Splits a batch's events into new ones (their ids enter the index now, tentatively) and duplicates
+   * (known to the index, or earlier in this batch), and packs the new ones for the script.
+   */
+  pack(index: PartitionDedupe, groups: readonly HourGroup[], nowMs: number): PackedBatch {
+    const words = new Uint32Array(4);
+    const packed: BatchGroup[] = [];
+    let duplicates = 0;
+    for (const g of groups) {
+      const set = index.hour(g.hourMs).set;
+      let total = 0;
+      for (const agg of g.aggregates) total += agg.ids.length;
+      const hashes = Buffer.allocUnsafe(total * ID_HASH_BYTES);
+      let n = 0;
+      const late = g.targetMs !== undefined && g.targetMs !== g.hourMs;
+      const aggregates: BatchAggregate[] = [];
+      for (const agg of g.aggregates) {
+        let events = 0;
+        let sum = 0;
+        let peak = -1;
+        const ids: string[] = [];
+        for (let e = 0; e < agg.ids.length; e++) {
+          const id = agg.ids[e] as string;
+          hashId(id, words);
+          if (!set.add(words)) {
+            duplicates += 1;
+            continue;
+          }
+          const at = n * ID_HASH_BYTES;
+          hashes.writeUInt32LE(words[0] as number, at);
+          hashes.writeUInt32LE(words[1] as number, at + 4);
+          hashes.writeUInt32LE(words[2] as number, at + 8);
+          hashes.writeUInt32LE(words[3] as number, at + 12);
+          n += 1;
+          events += 1;
+          const micros = agg.micros[e] as number;
+          sum += micros;
+          if (micros > peak) peak = micros;
+          if (late) ids.push(id);
+        }
+        if (events)
+          aggregates.push({ field: agg.field, op: agg.op, events, value: agg.op === 'm' ? peak : sum, ids });
+      }
+      packed.push({
+        hourMs: g.hourMs,
+        targetMs: g.targetMs,
+        hashes: hashes.subarray(0, n * ID_HASH_BYTES),
+        aggregates,
+      });
+    }
+    return {
+      groups: packed,
+      duplicates,
+      landed: () => {
+        for (const g of packed) {
+          const h = index.hour(g.hourMs);
+          if (g.hashes.length) h.logEntries += 1;
+          h.writtenAtMs = nowMs;
+        }
+        index.expire(nowMs, this.#ttlMs);
+      },
+      failed: () => {
+        for (const g of packed) {
+          const set = index.hour(g.hourMs).set;
+          for (let at = 0; at < g.hashes.length; at += ID_HASH_BYTES) {
+            words[0] = g.hashes.readUInt32LE(at);
+            words[1] = g.hashes.readUInt32LE(at + 4);
+            words[2] = g.hashes.readUInt32LE(at + 8);
+            words[3] = g.hashes.readUInt32LE(at + 12);
+            set.delete(words);
+          }
+        }
+        index.synced = false;
+      },
+    };
+  }
+}

@@ -1,0 +1,182 @@
+/**
+ * Dedupe by the in-memory index and the packed logs in Redis, on a real Redis: an id counted before a
+ * restart is refused after it (the index restored from Redis), an id that landed without the task
+ * knowing (a lost reply) is refused once the index catches up, a zombie's batch leaves no id behind, a
+ * wipe forgets every id (the replay counts them again), and the logs keep the dedupe ttl.
+ */
+import { afterAll, beforeEach, describe, expect, it } from 'vitest';
+import { createRedis } from '../../../src/redis/client.ts';
+import { aggregateField, Keys } from '../../../src/redis/keys.ts';
+import { WindowStore } from '../../../src/state/window-store.ts';
+import type { HourGroup } from '../../../src/state/window-types.ts';
+import { HOUR_MS } from '../../../src/time/hours.ts';
+import { deleteKeys, stackEnv, uniqueId } from '../../support/harness.ts';
+
+const redis = createRedis(stackEnv().redisUrl);
+const H0 = Date.parse('2026-11-27T10:00:00Z');
+const H1 = H0 + HOUR_MS;
+const p = { topic: 'usage', partition: 3 };
+const calls = aggregateField('acme', 'calls');
+const TTL_MS = 48 * HOUR_MS;
+let prefix: string;
+const prefixes: string[] = [];
+
+/** A store as a new process has it: nothing in memory. */
+const newProcess = () =>
+  new WindowStore(redis, new Keys(prefix), { dedupeTtlMs: TTL_MS, finalizedTtlMs: TTL_MS });
+const group = (hourMs: number, events: [string, number][]): HourGroup => ({
+  hourMs,
+  targetMs: hourMs,
+  aggregates: [{ field: calls, op: 's', ids: events.map(([id]) => id), micros: events.map(([, m]) => m) }],
+});
+const apply = (
+  store: WindowStore,
+  token: string,
+  after: string | undefined,
+  last: string,
+  groups: HourGroup[],
+) =>
+  store.applyBatch(p, token, {
+    offsets: { after, last },
+    groups,
+    maxEventTimeMs: H1,
+    nowMs: H1 + 60_000,
+  });
+const total = async (hourMs: number) => redis.hget(new Keys(prefix).partition(p).aggregates(hourMs), calls);
+
+beforeEach(() => {
+  prefix = uniqueId('dd');
+  prefixes.push(prefix);
+});
+afterAll(async () => {
+  for (const used of prefixes) await deleteKeys(used);
+  redis.disconnect();
+});
+
+describe('dedupe across processes and failures', () => {
+  it('refuses an id counted before a restart: the new owner restores the index from Redis', async () => {
+    const first = newProcess();
+    const a = await first.claim(p);
+    expect(
+      await apply(first, a.token, undefined, '1', [
+        group(H0, [
+          ['e1', 1],
+          ['e2', 2],
+        ]),
+        group(H1, [['e1', 4]]),
+      ]),
+    ).toEqual({ applied: 3, duplicates: 0, carried: 0, counted: 0 });
+
+    const second = newProcess();
+    const b = await second.claim(p);
+    expect(b.checkpoint).toBe('1');
+    expect(
+      await apply(second, b.token, '1', '3', [
+        group(H0, [
+          ['e2', 2],
+          ['e3', 8],
+        ]),
+        group(H1, [['e1', 4]]),
+      ]),
+    ).toEqual({ applied: 1, duplicates: 2, carried: 0, counted: 0 });
+    expect(await total(H0)).toBe('11');
+    expect(await total(H1)).toBe('4');
+  });
+
+  it('refuses an id whose batch landed without the task knowing (a lost reply), once Redis says so', async () => {
+    const task = newProcess();
+    const { token } = await task.claim(p);
+    await apply(task, token, undefined, '0', [group(H0, [['e1', 1]])]);
+    // The same owner's batch 1..1 landed, but its reply never reached the task's index.
+    const landedUnseen = newProcess();
+    await apply(landedUnseen, token, '0', '1', [group(H0, [['e2', 2]])]);
+    await expect(apply(task, token, '0', '2', [group(H0, [['e2', 2]])])).rejects.toMatchObject({
+      code: 'stale_batch',
+      context: { checkpoint: '1' },
+    });
+    // What follows Redis's checkpoint: e2 again (a producer's resend) and a new e3.
+    expect(
+      await apply(task, token, '1', '3', [
+        group(H0, [
+          ['e2', 2],
+          ['e3', 4],
+        ]),
+      ]),
+    ).toEqual({ applied: 1, duplicates: 1, carried: 0, counted: 0 });
+    expect(await total(H0)).toBe('7');
+  });
+
+  it("keeps no id of a zombie's refused batch: the owner counts it", async () => {
+    const zombie = newProcess();
+    const z = await zombie.claim(p);
+    await apply(zombie, z.token, undefined, '0', [group(H0, [['e1', 1]])]);
+    const owner = newProcess();
+    const o = await owner.claim(p);
+    await expect(apply(zombie, z.token, '0', '1', [group(H0, [['e2', 2]])])).rejects.toMatchObject({
+      code: 'fenced',
+    });
+    expect(await apply(owner, o.token, '0', '1', [group(H0, [['e2', 2]])])).toEqual({
+      applied: 1,
+      duplicates: 0,
+      carried: 0,
+      counted: 0,
+    });
+    expect(await total(H0)).toBe('3');
+  });
+
+  it('forgets every id when Redis loses the partition: the replay counts them again', async () => {
+    const task = newProcess();
+    const { token } = await task.claim(p);
+    await apply(task, token, undefined, '1', [
+      group(H0, [
+        ['e1', 1],
+        ['e2', 2],
+      ]),
+    ]);
+    await deleteKeys(prefix);
+    await expect(apply(task, token, '1', '2', [group(H0, [['e3', 4]])])).rejects.toMatchObject({
+      code: 'state_lost',
+    });
+    const again = await task.claim(p);
+    expect(
+      await apply(task, again.token, undefined, '2', [
+        group(H0, [
+          ['e1', 1],
+          ['e2', 2],
+          ['e3', 4],
+        ]),
+      ]),
+    ).toEqual({ applied: 3, duplicates: 0, carried: 0, counted: 0 });
+    expect(await total(H0)).toBe('7');
+  });
+
+  it('keeps each hour log for the dedupe ttl after its last batch, listed in the hours index', async () => {
+    const task = newProcess();
+    const { token } = await task.claim(p);
+    await apply(task, token, undefined, '0', [group(H0, [['e1', 1]])]);
+    const k = new Keys(prefix).partition(p);
+    expect((await redis.lrangeBuffer(k.dedupeLog(H0), 0, -1)).map((e) => e.length)).toEqual([16]);
+    const ttl = await redis.ttl(k.dedupeLog(H0));
+    expect(ttl).toBeGreaterThan(TTL_MS / 1000 - 60);
+    expect(ttl).toBeLessThanOrEqual(TTL_MS / 1000);
+    expect(await redis.zrange(k.dedupeHours(), '0', '-1')).toEqual([String(H0)]);
+    // A batch of duplicates only still renews the ttl, and adds nothing.
+    expect(await apply(task, token, '0', '1', [group(H0, [['e1', 1]])])).toMatchObject({ duplicates: 1 });
+    expect(await redis.llen(k.dedupeLog(H0))).toBe(1);
+  });
+});
+
+describe('the index of a closed task', () => {
+  it('is released when its task closes, and a closing older task leaves the new owner its index', async () => {
+    const store = newProcess();
+    const old = await store.claim(p);
+    await apply(store, old.token, undefined, '0', [group(H0, [['e1', 1]])]);
+    // The partition comes back to this process: a new task claims it before the old one has closed.
+    const current = await store.claim(p);
+    await apply(store, current.token, '0', '1', [group(H0, [['e2', 2]])]);
+    store.dedupe.release(p, old.token);
+    expect(store.dedupe.holds(p)).toBe(true);
+    store.dedupe.release(p, current.token);
+    expect(store.dedupe.holds(p)).toBe(false);
+  });
+});
