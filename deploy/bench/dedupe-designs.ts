@@ -101,7 +101,7 @@ async function designB(): Promise<void> {
   let jsMs = 0;
   for (let b = 0; b < BATCHES; b++) {
     const groups = batch();
-    const index = await store.dedupe.ready(p, token);
+    const index = await store.dedupe.ready(p, token, HOUR);
     const t = performance.now();
     const packed = store.dedupe.pack(index, groups, HOUR);
     jsMs += performance.now() - t;

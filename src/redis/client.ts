@@ -21,6 +21,7 @@ const SCRIPT_NAMES = [
   'rateWindow',
   'migrateDirectory',
   'linkTenant',
+  'importSeenIds',
 ] as const;
 type ScriptName = (typeof SCRIPT_NAMES)[number];
 
@@ -40,6 +41,7 @@ interface ScriptMethods {
   rateWindow(...keysAndArgs: ScriptArg[]): Promise<number>;
   migrateDirectory(...keysAndArgs: ScriptArg[]): Promise<number>;
   linkTenant(...keysAndArgs: ScriptArg[]): Promise<number>;
+  importSeenIds(...keysAndArgs: ScriptArg[]): Promise<number>;
 }
 
 /** A standalone or cluster client with meterline's scripts defined on it. */

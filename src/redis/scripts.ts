@@ -72,6 +72,36 @@ export function applyBatch(
   return redis.applyBatch(keys.length, ...keys, ...args) as Promise<number[]>;
 }
 
+/**
+ * importSeenIds.lua: moves a chunk of an hour's pre-v2 dedupe set into its dedupe log. Reply: the ids moved,
+ * 0 when the set is gone, or a negative code.
+ */
+export function importSeenIds(
+  redis: ScriptedRedis,
+  k: PartitionKeys,
+  a: {
+    token: string;
+    hourMs: number;
+    hashes: Buffer;
+    nowMs: number;
+    dedupeTtlMs: number;
+    ids: readonly string[];
+  },
+): Promise<number> {
+  return redis.importSeenIds(
+    k.fence(),
+    k.seen(a.hourMs),
+    k.dedupeLog(a.hourMs),
+    k.dedupeHours(),
+    a.token,
+    a.hourMs,
+    a.hashes,
+    a.nowMs,
+    a.dedupeTtlMs,
+    ...a.ids,
+  );
+}
+
 type Records = readonly [field: string, frozen: string][];
 type States = readonly [field: string, encoded: string, owesNextHour: boolean][];
 

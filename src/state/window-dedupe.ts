@@ -6,14 +6,21 @@
  * then proves that nothing landed between that read and the batch: only the owner of the fence writes them.
  */
 import { MeterlineError } from '../errors.ts';
+import { scriptError } from '../metering/script-codes.ts';
 import type { ScriptedRedis } from '../redis/client.ts';
 import type { Keys, PartitionRef } from '../redis/keys.ts';
 import type { BatchAggregate, BatchGroup } from '../redis/scripts.ts';
+import * as scripts from '../redis/scripts.ts';
+import { HOUR_MS, hourStart } from '../time/hours.ts';
 import { hashId, ID_HASH_BYTES, PartitionDedupe } from './dedupe-index.ts';
+import { CHANGELOG_HOUR_RETENTION_MS } from './window-changelog.ts';
 import type { HourGroup } from './window-types.ts';
 
 /** Log entries (one per batch, ≤ 16 bytes per event of it) per LRANGE while restoring: no huge reply. */
 const READ_CHUNK_ENTRIES = 32;
+
+/** Ids of a pre-v2 dedupe set moved into its log per script call. */
+const IMPORT_CHUNK_IDS = 2_000;
 
 /** A batch packed for the script, with what to do once its outcome is known. */
 export interface PackedBatch {
@@ -58,10 +65,12 @@ export class WindowDedupe {
   }
 
   /** The partition's index for `token`, restored or caught up from Redis when needed. */
-  async ready(p: PartitionRef, token: string): Promise<PartitionDedupe> {
+  async ready(p: PartitionRef, token: string, nowMs: number): Promise<PartitionDedupe> {
     const id = `${p.topic}/${p.partition}`;
     let index = this.#partitions.get(id);
     if (!index || index.token !== token) {
+      // A claim: ids a processor before v2 kept in sets move into the logs first, then the index loads.
+      await this.importSeenSets(p, token, nowMs);
       index = new PartitionDedupe(token);
       this.#partitions.set(id, index);
     }
@@ -70,6 +79,52 @@ export class WindowDedupe {
       index.synced = true;
     }
     return index;
+  }
+
+  /**
+   * An upgrade from before the packed logs: the ids of each hour's dedupe set (`seen(hour)`, id strings)
+   * move into that hour's log (importSeenIds.lua, a chunk at a time), so an event counted before the
+   * upgrade is still refused after it. The hours looked at are all an unexpired set can belong to (the
+   * dedupe ttl, plus the changelog's week of hours an event can still reach): one pipeline of SCARDs per
+   * claim. Every claim looks, with no marker to skip it: during a rolling upgrade a processor of the
+   * previous version may own the partition again between two claims and write sets.
+   */
+  async importSeenSets(p: PartitionRef, token: string, nowMs: number): Promise<number> {
+    const k = this.#keys.partition(p);
+    const newest = hourStart(nowMs) + HOUR_MS;
+    const hours: number[] = [];
+    for (let h = hourStart(nowMs - this.#ttlMs - CHANGELOG_HOUR_RETENTION_MS); h <= newest; h += HOUR_MS)
+      hours.push(h);
+    const sizes = await this.#exec(hours.reduce((pl, h) => pl.scard(k.seen(h)), this.#redis.pipeline()));
+    let moved = 0;
+    const words = new Uint32Array(4);
+    for (const [i, hourMs] of hours.entries()) {
+      if (!Number(sizes[i])) continue;
+      let cursor = '0';
+      do {
+        const [next, ids] = await this.#redis.sscan(k.seen(hourMs), cursor, 'COUNT', IMPORT_CHUNK_IDS);
+        cursor = next;
+        if (!ids.length) continue;
+        const hashes = Buffer.allocUnsafe(ids.length * ID_HASH_BYTES);
+        ids.forEach((id, n) => {
+          hashId(id, words);
+          for (let w = 0; w < 4; w++) hashes.writeUInt32LE(words[w] as number, n * ID_HASH_BYTES + w * 4);
+        });
+        const res = await scripts.importSeenIds(this.#redis, k, {
+          token,
+          hourMs,
+          hashes,
+          nowMs,
+          dedupeTtlMs: this.#ttlMs,
+          ids,
+        });
+        const failure = scriptError(res, p);
+        if (failure) throw failure;
+        moved += res;
+      } while (cursor !== '0');
+    }
+    // Moving ids while a set is scanned only removes members: SSCAN still returns every one left.
+    return moved;
   }
 
   /**

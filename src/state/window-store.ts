@@ -70,7 +70,7 @@ export class WindowStore extends WindowReads {
     },
   ): Promise<ApplyResult> {
     const { offsets } = batch;
-    const index = await this.dedupe.ready(p, token);
+    const index = await this.dedupe.ready(p, token, batch.nowMs);
     const packed = this.dedupe.pack(index, batch.groups, batch.nowMs);
     let res: number[];
     try {

@@ -2,7 +2,8 @@
  * Dedupe by the in-memory index and the packed logs in Redis, on a real Redis: an id counted before a
  * restart is refused after it (the index restored from Redis), an id that landed without the task
  * knowing (a lost reply) is refused once the index catches up, a zombie's batch leaves no id behind, a
- * wipe forgets every id (the replay counts them again), and the logs keep the dedupe ttl.
+ * wipe forgets every id (the replay counts them again), and the logs keep the dedupe ttl. An upgrade from
+ * the dedupe sets kept before the logs: ids counted before it are still refused after it.
  */
 import { afterAll, beforeEach, describe, expect, it } from 'vitest';
 import { createRedis } from '../../../src/redis/client.ts';
@@ -54,6 +55,51 @@ afterAll(async () => {
 });
 
 describe('dedupe across processes and failures', () => {
+  it('refuses, after an upgrade, an id the previous version counted in its dedupe set', async () => {
+    // What a processor before the packed logs left: the partition claimed, its checkpoint, hour H0's
+    // total and its dedupe set of id strings, with the set's ttl running.
+    const k = new Keys(prefix).partition(p);
+    await redis.set(k.fence(), '7');
+    await redis.set(k.checkpoint(), '1');
+    await redis.hset(k.aggregates(H0), calls, '3');
+    const old = Array.from({ length: 4_500 }, (_, i) => `old-${i}`);
+    await redis.sadd(k.seen(H0), ...old);
+    await redis.pexpire(k.seen(H0), TTL_MS - HOUR_MS);
+
+    const upgraded = newProcess();
+    const a = await upgraded.claim(p);
+    expect(a.checkpoint).toBe('1');
+    // A producer resends two ids counted before the upgrade, with one new event.
+    expect(
+      await apply(upgraded, a.token, '1', '3', [
+        group(H0, [
+          ['old-17', 1],
+          ['old-4499', 1],
+          ['new-1', 5],
+        ]),
+      ]),
+    ).toEqual({ applied: 1, duplicates: 2, carried: 0, counted: 0 });
+    expect(await total(H0)).toBe('8');
+    // The ids moved into the log, which keeps the set's remaining ttl; the set is gone.
+    expect(await redis.exists(k.seen(H0))).toBe(0);
+    const ttl = await redis.pttl(k.dedupeLog(H0));
+    expect(ttl).toBeGreaterThan(TTL_MS - 2 * HOUR_MS);
+    expect(ttl).toBeLessThanOrEqual(TTL_MS);
+    // And a process after that one refuses them from the log alone.
+    const next = newProcess();
+    const b = await next.claim(p);
+    expect(
+      await apply(next, b.token, '3', '4', [
+        group(H0, [
+          ['old-0', 1],
+          ['new-1', 5],
+          ['new-2', 2],
+        ]),
+      ]),
+    ).toEqual({ applied: 1, duplicates: 2, carried: 0, counted: 0 });
+    expect(await total(H0)).toBe('10');
+  });
+
   it('refuses an id counted before a restart: the new owner restores the index from Redis', async () => {
     const first = newProcess();
     const a = await first.claim(p);

@@ -103,7 +103,8 @@ describe('applyBatch', () => {
       apply(token, { after: undefined, last: '12' }, [group(H0, calls, [['z', 5]])]),
     ).rejects.toMatchObject({ code: 'stale_batch', context: { checkpoint: '9' } });
     expect(await redis.hget(new Keys(prefix).partition(p).aggregates(H0), calls)).toBe('5');
-    expect(await redis.sismember(new Keys(prefix).partition(p).seen(H0), 'z')).toBe(0);
+    // Nothing of the refused batch is remembered: the hour's dedupe log holds the first batch alone.
+    expect(await redis.llen(new Keys(prefix).partition(p).dedupeLog(H0))).toBe(1);
     // What follows Redis's checkpoint applies.
     await apply(token, { after: '9', last: '12' }, [group(H0, calls, [['z', 5]])]);
     expect(await redis.hget(new Keys(prefix).partition(p).aggregates(H0), calls)).toBe('10');
@@ -134,7 +135,8 @@ describe('applyBatch', () => {
       code: 'store_behind',
     });
     expect(await redis.hget(new Keys(prefix).partition(p).aggregates(H0), calls)).toBe('5');
-    expect(await redis.sismember(new Keys(prefix).partition(p).seen(H0), 'z')).toBe(0);
+    // Nothing of the refused batch is remembered: the hour's dedupe log holds the first batch alone.
+    expect(await redis.llen(new Keys(prefix).partition(p).dedupeLog(H0))).toBe(1);
     // Re-claiming gives a token Redis knows, from its own checkpoint.
     const again = await store.claim(p);
     expect(again.checkpoint).toBe('9');

@@ -32,6 +32,26 @@ describe('hashId', () => {
     expect(collisions).toBe(0);
   });
 
+  it('is MurmurHash3 x86_128 (seed 0) of the UTF-16LE code units: the stored format', () => {
+    // Reference values from Python's mmh3 (hash128(id.encode('utf-16-le'), 0, x64arch=False)), the
+    // 128-bit value read as h1 | h2 << 32 | h3 << 64 | h4 << 96: every tail length and a full block.
+    const reference: [string, string][] = [
+      ['', '00000000000000000000000000000000'],
+      ['a', 'ccef4fe1ccef4fe1ccef4fe1033bb196'],
+      ['é-x', '4a268b134a268b1340a2951de5a0958b'],
+      ['b1-000000042', '5edba41740aaed76acf15c66e54e2606'],
+      ['abababababababababc', '2cba33f70edbdf1f7a302a30173f7a07'],
+    ];
+    for (const [id, hex] of reference) {
+      const h = hashOf(id);
+      const value = [...h]
+        .reverse()
+        .map((w) => w.toString(16).padStart(8, '0'))
+        .join('');
+      expect(value, id).toBe(hex);
+    }
+  });
+
   it('is the same for the same id, every time', () => {
     expect(key(hashOf('b1-000000042'))).toBe(key(hashOf('b1-000000042')));
     expect(key(hashOf('b1-000000042'))).not.toBe(key(hashOf('b1-000000043')));
