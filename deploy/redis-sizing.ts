@@ -4,10 +4,11 @@
  * of docs/redis-sizing.md come from this script: `node deploy/redis-sizing.ts [--ids 100000]`.
  * It writes only under its own prefix and deletes it afterwards.
  */
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import { FIELD_SEPARATOR, Keys } from '../src/redis/keys.ts';
+import { ID_HASH_BYTES } from '../src/state/dedupe-index.ts';
 
 const { values } = parseArgs({ options: { ids: { type: 'string', default: '100000' } } });
 const n = Number(values.ids);
@@ -18,27 +19,24 @@ const part = keys.partition({ topic: 'usage-events', partition: 0 });
 const hourMs = Date.UTC(2026, 11, 6, 9);
 const usage = async (key: string) => Number(await redis.call('MEMORY', 'USAGE', key, 'SAMPLES', '0'));
 
-async function perMember(key: string, members: string[]): Promise<number> {
-  for (let i = 0; i < members.length; i += 1000) await redis.sadd(key, ...members.slice(i, i + 1000));
-  return (await usage(key)) / members.length;
+/** Bytes per id of an hour's dedupe log: one list entry per batch, 16 bytes per id (applyBatch.lua). */
+async function perLoggedId(key: string, ids: number, idsPerBatch: number): Promise<number> {
+  const entries: Buffer[] = [];
+  for (let i = 0; i < ids; i += idsPerBatch)
+    entries.push(randomBytes(ID_HASH_BYTES * Math.min(idsPerBatch, ids - i)));
+  for (let i = 0; i < entries.length; i += 1000) await redis.rpush(key, ...entries.slice(i, i + 1000));
+  return (await usage(key)) / ids;
 }
 
 try {
   const rows: [string, number][] = [];
-  rows.push([
-    'dedupe id, UUID (36 B)',
-    await perMember(
-      part.seen(hourMs),
-      Array.from({ length: n }, () => randomUUID()),
-    ),
-  ]);
-  rows.push([
-    'dedupe id, 16 B',
-    await perMember(
-      `${part.seen(hourMs)}:short`,
-      Array.from({ length: n }, (_, i) => `req-${String(i).padStart(12, '0')}`),
-    ),
-  ]);
+  // Ids per batch and hour: a busy partition's fetch carries thousands; a quiet one a few.
+  for (const perBatch of [10_000, 100, 10, 1]) {
+    rows.push([
+      `dedupe id, ${perBatch} per batch`,
+      await perLoggedId(`${part.dedupeLog(hourMs)}:${perBatch}`, n, perBatch),
+    ]);
+  }
   const fields = Array.from(
     { length: 10_000 },
     (_, i) => `tenant-${String(i).padStart(6, '0')}${FIELD_SEPARATOR}api_calls`,
