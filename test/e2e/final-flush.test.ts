@@ -16,7 +16,7 @@ import { createRedis } from '../../src/redis/client.ts';
 import { Keys } from '../../src/redis/keys.ts';
 import { CustomerDirectory } from '../../src/state/customer-directory.ts';
 import { HOUR_MS, hourIso, hourStart } from '../../src/time/hours.ts';
-import { stackEnv, testKafka, testLogger, waitFor, writeTempJson } from '../support/harness.ts';
+import { stackEnv, testKafka, testLogger, waitFor } from '../support/harness.ts';
 import {
   acceptedAtAws,
   frozenRecords,
@@ -25,6 +25,7 @@ import {
   testPipeline,
 } from '../support/pipeline-env.ts';
 import { simulatedClock } from '../support/sim-clock.ts';
+import { appliedMessages, twoProductBuyer, twoProductPlan } from '../support/two-products.ts';
 
 const kafka = testKafka();
 const LEAVING = {
@@ -92,11 +93,7 @@ describe('unsubscribe-pending', () => {
       now,
     });
     stops.push(() => pipeline.stop());
-    const applied = async () => {
-      const tasks = (await pipeline.processor?.app.tasks()) ?? [];
-      const applied = tasks.reduce((sum, t) => sum + Number((t.restorePoint.checkpoint ?? -1n) + 1n), 0);
-      return applied >= n ? true : undefined;
-    };
+    const applied = async () => ((await appliedMessages(pipeline)) >= n ? true : undefined);
     await waitFor(applied, { describe: () => 'the first minutes are not applied yet' });
 
     // Minute 5: the leaving buyer's subscription ends.
@@ -143,35 +140,21 @@ describe('unsubscribe-pending', () => {
   it('closes the hour early for the product the buyer leaves only, when it keeps another', async () => {
     const H = hourStart(Date.now()) - 3 * HOUR_MS;
     const { now, setClock } = simulatedClock(H + 60_000);
-    const ACCOUNT = '565656565656';
-    const LICENSE_A = `arn:aws:license-manager::${ACCOUNT}:license:l-fa`;
-    const LICENSE_B = `arn:aws:license-manager::${ACCOUNT}:license:l-fb`;
-    const emulator: RunningEmulator = await startEmulator({
-      customers: [
-        { id: ACCOUNT, licenseArn: LICENSE_A, productCode: 'prod-a' },
-        { id: ACCOUNT, licenseArn: LICENSE_B, productCode: 'prod-b' },
-      ],
-      now,
-    });
+    const buyer = twoProductBuyer('565656565656', 'f');
+    const ACCOUNT = buyer.account;
+    const emulator: RunningEmulator = await startEmulator({ customers: buyer.emulatorCustomers, now });
     stops.push(() => emulator.close());
-    const plan = writeTempJson('plan.json', {
-      products: [
-        { productCode: 'prod-a', dimensions: [{ name: 'a_calls', model: 'hourly' }] },
-        { productCode: 'prod-b', dimensions: [{ name: 'b_calls', model: 'hourly' }] },
-      ],
-    });
     const tp2 = testPipeline('flush2', {
       customers: {},
-      env: { AWS_ENDPOINT_URL_MARKETPLACE_METERING: emulator.url, METERLINE_PLAN: plan },
+      env: { AWS_ENDPOINT_URL_MARKETPLACE_METERING: emulator.url, METERLINE_PLAN: twoProductPlan() },
     });
     stops.push(() => tp2.cleanup(kafka));
     await tp2.createTopics(kafka);
     const redis = createRedis(stackEnv().redisUrl);
     stops.push(() => redis.disconnect());
     const directory = new CustomerDirectory(redis, new Keys(tp2.run));
-    const buyer = { customerAwsAccountId: ACCOUNT };
-    await directory.register(ACCOUNT, { productCode: 'prod-a', ...buyer, licenseArn: LICENSE_A }, now());
-    await directory.register(ACCOUNT, { productCode: 'prod-b', ...buyer, licenseArn: LICENSE_B }, now());
+    await buyer.register(directory, 'prod-a', now());
+    await buyer.register(directory, 'prod-b', now());
 
     const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
     await producer.connect();
@@ -202,17 +185,17 @@ describe('unsubscribe-pending', () => {
       now,
     });
     stops.push(() => pipeline.stop());
-    const applied = async () => {
-      const tasks = (await pipeline.processor?.app.tasks()) ?? [];
-      const applied = tasks.reduce((sum, t) => sum + Number((t.restorePoint.checkpoint ?? -1n) + 1n), 0);
-      return applied >= n ? true : undefined;
-    };
+    const applied = async () => ((await appliedMessages(pipeline)) >= n ? true : undefined);
     await waitFor(applied, { describe: () => 'the first minutes are not applied yet' });
 
     // Minute 5: AWS reports that the buyer is leaving product A; it keeps B.
     setClock(H + 5 * 60_000);
     const pendingAt = now();
-    await directory.applyStatus({ ...buyer, productCode: 'prod-a' }, 'unsubscribe-pending', pendingAt);
+    await directory.applyStatus(
+      { customerAwsAccountId: ACCOUNT, productCode: 'prod-a' },
+      'unsubscribe-pending',
+      pendingAt,
+    );
     const key = (dimension: string, hour: number) => `${ACCOUNT}|${dimension}|${hourIso(hour)}`;
     await waitFor(() => (acceptedAtAws(emulator).has(key('a_calls', H)) ? true : undefined), {
       timeoutMs: 60_000,
@@ -256,8 +239,8 @@ describe('unsubscribe-pending', () => {
     const licenses = new Map(
       emulator.state.snapshot().records.map((r) => [`${r.dimension}|${r.timestamp}`, r.licenseArn]),
     );
-    expect(licenses.get(`a_calls|${hourIso(H)}`)).toBe(LICENSE_A);
-    expect(licenses.get(`b_calls|${hourIso(H)}`)).toBe(LICENSE_B);
+    expect(licenses.get(`a_calls|${hourIso(H)}`)).toBe(buyer.license['prod-a']);
+    expect(licenses.get(`b_calls|${hourIso(H)}`)).toBe(buyer.license['prod-b']);
     expect(emulator.state.snapshot().duplicates).toBe(0);
     expect(await readAllMessages(kafka, tp2.topics.failed)).toEqual([]);
   }, 300_000);

@@ -18,9 +18,10 @@ import { createRedis } from '../../src/redis/client.ts';
 import { Keys } from '../../src/redis/keys.ts';
 import { CustomerDirectory } from '../../src/state/customer-directory.ts';
 import { HOUR_MS, hourIso, hourStart } from '../../src/time/hours.ts';
-import { stackEnv, testKafka, testLogger, waitFor, writeTempJson } from '../support/harness.ts';
+import { stackEnv, testKafka, testLogger, waitFor } from '../support/harness.ts';
 import { acceptedAtAws, readAllMessages, type TestPipeline, testPipeline } from '../support/pipeline-env.ts';
 import { simulatedClock } from '../support/sim-clock.ts';
+import { twoProductBuyer, twoProductPlan } from '../support/two-products.ts';
 
 const kafka = testKafka();
 const ACME = {
@@ -180,27 +181,14 @@ describe('usage of a tenant without an AWS identity', () => {
   it("holds a buyer's usage of a product it has not registered for, while its other product is billed", async () => {
     const H = hourStart(Date.now()) - 5 * HOUR_MS;
     const { now, setClock } = simulatedClock(H + 50 * 60_000);
-    const ACCOUNT = '343434343434';
-    const LICENSE_A = `arn:aws:license-manager::${ACCOUNT}:license:l-ha`;
-    const LICENSE_B = `arn:aws:license-manager::${ACCOUNT}:license:l-hb`;
-    const emulator: RunningEmulator = await startEmulator({
-      customers: [
-        { id: ACCOUNT, licenseArn: LICENSE_A, productCode: 'prod-a' },
-        { id: ACCOUNT, licenseArn: LICENSE_B, productCode: 'prod-b' },
-      ],
-      now,
-    });
+    const buyer = twoProductBuyer('343434343434', 'h');
+    const ACCOUNT = buyer.account;
+    const emulator: RunningEmulator = await startEmulator({ customers: buyer.emulatorCustomers, now });
     stops.push(() => emulator.close());
-    const plan = writeTempJson('plan.json', {
-      products: [
-        { productCode: 'prod-a', dimensions: [{ name: 'a_calls', model: 'hourly' }] },
-        { productCode: 'prod-b', dimensions: [{ name: 'b_calls', model: 'hourly' }] },
-      ],
-    });
     const tp2 = testPipeline('held2', {
       partitions: 1,
       customers: {},
-      env: { AWS_ENDPOINT_URL_MARKETPLACE_METERING: emulator.url, METERLINE_PLAN: plan },
+      env: { AWS_ENDPOINT_URL_MARKETPLACE_METERING: emulator.url, METERLINE_PLAN: twoProductPlan() },
     });
     stops.push(() => tp2.cleanup(kafka));
     await tp2.createTopics(kafka);
@@ -208,9 +196,8 @@ describe('usage of a tenant without an AWS identity', () => {
     stops.push(() => redis.disconnect());
     const keys = new Keys(tp2.run);
     const directory = new CustomerDirectory(redis, keys);
-    const buyer = { customerAwsAccountId: ACCOUNT };
     // Registered for product A only, so far.
-    await directory.register(ACCOUNT, { productCode: 'prod-a', ...buyer, licenseArn: LICENSE_A }, now());
+    await buyer.register(directory, 'prod-a', now());
 
     const events: RawEvent[] = [1, 2, 3].flatMap((k) =>
       ['a_calls', 'b_calls'].map((dimension) => ({
@@ -254,7 +241,7 @@ describe('usage of a tenant without an AWS identity', () => {
 
     // Twenty minutes later the buyer registers product B: its held hour goes out with B's license.
     setClock(H + HOUR_MS + 21 * 60_000);
-    await directory.register(ACCOUNT, { productCode: 'prod-b', ...buyer, licenseArn: LICENSE_B }, now());
+    await buyer.register(directory, 'prod-b', now());
     await waitFor(() => (acceptedAtAws(emulator).has(key('b_calls')) ? true : undefined), {
       timeoutMs: 60_000,
       describe: () => "product B's held hour is not billed yet",
@@ -266,8 +253,8 @@ describe('usage of a tenant without an AWS identity', () => {
     const licenses = new Map(emulator.state.snapshot().records.map((r) => [r.dimension, r.licenseArn]));
     expect(licenses).toEqual(
       new Map([
-        ['a_calls', LICENSE_A],
-        ['b_calls', LICENSE_B],
+        ['a_calls', buyer.license['prod-a']],
+        ['b_calls', buyer.license['prod-b']],
       ]),
     );
     expect(emulator.state.snapshot().duplicates).toBe(0);

@@ -16,14 +16,16 @@ import { Keys } from '../../src/redis/keys.ts';
 import { CustomerDirectory } from '../../src/state/customer-directory.ts';
 import { parseSnsAction } from '../../src/subscribe/lifecycle-events.ts';
 import { HOUR_MS, hourIso, hourStart } from '../../src/time/hours.ts';
-import { stackEnv, testKafka, testLogger, waitFor, writeTempJson } from '../support/harness.ts';
+import { stackEnv, testKafka, testLogger, waitFor } from '../support/harness.ts';
 import { acceptedAtAws, readAllMessages, type TestPipeline, testPipeline } from '../support/pipeline-env.ts';
 import { simulatedClock } from '../support/sim-clock.ts';
+import { appliedMessages, twoProductBuyer, twoProductPlan } from '../support/two-products.ts';
 
 const kafka = testKafka();
-const ACCOUNT = '121212121212';
-const LICENSE_A = `arn:aws:license-manager::${ACCOUNT}:license:l-pa`;
-const LICENSE_B = `arn:aws:license-manager::${ACCOUNT}:license:l-pb`;
+const BUYER = twoProductBuyer('121212121212', 'p');
+const ACCOUNT = BUYER.account;
+const LICENSE_A = BUYER.license['prod-a'];
+const LICENSE_B = BUYER.license['prod-b'];
 
 describe('a buyer of two products', () => {
   const stops: (() => Promise<void> | void)[] = [];
@@ -36,21 +38,9 @@ describe('a buyer of two products', () => {
   it('bills each product with its own license; unsubscribing from one stops only that one', async () => {
     const H = hourStart(Date.now()) - 3 * HOUR_MS;
     const { now, setClock } = simulatedClock(H + 60_000);
-    const emulator: RunningEmulator = await startEmulator({
-      customers: [
-        { id: ACCOUNT, licenseArn: LICENSE_A, productCode: 'prod-a' },
-        { id: ACCOUNT, licenseArn: LICENSE_B, productCode: 'prod-b' },
-      ],
-      now,
-    });
+    const emulator: RunningEmulator = await startEmulator({ customers: BUYER.emulatorCustomers, now });
     stops.push(() => emulator.close());
-    const dimension = (name: string) => ({ name, model: 'hourly', aggregation: 'sum', zeroRecords: true });
-    const plan = writeTempJson('plan.json', {
-      products: [
-        { productCode: 'prod-a', dimensions: [dimension('a_calls')] },
-        { productCode: 'prod-b', dimensions: [dimension('b_calls')] },
-      ],
-    });
+    const plan = twoProductPlan({ model: 'hourly', aggregation: 'sum', zeroRecords: true });
     tp = testPipeline('twoprod', {
       partitions: 1,
       customers: {},
@@ -60,9 +50,8 @@ describe('a buyer of two products', () => {
     const redis = createRedis(stackEnv().redisUrl);
     stops.push(() => redis.disconnect());
     const directory = new CustomerDirectory(redis, new Keys(tp.run));
-    const buyer = { customerAwsAccountId: ACCOUNT };
-    await directory.register(ACCOUNT, { productCode: 'prod-a', ...buyer, licenseArn: LICENSE_A }, now());
-    await directory.register(ACCOUNT, { productCode: 'prod-b', ...buyer, licenseArn: LICENSE_B }, now());
+    await BUYER.register(directory, 'prod-a', now());
+    await BUYER.register(directory, 'prod-b', now());
 
     const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
     await producer.connect();
@@ -90,11 +79,7 @@ describe('a buyer of two products', () => {
       now,
     });
     stops.push(() => pipeline.stop());
-    const applied = async () => {
-      const tasks = (await pipeline.processor?.app.tasks()) ?? [];
-      const count = tasks.reduce((sum, t) => sum + Number((t.restorePoint.checkpoint ?? -1n) + 1n), 0);
-      return count >= n ? true : undefined;
-    };
+    const applied = async () => ((await appliedMessages(pipeline)) >= n ? true : undefined);
     await waitFor(applied, { describe: () => 'the first usage is not applied yet' });
 
     const key = (dim: string, hour: number) => `${ACCOUNT}|${dim}|${hourIso(hour)}`;
