@@ -26,13 +26,9 @@ import {
   subscriptionField,
 } from '../state/customer-directory.ts';
 import type { EntitlementStore } from '../state/entitlement-store.ts';
-import {
-  HOURLY_WINDOWS,
-  HourlyWindowStore,
-  type ProcessorStats,
-  type RecoverySource,
-} from '../state/hourly-window-store.ts';
+import { HOURLY_WINDOWS, HourlyWindowStore, type RecoverySource } from '../state/hourly-window-store.ts';
 import type { Ledger } from '../state/ledger.ts';
+import type { ProcessorStats } from '../state/processor-stats.ts';
 import { foldChangelog } from '../state/window-changelog.ts';
 import type { WindowStore } from '../state/window-store.ts';
 import type { AggregationOp } from '../state/window-types.ts';

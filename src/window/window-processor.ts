@@ -13,7 +13,8 @@ import type { DecodeResult, IngestReason, UsageDecoder, ValidationContext } from
 import { metrics, observeClockSkew } from '../observability/metrics.ts';
 import { headerTraceparent, tracingActive } from '../observability/tracing.ts';
 import { aggregateField } from '../redis/keys.ts';
-import { HOURLY_WINDOWS, type HourlyWindowStore, type ProcessorStats } from '../state/hourly-window-store.ts';
+import { HOURLY_WINDOWS, type HourlyWindowStore } from '../state/hourly-window-store.ts';
+import type { ProcessorStats } from '../state/processor-stats.ts';
 import type { AggregationOp, LatePolicy } from '../state/window-types.ts';
 import { hourIso, hourStart } from '../time/hours.ts';
 
