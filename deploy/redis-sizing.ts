@@ -8,7 +8,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import { FIELD_SEPARATOR, Keys } from '../src/redis/keys.ts';
-import { ID_HASH_BYTES } from '../src/state/dedupe-index.ts';
+import { ID_HASH_BYTES } from '../src/state/id-hash.ts';
 
 const { values } = parseArgs({ options: { ids: { type: 'string', default: '100000' } } });
 const n = Number(values.ids);

@@ -520,6 +520,8 @@ async function runProcessor(ctx: Ctx): Promise<ProcessorResult> {
     METERLINE_WINDOW_MAX_DELAY: '12h',
     METERLINE_SUBMIT_MARGIN: '1h',
     LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn',
+    // No metrics endpoint: it would need a free port, and another meterline on the machine may hold the default.
+    METERLINE_OPS_PORT: 'off',
     BENCH_EXPECTED: String(ctx.expected.messages),
   });
 

@@ -119,6 +119,7 @@ export async function startPipeline(
       const windows = new WindowStore(redis, keys, {
         dedupeTtlMs: 48 * HOUR_MS,
         finalizedTtlMs: 48 * HOUR_MS,
+        dedupeMemory: { hotIds: config.dedupe.memoryIds, spillDir: config.dedupe.spillDir },
       });
       const admin = kafka.admin();
       await admin.connect();

@@ -4,6 +4,7 @@
  * with its key.
  */
 import { existsSync } from 'node:fs';
+import os from 'node:os';
 import { ConfigError } from '../errors.ts';
 import { type KafkaSecurity, kafkaSecurityFromEnv } from '../kafka/security.ts';
 import { DEFAULT_ACCEPTANCE_WINDOW_MS, type MeteringApi } from '../metering/aws-window.ts';
@@ -57,6 +58,8 @@ export interface Config {
     submitMarginMs: number;
   };
   groups: { processor: string; worker: string; sessionTimeoutMs: number; concurrency: number };
+  /** The processor's dedupe index: id hashes kept in memory, and where older ones spill. */
+  dedupe: { memoryIds: number; spillDir: string };
   maxMessageBytes: number;
   /** Kafka sends: the deadline of one, and how long failing ones may last before /healthz fails. */
   produce: { timeoutMs: number; unhealthyAfterMs: number };
@@ -284,6 +287,10 @@ export function loadConfig(roles: readonly Role[], env: NodeJS.ProcessEnv = proc
       worker: e.METERLINE_WORKER_GROUP,
       sessionTimeoutMs: e.METERLINE_SESSION_TIMEOUT,
       concurrency: e.METERLINE_PROCESSOR_CONCURRENCY,
+    },
+    dedupe: {
+      memoryIds: e.METERLINE_DEDUPE_MEMORY_IDS,
+      spillDir: e.METERLINE_DEDUPE_SPILL_DIR ?? os.tmpdir(),
     },
     maxMessageBytes: e.METERLINE_MAX_MESSAGE_BYTES,
     produce: {

@@ -87,6 +87,9 @@ export const EnvSchema = z.object({
   // turn the timeout off).
   METERLINE_REDIS_COMMAND_TIMEOUT: duration('5s'),
   METERLINE_PROCESSOR_CONCURRENCY: int(3, 1, 64),
+  // Dedupe id hashes a processor keeps in memory; older ones spill to METERLINE_DEDUPE_SPILL_DIR.
+  METERLINE_DEDUPE_MEMORY_IDS: int(1_000_000, 10_000, 1_000_000_000),
+  METERLINE_DEDUPE_SPILL_DIR: z.string().min(1).optional(),
   METERLINE_WINDOW_GRACE: duration('5m'),
   METERLINE_WINDOW_MAX_DELAY: duration('3h'),
   METERLINE_MAX_OUT_OF_ORDERNESS: duration('1m'),

@@ -1,239 +1,78 @@
 /**
- * The in-memory dedupe index of one partition: per event hour, a set of 128-bit event id hashes in a
- * typed-array open-addressing table (linear probing, backward-shift deletion), so millions of ids cost
- * 16 bytes each plus slack and no JS string survives the batch. Redis keeps the same hashes as packed
- * 16-byte hashes, one list entry per batch and hour (applyBatch.lua), which is what the index is restored from.
- *
- * The hash is MurmurHash3 x86_128 of the id's UTF-16 code units with seed 0. It is part of the stored
- * format: changing it makes every stored hash unreadable as a dedupe key (bump the log key's version).
+ * The dedupe index of one partition: per event hour, the 128-bit hashes (id-hash.ts) of the ids counted.
+ * The newest are in memory (a HashSet128); when the partition holds more than its share of the process's
+ * budget, an hour's hashes spill to a sorted file with a filter in memory (spilled-ids.ts), so memory stays
+ * flat however many ids the dedupe horizon holds. Redis keeps the same hashes, packed 16 bytes each, one
+ * list entry per batch and hour (applyBatch.lua): that is what the index is restored from.
  */
+import { HashSet128 } from './hash-set-128.ts';
+import { ID_HASH_BYTES } from './id-hash.ts';
+import { SpilledRun, type SpillFolder } from './spilled-ids.ts';
 
-/** Bytes of one stored id hash. */
-export const ID_HASH_BYTES = 16;
+/** An hour's hot set smaller than this never spills: runs stay few and worth a file. */
+const MIN_SPILL = 4_096;
+/** Runs an hour may have before they merge into one: a new id checks every run's filter. */
+const MAX_RUNS = 4;
 
-const MIN_SLOTS = 1024;
-
-function fmix32(h: number): number {
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h;
-}
-
-/** Reads 32 bits of `s` from code unit `i`: two UTF-16 code units, little-endian. */
-const word = (s: string, i: number) => (s.charCodeAt(i) | (s.charCodeAt(i + 1) << 16)) >>> 0;
-
-/** MurmurHash3 x86_128 of `s`'s UTF-16 code units into `out[o..o+3]`. */
-export function hashId(s: string, out: Uint32Array, o = 0): void {
-  const c1 = 0x239b961b;
-  const c2 = 0xab0e9789;
-  const c3 = 0x38b34ae5;
-  const c4 = 0xa1e38b93;
-  const len = s.length * 2;
-  let h1 = 0;
-  let h2 = 0;
-  let h3 = 0;
-  let h4 = 0;
-  const blocks = len >>> 4;
-  for (let b = 0; b < blocks; b++) {
-    const i = b * 8;
-    let k1 = word(s, i);
-    let k2 = word(s, i + 2);
-    let k3 = word(s, i + 4);
-    let k4 = word(s, i + 6);
-    k1 = Math.imul(k1, c1);
-    k1 = (k1 << 15) | (k1 >>> 17);
-    k1 = Math.imul(k1, c2);
-    h1 ^= k1;
-    h1 = (h1 << 19) | (h1 >>> 13);
-    h1 = (h1 + h2) | 0;
-    h1 = (Math.imul(h1, 5) + 0x561ccd1b) | 0;
-    k2 = Math.imul(k2, c2);
-    k2 = (k2 << 16) | (k2 >>> 16);
-    k2 = Math.imul(k2, c3);
-    h2 ^= k2;
-    h2 = (h2 << 17) | (h2 >>> 15);
-    h2 = (h2 + h3) | 0;
-    h2 = (Math.imul(h2, 5) + 0x0bcaa747) | 0;
-    k3 = Math.imul(k3, c3);
-    k3 = (k3 << 17) | (k3 >>> 15);
-    k3 = Math.imul(k3, c4);
-    h3 ^= k3;
-    h3 = (h3 << 15) | (h3 >>> 17);
-    h3 = (h3 + h4) | 0;
-    h3 = (Math.imul(h3, 5) + 0x96cd1c35) | 0;
-    k4 = Math.imul(k4, c4);
-    k4 = (k4 << 18) | (k4 >>> 14);
-    k4 = Math.imul(k4, c1);
-    h4 ^= k4;
-    h4 = (h4 << 13) | (h4 >>> 19);
-    h4 = (h4 + h1) | 0;
-    h4 = (Math.imul(h4, 5) + 0x32ac3b17) | 0;
-  }
-  // The tail: up to 7 code units (14 bytes), little-endian into k1..k4.
-  let k1 = 0;
-  let k2 = 0;
-  let k3 = 0;
-  let k4 = 0;
-  const tail = blocks * 8;
-  const rest = s.length - tail;
-  const tailBytes = rest * 2;
-  if (rest > 6) k4 = s.charCodeAt(tail + 6);
-  if (rest > 5) k3 = s.charCodeAt(tail + 4) | (s.charCodeAt(tail + 5) << 16);
-  else if (rest > 4) k3 = s.charCodeAt(tail + 4);
-  if (rest > 3) k2 = s.charCodeAt(tail + 2) | (s.charCodeAt(tail + 3) << 16);
-  else if (rest > 2) k2 = s.charCodeAt(tail + 2);
-  if (rest > 1) k1 = s.charCodeAt(tail) | (s.charCodeAt(tail + 1) << 16);
-  else if (rest > 0) k1 = s.charCodeAt(tail);
-  if (tailBytes > 12) {
-    k4 = Math.imul(k4, c4);
-    k4 = (k4 << 18) | (k4 >>> 14);
-    k4 = Math.imul(k4, c1);
-    h4 ^= k4;
-  }
-  if (tailBytes > 8) {
-    k3 = Math.imul(k3, c3);
-    k3 = (k3 << 17) | (k3 >>> 15);
-    k3 = Math.imul(k3, c4);
-    h3 ^= k3;
-  }
-  if (tailBytes > 4) {
-    k2 = Math.imul(k2, c2);
-    k2 = (k2 << 16) | (k2 >>> 16);
-    k2 = Math.imul(k2, c3);
-    h2 ^= k2;
-  }
-  if (tailBytes > 0) {
-    k1 = Math.imul(k1, c1);
-    k1 = (k1 << 15) | (k1 >>> 17);
-    k1 = Math.imul(k1, c2);
-    h1 ^= k1;
-  }
-  h1 ^= len;
-  h2 ^= len;
-  h3 ^= len;
-  h4 ^= len;
-  h1 = (h1 + h2 + h3 + h4) | 0;
-  h2 = (h2 + h1) | 0;
-  h3 = (h3 + h1) | 0;
-  h4 = (h4 + h1) | 0;
-  h1 = fmix32(h1);
-  h2 = fmix32(h2);
-  h3 = fmix32(h3);
-  h4 = fmix32(h4);
-  h1 = (h1 + h2 + h3 + h4) | 0;
-  h2 = (h2 + h1) | 0;
-  h3 = (h3 + h1) | 0;
-  h4 = (h4 + h1) | 0;
-  out[o] = h1;
-  out[o + 1] = h2;
-  out[o + 2] = h3;
-  out[o + 3] = h4;
+/** Where a partition's index spills, and how many hashes it may keep in memory. */
+export interface SpillPolicy {
+  folder: SpillFolder;
+  /** Hashes in memory over all hours; more spill, the largest hour first. */
+  budget: number;
 }
 
 /**
- * A set of 128-bit hashes. A slot whose first word is 0 is empty, so a hash whose first word is 0 is
- * stored with it set to 1 (in memory only; the stored bytes keep the hash as computed).
+ * One hour's ids: the newest in memory, older ones in spilled runs; the entries of its Redis log they
+ * reflect, and when it was last written.
  */
-export class HashSet128 {
-  #slots: Uint32Array;
-  #mask: number;
-  #size = 0;
+export class HourIds {
+  hot = new HashSet128();
+  runs: SpilledRun[] = [];
+  logEntries = 0;
+  writtenAtMs = 0;
 
-  constructor(expected = 0) {
-    let n = MIN_SLOTS;
-    while (n * 0.7 < expected) n *= 2;
-    this.#slots = new Uint32Array(n * 4);
-    this.#mask = n - 1;
+  /** Whether the hash is held, in memory or spilled. */
+  has(h: Uint32Array, o = 0): boolean {
+    if (this.hot.has(h, o)) return true;
+    for (const run of this.runs) if (run.has(h, o)) return true;
+    return false;
+  }
+
+  /** Adds the hash; false when it was held already. */
+  add(h: Uint32Array, o = 0): boolean {
+    for (const run of this.runs) if (run.has(h, o)) return false;
+    return this.hot.add(h, o);
   }
 
   get size(): number {
-    return this.#size;
+    let n = this.hot.size;
+    for (const run of this.runs) n += run.size;
+    return n;
   }
 
-  /** Slots allocated (capacity), for tests and sizing. */
-  get capacity(): number {
-    return this.#mask + 1;
-  }
-
-  /** Finds `h[o..o+3]`: its slot, or -(empty slot + 1) where it would go. */
-  #find(h: Uint32Array, o: number): number {
-    const t = this.#slots;
-    const a = h[o] || 1;
-    const b = h[o + 1] as number;
-    const c = h[o + 2] as number;
-    const d = h[o + 3] as number;
-    let i = (b ^ Math.imul(a, 0x9e3779b1)) & this.#mask;
-    for (;;) {
-      const x = i * 4;
-      const w = t[x] as number;
-      if (w === 0) return -(i + 1);
-      if (w === a && t[x + 1] === b && t[x + 2] === c && t[x + 3] === d) return i;
-      i = (i + 1) & this.#mask;
-    }
-  }
-
-  has(h: Uint32Array, o = 0): boolean {
-    return this.#find(h, o) >= 0;
-  }
-
-  /** Adds the hash; false when it was there already. */
-  add(h: Uint32Array, o = 0): boolean {
-    let i = this.#find(h, o);
-    if (i >= 0) return false;
-    if ((this.#size + 1) * 10 > (this.#mask + 1) * 7) {
-      this.#grow();
-      i = this.#find(h, o);
-    }
-    const x = (-i - 1) * 4;
-    this.#slots[x] = h[o] || 1;
-    this.#slots[x + 1] = h[o + 1] as number;
-    this.#slots[x + 2] = h[o + 2] as number;
-    this.#slots[x + 3] = h[o + 3] as number;
-    this.#size += 1;
-    return true;
-  }
-
-  /** Removes the hash (backward-shift deletion keeps every probe chain whole); false when absent. */
-  delete(h: Uint32Array, o = 0): boolean {
-    let i = this.#find(h, o);
-    if (i < 0) return false;
-    const t = this.#slots;
-    const mask = this.#mask;
-    let j = i;
-    for (;;) {
-      j = (j + 1) & mask;
-      const y = j * 4;
-      if (t[y] === 0) break;
-      const home = ((t[y + 1] as number) ^ Math.imul(t[y] as number, 0x9e3779b1)) & mask;
-      // Move the entry at j back to i unless its home lies cyclically in (i, j].
-      const between = i <= j ? home > i && home <= j : home > i || home <= j;
-      if (!between) {
-        t.copyWithin(i * 4, y, y + 4);
-        i = j;
+  /** Moves the hashes in memory to a new run; past MAX_RUNS, every run merges into that one. */
+  spill(folder: SpillFolder): void {
+    let words = this.hot.words();
+    if (this.runs.length >= MAX_RUNS) {
+      const parts = [words, ...this.runs.map((r) => r.words())];
+      words = new Uint32Array(parts.reduce((n, p) => n + p.length, 0));
+      let at = 0;
+      for (const part of parts) {
+        words.set(part, at);
+        at += part.length;
       }
     }
-    t.fill(0, i * 4, i * 4 + 4);
-    this.#size -= 1;
-    return true;
+    const run = new SpilledRun(words, folder.file());
+    if (this.runs.length >= MAX_RUNS) this.close();
+    this.runs.push(run);
+    this.hot = new HashSet128();
   }
 
-  #grow(): void {
-    const old = this.#slots;
-    this.#slots = new Uint32Array(old.length * 2);
-    this.#mask = old.length / 2 - 1;
-    this.#size = 0;
-    for (let x = 0; x < old.length; x += 4) if (old[x] !== 0) this.add(old, x);
+  /** Deletes the spilled runs' files. */
+  close(): void {
+    for (const run of this.runs) run.close();
+    this.runs = [];
   }
-}
-
-/** One hour's ids: the set, the entries of its Redis log it reflects, and when it was last written. */
-interface HourIds {
-  set: HashSet128;
-  logEntries: number;
-  writtenAtMs: number;
 }
 
 /**
@@ -244,15 +83,18 @@ export class PartitionDedupe {
   readonly token: string;
   synced = false;
   readonly #hours = new Map<number, HourIds>();
+  readonly #spill: SpillPolicy | undefined;
 
-  constructor(token: string) {
+  /** Without a spill policy, every hash stays in memory. */
+  constructor(token: string, spill?: SpillPolicy) {
     this.token = token;
+    this.#spill = spill;
   }
 
   hour(hourMs: number): HourIds {
     let h = this.#hours.get(hourMs);
     if (!h) {
-      h = { set: new HashSet128(), logEntries: 0, writtenAtMs: 0 };
+      h = new HourIds();
       this.#hours.set(hourMs, h);
     }
     return h;
@@ -266,9 +108,9 @@ export class PartitionDedupe {
   load(hourMs: number, from: number, entries: readonly Buffer[], writtenAtMs: number): void {
     const h = this.hour(hourMs);
     if (from === 0 && h.logEntries !== 0) {
-      let bytes = 0;
-      for (const e of entries) bytes += e.length;
-      h.set = new HashSet128(bytes / ID_HASH_BYTES);
+      // The log expired and began again: what the hour held is gone from Redis.
+      h.close();
+      h.hot = new HashSet128();
     }
     const words = new Uint32Array(4);
     for (const bytes of entries) {
@@ -279,27 +121,60 @@ export class PartitionDedupe {
         words[1] = bytes.readUInt32LE(at + 4);
         words[2] = bytes.readUInt32LE(at + 8);
         words[3] = bytes.readUInt32LE(at + 12);
-        h.set.add(words);
+        h.add(words);
       }
+      this.settle();
     }
     h.logEntries = from + entries.length;
     if (writtenAtMs > h.writtenAtMs) h.writtenAtMs = writtenAtMs;
   }
 
+  /**
+   * Spills the largest hours in memory until the partition is within its budget. Only between batches:
+   * a batch's hashes stay in memory until its outcome is known (a failed batch takes them out again).
+   */
+  settle(): void {
+    const spill = this.#spill;
+    if (!spill) return;
+    let hot = 0;
+    for (const h of this.#hours.values()) hot += h.hot.size;
+    while (hot > spill.budget) {
+      let largest: HourIds | undefined;
+      for (const h of this.#hours.values()) if (!largest || h.hot.size > largest.hot.size) largest = h;
+      if (!largest || largest.hot.size < MIN_SPILL) return;
+      hot -= largest.hot.size;
+      largest.spill(spill.folder);
+    }
+  }
+
   /** Forgets an hour (its log expired in Redis). */
   drop(hourMs: number): void {
+    this.#hours.get(hourMs)?.close();
     this.#hours.delete(hourMs);
   }
 
   /** Forgets hours not written for `ttlMs`, as Redis expires their logs. */
   expire(nowMs: number, ttlMs: number): void {
-    for (const [hourMs, h] of this.#hours) if (h.writtenAtMs + ttlMs < nowMs) this.#hours.delete(hourMs);
+    for (const [hourMs, h] of this.#hours) if (h.writtenAtMs + ttlMs < nowMs) this.drop(hourMs);
+  }
+
+  /** Deletes every spilled file: the index is no longer used. */
+  close(): void {
+    for (const h of this.#hours.values()) h.close();
+    this.#hours.clear();
   }
 
   /** Ids held, over all hours. */
   get size(): number {
     let n = 0;
-    for (const h of this.#hours.values()) n += h.set.size;
+    for (const h of this.#hours.values()) n += h.size;
+    return n;
+  }
+
+  /** Ids held in memory (the rest are spilled). */
+  get hotSize(): number {
+    let n = 0;
+    for (const h of this.#hours.values()) n += h.hot.size;
     return n;
   }
 }

@@ -12,9 +12,11 @@ import type { Keys, PartitionRef } from '../redis/keys.ts';
 import type { BatchAggregate, BatchGroup } from '../redis/scripts.ts';
 import * as scripts from '../redis/scripts.ts';
 import { HOUR_MS, hourStart } from '../time/hours.ts';
-import { hashId, ID_HASH_BYTES, PartitionDedupe } from './dedupe-index.ts';
+import { PartitionDedupe, type SpillPolicy } from './dedupe-index.ts';
+import { hashId, ID_HASH_BYTES } from './id-hash.ts';
+import { SpillFolder } from './spilled-ids.ts';
 import { CHANGELOG_HOUR_RETENTION_MS } from './window-changelog.ts';
-import type { HourGroup } from './window-types.ts';
+import type { DedupeMemory, HourGroup } from './window-types.ts';
 
 /** Log entries (one per batch, ≤ 16 bytes per event of it) per LRANGE while restoring: no huge reply. */
 const READ_CHUNK_ENTRIES = 32;
@@ -32,22 +34,44 @@ export interface PackedBatch {
   failed(): void;
 }
 
+export const DEFAULT_DEDUPE_MEMORY_IDS = 1_000_000;
+
 export class WindowDedupe {
   readonly #redis: ScriptedRedis;
   readonly #keys: Keys;
   readonly #ttlMs: number;
   readonly #partitions = new Map<string, PartitionDedupe>();
+  readonly #spill: SpillPolicy;
+  readonly #folder: SpillFolder;
 
-  constructor(redis: ScriptedRedis, keys: Keys, ttlMs: number) {
+  constructor(redis: ScriptedRedis, keys: Keys, ttlMs: number, memory: DedupeMemory) {
     this.#redis = redis;
     this.#keys = keys;
     // As Redis keeps the logs: whole seconds.
     this.#ttlMs = Math.ceil(ttlMs / 1000) * 1000;
+    const partitions = this.#partitions;
+    this.#folder = new SpillFolder(memory.spillDir);
+    // Each partition gets an equal share of the budget, as partitions come and go.
+    this.#spill = {
+      folder: this.#folder,
+      get budget() {
+        return Math.floor(memory.hotIds / Math.max(1, partitions.size));
+      },
+    };
   }
 
   /** A new claim: the next batch restores the index from Redis. */
   forget(p: PartitionRef): void {
-    this.#partitions.delete(`${p.topic}/${p.partition}`);
+    const id = `${p.topic}/${p.partition}`;
+    this.#partitions.get(id)?.close();
+    this.#partitions.delete(id);
+  }
+
+  /** Drops every index and its spilled files. */
+  close(): void {
+    for (const index of this.#partitions.values()) index.close();
+    this.#partitions.clear();
+    this.#folder.close();
   }
 
   /**
@@ -56,7 +80,10 @@ export class WindowDedupe {
    */
   release(p: PartitionRef, token: string): void {
     const id = `${p.topic}/${p.partition}`;
-    if (this.#partitions.get(id)?.token === token) this.#partitions.delete(id);
+    const index = this.#partitions.get(id);
+    if (index?.token !== token) return;
+    index.close();
+    this.#partitions.delete(id);
   }
 
   /** Whether an index of the partition is held. */
@@ -71,7 +98,8 @@ export class WindowDedupe {
     if (!index || index.token !== token) {
       // A claim: ids a processor before v2 kept in sets move into the logs first, then the index loads.
       await this.importSeenSets(p, token, nowMs);
-      index = new PartitionDedupe(token);
+      index?.close();
+      index = new PartitionDedupe(token, this.#spill);
       this.#partitions.set(id, index);
     }
     if (!index.synced) {
@@ -192,7 +220,7 @@ export class WindowDedupe {
     const packed: BatchGroup[] = [];
     let duplicates = 0;
     for (const g of groups) {
-      const set = index.hour(g.hourMs).set;
+      const hour = index.hour(g.hourMs);
       let total = 0;
       for (const agg of g.aggregates) total += agg.ids.length;
       const hashes = Buffer.allocUnsafe(total * ID_HASH_BYTES);
@@ -207,7 +235,7 @@ export class WindowDedupe {
         for (let e = 0; e < agg.ids.length; e++) {
           const id = agg.ids[e] as string;
           hashId(id, words);
-          if (!set.add(words)) {
+          if (!hour.add(words)) {
             duplicates += 1;
             continue;
           }
@@ -243,10 +271,12 @@ export class WindowDedupe {
           h.writtenAtMs = nowMs;
         }
         index.expire(nowMs, this.#ttlMs);
+        index.settle();
       },
       failed: () => {
         for (const g of packed) {
-          const set = index.hour(g.hourMs).set;
+          // A batch's hashes are all in memory: nothing spills before its outcome is known.
+          const set = index.hour(g.hourMs).hot;
           for (let at = 0; at < g.hashes.length; at += ID_HASH_BYTES) {
             words[0] = g.hashes.readUInt32LE(at);
             words[1] = g.hashes.readUInt32LE(at + 4);

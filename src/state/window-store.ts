@@ -2,6 +2,7 @@
  * The hourly window state store in Redis. The only code that calls the window Lua scripts; it builds their
  * KEYS and ARGV from the key builder and maps their failure codes to typed errors.
  */
+import os from 'node:os';
 import { MeterlineError } from '../errors.ts';
 import { SCRIPT_CODE, scriptError } from '../metering/script-codes.ts';
 import type { ScriptedRedis } from '../redis/client.ts';
@@ -10,7 +11,7 @@ import * as scripts from '../redis/scripts.ts';
 import { parseFrozenHash, readCutsThrough, readFrozenThrough } from './frozen-hours.ts';
 import { HeldRecords } from './held-records.ts';
 import { TraceLinks } from './trace-links.ts';
-import { WindowDedupe } from './window-dedupe.ts';
+import { DEFAULT_DEDUPE_MEMORY_IDS, WindowDedupe } from './window-dedupe.ts';
 import { REPLAY_MARK_TTL_S, WindowReads } from './window-reads.ts';
 import { restorePartition } from './window-restore.ts';
 import type {
@@ -34,10 +35,14 @@ export class WindowStore extends WindowReads {
 
   constructor(redis: ScriptedRedis, keys: Keys, options: WindowStoreOptions) {
     super(redis, keys);
-    this.options = { lateAuditCap: 10_000, ...options };
+    this.options = {
+      lateAuditCap: 10_000,
+      dedupeMemory: { hotIds: DEFAULT_DEDUPE_MEMORY_IDS, spillDir: os.tmpdir() },
+      ...options,
+    };
     this.held = new HeldRecords(redis, keys, this.options.finalizedTtlMs);
     this.traces = new TraceLinks(redis, keys, this.options.dedupeTtlMs);
-    this.dedupe = new WindowDedupe(redis, keys, this.options.dedupeTtlMs);
+    this.dedupe = new WindowDedupe(redis, keys, this.options.dedupeTtlMs, this.options.dedupeMemory);
   }
 
   /** Takes ownership of a partition: bumps its fencing token and reads its checkpoint. */

@@ -70,6 +70,14 @@ export interface HourSnapshot {
   cuts: Set<string>;
 }
 
+/** How much of the dedupe state a process keeps in memory, and where the rest goes. */
+export interface DedupeMemory {
+  /** Id hashes held in memory over all partitions (16 B each, plus up to twice that in table slack). */
+  hotIds: number;
+  /** A local folder for the spilled hashes (a cache: a claim rebuilds it from Redis). */
+  spillDir: string;
+}
+
 export interface WindowStoreOptions {
   /** How long event ids are remembered for dedupe. */
   dedupeTtlMs: number;
@@ -79,6 +87,8 @@ export interface WindowStoreOptions {
    */
   finalizedTtlMs: number;
   lateAuditCap?: number;
+  /** Id hashes kept in memory (1,000,000 by default) and where older ones spill (the OS temp folder). */
+  dedupeMemory?: DedupeMemory;
 }
 
 export type LatePolicy = 'carry-forward' | 'dead-letter';

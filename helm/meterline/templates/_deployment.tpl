@@ -73,6 +73,13 @@ spec:
           env:
             - name: OTEL_SERVICE_NAME
               value: meterline-{{ $role }}
+            {{- if eq $role "processor" }}
+            # Dedupe id hashes beyond the memory budget spill here (a cache, rebuilt from Redis on a claim).
+            - name: METERLINE_DEDUPE_SPILL_DIR
+              value: /var/lib/meterline/dedupe
+            - name: METERLINE_DEDUPE_MEMORY_IDS
+              value: {{ $v.dedupe.memoryIds | quote }}
+            {{- end }}
             {{- with $root.Values.redis.auth.existingSecret }}
             - name: METERLINE_REDIS_PASSWORD
               valueFrom:
@@ -186,6 +193,10 @@ spec:
           volumeMounts:
             - name: tmp
               mountPath: /tmp
+            {{- if eq $role "processor" }}
+            - name: dedupe-spill
+              mountPath: /var/lib/meterline/dedupe
+            {{- end }}
             - name: files
               mountPath: /etc/meterline
               readOnly: true
@@ -212,6 +223,11 @@ spec:
         - name: tmp
           emptyDir:
             sizeLimit: 64Mi
+        {{- if eq $role "processor" }}
+        - name: dedupe-spill
+          emptyDir:
+            sizeLimit: {{ $v.dedupe.spillSizeLimit }}
+        {{- end }}
         - name: files
           configMap:
             name: {{ include "meterline.fullname" $root }}-files

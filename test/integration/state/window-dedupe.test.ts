@@ -5,6 +5,9 @@
  * wipe forgets every id (the replay counts them again), and the logs keep the dedupe ttl. An upgrade from
  * the dedupe sets kept before the logs: ids counted before it are still refused after it.
  */
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeEach, describe, expect, it } from 'vitest';
 import { createRedis } from '../../../src/redis/client.ts';
 import { aggregateField, Keys } from '../../../src/redis/keys.ts';
@@ -224,5 +227,64 @@ describe('the index of a closed task', () => {
     expect(store.dedupe.holds(p)).toBe(true);
     store.dedupe.release(p, current.token);
     expect(store.dedupe.holds(p)).toBe(false);
+  });
+});
+
+describe('an index over its memory budget', () => {
+  it('spills to disk and still refuses every counted id, before and after a new claim restores it', async () => {
+    const spillDir = mkdtempSync(path.join(os.tmpdir(), 'dd-spill-'));
+    // The budget is the subject here: 20,000 hashes in memory for 50,000 counted.
+    const budgeted = () =>
+      new WindowStore(redis, new Keys(prefix), {
+        dedupeTtlMs: TTL_MS,
+        finalizedTtlMs: TTL_MS,
+        dedupeMemory: { hotIds: 20_000, spillDir },
+      });
+    const ids = (from: number, n: number, step = 1): [string, number][] =>
+      Array.from({ length: n }, (_, i) => [`e-${from + i * step}`, 1]);
+    const first = budgeted();
+    const a = await first.claim(p);
+    let offset = 0;
+    for (let b = 0; b < 10; b++) {
+      const res = await apply(first, a.token, offset ? String(offset) : undefined, String(offset + 1), [
+        group(H0, ids(b * 5_000, 5_000)),
+      ]);
+      expect(res.applied).toBe(5_000);
+      offset += 1;
+    }
+    const index = await first.dedupe.ready(p, a.token, H1 + 60_000);
+    expect(index.size).toBe(50_000);
+    expect(index.hotSize).toBeLessThanOrEqual(20_000);
+    expect(readdirSync(spillDir)).toHaveLength(1);
+
+    // Resends from across the whole range (most of them spilled) and 100 new events.
+    const resend = [...ids(0, 5_000, 10), ...ids(100_000, 100)];
+    expect(await apply(first, a.token, String(offset), String(offset + 1), [group(H0, resend)])).toEqual({
+      applied: 100,
+      duplicates: 5_000,
+      carried: 0,
+      counted: 0,
+    });
+    offset += 1;
+    expect(await total(H0)).toBe('50100');
+
+    // A new owner restores 50,100 ids into the same budget, and refuses them all.
+    const second = budgeted();
+    const b = await second.claim(p);
+    expect(
+      await apply(second, b.token, String(offset), String(offset + 1), [
+        group(H0, [...resend, ...ids(49_990, 10), ['e-new', 1]]),
+      ]),
+    ).toEqual({ applied: 1, duplicates: 5_110, carried: 0, counted: 0 });
+    expect(await total(H0)).toBe('50101');
+    const restored = await second.dedupe.ready(p, b.token, H1 + 60_000);
+    expect(restored.size).toBe(50_101);
+    expect(restored.hotSize).toBeLessThanOrEqual(20_000);
+
+    // Closing drops the spilled files.
+    first.dedupe.close();
+    second.dedupe.close();
+    expect(readdirSync(spillDir)).toEqual([]);
+    rmSync(spillDir, { recursive: true, force: true });
   });
 });

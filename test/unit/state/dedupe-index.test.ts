@@ -4,7 +4,9 @@
  * findable, and packed hashes load back into an equal index.
  */
 import { describe, expect, it } from 'vitest';
-import { HashSet128, hashId, ID_HASH_BYTES, PartitionDedupe } from '../../../src/state/dedupe-index.ts';
+import { PartitionDedupe } from '../../../src/state/dedupe-index.ts';
+import { HashSet128 } from '../../../src/state/hash-set-128.ts';
+import { hashId, ID_HASH_BYTES } from '../../../src/state/id-hash.ts';
 
 const hashOf = (id: string) => {
   const out = new Uint32Array(4);
@@ -117,11 +119,11 @@ describe('PartitionDedupe', () => {
     index.load(1_000, 1, [packed.subarray(half, half + 16), packed.subarray(half + 16)], 6);
     const hour = index.hour(1_000);
     expect(hour.logEntries).toBe(3);
-    expect(hour.set.size).toBe(ids.length);
-    expect(ids.filter((id) => !hour.set.has(hashOf(id)))).toEqual([]);
-    expect(hour.set.has(hashOf('evt-10000'))).toBe(false);
+    expect(hour.size).toBe(ids.length);
+    expect(ids.filter((id) => !hour.has(hashOf(id)))).toEqual([]);
+    expect(hour.has(hashOf('evt-10000'))).toBe(false);
     // Another hour knows none of them: dedupe is per event hour.
-    expect(index.hour(2_000).set.has(hashOf('evt-1'))).toBe(false);
+    expect(index.hour(2_000).has(hashOf('evt-1'))).toBe(false);
   });
 
   it('forgets hours not written for the dedupe ttl, and keeps the others', () => {

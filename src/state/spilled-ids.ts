@@ -1,0 +1,271 @@
+/**
+ * Id hashes spilled from memory to a local file, so a partition's dedupe index holds a bounded number of
+ * hashes in memory whatever the dedupe horizon holds (the way Kafka Streams keeps a store in RocksDB on
+ * local disk). The file is a cache: Redis's logs stay the truth, and a claim rebuilds it from them.
+ *
+ * A run is one file of hashes sorted by their first word, with two small things in memory: a blocked
+ * Bloom filter (16 bits per hash: about 0.1 % false positives) so a new id almost never reads the disk,
+ * and the first word of every 256th hash, so a lookup the filter lets through reads one 4 KB block.
+ */
+import {
+  closeSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readSync,
+  rmSync,
+  writeSync,
+} from 'node:fs';
+import path from 'node:path';
+import { ID_HASH_BYTES } from './id-hash.ts';
+
+const BLOCK_HASHES = 256;
+const FILTER_BITS_PER_HASH = 16;
+/** Words of one filter block: 512 bits, one cache line of 64 bytes. */
+const FILTER_BLOCK_WORDS = 16;
+
+/** Sorts hashes (4 words each) by their first word, unsigned: a two-pass LSD radix sort of their indices. */
+function sortedOrder(words: Uint32Array): Uint32Array {
+  const n = words.length / 4;
+  let order = new Uint32Array(n);
+  let next = new Uint32Array(n);
+  for (let i = 0; i < n; i++) order[i] = i;
+  const counts = new Uint32Array(65_537);
+  for (const shift of [0, 16]) {
+    counts.fill(0);
+    for (let i = 0; i < n; i++) (counts[(((words[i * 4] as number) >>> shift) & 0xffff) + 1] as number)++;
+    for (let d = 1; d < counts.length; d++) counts[d] = (counts[d] as number) + (counts[d - 1] as number);
+    for (let i = 0; i < n; i++) {
+      const at = order[i] as number;
+      next[(counts[((words[at * 4] as number) >>> shift) & 0xffff] as number)++] = at;
+    }
+    [order, next] = [next, order];
+  }
+  return order;
+}
+
+/** A blocked Bloom filter over hashes that are already uniform: its probes are bits of the hash itself. */
+class HashFilter {
+  readonly #bits: Uint32Array;
+  readonly #blocks: number;
+
+  constructor(hashes: number) {
+    this.#blocks = Math.max(1, Math.ceil((hashes * FILTER_BITS_PER_HASH) / (FILTER_BLOCK_WORDS * 32)));
+    this.#bits = new Uint32Array(this.#blocks * FILTER_BLOCK_WORDS);
+  }
+
+  get bytes(): number {
+    return this.#bits.byteLength;
+  }
+
+  /** The block of a hash: from its last word. */
+  #base(d: number): number {
+    return Math.floor((d * this.#blocks) / 4_294_967_296) * FILTER_BLOCK_WORDS;
+  }
+
+  #set(base: number, p: number): void {
+    const bit = p & 511;
+    const w = base + (bit >>> 5);
+    this.#bits[w] = (this.#bits[w] as number) | (1 << (bit & 31));
+  }
+
+  #test(base: number, p: number): boolean {
+    const bit = p & 511;
+    return ((this.#bits[base + (bit >>> 5)] as number) & (1 << (bit & 31))) !== 0;
+  }
+
+  /** Sets 8 bits of one block, taken 9 at a time from the first three words. */
+  add(a: number, b: number, c: number, d: number): void {
+    const base = this.#base(d);
+    this.#set(base, a);
+    this.#set(base, a >>> 9);
+    this.#set(base, a >>> 18);
+    this.#set(base, b);
+    this.#set(base, b >>> 9);
+    this.#set(base, b >>> 18);
+    this.#set(base, c);
+    this.#set(base, c >>> 9);
+  }
+
+  mayHave(a: number, b: number, c: number, d: number): boolean {
+    const base = this.#base(d);
+    return (
+      this.#test(base, a) &&
+      this.#test(base, a >>> 9) &&
+      this.#test(base, a >>> 18) &&
+      this.#test(base, b) &&
+      this.#test(base, b >>> 9) &&
+      this.#test(base, b >>> 18) &&
+      this.#test(base, c) &&
+      this.#test(base, c >>> 9)
+    );
+  }
+}
+
+/** A folder of spill files, made on first use; what a killed process left behind is removed then. */
+export class SpillFolder {
+  readonly #root: string;
+  #dir: string | undefined;
+  #files = 0;
+
+  constructor(root: string) {
+    this.#root = root;
+  }
+
+  /** A new file's path. */
+  file(): string {
+    if (!this.#dir) {
+      mkdirSync(this.#root, { recursive: true });
+      removeOrphans(this.#root);
+      this.#dir = mkdtempSync(path.join(this.#root, `meterline-dedupe-${process.pid}-`));
+      live.add(this.#dir);
+    }
+    this.#files += 1;
+    return path.join(this.#dir, `${this.#files}.ids`);
+  }
+
+  /** Removes the folder and every file in it. */
+  close(): void {
+    if (!this.#dir) return;
+    rmSync(this.#dir, { recursive: true, force: true });
+    live.delete(this.#dir);
+    this.#dir = undefined;
+  }
+}
+
+const live = new Set<string>();
+process.once('exit', () => {
+  for (const dir of live) rmSync(dir, { recursive: true, force: true });
+});
+
+/** Removes spill folders of processes that are gone (a kill -9, a container restarted with the same pid). */
+function removeOrphans(root: string): void {
+  for (const name of readdirSync(root)) {
+    const m = /^meterline-dedupe-(\d+)-/.exec(name);
+    if (!m) continue;
+    const dir = path.join(root, name);
+    const pid = Number(m[1]);
+    if (live.has(dir)) continue;
+    if (pid !== process.pid && isAlive(pid)) continue;
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** One spilled run: a sorted file of hashes, its filter, and its sparse index. */
+export class SpilledRun {
+  readonly size: number;
+  readonly path: string;
+  readonly #fd: number;
+  readonly #filter: HashFilter;
+  /** First word of hash 0, 256, 512, … */
+  readonly #firsts: Uint32Array;
+  readonly #block = Buffer.allocUnsafe(BLOCK_HASHES * ID_HASH_BYTES);
+
+  /** Writes `words` (4 per hash; a first word of 0 must already read 1, as the table keeps it) sorted to a new file. */
+  constructor(words: Uint32Array, file: string) {
+    const n = words.length / 4;
+    const order = sortedOrder(words);
+    const bytes = Buffer.allocUnsafe(n * ID_HASH_BYTES);
+    this.#filter = new HashFilter(n);
+    this.#firsts = new Uint32Array(Math.ceil(n / BLOCK_HASHES));
+    for (let i = 0; i < n; i++) {
+      const from = (order[i] as number) * 4;
+      const at = i * ID_HASH_BYTES;
+      for (let w = 0; w < 4; w++) bytes.writeUInt32LE(words[from + w] as number, at + w * 4);
+      this.#filter.add(
+        words[from] as number,
+        words[from + 1] as number,
+        words[from + 2] as number,
+        words[from + 3] as number,
+      );
+      if (i % BLOCK_HASHES === 0) this.#firsts[i / BLOCK_HASHES] = words[from] as number;
+    }
+    this.path = file;
+    this.size = n;
+    this.#fd = openSync(file, 'w+');
+    try {
+      for (let at = 0; at < bytes.length; ) at += writeSync(this.#fd, bytes, at, bytes.length - at, at);
+    } catch (error) {
+      this.close();
+      throw error;
+    }
+  }
+
+  /** Bytes held in memory (the filter and the sparse index). */
+  get memoryBytes(): number {
+    return this.#filter.bytes + this.#firsts.byteLength;
+  }
+
+  /** Every hash of the run, 4 words each, in file order (for merging runs). */
+  words(): Uint32Array {
+    const bytes = Buffer.allocUnsafe(this.size * ID_HASH_BYTES);
+    for (let at = 0; at < bytes.length; ) {
+      const n = readSync(this.#fd, bytes, at, bytes.length - at, at);
+      if (n === 0) throw new Error(`spill file ${this.path} is shorter than written`);
+      at += n;
+    }
+    const out = new Uint32Array(this.size * 4);
+    for (let i = 0; i < out.length; i++) out[i] = bytes.readUInt32LE(i * 4);
+    return out;
+  }
+
+  has(h: Uint32Array, o = 0): boolean {
+    // As the table keeps it: a first word of 0 reads 1.
+    const a = h[o] || 1;
+    const b = h[o + 1] as number;
+    const c = h[o + 2] as number;
+    const d = h[o + 3] as number;
+    if (!this.#filter.mayHave(a, b, c, d)) return false;
+    // The last block that starts below `a`: equal first words may begin in the block before the one starting with `a`.
+    let lo = 0;
+    let hi = this.#firsts.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >>> 1;
+      if ((this.#firsts[mid] as number) < a) lo = mid;
+      else hi = mid - 1;
+    }
+    for (let block = lo; block < this.#firsts.length; block++) {
+      const first = block * BLOCK_HASHES;
+      const count = Math.min(BLOCK_HASHES, this.size - first);
+      const want = count * ID_HASH_BYTES;
+      for (let at = 0; at < want; ) {
+        const n = readSync(this.#fd, this.#block, at, want - at, first * ID_HASH_BYTES + at);
+        if (n === 0) throw new Error(`spill file ${this.path} is shorter than written`);
+        at += n;
+      }
+      for (let i = 0; i < count; i++) {
+        const x = i * ID_HASH_BYTES;
+        const w0 = this.#block.readUInt32LE(x);
+        if (w0 > a) return false;
+        if (
+          w0 === a &&
+          this.#block.readUInt32LE(x + 4) === b &&
+          this.#block.readUInt32LE(x + 8) === c &&
+          this.#block.readUInt32LE(x + 12) === d
+        )
+          return true;
+      }
+    }
+    return false;
+  }
+
+  /** Closes and deletes the file. */
+  close(): void {
+    try {
+      closeSync(this.#fd);
+    } catch {
+      // Already closed.
+    }
+    rmSync(this.path, { force: true });
+  }
+}
