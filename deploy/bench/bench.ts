@@ -246,6 +246,9 @@ interface ProcessorResult {
   startupSeconds: number;
   stats: ProcessorSnapshot['stats'];
   peakRssMb: number;
+  /** Peaks of V8's committed heap and of the memory outside it (Buffers, typed arrays), MB. */
+  peakHeapMb: number;
+  peakExternalMb: number;
   /** CPU from spawn to done: processor, Redis, broker, this process, the rest of the machine. */
   cpu: CpuSplit;
   redis: {
@@ -498,6 +501,16 @@ async function stopChild(child: ChildProcess, polite: () => void, ms = 30_000): 
   await waitExit(child, 5_000);
 }
 
+/**
+ * The Node flags meterline runs with (`npm run meterline`, which the image's entrypoint equals): the processor
+ * is measured with the heap settings users get. The OpenTelemetry preload is left out: tracing is off here.
+ */
+function runtimeFlags(): string[] {
+  const script: string = JSON.parse(readFileSync(here('../../package.json'), 'utf8')).scripts.meterline;
+  const words = script.split(/\s+/);
+  return words.filter((w, i) => w.startsWith('--') && w !== '--import' && words[i - 1] !== '--import');
+}
+
 async function runProcessor(ctx: Ctx): Promise<ProcessorResult> {
   const log = path.join(ctx.logsDir, `${ctx.runId}-processor.log`);
   const fd = openSync(log, 'a');
@@ -529,7 +542,7 @@ async function runProcessor(ctx: Ctx): Promise<ProcessorResult> {
   const child = spawn(
     process.execPath,
     [
-      '--disable-warning=TimeoutNegativeWarning',
+      ...runtimeFlags(),
       ...(ctx.profileDir
         ? ['--cpu-prof', `--cpu-prof-dir=${ctx.profileDir}`, '--cpu-prof-name=processor.cpuprofile']
         : []),
@@ -553,6 +566,8 @@ async function runProcessor(ctx: Ctx): Promise<ProcessorResult> {
   }, 250);
 
   let started: Extract<ToParent, { type: 'started' }> | undefined;
+  let peakHeapKb = 0;
+  let peakExternalKb = 0;
   let lastChange = Date.now();
   let lastEvents = -1;
   const expected = ctx.expected.messages;
@@ -562,6 +577,8 @@ async function runProcessor(ctx: Ctx): Promise<ProcessorResult> {
         child.on('message', (m: ToParent) => {
           if (m.type === 'started') started = m;
           else if (m.type === 'progress') {
+            peakHeapKb = Math.max(peakHeapKb, m.snapshot.heapTotalKb);
+            peakExternalKb = Math.max(peakExternalKb, m.snapshot.externalKb);
             if (m.snapshot.stats.events !== lastEvents) {
               lastEvents = m.snapshot.stats.events;
               lastChange = Date.now();
@@ -604,6 +621,8 @@ async function runProcessor(ctx: Ctx): Promise<ProcessorResult> {
       startupSeconds: (started.joinedAt - started.startedAt) / 1000,
       stats: s.stats,
       peakRssMb: peakKb / 1024,
+      peakHeapMb: Math.max(peakHeapKb, s.heapTotalKb) / 1024,
+      peakExternalMb: Math.max(peakExternalKb, s.externalKb) / 1024,
       cpu,
       redis: {
         roundTrips: r.roundTrips,
@@ -950,7 +969,12 @@ function markdown(r: Results): string {
     const p = r.processor;
     const mem = p.redis.memory;
     lines.push(
-      row(['processor peak RSS (VmHWM, own process)', `${fmt(p.peakRssMb)} MB`, '–', 'recorded']),
+      row([
+        'processor peak RSS (VmHWM, own process)',
+        `${fmt(p.peakRssMb)} MB`,
+        '–',
+        `V8 heap ≤ ${fmt(p.peakHeapMb)} MB, outside it ≤ ${fmt(p.peakExternalMb)} MB (sampled each second)`,
+      ]),
       row([
         'Redis memory / open aggregate (used_memory Δ / aggregates)',
         `${fmt(mem.bytesPerAggregate)} B`,

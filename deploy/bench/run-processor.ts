@@ -37,6 +37,9 @@ export interface ProcessorSnapshot {
   redis: RedisCounters;
   cpu: NodeJS.CpuUsage;
   rssKb: number;
+  /** Where the memory is: V8's heap (committed) and what lives outside it (Buffers, typed arrays). */
+  heapTotalKb: number;
+  externalKb: number;
 }
 
 export type ToParent =
@@ -96,6 +99,15 @@ function send(message: ToParent): void {
   process.send?.(message);
 }
 
+function memoryKb(): Pick<ProcessorSnapshot, 'rssKb' | 'heapTotalKb' | 'externalKb'> {
+  const m = process.memoryUsage();
+  return {
+    rssKb: Math.round(m.rss / 1024),
+    heapTotalKb: Math.round(m.heapTotal / 1024),
+    externalKb: Math.round(m.external / 1024),
+  };
+}
+
 function snapshot(running: RunningPipeline): ProcessorSnapshot {
   const stats = running.processor?.stats;
   if (!stats) throw new Error('the pipeline runs no processor');
@@ -104,7 +116,7 @@ function snapshot(running: RunningPipeline): ProcessorSnapshot {
     stats: structuredClone(stats),
     redis: structuredClone(counters),
     cpu: process.cpuUsage(),
-    rssKb: Math.round(process.memoryUsage.rss() / 1024),
+    ...memoryKb(),
   };
 }
 
