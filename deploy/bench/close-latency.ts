@@ -25,6 +25,7 @@ import { createKafka, idempotentProducer } from '../../src/kafka/client.ts';
 import { ensureTopics, pipelineTopics } from '../../src/kafka/topics.ts';
 import { createLogger } from '../../src/log.ts';
 import { HOUR_MS, hourIso, hourStart } from '../../src/time/hours.ts';
+import { fmt } from './report-format.ts';
 
 export const LATENCY_GOAL_P99_SECONDS = 2;
 const DIMENSIONS = ['api_calls', 'jobs', 'egress_gb', 'compute_min', 'seats'];
@@ -257,6 +258,29 @@ export async function runCloseLatency(o: {
     redis.disconnect();
     await emulator.close();
   }
+}
+
+/** Its row in the bench's runs table: run, rate, seconds, CPU, notes. */
+export function latencyRow(r: LatencyResult): string[] {
+  return [
+    `(g) close → accepted, ${fmt(r.records)} records, default settings`,
+    '',
+    `p50 ${fmt(r.p50Seconds, 2)}, p99 ${fmt(r.p99Seconds, 2)}, max ${fmt(r.maxSeconds, 2)}`,
+    '',
+    `${r.verified ? 'quantities verified' : 'QUANTITIES WRONG'}; emulator without quota, ${fmt(r.throttled)} throttled`,
+  ];
+}
+
+/** Where the time goes, from the measured steps and the settings in force. */
+export function latencyNote(r: LatencyResult): string {
+  const s = r.settings;
+  return (
+    `Close → accepted (g): the hour is closable at end + grace ${fmt(s.graceMs / 60_000)} min + out-of-orderness ` +
+    `${fmt(s.maxOutOfOrdernessMs / 60_000)} min (idle partitions); its first partition frozen ${fmt(r.firstFrozenSeconds, 2)} s ` +
+    `later (the commit stage ticks every ${fmt(s.commitIntervalMs / 1000)} s), every record on the submission topic at ` +
+    `${fmt(r.emittedSeconds, 2)} s, the first accepted at ${fmt(r.minSeconds, 2)} s; then ${fmt(r.workerCalls)} ${s.api} ` +
+    `calls at the shared rate limit of ${s.rateLimitPerSec}/s take ${fmt(r.workerCalls / s.rateLimitPerSec, 1)} s at least.`
+  );
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {

@@ -15,6 +15,7 @@ import { aggregateField, Keys } from '../../src/redis/keys.ts';
 import { WindowStore } from '../../src/state/window-store.ts';
 import type { HourGroup } from '../../src/state/window-types.ts';
 import { HOUR_MS, hourStart } from '../../src/time/hours.ts';
+import { fmt } from './report-format.ts';
 
 export const RESTORE_GOAL_SECONDS = 2;
 const BATCH_IDS = 12_500;
@@ -166,6 +167,18 @@ export async function runDedupeRestore(o: {
     }
     redis.disconnect();
   }
+}
+
+/** Its row in the bench's runs table: run, rate, seconds, CPU, notes. */
+export function restoreRow(r: RestoreResult): string[] {
+  return [
+    `(f) dedupe restore, new claim of a partition with ${fmt(r.ids)} ids`,
+    `${fmt(r.idsPerSec)} ids/s`,
+    fmt(r.restoreSeconds, 2),
+    '',
+    `${fmt(r.restoredIds)} ids restored in ${fmt(r.restoreSeconds, 2)} s, a known id refused: ${r.knownIdRefused}; ` +
+      `written by the batch script in ${r.batches} batches over ${r.hours} hours; ${fmt(r.redisBytesPerId, 1)} B/id in Redis`,
+  ];
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
