@@ -13,11 +13,13 @@
  *          until its group's committed offsets reach the end of all partitions;
  *      (d) the metering worker draining 60,000 pending records against the emulator's 10 TPS quota
  *          (deploy/bench/worker-drain.ts): records/s against the ideal 250, mean batch size, throttling;
+ *      (e) (b) again on a 10M dataset, for peak RSS (rss-scale.ts); (f) restore of 1M dedupe ids by a new claim
+ *          (dedupe-restore.ts); (g) close-to-accepted latency, whole pipeline on defaults (close-latency.ts);
  *   3. prints and writes bench-results/latest.{json,md} (+ a copy named after the run), then deletes its
  *      topics, consumer groups, Redis keys and Streams state.
  *
- * Options: --events N | --quick (100k) | --seed N | --skip bare,processor,streams,worker | --drain-records N |
- * --streams-mode papi|dsl |
+ * Options: --events N | --quick (100k) | --seed N | --skip bare,processor,streams,worker,rss10m,restore,latency |
+ * --drain-records N | --rss-events N | --restore-ids N | --latency-customers N | --streams-mode papi|dsl |
  * --streams-threads N | --keep (leave topics/keys for inspection). Goals are reported, never fail the command.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
@@ -42,8 +44,18 @@ import { Redis } from 'ioredis';
 import { CompressionTypes, Kafka, logLevel } from 'kafkajs';
 import { silenceKafkajsTimeoutWarning } from '../../src/kafka/quiet-warnings.ts';
 import { ensureServices, stackStatus } from '../stack/index.ts';
+import {
+  LATENCY_GOAL_P99_SECONDS,
+  type LatencyResult,
+  latencyNote,
+  latencyRow,
+  runCloseLatency,
+} from './close-latency.ts';
 import { Dataset, type Expected } from './dataset.ts';
+import { RESTORE_GOAL_SECONDS, type RestoreResult, restoreRow, runDedupeRestore } from './dedupe-restore.ts';
 import { type ProfileSummary, summarizeProfile } from './profile.ts';
+import { atMost, fmt, type Goal } from './report-format.ts';
+import { rssGoals, runRssScale, type ScaleLeg } from './rss-scale.ts';
 import type { ProcessorSnapshot, ToChild, ToParent } from './run-processor.ts';
 import { DRAIN_GOAL, DRAIN_IDEAL_PER_SEC, type DrainResult, runWorkerDrain } from './worker-drain.ts';
 
@@ -66,8 +78,11 @@ const USAGE = `usage: npm run bench -- [options]
   --events N            messages to produce, 1 % of them resends (default 2000000)
   --quick               100000 messages (unless --events is given)
   --seed N              dataset seed (default 7)
-  --skip LIST           comma-separated phases to skip: bare, processor, streams, worker
+  --skip LIST           comma-separated phases to skip: bare, processor, streams, worker, rss10m, restore, latency
   --drain-records N     pending records for the worker drain phase (default 60000)
+  --rss-events N        messages of the larger processor run, rss10m (default 10000000; 500000 with --quick)
+  --restore-ids N       ids in the partition's dedupe state for the restore phase (default 1000000)
+  --latency-customers N customers (× 5 dimensions = records) for the latency phase (default 1000)
   --streams-mode M      papi (default: no repartition, like meterline) | dsl (selectKey → repartition topic)
   --streams-threads N   Kafka Streams num.stream.threads (default 1)
   --profile             V8 CPU profile of the processor (bench-results/logs/<run>-profile/), summarized
@@ -77,10 +92,6 @@ silenceKafkajsTimeoutWarning();
 process.env.KAFKAJS_NO_PARTITIONER_WARNING ??= '1';
 
 const say = (line = '') => process.stdout.write(`${line}\n`);
-const fmt = (n: number, digits = 0) =>
-  Number.isFinite(n)
-    ? n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits })
-    : '–';
 const mb = (bytes: number) => bytes / 1_048_576;
 
 // ---------------------------------------------------------------------------------------------- helpers
@@ -320,8 +331,11 @@ interface Results {
   processor: ProcessorResult | PhaseError | null;
   streams: StreamsResult | PhaseError | null;
   worker: DrainResult | PhaseError | null;
+  rss10m: ScaleLeg<ProduceResult, ProcessorResult> | PhaseError | null;
+  restore: RestoreResult | PhaseError | null;
+  latency: LatencyResult | PhaseError | null;
   ratios: { bOverA: number | null; bOverC: number | null };
-  goals: { goal: string; target: string; value: number | null; pass: boolean | null }[];
+  goals: Goal[];
 }
 
 const ok = <T extends object>(r: T | PhaseError | null): r is T => r !== null && !('error' in r);
@@ -834,7 +848,7 @@ async function cleanup(ctx: Ctx): Promise<void> {
   const admin = ctx.kafka.admin();
   try {
     await admin.connect();
-    const groups = ['bare', 'processor', 'streams'].map((g) => `${ctx.runId}-${g}`);
+    const groups = ['bare', 'processor', 'streams', 'rss-processor'].map((g) => `${ctx.runId}-${g}`);
     for (const g of groups) await admin.deleteGroups([g]).catch(() => undefined);
     const topics = (await admin.listTopics()).filter((t) => t.startsWith(`${ctx.runId}-`));
     if (topics.length) await admin.deleteTopics({ topics, timeout: 30_000 });
@@ -845,7 +859,8 @@ async function cleanup(ctx: Ctx): Promise<void> {
     await admin.disconnect().catch(() => undefined);
   }
   try {
-    const keys = await scanKeys(ctx.redis, `${ctx.runId}:*`);
+    // The run's keys and its phases' (`<run id>-<phase>:`), should a phase have left any.
+    const keys = await scanKeys(ctx.redis, `${ctx.runId}*`);
     for (let i = 0; i < keys.length; i += 500) await ctx.redis.unlink(...keys.slice(i, i + 500));
     say(`  deleted ${keys.length} Redis keys under ${ctx.runId}:`);
   } catch (error) {
@@ -856,7 +871,7 @@ async function cleanup(ctx: Ctx): Promise<void> {
 
 // ---------------------------------------------------------------------------------------------- report
 
-function goals(r: Results): Results['goals'] {
+function goals(r: Results): Goal[] {
   const rt = ok(r.processor) ? r.processor.redis.roundTripsPer10k : null;
   const judge = (value: number | null, pass: (v: number) => boolean) => (value === null ? null : pass(value));
   return [
@@ -884,6 +899,22 @@ function goals(r: Results): Results['goals'] {
       value: ok(r.worker) ? r.worker.ofIdeal : null,
       pass: judge(ok(r.worker) ? r.worker.ofIdeal : null, (v) => v >= DRAIN_GOAL),
     },
+    ...rssGoals(
+      ok(r.processor) ? r.processor : null,
+      ok(r.rss10m) ? { events: r.rss10m.events, peakRssMb: r.rss10m.processor.peakRssMb } : null,
+    ),
+    atMost(
+      `dedupe restore, s (${ok(r.restore) ? fmt(r.restore.ids) : '1M'} ids, new claim)`,
+      RESTORE_GOAL_SECONDS,
+      ok(r.restore) ? r.restore.restoreSeconds : null,
+      ' s',
+    ),
+    atMost(
+      'close → accepted latency p99, s',
+      LATENCY_GOAL_P99_SECONDS,
+      ok(r.latency) ? r.latency.p99Seconds : null,
+      ' s',
+    ),
   ];
 }
 
@@ -960,6 +991,26 @@ function markdown(r: Results): string {
           `${fmt(r.worker.throttled)} throttling answers; ideal ${DRAIN_IDEAL_PER_SEC}/s`,
       ]),
     );
+  const rss = r.rss10m;
+  phase(
+    `(e) meterline processor, ${ok(rss) ? fmt(rss.events) : 'larger'} messages (as b)`,
+    ok(rss) ? rss.processor : rss,
+    (p: ProcessorResult) =>
+      `${p.verify.ok ? 'Redis totals verified' : 'REDIS TOTALS WRONG'}; peak RSS ${fmt(p.peakRssMb)} MB; ` +
+      `produced at ${ok(rss) ? fmt(rss.produce.messagesPerSec) : '–'} msg/s`,
+  );
+  const other = <T extends object>(name: string, x: T | PhaseError | null, cells: (v: T) => string[]) =>
+    lines.push(
+      row(
+        x === null
+          ? [name, 'skipped', '', '', '']
+          : 'error' in x
+            ? [name, 'error', '', '', x.error]
+            : cells(x),
+      ),
+    );
+  other('(f) dedupe restore', r.restore, restoreRow);
+  other('(g) close → accepted latency', r.latency, latencyRow);
   lines.push('');
   lines.push(row(['metric', 'value', 'goal', 'result']), row(['---', '---:', '---', '---']));
   const pf = (pass: boolean | null) => (pass === null ? 'n/a' : pass ? 'PASS' : 'FAIL');
@@ -969,12 +1020,6 @@ function markdown(r: Results): string {
     const p = r.processor;
     const mem = p.redis.memory;
     lines.push(
-      row([
-        'processor peak RSS (VmHWM, own process)',
-        `${fmt(p.peakRssMb)} MB`,
-        '–',
-        `V8 heap ≤ ${fmt(p.peakHeapMb)} MB, outside it ≤ ${fmt(p.peakExternalMb)} MB (sampled each second)`,
-      ]),
       row([
         'Redis memory / open aggregate (used_memory Δ / aggregates)',
         `${fmt(mem.bytesPerAggregate)} B`,
@@ -1001,8 +1046,11 @@ function markdown(r: Results): string {
         `(${fmt(s.serverMsPerCall, 1)} ms/call); client-seen ${fmt(s.clientLatencyMsPerCall, 1)} ms/call (max ${fmt(s.maxLatencyMs)} ms).`,
       `- Redis client calls: ${fmt(p.redis.roundTrips)} round trips (${cmds}); server-side Δ evalsha+eval ${fmt(p.redis.server.evalCallsDelta)}, ` +
         `Δ total_commands_processed ${fmt(p.redis.server.totalCommandsDelta)} (counts every command the script runs inside Redis, and other clients of the shared Redis).`,
-      `- Waiting on the script: ${fmt((s.calls * s.clientLatencyMsPerCall) / 1000, 1)} s of the ${fmt(p.seconds, 1)} s ` +
-        `(one partition batch at a time: decode + aggregate, then the script, never both at once).`,
+      `- Script calls in flight: ${fmt((s.calls * s.clientLatencyMsPerCall) / 1000, 1)} s summed over calls, in ${fmt(p.seconds, 1)} s ` +
+        `(partitions overlap: one decodes while another's call is in flight; a client-seen time far above Redis's own is ` +
+        `the reply waiting for a busy main thread).`,
+      `- Memory: peak RSS ${fmt(p.peakRssMb)} MB; V8 heap (committed) ≤ ${fmt(p.peakHeapMb)} MB, outside it (Buffers, typed arrays) ≤ ` +
+        `${fmt(p.peakExternalMb)} MB, sampled each second; the rest is the Node binary and allocator slack.`,
       `- Processor: ${fmt(p.stats.batches)} batches, ${fmt(p.stats.applied)} applied, ${fmt(p.stats.duplicates)} duplicates dropped, ` +
         `start-up (config → group joined) ${fmt(p.startupSeconds, 1)} s.`,
       '',
@@ -1020,6 +1068,7 @@ function markdown(r: Results): string {
       );
     }
   }
+  if (ok(r.latency)) lines.push(latencyNote(r.latency), '');
   if (ok(r.streams)) {
     const c = r.streams;
     lines.push(
@@ -1052,6 +1101,9 @@ async function main(): Promise<number> {
       seed: { type: 'string' },
       skip: { type: 'string' },
       'drain-records': { type: 'string' },
+      'rss-events': { type: 'string' },
+      'restore-ids': { type: 'string' },
+      'latency-customers': { type: 'string' },
       'streams-mode': { type: 'string' },
       'streams-threads': { type: 'string' },
       profile: { type: 'boolean' },
@@ -1069,12 +1121,17 @@ async function main(): Promise<number> {
   const skip = new Set((values.skip ?? '').split(',').filter(Boolean));
   const streamsMode = values['streams-mode'] ?? 'papi';
   const streamsThreads = Number(values['streams-threads'] ?? 1);
+  const rssEvents = Number(values['rss-events'] ?? (values.quick ? 500_000 : 10_000_000));
+  const restoreIds = Number(values['restore-ids'] ?? 1_000_000);
+  const latencyCustomers = Number(values['latency-customers'] ?? 1_000);
+  for (const [name, n] of Object.entries({ rssEvents, restoreIds, latencyCustomers }))
+    if (!Number.isSafeInteger(n) || n < 1) throw new Error(`${name}: must be a positive integer`);
   if (!Number.isSafeInteger(messages) || messages < 1_000)
     throw new Error('--events must be an integer ≥ 1000');
   if (!Number.isSafeInteger(seed)) throw new Error('--seed must be an integer');
   if (!['papi', 'dsl'].includes(streamsMode)) throw new Error('--streams-mode must be papi or dsl');
   for (const s of skip)
-    if (!['bare', 'processor', 'streams', 'worker'].includes(s))
+    if (!['bare', 'processor', 'streams', 'worker', 'rss10m', 'restore', 'latency'].includes(s))
       throw new Error(`--skip: unknown phase ${s}`);
 
   say('== stack (Kafka + Redis)');
@@ -1098,7 +1155,8 @@ async function main(): Promise<number> {
   const logsDir = path.join(RESULTS, 'logs');
   mkdirSync(logsDir, { recursive: true });
   const nowMs = Date.now();
-  const dataset = new Dataset({
+  // Phase (e)'s larger dataset differs in size only.
+  const datasetOptions = {
     messages,
     customers: CUSTOMERS,
     dimensions: DIMENSIONS,
@@ -1106,7 +1164,8 @@ async function main(): Promise<number> {
     nowMs,
     duplicateRate: DUPLICATE_RATE,
     seed,
-  });
+  };
+  const dataset = new Dataset(datasetOptions);
   const ctx: Ctx = {
     runId,
     topic: `${runId}-usage`,
@@ -1201,6 +1260,34 @@ async function main(): Promise<number> {
           `mean batch ${fmt(worker.meanBatch, 1)}, ${fmt(worker.throttled)} throttled`,
       );
 
+    say(`== (e) meterline processor on ${fmt(rssEvents)} messages: peak RSS`);
+    const rss10m = await guard('rss10m', () =>
+      runRssScale(ctx, {
+        events: rssEvents,
+        dataset: new Dataset({ ...datasetOptions, messages: rssEvents }),
+        partitions: PARTITIONS,
+        produce,
+        runProcessor,
+        say,
+      }),
+    );
+    say(`== (f) dedupe restore of ${fmt(restoreIds)} ids by a new claim`);
+    const restore = await guard('restore', () =>
+      runDedupeRestore({ redisUrl: ctx.redisUrl, runId, ids: restoreIds, say }),
+    );
+    if (ok(restore)) say(`  ${restoreRow(restore)[4]}`);
+    say(`== (g) close → accepted latency, ${fmt(latencyCustomers * 5)} records, default settings`);
+    const latency = await guard('latency', () =>
+      runCloseLatency({
+        brokers: ctx.brokers,
+        redisUrl: ctx.redisUrl,
+        runId,
+        customers: latencyCustomers,
+        say,
+      }),
+    );
+    if (ok(latency)) say(`  ${latencyRow(latency)[2]} s`);
+
     const results: Results = {
       runId,
       startedAt: new Date(nowMs).toISOString(),
@@ -1211,6 +1298,9 @@ async function main(): Promise<number> {
       processor,
       streams,
       worker,
+      rss10m,
+      restore,
+      latency,
       ratios: {
         bOverA: ok(processor) && ok(bare) ? processor.eventsPerSec / bare.eventsPerSec : null,
         bOverC: ok(processor) && ok(streams) ? processor.eventsPerSec / streams.eventsPerSec : null,

@@ -5,21 +5,18 @@
  *   B  the caller's in-memory index decides, Redis keeps 16-byte hashes per hour (src/redis/lua/applyBatch.lua);
  *   C  packed ARGV, but Redis dedupes: a per-hour SET of 16-byte binary hashes (./designs/dedupe-binary-set.lua).
  * For each: Redis time per event (the script's own TIME, start to end), argument bytes per event, and Redis
- * bytes per retained id (MEMORY USAGE); for B also the restore of 1M ids into the index.
+ * bytes per retained id (MEMORY USAGE); for B also the restore of 1M ids into the index (dedupe-restore.ts, the
+ * bench's restore phase: written through WindowStore.applyBatch, restored by a new claim).
  * `node deploy/bench/dedupe-designs.ts [--batches 10] [--events 10000]`. A measurement: it asserts nothing.
  */
-
-import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { createRedis } from '../../src/redis/client.ts';
 import { aggregateField, Keys } from '../../src/redis/keys.ts';
-import { PartitionDedupe } from '../../src/state/dedupe-index.ts';
 import { hashId, ID_HASH_BYTES } from '../../src/state/id-hash.ts';
-import { WindowDedupe } from '../../src/state/window-dedupe.ts';
 import { WindowStore } from '../../src/state/window-store.ts';
 import type { HourGroup } from '../../src/state/window-types.ts';
+import { runDedupeRestore } from './dedupe-restore.ts';
 
 const { values } = parseArgs({
   options: {
@@ -161,27 +158,12 @@ function report(name: string, usec: number, bytes: number, mem: number): void {
   );
 }
 
+/** The restore figure is the bench's own (dedupe-restore.ts): the product's write and claim path. */
 async function restore(): Promise<void> {
-  const keys = new Keys(`${run}-r`);
-  const p = { topic: 'usage', partition: 0 };
-  const k = keys.partition(p);
-  // Batches of 5,000 events, as the bench's partition batches carry per hour.
-  const chunk = 5_000;
-  for (let i = 0; i < RESTORE; i += chunk) {
-    await redis.rpush(k.dedupeLog(HOUR), randomBytes(Math.min(chunk, RESTORE - i) * ID_HASH_BYTES));
-  }
-  await redis.zadd(k.dedupeHours(), Date.now(), String(HOUR));
-  const mem = Number(await redis.memory('USAGE', k.dedupeLog(HOUR), 'SAMPLES', 0));
-  // Everything in memory: the design comparison measures the index, not the spill (bench.ts measures that).
-  const dedupe = new WindowDedupe(redis, keys, TTL_S * 1000, { hotIds: RESTORE * 2, spillDir: os.tmpdir() });
-  const index = new PartitionDedupe('1');
-  const rss0 = process.memoryUsage().rss;
-  const t = performance.now();
-  await dedupe.catchUp(p, index);
-  const ms = performance.now() - t;
+  const r = await runDedupeRestore({ redisUrl: process.env.REDIS_URL as string, runId: run, ids: RESTORE });
   say(
-    `restore of ${RESTORE} ids: ${ms.toFixed(0)} ms (${index.size} in the index), Redis ${(mem / RESTORE).toFixed(1)} bytes/id, ` +
-      `RSS +${((process.memoryUsage().rss - rss0) / 1e6).toFixed(0)} MB`,
+    `restore of ${r.ids} ids: ${(r.restoreSeconds * 1000).toFixed(0)} ms (${r.restoredIds} in the index), ` +
+      `Redis ${r.redisBytesPerId.toFixed(1)} bytes/id, RSS +${r.rssDeltaMb.toFixed(0)} MB`,
   );
 }
 
@@ -191,7 +173,7 @@ try {
   await designC();
   await restore();
 } finally {
-  for (const d of ['a', 'b', 'c', 'r']) {
+  for (const d of ['a', 'b', 'c']) {
     const found = await redis.keys(`${run}-${d}*`);
     if (found.length) await redis.del(...found);
   }

@@ -1,0 +1,299 @@
+/**
+ * Close-to-accepted latency (a phase of `npm run bench`, or on its own with
+ * `node deploy/bench/close-latency.ts [--customers 1000]`): per record, the wall time from the moment its
+ * hour became closable to the moment AWS (the in-process emulator, no quota) accepted it. Goal: p99 ≤ 2 s.
+ *
+ * One pipeline with every role (`startPipeline`: processor, commit stage, worker) on the pipeline's DEFAULT
+ * settings (grace, out-of-orderness, idle timeout, commit interval, worker batching, the shared rate
+ * limiter), and a simulated clock shared with the emulator, as the e2e tests run it. Customers × 5
+ * dimensions of usage in one hour, each customer mapped in the customers file and subscribed at the
+ * emulator. Once every event is applied, the clock jumps to the first instant the product's own rule
+ * (`closeBoundary`) lets the hour close: end + grace + out-of-orderness, the partitions being idle. From
+ * there the clock runs at real speed, so the emulator's `acceptedAt` minus that instant is wall time.
+ */
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { parseArgs } from 'node:util';
+import { Redis } from 'ioredis';
+import { startPipeline } from '../../src/app/pipeline.ts';
+import { closeBoundary } from '../../src/commit/close-boundary.ts';
+import { loadConfig } from '../../src/config/config.ts';
+import { startEmulator } from '../../src/emulator/server.ts';
+import { createKafka, idempotentProducer } from '../../src/kafka/client.ts';
+import { ensureTopics, pipelineTopics } from '../../src/kafka/topics.ts';
+import { createLogger } from '../../src/log.ts';
+import { HOUR_MS, hourIso, hourStart } from '../../src/time/hours.ts';
+import { fmt } from './report-format.ts';
+
+export const LATENCY_GOAL_P99_SECONDS = 2;
+const DIMENSIONS = ['api_calls', 'jobs', 'egress_gb', 'compute_min', 'seats'];
+
+export interface LatencyResult {
+  records: number;
+  customers: number;
+  dimensions: number;
+  /** Seconds from the hour becoming closable to each record's acceptance. */
+  p50Seconds: number;
+  p99Seconds: number;
+  maxSeconds: number;
+  minSeconds: number;
+  /** From closable until the commit stage had frozen its first hour (polled): mostly the wait for its tick. */
+  firstFrozenSeconds: number;
+  /** From closable until the commit stage had emitted every record to the submission topic (polled). */
+  emittedSeconds: number;
+  /** The settings that shape the figure, as loaded (defaults). */
+  settings: {
+    graceMs: number;
+    maxOutOfOrdernessMs: number;
+    commitIntervalMs: number;
+    rateLimitPerSec: number;
+    api: string;
+  };
+  workerCalls: number;
+  /** ThrottlingException answers (the emulator has no quota here: 0 expected). */
+  throttled: number;
+  /** Every record accepted with the quantity produced. */
+  verified: boolean;
+}
+
+/** Nearest-rank percentile of sorted values. */
+function percentile(sorted: readonly number[], q: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))] as number;
+}
+
+async function until<T>(what: string, fn: () => T | undefined | Promise<T | undefined>, ms = 300_000) {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error(`close latency: timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+export async function runCloseLatency(o: {
+  brokers: string;
+  redisUrl: string;
+  runId: string;
+  customers: number;
+  say?: (line: string) => void;
+}): Promise<LatencyResult> {
+  const say = o.say ?? (() => {});
+  // The SDK reads credentials from the environment; the emulator only needs some.
+  process.env.AWS_ACCESS_KEY_ID ??= 'bench';
+  process.env.AWS_SECRET_ACCESS_KEY ??= 'bench';
+  // The hour of usage; the clock starts 50 minutes into it, so no event is from the future.
+  const hourMs = hourStart(Date.now()) - HOUR_MS;
+  let base = hourMs + 50 * 60_000;
+  let setAt = Date.now();
+  const now = () => base + (Date.now() - setAt);
+  const setClock = (ms: number) => {
+    base = ms;
+    setAt = Date.now();
+  };
+  const accounts = Array.from({ length: o.customers }, (_, i) => String(300_000_000_000 + i));
+  const license = (a: string, i: number) => `arn:aws:license-manager::${a}:license:l-${i}`;
+  const emulator = await startEmulator({
+    customers: accounts.map((id, i) => ({ id, licenseArn: license(id, i) })),
+    now,
+  });
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'meterline-latency-'));
+  const file = (name: string, content: unknown) => {
+    const p = path.join(dir, name);
+    writeFileSync(p, JSON.stringify(content));
+    return p;
+  };
+  const run = `${o.runId}-latency`;
+  // Isolation only (topics, groups, key prefix, files, no ops port); every timing setting is the default.
+  const env = {
+    KAFKA_BROKERS: o.brokers,
+    REDIS_URL: o.redisUrl,
+    AWS_REGION: 'us-east-1',
+    AWS_ACCESS_KEY_ID: 'bench',
+    AWS_SECRET_ACCESS_KEY: 'bench',
+    AWS_ENDPOINT_URL_MARKETPLACE_METERING: emulator.url,
+    METERLINE_PLAN: file('plan.json', {
+      productCode: 'prod-bench',
+      dimensions: DIMENSIONS.map((name) => ({ name })),
+    }),
+    METERLINE_CUSTOMERS: file(
+      'customers.json',
+      Object.fromEntries(
+        accounts.map((a, i) => [`c${i}`, { customerAwsAccountId: a, licenseArn: license(a, i) }]),
+      ),
+    ),
+    METERLINE_TOPIC_USAGE: `${run}-usage`,
+    METERLINE_TOPIC_SUBMISSIONS: `${run}-submissions`,
+    METERLINE_TOPIC_FAILED: `${run}-failed`,
+    METERLINE_TOPIC_CHANGELOG: `${run}-changelog`,
+    METERLINE_REDIS_PREFIX: run,
+    METERLINE_PROCESSOR_GROUP: `${run}-processor`,
+    METERLINE_WORKER_GROUP: `${run}-worker`,
+    METERLINE_OPS_PORT: 'off',
+    LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn',
+  };
+  const config = loadConfig(['processor', 'worker'], env);
+  const logger = createLogger('bench-latency', config.logLevel);
+  const kafka = createKafka({ brokers: o.brokers.split(','), clientId: run, logger });
+  const admin = kafka.admin();
+  await admin.connect();
+  const redis = new Redis(o.redisUrl);
+  let pipeline: Awaited<ReturnType<typeof startPipeline>> | undefined;
+  try {
+    await ensureTopics(kafka, pipelineTopics(config.topics));
+    // The first clock instant at which the product's rule lets the hour close, all partitions idle.
+    const end = hourMs + HOUR_MS;
+    const closableAt = end + config.window.graceMs + config.window.maxOutOfOrdernessMs;
+    // A partition caught up with its last event in the hour, applied at the clock's start: idle by then.
+    const idle = [{ partition: 0, checkpoint: 0n, logEnd: 1n, maxEventTime: end - 1, activeAt: now() }];
+    const boundary = (t: number) => closeBoundary(idle, t, config.window);
+    if (boundary(closableAt) < end || boundary(closableAt - 1) >= end)
+      throw new Error('close latency: the closable instant does not match closeBoundary');
+
+    pipeline = await startPipeline(config, logger, { processor: true, worker: true, now });
+    const running = pipeline;
+    // The worker in its group before anything is closable, so its join is not part of the figure.
+    await until('the worker to join its group', async () => {
+      const [g] = (await admin.describeGroups([config.groups.worker])).groups;
+      return g?.state === 'Stable' && g.members.length > 0 ? true : undefined;
+    });
+    const quantities = new Map<string, number>();
+    const producer = idempotentProducer(kafka);
+    await producer.connect();
+    try {
+      const messages = [];
+      const total = o.customers * DIMENSIONS.length;
+      for (let n = 0; n < total; n++) {
+        const customer = `c${Math.floor(n / DIMENSIONS.length)}`;
+        const dimension = DIMENSIONS[n % DIMENSIONS.length] as string;
+        const quantity = 1 + (n % 97);
+        const ts = hourMs + Math.floor((n * 49 * 60_000) / total);
+        quantities.set(`${accounts[Math.floor(n / DIMENSIONS.length)]}|${dimension}`, quantity);
+        messages.push({
+          key: customer,
+          value: JSON.stringify({ id: `${run}-${n}`, customer, dimension, quantity, timestamp: ts }),
+          timestamp: String(ts + 30_000),
+        });
+      }
+      for (let i = 0; i < messages.length; i += 1_000)
+        await producer.send({ topic: config.topics.usage, acks: -1, messages: messages.slice(i, i + 1_000) });
+    } finally {
+      await producer.disconnect();
+    }
+    const expected = quantities.size;
+    await until('every event applied', () =>
+      (running.processor?.stats.applied ?? 0) >= expected ? true : undefined,
+    );
+    if (
+      (running.processor?.commitStage.stats.hoursFinalized ?? 0) > 0 ||
+      emulator.state.snapshot().records.length
+    )
+      throw new Error('close latency: the hour closed before the clock reached its closable instant');
+    if (now() >= closableAt) throw new Error('close latency: the clock passed the closable instant too soon');
+
+    say(
+      `  ${expected.toLocaleString('en-US')} records' events applied; the clock jumps to ${new Date(closableAt).toISOString()}`,
+    );
+    setClock(closableAt);
+    const frozen = await until('the first hour frozen', () =>
+      (running.processor?.commitStage.stats.hoursFinalized ?? 0) > 0 ? now() - closableAt : undefined,
+    );
+    const emitted = await until('every record emitted', () =>
+      (running.processor?.commitStage.stats.recordsEmitted ?? 0) >= expected ? now() - closableAt : undefined,
+    );
+    let last = 0;
+    let lastChange = Date.now();
+    const records = await until('every record accepted', () => {
+      const r = emulator.state.snapshot().records;
+      if (r.length !== last) [last, lastChange] = [r.length, Date.now()];
+      if (Date.now() - lastChange > 120_000)
+        throw new Error(`close latency: stalled at ${r.length} of ${expected}`);
+      return r.length >= expected ? r : undefined;
+    });
+    const latencies = records
+      .map((r) => (Date.parse(r.acceptedAt) - closableAt) / 1000)
+      .sort((a, b) => a - b);
+    const verified =
+      records.length === expected &&
+      records.every(
+        (r) =>
+          r.timestamp === hourIso(hourMs) && quantities.get(`${r.customer}|${r.dimension}`) === r.quantity,
+      );
+    const snap = emulator.state.snapshot();
+    return {
+      records: records.length,
+      customers: o.customers,
+      dimensions: DIMENSIONS.length,
+      p50Seconds: percentile(latencies, 0.5),
+      p99Seconds: percentile(latencies, 0.99),
+      maxSeconds: latencies[latencies.length - 1] as number,
+      minSeconds: latencies[0] as number,
+      firstFrozenSeconds: frozen / 1000,
+      emittedSeconds: emitted / 1000,
+      settings: {
+        graceMs: config.window.graceMs,
+        maxOutOfOrdernessMs: config.window.maxOutOfOrdernessMs,
+        commitIntervalMs: config.window.commitIntervalMs,
+        rateLimitPerSec: config.worker.rateLimit,
+        api: config.worker.api,
+      },
+      workerCalls: running.worker?.stats.calls ?? 0,
+      throttled: snap.throttled.BatchMeterUsage ?? 0,
+      verified,
+    };
+  } finally {
+    await pipeline?.stop();
+    const topics = (await admin.listTopics()).filter((t) => t.startsWith(`${run}-`));
+    if (topics.length) await admin.deleteTopics({ topics }).catch(() => undefined);
+    await admin.deleteGroups([config.groups.processor, config.groups.worker]).catch(() => undefined);
+    await admin.disconnect();
+    for (let cursor = '0'; ; ) {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', `${run}:*`, 'COUNT', 1_000);
+      if (keys.length) await redis.unlink(...keys);
+      cursor = next;
+      if (cursor === '0') break;
+    }
+    redis.disconnect();
+    await emulator.close();
+  }
+}
+
+/** Its row in the bench's runs table: run, rate, seconds, CPU, notes. */
+export function latencyRow(r: LatencyResult): string[] {
+  return [
+    `(g) close → accepted, ${fmt(r.records)} records, default settings`,
+    '',
+    `p50 ${fmt(r.p50Seconds, 2)}, p99 ${fmt(r.p99Seconds, 2)}, max ${fmt(r.maxSeconds, 2)}`,
+    '',
+    `${r.verified ? 'quantities verified' : 'QUANTITIES WRONG'}; emulator without quota, ${fmt(r.throttled)} throttled`,
+  ];
+}
+
+/** Where the time goes, from the measured steps and the settings in force. */
+export function latencyNote(r: LatencyResult): string {
+  const s = r.settings;
+  return (
+    `Close → accepted (g): the hour is closable at end + grace ${fmt(s.graceMs / 60_000)} min + out-of-orderness ` +
+    `${fmt(s.maxOutOfOrdernessMs / 60_000)} min (idle partitions); its first partition frozen ${fmt(r.firstFrozenSeconds, 2)} s ` +
+    `later (the commit stage ticks every ${fmt(s.commitIntervalMs / 1000)} s), every record on the submission topic at ` +
+    `${fmt(r.emittedSeconds, 2)} s, the first accepted at ${fmt(r.minSeconds, 2)} s; then ${fmt(r.workerCalls)} ${s.api} ` +
+    `calls at the shared rate limit of ${s.rateLimitPerSec}/s take ${fmt(r.workerCalls / s.rateLimitPerSec, 1)} s at least.`
+  );
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const { values } = parseArgs({ options: { customers: { type: 'string', default: '1000' } }, strict: true });
+  const { ensureServices } = await import('../stack/index.ts');
+  const { env } = await ensureServices(['kafka', 'redis']);
+  const result = await runCloseLatency({
+    brokers: env.KAFKA_BROKERS as string,
+    redisUrl: env.REDIS_URL as string,
+    runId: `latency-${Date.now().toString(36)}`,
+    customers: Number(values.customers),
+    say: (l) => process.stdout.write(`${l}\n`),
+  });
+  process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+  process.exit(0);
+}
