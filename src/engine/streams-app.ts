@@ -69,9 +69,11 @@ export class StreamsApp {
       sessionTimeout: this.#o.sessionTimeoutMs ?? 30_000,
       rebalanceTimeout: 2 * (this.#o.sessionTimeoutMs ?? 30_000),
       heartbeatInterval: Math.min(3_000, Math.floor((this.#o.sessionTimeoutMs ?? 30_000) / 3)),
-      // Bigger fetches mean fewer fetch round trips between batches; one script call per partition batch.
-      maxBytesPerPartition: 2_097_152,
-      maxBytes: 16_777_216,
+      // A fetch's records all stay in memory until its last batch is through (kafkajs decodes a whole fetch,
+      // about 5 times its bytes in objects): 8 MB bounds that whatever the backlog, and 1 MB per partition
+      // still gives each script call thousands of events.
+      maxBytesPerPartition: 1_048_576,
+      maxBytes: 8_388_608,
       // Aborted transactions are never counted: committed data only (also kafkajs's default).
       readUncommitted: false,
     });

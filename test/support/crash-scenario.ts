@@ -20,6 +20,11 @@ export const CRASH_EVENTS = Number(process.env.CRASH_EVENTS ?? 200_000);
 export const KILLS = 5;
 
 export interface CrashTestOptions {
+  /**
+   * Sends every resent id after all first sends, instead of right after its original: the resends then reach
+   * hours long since counted (and frozen), where only the ids kept for the dedupe horizon refuse them.
+   */
+  resendsLast?: boolean;
   /** Runs after the sums were verified, before cleanup, with the run's Redis key prefix. */
   afterVerify?: (prefix: string) => Promise<void>;
 }
@@ -46,7 +51,7 @@ export async function crashTest(
   };
   try {
     const nowMs = Date.now();
-    const events = [
+    let events = [
       ...syntheticEvents({
         count: CRASH_EVENTS,
         customers: Array.from({ length: 500 }, (_, i) => `tenant-${i}`),
@@ -58,6 +63,12 @@ export async function crashTest(
         idPrefix: tp.run,
       }),
     ].sort((a, b) => Date.parse(String(a.timestamp)) - Date.parse(String(b.timestamp)));
+    if (options.resendsLast) {
+      const ids = new Set<string>();
+      const firsts = new Set(events.filter((e) => !ids.has(e.id) && ids.add(e.id)));
+      const resends = events.filter((e) => !firsts.has(e));
+      events = [...firsts].concat(resends);
+    }
     const truth = expectedFrozen(events);
     await tp.createTopics(kafka);
     const redis = createRedis(redisTarget.url, { cluster: redisTarget.cluster === true });
