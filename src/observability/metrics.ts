@@ -105,6 +105,15 @@ export const metrics = {
     name: 'meterline_held_dead_letter_in_seconds',
     help: 'Time until the oldest held record of this instance is dead-lettered (its AWS deadline minus the submit margin); absent when none is held',
   }),
+  dedupeIds: new Gauge({
+    name: 'meterline_dedupe_ids',
+    help: "Event id hashes this processor's dedupe index holds, in memory (the budget METERLINE_DEDUPE_MEMORY_IDS) or spilled to local disk",
+    labelNames: ['where'] as const,
+  }),
+  dedupeSpillFailures: new Counter({
+    name: 'meterline_dedupe_spill_failures_total',
+    help: 'Spills of dedupe ids to local disk that failed (full or unwritable METERLINE_DEDUPE_SPILL_DIR): the index keeps them in memory instead',
+  }),
   processorLag: new Gauge({
     name: 'meterline_processor_lag_messages',
     help: 'Usage messages not yet applied to Redis, per partition of the usage topic',

@@ -82,6 +82,8 @@ export class HourIds {
 export class PartitionDedupe {
   readonly token: string;
   synced = false;
+  /** Set when a spill failed (a full disk): the index then keeps every id in memory rather than stall. */
+  spillFailure: Error | undefined;
   readonly #hours = new Map<number, HourIds>();
   readonly #spill: SpillPolicy | undefined;
 
@@ -135,7 +137,7 @@ export class PartitionDedupe {
    */
   settle(): void {
     const spill = this.#spill;
-    if (!spill) return;
+    if (!spill || this.spillFailure) return;
     let hot = 0;
     for (const h of this.#hours.values()) hot += h.hot.size;
     while (hot > spill.budget) {
@@ -143,7 +145,13 @@ export class PartitionDedupe {
       for (const h of this.#hours.values()) if (!largest || h.hot.size > largest.hot.size) largest = h;
       if (!largest || largest.hot.size < MIN_SPILL) return;
       hot -= largest.hot.size;
-      largest.spill(spill.folder);
+      try {
+        largest.spill(spill.folder);
+      } catch (error) {
+        // The batch already landed: its ids must stay known. Memory is the only place left for them.
+        this.spillFailure = error as Error;
+        return;
+      }
     }
   }
 

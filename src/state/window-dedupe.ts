@@ -7,6 +7,7 @@
  */
 import { MeterlineError } from '../errors.ts';
 import { scriptError } from '../metering/script-codes.ts';
+import { metrics } from '../observability/metrics.ts';
 import type { ScriptedRedis } from '../redis/client.ts';
 import type { Keys, PartitionRef } from '../redis/keys.ts';
 import type { BatchAggregate, BatchGroup } from '../redis/scripts.ts';
@@ -67,6 +68,18 @@ export class WindowDedupe {
     this.#partitions.delete(id);
   }
 
+  /** Ids held in memory and on disk, over every partition. */
+  #report(): void {
+    let hot = 0;
+    let all = 0;
+    for (const index of this.#partitions.values()) {
+      hot += index.hotSize;
+      all += index.size;
+    }
+    metrics.dedupeIds.set({ where: 'memory' }, hot);
+    metrics.dedupeIds.set({ where: 'disk' }, all - hot);
+  }
+
   /** Drops every index and its spilled files. */
   close(): void {
     for (const index of this.#partitions.values()) index.close();
@@ -103,8 +116,11 @@ export class WindowDedupe {
       this.#partitions.set(id, index);
     }
     if (!index.synced) {
+      const failed = index.spillFailure;
       await this.catchUp(p, index);
       index.synced = true;
+      if (!failed && index.spillFailure) metrics.dedupeSpillFailures.inc();
+      this.#report();
     }
     return index;
   }
@@ -271,7 +287,10 @@ export class WindowDedupe {
           h.writtenAtMs = nowMs;
         }
         index.expire(nowMs, this.#ttlMs);
+        const failed = index.spillFailure;
         index.settle();
+        if (!failed && index.spillFailure) metrics.dedupeSpillFailures.inc();
+        this.#report();
       },
       failed: () => {
         for (const g of packed) {

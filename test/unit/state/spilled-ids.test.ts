@@ -3,7 +3,7 @@
  * let a stranger through to the disk, never keep a member out), and a partition's index over its budget
  * spills, stays exact, and deletes its files when done with them.
  */
-import { mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -140,5 +140,20 @@ describe('PartitionDedupe with a memory budget', () => {
     expect(hour.has(hashOf('b-15000'))).toBe(false);
     index.close();
     folder.close();
+  });
+
+  it('keeps its ids in memory when it cannot spill (a full or unwritable disk), and says so', () => {
+    // A folder below a file cannot be made: every spill fails.
+    const folder = new SpillFolder(path.join(root, 'a-file', 'spill'));
+    writeFileSync(path.join(root, 'a-file'), '');
+    const index = new PartitionDedupe('1', { folder, budget: 10_000 });
+    const ids = Array.from({ length: 30_000 }, (_, i) => `f-${i}`);
+    index.load(1_000, 0, [pack(ids)], 5);
+    expect(index.spillFailure).toBeInstanceOf(Error);
+    expect(index.hotSize).toBe(30_000);
+    const hour = index.hour(1_000);
+    expect(ids.filter((id) => !hour.has(hashOf(id)))).toEqual([]);
+    expect(hour.add(hashOf('f-1'))).toBe(false);
+    index.close();
   });
 });
