@@ -70,7 +70,9 @@ const HOURS = 3;
 const DUPLICATE_RATE = 0.01;
 const PRODUCE_BATCH = 5_000;
 const PRODUCE_IN_FLIGHT = 4;
-const FETCH_BYTES_PER_PARTITION = 1_048_576; // the processor's setting; the bare consumer uses the same
+// The processor's fetch bounds (src/engine/streams-app.ts); the bare consumer uses the same.
+const FETCH_BYTES_PER_PARTITION = 1_048_576;
+const FETCH_BYTES = 8_388_608;
 const STALL_MS = 90_000;
 const GOALS = { bOverC: 1.5, bOverA: 0.8, roundTripsPer10k: 5 };
 
@@ -403,6 +405,7 @@ async function runBare(ctx: Ctx): Promise<BareResult> {
     sessionTimeout: 30_000,
     heartbeatInterval: 3_000,
     maxBytesPerPartition: FETCH_BYTES_PER_PARTITION,
+    maxBytes: FETCH_BYTES,
   });
   const expected = ctx.expected.messages;
   let joinedAt: number | undefined;
