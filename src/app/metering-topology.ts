@@ -216,7 +216,7 @@ export function meteringTopology(deps: {
     .addSink(REPARTITION_SINK, config.topics.usage)
     .schedule('commit-stage', config.window.commitIntervalMs, async () => {
       await refreshContracts();
-      await commitStage.punctuate();
+      return commitStage.punctuate();
     });
   return { topology, commitStage, refreshPartitions };
 }

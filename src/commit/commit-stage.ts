@@ -39,6 +39,7 @@ import {
   closeBoundary,
   type EventTimeOptions,
   hoursToClose,
+  nextCloseAt,
   type PartitionProgress,
 } from './close-boundary.ts';
 import { reportCommitGauges } from './commit-gauges.ts';
@@ -105,6 +106,12 @@ interface ZeroField {
   fromMs: number | undefined;
 }
 
+/**
+ * Predictions of one hour end's close that may prove wrong (new input kept a partition active) before
+ * that hour waits for the interval again: early looks never multiply the Redis load.
+ */
+const MISSED_LOOKS_PER_HOUR = 3;
+
 export class CommitStage {
   /** `closeBoundary`: the latest hour end the last punctuation allowed to close. */
   readonly stats = {
@@ -114,6 +121,13 @@ export class CommitStage {
     closeBoundary: 0,
     /** Hours that could not be emitted in time (or whose frozen records were gone): on the DLQ instead. */
     hoursDeadLettered: 0,
+    /**
+     * Punctuations run; those run at an hour's predicted close (`nextCloseAt`), and those among them
+     * that found the hour not closable after all.
+     */
+    punctuations: 0,
+    predictedLooks: 0,
+    missedLooks: 0,
   };
   readonly #finalizer: HourFinalizer;
   readonly #emitter: HourEmitter;
@@ -129,6 +143,10 @@ export class CommitStage {
   #gapsCheckedAt = Number.NEGATIVE_INFINITY;
   /** cut scope (`cutScope`) → the subscription ending and since when (this punctuation's view). */
   #ending = new Map<string, Ending>();
+  /** The hour end the predictions aim at, and how many of them proved wrong. */
+  #aim = { hourEnd: 0, missed: 0 };
+  /** The clock time the last punctuation predicted the next close at. */
+  #lookAt: number | undefined;
 
   constructor(options: CommitStageOptions) {
     this.#o = options;
@@ -143,12 +161,20 @@ export class CommitStage {
     return this.#finalizer.stats;
   }
 
-  /** One punctuation over every task this instance owns. */
-  readonly punctuate = async (): Promise<void> => {
+  /**
+   * One punctuation over every task this instance owns. Returns the ms until the next hour becomes
+   * closable if only the clock moves (close-boundary.ts `nextCloseAt`), so the schedule looks again then
+   * rather than up to a whole interval later; undefined when no such instant is known.
+   */
+  readonly punctuate = async (): Promise<number | undefined> => {
+    this.stats.punctuations += 1;
+    const predicted = this.#lookAt !== undefined && this.#now() >= this.#lookAt;
+    if (predicted) this.stats.predictedLooks += 1;
+    this.#lookAt = undefined;
     const tasks = await this.#o.tasks();
-    if (!tasks.length) return;
+    if (!tasks.length) return undefined;
     const store0 = tasks[0]?.getStateStore<HourlyWindowStore>(HOURLY_WINDOWS);
-    if (!store0) return;
+    if (!store0) return undefined;
     const logEnds = await this.#o.logEnds();
     this.#setZeroFields(logEnds.size, await this.#o.subscribers());
     this.#emitter.isMapped = this.#o.mapped ? await this.#o.mapped() : () => true;
@@ -164,6 +190,10 @@ export class CommitStage {
     const progress = times.map((t) => ({ ...t, logEnd: logEnds.get(t.partition) ?? 0n }));
     const boundary = closeBoundary(progress, now, this.#o);
     this.stats.closeBoundary = boundary;
+    if (predicted && boundary < this.#aim.hourEnd) {
+      this.stats.missedLooks += 1;
+      this.#aim.missed += 1;
+    }
     const zeroFrom = this.#zeroFields.size
       ? await store0.windows.zeroRecordsFrom(this.#o.usageTopic, hourStart(now))
       : undefined;
@@ -211,7 +241,19 @@ export class CommitStage {
     }
     await reportCommitGauges(tasks, this.#o, this.#now());
     await this.#checkGaps(zeroFrom, now);
+    return this.#nextLook(progress, boundary, now);
   };
+
+  /** The ms until `nextCloseAt`, unless its hour end was predicted wrong too often. */
+  #nextLook(progress: readonly PartitionProgress[], boundary: number, now: number): number | undefined {
+    const hourEnd = hourStart(boundary) + HOUR_MS;
+    if (this.#aim.hourEnd !== hourEnd) this.#aim = { hourEnd, missed: 0 };
+    if (this.#aim.missed >= MISSED_LOOKS_PER_HOUR) return undefined;
+    const at = nextCloseAt(progress, now, this.#o);
+    if (at === undefined) return undefined;
+    this.#lookAt = at;
+    return at - this.#now();
+  }
 
   /**
    * The boundary for one task's hours, at its turn. Batches that landed on the partition after the read

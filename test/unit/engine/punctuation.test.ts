@@ -22,6 +22,35 @@ describe('PunctuationSchedule', () => {
     expect(overlapped).toBe(false);
   });
 
+  it('runs again as soon as a run asks for it, before the interval', async () => {
+    const schedule = new PunctuationSchedule(capturedLogger().logger);
+    let runs = 0;
+    const second = deferred();
+    // An interval no test outlives: the second run can only come from the delay the first one returned.
+    schedule.every('commit-stage', 3_600_000, async () => {
+      runs += 1;
+      if (runs === 2) second.resolve();
+      return runs === 1 ? 1 : undefined;
+    });
+    await second.promise;
+    await schedule.stop();
+    expect(runs).toBe(2);
+  });
+
+  it('never waits longer than the interval, whatever a run asks for', async () => {
+    const schedule = new PunctuationSchedule(capturedLogger().logger);
+    let runs = 0;
+    const second = deferred();
+    schedule.every('commit-stage', 1, async () => {
+      runs += 1;
+      if (runs === 2) second.resolve();
+      return 3_600_000;
+    });
+    await second.promise;
+    await schedule.stop();
+    expect(runs).toBe(2);
+  });
+
   it('logs a failed run with the punctuator name and runs it again on the next tick', async () => {
     const { logger, lines } = capturedLogger();
     const schedule = new PunctuationSchedule(logger);
