@@ -2,6 +2,11 @@ import { describe, expect, it } from 'vitest';
 import { PunctuationSchedule } from '../../../src/engine/punctuation.ts';
 import { capturedLogger, deferred } from './engine-support.ts';
 
+/** Yields to the event loop until `done` holds (the runs under test are all immediate). */
+async function waitRuns(done: () => boolean): Promise<void> {
+  while (!done()) await new Promise((resolve) => setImmediate(resolve));
+}
+
 describe('PunctuationSchedule', () => {
   it('runs a punctuator at once and again after each run, never two runs at a time', async () => {
     const schedule = new PunctuationSchedule(capturedLogger().logger);
@@ -49,6 +54,33 @@ describe('PunctuationSchedule', () => {
     await second.promise;
     await schedule.stop();
     expect(runs).toBe(2);
+  });
+
+  it('wake runs a punctuator now, or once more right after the run under way', async () => {
+    const schedule = new PunctuationSchedule(capturedLogger().logger);
+    const first = deferred();
+    const release = deferred();
+    const third = deferred();
+    let runs = 0;
+    schedule.every('commit-stage', 3_600_000, async () => {
+      runs += 1;
+      if (runs === 1) {
+        first.resolve();
+        await release.promise;
+      }
+      if (runs === 3) third.resolve();
+    });
+    await first.promise;
+    // During the first run: one more run right after it (two wakes, not two more runs).
+    schedule.wake('commit-stage');
+    schedule.wake('commit-stage');
+    release.resolve();
+    await waitRuns(() => runs >= 2);
+    // Between runs: at once, not an interval later.
+    schedule.wake('commit-stage');
+    await third.promise;
+    await schedule.stop();
+    expect(runs).toBe(3);
   });
 
   it('logs a failed run with the punctuator name and runs it again on the next tick', async () => {
