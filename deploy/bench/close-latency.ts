@@ -26,8 +26,10 @@ import { closeBoundary } from '../../src/commit/close-boundary.ts';
 import { loadConfig } from '../../src/config/config.ts';
 import { startEmulator } from '../../src/emulator/server.ts';
 import { createKafka, idempotentProducer } from '../../src/kafka/client.ts';
+import { readAllMessages } from '../../src/kafka/read-topic.ts';
 import { ensureTopics, pipelineTopics } from '../../src/kafka/topics.ts';
 import { createLogger } from '../../src/log.ts';
+import { parseSubmissionRecord } from '../../src/metering/submission-record.ts';
 import { HOUR_MS, hourIso, hourStart } from '../../src/time/hours.ts';
 import { fmt } from './report-format.ts';
 
@@ -68,7 +70,18 @@ export interface LatencyResult {
     rateLimitPerSec: number;
     api: string;
   };
+  /**
+   * The worker's share: per record, from its message's append on the submission topic (the producer's
+   * timestamp, on the same clock) to its acceptance, p50 and p99 seconds.
+   */
+  workerP50Seconds: number;
+  workerP99Seconds: number;
   workerCalls: number;
+  /**
+   * CPU of this process (pipeline, emulator and bench, one event loop) over wall time, from the first
+   * freeze to the last acceptance: near 1 means the one thread was busy throughout.
+   */
+  cpuBusy: number;
   /** What the same calls need at the default shared rate limit (AWS's quota): calls / 10 s at least. */
   quotaBoundSeconds: number;
   /** ThrottlingException answers (the emulator has no quota here: 0 expected). */
@@ -249,6 +262,7 @@ export async function runCloseLatency(o: {
       (commit()?.hoursFinalized ?? 0) > 0 ? now() - closableAt : undefined,
     );
     if (frozen < 0) throw new Error('close latency: the hour froze before its closable instant');
+    const [cpu0, wall0] = [process.cpuUsage(), Date.now()];
     const emitted = await until('every record emitted', () =>
       (running.processor?.commitStage.stats.recordsEmitted ?? 0) >= expected ? now() - closableAt : undefined,
     );
@@ -261,6 +275,8 @@ export async function runCloseLatency(o: {
         throw new Error(`close latency: stalled at ${r.length} of ${expected}`);
       return r.length >= expected ? r : undefined;
     });
+    const cpu = process.cpuUsage(cpu0);
+    const busy = (cpu.user + cpu.system) / 1000 / Math.max(1, Date.now() - wall0);
     const latencies = records
       .map((r) => (Date.parse(r.acceptedAt) - closableAt) / 1000)
       .sort((a, b) => a - b);
@@ -271,6 +287,22 @@ export async function runCloseLatency(o: {
           r.timestamp === hourIso(hourMs) && quantities.get(`${r.customer}|${r.dimension}`) === r.quantity,
       );
     const snap = emulator.state.snapshot();
+    // Emitted at: the submission message's timestamp (wall ms), moved onto the simulated clock.
+    const tenantAccount = new Map(accounts.map((a, i) => [`c${i}`, a]));
+    const emittedAt = new Map<string, number>();
+    for (const m of await readAllMessages(kafka, config.topics.submissions)) {
+      const r = parseSubmissionRecord(m.value);
+      if (!r) continue;
+      const key = `${tenantAccount.get(r.customer)}|${r.dimension}`;
+      const at = Number(m.timestamp) + (base - setAt);
+      emittedAt.set(key, Math.min(at, emittedAt.get(key) ?? at));
+    }
+    const workerLatencies = records
+      .map(
+        (r) =>
+          (Date.parse(r.acceptedAt) - (emittedAt.get(`${r.customer}|${r.dimension}`) ?? Number.NaN)) / 1000,
+      )
+      .sort((a, b) => a - b);
     const ticks = commit() as NonNullable<ReturnType<typeof commit>>;
     const [punctuations, predictedLooks, missedLooks] = [
       ticks.punctuations - ticksBefore.punctuations,
@@ -306,7 +338,10 @@ export async function runCloseLatency(o: {
         rateLimitPerSec: config.worker.rateLimit,
         api: config.worker.api,
       },
+      workerP50Seconds: percentile(workerLatencies, 0.5),
+      workerP99Seconds: percentile(workerLatencies, 0.99),
       workerCalls: running.worker?.stats.calls ?? 0,
+      cpuBusy: busy,
       quotaBoundSeconds: (running.worker?.stats.calls ?? 0) / DEFAULT_RATE_LIMIT,
       throttled: snap.throttled.BatchMeterUsage ?? 0,
       verified,
@@ -351,7 +386,10 @@ export function latencyNote(r: LatencyResult): string {
     `later (the commit stage looks again when the next hour becomes closable, at most ${fmt(s.commitIntervalMs / 1000)} s ` +
     `apart: ${fmt(r.punctuations)} ticks, ${fmt(r.predictedLooks)} at a predicted close, ${fmt(r.missedLooks)} missed; ` +
     `${fmt(r.roundTripsPerTick, 1)} Redis round trips per tick on a quiet pipeline), every record on the submission topic at ` +
-    `${fmt(r.emittedSeconds, 2)} s, the first accepted at ${fmt(r.minSeconds, 2)} s; ${fmt(r.workerCalls)} ${s.api} calls ` +
+    `${fmt(r.emittedSeconds, 2)} s, the first accepted at ${fmt(r.minSeconds, 2)} s; from its message on the submission ` +
+    `topic to its acceptance a record took p50 ${fmt(r.workerP50Seconds, 2)} s, p99 ${fmt(r.workerP99Seconds, 2)} s ` +
+    `(the worker); the process (pipeline and emulator on one event loop) used ${fmt(r.cpuBusy * 100)} % of a core from ` +
+    `the first freeze to the last acceptance; ${fmt(r.workerCalls)} ${s.api} calls ` +
     `with the shared rate limit raised to ${s.rateLimitPerSec}/s for this phase (no quota). Quota-bound: at the default ` +
     `limit of ${DEFAULT_RATE_LIMIT}/s (AWS's quota) those calls alone take ${fmt(r.quotaBoundSeconds, 1)} s at least.`
   );

@@ -103,6 +103,8 @@ export function meteringTopology(deps: {
   };
   const commitStage = new CommitStage({
     tasks: deps.tasks,
+    // As many partitions as the processor works on at once.
+    concurrency: config.groups.concurrency,
     logEnds: async () => {
       const offsets = await admin.fetchTopicOffsets(config.topics.usage);
       partitions = offsets.length;

@@ -49,6 +49,8 @@ import { HourFinalizer } from './hour-finalizer.ts';
 
 export interface CommitStageOptions extends EventTimeOptions {
   tasks: () => Promise<StreamTask[]>;
+  /** Tasks closed at once in a punctuation (default 1). */
+  concurrency?: number;
   /** Log end offset of every partition of the usage topic (all of them count for the watermark). */
   logEnds: () => Promise<Map<number, bigint>>;
   usageTopic: string;
@@ -197,8 +199,10 @@ export class CommitStage {
     const zeroFrom = this.#zeroFields.size
       ? await store0.windows.zeroRecordsFrom(this.#o.usageTopic, hourStart(now))
       : undefined;
-    for (const task of tasks) {
-      await task
+    // Tasks are independent (their own partition, keys and changelog partition): a few close at once, so
+    // the last partition's hour is not frozen and emitted only after every other's.
+    const closeTask = (task: StreamTask) =>
+      task
         .exclusive(async () => {
           // Redis must still hold what this task applied: a Redis that fell behind (failover, restore)
           // would freeze an hour from part of its usage. The state check or the next batch recovers it.
@@ -238,7 +242,15 @@ export class CommitStage {
           }
           throw error;
         });
-    }
+    const queue = [...tasks];
+    const failures: unknown[] = [];
+    const lanes = Array.from({ length: Math.min(this.#o.concurrency ?? 1, queue.length) }, async () => {
+      for (let task = queue.shift(); task; task = queue.shift()) {
+        await closeTask(task).catch((error: unknown) => failures.push(error));
+      }
+    });
+    await Promise.all(lanes);
+    if (failures.length) throw failures[0];
     await reportCommitGauges(tasks, this.#o, this.#now());
     await this.#checkGaps(zeroFrom, now);
     return this.#nextLook(progress, boundary, now);
