@@ -130,6 +130,8 @@ export class CommitStage {
     punctuations: 0,
     predictedLooks: 0,
     missedLooks: 0,
+    /** Looks a committed batch asked for: it moved the watermark past an hour end. */
+    batchWakes: 0,
   };
   readonly #finalizer: HourFinalizer;
   readonly #emitter: HourEmitter;
@@ -149,6 +151,14 @@ export class CommitStage {
   #aim = { hourEnd: 0, missed: 0 };
   /** The clock time the last punctuation predicted the next close at. */
   #lookAt: number | undefined;
+  /**
+   * The partitions' progress as the last punctuation read it, moved on by the batches committed since,
+   * and the boundary it gives: batches that move it past an hour end wake the stage.
+   */
+  #progress: PartitionProgress[] | undefined;
+  #estimate = Number.NEGATIVE_INFINITY;
+  /** Hour starts a batch woke the stage for (once each). */
+  #wokenFor = new Set<number>();
 
   constructor(options: CommitStageOptions) {
     this.#o = options;
@@ -192,6 +202,8 @@ export class CommitStage {
     const progress = times.map((t) => ({ ...t, logEnd: logEnds.get(t.partition) ?? 0n }));
     const boundary = closeBoundary(progress, now, this.#o);
     this.stats.closeBoundary = boundary;
+    this.#progress = progress;
+    this.#estimate = boundary;
     if (predicted && boundary < this.#aim.hourEnd) {
       this.stats.missedLooks += 1;
       this.#aim.missed += 1;
@@ -255,6 +267,37 @@ export class CommitStage {
     await this.#checkGaps(zeroFrom, now);
     return this.#nextLook(progress, boundary, now);
   };
+
+  /**
+   * After a batch a task committed: whether it moved the boundary past an hour end, so the stage should
+   * look now rather than at its next tick. In memory (the last punctuation's view of every partition,
+   * this partition's batch applied to it): no Redis call. Once per hour at most, so a wrong estimate
+   * (another instance's partitions, a log end read before) costs one early look.
+   */
+  closableAfterBatch(
+    partition: number,
+    eventTimeMs: number | undefined,
+    checkpoint: bigint | undefined,
+    nowMs: number,
+  ): boolean {
+    if (!this.#progress || checkpoint === undefined) return false;
+    this.#progress = this.#progress.map((p) => {
+      if (p.partition !== partition) return p;
+      const moved =
+        eventTimeMs === undefined
+          ? {}
+          : { maxEventTime: Math.max(p.maxEventTime ?? eventTimeMs, eventTimeMs), activeAt: nowMs };
+      return { ...p, ...moved, checkpoint, logEnd: p.logEnd > checkpoint + 1n ? p.logEnd : checkpoint + 1n };
+    });
+    const estimate = closeBoundary(this.#progress, nowMs, this.#o);
+    const crossed = hourStart(estimate) > hourStart(this.#estimate);
+    this.#estimate = estimate;
+    if (!crossed || this.#wokenFor.has(hourStart(estimate))) return false;
+    if (this.#wokenFor.size > 1_000) this.#wokenFor.clear();
+    this.#wokenFor.add(hourStart(estimate));
+    this.stats.batchWakes += 1;
+    return true;
+  }
 
   /** The ms until `nextCloseAt`, unless its hour end was predicted wrong too often. */
   #nextLook(progress: readonly PartitionProgress[], boundary: number, now: number): number | undefined {

@@ -250,6 +250,10 @@ export class StreamsApp {
       }
     }
     resolveOffset(through);
+    for (const p of this.#o.topology.punctuators) {
+      if (p.wakeAfterBatch?.(partition, task.restorePoint.checkpoint, this.#now()))
+        this.#schedule.wake(p.name);
+    }
     await commitOffsetsIfNecessary();
   }
 
