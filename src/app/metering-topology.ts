@@ -103,6 +103,8 @@ export function meteringTopology(deps: {
   };
   const commitStage = new CommitStage({
     tasks: deps.tasks,
+    // As many partitions as the processor works on at once.
+    concurrency: config.groups.concurrency,
     logEnds: async () => {
       const offsets = await admin.fetchTopicOffsets(config.topics.usage);
       partitions = offsets.length;
@@ -180,6 +182,9 @@ export function meteringTopology(deps: {
     now: deps.now,
     ...(deps.faults ? { faults: deps.faults } : {}),
   });
+  // The latest event time each partition's batch under way added: the commit stage's wake rule reads it
+  // once the batch is committed (a batch left for redelivery only makes the estimate early).
+  const batchEventTimes = new Map<number, number>();
   const topology = new Topology()
     .addSource('usage-events', config.topics.usage)
     .addProcessor(
@@ -196,6 +201,10 @@ export function meteringTopology(deps: {
           logger: deps.logger.child({ stage: 'processor' }),
           partitions: () => partitions,
           api: config.worker.api,
+          onEventTime: (partition, ms) => {
+            if (ms > (batchEventTimes.get(partition) ?? Number.NEGATIVE_INFINITY))
+              batchEventTimes.set(partition, ms);
+          },
         }),
     )
     .addStateStore(
@@ -214,10 +223,19 @@ export function meteringTopology(deps: {
     )
     .addSink(FAILED_SINK, config.topics.failed)
     .addSink(REPARTITION_SINK, config.topics.usage)
-    .schedule('commit-stage', config.window.commitIntervalMs, async () => {
-      await refreshContracts();
-      await commitStage.punctuate();
-    });
+    .schedule(
+      'commit-stage',
+      config.window.commitIntervalMs,
+      async () => {
+        await refreshContracts();
+        return commitStage.punctuate();
+      },
+      (partition, checkpoint, nowMs) => {
+        const eventTime = batchEventTimes.get(partition);
+        batchEventTimes.delete(partition);
+        return commitStage.closableAfterBatch(partition, eventTime, checkpoint, nowMs);
+      },
+    );
   return { topology, commitStage, refreshPartitions };
 }
 

@@ -45,6 +45,29 @@ export function closeBoundary(
   return Math.max(watermark - o.graceMs, nowMs - o.maxDelayMs);
 }
 
+/**
+ * The first instant after `nowMs` at which `closeBoundary` reaches the next hour end, if nothing but the
+ * wall clock changes (no new input): the commit stage looks again then rather than a whole interval later.
+ * The boundary moves with the clock in three ways only: every partition idle (it follows the clock), the
+ * max-delay bound, and a partition going idle (it stops holding the watermark back); the first crossing is
+ * at one of those instants. Undefined when none of them gets there (an active partition's new input will).
+ */
+export function nextCloseAt(
+  partitions: readonly PartitionProgress[],
+  nowMs: number,
+  o: EventTimeOptions,
+): number | undefined {
+  const next = hourStart(closeBoundary(partitions, nowMs, o)) + HOUR_MS;
+  const candidates = [next + o.maxOutOfOrdernessMs + o.graceMs, next + o.maxDelayMs];
+  for (const p of partitions) {
+    if (p.activeAt !== undefined) candidates.push(p.activeAt + o.idleTimeoutMs + 1);
+  }
+  return candidates
+    .filter((t) => t > nowMs)
+    .sort((a, b) => a - b)
+    .find((t) => closeBoundary(partitions, t, o) >= next);
+}
+
 /** The hours to close now, oldest first: hours with usage, and every hour in sequence when needed. */
 export function hoursToClose(input: {
   withUsage: readonly number[];

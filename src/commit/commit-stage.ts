@@ -39,6 +39,7 @@ import {
   closeBoundary,
   type EventTimeOptions,
   hoursToClose,
+  nextCloseAt,
   type PartitionProgress,
 } from './close-boundary.ts';
 import { reportCommitGauges } from './commit-gauges.ts';
@@ -48,6 +49,8 @@ import { HourFinalizer } from './hour-finalizer.ts';
 
 export interface CommitStageOptions extends EventTimeOptions {
   tasks: () => Promise<StreamTask[]>;
+  /** Tasks closed at once in a punctuation (default 1). */
+  concurrency?: number;
   /** Log end offset of every partition of the usage topic (all of them count for the watermark). */
   logEnds: () => Promise<Map<number, bigint>>;
   usageTopic: string;
@@ -105,6 +108,12 @@ interface ZeroField {
   fromMs: number | undefined;
 }
 
+/**
+ * Predictions of one hour end's close that may prove wrong (new input kept a partition active) before
+ * that hour waits for the interval again: early looks never multiply the Redis load.
+ */
+const MISSED_LOOKS_PER_HOUR = 3;
+
 export class CommitStage {
   /** `closeBoundary`: the latest hour end the last punctuation allowed to close. */
   readonly stats = {
@@ -114,6 +123,15 @@ export class CommitStage {
     closeBoundary: 0,
     /** Hours that could not be emitted in time (or whose frozen records were gone): on the DLQ instead. */
     hoursDeadLettered: 0,
+    /**
+     * Punctuations run; those run at an hour's predicted close (`nextCloseAt`), and those among them
+     * that found the hour not closable after all.
+     */
+    punctuations: 0,
+    predictedLooks: 0,
+    missedLooks: 0,
+    /** Looks a committed batch asked for: it moved the watermark past an hour end. */
+    batchWakes: 0,
   };
   readonly #finalizer: HourFinalizer;
   readonly #emitter: HourEmitter;
@@ -129,6 +147,18 @@ export class CommitStage {
   #gapsCheckedAt = Number.NEGATIVE_INFINITY;
   /** cut scope (`cutScope`) → the subscription ending and since when (this punctuation's view). */
   #ending = new Map<string, Ending>();
+  /** The hour end the predictions aim at, and how many of them proved wrong. */
+  #aim = { hourEnd: 0, missed: 0 };
+  /** The clock time the last punctuation predicted the next close at. */
+  #lookAt: number | undefined;
+  /**
+   * The partitions' progress as the last punctuation read it, moved on by the batches committed since,
+   * and the boundary it gives: batches that move it past an hour end wake the stage.
+   */
+  #progress: PartitionProgress[] | undefined;
+  #estimate = Number.NEGATIVE_INFINITY;
+  /** Hour starts a batch woke the stage for (once each). */
+  #wokenFor = new Set<number>();
 
   constructor(options: CommitStageOptions) {
     this.#o = options;
@@ -143,12 +173,20 @@ export class CommitStage {
     return this.#finalizer.stats;
   }
 
-  /** One punctuation over every task this instance owns. */
-  readonly punctuate = async (): Promise<void> => {
+  /**
+   * One punctuation over every task this instance owns. Returns the ms until the next hour becomes
+   * closable if only the clock moves (close-boundary.ts `nextCloseAt`), so the schedule looks again then
+   * rather than up to a whole interval later; undefined when no such instant is known.
+   */
+  readonly punctuate = async (): Promise<number | undefined> => {
+    this.stats.punctuations += 1;
+    const predicted = this.#lookAt !== undefined && this.#now() >= this.#lookAt;
+    if (predicted) this.stats.predictedLooks += 1;
+    this.#lookAt = undefined;
     const tasks = await this.#o.tasks();
-    if (!tasks.length) return;
+    if (!tasks.length) return undefined;
     const store0 = tasks[0]?.getStateStore<HourlyWindowStore>(HOURLY_WINDOWS);
-    if (!store0) return;
+    if (!store0) return undefined;
     const logEnds = await this.#o.logEnds();
     this.#setZeroFields(logEnds.size, await this.#o.subscribers());
     this.#emitter.isMapped = this.#o.mapped ? await this.#o.mapped() : () => true;
@@ -164,11 +202,19 @@ export class CommitStage {
     const progress = times.map((t) => ({ ...t, logEnd: logEnds.get(t.partition) ?? 0n }));
     const boundary = closeBoundary(progress, now, this.#o);
     this.stats.closeBoundary = boundary;
+    this.#progress = progress;
+    this.#estimate = boundary;
+    if (predicted && boundary < this.#aim.hourEnd) {
+      this.stats.missedLooks += 1;
+      this.#aim.missed += 1;
+    }
     const zeroFrom = this.#zeroFields.size
       ? await store0.windows.zeroRecordsFrom(this.#o.usageTopic, hourStart(now))
       : undefined;
-    for (const task of tasks) {
-      await task
+    // Tasks are independent (their own partition, keys and changelog partition): a few close at once, so
+    // the last partition's hour is not frozen and emitted only after every other's.
+    const closeTask = (task: StreamTask) =>
+      task
         .exclusive(async () => {
           // Redis must still hold what this task applied: a Redis that fell behind (failover, restore)
           // would freeze an hour from part of its usage. The state check or the next batch recovers it.
@@ -208,10 +254,61 @@ export class CommitStage {
           }
           throw error;
         });
-    }
+    const queue = [...tasks];
+    const failures: unknown[] = [];
+    const lanes = Array.from({ length: Math.min(this.#o.concurrency ?? 1, queue.length) }, async () => {
+      for (let task = queue.shift(); task; task = queue.shift()) {
+        await closeTask(task).catch((error: unknown) => failures.push(error));
+      }
+    });
+    await Promise.all(lanes);
+    if (failures.length) throw failures[0];
     await reportCommitGauges(tasks, this.#o, this.#now());
     await this.#checkGaps(zeroFrom, now);
+    return this.#nextLook(progress, boundary, now);
   };
+
+  /**
+   * After a batch a task committed: whether it moved the boundary past an hour end, so the stage should
+   * look now rather than at its next tick. In memory (the last punctuation's view of every partition,
+   * this partition's batch applied to it): no Redis call. Once per hour at most, so a wrong estimate
+   * (another instance's partitions, a log end read before) costs one early look.
+   */
+  closableAfterBatch(
+    partition: number,
+    eventTimeMs: number | undefined,
+    checkpoint: bigint | undefined,
+    nowMs: number,
+  ): boolean {
+    if (!this.#progress || checkpoint === undefined) return false;
+    this.#progress = this.#progress.map((p) => {
+      if (p.partition !== partition) return p;
+      const moved =
+        eventTimeMs === undefined
+          ? {}
+          : { maxEventTime: Math.max(p.maxEventTime ?? eventTimeMs, eventTimeMs), activeAt: nowMs };
+      return { ...p, ...moved, checkpoint, logEnd: p.logEnd > checkpoint + 1n ? p.logEnd : checkpoint + 1n };
+    });
+    const estimate = closeBoundary(this.#progress, nowMs, this.#o);
+    const crossed = hourStart(estimate) > hourStart(this.#estimate);
+    this.#estimate = estimate;
+    if (!crossed || this.#wokenFor.has(hourStart(estimate))) return false;
+    if (this.#wokenFor.size > 1_000) this.#wokenFor.clear();
+    this.#wokenFor.add(hourStart(estimate));
+    this.stats.batchWakes += 1;
+    return true;
+  }
+
+  /** The ms until `nextCloseAt`, unless its hour end was predicted wrong too often. */
+  #nextLook(progress: readonly PartitionProgress[], boundary: number, now: number): number | undefined {
+    const hourEnd = hourStart(boundary) + HOUR_MS;
+    if (this.#aim.hourEnd !== hourEnd) this.#aim = { hourEnd, missed: 0 };
+    if (this.#aim.missed >= MISSED_LOOKS_PER_HOUR) return undefined;
+    const at = nextCloseAt(progress, now, this.#o);
+    if (at === undefined) return undefined;
+    this.#lookAt = at;
+    return at - this.#now();
+  }
 
   /**
    * The boundary for one task's hours, at its turn. Batches that landed on the partition after the read

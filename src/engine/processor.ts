@@ -94,5 +94,8 @@ export interface StateStore {
 
 export type StoreHealth = 'ok' | 'lost' | 'behind' | 'fenced';
 
-/** Called on a wall-clock schedule with the wall clock's time. */
-export type Punctuator = (timestampMs: number) => Promise<void>;
+/**
+ * Called on a wall-clock schedule with the wall clock's time. May return the ms until it has work next
+ * (the schedule runs it then, if sooner than its interval).
+ */
+export type Punctuator = (timestampMs: number) => Promise<number | undefined> | Promise<void>;

@@ -82,6 +82,9 @@ export class StreamsApp {
       const mine = payload.memberAssignment[this.#topic] ?? [];
       this.#o.logger.info({ partitions: mine, memberId: payload.memberId }, 'partitions assigned');
       this.#assign(mine);
+      // A new owner looks at its partitions at once (hours closable or frozen but not emitted while they
+      // moved), not a whole interval later: one more tick per rebalance.
+      if (mine.length) for (const p of this.#o.topology.punctuators) this.#schedule.wake(p.name);
     });
     // kafkajs resolves a fetch that holds no records (an aborted transaction, a lone marker) by itself,
     // without calling eachBatch: move the task's checkpoint over it, so a caught-up partition shows no lag
@@ -249,6 +252,10 @@ export class StreamsApp {
       }
     }
     resolveOffset(through);
+    for (const p of this.#o.topology.punctuators) {
+      if (p.wakeAfterBatch?.(partition, task.restorePoint.checkpoint, this.#now()))
+        this.#schedule.wake(p.name);
+    }
     await commitOffsetsIfNecessary();
   }
 

@@ -9,7 +9,12 @@ export interface PunctuatorSpec {
   /** Wall-clock ms from the end of one run to the start of the next. */
   intervalMs: number;
   punctuator: Punctuator;
+  /** Asked after each batch a task committed: true runs the punctuator now (it has work). */
+  wakeAfterBatch?: WakeAfterBatch;
 }
+
+/** The partition of the batch, its checkpoint after it, and the clock at the batch. */
+export type WakeAfterBatch = (partition: number, checkpoint: bigint | undefined, nowMs: number) => boolean;
 
 export class Topology {
   source: { name: string; topic: string } | undefined;
@@ -41,9 +46,12 @@ export class Topology {
     return this;
   }
 
-  /** Runs `punctuator` at start and then `intervalMs` (wall clock) after each run ends. */
-  schedule(name: string, intervalMs: number, punctuator: Punctuator): this {
-    this.punctuators.push({ name, intervalMs, punctuator });
+  /**
+   * Runs `punctuator` at start and then `intervalMs` (wall clock) after each run ends, or sooner when it
+   * says so, or when `wakeAfterBatch` says a committed batch gave it work.
+   */
+  schedule(name: string, intervalMs: number, punctuator: Punctuator, wakeAfterBatch?: WakeAfterBatch): this {
+    this.punctuators.push({ name, intervalMs, punctuator, ...(wakeAfterBatch ? { wakeAfterBatch } : {}) });
     return this;
   }
 

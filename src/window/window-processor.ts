@@ -37,6 +37,8 @@ export interface WindowProcessorOptions {
   api: MeteringApi;
   /** Partitions of the usage topic (0 while unknown): where each customer's events belong. */
   partitions: () => number;
+  /** Told the event time of each event added to a partition's windows (the commit stage's wake rule). */
+  onEventTime?: (partition: number, eventTimeMs: number) => void;
 }
 
 export class WindowProcessor implements Processor<SourceRecord> {
@@ -111,6 +113,7 @@ export class WindowProcessor implements Processor<SourceRecord> {
       return;
     }
     store.add(hour, field, op, e.id, e.micros, e.timestampMs, record.offset, arrivalMs, traceparent);
+    this.#o.onEventTime?.(context.task.partition, e.timestampMs);
   }
 
   /**

@@ -1,5 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { closeBoundary, hoursToClose, type PartitionProgress } from '../../../src/commit/close-boundary.ts';
+import {
+  closeBoundary,
+  hoursToClose,
+  nextCloseAt,
+  type PartitionProgress,
+} from '../../../src/commit/close-boundary.ts';
 import { HOUR_MS } from '../../../src/time/hours.ts';
 
 const NOW = Date.parse('2026-11-27T17:20:00Z');
@@ -56,6 +61,49 @@ describe('when an hour may close', () => {
   it('closes only by max delay while a backlog of unknown event time is unread', () => {
     const unread = part({ partition: 1, logEnd: 1_000n });
     expect(closeBoundary([active(0, NOW), unread], NOW, o)).toBe(NOW - o.maxDelayMs);
+  });
+});
+
+describe('nextCloseAt: the first instant the boundary reaches the next hour end', () => {
+  const end = Date.parse('2026-11-27T17:00:00Z');
+  const idleSince = (partition: number, at: number) =>
+    part({ partition, maxEventTime: end - 1, activeAt: at, checkpoint: 4n, logEnd: 5n });
+
+  it('is end + out-of-orderness + grace when every partition is idle', () => {
+    const parts = [idleSince(0, NOW - 500_000), idleSince(1, NOW - 600_000)];
+    const at = nextCloseAt(parts, NOW, o);
+    expect(at).toBe(Date.parse('2026-11-27T18:00:00Z') + o.maxOutOfOrdernessMs + o.graceMs);
+    expect(closeBoundary(parts, at as number, o)).toBe(Date.parse('2026-11-27T18:00:00Z'));
+    expect(closeBoundary(parts, (at as number) - 1, o)).toBeLessThan(Date.parse('2026-11-27T18:00:00Z'));
+  });
+
+  it('is the moment the partition holding the watermark back goes idle, when the wall clock is past by then', () => {
+    // 18:01:40: the hour 17:00 is past grace and out-of-orderness; partition 1 stays active until 18:02:40.
+    const now = Date.parse('2026-11-27T18:01:40Z');
+    const lastEvent = Date.parse('2026-11-27T18:00:00Z') - 1;
+    const parts = [0, 1].map((partition) =>
+      part({
+        partition,
+        maxEventTime: lastEvent,
+        activeAt: now - 60_000 * (1 + partition),
+        checkpoint: 4n,
+        logEnd: 5n,
+      }),
+    );
+    expect(closeBoundary(parts, now, o)).toBeLessThan(Date.parse('2026-11-27T18:00:00Z'));
+    const at = nextCloseAt(parts, now, o) as number;
+    expect(at).toBe(now - 60_000 + o.idleTimeoutMs + 1);
+    expect(closeBoundary(parts, now, o)).toBe(lastEvent - o.maxOutOfOrdernessMs - o.graceMs);
+    expect(closeBoundary(parts, at, o)).toBeGreaterThanOrEqual(Date.parse('2026-11-27T18:00:00Z'));
+    expect(closeBoundary(parts, at - 1, o)).toBeLessThan(Date.parse('2026-11-27T18:00:00Z'));
+  });
+
+  it('falls back on the max-delay bound while an unread backlog holds the watermark', () => {
+    const unread = part({ partition: 1, logEnd: 1_000n });
+    const b = closeBoundary([active(0, NOW), unread], NOW, o);
+    const next = Date.parse('2026-11-27T15:00:00Z');
+    expect(b).toBeLessThan(next);
+    expect(nextCloseAt([active(0, NOW), unread], NOW, o)).toBe(next + o.maxDelayMs);
   });
 });
 
