@@ -1085,8 +1085,8 @@ function markdown(r: Results): string {
     '"other processes" is CPU used on the machine by anything but the processes named (other work on a shared ' +
       'box): when it is large, the run was disturbed.',
     '',
-    'Semantics: (b) dedupes event ids (an in-memory index per partition, restored from packed 16-byte id hashes that ' +
-      'Redis keeps per hour) and stores the ids and the partition checkpoint in the same ' +
+    'Semantics: (b) dedupes event ids (an index per partition, in memory up to a budget and spilled to local disk ' +
+      'beyond it, restored from packed 16-byte id hashes that Redis keeps per hour) and stores the ids and the partition checkpoint in the same ' +
       'atomic Lua script as the sums, so a replayed or resent event is never counted twice; its totals exclude ' +
       `the ${fmt(d.duplicates)} resends. (c) is exactly-once for Kafka offsets and its RocksDB changelog only: it does ` +
       'not dedupe, so its totals include the resends. (a) parses JSON and nothing else.',
@@ -1279,7 +1279,9 @@ async function main(): Promise<number> {
       runDedupeRestore({ redisUrl: ctx.redisUrl, runId, ids: restoreIds, say }),
     );
     if (ok(restore)) say(`  ${restoreRow(restore)[4]}`);
-    say(`== (g) close → accepted latency, ${fmt(latencyCustomers * 5)} records, default settings`);
+    say(
+      `== (g) close → accepted latency, ${fmt(latencyCustomers * 5)} records, default settings but no quota (rate limit raised)`,
+    );
     const latency = await guard('latency', () =>
       runCloseLatency({
         brokers: ctx.brokers,
