@@ -31,6 +31,7 @@ import { ensureTopics, pipelineTopics } from '../../src/kafka/topics.ts';
 import { createLogger } from '../../src/log.ts';
 import { parseSubmissionRecord } from '../../src/metering/submission-record.ts';
 import { HOUR_MS, hourIso, hourStart } from '../../src/time/hours.ts';
+import { emulatorCredentials, type PhaseOptions } from './phase.ts';
 import { fmt } from './report-format.ts';
 
 export const LATENCY_GOAL_P99_SECONDS = 2;
@@ -128,17 +129,9 @@ async function until<T>(what: string, fn: () => T | undefined | Promise<T | unde
   }
 }
 
-export async function runCloseLatency(o: {
-  brokers: string;
-  redisUrl: string;
-  runId: string;
-  customers: number;
-  say?: (line: string) => void;
-}): Promise<LatencyResult> {
+export async function runCloseLatency(o: PhaseOptions & { customers: number }): Promise<LatencyResult> {
   const say = o.say ?? (() => {});
-  // The SDK reads credentials from the environment; the emulator only needs some.
-  process.env.AWS_ACCESS_KEY_ID ??= 'bench';
-  process.env.AWS_SECRET_ACCESS_KEY ??= 'bench';
+  emulatorCredentials();
   // The hour of usage; the clock starts 50 minutes into it, so no event is from the future.
   const hourMs = hourStart(Date.now()) - HOUR_MS;
   let base = hourMs + 50 * 60_000;

@@ -15,6 +15,7 @@ import { aggregateField, Keys } from '../../src/redis/keys.ts';
 import { WindowStore } from '../../src/state/window-store.ts';
 import type { HourGroup } from '../../src/state/window-types.ts';
 import { HOUR_MS, hourStart } from '../../src/time/hours.ts';
+import type { PhaseOptions } from './phase.ts';
 import { fmt } from './report-format.ts';
 
 export const RESTORE_GOAL_SECONDS = 2;
@@ -64,12 +65,9 @@ function batchGroups(first: number, count: number, hourMs: number): HourGroup[] 
   return [{ hourMs, targetMs: hourMs, aggregates: [...aggs.values()] }];
 }
 
-export async function runDedupeRestore(o: {
-  redisUrl: string;
-  runId: string;
-  ids: number;
-  say?: (line: string) => void;
-}): Promise<RestoreResult> {
+export async function runDedupeRestore(
+  o: Omit<PhaseOptions, 'brokers'> & { ids: number },
+): Promise<RestoreResult> {
   const say = o.say ?? (() => {});
   const prefix = `${o.runId}-restore`;
   const keys = new Keys(prefix);

@@ -19,6 +19,7 @@ import { createLogger } from '../../src/log.ts';
 import { makeSubmissionRecord } from '../../src/metering/submission-record.ts';
 import { produceMessages } from '../../src/produce/producer.ts';
 import { HOUR_MS, hourStart } from '../../src/time/hours.ts';
+import { emulatorCredentials, type PhaseOptions } from './phase.ts';
 
 export const DRAIN_IDEAL_PER_SEC = 250;
 export const DRAIN_GOAL = 0.95;
@@ -38,17 +39,9 @@ export interface DrainResult {
   throttled: number;
 }
 
-export async function runWorkerDrain(o: {
-  brokers: string;
-  redisUrl: string;
-  runId: string;
-  records: number;
-  say?: (line: string) => void;
-}): Promise<DrainResult> {
+export async function runWorkerDrain(o: PhaseOptions & { records: number }): Promise<DrainResult> {
   const say = o.say ?? (() => {});
-  // The SDK reads credentials from the environment; the emulator only needs some.
-  process.env.AWS_ACCESS_KEY_ID ??= 'bench';
-  process.env.AWS_SECRET_ACCESS_KEY ??= 'bench';
+  emulatorCredentials();
   const logger = createLogger('bench-drain', 'warn');
   const kafka = createKafka({ brokers: o.brokers.split(','), clientId: `${o.runId}-drain`, logger });
   const customers = 1_000;
