@@ -86,6 +86,7 @@ export class PartitionDedupe {
   spillFailure: Error | undefined;
   readonly #hours = new Map<number, HourIds>();
   readonly #spill: SpillPolicy | undefined;
+  #closed = false;
 
   /** Without a spill policy, every hash stays in memory. */
   constructor(token: string, spill?: SpillPolicy) {
@@ -137,7 +138,8 @@ export class PartitionDedupe {
    */
   settle(): void {
     const spill = this.#spill;
-    if (!spill || this.spillFailure) return;
+    // A closed index (its partition claimed anew while its last batch was in flight) writes no more files.
+    if (!spill || this.spillFailure || this.#closed) return;
     let hot = 0;
     for (const h of this.#hours.values()) hot += h.hot.size;
     while (hot > spill.budget) {
@@ -168,6 +170,7 @@ export class PartitionDedupe {
 
   /** Deletes every spilled file: the index is no longer used. */
   close(): void {
+    this.#closed = true;
     for (const h of this.#hours.values()) h.close();
     this.#hours.clear();
   }
