@@ -103,7 +103,7 @@ class HashFilter {
   }
 }
 
-/** A folder of spill files, made on first use; what a killed process left behind is removed then. */
+/** A folder of spill files, made on first use; what a killed process left behind is swept at start and then. */
 export class SpillFolder {
   readonly #root: string;
   #dir: string | undefined;
@@ -111,6 +111,18 @@ export class SpillFolder {
 
   constructor(root: string) {
     this.#root = root;
+  }
+
+  /**
+   * Removes what processes that are gone left here, at once: a restarted pod keeps its emptyDir, and the
+   * new process's own spills would otherwise come on top of its predecessor's files.
+   */
+  sweep(): void {
+    try {
+      removeOrphans(this.#root);
+    } catch {
+      // No folder yet: nothing to sweep. An unreadable one shows when the first spill fails (a metric).
+    }
   }
 
   /** A new file's path. */

@@ -52,6 +52,7 @@ export class WindowDedupe {
     this.#ttlMs = Math.ceil(ttlMs / 1000) * 1000;
     const partitions = this.#partitions;
     this.#folder = new SpillFolder(memory.spillDir);
+    this.#folder.sweep();
     // Each partition gets an equal share of the budget, as partitions come and go.
     this.#spill = {
       folder: this.#folder,

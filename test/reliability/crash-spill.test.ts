@@ -26,7 +26,7 @@ describe('crash test, dedupe index spilled', () => {
         { METERLINE_DEDUPE_MEMORY_IDS: '10000', METERLINE_DEDUPE_SPILL_DIR: spillDir },
         { resendsLast: true },
       );
-      // The killed processes' folders went with a later process's first spill; the last one removed its own
+      // The killed processes' folders went when the next one started; the last one removed its own
       // when it stopped.
       expect(mostFiles).toBeGreaterThan(0);
       expect(readdirSync(spillDir)).toEqual([]);

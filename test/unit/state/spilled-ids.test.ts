@@ -67,6 +67,17 @@ describe('SpilledRun', () => {
 });
 
 describe('SpillFolder', () => {
+  it('sweeps the folders of processes that are gone before it spills anything, and keeps those of live ones', () => {
+    const orphan = path.join(root, 'meterline-dedupe-4194304-abc');
+    const mine = path.join(root, `meterline-dedupe-${process.ppid}-def`);
+    mkdirSync(orphan);
+    mkdirSync(mine);
+    new SpillFolder(root).sweep();
+    expect(readdirSync(root)).toEqual([path.basename(mine)]);
+    // A folder not made yet is nothing to sweep.
+    new SpillFolder(path.join(root, 'not-yet')).sweep();
+  });
+
   it('removes the folders of processes that are gone, and its own when closed', () => {
     // No process has pid 2^22 (Linux's pid_max limit): its folder is an orphan.
     const orphan = path.join(root, 'meterline-dedupe-4194304-abc');
