@@ -71,7 +71,7 @@ const DUPLICATE_RATE = 0.01;
 const PRODUCE_BATCH = 5_000;
 const PRODUCE_IN_FLIGHT = 4;
 // The processor's fetch bounds (src/engine/streams-app.ts); the bare consumer uses the same.
-const FETCH_BYTES_PER_PARTITION = 1_048_576;
+const FETCH_BYTES_PER_PARTITION = 2_097_152;
 const FETCH_BYTES = 8_388_608;
 const STALL_MS = 90_000;
 const GOALS = { bOverC: 1.5, bOverA: 0.8, roundTripsPer10k: 5 };

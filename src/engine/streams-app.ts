@@ -70,9 +70,9 @@ export class StreamsApp {
       rebalanceTimeout: 2 * (this.#o.sessionTimeoutMs ?? 30_000),
       heartbeatInterval: Math.min(3_000, Math.floor((this.#o.sessionTimeoutMs ?? 30_000) / 3)),
       // A fetch's records all stay in memory until its last batch is through (kafkajs decodes a whole fetch,
-      // about 5 times its bytes in objects): 8 MB bounds that whatever the backlog, and 1 MB per partition
-      // still gives each script call thousands of events.
-      maxBytesPerPartition: 1_048_576,
+      // about 5 times its bytes in objects): 8 MB bounds that whatever the backlog. 2 MB per partition keeps
+      // script calls large: their Redis cost follows the aggregates they touch more than their events.
+      maxBytesPerPartition: 2_097_152,
       maxBytes: 8_388_608,
       // Aborted transactions are never counted: committed data only (also kafkajs's default).
       readUncommitted: false,
