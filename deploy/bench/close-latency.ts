@@ -15,9 +15,6 @@
  * in production, where the commit stage sees the clock approach that instant (a jump straight onto it
  * would hide it); the emulator's `acceptedAt` minus that instant is wall time.
  */
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
@@ -31,7 +28,7 @@ import { ensureTopics, pipelineTopics } from '../../src/kafka/topics.ts';
 import { createLogger } from '../../src/log.ts';
 import { parseSubmissionRecord } from '../../src/metering/submission-record.ts';
 import { HOUR_MS, hourIso, hourStart } from '../../src/time/hours.ts';
-import { emulatorCredentials, type PhaseOptions } from './phase.ts';
+import { configFiles, emulatorCredentials, emulatorEnv, type PhaseOptions } from './phase.ts';
 import { fmt } from './report-format.ts';
 
 export const LATENCY_GOAL_P99_SECONDS = 2;
@@ -147,21 +144,12 @@ export async function runCloseLatency(o: PhaseOptions & { customers: number }): 
     customers: accounts.map((id, i) => ({ id, licenseArn: license(id, i) })),
     now,
   });
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'meterline-latency-'));
-  const file = (name: string, content: unknown) => {
-    const p = path.join(dir, name);
-    writeFileSync(p, JSON.stringify(content));
-    return p;
-  };
+  const files = configFiles('meterline-latency-');
+  const file = files.file;
   const run = `${o.runId}-latency`;
   // Isolation (topics, groups, key prefix, files, no ops port) and no quota; every timing setting is the default.
   const env = {
-    KAFKA_BROKERS: o.brokers,
-    REDIS_URL: o.redisUrl,
-    AWS_REGION: 'us-east-1',
-    AWS_ACCESS_KEY_ID: 'bench',
-    AWS_SECRET_ACCESS_KEY: 'bench',
-    AWS_ENDPOINT_URL_MARKETPLACE_METERING: emulator.url,
+    ...emulatorEnv(o, emulator.url),
     METERLINE_PLAN: file('plan.json', {
       productCode: 'prod-bench',
       dimensions: DIMENSIONS.map((name) => ({ name })),
@@ -360,6 +348,7 @@ export async function runCloseLatency(o: PhaseOptions & { customers: number }): 
     }
     redis.disconnect();
     await emulator.close();
+    files.remove();
   }
 }
 

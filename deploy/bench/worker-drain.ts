@@ -4,9 +4,6 @@
  * submission topic, drained by one worker against the emulator at AWS's 10 TPS quota. The ideal is
  * 250 records/s (10 calls × 25 records); the goal is 95 % of it, with full batches.
  */
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
@@ -19,7 +16,7 @@ import { createLogger } from '../../src/log.ts';
 import { makeSubmissionRecord } from '../../src/metering/submission-record.ts';
 import { produceMessages } from '../../src/produce/producer.ts';
 import { HOUR_MS, hourStart } from '../../src/time/hours.ts';
-import { emulatorCredentials, type PhaseOptions } from './phase.ts';
+import { configFiles, emulatorCredentials, emulatorEnv, type PhaseOptions } from './phase.ts';
 
 export const DRAIN_IDEAL_PER_SEC = 250;
 export const DRAIN_GOAL = 0.95;
@@ -47,21 +44,12 @@ export async function runWorkerDrain(o: PhaseOptions & { records: number }): Pro
   const customers = 1_000;
   const accounts = Array.from({ length: customers }, (_, i) => String(200_000_000_000 + i));
   const emulator = await startEmulator({ customers: accounts, tps: 10 });
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'meterline-drain-'));
-  const file = (name: string, content: unknown) => {
-    const p = path.join(dir, name);
-    writeFileSync(p, JSON.stringify(content));
-    return p;
-  };
+  const files = configFiles('meterline-drain-');
+  const file = files.file;
   const topic = `${o.runId}-drain-submissions`;
   const prefix = `${o.runId}-drain`;
   const env = {
-    KAFKA_BROKERS: o.brokers,
-    REDIS_URL: o.redisUrl,
-    AWS_REGION: 'us-east-1',
-    AWS_ACCESS_KEY_ID: 'bench',
-    AWS_SECRET_ACCESS_KEY: 'bench',
-    AWS_ENDPOINT_URL_MARKETPLACE_METERING: emulator.url,
+    ...emulatorEnv(o, emulator.url),
     METERLINE_PLAN: file('plan.json', { productCode: 'prod-bench', dimensions: [{ name: 'd0' }] }),
     METERLINE_CUSTOMERS: file(
       'customers.json',
@@ -162,6 +150,7 @@ export async function runWorkerDrain(o: PhaseOptions & { records: number }): Pro
     }
     redis.disconnect();
     await emulator.close();
+    files.remove();
   }
 }
 
