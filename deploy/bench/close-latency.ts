@@ -28,7 +28,13 @@ import { ensureTopics, pipelineTopics } from '../../src/kafka/topics.ts';
 import { createLogger } from '../../src/log.ts';
 import { parseSubmissionRecord } from '../../src/metering/submission-record.ts';
 import { HOUR_MS, hourIso, hourStart } from '../../src/time/hours.ts';
-import { configFiles, emulatorCredentials, emulatorEnv, type PhaseOptions } from './phase.ts';
+import {
+  configFiles,
+  deleteKeysUnder,
+  emulatorCredentials,
+  emulatorEnv,
+  type PhaseOptions,
+} from './phase.ts';
 import { fmt } from './report-format.ts';
 
 export const LATENCY_GOAL_P99_SECONDS = 2;
@@ -340,12 +346,7 @@ export async function runCloseLatency(o: PhaseOptions & { customers: number }): 
     if (topics.length) await admin.deleteTopics({ topics }).catch(() => undefined);
     await admin.deleteGroups([config.groups.processor, config.groups.worker]).catch(() => undefined);
     await admin.disconnect();
-    for (let cursor = '0'; ; ) {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${run}:*`, 'COUNT', 1_000);
-      if (keys.length) await redis.unlink(...keys);
-      cursor = next;
-      if (cursor === '0') break;
-    }
+    await deleteKeysUnder(redis, run);
     redis.disconnect();
     await emulator.close();
     files.remove();

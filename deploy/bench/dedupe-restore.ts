@@ -15,7 +15,7 @@ import { aggregateField, Keys } from '../../src/redis/keys.ts';
 import { WindowStore } from '../../src/state/window-store.ts';
 import type { HourGroup } from '../../src/state/window-types.ts';
 import { HOUR_MS, hourStart } from '../../src/time/hours.ts';
-import type { PhaseOptions } from './phase.ts';
+import { deleteKeysUnder, type PhaseOptions } from './phase.ts';
 import { fmt } from './report-format.ts';
 
 export const RESTORE_GOAL_SECONDS = 2;
@@ -157,12 +157,7 @@ export async function runDedupeRestore(
     if (!result.knownIdRefused) throw new Error('a known id was not refused after the restore');
     return result;
   } finally {
-    for (let cursor = '0'; ; ) {
-      const [next, found] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1_000);
-      if (found.length) await redis.unlink(...found);
-      cursor = next;
-      if (cursor === '0') break;
-    }
+    await deleteKeysUnder(redis, prefix);
     redis.disconnect();
   }
 }

@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import type { Redis } from 'ioredis';
 
 /** What every phase module of the bench is given, and the set-up the phases against the AWS emulator share. */
 
@@ -44,4 +45,14 @@ export function emulatorEnv(o: PhaseOptions, emulatorUrl: string): Record<string
     AWS_SECRET_ACCESS_KEY: 'bench',
     AWS_ENDPOINT_URL_MARKETPLACE_METERING: emulatorUrl,
   };
+}
+
+/** Deletes every Redis key under the phase's prefix (`<prefix>:…`). */
+export async function deleteKeysUnder(redis: Pick<Redis, 'scan' | 'unlink'>, prefix: string): Promise<void> {
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1_000);
+    if (keys.length) await redis.unlink(...keys);
+    cursor = next;
+  } while (cursor !== '0');
 }

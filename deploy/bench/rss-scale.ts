@@ -10,6 +10,7 @@
 import type { Redis } from 'ioredis';
 import type { Kafka } from 'kafkajs';
 import type { Dataset, Expected } from './dataset.ts';
+import { deleteKeysUnder } from './phase.ts';
 import { atMost, fmt, type Goal } from './report-format.ts';
 
 export const RSS_GOAL_MB = 300;
@@ -80,12 +81,7 @@ export async function runRssScale<
     if (topics.length) await admin.deleteTopics({ topics, timeout: 60_000 }).catch(() => undefined);
     await admin.deleteGroups([`${runId}-processor`]).catch(() => undefined);
     await admin.disconnect();
-    for (let cursor = '0'; ; ) {
-      const [next, keys] = await ctx.redis.scan(cursor, 'MATCH', `${runId}:*`, 'COUNT', 1_000);
-      if (keys.length) await ctx.redis.unlink(...keys);
-      cursor = next;
-      if (cursor === '0') break;
-    }
+    await deleteKeysUnder(ctx.redis, runId);
   }
 }
 

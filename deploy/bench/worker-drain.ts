@@ -16,7 +16,13 @@ import { createLogger } from '../../src/log.ts';
 import { makeSubmissionRecord } from '../../src/metering/submission-record.ts';
 import { produceMessages } from '../../src/produce/producer.ts';
 import { HOUR_MS, hourStart } from '../../src/time/hours.ts';
-import { configFiles, emulatorCredentials, emulatorEnv, type PhaseOptions } from './phase.ts';
+import {
+  configFiles,
+  deleteKeysUnder,
+  emulatorCredentials,
+  emulatorEnv,
+  type PhaseOptions,
+} from './phase.ts';
 
 export const DRAIN_IDEAL_PER_SEC = 250;
 export const DRAIN_GOAL = 0.95;
@@ -143,11 +149,7 @@ export async function runWorkerDrain(o: PhaseOptions & { records: number }): Pro
       })
       .catch(() => {});
     await admin.disconnect();
-    for (;;) {
-      const [cursor, keys] = await redis.scan('0', 'MATCH', `${prefix}:*`, 'COUNT', 10_000);
-      if (keys.length) await redis.del(...keys);
-      if (cursor === '0') break;
-    }
+    await deleteKeysUnder(redis, prefix);
     redis.disconnect();
     await emulator.close();
     files.remove();
