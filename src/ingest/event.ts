@@ -6,10 +6,13 @@ import { acceptanceDeadline, type MeteringApi } from '../metering/aws-window.ts'
 import type { DecodeResult, IngestReason, UsageEvent, ValidationContext } from '../metering/usage-event.ts';
 import { hourStart } from '../time/hours.ts';
 import { parseEventTimestamp } from '../time/timestamp.ts';
+import { newScannedEvent, scanEvent } from './json-scan.ts';
 
 export const MICROS = 1_000_000;
 /** The largest quantity whose micro-units stay an exact integer in a double. */
 export const MAX_QUANTITY = Math.floor(Number.MAX_SAFE_INTEGER / MICROS);
+const MAX_ID_CHARS = 128;
+const MAX_DIMENSION_CHARS = 255;
 const TAG_PATTERN = /^[a-zA-Z0-9+ -=._:/@]+$/;
 const MAX_TAGS = 5;
 
@@ -35,11 +38,19 @@ const CONTROL = /[\u0000-\u001f\u007f]/;
 const isText = (v: unknown, max: number): v is string =>
   typeof v === 'string' && v.length >= 1 && v.length <= max && !CONTROL.test(v);
 
+/** The fast path's output, reused: it is read before the next message is scanned. */
+const scanned = newScannedEvent();
+
 export function decodeJsonEvent(value: Buffer | null, ctx: ValidationContext): DecodeResult {
   if (value === null) return fail('tombstone', 'message has no value (tombstone)');
   if (value.length === 0) return fail('empty_message', 'message value is empty');
   if (value.length > ctx.maxMessageBytes) {
     return fail('message_too_large', `message is ${value.length} bytes; the limit is ${ctx.maxMessageBytes}`);
+  }
+  // The fast path reads any finite quantity: one out of range gets its reason from the full parser.
+  if (scanEvent(value, scanned, MAX_ID_CHARS, MAX_DIMENSION_CHARS) && scanned.quantity <= MAX_QUANTITY) {
+    const e = scanned;
+    return accept(e.id, e.customer, e.dimension, e.quantity, e.timestampMs, undefined, undefined, ctx);
   }
   let raw: unknown;
   try {
@@ -70,17 +81,17 @@ export function validateEvent(raw: unknown, ctx: ValidationContext): DecodeResul
               ? 'timestamp'
               : undefined;
   if (missing) return fail('schema_violation', `missing required field "${missing}"`);
-  if (!isText(id, 128))
+  if (!isText(id, MAX_ID_CHARS))
     return fail(
       'schema_violation',
       '"id" must be a string of 1 to 128 characters, without control characters',
     );
-  if (!isText(customer, 128))
+  if (!isText(customer, MAX_ID_CHARS))
     return fail(
       'schema_violation',
       '"customer" must be a string of 1 to 128 characters, without control characters',
     );
-  if (!isText(dimension, 255))
+  if (!isText(dimension, MAX_DIMENSION_CHARS))
     return fail(
       'schema_violation',
       '"dimension" must be a string of 1 to 255 characters, without control characters',
@@ -113,15 +124,32 @@ export function validateEvent(raw: unknown, ctx: ValidationContext): DecodeResul
 
   const ts = parseEventTimestamp(timestamp);
   if (!ts.ok) return fail(ts.reason, ts.detail);
-  if (ts.ms > ctx.nowMs + ctx.maxFutureSkewMs) {
+  return accept(id, customer, dimension, q, ts.ms, tags, untagged, ctx);
+}
+
+/** The checks against this processor's clock and plan, shared by the fast path and the full parser. */
+function accept(
+  id: string,
+  customer: string,
+  dimension: string,
+  quantity: number,
+  timestampMs: number,
+  tags: Record<string, string> | undefined,
+  untagged: string | undefined,
+  ctx: ValidationContext,
+): DecodeResult {
+  if (timestampMs > ctx.nowMs + ctx.maxFutureSkewMs) {
     return fail(
       'future_timestamp',
-      `timestamp is ${Math.round((ts.ms - ctx.nowMs) / 1000)}s ahead of this processor's clock`,
+      `timestamp is ${Math.round((timestampMs - ctx.nowMs) / 1000)}s ahead of this processor's clock`,
     );
   }
-  const deadline = deadlineOfHour(ctx.api ?? 'BatchMeterUsage', hourStart(ts.ms));
+  const deadline = deadlineOfHour(ctx.api ?? 'BatchMeterUsage', hourStart(timestampMs));
   if (ctx.nowMs > deadline - ctx.submitMarginMs) {
-    return fail('too_old', `the hour of ${new Date(ts.ms).toISOString()} can no longer reach AWS in time`);
+    return fail(
+      'too_old',
+      `the hour of ${new Date(timestampMs).toISOString()} can no longer reach AWS in time`,
+    );
   }
   if (!ctx.dimensions.has(dimension))
     return fail('unknown_dimension', `dimension "${dimension}" is not in the metering plan`);
@@ -130,8 +158,8 @@ export function validateEvent(raw: unknown, ctx: ValidationContext): DecodeResul
     id,
     customer,
     dimension,
-    micros: Math.round(q * MICROS),
-    timestampMs: ts.ms,
+    micros: Math.round(quantity * MICROS),
+    timestampMs,
   };
   if (tags) event.tags = tags;
   if (untagged) event.untagged = untagged;

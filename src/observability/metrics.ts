@@ -8,8 +8,11 @@ import {
   DEFAULT_ACCEPTANCE_WINDOW_MS,
   type MeteringApi,
 } from '../metering/aws-window.ts';
+import { TallyHistogram } from './tally-histogram.ts';
 
 let defaults = false;
+let lastSkewSeconds: number | undefined;
+const SKEW_DIRECTIONS = ['ahead', 'behind'] as const;
 /**
  * Process metrics (CPU, memory, event-loop lag), registered once per process. Unprefixed, under their
  * standard names (`process_cpu_seconds_total`, `nodejs_*`), so the usual dashboards and rules find them;
@@ -128,19 +131,23 @@ export const metrics = {
     name: 'meterline_zero_records_total',
     help: 'Hourly zero records made for subscribed customers without usage',
   }),
-  /** The last event's skew, signed: what a producer's clock says now. */
+  /** The last event's skew, signed: what a producer's clock says now. Read at scrape time. */
   clockSkewSeconds: new Gauge({
     name: 'meterline_clock_skew_seconds',
     help: 'Event time minus the broker timestamp of its message, for the last event applied (negative: the event is older than its write; large positive: the producer clock runs ahead)',
+    collect() {
+      if (lastSkewSeconds !== undefined) this.set(lastSkewSeconds);
+    },
   }),
   /**
    * Every event's skew as an absolute value, by direction: a histogram's buckets and `_sum` only grow, so
    * the sign lives in the label. Alert on `ahead` above a minute.
    */
-  clockSkewAbsoluteSeconds: new Histogram({
+  clockSkewAbsoluteSeconds: new TallyHistogram({
     name: 'meterline_clock_skew_absolute_seconds',
     help: 'Absolute difference between event time and the broker timestamp of its message, by direction: ahead (event time after the write: the producer clock runs ahead) or behind (older than its write: buffered producers)',
-    labelNames: ['direction'] as const,
+    label: 'direction',
+    values: SKEW_DIRECTIONS,
     buckets: [1, 10, 60, 600, 3600, 21600, 86400],
   }),
   openWindows: new Gauge({
@@ -229,13 +236,11 @@ export const metrics = {
 
 export { register };
 
-/** One event's skew against its message's broker timestamp, in seconds. */
+/** One event's skew against its message's broker timestamp, in seconds: runs for every event. */
 export function observeClockSkew(seconds: number): void {
-  metrics.clockSkewSeconds.set(seconds);
-  metrics.clockSkewAbsoluteSeconds.observe(
-    { direction: seconds > 0 ? 'ahead' : 'behind' },
-    Math.abs(seconds),
-  );
+  lastSkewSeconds = seconds;
+  if (seconds > 0) metrics.clockSkewAbsoluteSeconds.observe(0, seconds);
+  else metrics.clockSkewAbsoluteSeconds.observe(1, -seconds);
 }
 
 /** Sets the deadline gauges of one stage from the oldest hour it still holds (undefined: none). */

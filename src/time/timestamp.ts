@@ -7,8 +7,8 @@ const ISO =
 const DATE_ONLY = /^\d{4}-\d{2}-\d{2}$/;
 
 /** Earliest accepted epoch ms (2000-01-01); anything before is almost surely seconds sent as millis. */
-const MIN_EPOCH_MS = 946_684_800_000;
-const MAX_EPOCH_MS = 32_503_680_000_000; // year 3000
+export const MIN_EPOCH_MS = 946_684_800_000;
+export const MAX_EPOCH_MS = 32_503_680_000_000; // year 3000
 
 export type TimestampResult =
   | { ok: true; ms: number }
@@ -18,7 +18,7 @@ export type TimestampResult =
 const CANONICAL_UTC = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,3})?Z$/;
 
 /** Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil). */
-function daysFromCivil(y: number, m: number, d: number): number {
+export function daysFromCivil(y: number, m: number, d: number): number {
   const yy = m <= 2 ? y - 1 : y;
   const era = Math.floor(yy / 400);
   const yoe = yy - era * 400;
