@@ -182,8 +182,8 @@ export function meteringTopology(deps: {
     now: deps.now,
     ...(deps.faults ? { faults: deps.faults } : {}),
   });
-  // The latest event time each partition's batch under way added: the commit stage's wake rule reads it
-  // once the batch is committed (a batch left for redelivery only makes the estimate early).
+  // The latest event time each partition's last committed batch added: the commit stage's wake rule reads
+  // it once the batch is committed.
   const batchEventTimes = new Map<number, number>();
   const topology = new Topology()
     .addSource('usage-events', config.topics.usage)
@@ -201,10 +201,6 @@ export function meteringTopology(deps: {
           logger: deps.logger.child({ stage: 'processor' }),
           partitions: () => partitions,
           api: config.worker.api,
-          onEventTime: (partition, ms) => {
-            if (ms > (batchEventTimes.get(partition) ?? Number.NEGATIVE_INFINITY))
-              batchEventTimes.set(partition, ms);
-          },
         }),
     )
     .addStateStore(
@@ -219,6 +215,7 @@ export function meteringTopology(deps: {
           logger: deps.logger.child({ stage: 'processor' }),
           now: deps.now,
           productOf: (dimension) => config.plan.dimensions.get(dimension)?.productCode,
+          onBatchEventTime: (partition, ms) => batchEventTimes.set(partition, ms),
         }),
     )
     .addSink(FAILED_SINK, config.topics.failed)

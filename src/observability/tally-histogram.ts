@@ -11,6 +11,8 @@ export class TallyHistogram<V extends string> {
   readonly help: string;
   readonly type = 'histogram';
   readonly aggregator = 'sum';
+  /** As prom-client's metrics name theirs (the monitoring checks read it). */
+  readonly labelNames: readonly string[];
   readonly #label: string;
   readonly #values: readonly V[];
   readonly #bounds: readonly number[];
@@ -30,6 +32,7 @@ export class TallyHistogram<V extends string> {
     this.name = o.name;
     this.help = o.help;
     this.#label = o.label;
+    this.labelNames = [o.label];
     this.#values = o.values;
     this.#bounds = [...o.buckets].sort((a, b) => a - b);
     this.#counts = o.values.map(() => new Float64Array(this.#bounds.length + 1));

@@ -51,6 +51,8 @@ export interface HourlyWindowStoreOptions {
   now: () => number;
   /** The product of a dimension (from the plan): a buyer leaving one product is cut for that one only. */
   productOf?: (dimension: string) => string | undefined;
+  /** Told the latest event time a committed batch added to the partition's windows (the commit stage's wake rule). */
+  onBatchEventTime?: (partition: number, maxEventTimeMs: number) => void;
 }
 
 /** Event contexts one batch adds to an hour's sample (the hour keeps the newest few over all batches). */
@@ -69,6 +71,9 @@ export class HourlyWindowStore implements StateStore {
   #token: string | undefined;
   /** hour → aggregate field (customer␟dimension) → pending aggregate: events counted in their own hour. */
   #batch = new Map<number, Map<string, Pending>>();
+  /** The hour of #batch that add() used last. */
+  #lastHourMs = Number.NaN;
+  #lastHour: Map<string, Pending> | undefined;
   /** `hour>target` → events of a frozen hour: carried to a later hour, or (no target) counted already. */
   #moved = new Map<string, { hourMs: number; targetMs: number | undefined; fields: Map<string, Pending> }>();
   /** Hours frozen on the partition → the checkpoint each was frozen through (-1 when not known). */
@@ -270,10 +275,16 @@ export class HourlyWindowStore implements StateStore {
         if (!links) this.#links.set(hourMs, [traceparent]);
         else if (links.length < LINKS_PER_HOUR_PER_BATCH) links.push(traceparent);
       }
-      hour = this.#batch.get(hourMs);
-      if (!hour) {
-        hour = new Map();
-        this.#batch.set(hourMs, hour);
+      // Events of a batch mostly share an hour: the last one's fields are at hand.
+      if (hourMs === this.#lastHourMs) hour = this.#lastHour as Map<string, Pending>;
+      else {
+        hour = this.#batch.get(hourMs);
+        if (!hour) {
+          hour = new Map();
+          this.#batch.set(hourMs, hour);
+        }
+        this.#lastHourMs = hourMs;
+        this.#lastHour = hour;
       }
     } else {
       // The hour is frozen: the event was counted in it, or goes to the first later hour open at its offset.
@@ -310,6 +321,7 @@ export class HourlyWindowStore implements StateStore {
       groups.push({ hourMs: m.hourMs, targetMs: m.targetMs, aggregates: aggregates(m.fields) });
     }
     const links = this.#links;
+    const maxEventTime = this.#maxEventTime;
     let res: ApplyResult;
     try {
       res = await this.#o.windows.applyBatch(this.task, this.token, {
@@ -326,6 +338,7 @@ export class HourlyWindowStore implements StateStore {
     } finally {
       this.abort();
     }
+    if (maxEventTime !== undefined) this.#o.onBatchEventTime?.(this.task.partition, maxEventTime);
     // The batch is durable: a tracing sample that fails to land must not make it look unapplied.
     if (links.size && res.applied) {
       await this.#o.windows.traces
@@ -357,6 +370,8 @@ export class HourlyWindowStore implements StateStore {
 
   abort(): void {
     this.#batch = new Map();
+    this.#lastHourMs = Number.NaN;
+    this.#lastHour = undefined;
     this.#moved = new Map();
     this.#maxEventTime = undefined;
     this.#links = new Map();

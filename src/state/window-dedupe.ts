@@ -5,6 +5,8 @@
  * have landed without the task knowing (an error or a lost reply). The batch script's checkpoint check
  * then proves that nothing landed between that read and the batch: only the owner of the fence writes them.
  */
+
+import { endianness } from 'node:os';
 import { MeterlineError } from '../errors.ts';
 import { scriptError } from '../metering/script-codes.ts';
 import { metrics } from '../observability/metrics.ts';
@@ -36,6 +38,9 @@ export interface PackedBatch {
 }
 
 export const DEFAULT_DEDUPE_MEMORY_IDS = 1_000_000;
+
+// The stored hashes are little-endian words; pack() writes them through a Uint32Array in the host's order.
+if (endianness() !== 'LE') throw new Error('meterline needs a little-endian host');
 
 export class WindowDedupe {
   readonly #redis: ScriptedRedis;
@@ -233,14 +238,15 @@ export class WindowDedupe {
    * (known to the index, or earlier in this batch), and packs the new ones for the script.
    */
   pack(index: PartitionDedupe, groups: readonly HourGroup[], nowMs: number): PackedBatch {
-    const words = new Uint32Array(4);
     const packed: BatchGroup[] = [];
     let duplicates = 0;
     for (const g of groups) {
       const hour = index.hour(g.hourMs);
       let total = 0;
       for (const agg of g.aggregates) total += agg.ids.length;
-      const hashes = Buffer.allocUnsafe(total * ID_HASH_BYTES);
+      // Hashed straight into the script's argument: 32-bit words in the host's order, little-endian below.
+      const words = new Uint32Array(total * 4);
+      const hashes = Buffer.from(words.buffer, 0, words.byteLength);
       let n = 0;
       const late = g.targetMs !== undefined && g.targetMs !== g.hourMs;
       const aggregates: BatchAggregate[] = [];
@@ -251,16 +257,11 @@ export class WindowDedupe {
         const ids: string[] = [];
         for (let e = 0; e < agg.ids.length; e++) {
           const id = agg.ids[e] as string;
-          hashId(id, words);
-          if (!hour.add(words)) {
+          hashId(id, words, n * 4);
+          if (!hour.add(words, n * 4)) {
             duplicates += 1;
             continue;
           }
-          const at = n * ID_HASH_BYTES;
-          hashes.writeUInt32LE(words[0] as number, at);
-          hashes.writeUInt32LE(words[1] as number, at + 4);
-          hashes.writeUInt32LE(words[2] as number, at + 8);
-          hashes.writeUInt32LE(words[3] as number, at + 12);
           n += 1;
           events += 1;
           const micros = agg.micros[e] as number;
@@ -297,13 +298,8 @@ export class WindowDedupe {
         for (const g of packed) {
           // A batch's hashes are all in memory: nothing spills before its outcome is known.
           const set = index.hour(g.hourMs).hot;
-          for (let at = 0; at < g.hashes.length; at += ID_HASH_BYTES) {
-            words[0] = g.hashes.readUInt32LE(at);
-            words[1] = g.hashes.readUInt32LE(at + 4);
-            words[2] = g.hashes.readUInt32LE(at + 8);
-            words[3] = g.hashes.readUInt32LE(at + 12);
-            set.delete(words);
-          }
+          const words = new Uint32Array(g.hashes.buffer, g.hashes.byteOffset, g.hashes.length / 4);
+          for (let at = 0; at < words.length; at += 4) set.delete(words, at);
         }
         index.synced = false;
       },

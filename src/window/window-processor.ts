@@ -37,8 +37,6 @@ export interface WindowProcessorOptions {
   api: MeteringApi;
   /** Partitions of the usage topic (0 while unknown): where each customer's events belong. */
   partitions: () => number;
-  /** Told the event time of each event added to a partition's windows (the commit stage's wake rule). */
-  onEventTime?: (partition: number, eventTimeMs: number) => void;
 }
 
 export class WindowProcessor implements Processor<SourceRecord> {
@@ -51,6 +49,8 @@ export class WindowProcessor implements Processor<SourceRecord> {
   /** customer → partition, for the partition count it was computed with. */
   #home = new Map<string, number>();
   #homeFor = 0;
+  /** customer → dimension → aggregate field (untagged). */
+  #fields = new Map<string, Map<string, string>>();
   /** Whether to keep a sample of the events' trace contexts for the finalize span. */
   readonly #traced = tracingActive();
 
@@ -95,14 +95,17 @@ export class WindowProcessor implements Processor<SourceRecord> {
     }
     if (this.#misrouted(e.customer, context)) return;
     const hour = hourStart(e.timestampMs);
+    const arrivalMs = Number(record.timestamp);
     // Event time against the broker's clock: producers with drifting clocks show up here.
-    observeClockSkew((e.timestampMs - Number(record.timestamp)) / 1000);
+    observeClockSkew((e.timestampMs - arrivalMs) / 1000);
     const store = this.#store as HourlyWindowStore;
     const op = this.#o.ops.get(e.dimension) ?? 's';
     // Sums keep one aggregate per allocation tag set; a peak has no per-tag split.
-    const field = aggregateField(e.customer, e.dimension, op === 's' ? e.tags : undefined);
+    const field =
+      op === 's' && e.tags
+        ? aggregateField(e.customer, e.dimension, e.tags)
+        : this.#field(e.customer, e.dimension);
     const traceparent = this.#traced ? headerTraceparent(record.headers) : undefined;
-    const arrivalMs = Number(record.timestamp);
     if (
       this.#o.latePolicy === 'dead-letter' &&
       store.disposition(hour, record.offset, arrivalMs, field) === 'late'
@@ -113,7 +116,6 @@ export class WindowProcessor implements Processor<SourceRecord> {
       return;
     }
     store.add(hour, field, op, e.id, e.micros, e.timestampMs, record.offset, arrivalMs, traceparent);
-    this.#o.onEventTime?.(context.task.partition, e.timestampMs);
   }
 
   /**
@@ -125,8 +127,6 @@ export class WindowProcessor implements Processor<SourceRecord> {
   #misrouted(customer: string, context: ProcessorContext): boolean {
     const partitions = this.#o.partitions();
     if (partitions <= 0) return false;
-    const headers = context.record.headers;
-    if (headers?.[FORWARDED_HEADER] !== undefined) return false;
     if (partitions !== this.#homeFor || this.#home.size > 100_000) {
       this.#home = new Map();
       this.#homeFor = partitions;
@@ -137,6 +137,8 @@ export class WindowProcessor implements Processor<SourceRecord> {
       this.#home.set(customer, home);
     }
     if (home === context.task.partition) return false;
+    const headers = context.record.headers;
+    if (headers?.[FORWARDED_HEADER] !== undefined) return false;
     const forwarded: Record<string, string> = {};
     for (const [name, value] of Object.entries(headers ?? {})) {
       if (typeof value === 'string' || Buffer.isBuffer(value)) forwarded[name] = value.toString();
@@ -146,6 +148,23 @@ export class WindowProcessor implements Processor<SourceRecord> {
     this.#o.stats.forwarded += 1;
     metrics.events.inc({ result: 'forwarded' });
     return true;
+  }
+
+  /** The untagged aggregate field of a customer and dimension: one string each, not one per event. */
+  #field(customer: string, dimension: string): string {
+    let byDimension = this.#fields.get(customer);
+    if (!byDimension) {
+      // Bounded like #home: a long tail of customers only costs a rebuild.
+      if (this.#fields.size > 100_000) this.#fields = new Map();
+      byDimension = new Map();
+      this.#fields.set(customer, byDimension);
+    }
+    let field = byDimension.get(dimension);
+    if (field === undefined) {
+      field = aggregateField(customer, dimension);
+      byDimension.set(dimension, field);
+    }
+    return field;
   }
 
   /** One validation context per batch (keyed by its wall clock). */
