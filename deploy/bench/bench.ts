@@ -20,7 +20,7 @@
  *
  * Options: --events N | --quick (100k) | --seed N | --skip bare,processor,streams,worker,rss10m,restore,latency |
  * --drain-records N | --rss-events N | --restore-ids N | --latency-customers N | --streams-mode papi|dsl |
- * --streams-threads N | --keep (leave topics/keys for inspection). Goals are reported, never fail the command.
+ * --processors N | --streams-threads N | --keep (leave topics/keys for inspection). Goals are reported, never fail the command.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -86,7 +86,9 @@ const USAGE = `usage: npm run bench -- [options]
   --restore-ids N       ids in the partition's dedupe state for the restore phase (default 1000000)
   --latency-customers N customers (× 5 dimensions = records) for the latency phase (default 1000)
   --streams-mode M      papi (default: no repartition, like meterline) | dsl (selectKey → repartition topic)
-  --streams-threads N   Kafka Streams num.stream.threads (default 1)
+  --processors N        meterline processors in (b), one process each in one group (default 1: the goals'
+                        figure); (c) then gets as many stream threads
+  --streams-threads N   Kafka Streams num.stream.threads (default: --processors)
   --profile             V8 CPU profile of the processor (bench-results/logs/<run>-profile/), summarized
   --keep                don't delete topics, groups, Redis keys and Streams state at the end`;
 
@@ -253,6 +255,8 @@ interface BareResult {
 }
 
 interface ProcessorResult {
+  /** Processors in the group (one process each). */
+  processes: number;
   events: number;
   seconds: number;
   eventsPerSec: number;
@@ -528,7 +532,36 @@ function runtimeFlags(): string[] {
   return words.filter((w, i) => w.startsWith('--') && w !== '--import' && words[i - 1] !== '--import');
 }
 
-async function runProcessor(ctx: Ctx): Promise<ProcessorResult> {
+/**
+ * Phase (b): `processes` processors in one consumer group (1 by default: the figure the goals are about; more
+ * show what one processor per core gives, the way Kafka Streams runs a stream thread per core), timed from the
+ * first one's group join until every message is handled, over all of them.
+ */
+/** Several processors' counters as one: sums, and the largest of the peaks. */
+function sumSnapshots(all: ProcessorSnapshot[]): ProcessorSnapshot {
+  const [first, ...rest] = all as [ProcessorSnapshot, ...ProcessorSnapshot[]];
+  const sum = structuredClone(first);
+  const add = (into: Record<string, unknown>, from: Record<string, unknown>) => {
+    for (const [k, v] of Object.entries(from)) {
+      if (typeof v === 'number')
+        into[k] = k.startsWith('max') ? Math.max(Number(into[k] ?? 0), v) : Number(into[k] ?? 0) + v;
+      else if (v && typeof v === 'object') {
+        into[k] ??= {};
+        add(into[k] as Record<string, unknown>, v as Record<string, unknown>);
+      }
+    }
+  };
+  for (const s of rest) {
+    add(sum.stats as unknown as Record<string, unknown>, s.stats as unknown as Record<string, unknown>);
+    add(sum.redis as unknown as Record<string, unknown>, s.redis as unknown as Record<string, unknown>);
+    sum.heapTotalKb = Math.max(sum.heapTotalKb, s.heapTotalKb);
+    sum.externalKb = Math.max(sum.externalKb, s.externalKb);
+    sum.rssKb = Math.max(sum.rssKb, s.rssKb);
+  }
+  return sum;
+}
+
+async function runProcessor(ctx: Ctx, processes = 1): Promise<ProcessorResult> {
   const log = path.join(ctx.logsDir, `${ctx.runId}-processor.log`);
   const fd = openSync(log, 'a');
   const env: NodeJS.ProcessEnv = { ...process.env };
@@ -556,30 +589,36 @@ async function runProcessor(ctx: Ctx): Promise<ProcessorResult> {
   });
 
   const before = await redisInfo(ctx.redis);
-  const child = spawn(
-    process.execPath,
-    [
-      ...runtimeFlags(),
-      ...(ctx.profileDir
-        ? ['--cpu-prof', `--cpu-prof-dir=${ctx.profileDir}`, '--cpu-prof-name=processor.cpuprofile']
-        : []),
-      here('./run-processor.ts'),
-    ],
-    { env, stdio: ['ignore', fd, fd, 'ipc'] },
-  );
+  const shared = processes > 1;
+  if (shared) env.BENCH_EXPECTED = 'shared';
+  const children = Array.from({ length: processes }, (_, i) => {
+    const c = spawn(
+      process.execPath,
+      [
+        ...runtimeFlags(),
+        ...(ctx.profileDir && i === 0
+          ? ['--cpu-prof', `--cpu-prof-dir=${ctx.profileDir}`, '--cpu-prof-name=processor.cpuprofile']
+          : []),
+        here('./run-processor.ts'),
+      ],
+      { env, stdio: ['ignore', fd, fd, 'ipc'] },
+    );
+    ctx.children.add(c);
+    c.once('exit', () => ctx.children.delete(c));
+    return c;
+  });
   closeSync(fd);
-  ctx.children.add(child);
-  child.once('exit', () => ctx.children.delete(child));
-  const pid = child.pid as number;
+  const pids = children.map((c) => c.pid as number);
   const watch = new CpuWatch({
-    processor: pid,
+    ...Object.fromEntries(pids.map((p, i) => [i === 0 ? 'processor' : `processor ${i + 1}`, p])),
     redis: ctx.redisPid,
     kafka: ctx.kafkaPid,
     bench: process.pid,
   });
+  // The largest of the processes' peaks: the figure per processor.
   let peakKb = 0;
   const rss = setInterval(() => {
-    peakKb = Math.max(peakKb, procStatusKb(pid, 'VmHWM') ?? 0);
+    for (const p of pids) peakKb = Math.max(peakKb, procStatusKb(p, 'VmHWM') ?? 0);
   }, 250);
 
   let started: Extract<ToParent, { type: 'started' }> | undefined;
@@ -591,33 +630,55 @@ async function runProcessor(ctx: Ctx): Promise<ProcessorResult> {
   try {
     const done = await withTimeout(
       new Promise<Extract<ToParent, { type: 'done' }>>((resolve, reject) => {
-        child.on('message', (m: ToParent) => {
-          if (m.type === 'started') started = m;
-          else if (m.type === 'progress') {
-            peakHeapKb = Math.max(peakHeapKb, m.snapshot.heapTotalKb);
-            peakExternalKb = Math.max(peakExternalKb, m.snapshot.externalKb);
-            if (m.snapshot.stats.events !== lastEvents) {
-              lastEvents = m.snapshot.stats.events;
-              lastChange = Date.now();
-            } else if (Date.now() - lastChange > STALL_MS) {
-              reject(
-                new Error(`processor stalled at ${lastEvents} events for ${STALL_MS / 1000} s; see ${log}`),
-              );
-            }
-            if (m.snapshot.at % 5_000 < 1_000)
-              say(`  (b) ${fmt(m.snapshot.stats.events)} / ${fmt(expected)}`);
-          } else if (m.type === 'done') resolve(m);
-          else if (m.type === 'error') reject(new Error(`processor: ${m.message}\n  (log: ${log})`));
+        const handledBy = new Map<number, { count: number; at: number }>();
+        const snapshots = new Map<number, ProcessorSnapshot>();
+        let finishing = false;
+        children.forEach((c, i) => {
+          c.on('message', (m: ToParent) => {
+            if (m.type === 'started') {
+              if (!started || m.joinedAt < started.joinedAt) started = m;
+            } else if (m.type === 'handled') {
+              handledBy.set(i, { count: m.count, at: m.at });
+              const sum = [...handledBy.values()].reduce((a, h) => a + h.count, 0);
+              if (sum >= expected && !finishing) {
+                finishing = true;
+                for (const x of children) x.send({ type: 'snapshot' } satisfies ToChild);
+              }
+            } else if (m.type === 'snapshot') {
+              snapshots.set(i, m.snapshot);
+              if (snapshots.size === children.length) {
+                const doneAt = Math.max(...[...handledBy.values()].map((h) => h.at));
+                resolve({ type: 'done', doneAt, snapshot: sumSnapshots([...snapshots.values()]) });
+              }
+            } else if (m.type === 'progress') {
+              peakHeapKb = Math.max(peakHeapKb, m.snapshot.heapTotalKb);
+              peakExternalKb = Math.max(peakExternalKb, m.snapshot.externalKb);
+              if (i !== 0) return;
+              if (m.snapshot.stats.events !== lastEvents) {
+                lastEvents = m.snapshot.stats.events;
+                lastChange = Date.now();
+              } else if (Date.now() - lastChange > STALL_MS) {
+                reject(
+                  new Error(`processor stalled at ${lastEvents} events for ${STALL_MS / 1000} s; see ${log}`),
+                );
+              }
+              if (m.snapshot.at % 5_000 < 1_000)
+                say(
+                  `  (b) ${fmt(m.snapshot.stats.events)}${shared ? ' (first process)' : ''} / ${fmt(expected)}`,
+                );
+            } else if (m.type === 'done') resolve(m);
+            else if (m.type === 'error') reject(new Error(`processor: ${m.message}\n  (log: ${log})`));
+          });
+          c.once('exit', (code, signal) =>
+            reject(new Error(`processor exited early (code ${code}, signal ${signal}); see ${log}`)),
+          );
         });
-        child.once('exit', (code, signal) =>
-          reject(new Error(`processor exited early (code ${code}, signal ${signal}); see ${log}`)),
-        );
       }),
       ctx.timeoutMs,
       'processor',
     );
     const cpu = watch.stop();
-    peakKb = Math.max(peakKb, procStatusKb(pid, 'VmHWM') ?? 0);
+    for (const p of pids) peakKb = Math.max(peakKb, procStatusKb(p, 'VmHWM') ?? 0);
     const after = await redisInfo(ctx.redis);
     const footprint = await redisFootprint(ctx);
 
@@ -632,6 +693,7 @@ async function runProcessor(ctx: Ctx): Promise<ProcessorResult> {
       evalAfter.reduce((a, c) => a + c.calls, 0) - evalBefore.reduce((a, c) => a + c.calls, 0);
     const evalUsec = evalAfter.reduce((a, c) => a + c.usec, 0) - evalBefore.reduce((a, c) => a + c.usec, 0);
     const result: ProcessorResult = {
+      processes,
       events,
       seconds,
       eventsPerSec: events / seconds,
@@ -680,7 +742,7 @@ async function runProcessor(ctx: Ctx): Promise<ProcessorResult> {
     return result;
   } finally {
     clearInterval(rss);
-    await stopChild(child, () => child.send({ type: 'stop' } satisfies ToChild));
+    await Promise.all(children.map((c) => stopChild(c, () => c.send({ type: 'stop' } satisfies ToChild))));
   }
 }
 
@@ -972,7 +1034,7 @@ function markdown(r: Results): string {
     '(b) meterline processor (EOS: Redis Lua + checkpoint, dedupe)',
     r.processor,
     (p: ProcessorResult) =>
-      `group join → all in Redis; ${p.verify.ok ? 'Redis totals verified' : 'REDIS TOTALS WRONG'}; peak RSS ${fmt(p.peakRssMb)} MB`,
+      `${p.processes > 1 ? `${p.processes} processes in one group; first ` : ''}group join → all in Redis; ${p.verify.ok ? 'Redis totals verified' : 'REDIS TOTALS WRONG'}; peak RSS ${fmt(p.peakRssMb)} MB${p.processes > 1 ? ' (the largest process)' : ''}`,
   );
   phase(
     '(c) Kafka Streams 4.4, exactly_once_v2, RocksDB',
@@ -1109,6 +1171,7 @@ async function main(): Promise<number> {
       'latency-customers': { type: 'string' },
       'streams-mode': { type: 'string' },
       'streams-threads': { type: 'string' },
+      processors: { type: 'string' },
       profile: { type: 'boolean' },
       keep: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
@@ -1123,7 +1186,11 @@ async function main(): Promise<number> {
   const seed = Number(values.seed ?? 7);
   const skip = new Set((values.skip ?? '').split(',').filter(Boolean));
   const streamsMode = values['streams-mode'] ?? 'papi';
-  const streamsThreads = Number(values['streams-threads'] ?? 1);
+  const processors = Number(values.processors ?? 1);
+  if (!Number.isSafeInteger(processors) || processors < 1)
+    throw new Error('--processors must be a positive integer');
+  // As many stream threads as meterline gets processes, unless told otherwise: the same cores for both.
+  const streamsThreads = Number(values['streams-threads'] ?? processors);
   const rssEvents = Number(values['rss-events'] ?? (values.quick ? 500_000 : 10_000_000));
   const restoreIds = Number(values['restore-ids'] ?? 1_000_000);
   const latencyCustomers = Number(values['latency-customers'] ?? 1_000);
@@ -1237,7 +1304,7 @@ async function main(): Promise<number> {
     const bare = await guard('bare', () => runBare(ctx));
     if (ok(bare)) say(`  ${fmt(bare.eventsPerSec)} events/s (${fmt(bare.seconds, 1)} s)`);
     say('== (b) meterline processor');
-    const processor = await guard('processor', () => runProcessor(ctx));
+    const processor = await guard('processor', () => runProcessor(ctx, processors));
     if (ok(processor)) attachProfile(ctx, processor);
     if (ok(processor))
       say(

@@ -7,7 +7,9 @@
  * own, one per pipeline / MULTI block (ioredis passes those commands with the pipeline's stream). For the
  * window script (evalsha, or eval after NOSCRIPT) it also records ARGV size and latency.
  *
- * Messages to the parent (IPC): started, progress (every second), done, stopped, error. From the parent: stop.
+ * Messages to the parent (IPC): started, progress (every second), done, stopped, error; with BENCH_EXPECTED=shared
+ * (one of several processors of a group), handled counts instead of done, and a snapshot when asked. From the
+ * parent: stop, snapshot.
  */
 import { Redis } from 'ioredis';
 import { type RunningPipeline, startPipeline } from '../../src/app/pipeline.ts';
@@ -46,10 +48,13 @@ export type ToParent =
   | { type: 'started'; startedAt: number; joinedAt: number }
   | { type: 'progress'; snapshot: ProcessorSnapshot }
   | { type: 'done'; doneAt: number; snapshot: ProcessorSnapshot }
+  /** With BENCH_EXPECTED=shared (several processors in one group): messages handled so far, when it changes. */
+  | { type: 'handled'; count: number; at: number }
+  | { type: 'snapshot'; snapshot: ProcessorSnapshot }
   | { type: 'stopped'; snapshot: ProcessorSnapshot }
   | { type: 'error'; message: string };
 
-export type ToChild = { type: 'stop' };
+export type ToChild = { type: 'stop' } | { type: 'snapshot' };
 
 const counters: RedisCounters = {
   roundTrips: 0,
@@ -128,8 +133,11 @@ export function handled(stats: ProcessorStats): number {
 }
 
 async function main(): Promise<void> {
-  const expected = Number(process.env.BENCH_EXPECTED);
-  if (!Number.isSafeInteger(expected) || expected <= 0) throw new Error('BENCH_EXPECTED must be a count');
+  // 'shared': one of several processors of a group; the parent adds up what each handled.
+  const shared = process.env.BENCH_EXPECTED === 'shared';
+  const expected = shared ? Number.POSITIVE_INFINITY : Number(process.env.BENCH_EXPECTED);
+  if (!shared && (!Number.isSafeInteger(expected) || expected <= 0))
+    throw new Error('BENCH_EXPECTED must be a count or "shared"');
   countRedisCalls();
   const config = loadConfig(['processor'], process.env);
   const logger = createLogger('bench-processor', config.logLevel);
@@ -151,14 +159,20 @@ async function main(): Promise<void> {
   };
   process.on('message', (m: ToChild) => {
     if (m.type === 'stop') void stop();
+    else if (m.type === 'snapshot') send({ type: 'snapshot', snapshot: snapshot(running) });
   });
   process.once('SIGTERM', () => void stop());
 
   const progress = setInterval(() => send({ type: 'progress', snapshot: snapshot(running) }), 1_000);
   let done = false;
   // Fine-grained: the completion time is read off this check.
+  let told = 0;
   const watch = setInterval(() => {
     const stats = running.processor?.stats;
+    if (shared && stats && handled(stats) !== told) {
+      told = handled(stats);
+      send({ type: 'handled', count: told, at: Date.now() });
+    }
     if (!done && stats && handled(stats) >= expected) {
       done = true;
       clearInterval(watch);
