@@ -13,6 +13,9 @@ import { TallyHistogram } from './tally-histogram.ts';
 let defaults = false;
 let lastSkewSeconds: number | undefined;
 const SKEW_DIRECTIONS = ['ahead', 'behind'] as const;
+/** Indexes of SKEW_DIRECTIONS, for TallyHistogram.observe. */
+const AHEAD = 0;
+const BEHIND = 1;
 /**
  * Process metrics (CPU, memory, event-loop lag), registered once per process. Unprefixed, under their
  * standard names (`process_cpu_seconds_total`, `nodejs_*`), so the usual dashboards and rules find them;
@@ -239,8 +242,8 @@ export { register };
 /** One event's skew against its message's broker timestamp, in seconds: runs for every event. */
 export function observeClockSkew(seconds: number): void {
   lastSkewSeconds = seconds;
-  if (seconds > 0) metrics.clockSkewAbsoluteSeconds.observe(0, seconds);
-  else metrics.clockSkewAbsoluteSeconds.observe(1, -seconds);
+  if (seconds > 0) metrics.clockSkewAbsoluteSeconds.observe(AHEAD, seconds);
+  else metrics.clockSkewAbsoluteSeconds.observe(BEHIND, -seconds);
 }
 
 /** Sets the deadline gauges of one stage from the oldest hour it still holds (undefined: none). */
