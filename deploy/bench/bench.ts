@@ -42,6 +42,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import { CompressionTypes, Kafka, logLevel } from 'kafkajs';
+import { lazyRecordsInstalled } from '../../src/kafka/lazy-records.ts';
 import { silenceKafkajsTimeoutWarning } from '../../src/kafka/quiet-warnings.ts';
 import { ensureServices, stackStatus } from '../stack/index.ts';
 import {
@@ -404,6 +405,9 @@ async function produce(ctx: Ctx, dataset: Dataset, target: number): Promise<Prod
 }
 
 async function runBare(ctx: Ctx): Promise<BareResult> {
+  // The baseline is kafkajs as published: meterline's own record decoder (src/kafka/lazy-records.ts) is
+  // installed only by meterline's client factory, which this process never calls.
+  if (lazyRecordsInstalled()) throw new Error('the bare consumer must run kafkajs as published');
   const consumer = ctx.kafka.consumer({
     groupId: `${ctx.runId}-bare`,
     sessionTimeout: 30_000,

@@ -2,6 +2,7 @@
 import { Kafka, type LogEntry, logLevel, type Producer } from 'kafkajs';
 import { ConfigError } from '../errors.ts';
 import type { Logger } from '../log.ts';
+import { installLazyRecords } from './lazy-records.ts';
 import { silenceKafkajsTimeoutWarning } from './quiet-warnings.ts';
 import { type KafkaSecurity, kafkaSecurityFromEnv } from './security.ts';
 
@@ -24,6 +25,8 @@ export function createKafka(options: {
 }): Kafka {
   process.env.KAFKAJS_NO_PARTITIONER_WARNING ??= '1';
   silenceKafkajsTimeoutWarning();
+  // Fetched records are decoded on first read, not all at once (src/kafka/lazy-records.ts).
+  installLazyRecords();
   const log = options.logger.child({ component: 'kafkajs' });
   let security = options.security;
   if (!security) {
