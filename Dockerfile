@@ -41,7 +41,9 @@ COPY deploy/image/helm-test.ts ./deploy/image/helm-test.ts
 # Non-root, and nothing is written outside /tmp: the chart runs it with a read-only root filesystem.
 USER 65532:65532
 # The same flags as `npm run meterline`: the OpenTelemetry preload starts the SDK before anything else is
-# loaded (it does nothing without OTEL_EXPORTER_OTLP_ENDPOINT). A 16 MB semi-space: V8's default on a large
-# host (64 MB) costs about 100 MB of RSS for no measurable speed (deploy/bench).
-ENTRYPOINT ["node", "--disable-warning=TimeoutNegativeWarning", "--max-semi-space-size=16", "--import", "./src/observability/otel-preload.ts", "src/cli/main.ts"]
+# loaded (it does nothing without OTEL_EXPORTER_OTLP_ENDPOINT). An 8 MB semi-space (V8's default on a large host,
+# 64 MB, costs over 100 MB of RSS for no measurable speed) and a 768 MB heap: on a large host V8 lets the old
+# generation grow to 4 times its live set before collecting; a 768 MB limit makes that about 1.5 times (the
+# processor's live heap is about 65 MB at full speed), for the same CPU (deploy/bench, docs/performance.md).
+ENTRYPOINT ["node", "--disable-warning=TimeoutNegativeWarning", "--max-semi-space-size=8", "--max-old-space-size=768", "--import", "./src/observability/otel-preload.ts", "src/cli/main.ts"]
 CMD ["run"]

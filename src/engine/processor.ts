@@ -19,6 +19,8 @@ export interface SourceRecord {
   value: Buffer | null;
   /** Broker timestamp, epoch ms as a string (kafkajs). */
   timestamp: string;
+  /** The same as a number, where the record can give it without the string (src/kafka/lazy-records.ts). */
+  readonly timestampMs?: number;
   headers?: IHeaders;
 }
 

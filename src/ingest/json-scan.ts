@@ -51,26 +51,46 @@ const QUANTITY_REST = bytes('uantity"');
 const TIMESTAMP_REST = bytes('imestamp"');
 
 /**
- * Customer and dimension names repeat across events: one string per distinct name, found by its length
- * and last bytes, instead of a new string per event (fewer allocations, and Map lookups reuse the string's
- * hash). A slot taken by another name only costs a new string.
+ * Customer and dimension names repeat across events: one string per distinct name, found by a hash of its
+ * bytes, instead of a new string per event (fewer allocations, and Map lookups reuse the string's hash).
+ * Open addressing over a few slots; when they are all taken by other names, the first is replaced, so the
+ * table stays bounded with any number of names (a name it lost costs a new string, as without it).
  */
-const INTERN_SLOTS = 4096;
+const INTERN_SLOTS = 16_384;
+const INTERN_PROBES = 4;
 const interned: string[] = new Array<string>(INTERN_SLOTS).fill('');
+
+/**
+ * A name's first slot: FNV-1a over its bytes, then MurmurHash3's finalizer (FNV alone leaves a last byte's
+ * change in the low bits), so names that differ in any byte spread over the table.
+ */
+export function internSlot(buf: Uint8Array, start: number, end: number): number {
+  let h = 0x811c9dc5;
+  for (let i = start; i < end; i++) h = Math.imul(h ^ (buf[i] as number), 0x01000193);
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+  return (h ^ (h >>> 16)) >>> 18;
+}
 
 function intern(buf: Buffer, start: number, end: number): string {
   const len = end - start;
-  const h =
-    (buf[end - 1] as number) | ((buf[end - 2] as number) << 4) | ((buf[end - 3] as number) << 8) | (len << 7);
-  const slot = (h ^ (h >>> 12)) & (INTERN_SLOTS - 1);
-  const s = interned[slot] as string;
-  if (s.length === len) {
+  const first = internSlot(buf, start, end);
+  let free = first;
+  for (let probe = 0; probe < INTERN_PROBES; probe++) {
+    const slot = (first + probe) & (INTERN_SLOTS - 1);
+    const s = interned[slot] as string;
+    if (s.length === 0) {
+      free = slot;
+      break;
+    }
+    if (s.length !== len) continue;
     let i = len - 1;
     while (i >= 0 && s.charCodeAt(i) === buf[start + i]) i--;
     if (i < 0) return s;
   }
+  // The empty slot the probe stopped at, or the first one probed when all were taken.
   const fresh = latin1(buf, start, end);
-  interned[slot] = fresh;
+  interned[free] = fresh;
   return fresh;
 }
 

@@ -60,52 +60,36 @@ interface KafkajsInternals {
   lookupCodecByAttributes: (attributes: number) => { decompress(b: Buffer): Promise<Buffer> } | null;
 }
 
-/** One record of a fetch, read from its bytes on first access. */
+/**
+ * One record of a fetch, read from its bytes on first access. Small on purpose (a fetch's records all live
+ * until its last batch is through): the batch it belongs to, where its body starts, its offset delta (every
+ * record's offset is read when kafkajs filters the fetch), and its offset once built.
+ */
 export class LazyRecord {
-  readonly magicByte: number;
-  readonly attributes: number;
-  readonly isControlRecord: boolean;
   readonly batchContext: BatchContext;
   readonly #s: Shared;
+  /** Where the record's body (its attributes byte) starts in the shared buffer. */
+  readonly #at: number;
   readonly #offsetDelta: number;
-  readonly #timestampDelta: number | bigint;
-  /** Key and value: start and length in the shared buffer; length -1 for null. */
-  readonly #keyAt: number;
-  readonly #keyLength: number;
-  readonly #valueAt: number;
-  readonly #valueLength: number;
-  /** Where the header count starts; -1 when the record has none (its own, kafkajs-shaped, empty object). */
-  readonly #headersAt: number;
   #offset: string | undefined;
-  #timestamp: string | undefined;
-  #key: Buffer | null | undefined;
-  #value: Buffer | null | undefined;
-  #headers: IHeaders | undefined;
 
-  constructor(
-    s: Shared,
-    context: BatchContext,
-    attributes: number,
-    timestampDelta: number | bigint,
-    offsetDelta: number,
-    keyAt: number,
-    keyLength: number,
-    valueAt: number,
-    valueLength: number,
-    headersAt: number,
-  ) {
-    this.magicByte = context.magicByte;
-    this.attributes = attributes;
-    this.isControlRecord = context.isControlBatch;
+  constructor(s: Shared, context: BatchContext, at: number, offsetDelta: number) {
     this.batchContext = context;
     this.#s = s;
-    this.#timestampDelta = timestampDelta;
+    this.#at = at;
     this.#offsetDelta = offsetDelta;
-    this.#keyAt = keyAt;
-    this.#keyLength = keyLength;
-    this.#valueAt = valueAt;
-    this.#valueLength = valueLength;
-    this.#headersAt = headersAt;
+  }
+
+  get magicByte(): number {
+    return this.batchContext.magicByte;
+  }
+
+  get isControlRecord(): boolean {
+    return this.batchContext.isControlBatch;
+  }
+
+  get attributes(): number {
+    return ((this.#s.buf[this.#at] as number) << 24) >> 24;
   }
 
   get offset(): string {
@@ -120,33 +104,41 @@ export class LazyRecord {
   }
 
   get timestamp(): string {
-    if (this.#timestamp === undefined) {
-      const s = this.#s;
-      const delta = this.#timestampDelta;
-      this.#timestamp =
-        s.appendTime ??
-        (s.baseTimestamp !== undefined && typeof delta === 'number'
-          ? String(s.baseTimestamp + delta)
-          : (s.bigTimestamp + BigInt(delta)).toString());
-    }
-    return this.#timestamp;
+    const s = this.#s;
+    if (s.appendTime !== undefined) return s.appendTime;
+    const delta = this.#cursor().varLong();
+    return s.baseTimestamp !== undefined && typeof delta === 'number'
+      ? String(s.baseTimestamp + delta)
+      : (s.bigTimestamp + BigInt(delta)).toString();
+  }
+
+  /** `timestamp` as a number of ms, without the string (the window stage reads every record's). */
+  get timestampMs(): number {
+    return Number(this.#s.appendTime ?? this.#timestampNumber());
   }
 
   get key(): Buffer | null {
-    if (this.#key === undefined) this.#key = this.#bytes(this.#keyAt, this.#keyLength);
-    return this.#key;
+    const c = this.#cursor();
+    c.varLong();
+    c.varInt();
+    return c.slice();
   }
 
   get value(): Buffer | null {
-    if (this.#value === undefined) this.#value = this.#bytes(this.#valueAt, this.#valueLength);
-    return this.#value;
+    const c = this.#cursor();
+    c.varLong();
+    c.varInt();
+    c.bytes();
+    return c.slice();
   }
 
   get headers(): IHeaders {
-    if (this.#headers === undefined) {
-      this.#headers = this.#headersAt < 0 ? {} : readHeaders(this.#s.buf, this.#headersAt);
-    }
-    return this.#headers;
+    const c = this.#cursor();
+    c.varLong();
+    c.varInt();
+    c.bytes();
+    c.bytes();
+    return readHeaders(c);
   }
 
   /** The plain-object form kafkajs would have built (for logs and `JSON.stringify`). */
@@ -156,9 +148,17 @@ export class LazyRecord {
     return { magicByte, attributes, timestamp, offset, key, value, headers, isControlRecord, batchContext };
   }
 
-  #bytes(at: number, length: number): Buffer | null {
-    // kafkajs's `Buffer#slice` semantics: a view of the fetch's bytes, clamped at its end.
-    return length === -1 ? null : this.#s.buf.subarray(at, at + length);
+  /** A cursor after the attributes byte, at the timestamp delta. */
+  #cursor(): Cursor {
+    return new Cursor(this.#s.buf, this.#at + 1);
+  }
+
+  #timestampNumber(): number | string {
+    const s = this.#s;
+    const delta = this.#cursor().varLong();
+    return s.baseTimestamp !== undefined && typeof delta === 'number'
+      ? s.baseTimestamp + delta
+      : (s.bigTimestamp + BigInt(delta)).toString();
   }
 }
 
@@ -217,6 +217,12 @@ class Cursor {
     return BigInt.asIntN(64, (unsigned >> 1n) ^ -(unsigned & 1n));
   }
 
+  /** Reads a varint-length byte string as a view of the buffer (kafkajs's `Buffer#slice`), or null. */
+  slice(): Buffer | null {
+    const length = this.bytes();
+    return length === -1 ? null : this.buf.subarray(this.found, this.found + length);
+  }
+
   /** Skips a varint-length byte string: returns its length (-1 for null) and leaves its start in `found`. */
   bytes(): number {
     const length = this.varInt();
@@ -226,8 +232,8 @@ class Cursor {
   }
 }
 
-function readHeaders(buf: Buffer, at: number): IHeaders {
-  const c = new Cursor(buf, at);
+function readHeaders(c: Cursor): IHeaders {
+  const buf = c.buf;
   const count = c.varInt();
   const headers: IHeaders = {};
   for (let i = 0; i < count; i++) {
@@ -254,28 +260,11 @@ function readHeaders(buf: Buffer, at: number): IHeaders {
 function readRecord(c: Cursor, s: Shared, context: BatchContext): LazyRecord {
   const length = c.varInt();
   const end = c.at + length;
-  const attributes = ((c.buf[c.at] as number) << 24) >> 24;
+  const at = c.at;
   c.at += 1;
-  const timestampDelta = c.varLong();
-  const offsetDelta = c.varInt();
-  const keyLength = c.bytes();
-  const keyAt = c.found;
-  const valueLength = c.bytes();
-  const valueAt = c.found;
-  const headersAt = c.buf[c.at] === 0 ? -1 : c.at;
-  const record = new LazyRecord(
-    s,
-    context,
-    attributes,
-    timestampDelta,
-    offsetDelta,
-    keyAt,
-    keyLength,
-    valueAt,
-    valueLength,
-    headersAt,
-  );
-  // The next record starts after this one's length, whatever its headers hold.
+  c.varLong();
+  const record = new LazyRecord(s, context, at, c.varInt());
+  // The next record starts after this one's length, whatever its fields hold.
   c.at = end;
   return record;
 }

@@ -95,7 +95,7 @@ export class WindowProcessor implements Processor<SourceRecord> {
     }
     if (this.#misrouted(e.customer, context)) return;
     const hour = hourStart(e.timestampMs);
-    const arrivalMs = Number(record.timestamp);
+    const arrivalMs = record.timestampMs ?? Number(record.timestamp);
     // Event time against the broker's clock: producers with drifting clocks show up here.
     observeClockSkew((e.timestampMs - arrivalMs) / 1000);
     const store = this.#store as HourlyWindowStore;

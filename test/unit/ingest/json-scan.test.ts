@@ -5,7 +5,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { decodeJsonEvent, validateEvent } from '../../../src/ingest/event.ts';
-import { newScannedEvent, scanEvent } from '../../../src/ingest/json-scan.ts';
+import { internSlot, newScannedEvent, scanEvent } from '../../../src/ingest/json-scan.ts';
 import type { DecodeResult, ValidationContext } from '../../../src/metering/usage-event.ts';
 
 const NOW = Date.parse('2026-11-27T17:20:00Z');
@@ -201,5 +201,19 @@ describe('JSON fast path', () => {
       }),
       { numRuns: 20_000 },
     );
+  });
+});
+
+describe('interning customer and dimension names', () => {
+  it('spreads names that differ only in their digits over the table', () => {
+    // The table keeps one string per slot: names that share a first slot evict each other.
+    const names = Array.from({ length: 1000 }, (_, i) => `cust-${String(i).padStart(4, '0')}`);
+    names.push('api_calls', 'jobs', 'egress_gb', 'compute_min', 'seats');
+    const slots = new Set(names.map((n) => internSlot(Buffer.from(n), 0, n.length)));
+    expect(slots.size).toBeGreaterThanOrEqual(names.length * 0.95);
+    for (const n of ['acme', 'customer-1234567890-eu']) {
+      const padded = Buffer.from(`xx${n}yy`);
+      expect(internSlot(padded, 2, 2 + n.length)).toBe(internSlot(Buffer.from(n), 0, n.length));
+    }
   });
 });
