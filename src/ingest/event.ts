@@ -50,7 +50,20 @@ export function decodeJsonEvent(value: Buffer | null, ctx: ValidationContext): D
   // The fast path reads any finite quantity: one out of range gets its reason from the full parser.
   if (scanEvent(value, scanned, MAX_ID_CHARS, MAX_DIMENSION_CHARS) && scanned.quantity <= MAX_QUANTITY) {
     const e = scanned;
-    return accept(e.id, e.customer, e.dimension, e.quantity, e.timestampMs, undefined, undefined, ctx);
+    return (
+      refusal(e.dimension, e.timestampMs, ctx) ?? {
+        ok: true,
+        event: new ScannedUsageEvent(
+          value,
+          e.idStart,
+          e.idEnd,
+          e.customer,
+          e.dimension,
+          Math.round(e.quantity * MICROS),
+          e.timestampMs,
+        ),
+      }
+    );
   }
   let raw: unknown;
   try {
@@ -124,20 +137,19 @@ export function validateEvent(raw: unknown, ctx: ValidationContext): DecodeResul
 
   const ts = parseEventTimestamp(timestamp);
   if (!ts.ok) return fail(ts.reason, ts.detail);
-  return accept(id, customer, dimension, q, ts.ms, tags, untagged, ctx);
+  const refused = refusal(dimension, ts.ms, ctx);
+  if (refused) return refused;
+  const event: UsageEvent = { id, customer, dimension, micros: Math.round(q * MICROS), timestampMs: ts.ms };
+  if (tags) event.tags = tags;
+  if (untagged) event.untagged = untagged;
+  return { ok: true, event };
 }
 
-/** The checks against this processor's clock and plan, shared by the fast path and the full parser. */
-function accept(
-  id: string,
-  customer: string,
-  dimension: string,
-  quantity: number,
-  timestampMs: number,
-  tags: Record<string, string> | undefined,
-  untagged: string | undefined,
-  ctx: ValidationContext,
-): DecodeResult {
+/**
+ * The checks against this processor's clock and plan, shared by the fast path and the full parser: the
+ * refusal, or undefined when the event is accepted.
+ */
+function refusal(dimension: string, timestampMs: number, ctx: ValidationContext): DecodeResult | undefined {
   if (timestampMs > ctx.nowMs + ctx.maxFutureSkewMs) {
     return fail(
       'future_timestamp',
@@ -153,15 +165,41 @@ function accept(
   }
   if (!ctx.dimensions.has(dimension))
     return fail('unknown_dimension', `dimension "${dimension}" is not in the metering plan`);
+  return undefined;
+}
 
-  const event: UsageEvent = {
-    id,
-    customer,
-    dimension,
-    micros: Math.round(quantity * MICROS),
-    timestampMs,
-  };
-  if (tags) event.tags = tags;
-  if (untagged) event.untagged = untagged;
-  return { ok: true, event };
+/**
+ * An event the fast path read: its id stays in the message's bytes (Latin-1, which the fast path checked
+ * is printable ASCII) until something asks for the text. The window store hashes it from the bytes.
+ */
+class ScannedUsageEvent implements UsageEvent {
+  readonly idBytes: Buffer;
+  readonly idStart: number;
+  readonly idEnd: number;
+  readonly customer: string;
+  readonly dimension: string;
+  readonly micros: number;
+  readonly timestampMs: number;
+
+  constructor(
+    idBytes: Buffer,
+    idStart: number,
+    idEnd: number,
+    customer: string,
+    dimension: string,
+    micros: number,
+    timestampMs: number,
+  ) {
+    this.idBytes = idBytes;
+    this.idStart = idStart;
+    this.idEnd = idEnd;
+    this.customer = customer;
+    this.dimension = dimension;
+    this.micros = micros;
+    this.timestampMs = timestampMs;
+  }
+
+  get id(): string {
+    return this.idBytes.toString('latin1', this.idStart, this.idEnd);
+  }
 }

@@ -11,7 +11,9 @@ import { daysFromCivil, MAX_EPOCH_MS, MIN_EPOCH_MS } from '../time/timestamp.ts'
 
 /** The fields the fast path read; valid only after `scanEvent` returned true. */
 export interface ScannedEvent {
-  id: string;
+  /** The id's bytes in the message: [idStart, idEnd). */
+  idStart: number;
+  idEnd: number;
   customer: string;
   dimension: string;
   quantity: number;
@@ -19,7 +21,8 @@ export interface ScannedEvent {
 }
 
 export const newScannedEvent = (): ScannedEvent => ({
-  id: '',
+  idStart: 0,
+  idEnd: 0,
   customer: '',
   dimension: '',
   quantity: 0,
@@ -256,8 +259,10 @@ export function scanEvent(
         field === DIMENSION ? maxDimensionChars : field === TIMESTAMP ? 24 : maxIdChars,
       );
       if (q < 0) return false;
-      if (field === ID) out.id = latin1(buf, s, q);
-      else if (field === CUSTOMER) out.customer = intern(buf, s, q);
+      if (field === ID) {
+        out.idStart = s;
+        out.idEnd = q;
+      } else if (field === CUSTOMER) out.customer = intern(buf, s, q);
       else if (field === DIMENSION) out.dimension = intern(buf, s, q);
       else {
         const ms = timestampMs(buf, s, q);

@@ -7,7 +7,11 @@ import type { ErrorCode } from '../errors.ts';
 import type { MeteringApi } from './aws-window.ts';
 
 export interface UsageEvent {
-  id: string;
+  readonly id: string;
+  /** Where the id's bytes are, when the decoder kept them (Latin-1): hashed without making the text. */
+  readonly idBytes?: Uint8Array;
+  readonly idStart?: number;
+  readonly idEnd?: number;
   customer: string;
   dimension: string;
   /** Quantity in integer micro-units: sums stay exact. */

@@ -19,9 +19,17 @@ import type { Logger } from '../log.ts';
 import { metrics } from '../observability/metrics.ts';
 import { cutScopesOf } from '../redis/keys.ts';
 import { HOUR_MS, hourIso, hourStart } from '../time/hours.ts';
+import { hashId, hashLatin1Id } from './id-hash.ts';
 import type { ProcessorStats } from './processor-stats.ts';
 import type { WindowStore } from './window-store.ts';
-import type { AggregationOp, ApplyResult, HourGroup, LatePolicy, PartitionSnapshot } from './window-types.ts';
+import type {
+  AggregationOp,
+  ApplyResult,
+  EventId,
+  HourGroup,
+  LatePolicy,
+  PartitionSnapshot,
+} from './window-types.ts';
 
 export const HOURLY_WINDOWS = 'hourly-windows';
 
@@ -58,8 +66,12 @@ export interface HourlyWindowStoreOptions {
 /** Event contexts one batch adds to an hour's sample (the hour keeps the newest few over all batches). */
 const LINKS_PER_HOUR_PER_BATCH = 4;
 
-/** One aggregate of the batch: ids and micro-units in parallel arrays (no object per event). */
-type Pending = { op: AggregationOp; ids: string[]; micros: number[] };
+/**
+ * One aggregate of the batch: micro-units and ids in parallel arrays (no object per event). Events counted in
+ * their own hour keep only their id's hash (its position in the batch's hash buffer); events of a frozen hour
+ * keep the id's text (late events are audited by id).
+ */
+type Pending = { op: AggregationOp; ids: string[]; at: number[]; micros: number[] };
 
 /** Where an event's quantity goes: see the module comment. */
 export type Disposition = 'on-time' | 'late' | 'counted';
@@ -71,6 +83,9 @@ export class HourlyWindowStore implements StateStore {
   #token: string | undefined;
   /** hour → aggregate field (customer␟dimension) → pending aggregate: events counted in their own hour. */
   #batch = new Map<number, Map<string, Pending>>();
+  /** The batch's id hashes, four words each, in the order add() took them. */
+  #hashes = new Uint32Array(4 * 1024);
+  #hashCount = 0;
   /** The hour of #batch that add() used last. */
   #lastHourMs = Number.NaN;
   #lastHour: Map<string, Pending> | undefined;
@@ -259,7 +274,7 @@ export class HourlyWindowStore implements StateStore {
     hourMs: number,
     field: string,
     op: AggregationOp,
-    id: string,
+    id: EventId,
     micros: number,
     eventTimeMs: number,
     offset: string,
@@ -300,18 +315,41 @@ export class HourlyWindowStore implements StateStore {
     }
     let agg = hour.get(field);
     if (!agg) {
-      agg = { op, ids: [], micros: [] };
+      agg = { op, ids: [], at: [], micros: [] };
       hour.set(field, agg);
     }
-    agg.ids.push(id);
+    if (through === undefined) agg.at.push(this.#hash(id));
+    else agg.ids.push(id.id);
     agg.micros.push(micros);
     if (this.#maxEventTime === undefined || eventTimeMs > this.#maxEventTime)
       this.#maxEventTime = eventTimeMs;
   }
 
+  /** Hashes an id into the batch's hash buffer: its position there. */
+  #hash(id: EventId): number {
+    const n = this.#hashCount;
+    if (4 * (n + 1) > this.#hashes.length) {
+      const grown = new Uint32Array(this.#hashes.length * 2);
+      grown.set(this.#hashes);
+      this.#hashes = grown;
+    }
+    if (id.idBytes !== undefined)
+      hashLatin1Id(id.idBytes, id.idStart ?? 0, id.idEnd ?? 0, this.#hashes, 4 * n);
+    else hashId(id.id, this.#hashes, 4 * n);
+    this.#hashCount = n + 1;
+    return n;
+  }
+
   async commit(batch: { after: bigint | undefined; last: string; nowMs: number }): Promise<void> {
+    const words = this.#hashes;
     const aggregates = (fields: Map<string, Pending>) =>
-      [...fields].map(([field, p]) => ({ field, op: p.op, ids: p.ids, micros: p.micros }));
+      [...fields].map(([field, p]) => ({
+        field,
+        op: p.op,
+        ids: p.ids,
+        micros: p.micros,
+        ...(p.at.length ? { hashed: { words, at: p.at } } : {}),
+      }));
     const groups: HourGroup[] = [...this.#batch].map(([hourMs, fields]) => ({
       hourMs,
       targetMs: hourMs,
@@ -370,6 +408,7 @@ export class HourlyWindowStore implements StateStore {
 
   abort(): void {
     this.#batch = new Map();
+    this.#hashCount = 0;
     this.#lastHourMs = Number.NaN;
     this.#lastHour = undefined;
     this.#moved = new Map();

@@ -16,16 +16,37 @@ function fmix32(h: number): number {
   return h;
 }
 
-/** Reads 32 bits of `s` from code unit `i`: two UTF-16 code units, little-endian. */
-const word = (s: string, i: number) => (s.charCodeAt(i) | (s.charCodeAt(i + 1) << 16)) >>> 0;
+/** The code units being hashed: ids are short (128 characters at most), so one buffer serves them all. */
+let units = new Uint16Array(256);
+
+/** Reads 32 bits from code unit `i`: two UTF-16 code units, little-endian. */
+const word = (u: Uint16Array, i: number) => ((u[i] as number) | ((u[i + 1] as number) << 16)) >>> 0;
 
 /** MurmurHash3 x86_128 of `s`'s UTF-16 code units into `out[o..o+3]`. */
 export function hashId(s: string, out: Uint32Array, o = 0): void {
+  if (s.length > units.length) units = new Uint16Array(s.length);
+  for (let i = 0; i < s.length; i++) units[i] = s.charCodeAt(i);
+  murmur(units, s.length, out, o);
+}
+
+/**
+ * `hashId` of the string `buf[start..end)` reads as in Latin-1 (one code unit per byte; ASCII ids read the
+ * same in UTF-8), without making the string.
+ */
+export function hashLatin1Id(buf: Uint8Array, start: number, end: number, out: Uint32Array, o = 0): void {
+  const n = end - start;
+  if (n > units.length) units = new Uint16Array(n);
+  for (let i = 0; i < n; i++) units[i] = buf[start + i] as number;
+  murmur(units, n, out, o);
+}
+
+/** MurmurHash3 x86_128 of the first `n` code units of `s`. */
+function murmur(s: Uint16Array, n: number, out: Uint32Array, o: number): void {
   const c1 = 0x239b961b;
   const c2 = 0xab0e9789;
   const c3 = 0x38b34ae5;
   const c4 = 0xa1e38b93;
-  const len = s.length * 2;
+  const len = n * 2;
   let h1 = 0;
   let h2 = 0;
   let h3 = 0;
@@ -72,15 +93,15 @@ export function hashId(s: string, out: Uint32Array, o = 0): void {
   let k3 = 0;
   let k4 = 0;
   const tail = blocks * 8;
-  const rest = s.length - tail;
+  const rest = n - tail;
   const tailBytes = rest * 2;
-  if (rest > 6) k4 = s.charCodeAt(tail + 6);
-  if (rest > 5) k3 = s.charCodeAt(tail + 4) | (s.charCodeAt(tail + 5) << 16);
-  else if (rest > 4) k3 = s.charCodeAt(tail + 4);
-  if (rest > 3) k2 = s.charCodeAt(tail + 2) | (s.charCodeAt(tail + 3) << 16);
-  else if (rest > 2) k2 = s.charCodeAt(tail + 2);
-  if (rest > 1) k1 = s.charCodeAt(tail) | (s.charCodeAt(tail + 1) << 16);
-  else if (rest > 0) k1 = s.charCodeAt(tail);
+  if (rest > 6) k4 = s[tail + 6] as number;
+  if (rest > 5) k3 = (s[tail + 4] as number) | ((s[tail + 5] as number) << 16);
+  else if (rest > 4) k3 = s[tail + 4] as number;
+  if (rest > 3) k2 = (s[tail + 2] as number) | ((s[tail + 3] as number) << 16);
+  else if (rest > 2) k2 = s[tail + 2] as number;
+  if (rest > 1) k1 = (s[tail] as number) | ((s[tail + 1] as number) << 16);
+  else if (rest > 0) k1 = s[tail] as number;
   if (tailBytes > 12) {
     k4 = Math.imul(k4, c4);
     k4 = (k4 << 18) | (k4 >>> 14);

@@ -243,7 +243,7 @@ export class WindowDedupe {
     for (const g of groups) {
       const hour = index.hour(g.hourMs);
       let total = 0;
-      for (const agg of g.aggregates) total += agg.ids.length;
+      for (const agg of g.aggregates) total += agg.micros.length;
       // Hashed straight into the script's argument: 32-bit words in the host's order, little-endian below.
       const words = new Uint32Array(total * 4);
       const hashes = Buffer.from(words.buffer, 0, words.byteLength);
@@ -255,9 +255,16 @@ export class WindowDedupe {
         let sum = 0;
         let peak = -1;
         const ids: string[] = [];
-        for (let e = 0; e < agg.ids.length; e++) {
-          const id = agg.ids[e] as string;
-          hashId(id, words, n * 4);
+        const hashed = agg.hashed;
+        for (let e = 0; e < agg.micros.length; e++) {
+          if (hashed) {
+            const from = 4 * (hashed.at[e] as number);
+            const to = n * 4;
+            words[to] = hashed.words[from] as number;
+            words[to + 1] = hashed.words[from + 1] as number;
+            words[to + 2] = hashed.words[from + 2] as number;
+            words[to + 3] = hashed.words[from + 3] as number;
+          } else hashId(agg.ids[e] as string, words, n * 4);
           if (!hour.add(words, n * 4)) {
             duplicates += 1;
             continue;
@@ -267,7 +274,7 @@ export class WindowDedupe {
           const micros = agg.micros[e] as number;
           sum += micros;
           if (micros > peak) peak = micros;
-          if (late) ids.push(id);
+          if (late) ids.push(agg.ids[e] as string);
         }
         if (events)
           aggregates.push({ field: agg.field, op: agg.op, events, value: agg.op === 'm' ? peak : sum, ids });

@@ -1,13 +1,22 @@
 /** The shapes the window store reads and writes: batches, frozen hours, snapshots, partition times. */
+import type { UsageEvent } from '../metering/usage-event.ts';
+
 export type AggregationOp = 's' | 'm';
 
 export interface PendingAggregate {
   field: string;
   op: AggregationOp;
-  /** Event ids and their micro-units, index by index. */
+  /**
+   * Event ids and their micro-units, index by index; or, with `hashed`, micro-units and the ids' hashes
+   * (`hashId`, four words each from `words[4 * at[i]]`), `ids` then empty.
+   */
   ids: string[];
   micros: number[];
+  hashed?: { words: Uint32Array; at: number[] };
 }
+
+/** An event's id as the window store takes it: its text, and where its bytes are when the decoder kept them. */
+export type EventId = Pick<UsageEvent, 'id' | 'idBytes' | 'idStart' | 'idEnd'>;
 
 /** Events of one hour that go to one place. */
 export interface HourGroup {

@@ -28,10 +28,17 @@ function reference(value: Buffer): DecodeResult {
   return validateEvent(raw, ctx);
 }
 
+/** An accepted event as its readers see it (the fast path's keeps its id in the message's bytes). */
+function plain(r: DecodeResult) {
+  if (!r.ok) return r;
+  const { id, customer, dimension, micros, timestampMs, tags, untagged } = r.event;
+  return { ok: true, event: { id, customer, dimension, micros, timestampMs, tags, untagged } };
+}
+
 function sameAnswer(value: Buffer): void {
   const ours = decodeJsonEvent(value, ctx);
   const ref = reference(value);
-  if (ref.ok) expect(ours).toEqual(ref);
+  if (ref.ok) expect(plain(ours)).toEqual(plain(ref));
   else {
     expect(ours.ok).toBe(false);
     // JSON.parse's message differs between the two calls only by nothing: compare reasons.
@@ -56,11 +63,12 @@ describe('JSON fast path', () => {
     const reversed = Object.fromEntries(Object.entries(canonical).reverse());
     expect(scan(` ${JSON.stringify(reversed)}\n`)).toBe(true);
     const out = newScannedEvent();
-    expect(scanEvent(Buffer.from(JSON.stringify({ ...canonical, quantity: 2.5e3 })), out, 128, 255)).toBe(
-      true,
-    );
+    const message = Buffer.from(JSON.stringify({ ...canonical, quantity: 2.5e3 }));
+    expect(scanEvent(message, out, 128, 255)).toBe(true);
+    expect(message.toString('latin1', out.idStart, out.idEnd)).toBe('b7-000000001');
     expect(out).toEqual({
-      id: 'b7-000000001',
+      idStart: 7,
+      idEnd: 19,
       customer: 'tenant-a',
       dimension: 'api_calls',
       quantity: 2500,

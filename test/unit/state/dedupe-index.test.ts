@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { PartitionDedupe } from '../../../src/state/dedupe-index.ts';
 import { HashSet128 } from '../../../src/state/hash-set-128.ts';
-import { hashId, ID_HASH_BYTES } from '../../../src/state/id-hash.ts';
+import { hashId, hashLatin1Id, ID_HASH_BYTES } from '../../../src/state/id-hash.ts';
 
 const hashOf = (id: string) => {
   const out = new Uint32Array(4);
@@ -52,6 +52,20 @@ describe('hashId', () => {
         .join('');
       expect(value, id).toBe(hex);
     }
+  });
+
+  it('is the same from the bytes of an id as from its string (Latin-1: one code unit per byte)', () => {
+    const fromBytes = new Uint32Array(4);
+    for (let i = 0; i < 20_000; i++) {
+      // Every length up to 140 (past the 128-character limit), every byte value, inside a larger buffer.
+      const length = i % 141;
+      const bytes = Buffer.from(Array.from({ length }, (_, j) => (i * 31 + j * 97) % 256));
+      const framed = Buffer.concat([Buffer.from('{"id":"'), bytes, Buffer.from('"}')]);
+      hashLatin1Id(framed, 7, 7 + length, fromBytes);
+      expect(key(fromBytes), `length ${length}`).toBe(key(hashOf(bytes.toString('latin1'))));
+    }
+    hashLatin1Id(Buffer.from('b1-000000042'), 0, 12, fromBytes);
+    expect(key(fromBytes)).toBe(key(hashOf('b1-000000042')));
   });
 
   it('is the same for the same id, every time', () => {
