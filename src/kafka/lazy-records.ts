@@ -63,7 +63,7 @@ interface KafkajsInternals {
 /**
  * One record of a fetch, read from its bytes on first access. Small on purpose (a fetch's records all live
  * until its last batch is through): the batch it belongs to, where its body starts, its offset delta (every
- * record's offset is read when kafkajs filters the fetch), and its offset once built.
+ * record's offset is read when kafkajs filters the fetch).
  */
 export class LazyRecord {
   readonly batchContext: BatchContext;
@@ -71,7 +71,6 @@ export class LazyRecord {
   /** Where the record's body (its attributes byte) starts in the shared buffer. */
   readonly #at: number;
   readonly #offsetDelta: number;
-  #offset: string | undefined;
 
   constructor(s: Shared, context: BatchContext, at: number, offsetDelta: number) {
     this.batchContext = context;
@@ -93,14 +92,12 @@ export class LazyRecord {
   }
 
   get offset(): string {
-    if (this.#offset === undefined) {
-      const s = this.#s;
-      this.#offset =
-        s.baseOffset !== undefined && this.#offsetDelta >= 0
-          ? String(s.baseOffset + this.#offsetDelta)
-          : (s.bigOffset + BigInt(this.#offsetDelta)).toString();
-    }
-    return this.#offset;
+    // Not kept: a string per record held until its batch is through costs more (in garbage collection)
+    // than making it again on the rare second read.
+    const s = this.#s;
+    return s.baseOffset !== undefined && this.#offsetDelta >= 0
+      ? String(s.baseOffset + this.#offsetDelta)
+      : (s.bigOffset + BigInt(this.#offsetDelta)).toString();
   }
 
   get timestamp(): string {

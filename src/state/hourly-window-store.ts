@@ -277,7 +277,8 @@ export class HourlyWindowStore implements StateStore {
     id: EventId,
     micros: number,
     eventTimeMs: number,
-    offset: string,
+    /** Its record: the offset is read only for an event of a frozen hour (where it goes depends on it). */
+    record: { readonly offset: string },
     /** The record's Kafka timestamp (when it arrived): where a late event goes. */
     arrivalMs: number,
     traceparent?: string,
@@ -303,7 +304,7 @@ export class HourlyWindowStore implements StateStore {
       }
     } else {
       // The hour is frozen: the event was counted in it, or goes to the first later hour open at its offset.
-      const o = BigInt(offset);
+      const o = BigInt(record.offset);
       const targetMs = o <= through ? undefined : this.#carryTarget(hourMs, o, arrivalMs, field);
       const key = `${hourMs}>${targetMs ?? ''}`;
       let moved = this.#moved.get(key);

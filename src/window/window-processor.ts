@@ -115,7 +115,7 @@ export class WindowProcessor implements Processor<SourceRecord> {
       else this.#deadLetter(record, context, 'late_event', `hour ${hourIso(hour)} is already finalized`);
       return;
     }
-    store.add(hour, field, op, e, e.micros, e.timestampMs, record.offset, arrivalMs, traceparent);
+    store.add(hour, field, op, e, e.micros, e.timestampMs, record, arrivalMs, traceparent);
   }
 
   /**
