@@ -52,18 +52,9 @@ export class HourIds {
 
   /** Moves the hashes in memory to a new run; past MAX_RUNS, every run merges into that one. */
   spill(folder: SpillFolder): void {
-    let words = this.hot.words();
-    if (this.runs.length >= MAX_RUNS) {
-      const parts = [words, ...this.runs.map((r) => r.words())];
-      words = new Uint32Array(parts.reduce((n, p) => n + p.length, 0));
-      let at = 0;
-      for (const part of parts) {
-        words.set(part, at);
-        at += part.length;
-      }
-    }
-    const run = new SpilledRun(words, folder.file());
-    if (this.runs.length >= MAX_RUNS) this.close();
+    const merging = this.runs.length >= MAX_RUNS;
+    const run = new SpilledRun(this.hot.words(), folder.file(), merging ? this.runs : []);
+    if (merging) this.close();
     this.runs.push(run);
     this.hot = new HashSet128();
   }

@@ -173,6 +173,94 @@ function isAlive(pid: number): boolean {
   }
 }
 
+/** Hashes a merge writes per write call: 64 KB. */
+const WRITE_HASHES = 4_096;
+
+/** The next hash of one sorted input of a merge (its four words), until `done`. */
+interface HashSource {
+  done: boolean;
+  a: number;
+  b: number;
+  c: number;
+  d: number;
+  next(): void;
+}
+
+/** Hashes in memory, in sorted order. */
+class SortedWords implements HashSource {
+  done = false;
+  a = 0;
+  b = 0;
+  c = 0;
+  d = 0;
+  readonly #words: Uint32Array;
+  readonly #order: Uint32Array;
+  #i = -1;
+
+  constructor(words: Uint32Array) {
+    this.#words = words;
+    this.#order = sortedOrder(words);
+    this.next();
+  }
+
+  next(): void {
+    if (++this.#i >= this.#order.length) {
+      this.done = true;
+      return;
+    }
+    const at = (this.#order[this.#i] as number) * 4;
+    this.a = this.#words[at] as number;
+    this.b = this.#words[at + 1] as number;
+    this.c = this.#words[at + 2] as number;
+    this.d = this.#words[at + 3] as number;
+  }
+}
+
+/** A spilled run's file, read a block at a time. */
+class RunReader implements HashSource {
+  done = false;
+  a = 0;
+  b = 0;
+  c = 0;
+  d = 0;
+  readonly #fd: number;
+  readonly #size: number;
+  readonly #path: string;
+  readonly #block = Buffer.allocUnsafe(BLOCK_HASHES * ID_HASH_BYTES);
+  #i = -1;
+  #blockStart = 0;
+  #blockCount = 0;
+
+  constructor(fd: number, size: number, file: string) {
+    this.#fd = fd;
+    this.#size = size;
+    this.#path = file;
+    this.next();
+  }
+
+  next(): void {
+    if (++this.#i >= this.#size) {
+      this.done = true;
+      return;
+    }
+    if (this.#i >= this.#blockStart + this.#blockCount) {
+      this.#blockStart = this.#i;
+      this.#blockCount = Math.min(BLOCK_HASHES, this.#size - this.#i);
+      const want = this.#blockCount * ID_HASH_BYTES;
+      for (let at = 0; at < want; ) {
+        const n = readSync(this.#fd, this.#block, at, want - at, this.#i * ID_HASH_BYTES + at);
+        if (n === 0) throw new Error(`spill file ${this.#path} is shorter than written`);
+        at += n;
+      }
+    }
+    const x = (this.#i - this.#blockStart) * ID_HASH_BYTES;
+    this.a = this.#block.readUInt32LE(x);
+    this.b = this.#block.readUInt32LE(x + 4);
+    this.c = this.#block.readUInt32LE(x + 8);
+    this.d = this.#block.readUInt32LE(x + 12);
+  }
+}
+
 /** One spilled run: a sorted file of hashes, its filter, and its sparse index. */
 export class SpilledRun {
   readonly size: number;
@@ -183,30 +271,50 @@ export class SpilledRun {
   readonly #firsts: Uint32Array;
   readonly #block = Buffer.allocUnsafe(BLOCK_HASHES * ID_HASH_BYTES);
 
-  /** Writes `words` (4 per hash; a first word of 0 must already read 1, as the table keeps it) sorted to a new file. */
-  constructor(words: Uint32Array, file: string) {
-    const n = words.length / 4;
-    const order = sortedOrder(words);
-    const bytes = Buffer.allocUnsafe(n * ID_HASH_BYTES);
-    this.#filter = new HashFilter(n);
-    this.#firsts = new Uint32Array(Math.ceil(n / BLOCK_HASHES));
-    for (let i = 0; i < n; i++) {
-      const from = (order[i] as number) * 4;
-      const at = i * ID_HASH_BYTES;
-      for (let w = 0; w < 4; w++) bytes.writeUInt32LE(words[from + w] as number, at + w * 4);
-      this.#filter.add(
-        words[from] as number,
-        words[from + 1] as number,
-        words[from + 2] as number,
-        words[from + 3] as number,
-      );
-      if (i % BLOCK_HASHES === 0) this.#firsts[i / BLOCK_HASHES] = words[from] as number;
-    }
+  /**
+   * Writes `words` (4 per hash; a first word of 0 must already read 1, as the table keeps it) sorted to a new
+   * file, merged with the hashes of `runs` (sorted files already): a k-way merge that reads each run a block at a
+   * time, so merging an hour's runs holds no more than its filter in memory, however many hashes it has.
+   */
+  constructor(words: Uint32Array, file: string, runs: readonly SpilledRun[] = []) {
+    let n = words.length / 4;
+    for (const run of runs) n += run.size;
     this.path = file;
     this.size = n;
+    this.#filter = new HashFilter(n);
+    this.#firsts = new Uint32Array(Math.ceil(n / BLOCK_HASHES));
     this.#fd = openSync(file, 'w+');
     try {
-      for (let at = 0; at < bytes.length; ) at += writeSync(this.#fd, bytes, at, bytes.length - at, at);
+      const sources = [
+        new SortedWords(words),
+        ...runs.map((run) => new RunReader(run.#fd, run.size, run.path)),
+      ];
+      const out = Buffer.allocUnsafe(WRITE_HASHES * ID_HASH_BYTES);
+      let buffered = 0;
+      let written = 0;
+      for (let i = 0; i < n; i++) {
+        // The source whose next hash has the smallest first word (unsigned): at most five of them.
+        let best = sources[0] as HashSource;
+        for (let k = 1; k < sources.length; k++) {
+          const source = sources[k] as HashSource;
+          if (best.done || (!source.done && source.a < best.a)) best = source;
+        }
+        const { a, b, c, d } = best;
+        const x = buffered * ID_HASH_BYTES;
+        out.writeUInt32LE(a, x);
+        out.writeUInt32LE(b, x + 4);
+        out.writeUInt32LE(c, x + 8);
+        out.writeUInt32LE(d, x + 12);
+        this.#filter.add(a, b, c, d);
+        if (i % BLOCK_HASHES === 0) this.#firsts[i / BLOCK_HASHES] = a;
+        best.next();
+        if (++buffered === WRITE_HASHES || i === n - 1) {
+          const bytes = buffered * ID_HASH_BYTES;
+          for (let at = 0; at < bytes; ) at += writeSync(this.#fd, out, at, bytes - at, written + at);
+          written += bytes;
+          buffered = 0;
+        }
+      }
     } catch (error) {
       this.close();
       throw error;
@@ -216,19 +324,6 @@ export class SpilledRun {
   /** Bytes held in memory (the filter and the sparse index). */
   get memoryBytes(): number {
     return this.#filter.bytes + this.#firsts.byteLength;
-  }
-
-  /** Every hash of the run, 4 words each, in file order (for merging runs). */
-  words(): Uint32Array {
-    const bytes = Buffer.allocUnsafe(this.size * ID_HASH_BYTES);
-    for (let at = 0; at < bytes.length; ) {
-      const n = readSync(this.#fd, bytes, at, bytes.length - at, at);
-      if (n === 0) throw new Error(`spill file ${this.path} is shorter than written`);
-      at += n;
-    }
-    const out = new Uint32Array(this.size * 4);
-    for (let i = 0; i < out.length; i++) out[i] = bytes.readUInt32LE(i * 4);
-    return out;
   }
 
   has(h: Uint32Array, o = 0): boolean {

@@ -3,7 +3,7 @@
  * let a stranger through to the disk, never keep a member out), and a partition's index over its budget
  * spills, stays exact, and deletes its files when done with them.
  */
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -30,6 +30,38 @@ const filesUnder = (dir: string): string[] =>
   );
 
 describe('SpilledRun', () => {
+  it('merges runs with new hashes into one sorted run that holds them all', () => {
+    const setOf = (from: number, to: number) => {
+      const set = new HashSet128();
+      for (let i = from; i < to; i++) set.add(hashOf(`id-${i}`));
+      return set;
+    };
+    // Runs of different sizes (one under a block, one over many), then the hashes still in memory.
+    const runs = [
+      new SpilledRun(setOf(0, 100).words(), path.join(root, '1.ids')),
+      new SpilledRun(setOf(100, 30_000).words(), path.join(root, '2.ids')),
+      new SpilledRun(setOf(30_000, 31_000).words(), path.join(root, '3.ids')),
+    ];
+    const merged = new SpilledRun(setOf(31_000, 40_000).words(), path.join(root, 'm.ids'), runs);
+    for (const run of runs) run.close();
+    expect(merged.size).toBe(40_000);
+    let missing = 0;
+    for (let i = 0; i < 40_000; i++) if (!merged.has(hashOf(`id-${i}`))) missing += 1;
+    let strangers = 0;
+    for (let i = 0; i < 100_000; i++) if (merged.has(hashOf(`other-${i}`))) strangers += 1;
+    expect(missing).toBe(0);
+    expect(strangers).toBe(0);
+    // The file: every hash once, sorted by first word (what a lookup's block search relies on).
+    const bytes = readFileSync(merged.path);
+    expect(bytes.length).toBe(40_000 * ID_HASH_BYTES);
+    let unsorted = 0;
+    for (let i = 1; i < 40_000; i++) {
+      if (bytes.readUInt32LE(i * ID_HASH_BYTES) < bytes.readUInt32LE((i - 1) * ID_HASH_BYTES)) unsorted += 1;
+    }
+    expect(unsorted).toBe(0);
+    merged.close();
+  });
+
   it('finds every hash it was written from and none other', () => {
     const set = new HashSet128();
     for (let i = 0; i < 50_000; i++) set.add(hashOf(`in-${i}`));
