@@ -45,5 +45,8 @@ USER 65532:65532
 # 64 MB, costs over 100 MB of RSS for no measurable speed) and a 768 MB heap: on a large host V8 lets the old
 # generation grow to 4 times its live set before collecting; a 768 MB limit makes that about 1.5 times (the
 # processor's live heap is about 65 MB at full speed), for the same CPU (deploy/bench, docs/performance.md).
+# Two malloc arenas: glibc's default (one per thread that allocates, up to 8 per core) holds freed memory
+# in each, tens of MB of RSS for nothing here.
+ENV MALLOC_ARENA_MAX=2
 ENTRYPOINT ["node", "--disable-warning=TimeoutNegativeWarning", "--max-semi-space-size=8", "--max-old-space-size=768", "--import", "./src/observability/otel-preload.ts", "src/cli/main.ts"]
 CMD ["run"]

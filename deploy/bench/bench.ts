@@ -530,10 +530,17 @@ async function stopChild(child: ChildProcess, polite: () => void, ms = 30_000): 
  * The Node flags meterline runs with (`npm run meterline`, which the image's entrypoint equals): the processor
  * is measured with the heap settings users get. The OpenTelemetry preload is left out: tracing is off here.
  */
-function runtimeFlags(): string[] {
+/** The flags and environment `npm run meterline` starts Node with: the processor runs as users run it. */
+function runtime(): { flags: string[]; env: Record<string, string> } {
   const script: string = JSON.parse(readFileSync(here('../../package.json'), 'utf8')).scripts.meterline;
   const words = script.split(/\s+/);
-  return words.filter((w, i) => w.startsWith('--') && w !== '--import' && words[i - 1] !== '--import');
+  const flags = words.filter((w, i) => w.startsWith('--') && w !== '--import' && words[i - 1] !== '--import');
+  const env: Record<string, string> = {};
+  for (const w of words.slice(0, words.indexOf('node'))) {
+    const m = /^([A-Z_][A-Z0-9_]*)=(.*)$/.exec(w);
+    if (m) env[m[1] as string] = m[2] as string;
+  }
+  return { flags, env };
 }
 
 /**
@@ -570,7 +577,7 @@ async function runProcessor(ctx: Ctx, processes = 1): Promise<ProcessorResult> {
   const fd = openSync(log, 'a');
   const env: NodeJS.ProcessEnv = { ...process.env };
   for (const k of Object.keys(env)) if (k.startsWith('METERLINE_') || k.startsWith('AWS_')) delete env[k];
-  Object.assign(env, {
+  Object.assign(env, runtime().env, {
     KAFKA_BROKERS: ctx.brokers,
     KAFKA_CLIENT_ID: 'meterline-bench',
     REDIS_URL: ctx.redisUrl,
@@ -599,7 +606,7 @@ async function runProcessor(ctx: Ctx, processes = 1): Promise<ProcessorResult> {
     const c = spawn(
       process.execPath,
       [
-        ...runtimeFlags(),
+        ...runtime().flags,
         ...(ctx.profileDir && i === 0
           ? ['--cpu-prof', `--cpu-prof-dir=${ctx.profileDir}`, '--cpu-prof-name=processor.cpuprofile']
           : []),

@@ -13,10 +13,15 @@ const dockerfile = read('Dockerfile');
 const finalStage = dockerfile.slice(dockerfile.lastIndexOf('\nFROM '));
 
 describe('Dockerfile', () => {
-  it('the entrypoint is the command of `npm run meterline`', () => {
+  it('the entrypoint and environment are those of `npm run meterline`', () => {
     const script: string = JSON.parse(read('package.json')).scripts.meterline;
+    const words = script.split(/\s+/);
+    const node = words.indexOf('node');
     const entrypoint = JSON.parse(/^ENTRYPOINT (\[.*\])$/m.exec(finalStage)?.[1] ?? 'null') as string[];
-    expect(entrypoint).toEqual(script.split(/\s+/));
+    expect(entrypoint).toEqual(words.slice(node));
+    // Variables the script sets before `node` (MALLOC_ARENA_MAX) are the image's ENV.
+    expect(node).toBeGreaterThan(0);
+    for (const assignment of words.slice(0, node)) expect(finalStage).toContain(`\nENV ${assignment}\n`);
   });
 
   it('runs as the non-root user the chart expects, and the roles the chart runs are meterline commands', () => {
