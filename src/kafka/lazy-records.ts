@@ -3,8 +3,8 @@
  * objects (a Buffer per record, key and value, a Decoder, BigInt-backed Longs for its timestamp and offset
  * parsed from strings, a headers object built by spreading) before the consumer sees the first one: most
  * of a bare consumer's CPU, and most of the heap a fetch holds while its batches are processed. Here each
- * record is one small object over the fetch's bytes; its offset, timestamp, key, value and headers are built
- * when first read, with exactly the values and types kafkajs gives (`KafkaMessage`).
+ * record is one small object over the fetch's bytes; its offset, timestamp, key, value and headers are read
+ * from the bytes when asked for, with exactly the values and types kafkajs gives (`KafkaMessage`).
  *
  * It replaces one internal module of kafkajs, the record-set decoder that every fetch response version
  * (v4 to v11) calls, and only for the version it was written against (kafkajs has had no release since
@@ -101,12 +101,7 @@ export class LazyRecord {
   }
 
   get timestamp(): string {
-    const s = this.#s;
-    if (s.appendTime !== undefined) return s.appendTime;
-    const delta = this.#cursor().varLong();
-    return s.baseTimestamp !== undefined && typeof delta === 'number'
-      ? String(s.baseTimestamp + delta)
-      : (s.bigTimestamp + BigInt(delta)).toString();
+    return this.#s.appendTime ?? String(this.#timestampNumber());
   }
 
   /** `timestamp` as a number of ms, without the string (the window stage reads every record's). */
@@ -150,6 +145,7 @@ export class LazyRecord {
     return new Cursor(this.#s.buf, this.#at + 1);
   }
 
+  /** The record's create time: a number while exact, else the exact decimal text. */
   #timestampNumber(): number | string {
     const s = this.#s;
     const delta = this.#cursor().varLong();
