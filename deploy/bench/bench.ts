@@ -527,10 +527,10 @@ async function stopChild(child: ChildProcess, polite: () => void, ms = 30_000): 
 }
 
 /**
- * The Node flags meterline runs with (`npm run meterline`, which the image's entrypoint equals): the processor
- * is measured with the heap settings users get. The OpenTelemetry preload is left out: tracing is off here.
+ * The Node flags and environment meterline runs with (`npm run meterline`, which the image's entrypoint and ENV
+ * equal): the processor is measured with the heap and allocator settings users get. The OpenTelemetry preload
+ * is left out: tracing is off here.
  */
-/** The flags and environment `npm run meterline` starts Node with: the processor runs as users run it. */
 function runtime(): { flags: string[]; env: Record<string, string> } {
   const script: string = JSON.parse(readFileSync(here('../../package.json'), 'utf8')).scripts.meterline;
   const words = script.split(/\s+/);
@@ -577,7 +577,8 @@ async function runProcessor(ctx: Ctx, processes = 1): Promise<ProcessorResult> {
   const fd = openSync(log, 'a');
   const env: NodeJS.ProcessEnv = { ...process.env };
   for (const k of Object.keys(env)) if (k.startsWith('METERLINE_') || k.startsWith('AWS_')) delete env[k];
-  Object.assign(env, runtime().env, {
+  const node = runtime();
+  Object.assign(env, node.env, {
     KAFKA_BROKERS: ctx.brokers,
     KAFKA_CLIENT_ID: 'meterline-bench',
     REDIS_URL: ctx.redisUrl,
@@ -606,7 +607,7 @@ async function runProcessor(ctx: Ctx, processes = 1): Promise<ProcessorResult> {
     const c = spawn(
       process.execPath,
       [
-        ...runtime().flags,
+        ...node.flags,
         ...(ctx.profileDir && i === 0
           ? ['--cpu-prof', `--cpu-prof-dir=${ctx.profileDir}`, '--cpu-prof-name=processor.cpuprofile']
           : []),
