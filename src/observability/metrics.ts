@@ -116,6 +116,10 @@ export const metrics = {
     help: "Event id hashes this processor's dedupe index holds, in memory (the budget METERLINE_DEDUPE_MEMORY_IDS) or spilled to local disk",
     labelNames: ['where'] as const,
   }),
+  dedupeFilterBytes: new Gauge({
+    name: 'meterline_dedupe_filter_bytes',
+    help: "Bytes in memory for this processor's spilled dedupe ids (filters and block indexes): about 2 per spilled id of the hours being written, none for idle hours",
+  }),
   dedupeSpillFailures: new Counter({
     name: 'meterline_dedupe_spill_failures_total',
     help: 'Spills of dedupe ids to local disk that failed (full or unwritable METERLINE_DEDUPE_SPILL_DIR): the index keeps them in memory instead',

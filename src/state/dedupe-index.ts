@@ -2,7 +2,9 @@
  * The dedupe index of one partition: per event hour, the 128-bit hashes (id-hash.ts) of the ids counted.
  * The newest are in memory (a HashSet128); when the partition holds more than its share of the process's
  * budget, an hour's hashes spill to a sorted file with a filter in memory (spilled-ids.ts), so memory stays
- * flat however many ids the dedupe horizon holds. Redis keeps the same hashes, packed 16 bytes each, one
+ * flat however many ids the dedupe horizon holds. The runs' filters stay in memory only while their hour is
+ * being written: an idle hour's lookups (a late event) read its files, so memory grows with the ids of the
+ * hours in use, not with every hour the horizon holds. Redis keeps the same hashes, packed 16 bytes each, one
  * list entry per batch and hour (applyBatch.lua): that is what the index is restored from.
  */
 import { HashSet128 } from './hash-set-128.ts';
@@ -13,6 +15,13 @@ import { SpilledRun, type SpillFolder } from './spilled-ids.ts';
 const MIN_SPILL = 4_096;
 /** Runs an hour may have before they merge into one: a new id checks every run's filter. */
 const MAX_RUNS = 4;
+/** Batches of its partition that land without writing an hour before its runs cool (their filters leave memory). */
+const IDLE_BATCHES = 2;
+/**
+ * Lookups into an hour with cooled runs before their filters come back into memory: a stray late event reads
+ * a few blocks, an hour in use again gets its filters back after a few milliseconds of reads.
+ */
+const REWARM_AFTER = 256;
 
 /** Where a partition's index spills, and how many hashes it may keep in memory. */
 export interface SpillPolicy {
@@ -30,18 +39,43 @@ export class HourIds {
   runs: SpilledRun[] = [];
   logEntries = 0;
   writtenAtMs = 0;
+  /** The partition's batch that last wrote the hour (PartitionDedupe.landed). */
+  lastBatch = 0;
+  /** Whether the runs' filters are on disk only. */
+  #cool = false;
+  #coolLookups = 0;
 
   /** Whether the hash is held, in memory or spilled. */
   has(h: Uint32Array, o = 0): boolean {
-    if (this.hot.has(h, o)) return true;
-    for (const run of this.runs) if (run.has(h, o)) return true;
-    return false;
+    return this.hot.has(h, o) || this.#spilled(h, o);
   }
 
   /** Adds the hash; false when it was held already. */
   add(h: Uint32Array, o = 0): boolean {
-    for (const run of this.runs) if (run.has(h, o)) return false;
-    return this.hot.add(h, o);
+    return !this.#spilled(h, o) && this.hot.add(h, o);
+  }
+
+  #spilled(h: Uint32Array, o: number): boolean {
+    if (this.#cool && ++this.#coolLookups > REWARM_AFTER) this.rewarm();
+    for (const run of this.runs) if (run.has(h, o)) return true;
+    return false;
+  }
+
+  get cool(): boolean {
+    return this.#cool;
+  }
+
+  /** The runs' filters leave memory (the hour is idle). */
+  coolDown(): void {
+    for (const run of this.runs) run.cool();
+    this.#cool = true;
+    this.#coolLookups = 0;
+  }
+
+  /** The runs' filters come back into memory (the hour is in use again). */
+  rewarm(): void {
+    for (const run of this.runs) run.rewarm();
+    this.#cool = false;
   }
 
   get size(): number {
@@ -53,8 +87,10 @@ export class HourIds {
   /** Moves the hashes in memory to a new run; past MAX_RUNS, every run merges into that one. */
   spill(folder: SpillFolder): void {
     const merging = this.runs.length >= MAX_RUNS;
-    const run = new SpilledRun(this.hot.words(), folder.file(), merging ? this.runs : []);
+    const run = new SpilledRun(this.hot.table(), folder.file(), merging ? this.runs : []);
     if (merging) this.close();
+    // An idle hour's hashes spill too (the largest set goes first): its new run is as cool as the others.
+    if (this.#cool) run.cool();
     this.runs.push(run);
     this.hot = new HashSet128();
   }
@@ -78,6 +114,7 @@ export class PartitionDedupe {
   readonly #hours = new Map<number, HourIds>();
   readonly #spill: SpillPolicy | undefined;
   #closed = false;
+  #batches = 0;
 
   /** Without a spill policy, every hash stays in memory. */
   constructor(token: string, spill?: SpillPolicy) {
@@ -121,6 +158,19 @@ export class PartitionDedupe {
     }
     h.logEntries = from + entries.length;
     if (writtenAtMs > h.writtenAtMs) h.writtenAtMs = writtenAtMs;
+  }
+
+  /** A batch landed, writing these hours at `nowMs`. */
+  landed(hours: Iterable<HourIds>, nowMs: number): void {
+    this.#batches += 1;
+    for (const h of hours) {
+      h.writtenAtMs = nowMs;
+      h.lastBatch = this.#batches;
+    }
+    // Hours the last batches did not write are idle: their filters leave memory.
+    for (const h of this.#hours.values()) {
+      if (!h.cool && h.runs.length && this.#batches - h.lastBatch >= IDLE_BATCHES) h.coolDown();
+    }
   }
 
   /**
@@ -170,6 +220,13 @@ export class PartitionDedupe {
   get size(): number {
     let n = 0;
     for (const h of this.#hours.values()) n += h.size;
+    return n;
+  }
+
+  /** Bytes of the spilled runs' filters and sparse indexes in memory. */
+  get spilledMemoryBytes(): number {
+    let n = 0;
+    for (const h of this.#hours.values()) for (const run of h.runs) n += run.memoryBytes;
     return n;
   }
 

@@ -100,16 +100,11 @@ export class HashSet128 {
     for (let x = 0; x < old.length; x += 4) if (old[x] !== 0) this.add(old, x);
   }
 
-  /** Copies every hash, 4 words each, into a new array (in table order). */
-  words(): Uint32Array {
-    const t = this.#slots;
-    const out = new Uint32Array(this.#size * 4);
-    let n = 0;
-    for (let x = 0; x < t.length; x += 4) {
-      if (t[x] === 0) continue;
-      out.set(t.subarray(x, x + 4), n);
-      n += 4;
-    }
-    return out;
+  /**
+   * The table itself: 4 words per slot, the first 0 in an empty slot. A spill writes the hashes from it and
+   * then drops the set, so it needs no copy of them.
+   */
+  table(): Uint32Array {
+    return this.#slots;
   }
 }

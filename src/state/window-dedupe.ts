@@ -15,7 +15,7 @@ import type { Keys, PartitionRef } from '../redis/keys.ts';
 import type { BatchAggregate, BatchGroup } from '../redis/scripts.ts';
 import * as scripts from '../redis/scripts.ts';
 import { HOUR_MS, hourStart } from '../time/hours.ts';
-import { PartitionDedupe, type SpillPolicy } from './dedupe-index.ts';
+import { type HourIds, PartitionDedupe, type SpillPolicy } from './dedupe-index.ts';
 import { hashId, ID_HASH_BYTES } from './id-hash.ts';
 import { SpillFolder } from './spilled-ids.ts';
 import { CHANGELOG_HOUR_RETENTION_MS } from './window-changelog.ts';
@@ -78,12 +78,15 @@ export class WindowDedupe {
   #report(): void {
     let hot = 0;
     let all = 0;
+    let filters = 0;
     for (const index of this.#partitions.values()) {
       hot += index.hotSize;
       all += index.size;
+      filters += index.spilledMemoryBytes;
     }
     metrics.dedupeIds.set({ where: 'memory' }, hot);
     metrics.dedupeIds.set({ where: 'disk' }, all - hot);
+    metrics.dedupeFilterBytes.set(filters);
   }
 
   /** Drops every index and its spilled files. */
@@ -290,11 +293,13 @@ export class WindowDedupe {
       groups: packed,
       duplicates,
       landed: () => {
+        const written: HourIds[] = [];
         for (const g of packed) {
           const h = index.hour(g.hourMs);
           if (g.hashes.length) h.logEntries += 1;
-          h.writtenAtMs = nowMs;
+          written.push(h);
         }
+        index.landed(written, nowMs);
         index.expire(nowMs, this.#ttlMs);
         const failed = index.spillFailure;
         index.settle();

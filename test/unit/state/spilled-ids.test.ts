@@ -38,11 +38,11 @@ describe('SpilledRun', () => {
     };
     // Runs of different sizes (one under a block, one over many), then the hashes still in memory.
     const runs = [
-      new SpilledRun(setOf(0, 100).words(), path.join(root, '1.ids')),
-      new SpilledRun(setOf(100, 30_000).words(), path.join(root, '2.ids')),
-      new SpilledRun(setOf(30_000, 31_000).words(), path.join(root, '3.ids')),
+      new SpilledRun(setOf(0, 100).table(), path.join(root, '1.ids')),
+      new SpilledRun(setOf(100, 30_000).table(), path.join(root, '2.ids')),
+      new SpilledRun(setOf(30_000, 31_000).table(), path.join(root, '3.ids')),
     ];
-    const merged = new SpilledRun(setOf(31_000, 40_000).words(), path.join(root, 'm.ids'), runs);
+    const merged = new SpilledRun(setOf(31_000, 40_000).table(), path.join(root, 'm.ids'), runs);
     for (const run of runs) run.close();
     expect(merged.size).toBe(40_000);
     let missing = 0;
@@ -51,9 +51,10 @@ describe('SpilledRun', () => {
     for (let i = 0; i < 100_000; i++) if (merged.has(hashOf(`other-${i}`))) strangers += 1;
     expect(missing).toBe(0);
     expect(strangers).toBe(0);
-    // The file: every hash once, sorted by first word (what a lookup's block search relies on).
+    // The file: every hash once, sorted by first word (what a lookup's block search relies on), then the
+    // filter (16 bits per hash).
     const bytes = readFileSync(merged.path);
-    expect(bytes.length).toBe(40_000 * ID_HASH_BYTES);
+    expect(bytes.length).toBe(40_000 * ID_HASH_BYTES + 40_000 * 2);
     let unsorted = 0;
     for (let i = 1; i < 40_000; i++) {
       if (bytes.readUInt32LE(i * ID_HASH_BYTES) < bytes.readUInt32LE((i - 1) * ID_HASH_BYTES)) unsorted += 1;
@@ -65,7 +66,7 @@ describe('SpilledRun', () => {
   it('finds every hash it was written from and none other', () => {
     const set = new HashSet128();
     for (let i = 0; i < 50_000; i++) set.add(hashOf(`in-${i}`));
-    const run = new SpilledRun(set.words(), path.join(root, 'a.ids'));
+    const run = new SpilledRun(set.table(), path.join(root, 'a.ids'));
     expect(run.size).toBe(50_000);
     let missing = 0;
     for (let i = 0; i < 50_000; i++) if (!run.has(hashOf(`in-${i}`))) missing += 1;
@@ -75,6 +76,25 @@ describe('SpilledRun', () => {
     expect(strangers).toBe(0);
     // 16 bits of filter per hash and a word per 256 hashes: about 2 bytes per spilled id in memory.
     expect(run.memoryBytes / run.size).toBeLessThan(2.1);
+    // Cooled, only the sparse index stays in memory, and every lookup still answers exactly from the disk.
+    run.cool();
+    expect(run.warm).toBe(false);
+    const before = run.reads;
+    expect(run.memoryBytes / run.size).toBeLessThan(0.02);
+    for (let i = 0; i < 50_000; i++) if (!run.has(hashOf(`in-${i}`))) missing += 1;
+    for (let i = 0; i < 20_000; i++) if (run.has(hashOf(`out-${i}`))) strangers += 1;
+    expect(missing).toBe(0);
+    expect(strangers).toBe(0);
+    expect(run.reads - before).toBeGreaterThanOrEqual(70_000);
+    // Warm again, its filter read back from the file keeps strangers off the disk as before.
+    run.rewarm();
+    expect(run.memoryBytes / run.size).toBeLessThan(2.1);
+    const reads = run.reads;
+    for (let i = 0; i < 200_000; i++) if (run.has(hashOf(`out-${i}`))) strangers += 1;
+    expect(strangers).toBe(0);
+    expect(run.reads - reads).toBeLessThan(200_000 * 0.005);
+    for (let i = 0; i < 50_000; i++) if (!run.has(hashOf(`in-${i}`))) missing += 1;
+    expect(missing).toBe(0);
     run.close();
     expect(readdirSync(root)).toEqual([]);
   });
@@ -167,6 +187,46 @@ describe('PartitionDedupe with a memory budget', () => {
     for (let i = 0; i < 20_000; i++) index.hour(3_000).add(hashOf(`late-${i}`));
     index.settle();
     expect(filesUnder(root)).toEqual([]);
+    folder.close();
+  });
+
+  it('keeps the filters of hours being written in memory, and only on disk for idle hours, still exact', () => {
+    const folder = new SpillFolder(root);
+    const index = new PartitionDedupe('1', { folder, budget: 10_000 });
+    const [one, two] = [index.hour(1_000), index.hour(2_000)];
+    // Batches of 5,000 new ids, the first 8 into hour one, the next 8 into hour two (events in time order).
+    let batch = 0;
+    const write = (hour: typeof one, prefix: string) => {
+      for (let i = 0; i < 5_000; i++) hour.add(hashOf(`${prefix}-${batch * 5_000 + i}`));
+      index.landed([hour], batch);
+      index.settle();
+      batch += 1;
+    };
+    for (let b = 0; b < 8; b++) write(one, 'a');
+    const oneWarm = index.spilledMemoryBytes;
+    // Hour one's runs hold about 2 bytes per spilled id while it is written.
+    expect(one.runs.length).toBeGreaterThan(0);
+    expect(oneWarm).toBeGreaterThan(one.runs.reduce((n, r) => n + r.size, 0) * 1.9);
+    write(two, 'b');
+    // One batch without it: still warm (a batch may miss an hour its neighbours still write).
+    expect(one.cool).toBe(false);
+    for (let b = 0; b < 7; b++) write(two, 'b');
+    expect(one.cool).toBe(true);
+    expect(two.cool).toBe(false);
+    // Hour one's filters left memory: what stays of it is its block index, a word per 256 ids.
+    const oneSpilled = one.runs.reduce((n, r) => n + r.size, 0);
+    const oneCold = one.runs.reduce((n, r) => n + r.memoryBytes, 0);
+    expect(oneCold).toBeLessThan(oneSpilled * 0.02);
+    // Its ids are still known exactly: a late duplicate is refused, a late new id taken.
+    let wrong = 0;
+    for (let i = 0; i < 40_000; i++) if (!one.has(hashOf(`a-${i}`))) wrong += 1;
+    expect(wrong).toBe(0);
+    // Looked up that often, it is in use again: its filters came back, and it counts as written once a batch lands.
+    expect(one.cool).toBe(false);
+    expect(one.add(hashOf('a-7'))).toBe(false);
+    expect(one.add(hashOf('a-late'))).toBe(true);
+    expect(one.runs.reduce((n, r) => n + r.memoryBytes, 0)).toBeGreaterThan(oneSpilled * 1.9);
+    index.close();
     folder.close();
   });
 
