@@ -160,6 +160,15 @@ export class PartitionDedupe {
     if (writtenAtMs > h.writtenAtMs) h.writtenAtMs = writtenAtMs;
   }
 
+  /**
+   * An hour's log is loaded: it starts idle, so a claim does not hold every hour's filters of the horizon in
+   * memory at once. The hours in use take theirs back after their first lookups.
+   */
+  loaded(hourMs: number): void {
+    const h = this.#hours.get(hourMs);
+    if (h?.runs.length && !h.cool) h.coolDown();
+  }
+
   /** A batch landed, writing these hours at `nowMs`. */
   landed(hours: Iterable<HourIds>, nowMs: number): void {
     this.#batches += 1;

@@ -221,6 +221,8 @@ export class WindowDedupe {
         });
       }
       index.load(hourMs, from, entries, hours.get(hourMs) ?? 0);
+      // An hour's reads are consecutive: its last one completes it.
+      if (reads[i + 1]?.hourMs !== hourMs) index.loaded(hourMs);
     });
   }
 

@@ -162,9 +162,13 @@ describe('PartitionDedupe with a memory budget', () => {
         index.load(hourMs, from, [pack(ids)], 5);
         expect(index.hotSize).toBeLessThanOrEqual(10_000);
       }
+      index.loaded(hourMs);
     }
     expect(index.size).toBe(120_000);
     const [one, two] = [index.hour(1_000), index.hour(2_000)];
+    // Restored hours start idle: their filters are on disk only, whatever the horizon holds.
+    expect(one.cool && two.cool).toBe(true);
+    expect(index.spilledMemoryBytes).toBeLessThan((120_000 - index.hotSize) * 0.02);
     // Spilled runs merge past four per hour, so a new id checks a few filters at most.
     expect(one.runs.length).toBeGreaterThan(0);
     expect(one.runs.length).toBeLessThanOrEqual(4);
