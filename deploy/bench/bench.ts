@@ -75,7 +75,13 @@ const PRODUCE_IN_FLIGHT = 4;
 const FETCH_BYTES_PER_PARTITION = 2_097_152;
 const FETCH_BYTES = 8_388_608;
 const STALL_MS = 90_000;
-const GOALS = { bOverC: 1.5, bOverA: 0.8, roundTripsPer10k: 5 };
+const GOALS = {
+  bOverC: 1.5,
+  bOverA: 0.8,
+  roundTripsPer10k: 5,
+  redisMicrosPerEvent: 0.5,
+  redisBytesPerId: 20,
+};
 
 const USAGE = `usage: npm run bench -- [options]
   --events N            messages to produce, 1 % of them resends (default 2000000)
@@ -950,6 +956,12 @@ async function cleanup(ctx: Ctx): Promise<void> {
 
 function goals(r: Results): Goal[] {
   const rt = ok(r.processor) ? r.processor.redis.roundTripsPer10k : null;
+  // Redis's own time in the window script (its cmdstat), per event the processor read; its dedupe logs' bytes per id.
+  const redisMicros = ok(r.processor)
+    ? (r.processor.redis.script.serverSeconds * 1e6) / Math.max(1, r.processor.events)
+    : null;
+  const mem = ok(r.processor) ? r.processor.redis.memory : null;
+  const bytesPerId = mem && mem.seenIds > 0 ? mem.seenSetBytes / mem.seenIds : null;
   const judge = (value: number | null, pass: (v: number) => boolean) => (value === null ? null : pass(value));
   return [
     {
@@ -970,6 +982,8 @@ function goals(r: Results): Goal[] {
       value: rt,
       pass: judge(rt, (v) => v <= GOALS.roundTripsPer10k),
     },
+    atMost('Redis CPU per event, µs (the window script)', GOALS.redisMicrosPerEvent, redisMicros),
+    atMost('Redis bytes per retained event id', GOALS.redisBytesPerId, bytesPerId),
     {
       goal: `worker drain / ideal ${DRAIN_IDEAL_PER_SEC} records/s`,
       target: `≥ ${DRAIN_GOAL}`,
