@@ -67,7 +67,7 @@ export class HourIds {
 
   /** The runs' filters leave memory (the hour is idle). */
   coolDown(): void {
-    for (const run of this.runs) run.cool();
+    for (const run of this.runs) run.coolDown();
     this.#cool = true;
     this.#coolLookups = 0;
   }
@@ -90,7 +90,7 @@ export class HourIds {
     const run = new SpilledRun(this.hot.table(), folder.file(), merging ? this.runs : []);
     if (merging) this.close();
     // An idle hour's hashes spill too (the largest set goes first): its new run is as cool as the others.
-    if (this.#cool) run.cool();
+    if (this.#cool) run.coolDown();
     this.runs.push(run);
     this.hot = new HashSet128();
   }

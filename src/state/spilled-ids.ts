@@ -368,13 +368,13 @@ export class SpilledRun {
     return (this.#filter?.bytes ?? 0) + this.#firsts.byteLength;
   }
 
-  /** Whether the filter is in memory. */
-  get warm(): boolean {
-    return this.#filter !== undefined;
+  /** Whether the filter is on disk only. */
+  get cool(): boolean {
+    return this.#filter === undefined;
   }
 
   /** Lets the filter go from memory: every lookup then reads a block of the file. */
-  cool(): void {
+  coolDown(): void {
     this.#filter = undefined;
   }
 

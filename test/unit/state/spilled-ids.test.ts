@@ -77,8 +77,8 @@ describe('SpilledRun', () => {
     // 16 bits of filter per hash and a word per 256 hashes: about 2 bytes per spilled id in memory.
     expect(run.memoryBytes / run.size).toBeLessThan(2.1);
     // Cooled, only the sparse index stays in memory, and every lookup still answers exactly from the disk.
-    run.cool();
-    expect(run.warm).toBe(false);
+    run.coolDown();
+    expect(run.cool).toBe(true);
     const before = run.reads;
     expect(run.memoryBytes / run.size).toBeLessThan(0.02);
     for (let i = 0; i < 50_000; i++) if (!run.has(hashOf(`in-${i}`))) missing += 1;
